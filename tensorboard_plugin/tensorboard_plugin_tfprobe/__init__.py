@@ -1,0 +1,1 @@
+"""The tfprobe TensorBoard plugin (the "tfprobe" tab)."""
