@@ -1,5 +1,6 @@
 """tfprobe: per-layer activation statistics for Keras training, in TensorBoard and pandas."""
 
+from tfprobe.diagnose import diagnose
 from tfprobe.reader import read_histograms, read_layers, read_logdir
 
 __version__ = "0.1.0"
@@ -14,4 +15,4 @@ def __getattr__(name):
     raise AttributeError(f"module 'tfprobe' has no attribute {name!r}")
 
 
-__all__ = ["LayerProbe", "read_logdir", "read_histograms", "read_layers"]
+__all__ = ["LayerProbe", "read_logdir", "read_histograms", "read_layers", "diagnose"]

@@ -1,0 +1,120 @@
+"""Training-step overhead of tfprobe: plain `fit` vs `fit` with `LayerProbe`.
+
+Interleaved A/B repetitions in one process on one model: each repetition runs
+a short `fit` without the probe, then one with it (order alternating), and
+times every step from Keras' batch callbacks. A repetition's figure is the
+median step time after warm-up; the ratio is probe/plain per repetition, and
+the report is the median ratio with its min and max over repetitions.
+
+    python benchmarks/overhead.py                      # all configurations
+    python benchmarks/overhead.py --config default --reps 9
+
+Reference CNN (issue 2): input 32x32x3, Conv2D(32,3,relu), MaxPooling2D,
+Conv2D(64,3,relu), MaxPooling2D, Conv2D(128,3,relu), GlobalAveragePooling2D,
+Dense(128,relu), Dense(10); batch 128; synthetic data.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import statistics
+import sys
+import tempfile
+import time
+
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+
+import numpy as np  # noqa: E402
+import keras  # noqa: E402
+
+sys.path.insert(0, os.path.join(os.path.dirname(__file__), ".."))
+import tfprobe  # noqa: E402
+
+CONFIGS = {
+    "default": {},
+    "all_stats_every_step": {"record_freq": 1, "histogram_freq": 0},
+    "all_stats_and_histograms_every_step": {"record_freq": 1, "histogram_freq": 1},
+    "record_freq_10": {"record_freq": 10, "histogram_freq": 100},
+}
+
+
+def reference_cnn():
+    model = keras.Sequential(
+        [
+            keras.Input((32, 32, 3)),
+            keras.layers.Conv2D(32, 3, activation="relu"),
+            keras.layers.MaxPooling2D(),
+            keras.layers.Conv2D(64, 3, activation="relu"),
+            keras.layers.MaxPooling2D(),
+            keras.layers.Conv2D(128, 3, activation="relu"),
+            keras.layers.GlobalAveragePooling2D(),
+            keras.layers.Dense(128, activation="relu"),
+            keras.layers.Dense(10),
+        ]
+    )
+    model.compile("adam", keras.losses.SparseCategoricalCrossentropy(from_logits=True))
+    return model
+
+
+class StepTimer(keras.callbacks.Callback):
+    def on_train_begin(self, logs=None):
+        self.times = []
+
+    def on_train_batch_end(self, batch, logs=None):
+        self.times.append(time.perf_counter())
+
+
+def run(model, x, y, batch, steps, callbacks, warmup):
+    timer = StepTimer()
+    model.fit(x, y, batch_size=batch, epochs=1, steps_per_epoch=steps, verbose=0, shuffle=False,
+              callbacks=[timer] + callbacks)
+    deltas = np.diff(timer.times)[warmup:]
+    return float(np.median(deltas))
+
+
+def measure(name, kwargs, reps, steps, warmup, batch=128):
+    rng = np.random.default_rng(0)
+    x = rng.random((batch * steps, 32, 32, 3), dtype=np.float32)
+    y = rng.integers(0, 10, batch * steps)
+    model = reference_cnn()
+    logdir = tempfile.mkdtemp(prefix="tfprobe-bench-")
+    probe = tfprobe.LayerProbe(os.path.join(logdir, name), **kwargs)
+    run(model, x, y, batch, steps, [], warmup)  # warm-up: trace both functions once
+    run(model, x, y, batch, steps, [probe], warmup)
+    ratios, plain_times, probe_times = [], [], []
+    for rep in range(reps):
+        order = (False, True) if rep % 2 == 0 else (True, False)
+        times = {}
+        for with_probe in order:
+            times[with_probe] = run(model, x, y, batch, steps, [probe] if with_probe else [], warmup)
+        plain_times.append(times[False])
+        probe_times.append(times[True])
+        ratios.append(times[True] / times[False])
+    return {
+        "config": name,
+        "plain_ms": 1000 * statistics.median(plain_times),
+        "probe_ms": 1000 * statistics.median(probe_times),
+        "ratio": statistics.median(ratios),
+        "min": min(ratios),
+        "max": max(ratios),
+        "bytes_per_layer_window": probe.bytes_written / max(probe.windows_written, 1) / max(len(probe.series), 1),
+    }
+
+
+def main(argv=None):
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--config", choices=sorted(CONFIGS), action="append")
+    parser.add_argument("--reps", type=int, default=7)
+    parser.add_argument("--steps", type=int, default=40)
+    parser.add_argument("--warmup", type=int, default=5)
+    args = parser.parse_args(argv)
+    print(f"{'configuration':40s} {'plain ms':>9s} {'probe ms':>9s} {'ratio':>7s} {'min':>6s} {'max':>6s}")
+    for name in args.config or list(CONFIGS):
+        r = measure(name, CONFIGS[name], args.reps, args.steps, args.warmup)
+        print(f"{r['config']:40s} {r['plain_ms']:9.1f} {r['probe_ms']:9.1f} {r['ratio']:7.3f} {r['min']:6.3f} {r['max']:6.3f}",
+              flush=True)
+
+
+if __name__ == "__main__":
+    main()

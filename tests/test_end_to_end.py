@@ -1,0 +1,98 @@
+"""Real `fit` with frozen weights: logged windows equal NumPy statistics of the same batches."""
+
+import numpy as np
+import pytest
+import keras
+
+import oracle
+import tfprobe
+
+NEAR = 1e-3
+BATCH = 16
+
+
+def _model():
+    inputs = keras.Input((12, 12, 2))
+    x = keras.layers.Conv2D(4, 3, activation="relu", name="conv_a")(inputs)
+    x = keras.layers.MaxPooling2D(name="pool")(x)
+    x = keras.layers.Conv2D(6, 3, activation="tanh", name="conv_b")(x)
+    x = keras.layers.GlobalAveragePooling2D(name="gap")(x)
+    x = keras.layers.Dense(8, activation="sigmoid", name="dense_sig")(x)
+    outputs = keras.layers.Dense(3, name="logits")(x)
+    model = keras.Model(inputs, outputs)
+    # Learning rate 0 freezes the weights, so a second model of the same layers sees the same activations.
+    model.compile(keras.optimizers.SGD(learning_rate=0.0), keras.losses.SparseCategoricalCrossentropy(from_logits=True))
+    return model
+
+
+def _data(steps, seed=0):
+    rng = np.random.default_rng(seed)
+    x = rng.normal(size=(steps * BATCH, 12, 12, 2)).astype(np.float32)
+    y = rng.integers(0, 3, steps * BATCH)
+    return x, y
+
+
+def _activations(model, x):
+    names = ["conv_a", "pool", "conv_b", "gap", "dense_sig", "logits"]
+    probe_model = keras.Model(model.inputs[0], [model.get_layer(n).output for n in names])
+    outs = probe_model(x, training=True)
+    return dict(zip(names, [o.numpy() for o in outs]))
+
+
+@pytest.mark.parametrize("jit_compile", [False, True], ids=["graph", "xla"])
+def test_logged_windows_equal_numpy_statistics(tmp_path, jit_compile):
+    steps, log_freq = 10, 4
+    model = _model()
+    model.compile(model.optimizer, model.loss, jit_compile=jit_compile)
+    x, y = _data(steps)
+    probe = tfprobe.LayerProbe(tmp_path / "run", record_freq=1, log_freq=log_freq, histogram_freq=1, near_zero=NEAR)
+    model.fit(x, y, batch_size=BATCH, epochs=2, steps_per_epoch=steps // 2, shuffle=False, verbose=0, callbacks=[probe])
+
+    wide = tfprobe.read_logdir(tmp_path, pivot=True)
+    assert sorted(set(wide["step"])) == [4, 8, 10]
+    assert list(tfprobe.read_layers(tmp_path)["layer"]) == ["conv_a", "pool", "conv_b", "gap", "dense_sig", "logits"]
+    hists = tfprobe.read_histograms(tmp_path)
+    bounds = {"conv_b": (-1.0, 1.0), "dense_sig": (0.0, 1.0)}
+    start = 0
+    for end in (4, 8, 10):
+        window = _activations(model, x[start * BATCH : end * BATCH])
+        before = {"pool": window["conv_a"]}
+        for layer, acts in window.items():
+            got = wide[(wide.layer == layer) & (wide.step == end)].iloc[0].to_dict()
+            want = oracle.activation_stats([acts], NEAR, bounds=bounds.get(layer))
+            oracle.assert_close(got, want, rtol=1e-5, atol=1e-6)
+            if layer in before:
+                oracle.assert_close(got, oracle.pooling_stats([before[layer]], [acts]), rtol=1e-5)
+            h = hists[(hists.layer == layer) & (hists.step == end)]
+            counts = np.zeros(len(oracle.histogram([])), np.int64)
+            counts[h["bucket"].to_numpy()] = h["count"].to_numpy()
+            want_counts = oracle.histogram(acts)
+            assert counts.sum() == want_counts.sum() == acts.size
+            # Same float32 kernels in both graphs; allow a value on a power-of-two edge to differ.
+            assert np.abs(counts - want_counts).sum() <= 2
+        start = end
+    assert probe.windows_written == 3
+
+
+@pytest.mark.parametrize(
+    "record_freq, log_freq, expected_steps, recorded",
+    [
+        (3, 4, [4, 8, 10], {4: [3], 8: [6], 10: [9]}),
+        (5, 2, [6, 10], {6: [5], 10: [10]}),
+        (1, 10, [10], {10: list(range(1, 11))}),
+        (2, 3, [3, 6, 9, 10], {3: [2], 6: [4, 6], 9: [8], 10: [10]}),
+    ],
+)
+def test_windows_follow_record_and_log_freq(tmp_path, record_freq, log_freq, expected_steps, recorded):
+    model = _model()
+    x, y = _data(10)
+    probe = tfprobe.LayerProbe(tmp_path, record_freq=record_freq, log_freq=log_freq, histogram_freq=0, near_zero=NEAR)
+    model.fit(x, y, batch_size=BATCH, epochs=1, shuffle=False, verbose=0, callbacks=[probe])
+    wide = tfprobe.read_logdir(tmp_path, pivot=True)
+    assert sorted(set(wide["step"])) == expected_steps
+    conv = wide[wide.layer == "conv_a"].set_index("step")
+    for step, steps_in_window in recorded.items():
+        batches = [x[(s - 1) * BATCH : s * BATCH] for s in steps_in_window]
+        acts = _activations(model, np.concatenate(batches))["conv_a"]
+        oracle.assert_close(conv.loc[step].to_dict(), oracle.activation_stats([acts], NEAR), keys=["mean", "std", "max", "zero_fraction"])
+    assert tfprobe.read_histograms(tmp_path).empty

@@ -1,0 +1,131 @@
+"""Each statistic against the NumPy oracle, eagerly and inside tf.function."""
+
+import numpy as np
+import pytest
+import tensorflow as tf
+
+import oracle
+from tfprobe import metadata, stats
+
+NEAR = 1e-3
+rng = np.random.default_rng(0)
+_relu = np.maximum(rng.normal(size=(8, 5, 5, 6)), 0).astype(np.float32)
+_relu[..., 2] = 0.0  # one dead unit
+_nonfinite = rng.normal(size=(4, 10)).astype(np.float32)
+_nonfinite[0, 0], _nonfinite[1, 3], _nonfinite[2, 5] = np.nan, np.inf, -np.inf
+
+CASES = {
+    "normal": rng.normal(size=(16, 7, 3)).astype(np.float32),
+    "relu_with_dead_unit": _relu,
+    "all_zeros": np.zeros((4, 3, 3), np.float32),
+    "constant": np.full((5, 4), 2.5, np.float32),
+    "nan_inf": _nonfinite,
+    "all_nan": np.full((2, 3), np.nan, np.float32),
+    "float16": rng.normal(size=(6, 9)).astype(np.float16),
+    "single_element": np.array([[3.0]], np.float32),
+    "rank1": rng.normal(size=(10,)).astype(np.float32),
+    "large_offset": (1000.0 + rng.normal(size=(32, 64))).astype(np.float32),
+    "near_zero": rng.uniform(-2e-3, 2e-3, size=(8, 16)).astype(np.float32),
+}
+
+
+def _finalize(p, **kw):
+    return stats.finalize(np.asarray(p["sums"]), np.asarray(p["maxes"]), near_zero=NEAR, **kw)
+
+
+@pytest.mark.parametrize("graph", [False, True], ids=["eager", "tf.function"])
+@pytest.mark.parametrize("name", sorted(CASES))
+def test_statistics_match_numpy(name, graph):
+    x = CASES[name]
+    fn = tf.function(stats.partials) if graph else stats.partials
+    p = fn(tf.constant(x), near_zero=NEAR, bounds=None)
+    got = _finalize({k: v.numpy() for k, v in p.items()})
+    want = oracle.activation_stats([x.astype(np.float32)], NEAR)
+    oracle.assert_close(got, want)
+    assert ("hoyer_sparsity" in got) == ("hoyer_sparsity" in want)
+    assert ("dead_unit_fraction" in got) == ("dead_unit_fraction" in want)
+
+
+def test_saturation_of_bounded_activation():
+    x = 1.0 / (1.0 + np.exp(-4 * rng.normal(size=(64, 32)))).astype(np.float32)
+    p = stats.partials(tf.constant(x), near_zero=NEAR, bounds=(0.0, 1.0), saturation_margin=0.01)
+    got = _finalize({k: v.numpy() for k, v in p.items()}, bounded=True)
+    want = oracle.activation_stats([x], NEAR, bounds=(0.0, 1.0), margin=0.01)
+    oracle.assert_close(got, want, keys=["saturation_fraction"])
+    assert 0.05 < got["saturation_fraction"] < 0.95
+
+
+def _accumulate(batches, graph=False):
+    fn = tf.function(stats.partials) if graph else stats.partials
+    sums, maxes = None, None
+    for b in batches:
+        p = fn(tf.constant(b), near_zero=NEAR)
+        s, m = p["sums"].numpy(), p["maxes"].numpy()
+        sums = s if sums is None else sums + s
+        maxes = m if maxes is None else np.maximum(maxes, m)
+    return sums, maxes
+
+
+@pytest.mark.parametrize("graph", [False, True], ids=["eager", "tf.function"])
+def test_streaming_over_batches_equals_one_pass(graph):
+    batches = [np.maximum(rng.normal(size=(8, 4, 6)), 0).astype(np.float32) for _ in range(5)]
+    batches[2][1, 1, 1] = np.nan
+    sums, maxes = _accumulate(batches, graph)
+    streamed = stats.finalize(sums, maxes, near_zero=NEAR)
+    one = stats.partials(tf.constant(np.concatenate(batches)), near_zero=NEAR)
+    single = stats.finalize(one["sums"].numpy(), one["maxes"].numpy(), near_zero=NEAR)
+    oracle.assert_close(streamed, single, rtol=1e-6)
+    # The step counter differs (5 steps vs 1); everything else adds up.
+    assert sums[stats.S["steps"]] == 5 and one["sums"].numpy()[stats.S["steps"]] == 1
+    oracle.assert_close(streamed, oracle.activation_stats(batches, NEAR))
+
+
+def test_pooling_statistics():
+    x = np.maximum(rng.normal(size=(4, 8, 8, 3)), 0).astype(np.float32)
+    y = tf.keras.layers.MaxPooling2D()(x).numpy()
+    sums = stats.partials(tf.constant(y), near_zero=NEAR)["sums"] + stats.pooling_input_sums(tf.constant(x))
+    got = stats.finalize(sums.numpy(), np.zeros(2 + 3, np.float32), near_zero=NEAR, pooling=True)
+    oracle.assert_close(got, oracle.pooling_stats([x], [y]), keys=["size_ratio", "mass_retention", "energy_retention", "zero_fraction_in"])
+    assert got["size_ratio"] == 0.25
+    assert 0.25 <= got["mass_retention"] <= 1.0
+
+
+def test_max_pool_mass_retention_bounds():
+    """A 2x2 max pool keeps 1/4 of the mass of uniform windows and all of it for one-hot windows."""
+    uniform = np.ones((1, 4, 4, 1), np.float32)
+    onehot = np.zeros((1, 4, 4, 1), np.float32)
+    onehot[0, ::2, ::2, 0] = 1.0
+    for x, want in ((uniform, 0.25), (onehot, 1.0)):
+        y = tf.keras.layers.MaxPooling2D()(x)
+        sums = stats.partials(y, near_zero=NEAR)["sums"] + stats.pooling_input_sums(tf.constant(x))
+        got = stats.finalize(sums.numpy(), np.zeros(3, np.float32), near_zero=NEAR, pooling=True)
+        assert got["mass_retention"] == pytest.approx(want)
+
+
+HIST_VALUES = np.array(
+    [0.0, -0.0, 1.0, 1.5, 2.0, -3.0, 1e-7, -1e-9, 5e-7, 1e6, 2e6, -3e7, np.inf, -np.inf, np.nan, 1e-45, 0.75],
+    np.float32,
+)
+
+
+@pytest.mark.parametrize("jit", [False, True], ids=["graph", "xla"])
+def test_histogram_matches_bucket_definition(jit):
+    values = np.concatenate([HIST_VALUES, rng.normal(scale=10.0, size=2000).astype(np.float32)])
+    got = tf.function(stats.histogram, jit_compile=jit)(tf.constant(values)).numpy()
+    np.testing.assert_array_equal(got, oracle.histogram(values))
+    assert got.sum() == values.size - 1  # NaN is not counted
+    buckets = metadata.histogram_buckets()
+    assert len(buckets) == metadata.NUM_BUCKETS
+    finite = values[np.isfinite(values) & (values != 0)]
+    for v in finite[:50]:
+        idx = np.flatnonzero(oracle.histogram([v]))[0]
+        lo, hi = buckets[idx]
+        assert lo <= abs(v) < hi or lo < v <= hi or lo <= v < hi
+
+
+def test_histogram_of_float16_and_merging():
+    a = rng.normal(size=(64, 8)).astype(np.float16)
+    b = rng.normal(size=(32, 8)).astype(np.float16)
+    ha, hb = stats.histogram(tf.constant(a)).numpy(), stats.histogram(tf.constant(b)).numpy()
+    np.testing.assert_array_equal(ha + hb, stats.histogram(tf.constant(np.concatenate([a, b]))).numpy())
+    np.testing.assert_array_equal(ha, oracle.histogram(a))

@@ -1,0 +1,183 @@
+"""The `tfprobe` command line: `tfprobe report LOGDIR` and `tfprobe export LOGDIR OUT`.
+
+    tfprobe report logs                    # latest window per layer + findings
+    tfprobe report logs --fail-on warning  # exit 1 if a warning or error is found (CI)
+    tfprobe export logs stats.csv          # every point, long format
+    tfprobe export logs stats.parquet --wide
+
+Exit codes: 0 success; 1 `--fail-on` matched a finding; 2 usage error, missing
+logdir or no tfprobe data.
+"""
+
+from __future__ import annotations
+
+import argparse
+import math
+import os
+import sys
+import textwrap
+
+WIDTH = 80
+_COLUMNS = (  # (header, stat, scale, width)
+    ("mean", "mean", 1.0, 8),
+    ("std", "std", 1.0, 8),
+    ("zero%", "zero_fraction", 100.0, 6),
+    ("dead%", "dead_unit_fraction", 100.0, 6),
+    ("sat%", "saturation_fraction", 100.0, 6),
+    ("nan+inf", None, 1.0, 7),
+)
+
+
+class _Fail(Exception):
+    pass
+
+
+def _fmt(value, width):
+    if value is None or (isinstance(value, float) and math.isnan(value)):
+        return "-".rjust(width)
+    if math.isinf(value):
+        return ("inf" if value > 0 else "-inf").rjust(width)
+    for text in (f"{value:.4g}", f"{value:.3g}", f"{value:.2g}", f"{value:.1e}"):
+        if len(text) <= width:
+            return text.rjust(width)
+    return text[:width].rjust(width)
+
+
+def _ellipsize(text, width):
+    return text if len(text) <= width else text[: width - 1] + "…"
+
+
+def _load(logdir):
+    from tfprobe.reader import read_layers, read_logdir
+
+    if not os.path.isdir(logdir):
+        raise _Fail(f"tfprobe: no such directory: {logdir}")
+    df = read_logdir(logdir)
+    if df.empty:
+        raise _Fail(f"tfprobe: no tfprobe data under {logdir} (attach tfprobe.LayerProbe(log_dir=...) to model.fit)")
+    return df, read_layers(logdir)
+
+
+def layer_table(df, run, width=WIDTH):
+    """Lines of the per-layer table of `run`'s latest window, at most `width` columns wide."""
+    sub = df[df["run"] == run]
+    latest = sub.sort_values("step").groupby(["layer", "stat"], sort=False).tail(1)
+    values = {(l, s): v for l, s, v in zip(latest["layer"], latest["stat"], latest["value"])}
+    steps = latest.groupby("layer")["step"].max()
+    layers = list(dict.fromkeys(sub["layer"]))  # model order (read_logdir sorts by it)
+    numbers = sum(w + 1 for _h, _s, _k, w in _COLUMNS)
+    name_w = max(12, width - numbers - 2)
+    lines = ["  " + "layer".ljust(name_w) + "".join(" " + h.rjust(w) for h, _s, _k, w in _COLUMNS)]
+    for layer in layers:
+        cells = []
+        for _h, stat, scale, w in _COLUMNS:
+            if stat is None:
+                nan, inf = values.get((layer, "nan_count")), values.get((layer, "inf_count"))
+                v = None if nan is None and inf is None else (nan or 0.0) + (inf or 0.0)
+            else:
+                v = values.get((layer, stat))
+                v = None if v is None else v * scale
+            cells.append(" " + _fmt(v, w))
+        lines.append("  " + _ellipsize(layer, name_w).ljust(name_w) + "".join(cells))
+    return lines, int(steps.max()) if len(steps) else None
+
+
+def report(logdir, fail_on=None, runs=None, out=None, width=WIDTH):
+    """Prints the report; returns the exit code."""
+    import importlib
+
+    diagnose = importlib.import_module("tfprobe.diagnose")
+    out = out or sys.stdout
+    df, layers = _load(logdir)
+    all_runs = list(dict.fromkeys(df["run"]))
+    if runs:
+        unknown = [r for r in runs if r not in all_runs]
+        if unknown:
+            raise _Fail(f"tfprobe: run {unknown[0]!r} has no tfprobe data; runs: {', '.join(all_runs)}")
+        df = df[df["run"].isin(runs)]
+        layers = layers[layers["run"].isin(runs)]
+    print(f"tfprobe report: {logdir}", file=out)
+    for run in dict.fromkeys(df["run"]):
+        lines, step = layer_table(df, run, width)
+        n_windows = df.loc[df["run"] == run, "step"].nunique()
+        print("", file=out)
+        print(_ellipsize(f"run {run!r}: {len(lines) - 1} layers, latest window step {step} ({n_windows} windows)", width), file=out)
+        for line in lines:
+            print(line, file=out)
+    findings = diagnose.diagnose(df, layers)
+    counts = findings["severity"].value_counts()
+    summary = ", ".join(f"{counts[s]} {s}" for s in reversed(diagnose.SEVERITIES) if s in counts) or "none"
+    print("", file=out)
+    print(f"Findings: {summary}", file=out)
+    for f in findings.itertuples(index=False):
+        steps = f"steps {f.first_step}-{f.last_step}" if f.first_step != f.last_step else f"step {f.first_step}"
+        head = f"  {f.severity.upper():<8}{f.kind:<16}{f.run}: {f.layer} ({steps})"
+        print(_ellipsize(head, width), file=out)
+        for line in textwrap.wrap(f.message, width - 10):
+            print("          " + line, file=out)
+    if fail_on is not None:
+        threshold = diagnose.severity_rank(fail_on)
+        worst = [s for s in findings["severity"] if diagnose.severity_rank(s) >= threshold]
+        if worst:
+            print(f"\nFailing: {len(worst)} finding(s) at or above {fail_on!r}", file=out)
+            return 1
+    return 0
+
+
+def export(logdir, path, wide=False, histograms=False, out=None):
+    """Writes every point to `path` (.csv, .parquet or .pq); returns the exit code."""
+    from tfprobe.reader import read_histograms, read_logdir
+
+    out = out or sys.stdout
+    ext = os.path.splitext(path)[1].lower()
+    if ext not in (".csv", ".parquet", ".pq"):
+        raise _Fail(f"tfprobe: cannot tell the format of {path!r}; use a .csv, .parquet or .pq file name")
+    if not os.path.isdir(logdir):
+        raise _Fail(f"tfprobe: no such directory: {logdir}")
+    df = read_histograms(logdir) if histograms else read_logdir(logdir, pivot=wide)
+    if df.empty:
+        raise _Fail(f"tfprobe: no tfprobe data under {logdir}")
+    if ext == ".csv":
+        df.to_csv(path, index=False)
+    else:
+        try:
+            df.to_parquet(path, index=False)
+        except ImportError as e:
+            raise _Fail(f"tfprobe: writing Parquet needs pyarrow or fastparquet ({e})")
+    print(f"wrote {len(df)} rows to {path}", file=out)
+    return 0
+
+
+def build_parser():
+    from tfprobe.diagnose import SEVERITIES
+
+    parser = argparse.ArgumentParser(prog="tfprobe", description="Inspect tfprobe logs (per-layer activation statistics).")
+    sub = parser.add_subparsers(dest="command", required=True)
+    rep = sub.add_parser("report", help="per-layer table of the latest window, and health findings")
+    rep.add_argument("logdir", help="TensorBoard log directory (each sub-directory with event files is a run)")
+    rep.add_argument("--fail-on", choices=SEVERITIES, default=None,
+                     help="exit with status 1 if a finding of this severity or worse exists (for CI)")
+    rep.add_argument("--run", action="append", default=None, help="only this run (repeatable)")
+    exp = sub.add_parser("export", help="write every point to CSV or Parquet (by file extension)")
+    exp.add_argument("logdir")
+    exp.add_argument("out", help="output file: .csv, .parquet or .pq")
+    exp.add_argument("--wide", action="store_true", help="one column per statistic instead of long format")
+    exp.add_argument("--histograms", action="store_true", help="export the histograms instead of the statistics")
+    return parser
+
+
+def main(argv=None):
+    args = build_parser().parse_args(argv)
+    try:
+        if args.command == "report":
+            return report(args.logdir, args.fail_on, args.run)
+        return export(args.logdir, args.out, wide=args.wide, histograms=args.histograms)
+    except _Fail as e:
+        print(str(e), file=sys.stderr)
+        return 2
+    except BrokenPipeError:  # e.g. `tfprobe report logs | head`
+        return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,232 @@
+"""In-step state: per-series accumulators folded inside the training step, read once per window.
+
+Each series owns three variables, combined the way Keras metrics are:
+`sums` (float64, added), `maxes` (float32, `maximum`; holds max, -min and the
+per-unit max|x|) and, with histograms on, `hist` (float64 counts, added).
+Float64 sums keep counts exact far beyond 2**24. `Recorder.snapshot()` reads
+every variable in one host transfer and resets them.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import warnings
+
+import numpy as np
+import tensorflow as tf
+
+from tfprobe import metadata, stats
+from tfprobe.instrument import activation_bounds, is_pooling
+
+
+@dataclasses.dataclass
+class Series:
+    """One recorded tensor: its description and its accumulators."""
+
+    name: str
+    info: dict
+    units: int | None
+    bounds: tuple | None
+    pooling: bool
+    sums: tf.Variable
+    maxes: tf.Variable
+    hist: tf.Variable | None
+
+
+class RecordingError(RuntimeError):
+    pass
+
+
+class Recorder:
+    """Builds the statistics ops of a traced step and owns the accumulators.
+
+    Args:
+      record_freq, histogram_freq: record statistics (histograms) on steps
+        where `step % freq == 0`; `histogram_freq=0` turns histograms off.
+      near_zero, saturation_margin: see `tfprobe.stats`.
+      strict: raise instead of warning and dropping a series on failure.
+    """
+
+    def __init__(self, *, record_freq, histogram_freq, near_zero, saturation_margin, strict):
+        self.record_freq = record_freq
+        self.histogram_freq = histogram_freq
+        self.near_zero = near_zero
+        self.saturation_margin = saturation_margin
+        self.strict = strict
+        self.series = {}  # name -> Series, in order of first appearance
+        self.dropped = {}  # name -> reason
+        self.step = None
+        self._snapshot_fn = None
+        self._snapshot_key = None
+
+    # -- graph side -----------------------------------------------------------------
+
+    def create_step(self, initial):
+        if self.step is None:
+            with tf.init_scope():
+                self.step = tf.Variable(initial, dtype=tf.int64, trainable=False, name="tfprobe_step")
+        else:
+            self.step.assign(initial)
+
+    def _series_for(self, tap):
+        name = metadata.series_name(tap.path, tap.output, tap.n_outputs, tap.call)
+        if name in self.dropped:
+            return None
+        found = self.series.get(name)
+        if found is not None:
+            return found
+        units = stats.num_units(tap.tensor)
+        bounds = activation_bounds(tap.layer) if tap.n_outputs == 1 else None
+        pooling = is_pooling(tap.layer) and tap.inputs is not None
+        shape = tap.tensor.shape.as_list() if tap.tensor.shape.rank is not None else None
+        if shape:
+            shape[0] = None
+        info = {
+            "series": name,
+            "layer": tap.path,
+            "class": type(tap.layer).__name__,
+            "order": len(self.series),
+            "output": tap.output,
+            "call": tap.call,
+            "shape": shape,
+            "kind": "pooling" if pooling else "activation",
+            "bounds": list(bounds) if bounds else None,
+        }
+        with tf.init_scope():
+            sums = tf.Variable(stats.empty_sums(), trainable=False, name="tfprobe_sums")
+            maxes = tf.Variable(stats.empty_maxes(units), trainable=False, name="tfprobe_maxes")
+            hist = None
+            if self.histogram_freq:
+                hist = tf.Variable(np.zeros(metadata.NUM_BUCKETS), dtype=tf.float64, trainable=False, name="tfprobe_hist")
+        series = Series(name, info, units, bounds, pooling, sums, maxes, hist)
+        self.series[name] = series
+        return series
+
+    def _fail(self, name, error):
+        if self.strict:
+            raise RecordingError(f"tfprobe failed to record {name!r}: {error}") from error
+        self.dropped[name] = f"{type(error).__name__}: {error}"
+        self.series.pop(name, None)
+        warnings.warn(f"tfprobe: not recording {name!r} from now on: {error}", RuntimeWarning, stacklevel=2)
+
+    def build_updates(self, taps):
+        """Adds the statistics ops of one traced step for `taps` to the current graph."""
+        pairs = []
+        for tap in taps:
+            name = metadata.series_name(tap.path, tap.output, tap.n_outputs, tap.call)
+            try:
+                series = self._series_for(tap)
+            except Exception as error:  # noqa: BLE001 - any failure drops only this series
+                self._fail(name, error)
+                continue
+            if series is not None:
+                pairs.append((series, tap))
+        if not pairs:
+            return
+        step = self.step.assign_add(1)
+
+        def record():
+            computed = {}  # tensor ref -> sums, so a pooling input that is also recorded is reduced once
+            for series, tap in pairs:
+                try:
+                    with tf.name_scope("tfprobe"):
+                        p = stats.partials(
+                            tap.tensor,
+                            near_zero=self.near_zero,
+                            bounds=series.bounds,
+                            saturation_margin=self.saturation_margin,
+                        )
+                        sums = p["sums"]
+                        computed[tap.tensor.ref()] = sums
+                        if series.pooling:
+                            sums = sums + self._input_sums(tap.inputs, computed)
+                        series.sums.assign_add(sums)
+                        series.maxes.assign(tf.maximum(series.maxes, p["maxes"]))
+                except Exception as error:  # noqa: BLE001
+                    self._fail(series.name, error)
+            return tf.constant(True)
+
+        def record_histograms():
+            for series, tap in pairs:
+                if series.hist is None or series.name in self.dropped:
+                    continue
+                try:
+                    with tf.name_scope("tfprobe_hist"):
+                        series.hist.assign_add(stats.histogram_compiled(tap.tensor))
+                except Exception as error:  # noqa: BLE001
+                    self._fail(series.name, error)
+            return tf.constant(True)
+
+        no = lambda: tf.constant(False)  # noqa: E731
+        tf.cond(tf.equal(step % self.record_freq, 0), record, no)
+        if self.histogram_freq:
+            tf.cond(tf.equal(step % self.histogram_freq, 0), record_histograms, no)
+
+    @staticmethod
+    def _input_sums(inputs, computed):
+        producer = computed.get(inputs.ref())
+        if producer is None:
+            return stats.pooling_input_sums(inputs)
+        src = [stats.S[k] for k in ("count", "finite", "sum_abs", "sumsq", "zeros")]
+        dst = [[stats.S[k]] for k in ("in_count", "in_finite", "in_abs", "in_sq", "in_zeros")]
+        return tf.scatter_nd(dst, tf.gather(producer, src), [stats.NUM_SUMS])
+
+    # -- host side ------------------------------------------------------------------
+
+    def _variables(self):
+        out = [self.step]
+        for s in self.series.values():
+            out += [s.sums, s.maxes] + ([s.hist] if s.hist is not None else [])
+        return out
+
+    def snapshot(self):
+        """Reads and resets every accumulator with one host transfer.
+
+        Returns `(step, {name: (sums, maxes, hist or None)})` as NumPy arrays.
+        """
+        key = tuple(self.series)
+        if self._snapshot_fn is None or key != self._snapshot_key:
+            variables = self._variables()
+
+            @tf.function(autograph=False)
+            def read_and_reset():
+                flat = tf.concat([tf.reshape(tf.cast(v, tf.float64), [-1]) for v in variables], axis=0)
+                with tf.control_dependencies([flat]):
+                    for v in variables[1:]:
+                        v.assign(tf.fill(tf.shape(v), tf.constant(-np.inf if v.dtype == tf.float32 else 0, v.dtype)))
+                return tf.identity(flat)
+
+            self._snapshot_fn, self._snapshot_key = read_and_reset, key
+        flat = self._snapshot_fn().numpy()
+        step, offset, out = int(flat[0]), 1, {}
+        for name, s in self.series.items():
+            parts = []
+            for v in (s.sums, s.maxes, s.hist):
+                if v is None:
+                    parts.append(None)
+                    continue
+                n = int(np.prod(v.shape))
+                parts.append(flat[offset : offset + n])
+                offset += n
+            out[name] = tuple(parts)
+        return step, out
+
+    def window(self):
+        """Snapshots and finalizes one window: `(step, stats_by_series, histograms_by_series)`."""
+        step, raw = self.snapshot()
+        results, histograms = {}, {}
+        for name, (sums, maxes, hist) in raw.items():
+            if name in self.dropped:
+                continue
+            s = self.series[name]
+            if sums[stats.S["steps"]] > 0:
+                results[name] = stats.finalize(
+                    sums,
+                    maxes,
+                    near_zero=self.near_zero,
+                    bounded=s.bounds is not None,
+                    pooling=s.pooling,
+                )
+            if hist is not None and hist.sum() > 0:
+                histograms[name] = hist.astype(np.int64)
+        return step, results, histograms

@@ -1,0 +1,301 @@
+"""Statistics as pure functions: per-step partials in TensorFlow, window results in NumPy.
+
+A step contributes *partials* of each recorded tensor: a vector of sums
+(`SUM_FIELDS`, added across steps, replicas and devices) and a vector of
+maxima (`max`, `-min`, then the per-unit `max|x|`, combined with `maximum`).
+`finalize` turns the partials of a window into the statistics of
+`tfprobe.metadata.STATS`. Histograms use the fixed layout of
+`metadata.histogram_buckets()` and add up the same way.
+
+Definitions (all over the finite values of the window unless said otherwise;
+`n` = number of finite values):
+
+| stat | definition |
+| --- | --- |
+| mean | sum(x) / n |
+| std | sqrt(sum(x**2)/n - mean**2) (population) |
+| min, max | extremes of the finite values |
+| rms | sqrt(sum(x**2) / n) |
+| mean_abs | sum(abs(x)) / n |
+| zero_fraction | count(x == 0) / n |
+| near_zero_fraction | count(abs(x) <= near_zero) / n |
+| nan_count, inf_count | number of NaN / +-Inf values (all values) |
+| dead_unit_fraction | share of units u (last axis) with abs(x[..., u]) <= near_zero for every example and position of the window |
+| hoyer_sparsity | mean over examples of (sqrt(m) - L1/L2) / (sqrt(m) - 1), m = finite values of the example; an all-zero example counts 1; absent when m == 1 |
+| saturation_fraction | count(x <= low + d or x >= high - d) / n with d = saturation_margin * (high - low), for bounded activations only |
+| size_ratio | elements(output) / elements(input) (all values), pooling layers only |
+| mass_retention | sum(abs(y)) / sum(abs(x)) over finite values, pooling |
+| energy_retention | sum(y**2) / sum(x**2) over finite values, pooling |
+| zero_fraction_in | count(x == 0) / finite values of the pooling input |
+
+>>> import numpy as np, tensorflow as tf
+>>> p = partials(tf.constant([[0.0, 1.0], [2.0, -3.0]]), near_zero=1e-3)
+>>> s = finalize(p["sums"].numpy(), p["maxes"].numpy(), near_zero=1e-3)
+>>> round(s["mean"], 6), s["zero_fraction"], s["min"], s["max"], s["dead_unit_fraction"]
+(0.0, 0.25, -3.0, 2.0, 0.0)
+"""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import tensorflow as tf
+
+from tfprobe import metadata
+
+SUM_FIELDS = (
+    "steps",
+    "count",
+    "finite",
+    "sum",
+    "sumsq",
+    "sum_abs",
+    "zeros",
+    "near",
+    "nan",
+    "inf",
+    "hoyer_sum",
+    "hoyer_n",
+    "saturated",
+    "in_count",
+    "in_finite",
+    "in_abs",
+    "in_sq",
+    "in_zeros",
+)
+S = {name: i for i, name in enumerate(SUM_FIELDS)}
+NUM_SUMS = len(SUM_FIELDS)
+MAX_FIXED = 2  # maxes[0] = max, maxes[1] = -min, maxes[2:] = per-unit max|x|
+
+_F32 = tf.float32
+_F64 = tf.float64
+
+
+def as_rows(x):
+    """Casts to float32 and reshapes to `[examples, values per example]`."""
+    x = tf.cast(x, _F32)
+    if x.shape.rank == 0:
+        return tf.reshape(x, [1, 1])
+    if x.shape.rank == 1:
+        return tf.reshape(x, [-1, 1])
+    return tf.reshape(x, [tf.shape(x)[0], -1])
+
+
+def num_units(x) -> int | None:
+    """Size of the last axis if static and the tensor has rank >= 2, else None."""
+    if x.shape.rank is None or x.shape.rank < 2:
+        return None
+    return x.shape[-1]
+
+
+def _count(mask):
+    return tf.cast(tf.reduce_sum(tf.cast(mask, tf.int32)), _F64)
+
+
+def _hoyer(l1, sq, m):
+    """Per-example Hoyer sparsity (float64) from per-example L1, sum of squares and size."""
+    sqrt_m = tf.sqrt(m)
+    l2 = tf.sqrt(sq)
+    ratio = tf.math.divide_no_nan(l1, l2)
+    h = tf.math.divide_no_nan(sqrt_m - ratio, sqrt_m - 1.0)
+    h = tf.where(l2 > 0, h, tf.ones_like(h))
+    valid = m > 1.0
+    return tf.reduce_sum(tf.where(valid, h, tf.zeros_like(h))), _count(valid)
+
+
+def _scalar_sums(x2d, near_zero, bounds, saturation_margin, finite_mask=None):
+    """The sum-kind partials of one step, in `SUM_FIELDS` order (pooling fields zero).
+
+    Sums of x and x**2 are taken over `x - k`, with `k` a value of the tensor,
+    and shifted back in float64: float32 sums of x**2 would lose the variance
+    of activations whose mean is large next to their spread.
+    """
+    if finite_mask is None:
+        xf = x2d
+        m_row = tf.fill([tf.shape(x2d)[0]], tf.cast(tf.shape(x2d)[1], _F64))
+        finite = tf.cast(tf.size(x2d), _F64)
+        nan = inf = tf.constant(0.0, _F64)
+        k = x2d[0, 0]
+    else:
+        xf = tf.where(finite_mask, x2d, tf.zeros_like(x2d))
+        m_row = tf.reduce_sum(tf.cast(finite_mask, _F64), axis=1)
+        finite = _count(finite_mask)
+        nan = _count(tf.math.is_nan(x2d))
+        inf = _count(tf.math.is_inf(x2d))
+        k = tf.constant(0.0, _F32)
+    d = xf - k if finite_mask is None else xf
+    row_d = tf.cast(tf.reduce_sum(d, axis=1), _F64)
+    row_dd = tf.cast(tf.reduce_sum(tf.square(d), axis=1), _F64)
+    row_l1 = tf.cast(tf.reduce_sum(tf.abs(xf), axis=1), _F64)
+    k64 = tf.cast(k, _F64)
+    row_sq = row_dd + 2.0 * k64 * row_d + m_row * k64 * k64
+    hoyer_sum, hoyer_n = _hoyer(row_l1, row_sq, m_row)
+    if bounds is not None:
+        low, high = bounds
+        margin = saturation_margin * (high - low)
+        # Comparisons with NaN are false, so non-finite values never count.
+        xc = x2d if finite_mask is None else tf.where(finite_mask, x2d, tf.fill(tf.shape(x2d), np.nan))
+        saturated = _count(xc <= low + margin) + _count(xc >= high - margin)
+    else:
+        saturated = tf.constant(0.0, _F64)
+    zero = tf.constant(0.0, _F64)
+    values = [
+        tf.constant(1.0, _F64),
+        tf.cast(tf.size(x2d), _F64),
+        finite,
+        tf.reduce_sum(row_d) + tf.reduce_sum(m_row) * k64,
+        tf.reduce_sum(row_sq),
+        tf.reduce_sum(row_l1),
+        _count(tf.equal(x2d, 0.0)),
+        _count(tf.abs(x2d) <= near_zero),
+        nan,
+        inf,
+        hoyer_sum,
+        hoyer_n,
+        saturated,
+    ]
+    return tf.stack(values + [zero] * (NUM_SUMS - len(values)))
+
+
+def _maxes(x2d, x_full, units, finite_mask=None):
+    if finite_mask is None:
+        hi, lo, a = x2d, x2d, tf.abs(x_full)
+    else:
+        inf = tf.constant(np.inf, _F32)
+        hi = tf.where(finite_mask, x2d, -inf)
+        lo = tf.where(finite_mask, x2d, inf)
+        # A NaN or Inf value is not "near zero": it keeps its unit alive.
+        a = tf.where(tf.math.is_finite(x_full), tf.abs(x_full), tf.fill(tf.shape(x_full), inf))
+    parts = [tf.reshape(tf.reduce_max(hi), [1]), tf.reshape(-tf.reduce_min(lo), [1])]
+    if units:
+        parts.append(tf.reduce_max(tf.reshape(a, [-1, units]), axis=0))
+    return tf.concat(parts, axis=0)
+
+
+def partials(x, *, near_zero, bounds=None, saturation_margin=0.01):
+    """Partials of one step of one activation tensor.
+
+    Args:
+      x: a floating tensor; the first axis is the example axis.
+      near_zero: threshold of `near_zero_fraction` and dead units.
+      bounds: `(low, high)` of a bounded activation, or None.
+      saturation_margin: see `saturation_fraction`.
+
+    Returns:
+      `{"sums": float64[NUM_SUMS], "maxes": float32[2 + units]}`. A tensor
+      with NaN or Inf takes a slower path that masks them; the fast path
+      runs when `sum(x)` and `sum(x**2)` are finite, which implies that every
+      value is.
+    """
+    x_full = tf.cast(x, _F32)
+    x2d = as_rows(x_full)
+    units = num_units(x)
+    fast_sums = _scalar_sums(x2d, near_zero, bounds, saturation_margin)
+    fast_maxes = _maxes(x2d, x_full, units)
+    all_finite = tf.math.is_finite(fast_sums[S["sum"]] + fast_sums[S["sumsq"]])
+
+    def slow():
+        mask = tf.math.is_finite(x2d)
+        return (
+            _scalar_sums(x2d, near_zero, bounds, saturation_margin, finite_mask=mask),
+            _maxes(x2d, x_full, units, finite_mask=mask),
+        )
+
+    sums, maxes = tf.cond(all_finite, lambda: (fast_sums, fast_maxes), slow)
+    return {"sums": sums, "maxes": maxes}
+
+
+def pooling_input_sums(x):
+    """The pooling-input partials (`in_*` fields) of one step, as a full sums vector."""
+    x2d = as_rows(x)
+    mask = tf.math.is_finite(x2d)
+    xf = tf.where(mask, x2d, tf.zeros_like(x2d))
+    values = {
+        "in_count": tf.cast(tf.size(x2d), _F64),
+        "in_finite": _count(mask),
+        "in_abs": tf.reduce_sum(tf.cast(tf.reduce_sum(tf.abs(xf), axis=1), _F64)),
+        "in_sq": tf.reduce_sum(tf.cast(tf.reduce_sum(tf.square(xf), axis=1), _F64)),
+        "in_zeros": _count(tf.equal(x2d, 0.0)),
+    }
+    return tf.stack([values.get(name, tf.constant(0.0, _F64)) for name in SUM_FIELDS])
+
+
+def histogram(x):
+    """Counts of `x` in the fixed buckets of `metadata.histogram_buckets()`.
+
+    Computed from the float32 bit pattern: the exponent is floor(log2|x|), so
+    the bucket index needs no logarithm and is exact. NaN is not counted.
+    """
+    bits = tf.bitcast(tf.reshape(tf.cast(x, _F32), [-1]), tf.int32)
+    mag = tf.bitwise.bitwise_and(bits, 0x7FFFFFFF)
+    exponent = tf.bitwise.right_shift(mag, 23) - 127
+    k = tf.clip_by_value(exponent, metadata.HIST_MIN_EXP - 1, metadata.HIST_MAX_EXP) - (metadata.HIST_MIN_EXP - 1)
+    zero = metadata.HIST_ZERO_BUCKET
+    idx = tf.where(bits < 0, zero - 1 - k, zero + 1 + k)
+    idx = tf.where(mag == 0, zero, idx)
+    idx = tf.where(mag > 0x7F800000, metadata.NUM_BUCKETS, idx)  # NaN: out of range, not counted
+    # DenseBincount with a constant size also compiles under XLA (tf.math.bincount does not).
+    counts = tf.raw_ops.DenseBincount(input=idx, size=metadata.NUM_BUCKETS, weights=tf.zeros([0], tf.int32))
+    return tf.cast(counts, _F64)
+
+
+# XLA fuses the bucketing into one pass and counts 3-4x faster than the
+# graph-mode kernels on CPU; it runs as its own cluster inside any step.
+histogram_compiled = tf.function(histogram, jit_compile=True, autograph=False, reduce_retracing=True)
+
+
+def empty_sums():
+    return np.zeros(NUM_SUMS, np.float64)
+
+
+def empty_maxes(units):
+    return np.full(MAX_FIXED + (units or 0), -np.inf, np.float32)
+
+
+def _ratio(a, b):
+    return float(a / b) if b > 0 else math.nan
+
+
+def finalize(sums, maxes, *, near_zero, bounded=False, pooling=False, hoyer=None):
+    """Statistics of one window from its accumulated partials (NumPy).
+
+    Args:
+      sums: float64[NUM_SUMS]; maxes: float32[2 + units].
+      near_zero: threshold used for dead units.
+      bounded: include `saturation_fraction`.
+      pooling: include the pooling statistics.
+      hoyer: include `hoyer_sparsity`; default: when any example had more
+        than one value.
+
+    Returns:
+      `{stat: float}`, NaN where a statistic has no finite value to describe.
+    """
+    s = {name: float(sums[i]) for i, name in enumerate(SUM_FIELDS)}
+    n = s["finite"]
+    out = {}
+    mean = _ratio(s["sum"], n)
+    mean_sq = _ratio(s["sumsq"], n)
+    out["mean"] = mean
+    out["std"] = math.sqrt(max(mean_sq - mean * mean, 0.0)) if n > 0 else math.nan
+    out["min"] = float(-maxes[1]) if n > 0 else math.nan
+    out["max"] = float(maxes[0]) if n > 0 else math.nan
+    out["rms"] = math.sqrt(mean_sq) if n > 0 else math.nan
+    out["mean_abs"] = _ratio(s["sum_abs"], n)
+    out["zero_fraction"] = _ratio(s["zeros"], n)
+    out["near_zero_fraction"] = _ratio(s["near"], n)
+    out["nan_count"] = s["nan"]
+    out["inf_count"] = s["inf"]
+    unit_max = np.asarray(maxes[MAX_FIXED:])
+    if unit_max.size:
+        out["dead_unit_fraction"] = float(np.mean(unit_max <= near_zero)) if s["count"] > 0 else math.nan
+    if hoyer or (hoyer is None and s["hoyer_n"] > 0):
+        out["hoyer_sparsity"] = _ratio(s["hoyer_sum"], s["hoyer_n"])
+    if bounded:
+        out["saturation_fraction"] = _ratio(s["saturated"], n)
+    if pooling:
+        out["size_ratio"] = _ratio(s["count"], s["in_count"])
+        out["mass_retention"] = _ratio(s["sum_abs"], s["in_abs"])
+        out["energy_retention"] = _ratio(s["sumsq"], s["in_sq"])
+        out["zero_fraction_in"] = _ratio(s["in_zeros"], s["in_finite"])
+    return out
