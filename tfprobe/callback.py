@@ -181,6 +181,16 @@ class LayerProbe(keras.callbacks.Callback):
         model.make_train_function(force=True)
         self._start_step = initial
 
+    def detach(self):
+        """Restores the model if `fit` stopped with an exception before `on_train_end`.
+
+        Safe to call at any time; `fit` calls it itself when it ends normally.
+        """
+        self._restore()
+        if self._writer is not None:
+            self._writer.close()
+            self._writer = None
+
     def _restore(self):
         model = self.model
         if self._model_state is None:

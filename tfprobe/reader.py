@@ -106,13 +106,17 @@ def read_logdir(logdir, pivot: bool = False) -> pd.DataFrame:
     frame = frame.drop(columns="_order").reset_index(drop=True)
     if not pivot:
         return frame
-    wide = frame.pivot_table(
-        index=["run", "layer", "step"], columns="stat", values="value", aggfunc="last", dropna=False, sort=False
-    )
-    times = frame.groupby(["run", "layer", "step"], sort=False)["wall_time"].max()
-    wide.insert(0, "wall_time", times)
+    keys = ["run", "layer", "step"]
+    grouped = frame.groupby(keys, sort=False)
+    wide = frame.set_index(keys + ["stat"])["value"]
+    wide = wide[~wide.index.duplicated(keep="last")].unstack("stat")
+    wide.insert(0, "wall_time", grouped["wall_time"].max())
     wide = wide.reset_index()
     wide.columns.name = None
+    order = _order_key(layers)
+    wide["_order"] = [order.get((r, s), -1) for r, s in zip(wide["run"], wide["layer"])]
+    wide = wide.sort_values(["run", "_order", "layer", "step"], kind="stable").drop(columns="_order")
+    wide = wide.reset_index(drop=True)
     stat_columns = [s for s in metadata.STATS if s in wide.columns]
     other = [c for c in wide.columns if c not in stat_columns and c not in ("run", "step", "wall_time", "layer")]
     return wide[["run", "step", "wall_time", "layer"] + stat_columns + other]

@@ -1,0 +1,114 @@
+"""Bad arguments fail early with a message that names the argument and echoes the value."""
+
+import os
+import re
+
+import keras
+import numpy as np
+import pytest
+
+import tfprobe
+
+
+def _model():
+    model = keras.Sequential([keras.Input((4,)), keras.layers.Dense(3, activation="relu", name="hidden"), keras.layers.Dense(1, name="out")])
+    model.compile("sgd", "mse")
+    return model
+
+
+@pytest.mark.parametrize("name", ["record_freq", "log_freq"])
+@pytest.mark.parametrize("value", [0, -1, 1.5, "2", True, None])
+def test_bad_frequencies(tmp_path, name, value):
+    with pytest.raises(ValueError, match=rf"`{name}`.*Received: {name}={re.escape(repr(value))}"):
+        tfprobe.LayerProbe(tmp_path, **{name: value})
+
+
+@pytest.mark.parametrize("value", [-1, 2.0, "10"])
+def test_bad_histogram_freq(tmp_path, value):
+    with pytest.raises(ValueError, match=rf"histogram_freq={re.escape(repr(value))}"):
+        tfprobe.LayerProbe(tmp_path, histogram_freq=value)
+
+
+def test_histogram_freq_zero_turns_histograms_off(tmp_path):
+    assert tfprobe.LayerProbe(tmp_path, histogram_freq=0).histogram_freq == 0
+
+
+@pytest.mark.parametrize("kwargs", [{"near_zero": -1.0}, {"near_zero": "x"}, {"saturation_margin": 0.7}])
+def test_bad_thresholds(tmp_path, kwargs):
+    (name, value), = kwargs.items()
+    with pytest.raises(ValueError, match=rf"`{name}`.*{name}={re.escape(repr(value))}"):
+        tfprobe.LayerProbe(tmp_path, **kwargs)
+
+
+def test_unwritable_log_dir_fails_before_training(tmp_path):
+    blocker = tmp_path / "file"
+    blocker.write_text("not a directory")
+    with pytest.raises(ValueError, match=re.escape(str(blocker / "run"))):
+        tfprobe.LayerProbe(blocker / "run")
+    if os.geteuid() != 0:  # root can write anywhere
+        locked = tmp_path / "locked"
+        locked.mkdir(mode=0o500)
+        with pytest.raises(ValueError, match="log_dir"):
+            tfprobe.LayerProbe(locked / "run")
+
+
+def test_log_dir_type(tmp_path):
+    with pytest.raises(TypeError, match="log_dir=123"):
+        tfprobe.LayerProbe(123)
+
+
+def test_unknown_layer_names_are_listed_with_the_available_ones(tmp_path):
+    model = _model()
+    probe = tfprobe.LayerProbe(tmp_path, layers=["hidden", "nope", "also_missing"])
+    with pytest.raises(ValueError) as info:
+        model.fit(np.ones((8, 4)), np.ones((8, 1)), verbose=0, callbacks=[probe])
+    message = str(info.value)
+    assert "'nope'" in message and "'also_missing'" in message and "Available layers: hidden, out" in message
+    assert "call" not in model.get_layer("hidden").__dict__  # nothing left patched
+
+
+def test_bad_layer_spec_type(tmp_path):
+    model = _model()
+    probe = tfprobe.LayerProbe(tmp_path, layers=[3.5])
+    with pytest.raises(TypeError, match=r"layers=\[3.5\]"):
+        model.fit(np.ones((8, 4)), np.ones((8, 1)), verbose=0, callbacks=[probe])
+
+
+def test_layer_selection_by_class_regex_and_predicate(tmp_path):
+    for spec, expected in [
+        (keras.layers.Dense, ["hidden", "out"]),
+        (re.compile("hid.*"), ["hidden"]),
+        (lambda layer: layer.name == "out", ["out"]),
+        ("out", ["out"]),
+    ]:
+        model = _model()
+        probe = tfprobe.LayerProbe(tmp_path / str(len(expected)), layers=spec, log_freq=1, record_freq=1)
+        model.fit(np.ones((8, 4)), np.ones((8, 1)), batch_size=4, verbose=0, callbacks=[probe])
+        assert probe.series == expected
+
+
+def test_model_with_nothing_to_record(tmp_path):
+    class Doubler(keras.Model):
+        def call(self, x):
+            return x * 2.0
+
+    model = Doubler()
+    model.compile("sgd", "mse")
+    probe = tfprobe.LayerProbe(tmp_path)
+    with pytest.raises(ValueError, match="nothing to record"):
+        model.fit(np.ones((8, 4)), np.ones((8, 4)), verbose=0, callbacks=[probe])
+
+
+def test_detach_after_an_interrupted_fit(tmp_path):
+    class Boom(keras.callbacks.Callback):
+        def on_train_batch_end(self, batch, logs=None):
+            raise KeyboardInterrupt
+
+    model = _model()
+    probe = tfprobe.LayerProbe(tmp_path)
+    with pytest.raises(KeyboardInterrupt):
+        model.fit(np.ones((8, 4)), np.ones((8, 1)), verbose=0, callbacks=[probe, Boom()])
+    assert "call" in model.get_layer("hidden").__dict__
+    probe.detach()
+    assert "call" not in model.get_layer("hidden").__dict__ and "train_step" not in model.__dict__
+    model.fit(np.ones((8, 4)), np.ones((8, 1)), verbose=0)
