@@ -1,0 +1,26 @@
+"""The example a user runs first: trains on the bundled digits and writes both runs."""
+
+import importlib.util
+import pathlib
+
+import tfprobe
+
+EXAMPLE = pathlib.Path(__file__).resolve().parents[1] / "examples" / "train_digits.py"
+
+
+def test_example_trains_and_writes_both_runs(tmp_path):
+    spec = importlib.util.spec_from_file_location("train_digits", EXAMPLE)
+    example = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(example)
+    histories = example.train(str(tmp_path), epochs=2)
+    assert set(histories) == {"relu", "sigmoid_deep"}
+    layers = tfprobe.read_layers(tmp_path)
+    relu = layers[layers.run == "relu"]
+    assert relu.layer.tolist() == ["conv1", "pool1", "conv2", "pool2", "conv3", "gap", "dense1", "logits"]
+    assert set(relu[relu.kind == "pooling"].layer) == {"pool1", "pool2", "gap"}
+    wide = tfprobe.read_logdir(tmp_path, pivot=True)
+    # 1437 training examples, batch 64 -> 23 steps per epoch; log_freq=10 -> windows at 10, 20, 30, 40, 46.
+    assert sorted(set(wide[wide.run == "relu"].step)) == [10, 20, 30, 40, 46]
+    sig = wide[(wide.run == "sigmoid_deep") & (wide.layer == "dense4")]
+    assert sig.saturation_fraction.notna().all()
+    assert not tfprobe.read_histograms(tmp_path).empty
