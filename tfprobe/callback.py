@@ -129,6 +129,7 @@ class LayerProbe(keras.callbacks.Callback):
         self._writer = None
         self._warned = set()
         self._model_state = None
+        self._ran_batches = False
         self.bytes_written = 0
         """Bytes of event data written so far (all `fit` calls)."""
         self.windows_written = 0
@@ -145,12 +146,19 @@ class LayerProbe(keras.callbacks.Callback):
 
     def _instrument(self):
         model = self.model
+        if self._model_state is not None:  # left over from a `fit` that raised
+            self.detach()
         other = model.__dict__.get(_ACTIVE_ATTR)
         if other is not None and other is not self:
-            raise ValueError(
-                "This model already has a tfprobe.LayerProbe attached in this `fit` call; pass a single "
-                "LayerProbe (use its `layers` argument to choose layers)."
-            )
+            same_fit = not other._ran_batches
+            other.detach()
+            if not same_fit:  # left over from a `fit` that raised: clean up and go on
+                logger.warning("tfprobe: removed the instrumentation left by a LayerProbe whose `fit` raised.")
+            else:
+                raise ValueError(
+                    "This model already has a tfprobe.LayerProbe attached in this `fit` call; pass a single "
+                    "LayerProbe (use its `layers` argument to choose layers)."
+                )
         chosen = select(model, self.layers)
         if not chosen:
             raise ValueError(
@@ -172,13 +180,24 @@ class LayerProbe(keras.callbacks.Callback):
                 logs = original(data)
             finally:
                 taps = tapper.end()
-            recorder.build_updates(taps)
+            recorder.build_updates(taps, getattr(getattr(model, "optimizer", None), "iterations", None))
             return logs
 
         object.__setattr__(model, "train_step", train_step)
         object.__setattr__(model, _ACTIVE_ATTR, self)
         self._model_state = (had, previous)
         model.make_train_function(force=True)
+        function = model.train_function
+
+        def guarded_train_function(iterator):
+            try:
+                return function(iterator)
+            except BaseException:
+                # Keras' `fit` does not call `on_train_end` when it raises: restore the model now.
+                self.detach()
+                raise
+
+        model.train_function = guarded_train_function
         self._start_step = initial
 
     def detach(self):
@@ -210,6 +229,7 @@ class LayerProbe(keras.callbacks.Callback):
     # -- Keras hooks ----------------------------------------------------------------
 
     def on_train_begin(self, logs=None):
+        self._ran_batches = False
         self._instrument()
         try:
             self._writer = WindowWriter(self.log_dir)
@@ -220,6 +240,9 @@ class LayerProbe(keras.callbacks.Callback):
         self._epoch_base = self._start_step
         self._next_log = (self._start_step // self.log_freq + 1) * self.log_freq
         self._pending = False
+
+    def on_train_batch_begin(self, batch, logs=None):
+        self._ran_batches = True
 
     def on_epoch_begin(self, epoch, logs=None):
         self._epoch_base = self._host_step

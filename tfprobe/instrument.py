@@ -80,7 +80,7 @@ def walk(model, prefix=""):
             seen.add(id(layer))
             path = f"{prefix}{layer.name}"
             if isinstance(layer, keras.Model):
-                visit(layer, path + "/")
+                yield from visit(layer, path + "/")
             else:
                 yield path, layer
 
@@ -146,8 +146,10 @@ class Tapper:
     def __init__(self):
         self._patched = []  # (layer, had_instance_call, previous)
         self._collecting = False
+        self._graph = None
         self._taps = []
         self._calls = {}
+        self._foreign = set()
         self.skipped = {}  # path -> reason, logged once
 
     @property
@@ -185,20 +187,20 @@ class Tapper:
 
     def begin(self):
         self._collecting = True
+        self._graph = tf.compat.v1.get_default_graph() if tf.inside_function() else None
         self._taps = []
         self._calls = {}
+        self._foreign = set()
 
     def end(self):
         """Stops collecting; returns the taps that belong to the current graph."""
         self._collecting = False
-        graph = tf.compat.v1.get_default_graph() if tf.inside_function() else None
-        taps = []
-        for tap in self._taps:
-            if tap.graph is not graph:
-                self._skip(tap.path, "called inside a nested function or loop of the step")
-                continue
-            taps.append(tap)
-        self._taps = []
+        # A layer seen only in another graph (a nested function or loop of the step) is not recorded.
+        # Calls in another graph next to calls in the step graph are symbolic calls made while tracing
+        # (Keras builds an unbuilt subclassed model by running `call` on a scratch graph): ignored.
+        for path in sorted(self._foreign - set(self._calls)):
+            self._skip(path, "called inside a nested function or loop of the step")
+        taps, self._taps = self._taps, []
         return taps
 
     def _skip(self, path, reason):
@@ -207,10 +209,13 @@ class Tapper:
             logger.warning("tfprobe: not recording %s (%s).", path, reason)
 
     def _collect(self, path, layer, outputs, inputs):
+        graph = tf.compat.v1.get_default_graph() if tf.inside_function() else None
+        if graph is not self._graph:
+            self._foreign.add(path)
+            return
         call = self._calls.get(path, 0)
         self._calls[path] = call + 1
         flat = tf.nest.flatten(outputs)
-        graph = tf.compat.v1.get_default_graph() if tf.inside_function() else None
         for index, tensor in enumerate(flat):
             if not isinstance(tensor, tf.Tensor) or not tensor.dtype.is_floating:
                 kind = type(tensor).__name__ if not isinstance(tensor, tf.Tensor) else tensor.dtype.name

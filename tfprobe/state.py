@@ -109,8 +109,12 @@ class Recorder:
         self.series.pop(name, None)
         warnings.warn(f"tfprobe: not recording {name!r} from now on: {error}", RuntimeWarning, stacklevel=2)
 
-    def build_updates(self, taps):
-        """Adds the statistics ops of one traced step for `taps` to the current graph."""
+    def build_updates(self, taps, iterations=None):
+        """Adds the statistics ops of one traced step for `taps` to the current graph.
+
+        `iterations` (the optimizer's step counter, read after the update) gives the step;
+        without it the recorder counts the steps itself.
+        """
         pairs = []
         for tap in taps:
             name = metadata.series_name(tap.path, tap.output, tap.n_outputs, tap.call)
@@ -123,7 +127,10 @@ class Recorder:
                 pairs.append((series, tap))
         if not pairs:
             return
-        step = self.step.assign_add(1)
+        if iterations is not None:
+            step = self.step.assign(tf.cast(iterations, tf.int64))
+        else:
+            step = self.step.assign_add(1)
 
         def record():
             computed = {}  # tensor ref -> sums, so a pooling input that is also recorded is reduced once
