@@ -33,8 +33,10 @@ class _Fail(Exception):
 
 
 def _fmt(value, width):
-    if value is None or (isinstance(value, float) and math.isnan(value)):
+    if value is None:
         return "-".rjust(width)
+    if math.isnan(value):
+        return "nan".rjust(width)
     if math.isinf(value):
         return ("inf" if value > 0 else "-inf").rjust(width)
     for text in (f"{value:.4g}", f"{value:.3g}", f"{value:.2g}", f"{value:.1e}"):
@@ -101,7 +103,8 @@ def report(logdir, fail_on=None, runs=None, out=None, width=WIDTH):
         lines, step = layer_table(df, run, width)
         n_windows = df.loc[df["run"] == run, "step"].nunique()
         print("", file=out)
-        print(_ellipsize(f"run {run!r}: {len(lines) - 1} layers, latest window step {step} ({n_windows} windows)", width), file=out)
+        n_layers = len(lines) - 1
+        print(_ellipsize(f"run {run!r}: {n_layers} layer{'s' if n_layers != 1 else ''}, latest window step {step} ({n_windows} windows)", width), file=out)
         for line in lines:
             print(line, file=out)
     findings = diagnose.diagnose(df, layers)

@@ -35,6 +35,7 @@ KINDS = {
     "vanishing_depth": "warning",
     "exploding_time": "warning",
     "vanishing_time": "warning",
+    "std_drift": "info",
 }
 """Every finding kind and its severity."""
 
@@ -155,8 +156,11 @@ def diagnose(df: pd.DataFrame, layers: pd.DataFrame | None = None, **kwargs) -> 
         exceeds this. Defaults to `0.5`.
       std_ratio: report exploding (vanishing) activations when `std` grows
         (shrinks) by more than this factor from one layer to the next in model
-        order at the same step (`*_depth`), or from the layer's first logged
-        window to a later one (`*_time`). Defaults to `10.0`.
+        order at the same step (`*_depth`, warning) or from one logged window
+        of a layer to the next (`*_time`, warning); a gradual change by more
+        than this factor since the layer's first logged window is `std_drift`
+        (info: activations often grow from their initial scale during
+        training). Defaults to `10.0`.
       min_std: standard deviations at or below this are treated as zero and
         not compared. Defaults to `1e-6`.
 
@@ -248,23 +252,36 @@ def diagnose(df: pd.DataFrame, layers: pd.DataFrame | None = None, **kwargs) -> 
             findings += _spans(sub, kind, "std",
                                lambda v, e, verb=verb: f"std {verb} {_fmt(v if v >= 1 else 1 / v)}x from layer {e!r} to this layer",
                                extreme)
-        # over time: relative to the layer's first usable window
+        # over time, sudden: from one logged window of the layer to the next
         w = wide.loc[usable, ["run", "layer", "step", "latest_step"]].copy()
         w["std"] = std[usable]
-        base = w.groupby(["run", "layer"])["std"].transform("first")
-        base_step = w.groupby(["run", "layer"])["step"].transform("first")
-        ratio = w["std"] / base
+        by_layer = w.groupby(["run", "layer"])
+        prev_std = by_layer["std"].shift(1)
+        prev_step = by_layer["step"].shift(1)
+        ratio = w["std"] / prev_std
         for kind, mask, extreme in (
             ("exploding_time", ratio > t["std_ratio"], "max"),
             ("vanishing_time", ratio < 1.0 / t["std_ratio"], "min"),
         ):
             sub = w.loc[mask, ["run", "layer", "step", "latest_step"]].copy()
             sub["value"] = ratio[mask]
-            sub["extra"] = base_step[mask]
-            verb = "grew" if kind.startswith("exploding") else "shrank"
+            sub["extra"] = prev_step[mask].astype("int64")
+            verb = "jumped up" if kind.startswith("exploding") else "dropped"
             findings += _spans(sub, kind, "std",
-                               lambda v, e, verb=verb: f"std {verb} {_fmt(v if v >= 1 else 1 / v)}x since step {e}",
+                               lambda v, e, verb=verb: f"std {verb} {_fmt(v if v >= 1 else 1 / v)}x in one window (after step {e})",
                                extreme)
+        # over time, gradual: relative to the layer's first usable window (info only)
+        base = by_layer["std"].transform("first")
+        base_step = by_layer["step"].transform("first")
+        ratio = w["std"] / base
+        drift = (ratio > t["std_ratio"]) | (ratio < 1.0 / t["std_ratio"])
+        sub = w.loc[drift, ["run", "layer", "step", "latest_step"]].copy()
+        sub["value"] = np.maximum(ratio[drift], 1.0 / ratio[drift])
+        sub["extra"] = [
+            f"{'grew' if r > 1 else 'shrank'} {_fmt(max(r, 1 / r))}x since step {b}"
+            for r, b in zip(ratio[drift], base_step[drift])
+        ]
+        findings += _spans(sub, "std_drift", "std", lambda v, e: f"std {e}")
 
     out = pd.DataFrame(findings, columns=FINDING_COLUMNS)
     if out.empty:

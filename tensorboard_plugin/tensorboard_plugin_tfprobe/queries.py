@@ -1,0 +1,583 @@
+"""The work behind the dashboard's routes: plain functions over TensorBoard's data provider.
+
+Every function takes a `Source` (data provider, request context, experiment
+id) and plain arguments, and returns a JSON-ready dict. Errors are
+`tensorboard.errors.NotFoundError` (404: unknown run, layer, or a statistic
+that was not recorded) and `InvalidArgumentError` (400: a malformed argument or
+a name that is not a tfprobe statistic); both messages name the culprit.
+
+Downsampling for the view (documented in `http_api.md`):
+
+* `overview` shows at most `columns` columns. With `agg="last"` (default)
+  the provider is asked for `columns` windows per layer: every window when
+  they fit, otherwise its deterministic uniform sample that always includes
+  the newest window (the same windows for every layer), one column each.
+  With `agg="max"`/`"min"` it reads up to `columns * OVERSAMPLE` windows and
+  bins consecutive windows into the columns, showing the largest or smallest
+  value of each bin (NaN ignored unless all are NaN) so that short spikes
+  stay visible. In both cases a column is labelled with its last step.
+* line charts (`scalars`, `pooling`) and `histogram` ask the provider for at
+  most `points` points per series (its deterministic uniform sample that keeps
+  the newest point), like TensorBoard's own scalar dashboard.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import NamedTuple
+
+import numpy as np
+from tensorboard import errors
+from tensorboard.data import provider
+
+from tfprobe import metadata
+
+MAX_COLUMNS = 2000
+MAX_POINTS = 10000
+DEFAULT_COLUMNS = 500
+DEFAULT_POINTS = 1000
+OVERSAMPLE = 4
+ALL_POINTS = 10**9  # read-time "downsample" meaning "everything ingestion kept"
+DEFAULT_STAT = "zero_fraction"
+AGGREGATIONS = ("last", "max", "min")
+HEALTH_POINTS = 200
+
+
+class Source(NamedTuple):
+    """Where to read: a `tensorboard.data.provider.DataProvider`, a `RequestContext`, an experiment id."""
+
+    provider: object
+    ctx: object
+    experiment_id: str = ""
+
+
+# ---------------------------------------------------------------- helpers
+
+
+def _finite_or_none(x):
+    return float(x) if x is not None and math.isfinite(x) else None
+
+
+def round_sig(values, digits=4):
+    """Rounds floats to `digits` significant digits so their JSON stays short; keeps NaN/Inf."""
+    v = np.asarray(values, dtype=np.float64)
+    out = v.copy()
+    ok = np.isfinite(v) & (v != 0)
+    if ok.any():
+        exp = digits - 1 - np.floor(np.log10(np.abs(v[ok])))
+        exp = np.clip(exp, -300, 300).astype(np.int64)
+        pos = exp >= 0
+        vals = v[ok]
+        res = np.empty_like(vals)
+        # n / 10**k and n * 10**k with exact powers of ten give the nearest double
+        # to the decimal, whose repr is the short one.
+        p = np.power(10.0, np.minimum(exp[pos], 22))
+        res[pos] = np.round(vals[pos] * p) / p
+        q = np.power(10.0, np.minimum(-exp[~pos], 22))
+        res[~pos] = np.round(vals[~pos] / q) * q
+        out[ok] = res
+    return out
+
+
+def _json_list(values, digits=4):
+    """A float array as a JSON-ready list: short floats; NaN/Inf stay (Respond sends "NaN"/"Infinity")."""
+    return round_sig(values, digits).tolist()
+
+
+def elements_per_example(shape):
+    """Product of the dimensions after the batch dimension; None if one is unknown.
+
+    >>> elements_per_example([None, 30, 30, 32]), elements_per_example([None, None, 8])
+    (28800, None)
+    """
+    if not isinstance(shape, (list, tuple)) or not shape:
+        return None
+    n = 1
+    for d in shape[1:]:
+        if d is None:
+            return None
+        n *= int(d)
+    return n
+
+
+def _check_int(name, value, low, high, default):
+    if value is None or value == "":
+        return default
+    try:
+        n = int(value)
+    except (TypeError, ValueError):
+        raise errors.InvalidArgumentError(f"`{name}` must be an integer; received {name}={value!r}")
+    if not low <= n <= high:
+        raise errors.InvalidArgumentError(f"`{name}` must be between {low} and {high}; received {name}={n}")
+    return n
+
+
+def check_stat(stat):
+    if stat not in metadata.STATS:
+        raise errors.InvalidArgumentError(
+            f"unknown statistic {stat!r}; tfprobe statistics are: {', '.join(metadata.STATS)}"
+        )
+    return stat
+
+
+def _check_runs(runs):
+    if not runs:
+        raise errors.InvalidArgumentError("missing `run`: pass at least one run=NAME")
+    return list(dict.fromkeys(runs))
+
+
+# ---------------------------------------------------------------- listing
+
+
+def list_series(src: Source, runs=None):
+    """`{run: {series: info}}` for every run with tfprobe statistics, series in model order.
+
+    `info` is the decoded metadata content plus `name`, `stats` (recorded
+    statistics, in `metadata.STATS` order), `elements` (per example),
+    `histogram` (bool) and `max_step`.
+    """
+    rtf = provider.RunTagFilter(runs=list(runs)) if runs else None
+    listing = src.provider.list_scalars(
+        src.ctx, experiment_id=src.experiment_id, plugin_name=metadata.PLUGIN_NAME, run_tag_filter=rtf
+    )
+    hists = src.provider.list_tensors(
+        src.ctx, experiment_id=src.experiment_id, plugin_name=metadata.HIST_PLUGIN_NAME, run_tag_filter=rtf
+    )
+    out = {}
+    for run, tags in (listing or {}).items():
+        series = {}
+        for tag, ts in tags.items():
+            parsed = metadata.parse_tag(tag)
+            if parsed is None:
+                continue
+            name, stat = parsed
+            info = series.get(name)
+            if info is None:
+                content = metadata.decode_content(ts.plugin_content)
+                info = series[name] = {
+                    "name": name,
+                    "layer": content.get("layer", name),
+                    "class": content.get("class", ""),
+                    "kind": content.get("kind", "activation"),
+                    "order": content.get("order", -1),
+                    "shape": content.get("shape"),
+                    "bounds": content.get("bounds"),
+                    "stats": set(),
+                    "max_step": ts.max_step,
+                }
+                info["elements"] = elements_per_example(info["shape"])
+            info["stats"].add(stat)
+            info["max_step"] = max(info["max_step"], ts.max_step)
+        run_hists = (hists or {}).get(run, {})
+        hist_series = {p[0] for p in map(metadata.parse_tag, run_hists) if p and p[1] == metadata.HISTOGRAM_TAG_SUFFIX}
+        for info in series.values():
+            info["stats"] = [s for s in metadata.STATS if s in info["stats"]] + sorted(
+                s for s in info["stats"] if s not in metadata.STATS
+            )
+            info["histogram"] = info["name"] in hist_series
+        if series:
+            out[run] = dict(sorted(series.items(), key=lambda kv: (kv[1]["order"], kv[0])))
+    return out
+
+
+def _run_series(src, run):
+    found = list_series(src, [run]).get(run)
+    if not found:
+        raise errors.NotFoundError(f"run {run!r} has no tfprobe data")
+    return found
+
+
+def runs(src: Source):
+    """The runs that hold tfprobe statistics, plus the statistic names the client can offer."""
+    all_series = list_series(src)
+    return {
+        "runs": [
+            {
+                "name": run,
+                "layers": len(series),
+                "max_step": max(s["max_step"] for s in series.values()),
+            }
+            for run, series in sorted(all_series.items())
+        ],
+        "stats": list(metadata.STATS),
+        "stat_descriptions": dict(metadata.STAT_DESCRIPTIONS),
+        "default_stat": DEFAULT_STAT,
+    }
+
+
+def layers(src: Source, run_names):
+    """Per requested run: its series (layers) in model order with their metadata."""
+    run_names = _check_runs(run_names)
+    found = list_series(src, run_names)
+    missing = [r for r in run_names if r not in found]
+    if missing:
+        raise errors.NotFoundError(f"run {missing[0]!r} has no tfprobe data")
+    return {
+        "runs": {
+            run: {
+                "max_step": max(s["max_step"] for s in found[run].values()),
+                "layers": list(found[run].values()),
+            }
+            for run in run_names
+        }
+    }
+
+
+# ---------------------------------------------------------------- overview
+
+
+def bin_series(steps, values, col_steps, agg="last"):
+    """Values of one series in the columns that end at `col_steps` (sorted).
+
+    Column j holds the points with `col_steps[j-1] < step <= col_steps[j]`.
+    Returns `(values, present)`: `present[j]` is False for a column without
+    points (its value is NaN); a present NaN is a logged NaN.
+
+    >>> bin_series([1, 2, 3, 4], [1.0, 5.0, 2.0, 3.0], [2, 4])[0].tolist()
+    [5.0, 3.0]
+    >>> bin_series([1, 2, 3, 4], [1.0, 5.0, 2.0, 3.0], [2, 4, 6], "min")[0].tolist()
+    [1.0, 2.0, nan]
+    """
+    steps = np.asarray(steps)
+    values = np.asarray(values, dtype=np.float64)
+    col_steps = np.asarray(col_steps)
+    out = np.full(len(col_steps), np.nan)
+    if not len(steps):
+        return out, np.zeros(len(col_steps), dtype=bool)
+    end = np.searchsorted(steps, col_steps, side="right")  # exclusive end index per column
+    start = np.concatenate([[0], end[:-1]])
+    present = end > start
+    if agg == "last":
+        out[present] = values[end[present] - 1]
+        return out, present
+    fn = np.fmax if agg == "max" else np.fmin
+    idx = start[present]
+    if len(idx):
+        # reduceat over the present columns' starts: column i runs to the next start,
+        # since the empty columns in between hold no points
+        reduced = fn.reduceat(values, idx)
+        last = np.flatnonzero(present)[-1]  # the last one must stop at its own end
+        reduced[-1] = fn.reduce(values[start[last] : end[last]])
+        out[present] = reduced
+    return out, present
+
+
+def column_steps(all_steps, columns):
+    """At most `columns` column end steps: the logged steps themselves, or the last step of
+    each of `columns` runs of consecutive logged steps of (nearly) equal length.
+
+    >>> column_steps([10, 20, 30], 5).tolist(), column_steps(list(range(1, 11)), 3).tolist()
+    ([10, 20, 30], [4, 7, 10])
+    """
+    all_steps = np.unique(np.asarray(all_steps, dtype=np.int64))
+    if len(all_steps) <= columns:
+        return all_steps
+    ends = np.ceil(np.arange(1, columns + 1) * (len(all_steps) / columns)).astype(np.int64) - 1
+    return all_steps[np.unique(ends)]
+
+
+def overview(src: Source, run, stat=DEFAULT_STAT, columns=DEFAULT_COLUMNS, agg="last"):
+    """The heat-map data of one run for one statistic: rows = layers in model order, columns = steps."""
+    check_stat(stat)
+    columns = _check_int("columns", columns, 1, MAX_COLUMNS, DEFAULT_COLUMNS)
+    if agg not in AGGREGATIONS:
+        raise errors.InvalidArgumentError(f"unknown agg {agg!r}; use one of {', '.join(AGGREGATIONS)}")
+    series = _run_series(src, run)
+    names = [n for n, info in series.items() if stat in info["stats"]]
+    if not names:
+        raise errors.NotFoundError(f"statistic {stat!r} was not recorded in run {run!r}")
+    tags = {metadata.tag_for(n, stat): n for n in names}
+    data = src.provider.read_scalars(
+        src.ctx,
+        experiment_id=src.experiment_id,
+        plugin_name=metadata.PLUGIN_NAME,
+        downsample=columns if agg == "last" else columns * OVERSAMPLE,
+        run_tag_filter=provider.RunTagFilter(runs=[run], tags=list(tags)),
+    ).get(run, {})
+    arrays = {}
+    for tag, points in data.items():
+        n = tags.get(tag)
+        if n is None:
+            continue
+        steps = np.fromiter((p.step for p in points), dtype=np.int64, count=len(points))
+        values = np.fromiter((p.value for p in points), dtype=np.float64, count=len(points))
+        arrays[n] = (steps, values)
+    all_steps = np.concatenate([s for s, _ in arrays.values()]) if arrays else np.zeros(0, np.int64)
+    cols = column_steps(all_steps, columns)
+    matrix = np.full((len(names), len(cols)), np.nan)
+    present = np.zeros((len(names), len(cols)), dtype=bool)
+    for i, n in enumerate(names):
+        if n in arrays:
+            matrix[i], present[i] = bin_series(*arrays[n], cols, agg)
+    finite = matrix[np.isfinite(matrix)]
+    rows = []
+    for i, n in enumerate(names):
+        info = series[n]
+        rows.append(
+            {
+                "name": n,
+                "class": info["class"],
+                "kind": info["kind"],
+                # null: no logged window in the column; "NaN"/"Infinity": a logged non-finite value
+                "values": [v if p else None for v, p in zip(_json_list(matrix[i], 3), present[i].tolist())],
+            }
+        )
+    return {
+        "run": run,
+        "stat": stat,
+        "agg": agg,
+        "steps": cols.tolist(),
+        "windows_read": int(len(np.unique(all_steps))),
+        "min": _finite_or_none(finite.min()) if finite.size else None,
+        "max": _finite_or_none(finite.max()) if finite.size else None,
+        "layers": rows,
+    }
+
+
+# ---------------------------------------------------------------- layer detail
+
+
+def _find_layer(found, run_names, layer):
+    present = [r for r in run_names if layer in found.get(r, {})]
+    if not present:
+        where = run_names[0] if len(run_names) == 1 else ", ".join(map(repr, run_names))
+        raise errors.NotFoundError(f"layer {layer!r} not found in run {where!r}" if len(run_names) == 1
+                                   else f"layer {layer!r} not found in runs {where}")
+    return present
+
+
+def _pairs(points):
+    steps = [p.step for p in points]
+    return [list(sv) for sv in zip(steps, _json_list([p.value for p in points]))]
+
+
+def scalars(src: Source, run_names, layer, stats, points=DEFAULT_POINTS):
+    """Time series of `stats` of one layer in each run: `{stat: {run: [[step, value], ...]}}`."""
+    run_names = _check_runs(run_names)
+    if not layer:
+        raise errors.InvalidArgumentError("missing `layer`")
+    stats = [check_stat(s) for s in dict.fromkeys(stats or ())]
+    if not stats:
+        raise errors.InvalidArgumentError("missing `stat`: pass at least one stat=NAME")
+    points = _check_int("points", points, 1, MAX_POINTS, DEFAULT_POINTS)
+    found = list_series(src, run_names)
+    for r in run_names:
+        if r not in found:
+            raise errors.NotFoundError(f"run {r!r} has no tfprobe data")
+    present = _find_layer(found, run_names, layer)
+    data = src.provider.read_scalars(
+        src.ctx,
+        experiment_id=src.experiment_id,
+        plugin_name=metadata.PLUGIN_NAME,
+        downsample=points,
+        run_tag_filter=provider.RunTagFilter(runs=present, tags=[metadata.tag_for(layer, s) for s in stats]),
+    )
+    out = {s: {} for s in stats}
+    for run in present:
+        for s in stats:
+            pts = data.get(run, {}).get(metadata.tag_for(layer, s))
+            if pts is not None:
+                out[s][run] = _pairs(pts)
+    return {
+        "layer": layer,
+        "runs": present,
+        "info": {r: found[r][layer] for r in present},
+        "series": out,
+    }
+
+
+def histogram(src: Source, run, layer, columns=DEFAULT_POINTS):
+    """The histogram of one layer over time: counts per bucket (rows) and logged step (columns)."""
+    if not run:
+        raise errors.InvalidArgumentError("missing `run`")
+    if not layer:
+        raise errors.InvalidArgumentError("missing `layer`")
+    columns = _check_int("columns", columns, 1, MAX_COLUMNS, DEFAULT_POINTS)
+    series = _run_series(src, run)
+    _find_layer({run: series}, [run], layer)
+    tag = metadata.tag_for(layer, metadata.HISTOGRAM_TAG_SUFFIX)
+    data = src.provider.read_tensors(
+        src.ctx,
+        experiment_id=src.experiment_id,
+        plugin_name=metadata.HIST_PLUGIN_NAME,
+        downsample=columns,
+        run_tag_filter=provider.RunTagFilter(runs=[run], tags=[tag]),
+    )
+    points = data.get(run, {}).get(tag, [])
+    edges = metadata.histogram_buckets()
+    if not points:
+        return {"run": run, "layer": layer, "steps": [], "buckets": [], "counts": []}
+    counts = np.zeros((len(points), len(edges)), dtype=np.int64)
+    for i, p in enumerate(points):
+        c = np.asarray(p.numpy, dtype=np.int64).reshape(-1)[: len(edges)]
+        counts[i, : len(c)] = c
+    used = np.flatnonzero(counts.sum(axis=0))
+    lo, hi = (int(used[0]), int(used[-1]) + 1) if len(used) else (metadata.HIST_ZERO_BUCKET, metadata.HIST_ZERO_BUCKET + 1)
+    return {
+        "run": run,
+        "layer": layer,
+        "steps": [int(p.step) for p in points],
+        "first_bucket": lo,
+        "buckets": [list(e) for e in edges[lo:hi]],
+        "counts": counts[:, lo:hi].tolist(),
+    }
+
+
+# ---------------------------------------------------------------- pooling
+
+
+def pooling(src: Source, run, points=DEFAULT_POINTS):
+    """Every pooling series of one run with its pooling statistics over time."""
+    if not run:
+        raise errors.InvalidArgumentError("missing `run`")
+    points = _check_int("points", points, 1, MAX_POINTS, DEFAULT_POINTS)
+    series = _run_series(src, run)
+    pools = [info for info in series.values() if info["kind"] == "pooling"]
+    tags = [metadata.tag_for(p["name"], s) for p in pools for s in metadata.POOLING_STATS if s in p["stats"]]
+    data = {}
+    if tags:
+        data = src.provider.read_scalars(
+            src.ctx,
+            experiment_id=src.experiment_id,
+            plugin_name=metadata.PLUGIN_NAME,
+            downsample=points,
+            run_tag_filter=provider.RunTagFilter(runs=[run], tags=tags),
+        ).get(run, {})
+    out = []
+    for p in pools:
+        stats = {}
+        for s in metadata.POOLING_STATS:
+            pts = data.get(metadata.tag_for(p["name"], s))
+            if pts is not None:
+                stats[s] = _pairs(pts)
+        out.append({"name": p["name"], "class": p["class"], "order": p["order"], "shape": p["shape"], "stats": stats})
+    return {"run": run, "stats": list(metadata.POOLING_STATS), "layers": out}
+
+
+def funnel(src: Source, run, step=None):
+    """Per layer in model order at one step: elements per example, and at pooling layers the
+    share of mass and energy that survives (and the running product of mass retention).
+
+    `step` picks the newest logged window at or before it; default the newest window.
+    """
+    if not run:
+        raise errors.InvalidArgumentError("missing `run`")
+    step = _check_int("step", step, -(2**62), 2**62, None)
+    series = _run_series(src, run)
+    pools = [n for n, info in series.items() if info["kind"] == "pooling"]
+    wanted = ("size_ratio", "mass_retention", "energy_retention")
+    tags = [metadata.tag_for(n, s) for n in pools for s in wanted]
+    data = {}
+    if tags:
+        data = src.provider.read_scalars(
+            src.ctx,
+            experiment_id=src.experiment_id,
+            plugin_name=metadata.PLUGIN_NAME,
+            downsample=ALL_POINTS,
+            run_tag_filter=provider.RunTagFilter(runs=[run], tags=tags),
+        ).get(run, {})
+    steps = sorted({p.step for pts in data.values() for p in pts})
+    if step is None:
+        chosen = steps[-1] if steps else None
+    else:
+        before = [s for s in steps if s <= step]
+        chosen = before[-1] if before else None
+        if steps and chosen is None:
+            raise errors.NotFoundError(f"no window of run {run!r} at or before step {step}")
+
+    def value_at(name, stat):
+        pts = data.get(metadata.tag_for(name, stat))
+        if not pts or chosen is None:
+            return None
+        idx = np.searchsorted([p.step for p in pts], chosen, side="right") - 1
+        return float(round_sig([pts[idx].value])[0]) if idx >= 0 else None
+
+    rows, cumulative = [], 1.0
+    for n, info in series.items():
+        row = {"name": n, "class": info["class"], "kind": info["kind"], "elements": info["elements"]}
+        if info["kind"] == "pooling":
+            for s in wanted:
+                row[s] = value_at(n, s)
+            if row["mass_retention"] is not None and math.isfinite(row["mass_retention"]):
+                cumulative *= row["mass_retention"]
+        row["cumulative_mass"] = float(round_sig([cumulative])[0])
+        rows.append(row)
+    return {"run": run, "step": chosen, "steps": steps, "layers": rows}
+
+
+# ---------------------------------------------------------------- health
+
+
+def read_frames(src: Source, run_names, stats, points=HEALTH_POINTS):
+    """Data-provider reads as the `tfprobe.read_logdir` long frame and the `read_layers` frame.
+
+    At most `points` points per series (the provider's uniform sample with the newest point).
+    """
+    import pandas as pd
+
+    found = list_series(src, run_names)
+    rows, layer_rows = [], []
+    tags = set()
+    for run, series in found.items():
+        for name, info in series.items():
+            layer_rows.append(
+                {
+                    "run": run,
+                    "layer": name,
+                    "order": info["order"],
+                    "layer_path": info["layer"],
+                    "class": info["class"],
+                    "kind": info["kind"],
+                    "shape": info["shape"],
+                    "bounds": info["bounds"],
+                }
+            )
+            tags.update(metadata.tag_for(name, s) for s in stats if s in info["stats"])
+    data = {}
+    if found and tags:
+        data = src.provider.read_scalars(
+            src.ctx,
+            experiment_id=src.experiment_id,
+            plugin_name=metadata.PLUGIN_NAME,
+            downsample=points,
+            run_tag_filter=provider.RunTagFilter(runs=list(found), tags=sorted(tags)),
+        )
+    for run, by_tag in data.items():
+        for tag, pts in by_tag.items():
+            parsed = metadata.parse_tag(tag)
+            if parsed is None:
+                continue
+            name, stat = parsed
+            rows.extend((run, p.step, p.wall_time, name, stat, p.value) for p in pts)
+    frame = pd.DataFrame(rows, columns=["run", "step", "wall_time", "layer", "stat", "value"])
+    frame["step"] = frame["step"].astype("int64")
+    return frame, pd.DataFrame(layer_rows, columns=["run", "layer", "order", "layer_path", "class", "kind", "shape", "bounds"])
+
+
+def health(src: Source, run_names, points=HEALTH_POINTS, **thresholds):
+    """`tfprobe.diagnose` over the selected runs, read through the data provider; most severe first."""
+    import importlib
+
+    diagnose_module = importlib.import_module("tfprobe.diagnose")  # `tfprobe.diagnose` is the function
+
+    run_names = _check_runs(run_names)
+    points = _check_int("points", points, 1, MAX_POINTS, HEALTH_POINTS)
+    found = list_series(src, run_names)
+    for r in run_names:
+        if r not in found:
+            raise errors.NotFoundError(f"run {r!r} has no tfprobe data")
+    try:
+        diagnose_module.check_thresholds(**thresholds)
+    except (TypeError, ValueError) as e:
+        raise errors.InvalidArgumentError(str(e))
+    frame, layer_frame = read_frames(src, run_names, diagnose_module.REQUIRED_STATS, points)
+    findings = diagnose_module.diagnose(frame, layer_frame, **thresholds)
+    records = []
+    for rec in findings.to_dict("records"):
+        records.append({k: (int(v) if k.endswith("_step") and v is not None else v) for k, v in rec.items()})
+    return {
+        "runs": run_names,
+        "points": points,
+        "thresholds": diagnose_module.thresholds(**thresholds),
+        "findings": records,
+    }

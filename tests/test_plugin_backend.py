@@ -1,0 +1,473 @@
+"""Backend of the tfprobe TensorBoard plugin: routes through werkzeug's test client over real
+event files (the Python data provider), plain query functions called directly, the loader,
+and real `tensorboard` servers under both loaders for sampling."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+import time
+import urllib.parse
+
+import numpy as np
+import pytest
+from tensorboard import context as tb_context
+from tensorboard import errors
+from tensorboard.backend import application
+from tensorboard.backend.event_processing import data_provider as mdp
+from tensorboard.backend.event_processing import plugin_event_multiplexer as pem
+from tensorboard.plugins import base_plugin
+from werkzeug.test import Client
+
+from tensorboard_plugin_tfprobe import loader as loader_module
+from tensorboard_plugin_tfprobe import queries
+from tensorboard_plugin_tfprobe.plugin import TfprobePlugin
+from tfprobe import metadata
+from tfprobe.writer import WindowWriter
+
+PREFIX = f"/data/plugin/{metadata.PLUGIN_NAME}"
+
+
+def make_provider(logdir):
+    mux = pem.EventMultiplexer(tensor_size_guidance={metadata.PLUGIN_NAME: 0, metadata.HIST_PLUGIN_NAME: 0})
+    mux.AddRunsFromDirectory(str(logdir))
+    mux.Reload()
+    return mdp.MultiplexerDataProvider(mux, str(logdir))
+
+
+class CountingProvider:
+    """Wraps a data provider and records the tags of every read_scalars call."""
+
+    def __init__(self, inner):
+        self._inner = inner
+        self.scalar_reads = []
+
+    def read_scalars(self, ctx, **kw):
+        self.scalar_reads.append(sorted(kw["run_tag_filter"].tags or []))
+        return self._inner.read_scalars(ctx, **kw)
+
+    def __getattr__(self, name):
+        return getattr(self._inner, name)
+
+
+@pytest.fixture(scope="module")
+def provider(synthetic_logdir):
+    return make_provider(synthetic_logdir)
+
+
+@pytest.fixture(scope="module")
+def source(provider):
+    return queries.Source(provider, tb_context.RequestContext(), "")
+
+
+def make_client(provider, path_prefix=""):
+    ctx = base_plugin.TBContext(data_provider=provider, sampling_hints={})
+    plugin = loader_module.TfprobeLoader().load(ctx)
+    assert isinstance(plugin, TfprobePlugin)
+    return Client(application.TensorBoardWSGI([plugin], data_provider=provider, path_prefix=path_prefix))
+
+
+@pytest.fixture(scope="module")
+def client(provider):
+    return make_client(provider)
+
+
+def get_json(client, route, **params):
+    query = urllib.parse.urlencode(params, doseq=True)
+    r = client.get(f"{PREFIX}/{route}?{query}")
+    assert r.status_code == 200, r.get_data(as_text=True)
+    assert r.headers["Content-Type"].startswith("application/json")
+    return r.get_json()
+
+
+# ---------------------------------------------------------------- listing
+
+
+def test_runs_lists_only_runs_with_tfprobe_data(client, helpers):
+    body = get_json(client, "runs")
+    names = [r["name"] for r in body["runs"]]
+    assert names == sorted([helpers.RUN_TRAIN, helpers.RUN_EVAL, helpers.RUN_XSS])  # omitted: RUN_OTHER
+    train = next(r for r in body["runs"] if r["name"] == helpers.RUN_TRAIN)
+    assert train == {"name": helpers.RUN_TRAIN, "layers": len(helpers.TRAIN_LAYERS), "max_step": helpers.STEPS[-1]}
+    assert body["stats"] == list(metadata.STATS)
+    assert body["default_stat"] == "zero_fraction"
+
+
+def test_layers_in_model_order_with_metadata(client, helpers):
+    body = get_json(client, "layers", run=[helpers.RUN_TRAIN, helpers.RUN_EVAL])
+    train = body["runs"][helpers.RUN_TRAIN]["layers"]
+    assert [l["name"] for l in train] == [name for name, *_ in helpers.TRAIN_LAYERS]
+    conv = train[0]
+    assert conv["elements"] == 8 * 8 * 4 and conv["histogram"] is True and conv["class"] == "Conv2D"
+    assert conv["stats"] == list(metadata.ACTIVATION_STATS)
+    pool = train[1]
+    assert pool["kind"] == "pooling" and set(metadata.POOLING_STATS) <= set(pool["stats"])
+    assert [l["name"] for l in body["runs"][helpers.RUN_EVAL]["layers"]] == [n for n, *_ in helpers.TRAIN_LAYERS[:3]]
+
+
+def test_plugins_listing_and_entry(client):
+    listing = client.get("/data/plugins_listing").get_json()
+    assert listing[metadata.PLUGIN_NAME]["enabled"] is True
+    assert listing[metadata.PLUGIN_NAME]["loading_mechanism"] == {
+        "type": "IFRAME",
+        "module_path": f"{PREFIX}/static/index.js",
+    }
+
+
+# ---------------------------------------------------------------- overview
+
+
+def test_overview_one_column_per_step_when_it_fits(client, helpers):
+    body = get_json(client, "overview", run=helpers.RUN_TRAIN, columns=100)
+    assert body["stat"] == "zero_fraction" and body["steps"] == helpers.STEPS
+    assert [row["name"] for row in body["layers"]] == [n for n, *_ in helpers.TRAIN_LAYERS]
+    dead = next(r for r in body["layers"] if r["name"] == "dead_relu")
+    assert dead["values"] == [1.0] * len(helpers.STEPS)
+    conv = body["layers"][0]["values"]
+    expected = [helpers.stats_for("conv2d", "activation", s)["zero_fraction"] for s in helpers.STEPS]
+    np.testing.assert_allclose(conv, expected, rtol=1e-3)
+    assert body["min"] == 0.0 and body["max"] == 1.0
+
+
+def test_overview_max_and_min_bin_consecutive_windows(client, helpers):
+    # 20 windows into 5 columns of 4 windows (20 <= 5 * OVERSAMPLE: every window is read)
+    nan = get_json(client, "overview", run=helpers.RUN_TRAIN, stat="nan_count", columns=5, agg="max")
+    assert nan["steps"] == [40, 80, 120, 160, 200] and nan["windows_read"] == 20
+    nan_row = next(r for r in nan["layers"] if r["name"] == "nan_layer")
+    assert nan_row["values"] == [0.0, 0.0, 12.0, 12.0, 12.0]
+    mean = get_json(client, "overview", run=helpers.RUN_TRAIN, stat="mean", columns=5, agg="max")
+    nan_mean = next(r for r in mean["layers"] if r["name"] == "nan_layer")
+    # max ignores NaN unless the whole column is NaN; the JSON carries "NaN" strings
+    assert nan_mean["values"][0] == pytest.approx(0.1 + 0.01 * 40 / 200, rel=5e-3)
+    assert nan_mean["values"][2] == pytest.approx(0.1 + 0.01 * 90 / 200, rel=5e-3)
+    assert nan_mean["values"][3:] == ["NaN", "NaN"]
+    low = get_json(client, "overview", run=helpers.RUN_TRAIN, stat="std", columns=5, agg="min")
+    assert low["layers"][0]["values"][0] == pytest.approx(1.0 + 0.5 * 10 / 200, rel=5e-3)
+
+
+def test_overview_last_samples_windows_when_they_do_not_fit(client, helpers):
+    # 20 windows, 5 columns: a uniform sample of 5 logged windows, newest included, one column each
+    body = get_json(client, "overview", run=helpers.RUN_TRAIN, stat="zero_fraction", columns=5)
+    assert len(body["steps"]) == 5 and body["steps"][-1] == 200 and body["windows_read"] == 5
+    assert set(body["steps"]) <= set(helpers.STEPS)
+    conv = body["layers"][0]["values"]
+    expected = [helpers.stats_for("conv2d", "activation", s)["zero_fraction"] for s in body["steps"]]
+    np.testing.assert_allclose(conv, expected, rtol=2e-3)
+    for row in body["layers"]:  # the same windows for every layer: no gaps
+        assert None not in row["values"]
+
+
+def test_overview_reads_only_the_chosen_stat(provider, helpers):
+    counting = CountingProvider(provider)
+    src = queries.Source(counting, tb_context.RequestContext(), "")
+    queries.overview(src, helpers.RUN_TRAIN, "std", columns=10)
+    assert counting.scalar_reads == [sorted(metadata.tag_for(n, "std") for n, *_ in helpers.TRAIN_LAYERS)]
+
+
+def test_overview_pooling_stat_only_has_pooling_rows(source, helpers):
+    body = queries.overview(source, helpers.RUN_TRAIN, "mass_retention", columns=5)
+    assert [r["name"] for r in body["layers"]] == ["max_pooling2d"]
+
+
+# ---------------------------------------------------------------- layer detail
+
+
+@pytest.mark.parametrize("layer", ["backbone/conv1", "split:1", "shared#1"])
+def test_scalars_special_layer_names(client, helpers, layer):
+    body = get_json(client, "scalars", run=[helpers.RUN_TRAIN], layer=layer, stat=["mean", "std"])
+    assert body["layer"] == layer and body["runs"] == [helpers.RUN_TRAIN]
+    points = body["series"]["std"][helpers.RUN_TRAIN]
+    assert [p[0] for p in points] == helpers.STEPS
+    assert points[-1][1] == pytest.approx(1.5)
+
+
+def test_scalars_overlay_runs_and_downsample(client, helpers):
+    body = get_json(client, "scalars", run=[helpers.RUN_TRAIN, helpers.RUN_EVAL], layer="conv2d", stat="std", points=5)
+    series = body["series"]["std"]
+    assert set(series) == {helpers.RUN_TRAIN, helpers.RUN_EVAL}
+    assert len(series[helpers.RUN_EVAL]) == 5 and series[helpers.RUN_EVAL][-1] == [200, 3.0]
+    # a layer missing from one of the selected runs: that run is left out
+    body = get_json(client, "scalars", run=[helpers.RUN_TRAIN, helpers.RUN_EVAL], layer="dense", stat="mean")
+    assert body["runs"] == [helpers.RUN_TRAIN]
+
+
+def test_xss_layer_name_round_trips_as_data(client, helpers):
+    body = get_json(client, "scalars", run=helpers.RUN_XSS, layer=helpers.XSS_LAYER, stat="mean")
+    assert body["layer"] == helpers.XSS_LAYER
+    assert [p[0] for p in body["series"]["mean"][helpers.RUN_XSS]] == [1, 2, 3]
+
+
+def test_histogram_buckets_by_steps(client, helpers):
+    body = get_json(client, "histogram", run=helpers.RUN_TRAIN, layer="conv2d", columns=1000)
+    assert body["steps"] == helpers.STEPS
+    lo = body["first_bucket"]
+    counts = np.array(body["counts"])
+    assert counts.shape == (len(helpers.STEPS), len(body["buckets"]))
+    full = np.zeros((len(helpers.STEPS), metadata.NUM_BUCKETS), dtype=int)
+    full[:, lo : lo + counts.shape[1]] = counts
+    np.testing.assert_array_equal(full[3], helpers.hist_for(helpers.STEPS[3]))
+    assert body["buckets"][metadata.HIST_ZERO_BUCKET - lo] == [0.0, 0.0]
+
+
+def test_histogram_absent_is_empty(client, helpers):
+    body = get_json(client, "histogram", run=helpers.RUN_TRAIN, layer="split:1")
+    assert body["steps"] == [] and body["counts"] == []
+
+
+# ---------------------------------------------------------------- pooling
+
+
+def test_pooling_series(client, helpers):
+    body = get_json(client, "pooling", run=helpers.RUN_TRAIN)
+    assert [l["name"] for l in body["layers"]] == ["max_pooling2d"]
+    mass = body["layers"][0]["stats"]["mass_retention"]
+    assert [p[0] for p in mass] == helpers.STEPS and mass[-1][1] == pytest.approx(0.4)
+    assert body["layers"][0]["stats"]["size_ratio"][0][1] == 0.25
+
+
+def test_funnel_at_a_step(client, helpers):
+    body = get_json(client, "funnel", run=helpers.RUN_TRAIN, step=105)
+    assert body["step"] == 100 and body["steps"] == helpers.STEPS
+    rows = {r["name"]: r for r in body["layers"]}
+    assert [r["name"] for r in body["layers"]] == [n for n, *_ in helpers.TRAIN_LAYERS]
+    assert rows["conv2d"]["elements"] == 256 and rows["max_pooling2d"]["elements"] == 64
+    assert rows["max_pooling2d"]["mass_retention"] == pytest.approx(0.45)
+    assert rows["conv2d"]["cumulative_mass"] == 1.0
+    assert rows["dense"]["cumulative_mass"] == pytest.approx(0.45)
+    latest = get_json(client, "funnel", run=helpers.RUN_TRAIN)
+    assert latest["step"] == helpers.STEPS[-1]
+
+
+# ---------------------------------------------------------------- health
+
+
+def test_health_uses_diagnose(client, helpers):
+    body = get_json(client, "health", run=[helpers.RUN_TRAIN, helpers.RUN_EVAL])
+    kinds = [(f["layer"], f["kind"], f["severity"], f["first_step"]) for f in body["findings"]]
+    assert ("nan_layer", "nan_inf", "error", 100) in kinds
+    assert ("dead_relu", "dead_layer", "error", 10) in kinds
+    assert ("dense", "saturation", "warning", 10) in kinds
+    severities = [f["severity"] for f in body["findings"]]
+    assert severities == sorted(severities, key=["error", "warning", "info"].index)
+    looser = get_json(client, "health", run=helpers.RUN_TRAIN, saturation_fraction=0.9)
+    assert "saturation" not in [f["kind"] for f in looser["findings"]]
+
+
+# ---------------------------------------------------------------- errors
+
+
+@pytest.mark.parametrize(
+    "route, params, code, needle",
+    [
+        ("overview", {"run": "nope"}, 404, "'nope'"),
+        ("overview", {}, 400, "run"),
+        ("overview", {"run": "train", "stat": "bogus"}, 400, "'bogus'"),
+        ("overview", {"run": "eval", "stat": "saturation_fraction", "columns": 5}, 200, None),
+        ("overview", {"run": "eval", "stat": "mass_retention", "columns": "x"}, 400, "columns"),
+        ("overview", {"run": "xss", "stat": "mass_retention"}, 404, "'mass_retention'"),
+        ("overview", {"run": "train", "agg": "median"}, 400, "'median'"),
+        ("layers", {"run": "ghost"}, 404, "'ghost'"),
+        ("layers", {}, 400, "run"),
+        ("scalars", {"run": "train", "layer": "zzz", "stat": "mean"}, 404, "'zzz'"),
+        ("scalars", {"run": "train", "layer": "conv2d", "stat": "nope"}, 400, "'nope'"),
+        ("scalars", {"run": "train", "layer": "conv2d"}, 400, "stat"),
+        ("scalars", {"run": "ghost", "layer": "conv2d", "stat": "mean"}, 404, "'ghost'"),
+        ("scalars", {"run": "train", "layer": "conv2d", "stat": "mean", "points": 0}, 400, "points"),
+        ("histogram", {"run": "train", "layer": "missing<b>"}, 404, "'missing<b>'"),
+        ("pooling", {"run": "ghost"}, 404, "'ghost'"),
+        ("funnel", {"run": "train", "step": 5}, 404, "step 5"),
+        ("funnel", {"run": "train", "step": "abc"}, 400, "step"),
+        ("health", {"run": "ghost"}, 404, "'ghost'"),
+        ("health", {"run": "train", "std_ratio": "0.5"}, 400, "std_ratio"),
+    ],
+)
+def test_errors_name_the_culprit(client, route, params, code, needle):
+    r = client.get(f"{PREFIX}/{route}?{urllib.parse.urlencode(params)}")
+    assert r.status_code == code, r.get_data(as_text=True)
+    if needle:
+        assert needle in r.get_data(as_text=True)
+        assert r.headers["Content-Type"].startswith("text/plain")  # never HTML
+
+
+def test_query_functions_raise_tensorboard_errors(source):
+    with pytest.raises(errors.NotFoundError, match="'ghost'"):
+        queries.overview(source, "ghost")
+    with pytest.raises(errors.InvalidArgumentError, match="'bogus'"):
+        queries.check_stat("bogus")
+
+
+# ---------------------------------------------------------------- static route
+
+
+@pytest.mark.parametrize(
+    "path, code",
+    [
+        ("static/index.js", 200),
+        ("static/style.css", 200),
+        ("static/ipc.js", 200),
+        ("static/", 404),
+        ("static/nonexistent.js", 404),
+        ("static/../plugin.py", 404),
+        ("static/..%2fplugin.py", 404),
+        ("static/%2e%2e/plugin.py", 404),
+        ("static/../../tfprobe/metadata.py", 404),
+        ("static//etc/passwd", 404),
+        ("static/..%5cplugin.py", 404),
+        ("static/%2fetc%2fpasswd", 404),
+    ],
+)
+def test_static_route_traversal(client, path, code):
+    r = client.get(f"{PREFIX}/{path}")
+    assert r.status_code == code
+    if code == 200:
+        assert r.headers["X-Content-Type-Options"] == "nosniff"
+
+
+def test_static_content_types(client):
+    assert client.get(f"{PREFIX}/static/index.js").headers["Content-Type"].startswith("text/javascript")
+    assert client.get(f"{PREFIX}/static/style.css").headers["Content-Type"].startswith("text/css")
+
+
+def test_experiment_and_path_prefix(provider, helpers):
+    c = make_client(provider)
+    r = c.get(f"/experiment/abc{PREFIX}/runs")
+    assert r.status_code == 200 and r.get_json()["runs"]
+    c = make_client(provider, path_prefix="/tb")
+    assert c.get(f"/tb{PREFIX}/overview?run={helpers.RUN_TRAIN}").status_code == 200
+    assert c.get(f"/tb{PREFIX}/static/index.js").status_code == 200
+
+
+# ---------------------------------------------------------------- plain functions
+
+
+def test_column_steps_and_bin_series():
+    steps = np.arange(1, 101)
+    cols = queries.column_steps(steps, 10)
+    assert cols.tolist() == list(range(10, 101, 10))
+    values = np.arange(100, dtype=float)
+    assert queries.bin_series(steps, values, cols, "last")[0].tolist() == list(np.arange(9, 100, 10.0))
+    assert queries.bin_series(steps, values, cols, "min")[0].tolist() == list(np.arange(0, 100, 10.0))
+    # a series that misses some columns
+    sparse, present = queries.bin_series([15, 95], [1.0, 2.0], cols, "max")
+    assert np.isnan(sparse[0]) and sparse[1] == 1.0 and sparse[9] == 2.0 and np.isnan(sparse[5])
+    assert present.tolist() == [False, True] + [False] * 7 + [True]
+    # a logged NaN is present; max ignores it next to a finite value
+    values, present = queries.bin_series([1, 2, 3], [np.nan, 1.0, np.nan], [2, 3], "max")
+    assert values[0] == 1.0 and np.isnan(values[1]) and present.all()
+
+
+def test_round_sig_keeps_short_json():
+    out = queries.round_sig([0.30000001192092896, 123456.7, -1.234567e-7, 0.0, np.nan, np.inf])
+    assert json.dumps(out[:4].tolist()) == "[0.3, 123500.0, -1.235e-07, 0.0]"
+    assert np.isnan(out[4]) and np.isinf(out[5])
+
+
+def test_elements_per_example():
+    assert queries.elements_per_example([None, 30, 30, 32]) == 28800
+    assert queries.elements_per_example([None, None, 8]) is None
+    assert queries.elements_per_example(None) is None
+
+
+def test_overview_scale(tmp_path):
+    """100 layers x 1200 windows: overview binned server-side and small.
+
+    Timing at full scale (500 layers x 10,000 windows, Rust data server) is measured
+    by benchmarks/dashboard.py; the Python provider used here converts every point
+    before downsampling and is much slower."""
+    writer = WindowWriter(str(tmp_path / "big"))
+    infos = {f"layer_{i:03d}": {"series": f"layer_{i:03d}", "layer": f"layer_{i:03d}", "class": "Dense", "order": i}
+             for i in range(100)}
+    rng = np.random.default_rng(0)
+    for step in range(1, 1201):
+        vals = rng.random(100)
+        writer.write_window(step, infos, {n: {"zero_fraction": float(v)} for n, v in zip(infos, vals)}, {})
+    writer.close()
+    client = make_client(make_provider(tmp_path))
+    r = client.get(f"{PREFIX}/overview?run=big&columns=250")
+    body = r.get_json()
+    assert len(body["layers"]) == 100 and len(body["steps"]) == 250 and body["steps"][-1] == 1200
+    assert body["windows_read"] == 250
+    maxed = client.get(f"{PREFIX}/overview?run=big&columns=250&agg=max").get_json()
+    assert len(maxed["steps"]) == 250 and maxed["windows_read"] == 250 * queries.OVERSAMPLE
+    assert len(r.get_data()) < 1_000_000
+
+
+# ---------------------------------------------------------------- loader
+
+
+class _Flags:
+    def __init__(self, samples):
+        self.samples_per_plugin = samples
+
+
+def test_fix_flags_defaults_and_user_values_win():
+    flags = _Flags({})
+    loader_module.TfprobeLoader().fix_flags(flags)
+    assert flags.samples_per_plugin == {metadata.PLUGIN_NAME: 0, metadata.HIST_PLUGIN_NAME: loader_module.HIST_DEFAULT_SAMPLES}
+    flags = _Flags({metadata.PLUGIN_NAME: 50, "scalars": 7})
+    loader_module.TfprobeLoader().fix_flags(flags)
+    assert flags.samples_per_plugin[metadata.PLUGIN_NAME] == 50 and flags.samples_per_plugin["scalars"] == 7
+
+
+def test_broken_parts_never_raise(monkeypatch, caplog):
+    loader = loader_module.TfprobeLoader()
+    loader.fix_flags(object())  # no samples_per_plugin attribute: logged, not raised
+    monkeypatch.setitem(sys.modules, "tensorboard_plugin_tfprobe.plugin", None)  # import fails
+    assert loader.load(base_plugin.TBContext()) is None
+    assert "failed to load" in caplog.text
+
+
+def test_entry_point_module_is_import_light():
+    code = (
+        "import sys, tensorboard_plugin_tfprobe.loader as l; "
+        "bad = [m for m in ('tensorflow', 'pandas', 'numpy', 'keras') if m in sys.modules]; "
+        "print(bad)"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
+    assert out.strip() == "[]"
+
+
+def test_entry_point_is_registered():
+    from importlib.metadata import entry_points
+
+    eps = [ep for ep in entry_points(group="tensorboard_plugins") if ep.value.startswith("tensorboard_plugin_tfprobe")]
+    assert len(eps) == 1 and eps[0].load() is loader_module.TfprobeLoader
+
+
+# ---------------------------------------------------------------- real tensorboard, both loaders
+
+
+@pytest.fixture(scope="module")
+def long_run_logdir(tmp_path_factory):
+    """10,000 windows of two series, more than either loader keeps by default."""
+    root = tmp_path_factory.mktemp("long")
+    writer = WindowWriter(str(root / "long"))
+    infos = {n: {"series": n, "layer": n, "class": "Dense", "order": i} for i, n in enumerate(("a", "b"))}
+    for step in range(1, 10_001):
+        writer.write_window(step, infos, {"a": {"mean": step * 0.5}, "b": {"mean": 1.0}}, {})
+    writer.close()
+    return root
+
+
+@pytest.mark.parametrize(
+    "args, expected",
+    [
+        (["--load_fast=true"], 10_000),
+        (["--load_fast=false"], 10_000),
+        (["--load_fast=true", f"--samples_per_plugin={metadata.PLUGIN_NAME}=300"], 300),
+    ],
+    ids=["fast", "python", "user-flag-wins"],
+)
+def test_every_point_reaches_the_plugin(long_run_logdir, helpers, args, expected):
+    route = f"{PREFIX}/scalars?run=long&layer=a&stat=mean&points=10000"
+    with helpers.tensorboard_server(long_run_logdir, *args) as tb:
+        body = tb.wait_until(lambda runs: any(r["max_step"] == 10_000 for r in runs["runs"]))
+        assert body["runs"][0]["name"] == "long"
+        # ingestion may still be catching up: poll until the count stops changing
+        last = tb.wait_until(lambda b: b["series"]["mean"]["long"][-1][0] == 10_000, route=route)
+        time.sleep(1.5)
+        final = json.loads(helpers.http_get(tb.base + route)[1])
+        points = final["series"]["mean"]["long"]
+        assert len(points) == expected and points[-1] == [10_000, 5000.0]
+        assert len(last["series"]["mean"]["long"]) <= expected

@@ -1,0 +1,217 @@
+"""End to end: a real `tensorboard` (with --path_prefix) serving recorder logs, opened in
+Debian's chromium through playwright. Skipped only when /usr/bin/chromium is absent.
+
+Logs: run `keras` is written by the real recorder (`tfprobe.LayerProbe` on a tiny CNN with
+pooling, random data) when TensorFlow is importable, otherwise by `WindowWriter`; run
+`xss` holds one series named `<img src=x onerror=alert(1)>` (not a legal TF layer name,
+so it is written with `WindowWriter`). Screenshots go to $TFPROBE_ARTIFACTS or artifacts/.
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import textwrap
+
+import pytest
+
+from tfprobe import metadata
+
+CHROMIUM = os.environ.get("CHROMIUM", "/usr/bin/chromium")
+ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
+        "--disable-background-networking", "--disable-component-update", "--disable-sync"]
+PREFIX = "/tb"
+IFRAME = f'iframe[src="data/plugin_entry.html?name={metadata.PLUGIN_NAME}"]'
+TIMEOUT = 60_000
+
+pytestmark = pytest.mark.skipif(not os.path.exists(CHROMIUM), reason=f"no chromium at {CHROMIUM}")
+
+_RECORDER_SCRIPT = textwrap.dedent(
+    """
+    import sys, numpy as np, keras, tfprobe
+    keras.utils.set_random_seed(0)
+    model = keras.Sequential([
+        keras.Input((12, 12, 1)),
+        keras.layers.Conv2D(4, 3, activation="relu", name="conv2d"),
+        keras.layers.MaxPooling2D(2, name="max_pooling2d"),
+        keras.layers.Flatten(name="flatten"),
+        keras.layers.Dense(8, activation="relu", name="dense"),
+        keras.layers.Dense(3, activation="softmax", name="head"),
+    ])
+    model.compile("adam", "sparse_categorical_crossentropy")
+    x = np.random.rand(64, 12, 12, 1).astype("float32")
+    y = np.random.randint(0, 3, 64)
+    probe = tfprobe.LayerProbe(sys.argv[1], record_freq=1, log_freq=2, histogram_freq=2)
+    model.fit(x, y, epochs=2, batch_size=8, verbose=0, callbacks=[probe])
+    """
+)
+
+
+def _write_recorder_run(path, helpers):
+    """Real LayerProbe logs if the recorder works here, else synthetic ones; returns layer names."""
+    try:
+        subprocess.run([sys.executable, "-c", _RECORDER_SCRIPT, str(path)], check=True, timeout=180,
+                       capture_output=True)
+    except (subprocess.SubprocessError, OSError):
+        helpers.write_run(path, helpers.TRAIN_LAYERS, helpers.STEPS, hist_layers=("conv2d",))
+    from tfprobe import read_layers
+
+    return read_layers(path.parent).query("run == @path.name")["layer"].tolist()
+
+
+@pytest.fixture(scope="module")
+def logs(tmp_path_factory, helpers):
+    root = tmp_path_factory.mktemp("browser_logs")
+    layers = _write_recorder_run(root / "keras", helpers)
+    assert layers, "no layers recorded"
+    helpers.write_run(root / "xss", [(helpers.XSS_LAYER, "Dense", "activation", [None, 4], None)], [1, 2, 3])
+    return root, layers
+
+
+@pytest.fixture(scope="module")
+def servers(logs, helpers, tmp_path_factory):
+    empty = tmp_path_factory.mktemp("empty_logs")
+    with helpers.tensorboard_server(logs[0], path_prefix=PREFIX) as tb, helpers.tensorboard_server(empty) as tb_empty:
+        tb.wait_until(lambda b: {r["name"] for r in b["runs"]} >= {"keras", "xss"})
+        tb_empty.wait_until(lambda b: b["runs"] == [])
+        yield tb, tb_empty
+
+
+@pytest.fixture(scope="module")
+def browser():
+    from playwright.sync_api import sync_playwright
+
+    with sync_playwright() as p:
+        b = p.chromium.launch(executable_path=CHROMIUM, headless=True, args=ARGS)
+        yield b
+        b.close()
+
+
+@pytest.fixture
+def page(browser):
+    context = browser.new_context(viewport={"width": 1280, "height": 900})
+    page = context.new_page()
+    page.dialogs = []
+    page.errors = []
+    page.on("dialog", lambda d: (page.dialogs.append(d.message), d.dismiss()))
+    page.on("pageerror", lambda e: page.errors.append(str(e)))
+    yield page
+    context.close()
+
+
+def shot(page, helpers, name):
+    page.screenshot(path=os.path.join(helpers.artifacts_dir(), f"browser_{name}.png"))
+
+
+def open_dashboard(page, base):
+    page.goto(base + "/#" + metadata.PLUGIN_NAME)
+    frame = page.frame_locator(IFRAME)
+    frame.locator("body[data-status=ready]").wait_for(timeout=TIMEOUT)
+    return frame
+
+
+def switch(frame, view):
+    frame.locator(f"nav.tabs button[data-view={view}]").click()
+    frame.locator(f"body[data-view={view}][data-status=ready]").wait_for(timeout=TIMEOUT)
+
+
+def test_tab_appears_and_overview_lists_layers(page, servers, logs, helpers):
+    tb, _ = servers
+    page.goto(tb.base + "/")
+    page.get_by_text(metadata.PLUGIN_NAME, exact=False).first.wait_for(timeout=TIMEOUT)
+    frame = open_dashboard(page, tb.base)
+    labels = frame.locator("#overview .heatmap-label")
+    texts = labels.all_text_contents()
+    assert texts[: len(logs[1])] == logs[1]  # keras run first (sorted), model order
+    assert helpers.XSS_LAYER in texts
+    assert frame.locator(".legend").count() >= 2  # a colour legend per run
+    shot(page, helpers, "overview")
+    assert not page.errors
+
+
+def test_clicking_a_heatmap_row_opens_that_layer(page, servers, logs, helpers):
+    tb, _ = servers
+    frame = open_dashboard(page, tb.base)
+    target = logs[1][1]
+    canvas = frame.locator("#overview .heatmap-canvas").first
+    box = canvas.bounding_box()
+    row_h = box["height"] / len(logs[1])
+    canvas.click(position={"x": box["width"] / 2, "y": row_h * 1.5})
+    frame.locator("body[data-view=layer][data-status=ready]").wait_for(timeout=TIMEOUT)
+    assert frame.locator("#layer-title").inner_text() == target
+    assert frame.locator(".chart-card canvas").count() >= 3
+    shot(page, helpers, "layer")
+    assert not page.errors
+
+
+def test_layer_detail_controls(page, servers, logs, helpers):
+    tb, _ = servers
+    frame = open_dashboard(page, tb.base)
+    frame.locator("#overview .heatmap-label", has_text=logs[1][0]).first.click()
+    frame.locator("body[data-view=layer][data-status=ready]").wait_for(timeout=TIMEOUT)
+    assert frame.locator("#layer-title").inner_text() == logs[1][0]
+    frame.locator("#log-scale").check()
+    frame.locator("body[data-view=layer][data-status=ready]").wait_for(timeout=TIMEOUT)
+    frame.locator("#stat-picker input[value=max]").check()
+    frame.locator(".chart-card[data-stat=max]").wait_for(timeout=TIMEOUT)
+    assert frame.locator(".hist-block .heatmap-canvas").count() >= 1  # histogram over time
+    assert not page.errors
+
+
+def test_pooling_and_health_views(page, servers, logs, helpers):
+    tb, _ = servers
+    frame = open_dashboard(page, tb.base)
+    switch(frame, "pooling")
+    funnel_names = frame.locator("table.funnel button.layer-name").all_text_contents()
+    assert funnel_names[: len(logs[1])] == logs[1]
+    assert frame.locator(".pool-card").count() >= 1
+    shot(page, helpers, "pooling")
+    switch(frame, "health")
+    assert frame.locator("table.findings, #no-findings").count() == 1
+    shot(page, helpers, "health")
+    assert not page.errors
+
+
+def test_run_picker_and_reload_button(page, servers, helpers):
+    tb, _ = servers
+    frame = open_dashboard(page, tb.base)
+    assert frame.locator("#overview h2").count() == 2
+    frame.locator("#run-list input[value=xss]").uncheck()
+    frame.locator("body[data-status=ready]").wait_for(timeout=TIMEOUT)
+    assert frame.locator("#overview h2").all_text_contents() == [" keras"]
+    before = int(frame.locator("body").get_attribute("data-refreshes"))
+    page.locator("button.reload-button").click()
+    page.wait_for_function(
+        """([sel, b]) => { const f = document.querySelector(sel);
+           return f && Number(f.contentDocument.body.dataset.refreshes) > b
+                  && f.contentDocument.body.dataset.status === 'ready'; }""",
+        arg=[IFRAME, before],
+        timeout=TIMEOUT,
+    )
+    assert frame.locator("#run-list input[value=xss]").is_checked() is False  # selection kept
+    assert not page.errors
+
+
+def test_xss_layer_name_is_text(page, servers, helpers):
+    tb, _ = servers
+    frame = open_dashboard(page, tb.base)
+    label = frame.locator("#overview .heatmap-label", has_text=helpers.XSS_LAYER)
+    assert label.inner_text() == helpers.XSS_LAYER
+    label.click()
+    frame.locator("body[data-view=layer][data-status=ready]").wait_for(timeout=TIMEOUT)
+    assert frame.locator("#layer-title").inner_text() == helpers.XSS_LAYER
+    switch(frame, "pooling")
+    assert frame.locator("img").count() == 0
+    assert page.evaluate(f"document.querySelector('{IFRAME}').contentDocument.querySelectorAll('img').length") == 0
+    assert page.dialogs == []
+    assert not page.errors
+
+
+def test_empty_state(page, servers, helpers):
+    _, tb_empty = servers
+    page.goto(tb_empty.base + "/#" + metadata.PLUGIN_NAME)
+    frame = page.frame_locator(IFRAME)
+    frame.locator("#empty-state").wait_for(timeout=TIMEOUT)
+    assert "LayerProbe" in frame.locator("#empty-state").inner_text()
+    shot(page, helpers, "empty")
