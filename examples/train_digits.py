@@ -31,7 +31,7 @@ def load_data():
     return x[order], y[order]
 
 
-def build_model(activation="relu", depth=1):
+def build_model(activation="relu", depth=1, init_std=None):
     layers = [
         keras.Input((8, 8, 1)),
         keras.layers.Conv2D(16, 3, padding="same", activation=activation, name="conv1"),
@@ -41,8 +41,9 @@ def build_model(activation="relu", depth=1):
         keras.layers.Conv2D(64, 2, padding="same", activation=activation, name="conv3"),
         keras.layers.GlobalAveragePooling2D(name="gap"),
     ]
+    init = keras.initializers.RandomNormal(stddev=init_std) if init_std else "glorot_uniform"
     for i in range(depth):
-        layers.append(keras.layers.Dense(64, activation=activation, name=f"dense{i + 1}"))
+        layers.append(keras.layers.Dense(64, activation=activation, kernel_initializer=init, name=f"dense{i + 1}"))
     layers.append(keras.layers.Dense(10, name="logits"))
     model = keras.Sequential(layers, name=f"digits_{activation}")
     model.compile(
@@ -53,7 +54,11 @@ def build_model(activation="relu", depth=1):
     return model
 
 
-RUNS = {"relu": dict(activation="relu", depth=1), "sigmoid_deep": dict(activation="sigmoid", depth=4)}
+# `sigmoid_deep` starts with large dense weights: its sigmoid units saturate and learning stalls.
+RUNS = {
+    "relu": dict(activation="relu", depth=1),
+    "sigmoid_deep": dict(activation="sigmoid", depth=4, init_std=3.0),
+}
 
 
 def train(logdir="logs", epochs=15, runs=tuple(RUNS), verbose=0, record_freq=1, log_freq=10):
