@@ -104,7 +104,7 @@ def _hoyer(l1, sq, m):
     return tf.reduce_sum(tf.where(valid, h, tf.zeros_like(h))), _count(valid)
 
 
-def _scalar_sums(x2d, near_zero, bounds, saturation_margin, finite_mask=None):
+def _scalar_sums(x2d, a2d, near_zero, bounds, saturation_margin, finite_mask=None):
     """The sum-kind partials of one step, in `SUM_FIELDS` order (pooling fields zero).
 
     Sums of x and x**2 are taken over `x - k`, with `k` a value of the tensor,
@@ -127,7 +127,7 @@ def _scalar_sums(x2d, near_zero, bounds, saturation_margin, finite_mask=None):
     d = xf - k if finite_mask is None else xf
     row_d = tf.cast(tf.reduce_sum(d, axis=1), _F64)
     row_dd = tf.cast(tf.reduce_sum(tf.square(d), axis=1), _F64)
-    row_l1 = tf.cast(tf.reduce_sum(tf.abs(xf), axis=1), _F64)
+    row_l1 = tf.cast(tf.reduce_sum(a2d if finite_mask is None else tf.abs(xf), axis=1), _F64)
     k64 = tf.cast(k, _F64)
     row_sq = row_dd + 2.0 * k64 * row_d + m_row * k64 * k64
     hoyer_sum, hoyer_n = _hoyer(row_l1, row_sq, m_row)
@@ -147,8 +147,8 @@ def _scalar_sums(x2d, near_zero, bounds, saturation_margin, finite_mask=None):
         tf.reduce_sum(row_d) + tf.reduce_sum(m_row) * k64,
         tf.reduce_sum(row_sq),
         tf.reduce_sum(row_l1),
-        _count(tf.equal(x2d, 0.0)),
-        _count(tf.abs(x2d) <= near_zero),
+        _count(tf.equal(a2d, 0.0)),
+        _count(a2d <= near_zero),
         nan,
         inf,
         hoyer_sum,
@@ -158,15 +158,16 @@ def _scalar_sums(x2d, near_zero, bounds, saturation_margin, finite_mask=None):
     return tf.stack(values + [zero] * (NUM_SUMS - len(values)))
 
 
-def _maxes(x2d, x_full, units, finite_mask=None):
+def _maxes(x2d, a2d, units, finite_mask=None):
+    # x2d rows keep the last axis contiguous, so reshaping |x| to [-1, units] groups by unit.
     if finite_mask is None:
-        hi, lo, a = x2d, x2d, tf.abs(x_full)
+        hi, lo, a = x2d, x2d, a2d
     else:
         inf = tf.constant(np.inf, _F32)
         hi = tf.where(finite_mask, x2d, -inf)
         lo = tf.where(finite_mask, x2d, inf)
         # A NaN or Inf value is not "near zero": it keeps its unit alive.
-        a = tf.where(tf.math.is_finite(x_full), tf.abs(x_full), tf.fill(tf.shape(x_full), inf))
+        a = tf.where(finite_mask, a2d, tf.fill(tf.shape(a2d), inf))
     parts = [tf.reshape(tf.reduce_max(hi), [1]), tf.reshape(-tf.reduce_min(lo), [1])]
     if units:
         parts.append(tf.reduce_max(tf.reshape(a, [-1, units]), axis=0))
@@ -191,15 +192,16 @@ def partials(x, *, near_zero, bounds=None, saturation_margin=0.01):
     x_full = tf.cast(x, _F32)
     x2d = as_rows(x_full)
     units = num_units(x)
-    fast_sums = _scalar_sums(x2d, near_zero, bounds, saturation_margin)
-    fast_maxes = _maxes(x2d, x_full, units)
+    a2d = tf.abs(x2d)  # shared by L1, zero and near-zero counts and dead units
+    fast_sums = _scalar_sums(x2d, a2d, near_zero, bounds, saturation_margin)
+    fast_maxes = _maxes(x2d, a2d, units)
     all_finite = tf.math.is_finite(fast_sums[S["sum"]] + fast_sums[S["sumsq"]])
 
     def slow():
         mask = tf.math.is_finite(x2d)
         return (
-            _scalar_sums(x2d, near_zero, bounds, saturation_margin, finite_mask=mask),
-            _maxes(x2d, x_full, units, finite_mask=mask),
+            _scalar_sums(x2d, a2d, near_zero, bounds, saturation_margin, finite_mask=mask),
+            _maxes(x2d, a2d, units, finite_mask=mask),
         )
 
     sums, maxes = tf.cond(all_finite, lambda: (fast_sums, fast_maxes), slow)
