@@ -174,13 +174,18 @@ class LayerProbe(keras.callbacks.Callback):
         original = model.train_step
         tapper, recorder = self._tapper, self._recorder
 
+        def iterations():
+            optimizer = getattr(model, "optimizer", None)
+            return getattr(optimizer, "iterations", None)
+
         def train_step(data):
-            tapper.begin()
+            recorder.begin_step(iterations())
+            tapper.begin(recorder.on_tap)
             try:
                 logs = original(data)
             finally:
-                taps = tapper.end()
-            recorder.build_updates(taps, getattr(getattr(model, "optimizer", None), "iterations", None))
+                tapper.end()
+            recorder.end_step(iterations())
             return logs
 
         object.__setattr__(model, "train_step", train_step)

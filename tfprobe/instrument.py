@@ -2,9 +2,9 @@
 
 Tapping replaces a layer's `call` by a thin wrapper for the duration of `fit`.
 The wrapper does nothing unless a training step is being traced, in which case
-it hands the layer's output (and, for pooling layers, its input) to a `Tap`
-list. The statistics are built on those tensors once the step's forward and
-backward pass are traced, in the same graph: no extra forward pass.
+it hands the layer's output (and, for pooling layers, its input) as a `Tap`
+to a callback, which builds the statistics ops right there, in the step's
+graph: no extra forward pass.
 """
 
 from __future__ import annotations
@@ -141,13 +141,13 @@ class Tap:
 
 
 class Tapper:
-    """Patches the `call` of chosen layers and collects `Tap`s while a step is traced."""
+    """Patches the `call` of chosen layers and hands out `Tap`s while a step is traced."""
 
     def __init__(self):
         self._patched = []  # (layer, had_instance_call, previous)
         self._collecting = False
+        self._on_tap = None
         self._graph = None
-        self._taps = []
         self._calls = {}
         self._foreign = set()
         self.skipped = {}  # path -> reason, logged once
@@ -185,23 +185,22 @@ class Tapper:
 
         return tapped_call
 
-    def begin(self):
+    def begin(self, on_tap=None):
+        """Starts collecting; `on_tap(tap)` (if given) is called for each tap as it is seen."""
+        self._on_tap = on_tap
         self._collecting = True
         self._graph = tf.compat.v1.get_default_graph() if tf.inside_function() else None
-        self._taps = []
         self._calls = {}
         self._foreign = set()
 
     def end(self):
-        """Stops collecting; returns the taps that belong to the current graph."""
+        """Stops collecting."""
         self._collecting = False
         # A layer seen only in another graph (a nested function or loop of the step) is not recorded.
         # Calls in another graph next to calls in the step graph are symbolic calls made while tracing
         # (Keras builds an unbuilt subclassed model by running `call` on a scratch graph): ignored.
         for path in sorted(self._foreign - set(self._calls)):
             self._skip(path, "called inside a nested function or loop of the step")
-        taps, self._taps = self._taps, []
-        return taps
 
     def _skip(self, path, reason):
         if path not in self.skipped:
@@ -222,4 +221,6 @@ class Tapper:
                 self._skip(f"{path}[{index}]" if len(flat) > 1 else path, f"output is not a floating tensor: {kind}")
                 continue
             pooled_input = inputs if isinstance(inputs, tf.Tensor) and inputs.dtype.is_floating else None
-            self._taps.append(Tap(path, layer, index, len(flat), call, tensor, pooled_input, graph))
+            tap = Tap(path, layer, index, len(flat), call, tensor, pooled_input, graph)
+            if self._on_tap is not None:
+                self._on_tap(tap)

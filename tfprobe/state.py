@@ -109,69 +109,83 @@ class Recorder:
         self.series.pop(name, None)
         warnings.warn(f"tfprobe: not recording {name!r} from now on: {error}", RuntimeWarning, stacklevel=2)
 
-    def build_updates(self, taps, iterations=None):
-        """Adds the statistics ops of one traced step for `taps` to the current graph.
+    def begin_step(self, iterations=None):
+        """Starts a traced step: the record/histogram predicates of the step being run.
 
-        `iterations` (the optimizer's step counter, read after the update) gives the step;
-        without it the recorder counts the steps itself.
+        `iterations` is the optimizer's step counter, read before its update;
+        the step being run is `iterations + 1` (Keras' count after the batch).
+        Without it the recorder counts steps itself.
         """
-        pairs = []
-        for tap in taps:
-            name = metadata.series_name(tap.path, tap.output, tap.n_outputs, tap.call)
-            try:
-                series = self._series_for(tap)
-            except Exception as error:  # noqa: BLE001 - any failure drops only this series
-                self._fail(name, error)
-                continue
-            if series is not None:
-                pairs.append((series, tap))
-        if not pairs:
+        base = self.step if iterations is None else tf.cast(iterations, tf.int64)
+        self._iterations = iterations
+        current = base + 1
+        self._record_pred = tf.equal(current % self.record_freq, 0)
+        self._hist_pred = tf.equal(current % self.histogram_freq, 0) if self.histogram_freq else None
+        self._computed = {}
+        self._recorded_any = False
+
+    def on_tap(self, tap):
+        """Adds the statistics ops of one tap right where the layer produced it.
+
+        Built next to the activation (not at the end of the step), the ops can
+        run while the rest of the step goes on and the activation is not held
+        until after the optimizer update. On steps that are not recorded only
+        the `tf.cond` predicate is evaluated.
+        """
+        name = metadata.series_name(tap.path, tap.output, tap.n_outputs, tap.call)
+        try:
+            series = self._series_for(tap)
+        except Exception as error:  # noqa: BLE001 - any failure drops only this series
+            self._fail(name, error)
             return
-        if iterations is not None:
-            step = self.step.assign(tf.cast(iterations, tf.int64))
-        else:
-            step = self.step.assign_add(1)
+        if series is None:
+            return
+        self._recorded_any = True
+        tensor = tf.stop_gradient(tap.tensor)
+        inputs = tf.stop_gradient(tap.inputs) if series.pooling else None
+        computed = self._computed
+        no = lambda: tf.constant(False)  # noqa: E731
+        no_sums = lambda: tf.zeros([stats.NUM_SUMS], tf.float64)  # noqa: E731
 
         def record():
-            computed = {}  # tensor ref -> sums, so a pooling input that is also recorded is reduced once
-            for series, tap in pairs:
-                try:
-                    with tf.name_scope("tfprobe"):
-                        p = stats.partials(
-                            tap.tensor,
-                            near_zero=self.near_zero,
-                            bounds=series.bounds,
-                            saturation_margin=self.saturation_margin,
-                        )
-                        sums = p["sums"]
-                        computed[tap.tensor.ref()] = sums
-                        if series.pooling:
-                            sums = sums + self._input_sums(tap.inputs, computed)
-                        series.sums.assign_add(sums)
-                        series.maxes.assign(tf.maximum(series.maxes, p["maxes"]))
-                except Exception as error:  # noqa: BLE001
-                    self._fail(series.name, error)
-            return tf.constant(True)
+            with tf.name_scope("tfprobe"):
+                p = stats.partials(
+                    tensor, near_zero=self.near_zero, bounds=series.bounds, saturation_margin=self.saturation_margin
+                )
+                sums = p["sums"]
+                if series.pooling:
+                    sums = sums + self._input_sums(inputs, computed.get(tap.inputs.ref()))
+                series.sums.assign_add(sums)
+                series.maxes.assign(tf.maximum(series.maxes, p["maxes"]))
+                return tf.identity(p["sums"])
 
-        def record_histograms():
-            for series, tap in pairs:
-                if series.hist is None or series.name in self.dropped:
-                    continue
-                try:
-                    with tf.name_scope("tfprobe_hist"):
-                        series.hist.assign_add(stats.histogram_compiled(tap.tensor))
-                except Exception as error:  # noqa: BLE001
-                    self._fail(series.name, error)
-            return tf.constant(True)
+        def record_histogram():
+            with tf.name_scope("tfprobe_hist"):
+                series.hist.assign_add(stats.histogram_compiled(tensor))
+                return tf.constant(True)
 
-        no = lambda: tf.constant(False)  # noqa: E731
-        tf.cond(tf.equal(step % self.record_freq, 0), record, no)
-        if self.histogram_freq:
-            tf.cond(tf.equal(step % self.histogram_freq, 0), record_histograms, no)
+        try:
+            own_sums = tf.cond(self._record_pred, record, no_sums)
+            if series.hist is not None:
+                tf.cond(self._hist_pred, record_histogram, no)
+        except Exception as error:  # noqa: BLE001
+            self._fail(series.name, error)
+            return
+        # A pooling layer fed by this tensor reuses its sums instead of reducing it again.
+        computed[tap.tensor.ref()] = own_sums
+
+    def end_step(self, iterations=None):
+        """Ends a traced step: stores the step number (after the optimizer update)."""
+        if not self._recorded_any:
+            return
+        if iterations is not None:
+            self.step.assign(tf.cast(iterations, tf.int64))
+        else:
+            self.step.assign_add(1)
 
     @staticmethod
-    def _input_sums(inputs, computed):
-        producer = computed.get(inputs.ref())
+    def _input_sums(inputs, producer):
+        """The `in_*` partials of a pooling input, read off its producer's partials if it was recorded."""
         if producer is None:
             return stats.pooling_input_sums(inputs)
         src = [stats.S[k] for k in ("count", "finite", "sum_abs", "sumsq", "zeros")]
