@@ -50,6 +50,16 @@ class Source(NamedTuple):
     ctx: object
     experiment_id: str = ""
 
+    def read_scalars(self, runs, tags, downsample):
+        """`{run: {tag: [ScalarDatum]}}` of tfprobe statistics, in one data-provider call."""
+        return self.provider.read_scalars(
+            self.ctx,
+            experiment_id=self.experiment_id,
+            plugin_name=metadata.PLUGIN_NAME,
+            downsample=downsample,
+            run_tag_filter=provider.RunTagFilter(runs=list(runs), tags=list(tags)),
+        )
+
 
 # ---------------------------------------------------------------- helpers
 
@@ -287,13 +297,7 @@ def overview(src: Source, run, stat=DEFAULT_STAT, columns=DEFAULT_COLUMNS, agg="
     if not names:
         raise errors.NotFoundError(f"statistic {stat!r} was not recorded in run {run!r}")
     tags = {metadata.tag_for(n, stat): n for n in names}
-    data = src.provider.read_scalars(
-        src.ctx,
-        experiment_id=src.experiment_id,
-        plugin_name=metadata.PLUGIN_NAME,
-        downsample=columns if agg == "last" else columns * OVERSAMPLE,
-        run_tag_filter=provider.RunTagFilter(runs=[run], tags=list(tags)),
-    ).get(run, {})
+    data = src.read_scalars([run], list(tags), columns if agg == "last" else columns * OVERSAMPLE).get(run, {})
     arrays = {}
     for tag, points in data.items():
         n = tags.get(tag)
@@ -365,13 +369,7 @@ def scalars(src: Source, run_names, layer, stats, points=DEFAULT_POINTS):
         if r not in found:
             raise errors.NotFoundError(f"run {r!r} has no tfprobe data")
     present = _find_layer(found, run_names, layer)
-    data = src.provider.read_scalars(
-        src.ctx,
-        experiment_id=src.experiment_id,
-        plugin_name=metadata.PLUGIN_NAME,
-        downsample=points,
-        run_tag_filter=provider.RunTagFilter(runs=present, tags=[metadata.tag_for(layer, s) for s in stats]),
-    )
+    data = src.read_scalars(present, [metadata.tag_for(layer, s) for s in stats], points)
     out = {s: {} for s in stats}
     for run in present:
         for s in stats:
@@ -436,13 +434,7 @@ def pooling(src: Source, run, points=DEFAULT_POINTS):
     tags = [metadata.tag_for(p["name"], s) for p in pools for s in metadata.POOLING_STATS if s in p["stats"]]
     data = {}
     if tags:
-        data = src.provider.read_scalars(
-            src.ctx,
-            experiment_id=src.experiment_id,
-            plugin_name=metadata.PLUGIN_NAME,
-            downsample=points,
-            run_tag_filter=provider.RunTagFilter(runs=[run], tags=tags),
-        ).get(run, {})
+        data = src.read_scalars([run], tags, points).get(run, {})
     out = []
     for p in pools:
         stats = {}
@@ -469,13 +461,7 @@ def funnel(src: Source, run, step=None):
     tags = [metadata.tag_for(n, s) for n in pools for s in wanted]
     data = {}
     if tags:
-        data = src.provider.read_scalars(
-            src.ctx,
-            experiment_id=src.experiment_id,
-            plugin_name=metadata.PLUGIN_NAME,
-            downsample=ALL_POINTS,
-            run_tag_filter=provider.RunTagFilter(runs=[run], tags=tags),
-        ).get(run, {})
+        data = src.read_scalars([run], tags, ALL_POINTS).get(run, {})
     steps = sorted({p.step for pts in data.values() for p in pts})
     if step is None:
         chosen = steps[-1] if steps else None
@@ -535,13 +521,7 @@ def read_frames(src: Source, run_names, stats, points=HEALTH_POINTS):
             tags.update(metadata.tag_for(name, s) for s in stats if s in info["stats"])
     data = {}
     if found and tags:
-        data = src.provider.read_scalars(
-            src.ctx,
-            experiment_id=src.experiment_id,
-            plugin_name=metadata.PLUGIN_NAME,
-            downsample=points,
-            run_tag_filter=provider.RunTagFilter(runs=list(found), tags=sorted(tags)),
-        )
+        data = src.read_scalars(list(found), sorted(tags), points)
     for run, by_tag in data.items():
         for tag, pts in by_tag.items():
             parsed = metadata.parse_tag(tag)
