@@ -233,8 +233,27 @@ class LayerProbe(keras.callbacks.Callback):
 
     # -- Keras hooks ----------------------------------------------------------------
 
+    def _unsupported_strategy(self):
+        """A message if the model trains on several replicas (not supported yet), else None."""
+        strategy = getattr(self.model, "distribute_strategy", None)
+        replicas = getattr(strategy, "num_replicas_in_sync", 1)
+        if replicas > 1:
+            return (
+                f"tfprobe does not support distribution strategies yet ({type(strategy).__name__} with "
+                f"{replicas} replicas); LayerProbe records nothing in this `fit` rather than wrong numbers."
+            )
+        return None
+
     def on_train_begin(self, logs=None):
         self._ran_batches = False
+        self._disabled = False
+        problem = self._unsupported_strategy()
+        if problem:
+            if self.strict:
+                raise NotImplementedError(problem)
+            warnings.warn(problem, RuntimeWarning)
+            self._disabled = True
+            return
         self._instrument()
         try:
             self._writer = WindowWriter(self.log_dir)
@@ -250,9 +269,12 @@ class LayerProbe(keras.callbacks.Callback):
         self._ran_batches = True
 
     def on_epoch_begin(self, epoch, logs=None):
-        self._epoch_base = self._host_step
+        if not self._disabled:
+            self._epoch_base = self._host_step
 
     def on_train_batch_end(self, batch, logs=None):
+        if self._disabled:
+            return
         # `batch` is the index (within the epoch) of the last step just run.
         self._host_step = self._epoch_base + batch + 1
         self._pending = True
@@ -261,6 +283,8 @@ class LayerProbe(keras.callbacks.Callback):
             self._next_log = (self._host_step // self.log_freq + 1) * self.log_freq
 
     def on_train_end(self, logs=None):
+        if self._disabled:
+            return
         try:
             if self._pending:
                 self._write_window()
