@@ -1,4 +1,4 @@
-"""Several replicas are not supported yet: the probe must say so and never write wrong numbers."""
+"""MirroredStrategy gives the same numbers as one device (2 logical CPUs, in a subprocess)."""
 
 import subprocess
 import sys
@@ -6,32 +6,50 @@ import textwrap
 
 SCRIPT = textwrap.dedent(
     """
-    import warnings, numpy as np, tensorflow as tf, keras, tfprobe
+    import numpy as np, pandas as pd, tensorflow as tf, keras, tfprobe
     cpu = tf.config.list_physical_devices("CPU")[0]
     tf.config.set_logical_device_configuration(cpu, [tf.config.LogicalDeviceConfiguration()] * 2)
     strategy = tf.distribute.MirroredStrategy(["/cpu:0", "/cpu:1"])
+    rng = np.random.default_rng(0)
+    x = rng.normal(size=(96, 6, 6, 2)).astype("float32")
+    y = rng.normal(size=(96, 1)).astype("float32")
+
+    def build():
+        model = keras.Sequential([
+            keras.Input((6, 6, 2)),
+            keras.layers.Conv2D(4, 3, activation="relu", name="conv"),
+            keras.layers.MaxPooling2D(name="pool"),
+            keras.layers.Flatten(name="flat"),
+            keras.layers.Dense(5, activation="sigmoid", name="sig"),
+            keras.layers.Dense(1, name="out"),
+        ])
+        model.compile(keras.optimizers.SGD(0.0), "mse")  # frozen weights: same activations everywhere
+        return model
+
     with strategy.scope():
-        model = keras.Sequential([keras.Input((6,)), keras.layers.Dense(5, name="h"), keras.layers.Dense(1)])
-        model.compile("sgd", "mse")
-    x, y = np.ones((32, 6), "float32"), np.ones((32, 1), "float32")
-    with warnings.catch_warnings(record=True) as caught:
-        warnings.simplefilter("always")
-        model.fit(x, y, batch_size=8, verbose=0, callbacks=[tfprobe.LayerProbe(LOGDIR, record_freq=1, log_freq=2)])
-    assert any("distribution strategies" in str(w.message) for w in caught), [str(w.message) for w in caught]
-    assert "call" not in model.get_layer("h").__dict__
-    assert tfprobe.read_logdir(LOGDIR).empty
-    try:
-        model.fit(x, y, batch_size=8, verbose=0, callbacks=[tfprobe.LayerProbe(LOGDIR, strict=True)])
-    except NotImplementedError as e:
-        assert "MirroredStrategy" in str(e)
-    else:
-        raise AssertionError("strict=True did not raise")
+        mirrored = build()
+    single = build()
+    single.set_weights(mirrored.get_weights())
+    for name, model in (("mirrored", mirrored), ("single", single)):
+        probe = tfprobe.LayerProbe(f"{LOGDIR}/{name}", record_freq=1, log_freq=4, histogram_freq=2)
+        model.fit(x, y, batch_size=16, epochs=1, shuffle=False, verbose=0, callbacks=[probe])
+        assert "call" not in model.get_layer("conv").__dict__
+    wide = tfprobe.read_logdir(LOGDIR, pivot=True).drop(columns="wall_time")
+    a = wide[wide.run == "mirrored"].drop(columns="run").reset_index(drop=True)
+    b = wide[wide.run == "single"].drop(columns="run").reset_index(drop=True)
+    assert len(a) == 5 * 2 and sorted(set(a.step)) == [4, 6], a
+    pd.testing.assert_frame_equal(a, b, rtol=1e-5)
+    ha = tfprobe.read_histograms(LOGDIR)
+    ca = ha[ha.run == "mirrored"].drop(columns=["run", "wall_time"]).reset_index(drop=True)
+    cb = ha[ha.run == "single"].drop(columns=["run", "wall_time"]).reset_index(drop=True)
+    pd.testing.assert_frame_equal(ca, cb)
+    assert ca["count"].sum() > 0
     print("ok")
     """
 )
 
 
-def test_mirrored_strategy_is_refused_not_miscounted(tmp_path):
+def test_mirrored_strategy_matches_one_device(tmp_path):
     code = f"LOGDIR = {str(tmp_path)!r}\n" + SCRIPT
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300)
     assert out.returncode == 0, out.stderr[-3000:]

@@ -8,6 +8,7 @@ import os
 import warnings
 
 import keras
+import tensorflow as tf
 
 from tfprobe.instrument import Tapper, select
 from tfprobe.state import Recorder, RecordingError
@@ -167,7 +168,7 @@ class LayerProbe(keras.callbacks.Callback):
             )
         optimizer = getattr(model, "optimizer", None)
         initial = int(optimizer.iterations.numpy()) if optimizer is not None else 0
-        self._recorder.create_step(initial)
+        self._recorder.create_step(model.distribute_strategy, initial)
         self._tapper.patch(chosen)
         had = "train_step" in model.__dict__
         previous = model.__dict__.get("train_step")
@@ -237,10 +238,10 @@ class LayerProbe(keras.callbacks.Callback):
         """A message if the model trains on several replicas (not supported yet), else None."""
         strategy = getattr(self.model, "distribute_strategy", None)
         replicas = getattr(strategy, "num_replicas_in_sync", 1)
-        if replicas > 1:
+        if replicas > 1 and not isinstance(strategy, tf.distribute.MirroredStrategy):
             return (
-                f"tfprobe does not support distribution strategies yet ({type(strategy).__name__} with "
-                f"{replicas} replicas); LayerProbe records nothing in this `fit` rather than wrong numbers."
+                f"tfprobe supports MirroredStrategy but not yet {type(strategy).__name__} with {replicas} "
+                "replicas; LayerProbe records nothing in this `fit` rather than wrong numbers."
             )
         return None
 

@@ -13,6 +13,7 @@ import dataclasses
 import functools
 import logging
 import re
+import threading
 
 import keras
 import tensorflow as tf
@@ -145,11 +146,8 @@ class Tapper:
 
     def __init__(self):
         self._patched = []  # (layer, had_instance_call, previous)
-        self._collecting = False
-        self._on_tap = None
-        self._graph = None
-        self._calls = {}
-        self._foreign = set()
+        # Trace state is per thread: MirroredStrategy traces the step once per replica, each in its thread.
+        self._t = threading.local()
         self.skipped = {}  # path -> reason, logged once
 
     @property
@@ -178,7 +176,7 @@ class Tapper:
         @functools.wraps(call)
         def tapped_call(*args, **kwargs):
             outputs = call(*args, **kwargs)
-            if tapper._collecting:
+            if getattr(tapper._t, "collecting", False):
                 inputs = args[0] if args else kwargs.get("inputs")
                 tapper._collect(path, layer, outputs, inputs if pooling else None)
             return outputs
@@ -187,19 +185,19 @@ class Tapper:
 
     def begin(self, on_tap=None):
         """Starts collecting; `on_tap(tap)` (if given) is called for each tap as it is seen."""
-        self._on_tap = on_tap
-        self._collecting = True
-        self._graph = tf.compat.v1.get_default_graph() if tf.inside_function() else None
-        self._calls = {}
-        self._foreign = set()
+        self._t.on_tap = on_tap
+        self._t.collecting = True
+        self._t.graph = tf.compat.v1.get_default_graph() if tf.inside_function() else None
+        self._t.calls = {}
+        self._t.foreign = set()
 
     def end(self):
         """Stops collecting."""
-        self._collecting = False
+        self._t.collecting = False
         # A layer seen only in another graph (a nested function or loop of the step) is not recorded.
         # Calls in another graph next to calls in the step graph are symbolic calls made while tracing
         # (Keras builds an unbuilt subclassed model by running `call` on a scratch graph): ignored.
-        for path in sorted(self._foreign - set(self._calls)):
+        for path in sorted(self._t.foreign - set(self._t.calls)):
             self._skip(path, "called inside a nested function or loop of the step")
 
     def _skip(self, path, reason):
@@ -209,11 +207,11 @@ class Tapper:
 
     def _collect(self, path, layer, outputs, inputs):
         graph = tf.compat.v1.get_default_graph() if tf.inside_function() else None
-        if graph is not self._graph:
-            self._foreign.add(path)
+        if graph is not self._t.graph:
+            self._t.foreign.add(path)
             return
-        call = self._calls.get(path, 0)
-        self._calls[path] = call + 1
+        call = self._t.calls.get(path, 0)
+        self._t.calls[path] = call + 1
         flat = tf.nest.flatten(outputs)
         for index, tensor in enumerate(flat):
             if not isinstance(tensor, tf.Tensor) or not tensor.dtype.is_floating:
@@ -222,5 +220,5 @@ class Tapper:
                 continue
             pooled_input = inputs if isinstance(inputs, tf.Tensor) and inputs.dtype.is_floating else None
             tap = Tap(path, layer, index, len(flat), call, tensor, pooled_input, graph)
-            if self._on_tap is not None:
-                self._on_tap(tap)
+            if self._t.on_tap is not None:
+                self._t.on_tap(tap)

@@ -10,6 +10,7 @@ every variable in one host transfer and resets them.
 from __future__ import annotations
 
 import dataclasses
+import threading
 import warnings
 
 import numpy as np
@@ -56,17 +57,36 @@ class Recorder:
         self.series = {}  # name -> Series, in order of first appearance
         self.dropped = {}  # name -> reason
         self.step = None
+        self.strategy = tf.distribute.get_strategy()
         self._snapshot_fn = None
         self._snapshot_key = None
+        # Trace state is per thread: MirroredStrategy traces the step once per replica, each in its thread.
+        self._t = threading.local()
 
     # -- graph side -----------------------------------------------------------------
 
-    def create_step(self, initial):
+    def _variable(self, initial, dtype, name):
+        """A per-replica (`ON_READ`) accumulator, like a Keras metric's; combined in `snapshot`."""
+        with tf.init_scope(), self.strategy.scope():
+            return tf.Variable(
+                initial,
+                dtype=dtype,
+                trainable=False,
+                name=name,
+                synchronization=tf.VariableSynchronization.ON_READ,
+                aggregation=tf.VariableAggregation.SUM,
+            )
+
+    def create_step(self, strategy, initial):
+        """Sets the distribution strategy and the step the next `fit` starts from."""
+        if self.step is not None and strategy is not self.strategy:
+            # A new strategy needs new variables (reused across `fit` calls otherwise).
+            self.step, self.series, self._snapshot_fn = None, {}, None
+        self.strategy = strategy
         if self.step is None:
-            with tf.init_scope():
-                self.step = tf.Variable(initial, dtype=tf.int64, trainable=False, name="tfprobe_step")
-        else:
-            self.step.assign(initial)
+            self.step = self._variable(initial, tf.int64, "tfprobe_step")
+        for component in self.strategy.experimental_local_results(self.step):
+            component.assign(initial)
 
     def _series_for(self, tap):
         name = metadata.series_name(tap.path, tap.output, tap.n_outputs, tap.call)
@@ -92,15 +112,24 @@ class Recorder:
             "kind": "pooling" if pooling else "activation",
             "bounds": list(bounds) if bounds else None,
         }
-        with tf.init_scope():
-            sums = tf.Variable(stats.empty_sums(), trainable=False, name="tfprobe_sums")
-            maxes = tf.Variable(stats.empty_maxes(units), trainable=False, name="tfprobe_maxes")
-            hist = None
-            if self.histogram_freq:
-                hist = tf.Variable(np.zeros(metadata.NUM_BUCKETS), dtype=tf.float64, trainable=False, name="tfprobe_hist")
-        series = Series(name, info, units, bounds, pooling, sums, maxes, hist)
-        self.series[name] = series
-        return series
+
+        def create(*_):
+            if name not in self.series:  # merge_call runs this once for all replicas
+                sums = self._variable(stats.empty_sums(), tf.float64, "tfprobe_sums")
+                maxes = self._variable(stats.empty_maxes(units), tf.float32, "tfprobe_maxes")
+                hist = None
+                if self.histogram_freq:
+                    hist = self._variable(np.zeros(metadata.NUM_BUCKETS), tf.float64, "tfprobe_hist")
+                self.series[name] = Series(name, info, units, bounds, pooling, sums, maxes, hist)
+
+        replica = tf.distribute.get_replica_context()
+        if replica is not None and self.strategy.num_replicas_in_sync > 1:
+            # Each replica traces the step in its own thread and arrives here; variables are
+            # created once, in cross-replica context, as per-replica (ON_READ) variables.
+            replica.merge_call(create)
+        else:
+            create()
+        return self.series[name]
 
     def _fail(self, name, error):
         if self.strict:
@@ -117,12 +146,12 @@ class Recorder:
         Without it the recorder counts steps itself.
         """
         base = self.step if iterations is None else tf.cast(iterations, tf.int64)
-        self._iterations = iterations
+        self._t.iterations = iterations
         current = base + 1
-        self._record_pred = tf.equal(current % self.record_freq, 0)
-        self._hist_pred = tf.equal(current % self.histogram_freq, 0) if self.histogram_freq else None
-        self._computed = {}
-        self._recorded_any = False
+        self._t.record_pred = tf.equal(current % self.record_freq, 0)
+        self._t.hist_pred = tf.equal(current % self.histogram_freq, 0) if self.histogram_freq else None
+        self._t.computed = {}
+        self._t.recorded_any = False
 
     def on_tap(self, tap):
         """Adds the statistics ops of one tap right where the layer produced it.
@@ -140,10 +169,10 @@ class Recorder:
             return
         if series is None:
             return
-        self._recorded_any = True
+        self._t.recorded_any = True
         tensor = tf.stop_gradient(tap.tensor)
         inputs = tf.stop_gradient(tap.inputs) if series.pooling else None
-        computed = self._computed
+        computed = self._t.computed
         no = lambda: tf.constant(False)  # noqa: E731
         no_sums = lambda: tf.zeros([stats.NUM_SUMS], tf.float64)  # noqa: E731
 
@@ -165,9 +194,9 @@ class Recorder:
                 return tf.constant(True)
 
         try:
-            own_sums = tf.cond(self._record_pred, record, no_sums)
+            own_sums = tf.cond(self._t.record_pred, record, no_sums)
             if series.hist is not None:
-                tf.cond(self._hist_pred, record_histogram, no)
+                tf.cond(self._t.hist_pred, record_histogram, no)
         except Exception as error:  # noqa: BLE001
             self._fail(series.name, error)
             return
@@ -176,7 +205,7 @@ class Recorder:
 
     def end_step(self, iterations=None):
         """Ends a traced step: stores the step number (after the optimizer update)."""
-        if not self._recorded_any:
+        if not self._t.recorded_any:
             return
         if iterations is not None:
             self.step.assign(tf.cast(iterations, tf.int64))
@@ -209,12 +238,24 @@ class Recorder:
         if self._snapshot_fn is None or key != self._snapshot_key:
             variables = self._variables()
 
+            local = self.strategy.experimental_local_results
+
+            def combine(i, v):
+                parts = [tf.cast(c, tf.float64) for c in local(v)]
+                if i == 0:  # the step: every replica holds the same value
+                    return parts[0]
+                if v.dtype == tf.float32:  # maxima
+                    return tf.reduce_max(tf.stack(parts), axis=0)
+                return tf.add_n(parts)
+
             @tf.function(autograph=False)
             def read_and_reset():
-                flat = tf.concat([tf.reshape(tf.cast(v, tf.float64), [-1]) for v in variables], axis=0)
+                flat = tf.concat([tf.reshape(combine(i, v), [-1]) for i, v in enumerate(variables)], axis=0)
                 with tf.control_dependencies([flat]):
                     for v in variables[1:]:
-                        v.assign(tf.fill(tf.shape(v), tf.constant(-np.inf if v.dtype == tf.float32 else 0, v.dtype)))
+                        empty = tf.constant(-np.inf if v.dtype == tf.float32 else 0, v.dtype)
+                        for component in local(v):
+                            component.assign(tf.fill(tf.shape(component), empty))
                 return tf.identity(flat)
 
             self._snapshot_fn, self._snapshot_key = read_and_reset, key
