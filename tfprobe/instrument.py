@@ -138,7 +138,6 @@ class Tap:
     call: int
     tensor: object
     inputs: object = None  # the pooling layer's input tensor
-    graph: object = None
 
 
 class Tapper:
@@ -149,10 +148,6 @@ class Tapper:
         # Trace state is per thread: MirroredStrategy traces the step once per replica, each in its thread.
         self._t = threading.local()
         self.skipped = {}  # path -> reason, logged once
-
-    @property
-    def active(self):
-        return bool(self._patched)
 
     def patch(self, chosen):
         for path, layer in chosen:
@@ -219,6 +214,6 @@ class Tapper:
                 self._skip(f"{path}[{index}]" if len(flat) > 1 else path, f"output is not a floating tensor: {kind}")
                 continue
             pooled_input = inputs if isinstance(inputs, tf.Tensor) and inputs.dtype.is_floating else None
-            tap = Tap(path, layer, index, len(flat), call, tensor, pooled_input, graph)
+            tap = Tap(path, layer, index, len(flat), call, tensor, pooled_input)
             if self._t.on_tap is not None:
                 self._t.on_tap(tap)

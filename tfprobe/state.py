@@ -146,7 +146,6 @@ class Recorder:
         Without it the recorder counts steps itself.
         """
         base = self.step if iterations is None else tf.cast(iterations, tf.int64)
-        self._t.iterations = iterations
         current = base + 1
         self._t.record_pred = tf.equal(current % self.record_freq, 0)
         self._t.hist_pred = tf.equal(current % self.histogram_freq, 0) if self.histogram_freq else None
