@@ -33,7 +33,17 @@ def test_histogram_freq_zero_turns_histograms_off(tmp_path):
     assert tfprobe.LayerProbe(tmp_path, histogram_freq=0).histogram_freq == 0
 
 
-@pytest.mark.parametrize("kwargs", [{"near_zero": -1.0}, {"near_zero": "x"}, {"saturation_margin": 0.7}])
+@pytest.mark.parametrize(
+    "kwargs",
+    [
+        {"near_zero": -1.0},
+        {"near_zero": "x"},
+        {"saturation_margin": 0.7},
+        {"sample_size": 0},
+        {"sample_size": 2.5},
+        {"sample_size": True},
+    ],
+)
 def test_bad_thresholds(tmp_path, kwargs):
     (name, value), = kwargs.items()
     with pytest.raises(ValueError, match=rf"`{name}`.*{name}={re.escape(repr(value))}"):

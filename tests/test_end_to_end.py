@@ -96,3 +96,41 @@ def test_windows_follow_record_and_log_freq(tmp_path, record_freq, log_freq, exp
         acts = _activations(model, np.concatenate(batches))["conv_a"]
         oracle.assert_close(conv.loc[step].to_dict(), oracle.activation_stats([acts], NEAR), keys=["mean", "std", "max", "zero_fraction"])
     assert tfprobe.read_histograms(tmp_path).empty
+
+
+def test_sample_size_statistics_use_the_leading_examples_and_extremes_the_whole_batch(tmp_path):
+    steps, log_freq, k = 6, 3, 5
+    model = _model()
+    x, y = _data(steps, seed=3)
+    probe = tfprobe.LayerProbe(
+        tmp_path / "run", record_freq=1, log_freq=log_freq, histogram_freq=1, near_zero=NEAR, sample_size=k
+    )
+    model.fit(x, y, batch_size=BATCH, epochs=1, shuffle=False, verbose=0, callbacks=[probe])
+
+    wide = tfprobe.read_logdir(tmp_path, pivot=True)
+    layers = tfprobe.read_layers(tmp_path)
+    assert set(layers["sample_size"]) == {k}
+    hists = tfprobe.read_histograms(tmp_path)
+    bounds = {"conv_b": (-1.0, 1.0), "dense_sig": (0.0, 1.0)}
+    exact = ["min", "max", "dead_unit_fraction", "nan_count", "inf_count"]
+    for end in (3, 6):
+        batches = range(end - log_freq, end)
+        full = _activations(model, x[(end - log_freq) * BATCH : end * BATCH])
+        sampled = {name: [] for name in full}
+        for b in batches:
+            acts = _activations(model, x[b * BATCH : b * BATCH + k])
+            for name, a in acts.items():
+                sampled[name].append(a)
+        for layer in full:
+            got = wide[(wide.layer == layer) & (wide.step == end)].iloc[0].to_dict()
+            want_sample = oracle.activation_stats(sampled[layer], NEAR, bounds=bounds.get(layer))
+            want_full = oracle.activation_stats([full[layer]], NEAR, bounds=bounds.get(layer))
+            oracle.assert_close(got, want_full, rtol=1e-5, atol=1e-6, keys=[s for s in exact if s in want_full])
+            others = [s for s in want_sample if s not in exact]
+            oracle.assert_close(got, want_sample, rtol=1e-5, atol=1e-6, keys=others)
+            h = hists[(hists.layer == layer) & (hists.step == end)]
+            assert h["count"].sum() == sum(a.size for a in sampled[layer])
+    pool = wide[(wide.layer == "pool") & (wide.step == 3)].iloc[0].to_dict()
+    ins = [_activations(model, x[b * BATCH : b * BATCH + k])["conv_a"] for b in range(3)]
+    outs = [_activations(model, x[b * BATCH : b * BATCH + k])["pool"] for b in range(3)]
+    oracle.assert_close(pool, oracle.pooling_stats(ins, outs), rtol=1e-5)

@@ -129,3 +129,37 @@ def test_histogram_of_float16_and_merging():
     ha, hb = stats.histogram(tf.constant(a)).numpy(), stats.histogram(tf.constant(b)).numpy()
     np.testing.assert_array_equal(ha + hb, stats.histogram(tf.constant(np.concatenate([a, b]))).numpy())
     np.testing.assert_array_equal(ha, oracle.histogram(a))
+
+
+@pytest.mark.parametrize("graph", [False, True], ids=["eager", "tf.function"])
+@pytest.mark.parametrize("name", sorted(CASES))
+def test_sample_size_splits_sampled_and_whole_batch_statistics(name, graph):
+    x = CASES[name]
+    k = 2
+    fn = tf.function(stats.partials) if graph else stats.partials
+    p = fn(tf.constant(x), near_zero=NEAR, bounds=None, sample_size=k)
+    got = _finalize({key: v.numpy() for key, v in p.items()})
+    full = oracle.activation_stats([x.astype(np.float32)], NEAR)
+    sample = oracle.activation_stats([x[:k].astype(np.float32)], NEAR)
+    exact = [s for s in ("min", "max", "dead_unit_fraction", "nan_count", "inf_count") if s in full]
+    oracle.assert_close(got, full, keys=exact)
+    oracle.assert_close(got, sample, keys=[s for s in sample if s not in exact])
+
+
+@pytest.mark.parametrize("row", [0, 7, 4095])
+def test_non_finite_value_outside_the_sample_is_found(row):
+    # The fast path trusts the whole-batch max/min reductions to propagate NaN.
+    x = np.ones((4096, 3), np.float32)
+    x[row, 1] = np.nan
+    x[(row + 1) % 4096, 2] = -np.inf
+    p = tf.function(stats.partials)(tf.constant(x), near_zero=NEAR, sample_size=1 if row else 2)
+    got = _finalize({key: v.numpy() for key, v in p.items()})
+    assert (got["nan_count"], got["inf_count"]) == (1.0, 1.0)
+    assert got["min"] == got["max"] == 1.0
+
+
+def test_sampled_pooling_input_sums():
+    x = rng.normal(size=(6, 4, 4, 2)).astype(np.float32)
+    s = stats.pooling_input_sums(tf.constant(x), sample_size=3).numpy()
+    assert s[stats.S["in_count"]] == x[:3].size
+    np.testing.assert_allclose(s[stats.S["in_sq"]], (x[:3].astype(np.float64) ** 2).sum(), rtol=1e-6)

@@ -78,6 +78,13 @@ class LayerProbe(keras.callbacks.Callback):
       saturation_margin: a value of a bounded activation with range
         `[low, high]` is saturated within `saturation_margin * (high - low)`
         of a bound. Defaults to `0.01`.
+      sample_size: `None` (default) computes every statistic over the whole
+        batch. An integer `k` computes the distribution statistics (mean,
+        std, rms, mean_abs, zero and near-zero fractions, Hoyer sparsity,
+        saturation, pooling retention) and histograms over the first `k`
+        examples of each recorded batch (a random sample when the data is
+        shuffled), which makes a recorded step several times cheaper; max,
+        min, dead units and NaN/Inf counts still cover the whole batch.
       strict: raise on any failure inside recording instead of warning once
         per layer and dropping it. Defaults to `False`.
 
@@ -102,6 +109,7 @@ class LayerProbe(keras.callbacks.Callback):
         histogram_freq=100,
         near_zero=1e-3,
         saturation_margin=0.01,
+        sample_size=None,
         strict=False,
     ):
         super().__init__()
@@ -118,12 +126,18 @@ class LayerProbe(keras.callbacks.Callback):
             )
         self.near_zero = float(near_zero)
         self.saturation_margin = float(saturation_margin)
+        if sample_size is not None and (
+            not isinstance(sample_size, numbers.Integral) or isinstance(sample_size, bool) or sample_size < 1
+        ):
+            raise ValueError(f"`sample_size` must be None or a positive integer. Received: sample_size={sample_size!r}")
+        self.sample_size = None if sample_size is None else int(sample_size)
         self.strict = bool(strict)
         self._recorder = Recorder(
             record_freq=self.record_freq,
             histogram_freq=self.histogram_freq,
             near_zero=self.near_zero,
             saturation_margin=self.saturation_margin,
+            sample_size=self.sample_size,
             strict=self.strict,
         )
         self._tapper = Tapper()

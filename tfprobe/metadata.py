@@ -28,11 +28,15 @@ scalars are float32 (TensorBoard's data server drops float64 scalars). The
 
     {"v": 1, "series": "conv2d", "stat": "mean", "layer": "conv2d",
      "class": "Conv2D", "order": 0, "output": 0, "call": 0,
-     "shape": [null, 30, 30, 32], "kind": "activation", "bounds": null}
+     "shape": [null, 30, 30, 32], "kind": "activation", "bounds": null,
+     "sample_size": null}
 
 `order` is the position of the series in the forward pass (0 = nearest the
 input), `kind` is `activation` or `pooling`, `bounds` the `[low, high]` range
-of a bounded activation (or null). Only the first value of a tag carries the
+of a bounded activation (or null), `sample_size` the number of leading
+examples of each recorded batch that the sums and histograms were computed
+on (null: the whole batch; max, min, dead units and NaN/Inf counts always
+cover the whole batch; absent in files written before it existed). Only the first value of a tag carries the
 metadata; readers must take the content from there.
 
 Histogram buckets (`histogram_buckets()`) are fixed: exact zeros, and for each

@@ -24,7 +24,9 @@ from tfprobe.events import event_files, read_events
 
 _LONG_COLUMNS = ["run", "step", "wall_time", "layer", "stat", "value"]
 _HIST_COLUMNS = ["run", "step", "wall_time", "layer", "bucket", "left", "right", "count"]
-_LAYER_COLUMNS = ["run", "layer", "order", "layer_path", "class", "kind", "output", "call", "shape", "bounds"]
+_LAYER_COLUMNS = [
+    "run", "layer", "order", "layer_path", "class", "kind", "output", "call", "shape", "bounds", "sample_size"
+]
 
 
 def _scan(logdir):
@@ -73,6 +75,7 @@ def _layer_frame(layers):
                 "call": info.get("call", 0),
                 "shape": info.get("shape"),
                 "bounds": info.get("bounds"),
+                "sample_size": info.get("sample_size"),
             }
         )
     frame = pd.DataFrame(rows, columns=_LAYER_COLUMNS)
@@ -148,6 +151,6 @@ def read_layers(logdir) -> pd.DataFrame:
     """One row per recorded series and run, in model order.
 
     Columns: `run, layer, order, layer_path, class, kind, output, call, shape,
-    bounds` (see `tfprobe.metadata`).
+    bounds, sample_size` (see `tfprobe.metadata`).
     """
     return _layer_frame(_read(logdir)[2])

@@ -44,15 +44,16 @@ class Recorder:
     Args:
       record_freq, histogram_freq: record statistics (histograms) on steps
         where `step % freq == 0`; `histogram_freq=0` turns histograms off.
-      near_zero, saturation_margin: see `tfprobe.stats`.
+      near_zero, saturation_margin, sample_size: see `tfprobe.stats.partials`.
       strict: raise instead of warning and dropping a series on failure.
     """
 
-    def __init__(self, *, record_freq, histogram_freq, near_zero, saturation_margin, strict):
+    def __init__(self, *, record_freq, histogram_freq, near_zero, saturation_margin, strict, sample_size=None):
         self.record_freq = record_freq
         self.histogram_freq = histogram_freq
         self.near_zero = near_zero
         self.saturation_margin = saturation_margin
+        self.sample_size = sample_size
         self.strict = strict
         self.series = {}  # name -> Series, in order of first appearance
         self.dropped = {}  # name -> reason
@@ -111,6 +112,7 @@ class Recorder:
             "shape": shape,
             "kind": "pooling" if pooling else "activation",
             "bounds": list(bounds) if bounds else None,
+            "sample_size": self.sample_size,
         }
 
         def create(*_):
@@ -178,7 +180,11 @@ class Recorder:
         def record():
             with tf.name_scope("tfprobe"):
                 p = stats.partials(
-                    tensor, near_zero=self.near_zero, bounds=series.bounds, saturation_margin=self.saturation_margin
+                    tensor,
+                    near_zero=self.near_zero,
+                    bounds=series.bounds,
+                    saturation_margin=self.saturation_margin,
+                    sample_size=self.sample_size,
                 )
                 sums = p["sums"]
                 if series.pooling:
@@ -189,7 +195,8 @@ class Recorder:
 
         def record_histogram():
             with tf.name_scope("tfprobe_hist"):
-                series.hist.assign_add(stats.histogram_compiled(tensor))
+                sampled = tensor if self.sample_size is None or tensor.shape.rank == 0 else tensor[: self.sample_size]
+                series.hist.assign_add(stats.histogram_compiled(sampled))
                 return tf.constant(True)
 
         try:
@@ -211,11 +218,10 @@ class Recorder:
         else:
             self.step.assign_add(1)
 
-    @staticmethod
-    def _input_sums(inputs, producer):
+    def _input_sums(self, inputs, producer):
         """The `in_*` partials of a pooling input, read off its producer's partials if it was recorded."""
         if producer is None:
-            return stats.pooling_input_sums(inputs)
+            return stats.pooling_input_sums(inputs, self.sample_size)
         src = [stats.S[k] for k in ("count", "finite", "sum_abs", "sumsq", "zeros")]
         dst = [[stats.S[k]] for k in ("in_count", "in_finite", "in_abs", "in_sq", "in_zeros")]
         return tf.scatter_nd(dst, tf.gather(producer, src), [stats.NUM_SUMS])

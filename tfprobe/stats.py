@@ -158,23 +158,36 @@ def _scalar_sums(x2d, a2d, near_zero, bounds, saturation_margin, finite_mask=Non
     return tf.stack(values + [zero] * (NUM_SUMS - len(values)))
 
 
-def _maxes(x2d, a2d, units, finite_mask=None):
-    # x2d rows keep the last axis contiguous, so reshaping |x| to [-1, units] groups by unit.
-    if finite_mask is None:
-        hi, lo, a = x2d, x2d, a2d
-    else:
-        inf = tf.constant(np.inf, _F32)
-        hi = tf.where(finite_mask, x2d, -inf)
-        lo = tf.where(finite_mask, x2d, inf)
-        # A NaN or Inf value is not "near zero": it keeps its unit alive.
-        a = tf.where(finite_mask, a2d, tf.fill(tf.shape(a2d), inf))
+def _maxes(x2d, a2d, units, finite_mask):
+    """The maxima partials of the finite values (slow path)."""
+    # x2d rows keep the last axis contiguous, so reshaping to [-1, units] groups by unit.
+    inf = tf.constant(np.inf, _F32)
+    hi = tf.where(finite_mask, x2d, -inf)
+    lo = tf.where(finite_mask, x2d, inf)
+    # A NaN or Inf value is not "near zero": it keeps its unit alive.
+    a = tf.where(finite_mask, a2d, tf.fill(tf.shape(a2d), inf))
     parts = [tf.reshape(tf.reduce_max(hi), [1]), tf.reshape(-tf.reduce_min(lo), [1])]
     if units:
         parts.append(tf.reduce_max(tf.reshape(a, [-1, units]), axis=0))
     return tf.concat(parts, axis=0)
 
 
-def partials(x, *, near_zero, bounds=None, saturation_margin=0.01):
+def _extremes(x2d, units):
+    """Maxima partials from two passes: per-unit max and min (max|x| of a unit is max(max, -min)).
+
+    TensorFlow's max/min reductions propagate NaN, so a NaN or Inf anywhere
+    makes the result non-finite, which is how `partials` detects them.
+    """
+    xu = tf.reshape(x2d, [-1, units or 1])
+    umax = tf.reduce_max(xu, axis=0)
+    umin = tf.reduce_min(xu, axis=0)
+    parts = [tf.reshape(tf.reduce_max(umax), [1]), tf.reshape(-tf.reduce_min(umin), [1])]
+    if units:
+        parts.append(tf.maximum(umax, -umin))
+    return tf.concat(parts, axis=0)
+
+
+def partials(x, *, near_zero, bounds=None, saturation_margin=0.01, sample_size=None):
     """Partials of one step of one activation tensor.
 
     Args:
@@ -182,35 +195,45 @@ def partials(x, *, near_zero, bounds=None, saturation_margin=0.01):
       near_zero: threshold of `near_zero_fraction` and dead units.
       bounds: `(low, high)` of a bounded activation, or None.
       saturation_margin: see `saturation_fraction`.
+      sample_size: None for every statistic over all of `x`. An integer `k`
+        computes the sums (mean, std, rms, mean_abs, zero and near-zero
+        fractions, Hoyer sparsity, saturation) over the first `k` examples
+        only; max, min, dead units and the NaN/Inf counts still cover all
+        of `x`.
 
     Returns:
       `{"sums": float64[NUM_SUMS], "maxes": float32[2 + units]}`. A tensor
       with NaN or Inf takes a slower path that masks them; the fast path
-      runs when `sum(x)` and `sum(x**2)` are finite, which implies that every
-      value is.
+      runs when the extremes and the sums are finite, which implies that
+      every value is.
     """
-    x_full = tf.cast(x, _F32)
-    x2d = as_rows(x_full)
+    x2d = as_rows(x)
     units = num_units(x)
-    a2d = tf.abs(x2d)  # shared by L1, zero and near-zero counts and dead units
-    fast_sums = _scalar_sums(x2d, a2d, near_zero, bounds, saturation_margin)
-    fast_maxes = _maxes(x2d, a2d, units)
-    all_finite = tf.math.is_finite(fast_sums[S["sum"]] + fast_sums[S["sumsq"]])
+    xs = x2d if sample_size is None else x2d[:sample_size]  # a view: slicing the first axis does not copy
+    a_s = tf.abs(xs)  # shared by L1, zero and near-zero counts
+    fast_sums = _scalar_sums(xs, a_s, near_zero, bounds, saturation_margin)
+    fast_maxes = _extremes(x2d, units)
+    all_finite = tf.math.logical_and(
+        tf.math.is_finite(fast_sums[S["sum"]] + fast_sums[S["sumsq"]]),
+        tf.math.is_finite(fast_maxes[0] + fast_maxes[1]),
+    )
 
     def slow():
-        mask = tf.math.is_finite(x2d)
-        return (
-            _scalar_sums(x2d, a2d, near_zero, bounds, saturation_margin, finite_mask=mask),
-            _maxes(x2d, a2d, units, finite_mask=mask),
-        )
+        sums = _scalar_sums(xs, a_s, near_zero, bounds, saturation_margin, finite_mask=tf.math.is_finite(xs))
+        if sample_size is not None:  # NaN/Inf are counted over the whole batch
+            nan_inf = tf.stack([_count(tf.math.is_nan(x2d)), _count(tf.math.is_inf(x2d))])
+            sums = tf.tensor_scatter_nd_update(sums, [[S["nan"]], [S["inf"]]], nan_inf)
+        return sums, _maxes(x2d, tf.abs(x2d), units, tf.math.is_finite(x2d))
 
     sums, maxes = tf.cond(all_finite, lambda: (fast_sums, fast_maxes), slow)
     return {"sums": sums, "maxes": maxes}
 
 
-def pooling_input_sums(x):
+def pooling_input_sums(x, sample_size=None):
     """The pooling-input partials (`in_*` fields) of one step, as a full sums vector."""
     x2d = as_rows(x)
+    if sample_size is not None:
+        x2d = x2d[:sample_size]
     mask = tf.math.is_finite(x2d)
     xf = tf.where(mask, x2d, tf.zeros_like(x2d))
     values = {
