@@ -8,12 +8,17 @@ time (the amortized cost, which includes the 1-in-`record_freq` recorded
 steps). Reported: the median over repetitions of the probe/plain ratio of
 each, with the min and max of the median-step ratio.
 
-    python benchmarks/overhead.py                      # all configurations
+    python benchmarks/overhead.py                      # every configuration on the reference CNN
     python benchmarks/overhead.py --config default --reps 9
+    python benchmarks/overhead.py --model mobilenetv2 --config sampled_every_step
+    python benchmarks/overhead.py --model lstm --config all_stats_every_step
 
-Reference CNN (issue 2): input 32x32x3, Conv2D(32,3,relu), MaxPooling2D,
-Conv2D(64,3,relu), MaxPooling2D, Conv2D(128,3,relu), GlobalAveragePooling2D,
-Dense(128,relu), Dense(10); batch 128; synthetic data.
+Models (synthetic data):
+  cnn (reference CNN of issue 2): input 32x32x3, Conv2D(32,3,relu), MaxPooling2D,
+    Conv2D(64,3,relu), MaxPooling2D, Conv2D(128,3,relu), GlobalAveragePooling2D,
+    Dense(128,relu), Dense(10); batch 128.
+  mobilenetv2: keras.applications.MobileNetV2(weights=None, input 96x96x3, 10 classes); batch 32.
+  lstm: Embedding(20000, 128), LSTM(128), Dense(1, sigmoid); sequences of 200 tokens; batch 64.
 """
 
 from __future__ import annotations
@@ -39,6 +44,9 @@ CONFIGS = {
     "all_stats_every_step": {"record_freq": 1, "histogram_freq": 0},
     "all_stats_and_histograms_every_step": {"record_freq": 1, "histogram_freq": 1},
     "record_freq_10": {"record_freq": 10, "histogram_freq": 100},
+    "sampled_every_step": {"record_freq": 1, "histogram_freq": 0, "sample_size": 16},
+    "sampled_with_histograms_every_step": {"record_freq": 1, "histogram_freq": 1, "sample_size": 16},
+    "default_sampled": {"sample_size": 16},
 }
 
 
@@ -60,6 +68,43 @@ def reference_cnn():
     return model
 
 
+def mobilenetv2():
+    model = keras.applications.MobileNetV2(input_shape=(96, 96, 3), weights=None, classes=10)
+    model.compile("adam", keras.losses.SparseCategoricalCrossentropy())
+    return model
+
+
+def lstm_text():
+    model = keras.Sequential(
+        [
+            keras.Input((200,), dtype="int32"),
+            keras.layers.Embedding(20000, 128),
+            keras.layers.LSTM(128),
+            keras.layers.Dense(1, activation="sigmoid"),
+        ]
+    )
+    model.compile("adam", "binary_crossentropy")
+    return model
+
+
+def _images(shape, classes):
+    def make(n, rng):
+        return rng.random((n,) + shape, dtype=np.float32), rng.integers(0, classes, n)
+
+    return make
+
+
+def _tokens(n, rng):
+    return rng.integers(0, 20000, (n, 200)).astype(np.int32), rng.integers(0, 2, n).astype(np.float32)
+
+
+MODELS = {  # name: (build, batch size, data(n, rng))
+    "cnn": (reference_cnn, 128, _images((32, 32, 3), 10)),
+    "mobilenetv2": (mobilenetv2, 32, _images((96, 96, 3), 10)),
+    "lstm": (lstm_text, 64, _tokens),
+}
+
+
 class StepTimer(keras.callbacks.Callback):
     def on_train_begin(self, logs=None):
         self.times = []
@@ -76,11 +121,10 @@ def run(model, x, y, batch, steps, callbacks, warmup):
     return float(np.median(deltas)), float(np.mean(deltas))
 
 
-def measure(name, kwargs, reps, steps, warmup, batch=128):
-    rng = np.random.default_rng(0)
-    x = rng.random((batch * steps, 32, 32, 3), dtype=np.float32)
-    y = rng.integers(0, 10, batch * steps)
-    model = reference_cnn()
+def measure(name, kwargs, reps, steps, warmup, model_name="cnn"):
+    build, batch, data = MODELS[model_name]
+    x, y = data(batch * steps, np.random.default_rng(0))
+    model = build()
     logdir = tempfile.mkdtemp(prefix="tfprobe-bench-")
     probe = tfprobe.LayerProbe(os.path.join(logdir, name), **kwargs)
     run(model, x, y, batch, steps, [], warmup)  # warm-up: trace both functions once
@@ -128,15 +172,20 @@ def bytes_per_layer_window(steps=50, batch=128):
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--config", choices=sorted(CONFIGS), action="append")
+    parser.add_argument("--model", choices=sorted(MODELS), default="cnn")
+    parser.add_argument("--no-bytes", action="store_true", help="skip the log-size measurement")
     parser.add_argument("--reps", type=int, default=9)
     parser.add_argument("--steps", type=int, default=40)
     parser.add_argument("--warmup", type=int, default=5)
     args = parser.parse_args(argv)
-    steady, first = bytes_per_layer_window()
-    print(f"event bytes per layer per window (histograms included): {steady:.0f} (first window, with metadata: {first:.0f})")
+    if not args.no_bytes:
+        steady, first = bytes_per_layer_window()
+        print(f"event bytes per layer per window (histograms included): {steady:.0f} "
+              f"(first window, with metadata: {first:.0f})")
+    print(f"model: {args.model}, {args.reps} repetitions of {args.steps} steps")
     print(f"{'configuration':40s} {'plain ms':>9s} {'probe ms':>9s} {'ratio':>7s} {'min':>6s} {'max':>6s} {'mean ratio':>10s}")
     for name in args.config or list(CONFIGS):
-        r = measure(name, CONFIGS[name], args.reps, args.steps, args.warmup)
+        r = measure(name, CONFIGS[name], args.reps, args.steps, args.warmup, args.model)
         print(f"{r['config']:40s} {r['plain_ms']:9.1f} {r['probe_ms']:9.1f} {r['ratio']:7.3f} {r['min']:6.3f} "
               f"{r['max']:6.3f} {r['mean_ratio']:10.3f}", flush=True)
 
