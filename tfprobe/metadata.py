@@ -36,8 +36,9 @@ input), `kind` is `activation` or `pooling`, `bounds` the `[low, high]` range
 of a bounded activation (or null), `sample_size` the number of leading
 examples of each recorded batch that the sums and histograms were computed
 on (null: the whole batch; max, min, dead units and NaN/Inf counts always
-cover the whole batch; absent in files written before it existed). Only the first value of a tag carries the
-metadata; readers must take the content from there.
+cover the whole batch; absent in files written before it existed). Only the
+first value of a tag carries the metadata; readers must take the content
+from there.
 
 Histogram buckets (`histogram_buckets()`) are fixed: exact zeros, and for each
 sign one bucket per power of two of the magnitude from 2**-20 (~9.5e-7) to

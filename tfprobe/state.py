@@ -195,8 +195,7 @@ class Recorder:
 
         def record_histogram():
             with tf.name_scope("tfprobe_hist"):
-                sampled = tensor if self.sample_size is None or tensor.shape.rank == 0 else tensor[: self.sample_size]
-                series.hist.assign_add(stats.histogram_compiled(sampled))
+                series.hist.assign_add(stats.histogram_compiled(stats.leading(tensor, self.sample_size)))
                 return tf.constant(True)
 
         try:

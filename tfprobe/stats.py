@@ -82,6 +82,13 @@ def as_rows(x):
     return tf.reshape(x, [tf.shape(x)[0], -1])
 
 
+def leading(x, sample_size):
+    """The first `sample_size` examples of `x` (all of it for None or a scalar); slicing the first axis does not copy."""
+    if sample_size is None or x.shape.rank == 0:
+        return x
+    return x[:sample_size]
+
+
 def num_units(x) -> int | None:
     """Size of the last axis if static and the tensor has rank >= 2, else None."""
     if x.shape.rank is None or x.shape.rank < 2:
@@ -209,7 +216,7 @@ def partials(x, *, near_zero, bounds=None, saturation_margin=0.01, sample_size=N
     """
     x2d = as_rows(x)
     units = num_units(x)
-    xs = x2d if sample_size is None else x2d[:sample_size]  # a view: slicing the first axis does not copy
+    xs = leading(x2d, sample_size)
     a_s = tf.abs(xs)  # shared by L1, zero and near-zero counts
     fast_sums = _scalar_sums(xs, a_s, near_zero, bounds, saturation_margin)
     fast_maxes = _extremes(x2d, units)
@@ -231,9 +238,7 @@ def partials(x, *, near_zero, bounds=None, saturation_margin=0.01, sample_size=N
 
 def pooling_input_sums(x, sample_size=None):
     """The pooling-input partials (`in_*` fields) of one step, as a full sums vector."""
-    x2d = as_rows(x)
-    if sample_size is not None:
-        x2d = x2d[:sample_size]
+    x2d = leading(as_rows(x), sample_size)
     mask = tf.math.is_finite(x2d)
     xf = tf.where(mask, x2d, tf.zeros_like(x2d))
     values = {
