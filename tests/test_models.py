@@ -24,6 +24,7 @@ import pytest
 import tensorflow as tf
 
 import tfprobe
+import tfprobe.state
 import tfprobe.stats
 from tfprobe.callback import LayerProbe
 from tfprobe.state import RecordingError
@@ -510,6 +511,35 @@ def test_one_probe_reused_across_fits(tmp_path):
     assert_finite_stats(df, ["d1", "d2", "out"])
 
 
+def test_fits_reuse_traced_steps_until_keras_rebuilds(tmp_path, monkeypatch):
+    """Probe, plain and probe `fit` again: each step is traced once; `compile` makes both trace again."""
+    traces = []
+    begin_step = tfprobe.state.Recorder.begin_step
+    monkeypatch.setattr(tfprobe.state.Recorder, "begin_step", lambda self, *a: traces.append(1) or begin_step(self, *a))
+    model = mlp()
+    model.compile("sgd", "mse")
+    x, y = data()
+    probe = LayerProbe(tmp_path, record_freq=1, log_freq=5)
+    fit(model, x, y, probe, epochs=1)
+    plain, traced = model.train_function, len(traces)  # twice: the first trace creates variables
+    assert traced >= 1 and plain is not None
+    fit(model, x, y, epochs=1)  # Keras' own step: tfprobe records nothing
+    assert model.train_function is plain
+    assert steps_of(tfprobe.read_logdir(tmp_path)) == [5]
+    fit(model, x, y, probe, epochs=1)
+    assert len(traces) == traced  # the instrumented step of the first `fit`, reused
+    assert steps_of(tfprobe.read_logdir(tmp_path)) == [5, 15]
+    model.compile("sgd", "mse")  # invalidates Keras' train function, and with it tfprobe's
+    fit(model, x, y, probe, epochs=1)
+    assert len(traces) > traced
+    assert int(model.optimizer.iterations) == 5
+    df = tfprobe.read_logdir(tmp_path)
+    assert steps_of(df) == [5, 15]  # a new optimizer starts again at step 0: a second window at step 5
+    assert len(df[(df.layer == "d1") & (df.stat == "mean")]) == 3
+    assert_finite_stats(df, ["d1", "d2", "out"])
+    assert_not_instrumented(model)
+
+
 def test_two_probes_in_one_fit_second_refused(tmp_path):
     model = mlp()
     model.compile("sgd", "mse")
@@ -590,15 +620,15 @@ def test_nan_and_inf_are_counted(tmp_path):
 
 
 def _failing_partials(monkeypatch, units):
-    """Makes `stats.partials` raise for tensors whose last axis is `units`."""
-    original = tfprobe.stats.partials
+    """Makes building the statistics ops raise for tensors whose last axis is `units`."""
+    original = tfprobe.stats.as_rows
 
-    def partials(x, **kwargs):
+    def as_rows(x):
         if x.shape.rank and x.shape[-1] == units:
             raise ZeroDivisionError("injected failure")
-        return original(x, **kwargs)
+        return original(x)
 
-    monkeypatch.setattr(tfprobe.stats, "partials", partials)
+    monkeypatch.setattr(tfprobe.stats, "as_rows", as_rows)
 
 
 def _model_with_odd_layer():

@@ -144,6 +144,7 @@ class LayerProbe(keras.callbacks.Callback):
         self._writer = None
         self._warned = set()
         self._model_state = None
+        self._cached_function = None  # (model, Keras' train function, key, instrumented function)
         self._ran_batches = False
         self.bytes_written = 0
         """Bytes of event data written so far (all `fit` calls)."""
@@ -205,9 +206,20 @@ class LayerProbe(keras.callbacks.Callback):
 
         object.__setattr__(model, "train_step", train_step)
         object.__setattr__(model, _ACTIVE_ATTR, self)
-        self._model_state = (had, previous)
-        model.make_train_function(force=True)
-        function = model.train_function
+        # Keras builds its train function before `on_train_begin` and keeps it until something
+        # (`compile`, ...) invalidates it; it is restored when `fit` ends. While it is the same
+        # function, nothing the step depends on changed: the instrumented function traced for an
+        # earlier `fit` is reused instead of tracing the step again.
+        plain = model.train_function
+        key = (model.distribute_strategy, recorder.generation, tuple((p, id(layer)) for p, layer in chosen))
+        self._model_state = (had, previous, plain)
+        cached = self._cached_function
+        if plain is not None and cached is not None and cached[0] is model and cached[1] is plain and cached[2] == key:
+            function = cached[3]
+        else:
+            model.make_train_function(force=True)
+            function = model.train_function
+            self._cached_function = (model, plain, key, function)
 
         def guarded_train_function(iterator):
             try:
@@ -234,7 +246,7 @@ class LayerProbe(keras.callbacks.Callback):
         model = self.model
         if self._model_state is None:
             return
-        had, previous = self._model_state
+        had, previous, plain = self._model_state
         self._tapper.unpatch()
         if had:
             object.__setattr__(model, "train_step", previous)
@@ -242,8 +254,8 @@ class LayerProbe(keras.callbacks.Callback):
             object.__delattr__(model, "train_step")
         if model.__dict__.get(_ACTIVE_ATTR) is self:
             object.__delattr__(model, _ACTIVE_ATTR)
-        # The next `fit` builds a train function without tfprobe's ops.
-        model.train_function = None
+        # Keras' own train function, without tfprobe's ops (None makes the next `fit` build one).
+        model.train_function = plain
         self._model_state = None
 
     # -- Keras hooks ----------------------------------------------------------------

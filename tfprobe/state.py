@@ -58,6 +58,7 @@ class Recorder:
         self.series = {}  # name -> Series, in order of first appearance
         self.dropped = {}  # name -> reason
         self.step = None
+        self.generation = 0  # changes when the variables are replaced (a step traced before cannot be reused)
         self.strategy = tf.distribute.get_strategy()
         self._snapshot_fn = None
         self._snapshot_key = None
@@ -83,6 +84,7 @@ class Recorder:
         if self.step is not None and strategy is not self.strategy:
             # A new strategy needs new variables (reused across `fit` calls otherwise).
             self.step, self.series, self._snapshot_fn = None, {}, None
+            self.generation += 1
         self.strategy = strategy
         if self.step is None:
             self.step = self._variable(initial, tf.int64, "tfprobe_step")
@@ -151,17 +153,10 @@ class Recorder:
         current = base + 1
         self._t.record_pred = tf.equal(current % self.record_freq, 0)
         self._t.hist_pred = tf.equal(current % self.histogram_freq, 0) if self.histogram_freq else None
-        self._t.computed = {}
-        self._t.recorded_any = False
+        self._t.taps = []  # (series, tensor, stop-gradient pooling input, pooling input)
 
     def on_tap(self, tap):
-        """Adds the statistics ops of one tap right where the layer produced it.
-
-        Built next to the activation (not at the end of the step), the ops can
-        run while the rest of the step goes on and the activation is not held
-        until after the optimizer update. On steps that are not recorded only
-        the `tf.cond` predicate is evaluated.
-        """
+        """Takes note of one tap; `end_step` builds the statistics ops of every tap of the step."""
         name = metadata.series_name(tap.path, tap.output, tap.n_outputs, tap.call)
         try:
             series = self._series_for(tap)
@@ -170,57 +165,87 @@ class Recorder:
             return
         if series is None:
             return
-        self._t.recorded_any = True
-        tensor = tf.stop_gradient(tap.tensor)
         inputs = tf.stop_gradient(tap.inputs) if series.pooling else None
-        computed = self._t.computed
-        no = lambda: tf.constant(False)  # noqa: E731
-        no_sums = lambda: tf.zeros([stats.NUM_SUMS], tf.float64)  # noqa: E731
-
-        def record():
-            with tf.name_scope("tfprobe"):
-                p = stats.partials(
-                    tensor,
-                    near_zero=self.near_zero,
-                    bounds=series.bounds,
-                    saturation_margin=self.saturation_margin,
-                    sample_size=self.sample_size,
-                )
-                sums = p["sums"]
-                if series.pooling:
-                    sums = sums + self._input_sums(inputs, computed.get(tap.inputs.ref()))
-                series.sums.assign_add(sums)
-                series.maxes.assign(tf.maximum(series.maxes, p["maxes"]))
-                return tf.identity(p["sums"])
-
-        def record_histogram():
-            with tf.name_scope("tfprobe_hist"):
-                series.hist.assign_add(stats.histogram_compiled(stats.leading(tensor, self.sample_size)))
-                return tf.constant(True)
-
-        try:
-            own_sums = tf.cond(self._t.record_pred, record, no_sums)
-            if series.hist is not None:
-                tf.cond(self._t.hist_pred, record_histogram, no)
-        except Exception as error:  # noqa: BLE001
-            self._fail(series.name, error)
-            return
-        # A pooling layer fed by this tensor reuses its sums instead of reducing it again.
-        computed[tap.tensor.ref()] = own_sums
+        self._t.taps.append((series, tap.tensor, inputs, tap.inputs))
 
     def end_step(self, iterations=None):
-        """Ends a traced step: stores the step number (after the optimizer update)."""
-        if not self._t.recorded_any:
+        """Ends a traced step: the statistics ops of its taps, and the step number (after the optimizer update).
+
+        One `tf.cond` holds the statistics of every tap and one the histograms.
+        A cond per tap traced and optimized two branch functions per layer,
+        which dominated the time to build a step. The conds are lowered to
+        switches, so each tap's ops still run as soon as its activation
+        exists, not after the optimizer update. On steps that are not
+        recorded only the predicates are evaluated.
+        """
+        taps = self._t.taps
+        if not taps:
+            return
+        no = lambda: tf.constant(False)  # noqa: E731
+        try:
+            tf.cond(self._t.record_pred, lambda: self._record(taps), no)
+            if self.histogram_freq:
+                tf.cond(self._t.hist_pred, lambda: self._record_histograms(taps), no)
+        except Exception as error:  # noqa: BLE001
+            for series, *_ in taps:
+                self._fail(series.name, error)
             return
         if iterations is not None:
             self.step.assign(tf.cast(iterations, tf.int64))
         else:
             self.step.assign_add(1)
 
+    def _guarded(self, series, build):
+        """Runs `build()` (ops of one series); a failure drops only that series (or raises in strict mode)."""
+        if series.name not in self.series:
+            return None
+        try:
+            return build()
+        except Exception as error:  # noqa: BLE001
+            self._fail(series.name, error)
+            return None
+
+    def _record(self, taps):
+        own_sums = {}  # tensor ref -> its partial sums, for a pooling layer fed by it
+
+        def build(series, tensor, inputs, raw_inputs):
+            with tf.name_scope("tfprobe"):
+                partials = stats.traced_partials(
+                    near_zero=self.near_zero,
+                    bounds=series.bounds,
+                    saturation_margin=self.saturation_margin,
+                    sample_size=self.sample_size,
+                    has_units=series.units is not None,
+                )
+                x2d = stats.as_rows(tf.stop_gradient(tensor))
+                own, maxes = partials(x2d, stats.by_unit(x2d, series.units))
+                sums = own
+                if series.pooling:
+                    sums = sums + self._input_sums(inputs, own_sums.get(raw_inputs.ref()))
+                series.sums.assign_add(sums, read_value=False)
+                series.maxes.assign(tf.maximum(series.maxes, maxes), read_value=False)
+                own_sums[tensor.ref()] = own
+
+        for series, tensor, inputs, raw_inputs in taps:
+            self._guarded(series, lambda: build(series, tensor, inputs, raw_inputs))
+        return tf.constant(True)
+
+    def _record_histograms(self, taps):
+        def build(series, tensor):
+            with tf.name_scope("tfprobe_hist"):
+                x = stats.leading(tf.stop_gradient(tensor), self.sample_size)
+                counts = stats.histogram_compiled(tf.reshape(tf.cast(x, tf.float32), [-1]))
+                series.hist.assign_add(counts, read_value=False)
+
+        for series, tensor, *_ in taps:
+            if series.hist is not None:
+                self._guarded(series, lambda: build(series, tensor))
+        return tf.constant(True)
+
     def _input_sums(self, inputs, producer):
         """The `in_*` partials of a pooling input, read off its producer's partials if it was recorded."""
         if producer is None:
-            return stats.pooling_input_sums(inputs, self.sample_size)
+            return stats.traced_pooling_input_sums(self.sample_size)(stats.as_rows(inputs))
         src = [stats.S[k] for k in ("count", "finite", "sum_abs", "sumsq", "zeros")]
         dst = [[stats.S[k]] for k in ("in_count", "in_finite", "in_abs", "in_sq", "in_zeros")]
         return tf.scatter_nd(dst, tf.gather(producer, src), [stats.NUM_SUMS])
@@ -240,42 +265,54 @@ class Recorder:
         """
         key = tuple(self.series)
         if self._snapshot_fn is None or key != self._snapshot_key:
-            variables = self._variables()
-
-            local = self.strategy.experimental_local_results
-
-            def combine(i, v):
-                parts = [tf.cast(c, tf.float64) for c in local(v)]
-                if i == 0:  # the step: every replica holds the same value
-                    return parts[0]
-                if v.dtype == tf.float32:  # maxima
-                    return tf.reduce_max(tf.stack(parts), axis=0)
-                return tf.add_n(parts)
-
-            @tf.function(autograph=False)
-            def read_and_reset():
-                flat = tf.concat([tf.reshape(combine(i, v), [-1]) for i, v in enumerate(variables)], axis=0)
-                with tf.control_dependencies([flat]):
-                    for v in variables[1:]:
-                        empty = tf.constant(-np.inf if v.dtype == tf.float32 else 0, v.dtype)
-                        for component in local(v):
-                            component.assign(tf.fill(tf.shape(component), empty))
-                return tf.identity(flat)
-
-            self._snapshot_fn, self._snapshot_key = read_and_reset, key
-        flat = self._snapshot_fn().numpy()
-        step, offset, out = int(flat[0]), 1, {}
+            self._snapshot_fn, self._snapshot_key = self._read_and_reset_function(), key
+        f64, f32 = (t.numpy() for t in self._snapshot_fn())
+        step, out, offsets = int(f64[0]), {}, {tf.float64: 1, tf.float32: 0}
         for name, s in self.series.items():
             parts = []
             for v in (s.sums, s.maxes, s.hist):
                 if v is None:
                     parts.append(None)
                     continue
-                n = int(np.prod(v.shape))
-                parts.append(flat[offset : offset + n])
-                offset += n
+                flat, n = (f32 if v.dtype == tf.float32 else f64), int(np.prod(v.shape))
+                parts.append(flat[offsets[v.dtype] : offsets[v.dtype] + n])
+                offsets[v.dtype] += n
             out[name] = tuple(parts)
         return step, out
+
+    def _read_and_reset_function(self):
+        """A `tf.function` returning every accumulator (float64 ones after the step, then float32) and resetting them.
+
+        About two ops per variable (a read and an assign): its first trace is
+        part of the first window of every `fit` and grows with the layers.
+        """
+        variables = self._variables()
+        local = self.strategy.experimental_local_results
+
+        def combine(v):
+            parts = [c.value() for c in local(v)]
+            if len(parts) == 1:
+                return parts[0]
+            if v.dtype == tf.float32:  # maxima
+                return tf.reduce_max(tf.stack(parts), axis=0)
+            return tf.add_n(parts)
+
+        @tf.function(autograph=False)
+        def read_and_reset():
+            step = tf.cast(local(variables[0])[0].value(), tf.float64)  # the same on every replica
+            f64 = [tf.reshape(step, [1])] + [combine(v) for v in variables[1:] if v.dtype == tf.float64]
+            f32 = [combine(v) for v in variables[1:] if v.dtype == tf.float32]
+            out = (tf.concat(f64, 0), tf.concat(f32, 0) if f32 else tf.zeros([0], tf.float32))
+            empties = {}  # one constant per shape and dtype; automatic control dependencies order reads before resets
+            for v in variables[1:]:
+                k = (tuple(v.shape), v.dtype)
+                if k not in empties:
+                    empties[k] = tf.constant(np.full(k[0], -np.inf if v.dtype == tf.float32 else 0.0), v.dtype)
+                for component in local(v):
+                    component.assign(empties[k], read_value=False)
+            return out
+
+        return read_and_reset
 
     def window(self):
         """Snapshots and finalizes one window: `(step, stats_by_series, histograms_by_series)`."""
