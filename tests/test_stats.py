@@ -163,3 +163,18 @@ def test_sampled_pooling_input_sums():
     s = stats.pooling_input_sums(tf.constant(x), sample_size=3).numpy()
     assert s[stats.S["in_count"]] == x[:3].size
     np.testing.assert_allclose(s[stats.S["in_sq"]], (x[:3].astype(np.float64) ** 2).sum(), rtol=1e-6)
+
+
+@pytest.mark.parametrize("graph", [False, True], ids=["eager", "tf.function"])
+def test_tiny_values_do_not_make_negative_squares(graph):
+    """Squares of values near 1e-19 underflow in float32; the sum of squares must still not go below 0."""
+    x = np.zeros((64, 16), np.float32)
+    x[:, :8] = np.random.default_rng(1).uniform(0.5e-19, 1.6e-19, size=(64, 8))
+    fn = tf.function(stats.partials) if graph else stats.partials
+    p = fn(tf.constant(x), near_zero=NEAR)
+    assert p["sums"].numpy()[stats.S["sumsq"]] >= 0
+    got = _finalize({k: v.numpy() for k, v in p.items()})
+    want = oracle.activation_stats([x], NEAR)
+    for name in ("mean", "min", "max", "mean_abs", "zero_fraction", "near_zero_fraction", "dead_unit_fraction"):
+        assert got[name] == pytest.approx(want[name], rel=1e-5, abs=0), name
+    assert 0 <= got["rms"] <= 1.6e-19 and 0 <= got["std"] <= 1.6e-19

@@ -137,7 +137,8 @@ def _scalar_sums(x2d, a2d, near_zero, bounds, saturation_margin, finite_mask=Non
     row_dd = tf.cast(tf.reduce_sum(tf.square(d), axis=1), _F64)
     row_l1 = tf.cast(tf.reduce_sum(a2d if finite_mask is None else tf.abs(xf), axis=1), _F64)
     k64 = tf.cast(k, _F64)
-    row_sq = row_dd + 2.0 * k64 * row_d + m_row * k64 * k64
+    # Not below zero: float32 squares of values under ~1e-19 underflow, and the shifted sum can cancel to -1e-36.
+    row_sq = tf.maximum(row_dd + 2.0 * k64 * row_d + m_row * k64 * k64, 0.0)
     hoyer_sum, hoyer_n = _hoyer(row_l1, row_sq, m_row)
     if bounds is not None:
         low, high = bounds
@@ -379,7 +380,7 @@ def finalize(sums, maxes, *, near_zero, bounded=False, pooling=False, hoyer=None
     n = s["finite"]
     out = {}
     mean = _ratio(s["sum"], n)
-    mean_sq = _ratio(s["sumsq"], n)
+    mean_sq = max(_ratio(s["sumsq"], n), 0.0) if n > 0 else math.nan
     out["mean"] = mean
     out["std"] = math.sqrt(max(mean_sq - mean * mean, 0.0)) if n > 0 else math.nan
     out["min"] = float(-maxes[1]) if n > 0 else math.nan
