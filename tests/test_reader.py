@@ -71,3 +71,15 @@ def test_reader_does_not_import_tensorflow(tmp_path):
     code = f"import sys, tfprobe; tfprobe.read_logdir({str(tmp_path)!r}); tfprobe.read_histograms({str(tmp_path)!r}); print('tensorflow' in sys.modules)"
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "False"
+
+
+def test_event_framing_crc_matches_tensorboards():
+    """The C CRC32C used to frame records gives TensorBoard's (pure Python) masked CRC."""
+    from tensorboard.compat.tensorflow_stub.pywrap_tensorflow import masked_crc32c as reference
+
+    from tfprobe.events import masked_crc32c
+
+    rng = np.random.default_rng(0)
+    for n in (0, 1, 7, 8, 1000, 65537):
+        data = rng.integers(0, 256, n, dtype=np.uint8).tobytes()
+        assert masked_crc32c(data) == reference(data), n
