@@ -23,13 +23,12 @@ times restored (not timed) and turned into one window:
              the TFRecord CRC32C framing of that many bytes (`tfprobe.events._frame`)
   total      snapshot + finalize + write
 
-The model runs eagerly (`run_eagerly=True`, ~10 s a step): traced, the first
-step of a 500-layer model with tfprobe takes ~8 minutes (tfprobe's
-statistics ops are traced for every layer). A window's cost is the same
-either way: same variables, same compiled snapshot function, same writer.
-`--compiled` trains the usual way, for the patient.
+The model trains compiled (the usual way); building its step with tfprobe
+takes about 80 s for 500 layers (see `trace_time.py`). `--eager` runs it
+eagerly instead (~10 s a step); a window's cost is the same either way:
+same variables, same compiled snapshot function, same writer.
 
-    python benchmarks/write_window.py                 # 10 steps, 40 timed windows (~2.5 min)
+    python benchmarks/write_window.py                 # 10 steps, 40 timed windows (~3 min)
     python benchmarks/write_window.py --steps 20 --windows 100
 
 Times are ms: median, min and max over n calls.
@@ -135,7 +134,7 @@ def main(argv=None):
     parser.add_argument("--steps", type=int, default=10, help=f"steps of the `fit` (a window every {LOG_FREQ})")
     parser.add_argument("--windows", type=int, default=40, help="windows timed piece by piece")
     parser.add_argument("--layers", type=int, default=LAYERS)
-    parser.add_argument("--compiled", action="store_true", help="train compiled (the first step traces for ~8 min)")
+    parser.add_argument("--eager", action="store_true", help="train eagerly (run_eagerly=True)")
     args = parser.parse_args(argv)
     if args.steps < 2 * LOG_FREQ:
         parser.error(f"--steps must be at least {2 * LOG_FREQ}")
@@ -144,7 +143,7 @@ def main(argv=None):
     rng = np.random.default_rng(0)
     x = rng.standard_normal((BATCH * args.steps, WIDTH), dtype=np.float32)
     y = rng.random((BATCH * args.steps, WIDTH), dtype=np.float32)
-    model = deep_mlp(args.compiled, args.layers)
+    model = deep_mlp(not args.eager, args.layers)
 
     probe = tfprobe.LayerProbe(os.path.join(logdir, "fit"), record_freq=1, log_freq=LOG_FREQ, histogram_freq=1)
     hook = BatchEndTimer(probe)
@@ -164,7 +163,7 @@ def main(argv=None):
         framing.append(time.perf_counter() - t)
 
     print("    " + " ".join([os.path.relpath(__file__)] + (argv if argv is not None else sys.argv[1:])))
-    print(f"{args.layers} x Dense({WIDTH}) relu/sigmoid, batch {BATCH}, {'compiled' if args.compiled else 'eager'}, "
+    print(f"{args.layers} x Dense({WIDTH}) relu/sigmoid, batch {BATCH}, {'eager' if args.eager else 'compiled'}, "
           f"LayerProbe(record_freq=1, log_freq={LOG_FREQ}, histogram_freq=1): {steady[-1]['series']} series with "
           f"statistics and {steady[-1]['histograms']} histograms per window")
     print(f"{'':40s} {'median ms':>9s} {'min':>9s} {'max':>9s} {'n':>4s}")

@@ -1,0 +1,127 @@
+"""The physical floor of recording: how long it takes to read every recorded activation once.
+
+Takes one batch's activations of every layer tfprobe records (the model's
+layer outputs, computed once and held as tensors), then times, each in its
+own `tf.function` over all of them (median of `--reps` calls):
+
+  one pass          one `reduce_sum` per activation: reading each once, the floor
+  extremes          per-unit max and min over the whole batch (what exact max, min,
+                    dead units and NaN/Inf detection take)
+  statistics        tfprobe's statistics ops (`stats.traced_partials`), whole batch
+  statistics, k=16  the same with `sample_size=16`
+
+and prints each next to the model's plain training step (median of `--steps`
+steps of `fit`): the ratio 1 + t / step is what that much work would cost a
+recorded step if nothing else did.
+
+    python benchmarks/floor.py                       # reference CNN
+    python benchmarks/floor.py --model mobilenetv2
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import statistics
+import sys
+import time
+
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+
+import numpy as np  # noqa: E402
+import keras  # noqa: E402
+import tensorflow as tf  # noqa: E402
+
+sys.path.insert(0, os.path.join(os.path.dirname(__file__), ".."))
+from overhead import mobilenetv2, reference_cnn  # noqa: E402
+from tfprobe import stats  # noqa: E402
+from tfprobe.instrument import activation_bounds, walk  # noqa: E402
+
+MODELS = {
+    "cnn": lambda: (reference_cnn(), (32, 32, 3), 128),
+    "mobilenetv2": lambda: (mobilenetv2(), (96, 96, 3), 32),
+}
+
+
+def median_seconds(fn, reps):
+    fn()  # trace and warm up
+    times = []
+    for _ in range(reps):
+        t = time.perf_counter()
+        fn()
+        times.append(time.perf_counter() - t)
+    return statistics.median(times)
+
+
+def main(argv=None):
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--model", choices=sorted(MODELS), default="cnn")
+    parser.add_argument("--reps", type=int, default=15)
+    parser.add_argument("--steps", type=int, default=15)
+    args = parser.parse_args(argv)
+    model, shape, batch = MODELS[args.model]()
+    rng = np.random.default_rng(0)
+    x = rng.normal(size=(batch * args.steps, *shape)).astype("float32")
+    y = rng.integers(0, 10, batch * args.steps)
+
+    times = []
+
+    class Timer(keras.callbacks.Callback):
+        def on_train_batch_begin(self, batch, logs=None):
+            self.t = time.perf_counter()
+
+        def on_train_batch_end(self, batch, logs=None):
+            times.append(time.perf_counter() - self.t)
+
+    model.fit(x, y, batch_size=batch, epochs=1, verbose=0, callbacks=[Timer()])
+    step = statistics.median(times[3:])
+
+    layers = [layer for _, layer in walk(model)]
+    taps = keras.Model(model.inputs, [layer.output for layer in layers])
+    acts = [tf.constant(a) for a in taps.predict(x[:batch], verbose=0)]
+    bounds = [activation_bounds(layer) for layer in layers]
+    values = sum(int(np.prod(a.shape)) for a in acts)
+
+    @tf.function
+    def one_pass():
+        return tf.add_n([tf.reduce_sum(a) for a in acts])
+
+    @tf.function
+    def extremes():
+        out = []
+        for a in acts:
+            xu = stats.by_unit(stats.as_rows(a), stats.num_units(a))
+            out += [tf.reduce_max(tf.reduce_max(xu, axis=0)), tf.reduce_min(tf.reduce_min(xu, axis=0))]
+        return tf.add_n(out)
+
+    def statistics_of(sample_size):
+        @tf.function
+        def run():
+            out = []
+            for a, b in zip(acts, bounds):
+                units = stats.num_units(a)
+                fn = stats.traced_partials(
+                    near_zero=1e-3, bounds=b, saturation_margin=0.01, sample_size=sample_size, has_units=units is not None
+                )
+                x2d = stats.as_rows(a)
+                sums, maxes = fn(x2d, stats.by_unit(x2d, units))
+                out.append(tf.reduce_sum(sums) + tf.cast(tf.reduce_sum(maxes), tf.float64))
+            return tf.add_n(out)
+
+        return run
+
+    print(f"{args.model}: {len(acts)} recorded activations, {values / 1e6:.1f} M values ({values * 4 / 2**20:.0f} MiB) "
+          f"per batch of {batch}; plain training step {1000 * step:.1f} ms (median of {len(times) - 3})")
+    print(f"{'work':24s} {'ms':>8s} {'1 + t/step':>10s}")
+    for name, fn in [
+        ("one pass (reduce_sum)", one_pass),
+        ("extremes (max, min)", extremes),
+        ("statistics, whole batch", statistics_of(None)),
+        ("statistics, k=16", statistics_of(16)),
+    ]:
+        t = median_seconds(fn, args.reps)
+        print(f"{name:24s} {1000 * t:8.1f} {1 + t / step:10.3f}", flush=True)
+
+
+if __name__ == "__main__":
+    main()
