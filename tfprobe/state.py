@@ -153,7 +153,7 @@ class Recorder:
         current = base + 1
         self._t.record_pred = tf.equal(current % self.record_freq, 0)
         self._t.hist_pred = tf.equal(current % self.histogram_freq, 0) if self.histogram_freq else None
-        self._t.taps = []  # (series, tensor, stop-gradient pooling input, pooling input)
+        self._t.taps = []  # (series, tensor, pooling input or None)
 
     def on_tap(self, tap):
         """Takes note of one tap; `end_step` builds the statistics ops of every tap of the step."""
@@ -165,8 +165,7 @@ class Recorder:
             return
         if series is None:
             return
-        inputs = tf.stop_gradient(tap.inputs) if series.pooling else None
-        self._t.taps.append((series, tap.tensor, inputs, tap.inputs))
+        self._t.taps.append((series, tap.tensor, tap.inputs if series.pooling else None))
 
     def end_step(self, iterations=None):
         """Ends a traced step: the statistics ops of its taps, and the step number (after the optimizer update).
@@ -208,7 +207,7 @@ class Recorder:
     def _record(self, taps):
         own_sums = {}  # tensor ref -> its partial sums, for a pooling layer fed by it
 
-        def build(series, tensor, inputs, raw_inputs):
+        def build(series, tensor, inputs):
             with tf.name_scope("tfprobe"):
                 partials = stats.traced_partials(
                     near_zero=self.near_zero,
@@ -221,13 +220,13 @@ class Recorder:
                 own, maxes = partials(x2d, stats.by_unit(x2d, series.units))
                 sums = own
                 if series.pooling:
-                    sums = sums + self._input_sums(inputs, own_sums.get(raw_inputs.ref()))
+                    sums = sums + self._input_sums(tf.stop_gradient(inputs), own_sums.get(inputs.ref()))
                 series.sums.assign_add(sums, read_value=False)
                 series.maxes.assign(tf.maximum(series.maxes, maxes), read_value=False)
                 own_sums[tensor.ref()] = own
 
-        for series, tensor, inputs, raw_inputs in taps:
-            self._guarded(series, lambda: build(series, tensor, inputs, raw_inputs))
+        for series, tensor, inputs in taps:
+            self._guarded(series, lambda: build(series, tensor, inputs))
         return tf.constant(True)
 
     def _record_histograms(self, taps):
