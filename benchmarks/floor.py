@@ -33,15 +33,9 @@ import keras  # noqa: E402
 import tensorflow as tf  # noqa: E402
 
 sys.path.insert(0, os.path.join(os.path.dirname(__file__), ".."))
-from overhead import mobilenetv2, reference_cnn  # noqa: E402
+from overhead import MODELS  # noqa: E402
 from tfprobe import stats  # noqa: E402
 from tfprobe.instrument import activation_bounds, walk  # noqa: E402
-
-MODELS = {
-    "cnn": lambda: (reference_cnn(), (32, 32, 3), 128),
-    "mobilenetv2": lambda: (mobilenetv2(), (96, 96, 3), 32),
-}
-
 
 def median_seconds(fn, reps):
     fn()  # trace and warm up
@@ -55,14 +49,13 @@ def median_seconds(fn, reps):
 
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--model", choices=sorted(MODELS), default="cnn")
+    parser.add_argument("--model", choices=["cnn", "mobilenetv2"], default="cnn")
     parser.add_argument("--reps", type=int, default=15)
     parser.add_argument("--steps", type=int, default=15)
     args = parser.parse_args(argv)
-    model, shape, batch = MODELS[args.model]()
-    rng = np.random.default_rng(0)
-    x = rng.normal(size=(batch * args.steps, *shape)).astype("float32")
-    y = rng.integers(0, 10, batch * args.steps)
+    build, batch, data = MODELS[args.model]
+    model = build()
+    x, y = data(batch * args.steps, np.random.default_rng(0))
 
     times = []
 

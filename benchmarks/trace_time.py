@@ -33,7 +33,7 @@ import keras  # noqa: E402
 
 sys.path.insert(0, os.path.join(os.path.dirname(__file__), ".."))
 import tfprobe  # noqa: E402
-from overhead import mobilenetv2, reference_cnn  # noqa: E402
+import overhead  # noqa: E402
 
 
 def dense(n):
@@ -41,16 +41,20 @@ def dense(n):
         layers = [keras.Input((16,))] + [keras.layers.Dense(16, activation="relu") for _ in range(n)]
         model = keras.Sequential(layers + [keras.layers.Dense(1)])
         model.compile("sgd", "mse")
-        return model, (16,), 64
+        return model
 
     return build
 
 
-MODELS = {
-    "dense50": dense(50),
-    "dense500": dense(500),
-    "cnn": lambda: (reference_cnn(), (32, 32, 3), 128),
-    "mobilenetv2": lambda: (mobilenetv2(), (96, 96, 3), 32),
+def _vectors(n, rng):
+    return rng.normal(size=(n, 16)).astype("float32"), rng.normal(size=(n, 1)).astype("float32")
+
+
+MODELS = {  # name: (build, batch size, data(n, rng)), as in overhead.py
+    "dense50": (dense(50), 64, _vectors),
+    "dense500": (dense(500), 64, _vectors),
+    "cnn": overhead.MODELS["cnn"],
+    "mobilenetv2": overhead.MODELS["mobilenetv2"],
 }
 
 
@@ -64,11 +68,9 @@ def measure(name, reps, steps):
     phases = {k: [] for k in ("plain first", "probe first", "probe again", "plain again")}
     series = 0
     for _ in range(reps):
-        model, shape, batch = MODELS[name]()
-        rng = np.random.default_rng(0)
-        x = rng.normal(size=(batch * steps, *shape)).astype("float32")
-        out = model.outputs[0].shape[-1]
-        y = rng.integers(0, out, batch * steps) if out > 1 else rng.normal(size=(batch * steps, 1)).astype("float32")
+        build, batch, data = MODELS[name]
+        model = build()
+        x, y = data(batch * steps, np.random.default_rng(0))
         with tempfile.TemporaryDirectory() as logdir:
             probe = tfprobe.LayerProbe(logdir, record_freq=1, log_freq=steps, histogram_freq=1)
             phases["plain first"].append(timed_fit(model, x, y, batch, []))
@@ -88,8 +90,7 @@ def main(argv=None):
     parser.add_argument("--reps", type=int, default=3)
     parser.add_argument("--steps", type=int, default=4)
     args = parser.parse_args(argv)
-    warm, shape, batch = dense(2)()
-    timed_fit(warm, np.zeros((batch, *shape), "float32"), np.zeros((batch, 1), "float32"), batch, [])
+    timed_fit(dense(2)(), *_vectors(64, np.random.default_rng(0)), 64, [])
     print(f"{args.reps} repetitions, {args.steps} steps per fit; seconds (median)")
     print(f"{'model':12s} {'series':>6s}  {'plain 1st':>8s}  {'probe 1st':>8s}  {'probe 2nd':>8s}  {'plain 2nd':>8s}"
           f"  {'added s':>8s}  {'ms/layer':>8s}")

@@ -265,7 +265,7 @@ def traced_partials(*, near_zero, bounds, saturation_margin, sample_size, has_un
     A step calls it once per recorded tensor. Its ops are traced and
     optimized once, not once per layer: inlined, they made a step's graph
     about 300 nodes larger per layer and cost about 0.2 s per layer to
-    trace and optimize, paid at every `fit`. Its inputs are tensors only
+    trace and optimize. Its inputs are tensors only
     (no constants), so TensorFlow does not specialize a copy per call.
 
     >>> fn = traced_partials(near_zero=1e-3, bounds=None, saturation_margin=0.01, sample_size=None, has_units=True)
@@ -275,9 +275,7 @@ def traced_partials(*, near_zero, bounds, saturation_margin, sample_size, has_un
     [2.0, 3.0, 2.0, 3.0]
     """
 
-    @tf.function(
-        input_signature=[_ROWS, _ROWS], autograph=False, experimental_attributes=_NOINLINE
-    )
+    @tf.function(input_signature=[_ROWS, _ROWS], autograph=False, experimental_attributes=_NOINLINE)
     def fn(x2d, xu):
         return partials_of_rows(
             x2d,
@@ -380,7 +378,7 @@ def finalize(sums, maxes, *, near_zero, bounded=False, pooling=False, hoyer=None
     n = s["finite"]
     out = {}
     mean = _ratio(s["sum"], n)
-    mean_sq = max(_ratio(s["sumsq"], n), 0.0) if n > 0 else math.nan
+    mean_sq = _ratio(s["sumsq"], n)
     out["mean"] = mean
     out["std"] = math.sqrt(max(mean_sq - mean * mean, 0.0)) if n > 0 else math.nan
     out["min"] = float(-maxes[1]) if n > 0 else math.nan
