@@ -1,0 +1,153 @@
+"""The native kernel computes exactly what the graph ops compute; `kernel=` chooses, falls back and refuses clearly."""
+
+import logging
+
+import numpy as np
+import pytest
+import tensorflow as tf
+import keras
+
+import tfprobe
+from tfprobe import metadata, native, stats
+from test_end_to_end import BATCH, _data, _model
+from test_stats import CASES
+
+NEAR = 1e-3
+rng = np.random.default_rng(7)
+
+
+def _nan_outside_sample():
+    x = rng.normal(size=(8, 4, 8)).astype(np.float32)
+    x[6, 1, 3], x[7, 0, 0] = np.nan, -np.inf
+    return x
+
+
+EXTRA = {
+    # 16 units: the pass that folds the per-unit maxima in (units a multiple of the vector width)
+    "relu_16_units": np.maximum(rng.normal(size=(12, 3, 5, 16)), 0).astype(np.float32),
+    "nan_in_16_units": np.where(rng.random((6, 7, 16)) < 0.02, np.nan, rng.normal(size=(6, 7, 16))).astype(np.float32),
+    # rows longer than the kernel's float chunk (4096) and not a multiple of the vector width
+    "long_rows": rng.normal(size=(3, 9001)).astype(np.float32),
+    "nan_outside_sample": _nan_outside_sample(),
+    "tiny": (rng.normal(size=(4, 40)) * 1e-20).astype(np.float32),
+    "huge": (rng.normal(size=(4, 40)) * 1e30).astype(np.float32),
+}
+ALL = {**CASES, **EXTRA}
+
+
+def _graph(x2d, units, bounds, sample):
+    sums, maxes = stats.partials_of_rows(
+        x2d, stats.by_unit(x2d, units), units is not None,
+        near_zero=NEAR, bounds=bounds, saturation_margin=0.01, sample_size=sample,
+    )
+    return sums.numpy(), maxes.numpy(), stats.histogram(stats.leading(x2d, sample)).numpy()
+
+
+@pytest.mark.parametrize("sample", [None, 3])
+@pytest.mark.parametrize("bounds", [None, (-1.0, 1.0)])
+@pytest.mark.parametrize("name", sorted(ALL))
+def test_kernel_equals_graph_ops(name, bounds, sample):
+    x = tf.constant(ALL[name])
+    x2d, units = stats.as_rows(x), stats.num_units(x)
+    want_sums, want_maxes, want_hist = _graph(x2d, units, bounds, sample)
+    sums, maxes, hist = (t.numpy() for t in native.partials(
+        x2d, True, units=units, near_zero=NEAR, bounds=bounds, saturation_margin=0.01, sample_size=sample))
+    # Sums are added in another order (float32 lanes into float64); counts, maxima and histograms are exact.
+    # Hoyer sparsity near 0 cancels sqrt(m) against L1/L2: allow 1e-6 per example there (for large_offset,
+    # the float64 truth is 1.816e-5, the kernel gives 1.803e-5 and the graph ops 1.775e-5).
+    hoyer = stats.S["hoyer_sum"]
+    np.testing.assert_allclose(sums[hoyer], want_sums[hoyer], rtol=2e-6, atol=1e-6 * want_sums[stats.S["hoyer_n"]])
+    sums[hoyer] = want_sums[hoyer]
+    # A sum of values of both signs cancels: its rounding error is relative to the sum of |x|.
+    atol = np.zeros_like(sums)
+    atol[stats.S["sum"]] = 1e-6 * want_sums[stats.S["sum_abs"]]
+    error = np.where(sums == want_sums, 0.0, np.abs(sums - want_sums))  # equal infinities (huge: x**2 overflows)
+    assert np.all(error <= atol + 2e-6 * np.abs(want_sums)), (sums, want_sums)
+    counts = [stats.S[k] for k in ("steps", "count", "finite", "zeros", "near", "nan", "inf", "hoyer_n", "saturated")]
+    np.testing.assert_array_equal(sums[counts], want_sums[counts])
+    np.testing.assert_array_equal(maxes, want_maxes)
+    np.testing.assert_array_equal(hist, want_hist)
+
+
+def test_histogram_off_and_histogram_only():
+    x2d = stats.as_rows(tf.constant(CASES["normal"]))
+    sums, _, hist = native.partials(x2d, tf.constant(False), units=3, near_zero=NEAR)
+    assert not hist.numpy().any() and sums.numpy()[stats.S["count"]] == x2d.shape.num_elements()
+    sums, maxes, hist = native.partials(x2d, True, units=3, near_zero=NEAR, sample_size=2, stats_=False)
+    assert not sums.numpy().any() and np.all(maxes.numpy() == -np.inf)
+    np.testing.assert_array_equal(hist.numpy(), stats.histogram(x2d[:2]).numpy())
+    assert hist.shape == (metadata.NUM_BUCKETS,)
+
+
+def test_no_gradient_flows_through_the_kernel():
+    x = tf.Variable(np.ones((2, 3), np.float32))
+    with tf.GradientTape() as tape:
+        sums, _, _ = native.partials(x, False, near_zero=NEAR)
+        loss = tf.reduce_sum(x) + tf.cast(sums[stats.S["sum"]], tf.float32)
+    np.testing.assert_array_equal(tape.gradient(loss, x).numpy(), np.ones((2, 3)))
+
+
+def _fit(tmp_path, name, weights=None, **kwargs):
+    model = _model()
+    if weights is not None:
+        model.set_weights(weights)
+    x, y = _data(8)
+    probe = tfprobe.LayerProbe(tmp_path / name, record_freq=1, log_freq=4, histogram_freq=2, **kwargs)
+    model.fit(x, y, batch_size=BATCH, epochs=1, shuffle=False, verbose=0, callbacks=[probe])
+    return probe
+
+
+def test_native_and_graph_kernels_log_the_same_windows(tmp_path):
+    weights = _model().get_weights()
+    native_probe = _fit(tmp_path, "native", weights, kernel="native", sample_size=5)
+    graph_probe = _fit(tmp_path, "graph", weights, kernel="graph", sample_size=5)
+    assert native_probe._recorder.use_native and not graph_probe._recorder.use_native
+    a = tfprobe.read_logdir(tmp_path / "native").drop(columns=["run", "wall_time"])
+    b = tfprobe.read_logdir(tmp_path / "graph").drop(columns=["run", "wall_time"])
+    assert len(a) == len(b) > 0
+    np.testing.assert_allclose(a["value"], b["value"], rtol=1e-5, atol=1e-7)
+    assert (a.drop(columns="value").values == b.drop(columns="value").values).all()
+    ha = tfprobe.read_histograms(tmp_path / "native").drop(columns=["run", "wall_time"])
+    hb = tfprobe.read_histograms(tmp_path / "graph").drop(columns=["run", "wall_time"])
+    assert len(ha) > 0 and ha.equals(hb)
+
+
+def test_auto_falls_back_to_graph_ops_without_a_compiler(tmp_path, monkeypatch, caplog):
+    monkeypatch.setattr(native, "_loaded", {})
+    monkeypatch.setattr(native, "_compiler", lambda: None)
+    monkeypatch.setenv("TFPROBE_CACHE_DIR", str(tmp_path / "cache"))
+    with caplog.at_level(logging.WARNING, logger="tfprobe"):
+        probe = _fit(tmp_path, "auto")
+    assert not probe._recorder.use_native and probe.windows_written == 2
+    assert "no C++ compiler" in caplog.text
+    assert len(tfprobe.read_logdir(tmp_path / "auto")) > 0
+    with pytest.raises(RuntimeError, match="native kernel is not available: no C\\+\\+ compiler"):
+        _fit(tmp_path, "native", kernel="native")
+
+
+def test_a_broken_compiler_reports_its_error(tmp_path, monkeypatch):
+    script = tmp_path / "cxx"
+    script.write_text("#!/bin/sh\necho 'fatal: this compiler is broken' >&2\nexit 1\n")
+    script.chmod(0o755)
+    monkeypatch.setenv("CXX", str(script))
+    with pytest.raises(native.NativeUnavailable, match="this compiler is broken"):
+        native.build(tmp_path / "k.so")
+    assert not (tmp_path / "k.so").exists() and list(tmp_path.glob("*.so")) == []
+
+
+def test_xla_steps_use_the_graph_ops(tmp_path):
+    model = _model()
+    model.compile(model.optimizer, model.loss, jit_compile=True)
+    x, y = _data(2)
+    probe = tfprobe.LayerProbe(tmp_path / "auto", record_freq=1, log_freq=2)
+    model.fit(x, y, batch_size=BATCH, epochs=1, verbose=0, callbacks=[probe])
+    assert not probe._recorder.use_native and probe.windows_written == 1
+    with pytest.raises(ValueError, match="kernel='native' cannot run inside an XLA-compiled step.*jit_compile=True"):
+        model.fit(x, y, batch_size=BATCH, epochs=1, verbose=0,
+                  callbacks=[tfprobe.LayerProbe(tmp_path / "native", kernel="native")])
+    keras.backend.clear_session()
+
+
+def test_bad_kernel_value(tmp_path):
+    with pytest.raises(ValueError, match="`kernel` must be one of 'auto', 'native', 'graph'. Received: kernel='fast'"):
+        tfprobe.LayerProbe(tmp_path, kernel="fast")

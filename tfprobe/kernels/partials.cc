@@ -1,0 +1,519 @@
+// tfprobe's per-step partials of one activation in a single pass over it.
+//
+// The same numbers as tfprobe.stats.partials_of_rows (and, optionally,
+// tfprobe.stats.histogram of the sampled rows), computed by reading every
+// value once instead of once per statistic. The layout of the outputs
+// (the order of the sum fields, the histogram buckets) comes from attrs set
+// by tfprobe/native.py, so the contract stays in tfprobe/metadata.py and
+// tfprobe/stats.py.
+//
+// Work is split over whole rows (examples) on TensorFlow's intra-op thread
+// pool; each shard keeps its own accumulators and merges them once.
+
+#include <algorithm>
+#include <cmath>
+#include <cstdint>
+#include <cstring>
+#include <limits>
+#include <mutex>
+#include <string>
+#include <vector>
+
+#include "tensorflow/core/framework/op.h"
+#include "tensorflow/core/framework/op_kernel.h"
+#include "tensorflow/core/framework/shape_inference.h"
+#include "tensorflow/core/util/work_sharder.h"
+
+namespace tfprobe {
+namespace {
+
+using int64 = int64_t;
+using tensorflow::OpKernel;
+using tensorflow::OpKernelConstruction;
+using tensorflow::OpKernelContext;
+using tensorflow::Tensor;
+using tensorflow::TensorShape;
+namespace errors = tensorflow::errors;
+
+constexpr float kInf = std::numeric_limits<float>::infinity();
+constexpr uint32_t kExpMask = 0x7f800000u;  // bits of +inf; larger magnitudes are NaN
+constexpr int64 kChunk = 4096;               // values summed in float lanes before adding to double
+
+enum Field { kSteps, kCount, kFinite, kSum, kSumsq, kSumAbs, kZeros, kNear, kNan, kInfs, kHoyerSum, kHoyerN, kSaturated, kNumFields };
+const char* const kFieldNames[kNumFields] = {"steps", "count", "finite", "sum", "sumsq", "sum_abs", "zeros",
+                                             "near", "nan", "inf", "hoyer_sum", "hoyer_n", "saturated"};
+
+inline uint32_t Bits(float v) {
+  uint32_t b;
+  std::memcpy(&b, &v, sizeof(b));
+  return b;
+}
+
+struct Params {
+  float near_zero, sat_low, sat_high, shift;
+  int64 units;  // 0: no per-unit maxima
+  int64 sample_rows;
+  bool stats, histogram;
+  int hist_min_exp, hist_max_exp, hist_zero, num_buckets;
+};
+
+// What one shard of rows contributes.
+struct Acc {
+  double f[kNumFields] = {0};
+  float max = -kInf, neg_min = -kInf;
+  std::vector<uint32_t> unit;     // bits of max|x| per unit (non-negative floats order like their bits)
+  std::vector<int64> hist;        // num_buckets + 1 (the last one takes NaN and is dropped)
+
+  void Merge(const Acc& o) {
+    for (int i = 0; i < kNumFields; ++i) f[i] += o.f[i];
+    max = std::max(max, o.max);
+    neg_min = std::max(neg_min, o.neg_min);
+    for (size_t i = 0; i < unit.size(); ++i) unit[i] = std::max(unit[i], o.unit[i]);
+    for (size_t i = 0; i < hist.size(); ++i) hist[i] += o.hist[i];
+  }
+};
+
+// GCC/Clang vector extensions, as wide as the target's vectors (AVX: 8 floats; SSE, NEON: 4).
+#if defined(__AVX__)
+constexpr int kVectorBytes = 32;
+#else
+constexpr int kVectorBytes = 16;
+#endif
+typedef float VF __attribute__((vector_size(kVectorBytes)));
+typedef int32_t VI __attribute__((vector_size(kVectorBytes)));
+constexpr int kW = kVectorBytes / 4;
+
+inline VF Load(const float* x) {
+  VF v;
+  std::memcpy(&v, x, sizeof(v));
+  return v;
+}
+inline VF Select(VI mask, VF a, VF b) { return (VF)(((VI)a & mask) | ((VI)b & ~mask)); }
+inline VI SelectI(VI mask, VI a, VI b) { return (a & mask) | (b & ~mask); }
+template <typename V>
+inline auto Sum(V v) {
+  auto s = v[0];
+  for (int l = 1; l < kW; ++l) s += v[l];
+  return s;
+}
+
+// Sums and counts of one row (one example), before they are finished in double.
+struct Row {
+  double d = 0, dd = 0, l1 = 0, fin = 0, nan = 0, zero = 0, near = 0, sat = 0;
+  float mx = -kInf, mn = kInf;
+};
+
+// Adds a row to a shard: the shifted sums back in double, and the example's Hoyer sparsity.
+void AddRow(const Row& r, int64 m, float shift, Acc* acc) {
+  const double k = shift;
+  // Not below zero: float32 squares of values under ~1e-19 underflow, and the shifted sum can cancel to -1e-36.
+  const double sq = std::max(r.dd + 2.0 * k * r.d + r.fin * k * k, 0.0);
+  double* f = acc->f;
+  f[kFinite] += r.fin;
+  f[kSum] += r.d + r.fin * k;
+  f[kSumsq] += sq;
+  f[kSumAbs] += r.l1;
+  f[kZeros] += r.zero;
+  f[kNear] += r.near;
+  f[kNan] += r.nan;
+  f[kInfs] += m - r.fin - r.nan;
+  f[kSaturated] += r.sat;
+  if (r.fin > 1) {  // Hoyer sparsity of the example (1 for an all-zero one)
+    const double sqrt_m = std::sqrt(r.fin), l2 = std::sqrt(sq);
+    f[kHoyerSum] += l2 > 0 ? (sqrt_m - r.l1 / l2) / (sqrt_m - 1.0) : 1.0;
+    f[kHoyerN] += 1;
+  }
+  acc->max = std::max(acc->max, r.mx);
+  acc->neg_min = std::max(acc->neg_min, -r.mn);
+}
+
+inline void MaxUnits(VI a, int64 u, uint32_t* unit) {
+  VI cur;
+  std::memcpy(&cur, unit + u, sizeof(cur));
+  cur = SelectI(cur > a, cur, a);
+  std::memcpy(unit + u, &cur, sizeof(cur));
+}
+
+// Every statistic of a row whose values are all finite, in one pass of about a dozen vector ops per vector.
+// Returns false if a value is NaN or Inf (the sums are then not finite); the caller redoes the row with
+// MaskedRow. With kUnits (units a multiple of kW), it also folds max|x| per unit as float bits, where NaN
+// and Inf are larger than any finite value, as the per-unit maxima need.
+template <bool kBounded, bool kUnits>
+bool FastRow(const float* x, int64 m, const Params& p, int64 units, Row* r, uint32_t* unit) {
+  const VF vk = VF{} + p.shift, nz = VF{} + p.near_zero, lo = VF{} + p.sat_low, hi = VF{} + p.sat_high;
+  const VI abs_mask = VI{} + 0x7fffffff;
+  VF vmx = VF{} - kInf, vmn = VF{} + kInf;
+  int64 u = 0;
+  for (int64 c0 = 0; c0 < m; c0 += kChunk) {
+    const int64 c1 = std::min(m, c0 + kChunk);
+    VF ad{}, add{}, aa{};
+    VI azero{}, anear{}, asat{};  // comparisons give -1: subtracting counts
+    int64 j = c0;
+    for (; j + kW <= c1; j += kW) {
+      const VF v = Load(x + j);
+      const VF dv = v - vk;
+      const VI abits = (VI)v & abs_mask;
+      const VF a = (VF)abits;
+      ad += dv;
+      add += dv * dv;
+      aa += a;
+      azero -= v == 0.0f;
+      anear -= a <= nz;
+      if (kBounded) asat -= (v <= lo) | (v >= hi);
+      vmx = Select(vmx > v, vmx, v);
+      vmn = Select(vmn < v, vmn, v);
+      if (kUnits) {
+        MaxUnits(abits, u, unit);
+        u += kW;
+        if (u == units) u = 0;
+      }
+    }
+    r->d += Sum(ad);
+    r->dd += Sum(add);
+    r->l1 += Sum(aa);
+    r->zero += Sum(azero);
+    r->near += Sum(anear);
+    r->sat += Sum(asat);
+    for (; j < c1; ++j) {  // the tail, one value at a time
+      const float v = x[j], dv = v - p.shift, a = std::fabs(v);
+      r->d += dv;
+      r->dd += dv * dv;
+      r->l1 += a;
+      r->zero += v == 0.0f;
+      r->near += a <= p.near_zero;
+      r->sat += kBounded && (v <= p.sat_low || v >= p.sat_high);
+      vmx[0] = std::max(vmx[0], v);
+      vmn[0] = std::min(vmn[0], v);
+    }
+  }
+  for (int l = 0; l < kW; ++l) {
+    r->mx = std::max(r->mx, vmx[l]);
+    r->mn = std::min(r->mn, vmn[l]);
+  }
+  r->fin = m;
+  return std::isfinite(r->d) && std::isfinite(r->dd);
+}
+
+// Every statistic of a row over its finite values; NaN and Inf are counted, not summed.
+void MaskedRow(const float* x, int64 m, const Params& p, Row* r) {
+  const float k = p.shift;
+  const VF vk = VF{} + k, nz = VF{} + p.near_zero, lo = VF{} + p.sat_low, hi = VF{} + p.sat_high;
+  const VF pinf = VF{} + kInf, ninf = VF{} - kInf;
+  const VI abs_mask = VI{} + 0x7fffffff, exp_mask = VI{} + static_cast<int32_t>(kExpMask);
+  *r = Row();
+  VF vmx = ninf, vmn = pinf;
+  for (int64 c0 = 0; c0 < m; c0 += kChunk) {
+    const int64 c1 = std::min(m, c0 + kChunk);
+    VF ad{}, add{}, aa{};
+    VI afin{}, anan{}, azero{}, anear{}, asat{};
+    int64 j = c0;
+    for (; j + kW <= c1; j += kW) {
+      const VF v = Load(x + j);
+      const VI mag = (VI)v & abs_mask;  // |v|'s bits; as signed ints, NaN > +inf
+      const VI f = mag < exp_mask;
+      const VF dv = (VF)((VI)(v - vk) & f);
+      const VF a = (VF)(mag & f);
+      ad += dv;
+      add += dv * dv;
+      aa += a;
+      afin -= f;
+      anan -= mag > exp_mask;
+      azero -= v == 0.0f;
+      anear -= f & (a <= nz);
+      asat -= f & ((v <= lo) | (v >= hi));
+      vmx = Select(vmx > v | ~f, vmx, v);
+      vmn = Select(vmn < v | ~f, vmn, v);
+    }
+    r->d += Sum(ad);
+    r->dd += Sum(add);
+    r->l1 += Sum(aa);
+    r->fin += Sum(afin);
+    r->nan += Sum(anan);
+    r->zero += Sum(azero);
+    r->near += Sum(anear);
+    r->sat += Sum(asat);
+    for (; j < c1; ++j) {
+      const float v = x[j];
+      const uint32_t mag = Bits(v) & 0x7fffffffu;
+      const bool f = mag < kExpMask;
+      const float dv = f ? v - k : 0.0f, a = f ? std::fabs(v) : 0.0f;
+      r->d += dv;
+      r->dd += static_cast<double>(dv) * dv;
+      r->l1 += a;
+      r->fin += f;
+      r->nan += mag > kExpMask;
+      r->zero += v == 0.0f;
+      r->near += f && a <= p.near_zero;
+      r->sat += f && (v <= p.sat_low || v >= p.sat_high);
+      if (f) {
+        vmx[0] = std::max(vmx[0], v);
+        vmn[0] = std::min(vmn[0], v);
+      }
+    }
+  }
+  for (int l = 0; l < kW; ++l) {
+    r->mx = std::max(r->mx, vmx[l]);
+    r->mn = std::min(r->mn, vmn[l]);
+  }
+}
+
+// max|x| per unit, as float bits clamped at +inf: a NaN or Inf keeps its unit alive.
+void UnitRow(const float* x, int64 m, int64 units, uint32_t* unit) {
+  for (int64 j = 0; j < m; j += units) {
+    const float* r = x + j;
+    for (int64 u = 0; u < units; ++u) unit[u] = std::max(unit[u], Bits(r[u]) & 0x7fffffffu);
+  }
+}
+
+// Extremes of a row outside the sample; false if a value is NaN or Inf (then ExtremesMaskedRow).
+bool ExtremesFastRow(const float* x, int64 m, Row* r) {
+  VF vmx = VF{} - kInf, vmn = VF{} + kInf, check{};
+  int64 j = 0;
+  for (; j + kW <= m; j += kW) {
+    const VF v = Load(x + j);
+    check += v * 0.0f;  // NaN once any value is NaN or Inf
+    vmx = Select(vmx > v, vmx, v);
+    vmn = Select(vmn < v, vmn, v);
+  }
+  float c = Sum(check);
+  for (; j < m; ++j) {
+    c += x[j] * 0.0f;
+    vmx[0] = std::max(vmx[0], x[j]);
+    vmn[0] = std::min(vmn[0], x[j]);
+  }
+  for (int l = 0; l < kW; ++l) {
+    r->mx = std::max(r->mx, vmx[l]);
+    r->mn = std::min(r->mn, vmn[l]);
+  }
+  return c == 0.0f;
+}
+
+void ExtremesMaskedRow(const float* x, int64 m, Row* r) {
+  *r = Row();
+  for (int64 j = 0; j < m; ++j) {
+    const uint32_t mag = Bits(x[j]) & 0x7fffffffu;
+    r->nan += mag > kExpMask;
+    if (mag < kExpMask) {
+      r->fin += 1;
+      r->mx = std::max(r->mx, x[j]);
+      r->mn = std::min(r->mn, x[j]);
+    }
+  }
+}
+
+// Extremes, units and NaN/Inf counts of a row outside the sample (its sums are not taken).
+void ExtremesRow(const float* x, int64 m, int64 units, Acc* acc) {
+  Row r;
+  if (ExtremesFastRow(x, m, &r)) {
+    r.fin = m;
+  } else {
+    ExtremesMaskedRow(x, m, &r);
+  }
+  acc->f[kNan] += r.nan;
+  acc->f[kInfs] += m - r.fin - r.nan;
+  acc->max = std::max(acc->max, r.mx);
+  acc->neg_min = std::max(acc->neg_min, -r.mn);
+  if (units > 0) UnitRow(x, m, units, acc->unit.data());
+}
+
+// Every statistic of a row of the sample.
+template <bool kBounded>
+void FullRow(const float* x, int64 m, const Params& p, Acc* acc) {
+  Row r;
+  const int64 units = p.units;
+  const bool fused = units > 0 && units % kW == 0;
+  const bool finite = fused ? FastRow<kBounded, true>(x, m, p, units, &r, acc->unit.data())
+                            : FastRow<kBounded, false>(x, m, p, units, &r, nullptr);
+  if (!finite) MaskedRow(x, m, p, &r);
+  if (units > 0 && !fused) UnitRow(x, m, units, acc->unit.data());
+  AddRow(r, m, p.shift, acc);
+}
+
+void HistogramRow(const float* x, int64 m, const Params& p, int64* hist) {
+  const int lo = p.hist_min_exp - 1, hi = p.hist_max_exp, zero = p.hist_zero, nan_slot = p.num_buckets;
+  const VI vlo = VI{} + lo, vhi = VI{} + hi, vzero = VI{} + zero, vnan = VI{} + nan_slot;
+  const VI abs_mask = VI{} + 0x7fffffff, exp_mask = VI{} + static_cast<int32_t>(kExpMask);
+  const int slots = nan_slot + 1;
+  // Four tables: consecutive values often fall in one bucket, and one table would chain every increment on the last.
+  std::vector<uint32_t> tables(4 * slots, 0);
+  uint32_t* t = tables.data();
+  alignas(32) int32_t idx[kChunk];
+  auto bucket = [&](uint32_t b) {
+    const uint32_t mag = b & 0x7fffffffu;
+    const int e = std::min(std::max(static_cast<int>(mag >> 23) - 127, lo), hi) - lo;
+    int i = (b >> 31) ? zero - 1 - e : zero + 1 + e;
+    i = mag == 0 ? zero : i;
+    return mag > kExpMask ? nan_slot : i;
+  };
+  for (int64 c0 = 0; c0 < m; c0 += kChunk) {
+    const int64 n = std::min(m - c0, kChunk);
+    int64 j = 0;
+    for (; j + kW <= n; j += kW) {
+      const VI b = (VI)Load(x + c0 + j);
+      const VI mag = b & abs_mask;
+      VI e = (mag >> 23) - 127;
+      e = SelectI(e < vlo, vlo, e);
+      e = SelectI(e > vhi, vhi, e) - vlo;
+      VI i = SelectI(b < 0, vzero - 1 - e, vzero + 1 + e);
+      i = SelectI(mag == 0, vzero, i);
+      i = SelectI(mag > exp_mask, vnan, i);
+      std::memcpy(idx + j, &i, sizeof(i));
+    }
+    for (; j < n; ++j) idx[j] = bucket(Bits(x[c0 + j]));
+    j = 0;
+    for (; j + 4 <= n; j += 4) {
+      ++t[idx[j]];
+      ++t[slots + idx[j + 1]];
+      ++t[2 * slots + idx[j + 2]];
+      ++t[3 * slots + idx[j + 3]];
+    }
+    for (; j < n; ++j) ++t[idx[j]];
+  }
+  for (int i = 0; i < slots; ++i) hist[i] += t[i] + t[slots + i] + t[2 * slots + i] + t[3 * slots + i];
+}
+
+
+class PartialsOp : public OpKernel {
+ public:
+  explicit PartialsOp(OpKernelConstruction* c) : OpKernel(c) {
+    std::vector<std::string> fields;
+    OP_REQUIRES_OK(c, c->GetAttr("fields", &fields));
+    position_.assign(kNumFields, -1);
+    for (int i = 0; i < kNumFields; ++i)
+      for (size_t j = 0; j < fields.size(); ++j)
+        if (fields[j] == kFieldNames[i]) position_[i] = static_cast<int>(j);
+    num_sums_ = static_cast<int>(fields.size());
+    OP_REQUIRES_OK(c, c->GetAttr("units", &p_.units));
+    OP_REQUIRES_OK(c, c->GetAttr("sample_rows", &p_.sample_rows));
+    OP_REQUIRES_OK(c, c->GetAttr("near_zero", &p_.near_zero));
+    OP_REQUIRES_OK(c, c->GetAttr("bounded", &bounded_));
+    OP_REQUIRES_OK(c, c->GetAttr("saturated_below", &p_.sat_low));
+    OP_REQUIRES_OK(c, c->GetAttr("saturated_above", &p_.sat_high));
+    OP_REQUIRES_OK(c, c->GetAttr("stats", &p_.stats));
+    OP_REQUIRES_OK(c, c->GetAttr("hist_min_exp", &p_.hist_min_exp));
+    OP_REQUIRES_OK(c, c->GetAttr("hist_max_exp", &p_.hist_max_exp));
+    OP_REQUIRES_OK(c, c->GetAttr("num_buckets", &p_.num_buckets));
+    p_.hist_zero = p_.num_buckets / 2;
+    if (!bounded_) {  // no finite value is saturated
+      p_.sat_low = -kInf;
+      p_.sat_high = kInf;
+    }
+  }
+
+  void Compute(OpKernelContext* ctx) override {
+    const Tensor& x = ctx->input(0);
+    const Tensor& with_histogram = ctx->input(1);
+    OP_REQUIRES(ctx, x.dims() == 2, errors::InvalidArgument("x must be [rows, values], got ", x.shape().DebugString()));
+    const int64 rows = x.dim_size(0), m = x.dim_size(1), units = p_.units;
+    OP_REQUIRES(ctx, units == 0 || m % units == 0,
+                errors::InvalidArgument("values per row (", m, ") are not a multiple of units (", units, ")"));
+    Params p = p_;
+    p.histogram = p.num_buckets > 0 && with_histogram.scalar<bool>()();
+    const int64 sampled = p.sample_rows < 0 ? rows : std::min(rows, p.sample_rows);
+    const float* data = x.flat<float>().data();
+    // The shift of the sums of x and x**2 (see stats._scalar_sums): a value of the tensor, 0 if not finite.
+    p.shift = (rows > 0 && m > 0 && (Bits(data[0]) & 0x7fffffffu) < kExpMask) ? data[0] : 0.0f;
+    const bool extremes_rows = p.stats;  // outside the sample, only max, min, units, NaN/Inf count
+
+    Acc total;
+    total.unit.assign(p.stats ? units : 0, 0u);
+    total.hist.assign(p.histogram ? p.num_buckets + 1 : 0, 0);
+    std::mutex mu;
+    auto work = [&](int64 begin, int64 end) {
+      Acc acc;
+      acc.unit.assign(total.unit.size(), 0u);
+      acc.hist.assign(total.hist.size(), 0);
+      for (int64 r = begin; r < end; ++r) {
+        const float* row = data + r * m;
+        if (p.stats) {
+          if (r >= sampled)
+            ExtremesRow(row, m, units, &acc);
+          else if (bounded_)
+            FullRow<true>(row, m, p, &acc);
+          else
+            FullRow<false>(row, m, p, &acc);
+        }
+        if (p.histogram && r < sampled) HistogramRow(row, m, p, acc.hist.data());
+      }
+      std::lock_guard<std::mutex> lock(mu);
+      total.Merge(acc);
+    };
+    const int64 work_rows = extremes_rows ? rows : sampled;
+    const int64 cost = m * ((p.stats ? 12 : 0) + (p.histogram ? 8 : 0)) + 1;
+    auto* threads = ctx->device()->tensorflow_cpu_worker_threads();
+    tensorflow::Shard(threads->num_threads, threads->workers, work_rows, cost, work);
+
+    Tensor* sums = nullptr;
+    Tensor* maxes = nullptr;
+    Tensor* hist = nullptr;
+    OP_REQUIRES_OK(ctx, ctx->allocate_output(0, TensorShape({num_sums_}), &sums));
+    OP_REQUIRES_OK(ctx, ctx->allocate_output(1, TensorShape({2 + units}), &maxes));
+    OP_REQUIRES_OK(ctx, ctx->allocate_output(2, TensorShape({p_.num_buckets}), &hist));
+    auto s = sums->flat<double>();
+    s.setZero();
+    if (p.stats) {
+      total.f[kSteps] = 1;
+      total.f[kCount] = static_cast<double>(sampled) * m;  // of the rows the sums cover
+      for (int i = 0; i < kNumFields; ++i)
+        if (position_[i] >= 0) s(position_[i]) = total.f[i];
+    }
+    auto mx = maxes->flat<float>();
+    mx(0) = total.max;
+    mx(1) = total.neg_min;
+    for (int64 u = 0; u < units; ++u) {
+      float v = -kInf;  // no rows: nothing seen, as the graph's empty reductions
+      if (p.stats && rows > 0) {
+        const uint32_t b = std::min(total.unit[u], kExpMask);  // NaN's bits are larger: +inf
+        std::memcpy(&v, &b, sizeof(v));
+      }
+      mx(2 + u) = v;
+    }
+    auto h = hist->flat<double>();
+    for (int i = 0; i < p_.num_buckets; ++i) h(i) = p.histogram ? static_cast<double>(total.hist[i]) : 0.0;
+  }
+
+ private:
+  Params p_;
+  bool bounded_ = false;
+  std::vector<int> position_;
+  int num_sums_ = 0;
+};
+
+}  // namespace
+
+REGISTER_OP("TfprobePartials")
+    .Input("x: float")
+    .Input("with_histogram: bool")
+    .Output("sums: double")
+    .Output("maxes: float")
+    .Output("histogram: double")
+    .Attr("fields: list(string)")
+    .Attr("units: int >= 0 = 0")
+    .Attr("sample_rows: int = -1")
+    .Attr("near_zero: float")
+    .Attr("bounded: bool = false")
+    .Attr("saturated_below: float = 0")  // x <= this is saturated (low + margin, as in stats._scalar_sums)
+    .Attr("saturated_above: float = 0")  // x >= this is saturated (high - margin)
+    .Attr("stats: bool = true")
+    .Attr("hist_min_exp: int = 0")
+    .Attr("hist_max_exp: int = 0")
+    .Attr("num_buckets: int >= 0 = 0")
+    .SetShapeFn([](tensorflow::shape_inference::InferenceContext* c) {
+      std::vector<std::string> fields;
+      int64 units, buckets;
+      TF_RETURN_IF_ERROR(c->GetAttr("fields", &fields));
+      TF_RETURN_IF_ERROR(c->GetAttr("units", &units));
+      TF_RETURN_IF_ERROR(c->GetAttr("num_buckets", &buckets));
+      tensorflow::shape_inference::ShapeHandle unused;
+      TF_RETURN_IF_ERROR(c->WithRank(c->input(0), 2, &unused));
+      TF_RETURN_IF_ERROR(c->WithRank(c->input(1), 0, &unused));
+      c->set_output(0, c->Vector(static_cast<int64>(fields.size())));
+      c->set_output(1, c->Vector(2 + units));
+      c->set_output(2, c->Vector(buckets));
+      return absl::OkStatus();
+    })
+    .Doc("tfprobe's partials of one step of one activation, in one pass (see tfprobe/kernels/partials.cc).");
+
+REGISTER_KERNEL_BUILDER(Name("TfprobePartials").Device(tensorflow::DEVICE_CPU), PartialsOp);
+
+}  // namespace tfprobe
