@@ -10,6 +10,7 @@ import warnings
 import keras
 import tensorflow as tf
 
+from tfprobe import native
 from tfprobe.instrument import Tapper, select
 from tfprobe.state import Recorder, RecordingError
 from tfprobe.writer import WindowWriter
@@ -87,6 +88,12 @@ class LayerProbe(keras.callbacks.Callback):
         min, dead units and NaN/Inf counts still cover the whole batch.
       strict: raise on any failure inside recording instead of warning once
         per layer and dropping it. Defaults to `False`.
+      kernel: how the statistics are computed; every choice gives the same
+        numbers. `"auto"` (default): tfprobe's one-pass C++ kernel
+        (`tfprobe.native`, compiled on first use) where it can run, that is
+        in steps that are not XLA-compiled on a machine without a GPU, and
+        TensorFlow graph ops elsewhere. `"native"`: the kernel, or an error
+        saying why it cannot run. `"graph"`: graph ops only.
 
     Example:
 
@@ -111,6 +118,7 @@ class LayerProbe(keras.callbacks.Callback):
         saturation_margin=0.01,
         sample_size=None,
         strict=False,
+        kernel="auto",
     ):
         super().__init__()
         self.log_dir = _check_log_dir(log_dir)
@@ -132,6 +140,9 @@ class LayerProbe(keras.callbacks.Callback):
             raise ValueError(f"`sample_size` must be None or a positive integer. Received: sample_size={sample_size!r}")
         self.sample_size = None if sample_size is None else int(sample_size)
         self.strict = bool(strict)
+        if kernel not in native.KERNELS:
+            raise ValueError(f"`kernel` must be one of {', '.join(map(repr, native.KERNELS))}. Received: kernel={kernel!r}")
+        self.kernel = kernel
         self._recorder = Recorder(
             record_freq=self.record_freq,
             histogram_freq=self.histogram_freq,
@@ -181,8 +192,10 @@ class LayerProbe(keras.callbacks.Callback):
                 f"tfprobe.LayerProbe found nothing to record in model {model.name!r}: it has no layers. "
                 f"Received: layers={self.layers!r}"
             )
+        use_native = native.choose(self.kernel, jit_compile=bool(getattr(model, "jit_compile", False)))
         optimizer = getattr(model, "optimizer", None)
         initial = int(optimizer.iterations.numpy()) if optimizer is not None else 0
+        self._recorder.use_native = use_native
         self._recorder.create_step(model.distribute_strategy, initial)
         self._tapper.patch(chosen)
         had = "train_step" in model.__dict__
@@ -211,7 +224,7 @@ class LayerProbe(keras.callbacks.Callback):
         # function, nothing the step depends on changed: the instrumented function traced for an
         # earlier `fit` is reused instead of tracing the step again.
         plain = model.train_function
-        key = (model.distribute_strategy, recorder.generation, tuple((p, id(layer)) for p, layer in chosen))
+        key = (model.distribute_strategy, recorder.generation, use_native, tuple((p, id(layer)) for p, layer in chosen))
         self._model_state = (had, previous, plain)
         cached = self._cached_function
         if plain is not None and cached is not None and cached[0] is model and cached[1] is plain and cached[2] == key:
