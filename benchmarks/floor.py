@@ -7,8 +7,9 @@ own `tf.function` over all of them (median of `--reps` calls):
   one pass          one `reduce_sum` per activation: reading each once, the floor
   extremes          per-unit max and min over the whole batch (what exact max, min,
                     dead units and NaN/Inf detection take)
-  statistics        tfprobe's statistics ops (`stats.traced_partials`), whole batch
-  statistics, k=16  the same with `sample_size=16`
+  graph statistics  tfprobe's graph ops (`stats.traced_partials`), whole batch; and k=16
+  native            tfprobe's one-pass kernel (`tfprobe.native`), whole batch; and k=16;
+                    and with the histogram counted in the same pass
 
 and prints each next to the model's plain training step (median of `--steps`
 steps of `fit`): the ratio 1 + t / step is what that much work would cost a
@@ -34,7 +35,7 @@ import tensorflow as tf  # noqa: E402
 
 sys.path.insert(0, os.path.join(os.path.dirname(__file__), ".."))
 from overhead import MODELS  # noqa: E402
-from tfprobe import stats  # noqa: E402
+from tfprobe import native, stats  # noqa: E402
 from tfprobe.instrument import activation_bounds, walk  # noqa: E402
 
 def median_seconds(fn, reps):
@@ -103,17 +104,34 @@ def main(argv=None):
 
         return run
 
+    def native_of(sample_size, histogram=False):
+        @tf.function
+        def run():
+            out = []
+            for a, b in zip(acts, bounds):
+                sums, maxes, hist = native.partials(
+                    stats.as_rows(a), histogram, units=stats.num_units(a), near_zero=1e-3, bounds=b,
+                    sample_size=sample_size,
+                )
+                out.append(tf.reduce_sum(sums) + tf.cast(tf.reduce_sum(maxes), tf.float64) + tf.reduce_sum(hist))
+            return tf.add_n(out)
+
+        return run
+
     print(f"{args.model}: {len(acts)} recorded activations, {values / 1e6:.1f} M values ({values * 4 / 2**20:.0f} MiB) "
           f"per batch of {batch}; plain training step {1000 * step:.1f} ms (median of {len(times) - 3})")
-    print(f"{'work':24s} {'ms':>8s} {'1 + t/step':>10s}")
+    print(f"{'work':26s} {'ms':>8s} {'1 + t/step':>10s}")
     for name, fn in [
         ("one pass (reduce_sum)", one_pass),
         ("extremes (max, min)", extremes),
-        ("statistics, whole batch", statistics_of(None)),
-        ("statistics, k=16", statistics_of(16)),
+        ("graph ops, whole batch", statistics_of(None)),
+        ("graph ops, k=16", statistics_of(16)),
+        ("native, whole batch", native_of(None)),
+        ("native, k=16", native_of(16)),
+        ("native + histogram", native_of(None, True)),
     ]:
         t = median_seconds(fn, args.reps)
-        print(f"{name:24s} {1000 * t:8.1f} {1 + t / step:10.3f}", flush=True)
+        print(f"{name:26s} {1000 * t:8.1f} {1 + t / step:10.3f}", flush=True)
 
 
 if __name__ == "__main__":

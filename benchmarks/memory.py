@@ -59,7 +59,7 @@ def rss_kib():
     return 0
 
 
-def child(batch, steps, probe, sample_size=None):
+def child(batch, steps, probe, sample_size=None, kernel="auto"):
     """One measurement; prints one JSON line."""
     import numpy as np
     import keras
@@ -87,7 +87,8 @@ def child(batch, steps, probe, sample_size=None):
     state = series = 0
     with tempfile.TemporaryDirectory(prefix="tfprobe-mem-") as logdir:
         if probe:
-            p = tfprobe.LayerProbe(logdir, record_freq=1, log_freq=10, histogram_freq=1, sample_size=sample_size)
+            p = tfprobe.LayerProbe(logdir, record_freq=1, log_freq=10, histogram_freq=1, sample_size=sample_size,
+                                   kernel=kernel)
             callbacks.insert(0, p)  # before `Rss`: a window is written before the RSS is read
         model.fit(data, epochs=1, steps_per_epoch=steps, verbose=0, callbacks=callbacks)
         if probe:
@@ -105,12 +106,13 @@ def child(batch, steps, probe, sample_size=None):
     print(json.dumps({"peak": peak, "steady": steady, "growth": growth, "state": state, "series": series}))
 
 
-def measure(batch, steps, probe, sample_size=None):
+def measure(batch, steps, probe, sample_size=None, kernel="auto"):
     cmd = [sys.executable, os.path.abspath(__file__), "--child", "--batch", str(batch), "--steps", str(steps)]
     if probe:
         cmd.append("--probe")
     if sample_size:
         cmd += ["--sample-size", str(sample_size)]
+    cmd += ["--kernel", kernel]
     out = subprocess.run(cmd, check=True, capture_output=True, text=True).stdout
     return json.loads(out.strip().splitlines()[-1])
 
@@ -127,12 +129,13 @@ def main(argv=None):
     parser.add_argument("--full", action="store_true", help="every batch size x every step count")
     parser.add_argument("--quick", action="store_true", help="batch 32, 128; steps 20, 60; 2 reps")
     parser.add_argument("--sample-size", type=int, default=None, help="LayerProbe(sample_size=...)")
+    parser.add_argument("--kernel", choices=["auto", "native", "graph"], default="auto", help="LayerProbe(kernel=...)")
     parser.add_argument("--child", action="store_true", help=argparse.SUPPRESS)
     parser.add_argument("--batch", type=int, help=argparse.SUPPRESS)
     parser.add_argument("--probe", action="store_true", help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
     if args.child:
-        return child(args.batch, args.steps[0], args.probe, args.sample_size)
+        return child(args.batch, args.steps[0], args.probe, args.sample_size, args.kernel)
     if args.quick:
         args.batches, args.steps, args.reps = [32, 128], [20, 60], 2
     if min(args.steps) < 2 * WARMUP:
@@ -150,12 +153,13 @@ def main(argv=None):
     for rep in range(args.reps):
         for i, cell in enumerate(cells):
             for probe in (False, True) if (rep + i) % 2 == 0 else (True, False):
-                runs[cell, probe].append(measure(*cell, probe, args.sample_size))
+                runs[cell, probe].append(measure(*cell, probe, args.sample_size, args.kernel))
 
     state = max(r["state"] for cell in cells for r in runs[cell, True])
     series = max(r["series"] for cell in cells for r in runs[cell, True])
     print("    " + " ".join([os.path.relpath(__file__)] + (argv if argv is not None else sys.argv[1:])))
-    print(f"reference CNN, LayerProbe(record_freq=1, log_freq=10, histogram_freq=1, sample_size={args.sample_size}); "
+    print(f"reference CNN, LayerProbe(record_freq=1, log_freq=10, histogram_freq=1, sample_size={args.sample_size}, "
+          f"kernel={args.kernel!r}); "
           f"{args.reps} reps per cell; "
           f"MB = MiB of RSS")
     print(f"tfprobe state (the accumulators of its {series} series): {state / 1024:.1f} KiB")

@@ -12,6 +12,7 @@ each, with the min and max of the median-step ratio.
     python benchmarks/overhead.py --config default --reps 9
     python benchmarks/overhead.py --model mobilenetv2 --config sampled_every_step
     python benchmarks/overhead.py --model lstm --config all_stats_every_step
+    python benchmarks/overhead.py --kernel graph           # the graph ops instead of the native kernel
 
 Models (synthetic data):
   cnn (reference CNN of issue 2): input 32x32x3, Conv2D(32,3,relu), MaxPooling2D,
@@ -150,6 +151,34 @@ def measure(name, kwargs, reps, steps, warmup, model_name="cnn"):
     }
 
 
+def paired(name, kwargs, steps, model_name="cnn", fits=3):
+    """Recorded vs unrecorded steps of the same `fit`s: `record_freq=2` alternates them step by step.
+
+    The finest interleaving there is: both arms see the same machine state
+    within ~0.1 s, so the ratio is much less noisy than two separate `fit`s.
+    It measures the cost of the recorded steps themselves; the cost of an
+    unrecorded step over a plain one is the `record_freq_10`-style figure.
+    Returns the median over all recorded steps / median over unrecorded steps.
+    """
+    build, batch, data = MODELS[model_name]
+    x, y = data(batch * steps, np.random.default_rng(0))
+    model = build()
+    kwargs = dict(kwargs, record_freq=2, log_freq=steps)
+    if kwargs.get("histogram_freq"):
+        kwargs["histogram_freq"] = 2
+    probe = tfprobe.LayerProbe(os.path.join(tempfile.mkdtemp(prefix="tfprobe-paired-"), name), **kwargs)
+    run(model, x, y, batch, steps, [probe], 0)  # trace
+    on, off = [], []
+    for _ in range(fits):
+        first = int(model.optimizer.iterations.numpy())
+        timer = StepTimer()
+        model.fit(x, y, batch_size=batch, epochs=1, steps_per_epoch=steps, verbose=0, shuffle=False,
+                  callbacks=[timer, probe])
+        for b, dt in enumerate(np.diff(timer.times), start=1):  # dt: duration of batch b
+            (on if (first + b + 1) % 2 == 0 else off).append(dt)
+    return statistics.median(on) / statistics.median(off), 1000 * statistics.median(off)
+
+
 def bytes_per_layer_window(steps=50, batch=128):
     """Event bytes per layer per logged window, histograms included, in one longer `fit`.
 
@@ -173,7 +202,11 @@ def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--config", choices=sorted(CONFIGS), action="append")
     parser.add_argument("--model", choices=sorted(MODELS), default="cnn")
+    parser.add_argument("--kernel", choices=["auto", "native", "graph"], default="auto",
+                        help="LayerProbe(kernel=...): the one-pass native kernel or the graph ops")
     parser.add_argument("--no-bytes", action="store_true", help="skip the log-size measurement")
+    parser.add_argument("--paired", action="store_true",
+                        help="also the recorded/unrecorded step ratio within the same fits (every-step configs)")
     parser.add_argument("--reps", type=int, default=9)
     parser.add_argument("--steps", type=int, default=40)
     parser.add_argument("--warmup", type=int, default=5)
@@ -182,12 +215,18 @@ def main(argv=None):
         steady, first = bytes_per_layer_window()
         print(f"event bytes per layer per window (histograms included): {steady:.0f} "
               f"(first window, with metadata: {first:.0f})")
-    print(f"model: {args.model}, {args.reps} repetitions of {args.steps} steps")
+    print(f"model: {args.model}, kernel: {args.kernel}, {args.reps} repetitions of {args.steps} steps")
     print(f"{'configuration':40s} {'plain ms':>9s} {'probe ms':>9s} {'ratio':>7s} {'min':>6s} {'max':>6s} {'mean ratio':>10s}")
     for name in args.config or list(CONFIGS):
-        r = measure(name, CONFIGS[name], args.reps, args.steps, args.warmup, args.model)
+        r = measure(name, {**CONFIGS[name], "kernel": args.kernel}, args.reps, args.steps, args.warmup, args.model)
         print(f"{r['config']:40s} {r['plain_ms']:9.1f} {r['probe_ms']:9.1f} {r['ratio']:7.3f} {r['min']:6.3f} "
               f"{r['max']:6.3f} {r['mean_ratio']:10.3f}", flush=True)
+    if args.paired:
+        print("paired: recorded / unrecorded steps of the same fits (record_freq=2)")
+        for name in args.config or list(CONFIGS):
+            if CONFIGS[name].get("record_freq") == 1:
+                ratio, off_ms = paired(name, {**CONFIGS[name], "kernel": args.kernel}, 4 * args.steps, args.model)
+                print(f"{name:40s} unrecorded {off_ms:7.1f} ms  recorded/unrecorded {ratio:6.3f}", flush=True)
 
 
 if __name__ == "__main__":

@@ -64,7 +64,7 @@ def timed_fit(model, x, y, batch, callbacks):
     return time.perf_counter() - start
 
 
-def measure(name, reps, steps):
+def measure(name, reps, steps, kernel="auto"):
     phases = {k: [] for k in ("plain first", "probe first", "probe again", "plain again")}
     series = 0
     for _ in range(reps):
@@ -72,7 +72,7 @@ def measure(name, reps, steps):
         model = build()
         x, y = data(batch * steps, np.random.default_rng(0))
         with tempfile.TemporaryDirectory() as logdir:
-            probe = tfprobe.LayerProbe(logdir, record_freq=1, log_freq=steps, histogram_freq=1)
+            probe = tfprobe.LayerProbe(logdir, record_freq=1, log_freq=steps, histogram_freq=1, kernel=kernel)
             phases["plain first"].append(timed_fit(model, x, y, batch, []))
             phases["probe first"].append(timed_fit(model, x, y, batch, [probe]))
             phases["probe again"].append(timed_fit(model, x, y, batch, [probe]))
@@ -89,13 +89,14 @@ def main(argv=None):
     parser.add_argument("--model", action="append", choices=sorted(MODELS), help="default: dense50, dense500, cnn")
     parser.add_argument("--reps", type=int, default=3)
     parser.add_argument("--steps", type=int, default=4)
+    parser.add_argument("--kernel", choices=["auto", "native", "graph"], default="auto", help="LayerProbe(kernel=...)")
     args = parser.parse_args(argv)
     timed_fit(dense(2)(), *_vectors(64, np.random.default_rng(0)), 64, [])
-    print(f"{args.reps} repetitions, {args.steps} steps per fit; seconds (median)")
+    print(f"{args.reps} repetitions, {args.steps} steps per fit, kernel={args.kernel}; seconds (median)")
     print(f"{'model':12s} {'series':>6s}  {'plain 1st':>8s}  {'probe 1st':>8s}  {'probe 2nd':>8s}  {'plain 2nd':>8s}"
           f"  {'added s':>8s}  {'ms/layer':>8s}")
     for name in args.model or ["dense50", "dense500", "cnn"]:
-        measure(name, args.reps, args.steps)
+        measure(name, args.reps, args.steps, args.kernel)
 
 
 if __name__ == "__main__":
