@@ -84,7 +84,8 @@ class LayerProbe(keras.callbacks.Callback):
         std, rms, mean_abs, zero and near-zero fractions, Hoyer sparsity,
         saturation, pooling retention) and histograms over the first `k`
         examples of each recorded batch (a random sample when the data is
-        shuffled), which makes a recorded step several times cheaper; max,
+        shuffled), which makes a recorded step several times cheaper with
+        the graph ops (little with the native kernel, see `kernel`); max,
         min, dead units and NaN/Inf counts still cover the whole batch.
       strict: raise on any failure inside recording instead of warning once
         per layer and dropping it. Defaults to `False`.
