@@ -196,7 +196,7 @@ class LayerProbe(keras.callbacks.Callback):
         use_native = native.choose(self.kernel, jit_compile=bool(getattr(model, "jit_compile", False)))
         optimizer = getattr(model, "optimizer", None)
         initial = int(optimizer.iterations.numpy()) if optimizer is not None else 0
-        self._recorder.use_native = use_native
+        self._recorder.use_kernel(native=use_native)
         self._recorder.create_step(model.distribute_strategy, initial)
         self._tapper.patch(chosen)
         had = "train_step" in model.__dict__

@@ -217,6 +217,31 @@ def partials(x2d, with_histogram, *, units=None, near_zero, bounds=None, saturat
     )
 
 
+class NativeKernel(stats.GraphKernel):
+    """`stats.GraphKernel`'s methods on the native kernel; `partials` counts the histogram in the same pass."""
+
+    name = "native"
+    fuses_histogram = True
+
+    def partials(self, x2d, units, bounds, with_histogram):
+        return partials(
+            x2d,
+            with_histogram,
+            units=units,
+            near_zero=self.near_zero,
+            bounds=bounds,
+            saturation_margin=self.saturation_margin,
+            sample_size=self.sample_size,
+        )
+
+    def histogram(self, x2d):
+        return partials(x2d, True, near_zero=self.near_zero, sample_size=self.sample_size, stats_=False)[2]
+
+    def input_sums(self, x2d):
+        sums, _, _ = partials(x2d, False, near_zero=self.near_zero, sample_size=self.sample_size)
+        return stats.as_input_sums(sums)
+
+
 def main():
     logging.basicConfig(level=logging.INFO, format="%(message)s")
     started = time.perf_counter()

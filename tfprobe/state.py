@@ -16,8 +16,9 @@ import warnings
 import numpy as np
 import tensorflow as tf
 
-from tfprobe import metadata, native, stats
+from tfprobe import metadata, stats
 from tfprobe.instrument import activation_bounds, is_pooling
+from tfprobe.native import NativeKernel
 
 
 @dataclasses.dataclass
@@ -47,13 +48,12 @@ class Recorder:
       near_zero, saturation_margin, sample_size: see `tfprobe.stats.partials`.
       strict: raise instead of warning and dropping a series on failure.
 
-    `use_native` (set before a step is traced) chooses the one-pass kernel of
-    `tfprobe.native` over the graph ops of `tfprobe.stats`; both compute the
-    same partials.
+    `use_kernel(native)` (before a step is traced) chooses how the partials
+    are computed: `tfprobe.native.NativeKernel` or `tfprobe.stats.GraphKernel`
+    (the default); both compute the same numbers.
     """
 
     def __init__(self, *, record_freq, histogram_freq, near_zero, saturation_margin, strict, sample_size=None):
-        self.use_native = False
         self.record_freq = record_freq
         self.histogram_freq = histogram_freq
         self.near_zero = near_zero
@@ -69,6 +69,16 @@ class Recorder:
         self._snapshot_key = None
         # Trace state is per thread: MirroredStrategy traces the step once per replica, each in its thread.
         self._t = threading.local()
+        self.use_kernel(native=False)
+
+    def use_kernel(self, native):
+        """Builds later steps with the native kernel (True) or the graph ops (False)."""
+        kind = NativeKernel if native else stats.GraphKernel
+        self.kernel = kind(near_zero=self.near_zero, saturation_margin=self.saturation_margin, sample_size=self.sample_size)
+
+    @property
+    def use_native(self):
+        return self.kernel.name == "native"
 
     # -- graph side -----------------------------------------------------------------
 
@@ -190,7 +200,7 @@ class Recorder:
             tf.cond(self._t.record_pred, lambda: self._record(taps), no)
             if self.histogram_freq:
                 hist_only = self._t.hist_pred
-                if self.use_native:  # the kernel counts the histogram in the statistics' pass on recorded steps
+                if self.kernel.fuses_histogram:  # recorded steps count it in the statistics' pass
                     hist_only = tf.logical_and(hist_only, tf.logical_not(self._t.record_pred))
                 tf.cond(hist_only, lambda: self._record_histograms(taps), no)
         except Exception as error:  # noqa: BLE001
@@ -218,28 +228,10 @@ class Recorder:
         def build(series, tensor, inputs):
             with tf.name_scope("tfprobe"):
                 x2d = stats.as_rows(tf.stop_gradient(tensor))
-                if self.use_native:
-                    with_histogram = self._t.hist_pred if series.hist is not None else False
-                    own, maxes, counts = native.partials(
-                        x2d,
-                        with_histogram,
-                        units=series.units,
-                        near_zero=self.near_zero,
-                        bounds=series.bounds,
-                        saturation_margin=self.saturation_margin,
-                        sample_size=self.sample_size,
-                    )
-                    if series.hist is not None:
-                        series.hist.assign_add(counts, read_value=False)
-                else:
-                    partials = stats.traced_partials(
-                        near_zero=self.near_zero,
-                        bounds=series.bounds,
-                        saturation_margin=self.saturation_margin,
-                        sample_size=self.sample_size,
-                        has_units=series.units is not None,
-                    )
-                    own, maxes = partials(x2d, stats.by_unit(x2d, series.units))
+                with_histogram = self._t.hist_pred if series.hist is not None and self.kernel.fuses_histogram else False
+                own, maxes, counts = self.kernel.partials(x2d, series.units, series.bounds, with_histogram)
+                if counts is not None and series.hist is not None:
+                    series.hist.assign_add(counts, read_value=False)
                 sums = own
                 if series.pooling:
                     sums = sums + self._input_sums(tf.stop_gradient(inputs), own_sums.get(inputs.ref()))
@@ -254,11 +246,7 @@ class Recorder:
     def _record_histograms(self, taps):
         def build(series, tensor):
             with tf.name_scope("tfprobe_hist"):
-                x = stats.leading(tf.stop_gradient(tensor), self.sample_size)
-                if self.use_native:
-                    _, _, counts = native.partials(stats.as_rows(x), True, near_zero=self.near_zero, stats_=False)
-                else:
-                    counts = stats.histogram_compiled(tf.reshape(tf.cast(x, tf.float32), [-1]))
+                counts = self.kernel.histogram(stats.as_rows(tf.stop_gradient(tensor)))
                 series.hist.assign_add(counts, read_value=False)
 
         for series, tensor, *_ in taps:
@@ -269,14 +257,8 @@ class Recorder:
     def _input_sums(self, inputs, producer):
         """The `in_*` partials of a pooling input, read off its producer's partials if it was recorded."""
         if producer is None:
-            if not self.use_native:
-                return stats.traced_pooling_input_sums(self.sample_size)(stats.as_rows(inputs))
-            producer, _, _ = native.partials(
-                stats.as_rows(inputs), False, near_zero=self.near_zero, sample_size=self.sample_size
-            )
-        src = [stats.S[k] for k in ("count", "finite", "sum_abs", "sumsq", "zeros")]
-        dst = [[stats.S[k]] for k in ("in_count", "in_finite", "in_abs", "in_sq", "in_zeros")]
-        return tf.scatter_nd(dst, tf.gather(producer, src), [stats.NUM_SUMS])
+            return self.kernel.input_sums(stats.as_rows(inputs))
+        return stats.as_input_sums(producer)
 
     # -- host side ------------------------------------------------------------------
 

@@ -348,6 +348,52 @@ histogram_compiled = tf.function(
 )
 
 
+def as_input_sums(sums):
+    """The `in_*` partials of a pooling input from the partials of that tensor (its own sums)."""
+    src = [S[k] for k in ("count", "finite", "sum_abs", "sumsq", "zeros")]
+    dst = [[S[k]] for k in ("in_count", "in_finite", "in_abs", "in_sq", "in_zeros")]
+    return tf.scatter_nd(dst, tf.gather(sums, src), [NUM_SUMS])
+
+
+class GraphKernel:
+    """The partials as TensorFlow graph ops: the reference, which runs anywhere (XLA and GPU included).
+
+    A kernel builds a step's statistics ops; `tfprobe.native.NativeKernel`
+    has the same methods. All take `x2d = as_rows(x)`.
+
+    >>> k = GraphKernel(near_zero=1e-3, saturation_margin=0.01, sample_size=None)
+    >>> sums, maxes, hist = k.partials(tf.constant([[0.0, 1.0], [2.0, -3.0]]), 2, None, False)
+    >>> maxes.numpy().tolist(), hist
+    ([2.0, 3.0, 2.0, 3.0], None)
+    """
+
+    name = "graph"
+    fuses_histogram = False  # `partials` never counts the histogram: `histogram` does, on its own
+
+    def __init__(self, *, near_zero, saturation_margin, sample_size):
+        self.near_zero, self.saturation_margin, self.sample_size = near_zero, saturation_margin, sample_size
+
+    def partials(self, x2d, units, bounds, with_histogram):
+        """`(sums, maxes, histogram or None)` of one tensor with `units` (or None) and activation `bounds`."""
+        fn = traced_partials(
+            near_zero=self.near_zero,
+            bounds=bounds,
+            saturation_margin=self.saturation_margin,
+            sample_size=self.sample_size,
+            has_units=units is not None,
+        )
+        sums, maxes = fn(x2d, by_unit(x2d, units))
+        return sums, maxes, None
+
+    def histogram(self, x2d):
+        """Histogram counts of the sampled rows."""
+        return histogram_compiled(tf.reshape(leading(x2d, self.sample_size), [-1]))
+
+    def input_sums(self, x2d):
+        """The `in_*` partials of a pooling input no recorded layer produced."""
+        return traced_pooling_input_sums(self.sample_size)(x2d)
+
+
 def empty_sums():
     return np.zeros(NUM_SUMS, np.float64)
 

@@ -413,7 +413,6 @@ class PartialsOp : public OpKernel {
     const float* data = x.flat<float>().data();
     // The shift of the sums of x and x**2 (see stats._scalar_sums): a value of the tensor, 0 if not finite.
     p.shift = (rows > 0 && m > 0 && (Bits(data[0]) & 0x7fffffffu) < kExpMask) ? data[0] : 0.0f;
-    const bool extremes_rows = p.stats;  // outside the sample, only max, min, units, NaN/Inf count
 
     Acc total;
     total.unit.assign(p.stats ? units : 0, 0u);
@@ -438,7 +437,8 @@ class PartialsOp : public OpKernel {
       std::lock_guard<std::mutex> lock(mu);
       total.Merge(acc);
     };
-    const int64 work_rows = extremes_rows ? rows : sampled;
+    // Rows outside the sample add only extremes, per-unit maxima and NaN/Inf counts; a histogram covers the sample.
+    const int64 work_rows = p.stats ? rows : sampled;
     const int64 cost = m * ((p.stats ? 12 : 0) + (p.histogram ? 8 : 0)) + 1;
     auto* threads = ctx->device()->tensorflow_cpu_worker_threads();
     tensorflow::Shard(threads->num_threads, threads->workers, work_rows, cost, work);
