@@ -183,6 +183,7 @@ def choose(kernel, *, jit_compile) -> bool:
 _HIST = {
     "hist_min_exp": metadata.HIST_MIN_EXP,
     "hist_max_exp": metadata.HIST_MAX_EXP,
+    "hist_zero_bucket": metadata.HIST_ZERO_BUCKET,
     "num_buckets": metadata.NUM_BUCKETS,
 }
 
@@ -194,7 +195,6 @@ def partials(x2d, with_histogram, *, units=None, near_zero, bounds=None, saturat
     sampled rows on; without it the histogram output is zeros. `stats_=False`
     computes the histogram only (sums zero, maxes -inf).
     """
-    assert metadata.NUM_BUCKETS == 2 * metadata.HIST_ZERO_BUCKET + 1  # the kernel's zero bucket is the middle one
     bounded = bounds is not None
     below = above = 0.0
     if bounded:

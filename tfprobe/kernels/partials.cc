@@ -393,7 +393,7 @@ class PartialsOp : public OpKernel {
     OP_REQUIRES_OK(c, c->GetAttr("hist_min_exp", &p_.hist_min_exp));
     OP_REQUIRES_OK(c, c->GetAttr("hist_max_exp", &p_.hist_max_exp));
     OP_REQUIRES_OK(c, c->GetAttr("num_buckets", &p_.num_buckets));
-    p_.hist_zero = p_.num_buckets / 2;
+    OP_REQUIRES_OK(c, c->GetAttr("hist_zero_bucket", &p_.hist_zero));
     if (!bounded_) {  // no finite value is saturated
       p_.sat_low = -kInf;
       p_.sat_high = kInf;
@@ -497,6 +497,7 @@ REGISTER_OP("TfprobePartials")
     .Attr("stats: bool = true")
     .Attr("hist_min_exp: int = 0")
     .Attr("hist_max_exp: int = 0")
+    .Attr("hist_zero_bucket: int = 0")
     .Attr("num_buckets: int >= 0 = 0")
     .SetShapeFn([](tensorflow::shape_inference::InferenceContext* c) {
       std::vector<std::string> fields;
