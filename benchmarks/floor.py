@@ -36,7 +36,7 @@ import tensorflow as tf  # noqa: E402
 sys.path.insert(0, os.path.join(os.path.dirname(__file__), ".."))
 from overhead import MODELS  # noqa: E402
 from tfprobe import native, stats  # noqa: E402
-from tfprobe.instrument import activation_bounds, walk  # noqa: E402
+from tfprobe.selection import saturation_bounds, walk  # noqa: E402
 
 def median_seconds(fn, reps):
     fn()  # trace and warm up
@@ -73,7 +73,7 @@ def main(argv=None):
     layers = [layer for _, layer in walk(model)]
     taps = keras.Model(model.inputs, [layer.output for layer in layers])
     acts = [tf.constant(a) for a in taps.predict(x[:batch], verbose=0)]
-    bounds = [activation_bounds(layer) for layer in layers]
+    bounds = [saturation_bounds(layer) for layer in layers]
     values = sum(int(np.prod(a.shape)) for a in acts)
 
     @tf.function

@@ -94,8 +94,8 @@ def child(batch, steps, probe, sample_size=None, kernel="auto"):
         if probe:
             r = p._recorder
             series = len(r.series)
-            state = r.step.numpy().nbytes + sum(
-                v.numpy().nbytes for s in r.series.values() for v in (s.sums, s.maxes, s.hist) if v is not None
+            state = r.accumulators.step.numpy().nbytes + sum(
+                v.numpy().nbytes for _, _, v in r.accumulators.layout()
             )
     trace = rss.trace
     peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss  # KiB on Linux

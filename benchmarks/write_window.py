@@ -16,7 +16,7 @@ writes every tag's metadata, so it is reported apart.
 Pieces: the accumulators as a real step left them are saved, then `--windows`
 times restored (not timed) and turned into one window:
 
-  snapshot   `Recorder.snapshot()`: one host transfer of every accumulator, and their reset
+  snapshot   `Accumulators.read_and_reset()`: one host transfer of every accumulator, and their reset
   finalize   the rest of `Recorder.window()`: the NumPy statistics of every series
   write      `WindowWriter.write_window(...)` on a writer of its own (the first write,
              which also carries the metadata, reported apart); "of which framing" is
@@ -87,11 +87,12 @@ class SaveAccumulators(keras.callbacks.Callback):
 
     def on_train_batch_end(self, batch, logs=None):
         if batch + 1 == self.params["steps"]:
-            self.saved = [v.numpy() for v in self.recorder._variables()[1:]]  # [0] is the step
+            self.saved = [v.numpy() for _, _, v in self.recorder.accumulators.layout()]
 
 
 def time_pieces(recorder, saved, windows, logdir):
-    snapshot, snap_s = recorder.snapshot, []
+    accumulators = recorder.accumulators
+    snapshot, snap_s = accumulators.read_and_reset, []
 
     def timed_snapshot():
         t = time.perf_counter()
@@ -99,13 +100,13 @@ def time_pieces(recorder, saved, windows, logdir):
         snap_s.append(time.perf_counter() - t)
         return out
 
-    recorder.snapshot = timed_snapshot  # an instance attribute: `window()` calls it
+    accumulators.read_and_reset = timed_snapshot  # an instance attribute: `window()` calls it
     writer = WindowWriter(logdir)
     infos = {name: s.info for name, s in recorder.series.items()}
     rows = []
     try:
         for _ in range(windows + 1):  # + the first write, which carries the metadata
-            for v, value in zip(recorder._variables()[1:], saved):
+            for (_, _, v), value in zip(accumulators.layout(), saved):
                 v.assign(value)
             t0 = time.perf_counter()
             step, results, histograms = recorder.window()
@@ -115,7 +116,7 @@ def time_pieces(recorder, saved, windows, logdir):
             rows.append({"snapshot": snap_s[-1], "finalize": t1 - t0 - snap_s[-1], "write": t2 - t1, "bytes": n,
                          "series": len(results), "histograms": len(histograms)})
     finally:
-        del recorder.snapshot
+        del accumulators.read_and_reset
         writer.close()
     return rows[0], rows[1:]
 

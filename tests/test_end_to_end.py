@@ -77,10 +77,11 @@ def test_logged_windows_equal_numpy_statistics(tmp_path, jit_compile):
 @pytest.mark.parametrize(
     "record_freq, log_freq, expected_steps, recorded",
     [
-        (3, 4, [4, 8, 10], {4: [3], 8: [6], 10: [9]}),
-        (5, 2, [6, 10], {6: [5], 10: [10]}),
+        # The first step of a `fit` is always recorded.
+        (3, 4, [4, 8, 10], {4: [1, 3], 8: [6], 10: [9]}),
+        (5, 2, [2, 6, 10], {2: [1], 6: [5], 10: [10]}),
         (1, 10, [10], {10: list(range(1, 11))}),
-        (2, 3, [3, 6, 9, 10], {3: [2], 6: [4, 6], 9: [8], 10: [10]}),
+        (2, 3, [3, 6, 9, 10], {3: [1, 2], 6: [4, 6], 9: [8], 10: [10]}),
     ],
 )
 def test_windows_follow_record_and_log_freq(tmp_path, record_freq, log_freq, expected_steps, recorded):

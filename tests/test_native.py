@@ -102,7 +102,7 @@ def test_native_and_graph_kernels_log_the_same_windows(tmp_path):
     weights = _model().get_weights()
     native_probe = _fit(tmp_path, "native", weights, kernel="native", sample_size=5)
     graph_probe = _fit(tmp_path, "graph", weights, kernel="graph", sample_size=5)
-    assert native_probe._recorder.use_native and not graph_probe._recorder.use_native
+    assert native_probe._recorder.kernel.name == "native" and graph_probe._recorder.kernel.name == "graph"
     a = tfprobe.read_logdir(tmp_path / "native").drop(columns=["run", "wall_time"])
     b = tfprobe.read_logdir(tmp_path / "graph").drop(columns=["run", "wall_time"])
     assert len(a) == len(b) > 0
@@ -119,7 +119,7 @@ def test_auto_falls_back_to_graph_ops_without_a_compiler(tmp_path, monkeypatch, 
     monkeypatch.setenv("TFPROBE_CACHE_DIR", str(tmp_path / "cache"))
     with caplog.at_level(logging.WARNING, logger="tfprobe"):
         probe = _fit(tmp_path, "auto")
-    assert not probe._recorder.use_native and probe.windows_written == 2
+    assert probe._recorder.kernel.name == "graph" and probe.windows_written == 2
     assert "no C++ compiler" in caplog.text
     assert len(tfprobe.read_logdir(tmp_path / "auto")) > 0
     with pytest.raises(RuntimeError, match="native kernel is not available: no C\\+\\+ compiler"):
@@ -142,7 +142,7 @@ def test_xla_steps_use_the_graph_ops(tmp_path):
     x, y = _data(2)
     probe = tfprobe.LayerProbe(tmp_path / "auto", record_freq=1, log_freq=2)
     model.fit(x, y, batch_size=BATCH, epochs=1, verbose=0, callbacks=[probe])
-    assert not probe._recorder.use_native and probe.windows_written == 1
+    assert probe._recorder.kernel.name == "graph" and probe.windows_written == 1
     with pytest.raises(ValueError, match="kernel='native' cannot run inside an XLA-compiled step.*jit_compile=True"):
         model.fit(x, y, batch_size=BATCH, epochs=1, verbose=0,
                   callbacks=[tfprobe.LayerProbe(tmp_path / "native", kernel="native")])

@@ -3,46 +3,21 @@
 from __future__ import annotations
 
 import logging
-import numbers
-import os
 import warnings
 
 import keras
 import tensorflow as tf
 
-from tfprobe import native
-from tfprobe.instrument import Tapper, select
-from tfprobe.state import Recorder, RecordingError
+from tfprobe import kernel as kernels
+from tfprobe import validation
+from tfprobe.capture import Instrumentation
+from tfprobe.recorder import Recorder, RecordingError
+from tfprobe.selection import select
 from tfprobe.writer import WindowWriter
 
 logger = logging.getLogger("tfprobe")
 
-_ACTIVE_ATTR = "_tfprobe_active_probe"
-
-
-def _check_freq(name, value, allow_zero=False):
-    ok = isinstance(value, numbers.Integral) and not isinstance(value, bool)
-    if not ok or value < (0 if allow_zero else 1):
-        need = "a non-negative integer (0 turns it off)" if allow_zero else "a positive integer"
-        raise ValueError(f"`{name}` must be {need}. Received: {name}={value!r}")
-    return int(value)
-
-
-def _check_log_dir(log_dir):
-    if not isinstance(log_dir, (str, os.PathLike)) or not str(log_dir):
-        raise TypeError(f"`log_dir` must be a non-empty path. Received: log_dir={log_dir!r}")
-    path = os.path.abspath(os.fspath(log_dir))
-    probe = path
-    while not os.path.exists(probe):
-        parent = os.path.dirname(probe)
-        if parent == probe:
-            break
-        probe = parent
-    if os.path.exists(path) and not os.path.isdir(path):
-        raise ValueError(f"`log_dir` is not a directory. Received: log_dir={log_dir!r}")
-    if not (os.path.isdir(probe) and os.access(probe, os.W_OK | os.X_OK)):
-        raise ValueError(f"`log_dir` cannot be written ({probe} is not writable). Received: log_dir={log_dir!r}")
-    return os.fspath(log_dir)
+_SHARED_ATTR = "_tfprobe_recorders"
 
 
 class LayerProbe(keras.callbacks.Callback):
@@ -122,160 +97,48 @@ class LayerProbe(keras.callbacks.Callback):
         kernel="auto",
     ):
         super().__init__()
-        self.log_dir = _check_log_dir(log_dir)
+        self.log_dir = validation.log_dir(log_dir)
         self.layers = layers
-        self.record_freq = _check_freq("record_freq", record_freq)
-        self.log_freq = _check_freq("log_freq", log_freq)
-        self.histogram_freq = _check_freq("histogram_freq", histogram_freq, allow_zero=True)
-        if not isinstance(near_zero, numbers.Real) or isinstance(near_zero, bool) or not near_zero >= 0:
-            raise ValueError(f"`near_zero` must be a non-negative number. Received: near_zero={near_zero!r}")
-        if not isinstance(saturation_margin, numbers.Real) or not 0 <= saturation_margin < 0.5:
-            raise ValueError(
-                f"`saturation_margin` must be a number in [0, 0.5). Received: saturation_margin={saturation_margin!r}"
-            )
-        self.near_zero = float(near_zero)
-        self.saturation_margin = float(saturation_margin)
-        if sample_size is not None and (
-            not isinstance(sample_size, numbers.Integral) or isinstance(sample_size, bool) or sample_size < 1
-        ):
-            raise ValueError(f"`sample_size` must be None or a positive integer. Received: sample_size={sample_size!r}")
-        self.sample_size = None if sample_size is None else int(sample_size)
-        self.strict = bool(strict)
-        if kernel not in native.KERNELS:
-            raise ValueError(f"`kernel` must be one of {', '.join(map(repr, native.KERNELS))}. Received: kernel={kernel!r}")
-        self.kernel = kernel
+        self.record_freq = validation.frequency("record_freq", record_freq)
+        self.log_freq = validation.frequency("log_freq", log_freq)
+        self.histogram_freq = validation.frequency("histogram_freq", histogram_freq, allow_zero=True)
+        self.near_zero = validation.number("near_zero", near_zero, 0.0)
+        self.saturation_margin = validation.number("saturation_margin", saturation_margin, 0.0, 0.5)
+        self.sample_size = validation.optional_positive_int("sample_size", sample_size)
+        self.strict = validation.boolean("strict", strict)
+        self.kernel = validation.choice("kernel", kernel, kernels.CHOICES)
         self._recorder = Recorder(
             record_freq=self.record_freq,
             histogram_freq=self.histogram_freq,
             near_zero=self.near_zero,
-            saturation_margin=self.saturation_margin,
             sample_size=self.sample_size,
             strict=self.strict,
         )
-        self._tapper = Tapper()
+        self._instrumentation = Instrumentation(self._recorder)
         self._writer = None
+        self._active = False
         self._warned = set()
-        self._model_state = None
-        self._cached_function = None  # (model, Keras' train function, key, instrumented function)
-        self._ran_batches = False
         self.bytes_written = 0
         """Bytes of event data written so far (all `fit` calls)."""
         self.windows_written = 0
-
-    # -- public read-only views -----------------------------------------------------
 
     @property
     def series(self):
         """Names of the recorded series, in model order."""
         return list(self._recorder.series)
 
-
-    # -- instrumentation ------------------------------------------------------------
-
-    def _instrument(self):
-        model = self.model
-        if self._model_state is not None:  # left over from a `fit` that raised
-            self.detach()
-        other = model.__dict__.get(_ACTIVE_ATTR)
-        if other is not None and other is not self:
-            same_fit = not other._ran_batches
-            other.detach()
-            if not same_fit:  # left over from a `fit` that raised: clean up and go on
-                logger.warning("tfprobe: removed the instrumentation left by a LayerProbe whose `fit` raised.")
-            else:
-                raise ValueError(
-                    "This model already has a tfprobe.LayerProbe attached in this `fit` call; pass a single "
-                    "LayerProbe (use its `layers` argument to choose layers)."
-                )
-        chosen = select(model, self.layers)
-        if not chosen:
-            raise ValueError(
-                f"tfprobe.LayerProbe found nothing to record in model {model.name!r}: it has no layers. "
-                f"Received: layers={self.layers!r}"
-            )
-        use_native = native.choose(self.kernel, jit_compile=bool(getattr(model, "jit_compile", False)))
-        optimizer = getattr(model, "optimizer", None)
-        initial = int(optimizer.iterations.numpy()) if optimizer is not None else 0
-        self._recorder.use_kernel(native=use_native)
-        self._recorder.create_step(model.distribute_strategy, initial)
-        self._tapper.patch(chosen)
-        had = "train_step" in model.__dict__
-        previous = model.__dict__.get("train_step")
-        original = model.train_step
-        tapper, recorder = self._tapper, self._recorder
-
-        def iterations():
-            optimizer = getattr(model, "optimizer", None)
-            return getattr(optimizer, "iterations", None)
-
-        def train_step(data):
-            recorder.begin_step(iterations())
-            tapper.begin(recorder.on_tap)
-            try:
-                logs = original(data)
-            finally:
-                tapper.end()
-            recorder.end_step(iterations())
-            return logs
-
-        object.__setattr__(model, "train_step", train_step)
-        object.__setattr__(model, _ACTIVE_ATTR, self)
-        # Keras builds its train function before `on_train_begin` and keeps it until something
-        # (`compile`, ...) invalidates it; it is restored when `fit` ends. While it is the same
-        # function, nothing the step depends on changed: the instrumented function traced for an
-        # earlier `fit` is reused instead of tracing the step again.
-        plain = model.train_function
-        key = (model.distribute_strategy, recorder.generation, use_native, tuple((p, id(layer)) for p, layer in chosen))
-        self._model_state = (had, previous, plain)
-        cached = self._cached_function
-        if plain is not None and cached is not None and cached[0] is model and cached[1] is plain and cached[2] == key:
-            function = cached[3]
-        else:
-            model.make_train_function(force=True)
-            function = model.train_function
-            self._cached_function = (model, plain, key, function)
-
-        def guarded_train_function(iterator):
-            try:
-                return function(iterator)
-            except BaseException:
-                # Keras' `fit` does not call `on_train_end` when it raises: restore the model now.
-                self.detach()
-                raise
-
-        model.train_function = guarded_train_function
-        self._start_step = initial
-
     def detach(self):
         """Restores the model if `fit` stopped with an exception before `on_train_end`.
 
         Safe to call at any time; `fit` calls it itself when it ends normally.
         """
-        self._restore()
-        if self._writer is not None:
-            self._writer.close()
-            self._writer = None
-
-    def _restore(self):
-        model = self.model
-        if self._model_state is None:
-            return
-        had, previous, plain = self._model_state
-        self._tapper.unpatch()
-        if had:
-            object.__setattr__(model, "train_step", previous)
-        else:
-            object.__delattr__(model, "train_step")
-        if model.__dict__.get(_ACTIVE_ATTR) is self:
-            object.__delattr__(model, _ACTIVE_ATTR)
-        # Keras' own train function, without tfprobe's ops (None makes the next `fit` build one).
-        model.train_function = plain
-        self._model_state = None
+        self._instrumentation.detach()
+        self._close_writer()
 
     # -- Keras hooks ----------------------------------------------------------------
 
     def _unsupported_strategy(self):
-        """A message if the model trains on several replicas (not supported yet), else None."""
+        """A message if the model trains on several replicas in a way tfprobe cannot record exactly, else None."""
         strategy = getattr(self.model, "distribute_strategy", None)
         replicas = getattr(strategy, "num_replicas_in_sync", 1)
         if replicas > 1 and not isinstance(strategy, tf.distribute.MirroredStrategy):
@@ -286,35 +149,62 @@ class LayerProbe(keras.callbacks.Callback):
         return None
 
     def on_train_begin(self, logs=None):
-        self._ran_batches = False
-        self._disabled = False
+        self._active = False
         problem = self._unsupported_strategy()
         if problem:
             if self.strict:
                 raise NotImplementedError(problem)
-            warnings.warn(problem, RuntimeWarning)
-            self._disabled = True
+            warnings.warn(problem, RuntimeWarning, stacklevel=2)
             return
-        self._instrument()
+        model = self.model
+        chosen = select(model, self.layers)
+        kernel = kernels.make(
+            self.kernel,
+            jit_compile=bool(getattr(model, "jit_compile", False)),
+            near_zero=self.near_zero,
+            saturation_margin=self.saturation_margin,
+            sample_size=self.sample_size,
+        )
+        self._share(model, chosen, kernel.name)
+        optimizer = getattr(model, "optimizer", None)
+        start = int(optimizer.iterations.numpy()) if optimizer is not None else 0
+        self._recorder.use(kernel)
+        self._recorder.prepare(model.distribute_strategy, start)
+        key = (model.distribute_strategy, self._recorder.generation, kernel.name, tuple(chosen))
+        self._instrumentation.on_error = self._close_writer
+        self._instrumentation.attach(model, chosen, key, owner=self)
         try:
             self._writer = WindowWriter(self.log_dir)
         except OSError as error:
-            self._restore()
+            self._instrumentation.detach()
             raise ValueError(f"`log_dir` cannot be written: {error}. Received: log_dir={self.log_dir!r}") from error
-        self._host_step = self._start_step
-        self._epoch_base = self._start_step
-        self._next_log = (self._start_step // self.log_freq + 1) * self.log_freq
+        self._active = True
+        self._host_step = self._epoch_base = start
+        self._next_log = (start // self.log_freq + 1) * self.log_freq
         self._pending = False
+        self._windows_at_start = self.windows_written
 
-    def on_train_batch_begin(self, batch, logs=None):
-        self._ran_batches = True
+    def _share(self, model, chosen, kernel_name):
+        """Takes the recorder of an earlier probe with the same settings on this model, if there is one.
+
+        Its instrumented step is then reused, as Keras reuses its train
+        function across `fit` calls: a new probe per `fit` in a loop does
+        not trace the step again (nor make TensorFlow warn about retracing).
+        """
+        shared = model.__dict__.get(_SHARED_ATTR)
+        if shared is None:
+            shared = {}
+            object.__setattr__(model, _SHARED_ATTR, shared)  # not tracked by Keras, gone with the model
+        settings = (self.record_freq, self.histogram_freq, self.near_zero, self.saturation_margin, self.sample_size,
+                    self.strict, kernel_name, tuple(chosen))
+        self._recorder, self._instrumentation = shared.setdefault(settings, (self._recorder, self._instrumentation))
 
     def on_epoch_begin(self, epoch, logs=None):
-        if not self._disabled:
+        if self._active:
             self._epoch_base = self._host_step
 
     def on_train_batch_end(self, batch, logs=None):
-        if self._disabled:
+        if not self._active:
             return
         # `batch` is the index (within the epoch) of the last step just run.
         self._host_step = self._epoch_base + batch + 1
@@ -324,20 +214,23 @@ class LayerProbe(keras.callbacks.Callback):
             self._next_log = (self._host_step // self.log_freq + 1) * self.log_freq
 
     def on_train_end(self, logs=None):
-        if self._disabled:
+        if not self._active:
             return
+        self._active = False
         try:
             if self._pending:
                 self._write_window()
         finally:
-            self._restore()
-            if self._writer is not None:
-                self._writer.close()
-                self._writer = None
-            for name, reason in self._recorder.dropped.items():
-                logger.info("tfprobe: %s was not recorded: %s", name, reason)
+            self.detach()
+        if self._instrumentation.ran and self.windows_written == self._windows_at_start:
+            self._warn_nothing_written()
 
     # -- writing --------------------------------------------------------------------
+
+    def _warn_nothing_written(self):
+        reasons = {**self._recorder.dropped, **self._instrumentation.capture.skipped}
+        why = "; ".join(f"{name}: {reason}" for name, reason in list(reasons.items())[:5]) or "no recorded values"
+        warnings.warn(f"tfprobe.LayerProbe wrote nothing to {self.log_dir!r} in this `fit` ({why}).", RuntimeWarning)
 
     def _write_window(self):
         self._pending = False
@@ -350,11 +243,23 @@ class LayerProbe(keras.callbacks.Callback):
         except RecordingError:
             raise
         except Exception as error:  # noqa: BLE001 - a logging failure must not stop training
-            if self.strict:
-                raise
-            if "write" not in self._warned:
-                self._warned.add("write")
-                warnings.warn(f"tfprobe: could not write a window to {self.log_dir!r}: {error}", RuntimeWarning)
+            self._logging_failed("write a window to", error)
+
+    def _close_writer(self):
+        writer, self._writer = self._writer, None
+        if writer is None:
+            return
+        try:
+            writer.close()
+        except OSError as error:
+            self._logging_failed("close the event file in", error)
+
+    def _logging_failed(self, what, error):
+        if self.strict:
+            raise error
+        if what not in self._warned:
+            self._warned.add(what)
+            warnings.warn(f"tfprobe: could not {what} {self.log_dir!r}: {error}", RuntimeWarning, stacklevel=3)
 
 
 __all__ = ["LayerProbe"]

@@ -1,0 +1,327 @@
+"""Capturing layer outputs where the model computes them: one mechanism, used in and outside the step.
+
+A `Capture` replaces the `call` of chosen layers by a thin wrapper. The
+wrapper does nothing unless the capture is `collecting`, in which case it
+hands each floating output (and, for pooling layers, the pooled input) as a
+`Tap` to a callback, in the graph being built: no extra forward pass and
+no sub-model, so it works on Sequential, Functional, nested and subclassed
+models alike. Two paths use it:
+
+* in the training step: `Instrumentation` attaches the capture and wraps
+  `model.train_step` for the duration of `fit`, so that the recorder builds
+  the statistics ops next to each activation (see `tfprobe.recorder`);
+* on given data, outside training: `layer_outputs(model, x)` runs the model
+  in inference mode and returns what each layer produced.
+
+Each tap also names the recorded series that feed it (`Tap.sources`), found
+by walking the graph back from the layer's inputs to the nearest recorded
+outputs: the model graph as it really ran, through nested models and
+operations that are not layers.
+
+>>> import keras, numpy as np
+>>> model = keras.Sequential([keras.Input((3,)), keras.layers.Dense(2, name="a"), keras.layers.ReLU(name="b")])
+>>> outputs = layer_outputs(model, np.ones((4, 3), "float32"))
+>>> sorted(outputs), outputs["b"].shape
+(['a', 'b'], (4, 2))
+"""
+
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import functools
+import logging
+import threading
+import warnings
+
+import numpy as np
+import tensorflow as tf
+
+from tfprobe import metadata
+from tfprobe.selection import is_pooling, select
+
+logger = logging.getLogger("tfprobe")
+
+_ACTIVE_ATTR = "_tfprobe_instrumentation"
+
+
+@dataclasses.dataclass
+class Tap:
+    """One floating output of one layer call, seen while collecting."""
+
+    series: str  # the series name (`metadata.series_name`)
+    path: str
+    layer: object
+    output: int
+    n_outputs: int
+    call: int
+    tensor: object
+    inputs: object = None  # the pooled input tensor of a pooling layer
+    sources: tuple = ()  # series that feed this layer call in the model graph
+
+
+class Capture:
+    """Patches the `call` of chosen layers; hands out `Tap`s while `collecting`.
+
+    `attach()` / `detach()` (or `with capture:`) patch and restore the
+    layers. Collection state is per thread: MirroredStrategy traces the step
+    once per replica, each in its own thread.
+    """
+
+    def __init__(self, chosen=()):
+        self.chosen = list(chosen)  # [(path, layer)]
+        self._patched = []  # (layer, had an instance `call`, that `call`)
+        self._t = threading.local()
+        self.skipped = {}  # path -> why it is not recorded (warned once)
+
+    def attach(self, chosen=None):
+        """Patches the chosen layers (`chosen`, if given, replaces the choice)."""
+        if chosen is not None:
+            self.chosen = list(chosen)
+        for path, layer in self.chosen:
+            had = "call" in layer.__dict__
+            previous = layer.__dict__.get("call")
+            object.__setattr__(layer, "call", self._wrap(path, layer, layer.call))
+            self._patched.append((layer, had, previous))
+        return self
+
+    def detach(self):
+        for layer, had, previous in reversed(self._patched):
+            if had:
+                object.__setattr__(layer, "call", previous)
+            else:
+                object.__delattr__(layer, "call")
+        self._patched = []
+
+    def __enter__(self):
+        return self.attach()
+
+    def __exit__(self, *exc):
+        self.detach()
+
+    def _wrap(self, path, layer, call):
+        capture, pooling = self, is_pooling(layer)
+
+        @functools.wraps(call)
+        def tapped_call(*args, **kwargs):
+            outputs = call(*args, **kwargs)
+            if getattr(capture._t, "on_tap", None) is not None:
+                capture._collect(path, layer, outputs, args, kwargs, pooling)
+            return outputs
+
+        return tapped_call
+
+    @contextlib.contextmanager
+    def collecting(self, on_tap):
+        """Calls `on_tap(tap)` for every output of a chosen layer computed in the current graph."""
+        t = self._t
+        t.on_tap, t.graph = on_tap, _graph()
+        t.calls, t.foreign, t.produced, t.memo = {}, set(), {}, {}
+        try:
+            yield
+        finally:
+            t.on_tap = None
+            # A layer seen only in another graph (a nested function or loop of the step) is not recorded.
+            # Calls in another graph next to calls in this one are symbolic calls made while tracing
+            # (Keras builds an unbuilt subclassed model by running `call` on a scratch graph): ignored.
+            for path in sorted(t.foreign - set(t.calls)):
+                self._skip(path, "called inside a nested function or loop of the step")
+
+    def _skip(self, path, reason):
+        if path not in self.skipped:
+            self.skipped[path] = reason
+            warnings.warn(f"tfprobe: not recording {path} ({reason}).", RuntimeWarning, stacklevel=3)
+
+    def _collect(self, path, layer, outputs, args, kwargs, pooling):
+        t = self._t
+        if _graph() is not t.graph:
+            t.foreign.add(path)
+            return
+        call = t.calls.get(path, 0)
+        t.calls[path] = call + 1
+        inputs = args[0] if args else kwargs.get("inputs")
+        sources = self._sources(tf.nest.flatten((args, kwargs)))
+        flat = tf.nest.flatten(outputs)
+        for index, tensor in enumerate(flat):
+            name = metadata.series_name(path, index, len(flat), call)
+            if not isinstance(tensor, tf.Tensor) or not tensor.dtype.is_floating:
+                kind = tensor.dtype.name if isinstance(tensor, tf.Tensor) else type(tensor).__name__
+                self._skip(name, f"output is not a floating tensor: {kind}")
+                continue
+            pooled = inputs if pooling and isinstance(inputs, tf.Tensor) and inputs.dtype.is_floating else None
+            t.produced[tensor.ref()] = name
+            t.on_tap(Tap(name, path, layer, index, len(flat), call, tensor, pooled, sources))
+
+    def _sources(self, values):
+        """The series whose outputs `values` (a layer call's inputs) are computed from, nearest first."""
+        found = []
+        for value in values:
+            if isinstance(value, tf.Tensor) and value.dtype.is_floating:
+                found += self._ancestors(value)
+        return tuple(dict.fromkeys(found))
+
+    def _ancestors(self, tensor):
+        """The recorded outputs nearest to `tensor` upstream in the graph (itself if it is one)."""
+        t = self._t
+        key = tensor.ref()
+        if key in t.produced:
+            return [t.produced[key]]
+        if key in t.memo:
+            return t.memo[key]
+        found, seen, stack = [], {key}, [tensor]
+        while stack:
+            op = _producer(stack.pop())
+            for parent in op.inputs if op is not None else ():
+                ref = parent.ref()
+                if ref in seen:
+                    continue
+                seen.add(ref)
+                if ref in t.produced:
+                    found.append(t.produced[ref])
+                elif ref in t.memo:
+                    found += t.memo[ref]
+                else:
+                    stack.append(parent)
+        t.memo[key] = found = list(dict.fromkeys(found))
+        return found
+
+
+def _producer(tensor):
+    """The op that computes `tensor` in a graph; None for an eager tensor, which has none."""
+    try:
+        return tensor.op
+    except AttributeError:
+        return None
+
+
+def _graph():
+    return tf.compat.v1.get_default_graph() if tf.inside_function() else None
+
+
+class Instrumentation:
+    """Everything tfprobe changes on a model during `fit`, applied and undone as one.
+
+    `attach(model, chosen, key)` taps the chosen layers and wraps
+    `model.train_step` so that each traced step calls
+    `recorder.begin_step(iterations)`, hands every tap to
+    `recorder.on_tap(tap)` and calls `recorder.end_step(iterations)`; then it
+    makes Keras build its train function with that step. Keras keeps its
+    train function until something (`compile`, ...) invalidates it: while it
+    is the same and `key` (what else the traced step depends on) is equal,
+    the instrumented function of an earlier `fit` is reused instead of
+    tracing again. `detach()` restores the model, Keras' own train function
+    included; a train function that raises detaches first, since `fit`
+    does not call `on_train_end` then.
+    """
+
+    def __init__(self, recorder):
+        self.recorder = recorder
+        self.on_error = None  # called after detaching when a train function raises
+        self.owner = None  # who attached it (a `LayerProbe`)
+        self.model = None
+        # One capture for the probe's lifetime: a reused train function calls the step it was traced with.
+        self.capture = Capture()
+        self.ran = False  # a step ran since `attach`
+        self._saved = None  # (had an instance train_step, that train_step, Keras' train function)
+        self._cached = None  # (model, Keras' train function, key, instrumented train function)
+
+    def attach(self, model, chosen, key, owner=None):
+        self._release(model, owner)
+        self.model, self.owner, self.ran = model, owner, False
+        self.capture.attach(chosen)
+        self._saved = ("train_step" in model.__dict__, model.__dict__.get("train_step"), model.train_function)
+        object.__setattr__(model, "train_step", self._step(model, model.train_step))
+        object.__setattr__(model, _ACTIVE_ATTR, self)
+        plain, cached = model.train_function, self._cached
+        if plain is not None and cached is not None and cached[0] is model and cached[1] is plain and cached[2] == key:
+            function = cached[3]
+        else:
+            model.make_train_function(force=True)
+            function = model.train_function
+            self._cached = (model, plain, key, function)
+        model.train_function = self._guarded(function)
+        return self
+
+    def _release(self, model, owner):
+        """Removes what a `fit` that raised left attached; refuses a second probe in one `fit`."""
+        for other in dict.fromkeys((model.__dict__.get(_ACTIVE_ATTR), self)):
+            if other is None or other._saved is None:
+                continue
+            other.detach()
+            if other.owner is not owner and not other.ran:
+                raise ValueError(
+                    "This model already has a tfprobe.LayerProbe attached in this `fit` call; pass a single "
+                    "LayerProbe (use its `layers` argument to choose layers)."
+                )
+            if other.owner is not owner:
+                logger.warning("tfprobe: removed the instrumentation left by a LayerProbe whose `fit` raised.")
+
+    def _step(self, model, original):
+        recorder, capture = self.recorder, self.capture
+
+        def iterations():
+            return getattr(getattr(model, "optimizer", None), "iterations", None)
+
+        def train_step(data):
+            recorder.begin_step(iterations())
+            with capture.collecting(recorder.on_tap):
+                logs = original(data)
+            recorder.end_step(iterations())
+            return logs
+
+        return train_step
+
+    def _guarded(self, function):
+        def guarded_train_function(iterator):
+            self.ran = True
+            try:
+                return function(iterator)
+            except BaseException:
+                self.detach()
+                if self.on_error is not None:
+                    self.on_error()
+                raise
+
+        return guarded_train_function
+
+    def detach(self):
+        """Restores the model; safe to call at any time."""
+        if self._saved is None:
+            return
+        model = self.model
+        had, previous, plain = self._saved
+        self.capture.detach()
+        if had:
+            object.__setattr__(model, "train_step", previous)
+        else:
+            object.__delattr__(model, "train_step")
+        if model.__dict__.get(_ACTIVE_ATTR) is self:
+            object.__delattr__(model, _ACTIVE_ATTR)
+        model.train_function = plain  # None makes the next `fit` build one
+        self._saved = None
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self.detach()
+
+
+def layer_outputs(model, x, layers=None, training=False):
+    """Runs `model(x)` once and returns `{series: NumPy array}` of the chosen layers' outputs.
+
+    No sub-model is built (`keras.Model(inputs, layer.output)` fails on
+    nested, subclassed and Sequential models); the outputs are captured as
+    the model computes them. `layers` selects as in `LayerProbe`.
+    Non-floating outputs are left out. Runs in inference mode unless
+    `training=True`.
+    """
+    found = {}
+
+    def on_tap(tap):
+        found[tap.series] = tap.tensor
+
+    with Capture(select(model, layers)) as capture:
+        with capture.collecting(on_tap):
+            model(x, training=training)
+    return {name: np.asarray(tensor) for name, tensor in found.items()}

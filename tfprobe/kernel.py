@@ -1,0 +1,50 @@
+"""The statistics kernel interface, and choosing the kernel a step is built with.
+
+A kernel builds the ops that turn one activation into its partials (see
+`tfprobe.stats`). Two implement `Kernel`: `tfprobe.stats.GraphKernel`
+(TensorFlow graph ops: the reference, runs anywhere, XLA and GPU included)
+and `tfprobe.native.NativeKernel` (a one-pass C++ op for the CPU). Both
+compute the same numbers. The recorder sees only this interface.
+
+>>> k = make("graph", jit_compile=False, near_zero=1e-3, saturation_margin=0.01, sample_size=None)
+>>> isinstance(k, Kernel), k.name
+(True, 'graph')
+"""
+
+from __future__ import annotations
+
+from typing import Protocol, runtime_checkable
+
+CHOICES = ("auto", "native", "graph")
+"""The values of `LayerProbe(kernel=...)`."""
+
+
+@runtime_checkable
+class Kernel(Protocol):
+    """Builds the statistics ops of a step. Every method takes `x2d = stats.as_rows(x)`."""
+
+    name: str
+    fuses_histogram: bool
+    """True if `partials(..., with_histogram)` counts the histogram in the same pass."""
+
+    def partials(self, x2d, units, bounds, with_histogram):
+        """`(sums, maxes, histogram or None)` of one tensor with `units` (or None) and saturation `bounds`."""
+
+    def histogram(self, x2d):
+        """Histogram counts of the (sampled) rows."""
+
+    def input_sums(self, x2d):
+        """The `in_*` partials of a pooling input that no recorded layer produced."""
+
+
+def make(choice, *, jit_compile, near_zero, saturation_margin, sample_size) -> Kernel:
+    """The kernel for `LayerProbe(kernel=choice)` in a step compiled with `jit_compile`.
+
+    `"auto"` takes the native kernel where it can run (no XLA, no GPU) and
+    the graph ops elsewhere or when it cannot be built; `"native"` raises
+    if it cannot run; `"graph"` is always the graph ops.
+    """
+    from tfprobe import native, stats
+
+    cls = native.NativeKernel if native.choose(choice, jit_compile=jit_compile) else stats.GraphKernel
+    return cls(near_zero=near_zero, saturation_margin=saturation_margin, sample_size=sample_size)

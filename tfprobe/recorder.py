@@ -1,0 +1,242 @@
+"""Building a step's statistics ops from its taps, and turning accumulated partials into windows.
+
+The `Recorder` decides what to fold when: on a recorded step (every
+`record_freq`-th global step, and the first step of every `fit`) the
+partials of every tap (`tfprobe.kernel`), on a histogram step the
+histograms, each folded into the series' accumulators
+(`tfprobe.accumulators`). `window()` reads them back and finalizes the
+statistics (`tfprobe.stats.finalize`). A failure while building one
+series drops that series with one warning (or raises in strict mode);
+training goes on.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import threading
+import warnings
+
+import numpy as np
+import tensorflow as tf
+
+from tfprobe import metadata, stats
+from tfprobe.accumulators import Accumulators
+from tfprobe.selection import is_pooling, saturation_bounds
+
+
+class RecordingError(RuntimeError):
+    """A failure inside recording, raised only with `LayerProbe(strict=True)`."""
+
+
+@dataclasses.dataclass
+class Series:
+    """One recorded tensor: its description (written with its first value) and its accumulators."""
+
+    name: str
+    info: dict
+    units: int | None
+    bounds: tuple | None
+    pooling: bool
+    slots: dict  # slot name -> variable (`tfprobe.accumulators`)
+
+
+def describe(tap, order, sample_size):
+    """The metadata of the series of `tap` (see `tfprobe.metadata`), as written to disk."""
+    bounds = saturation_bounds(tap.layer) if tap.n_outputs == 1 else None
+    pooling = is_pooling(tap.layer) and tap.inputs is not None
+    shape = tap.tensor.shape.as_list() if tap.tensor.shape.rank is not None else None
+    if shape:
+        shape[0] = None
+    return {
+        "series": tap.series,
+        "layer": tap.path,
+        "class": type(tap.layer).__name__,
+        "order": order,
+        "output": tap.output,
+        "call": tap.call,
+        "shape": shape,
+        "kind": "pooling" if pooling else "activation",
+        "bounds": list(bounds) if bounds else None,
+        "sample_size": sample_size,
+        "inputs": list(tap.sources),
+    }
+
+
+class Recorder:
+    """Builds the statistics ops of traced steps and owns their accumulators.
+
+    Args:
+      record_freq, histogram_freq: record statistics (histograms) on steps
+        where `step % freq == 0`, and on the first step of every `fit`;
+        `histogram_freq=0` turns histograms off.
+      near_zero: the threshold of dead units (`tfprobe.stats.finalize`).
+      sample_size: recorded in each series' metadata.
+      strict: raise `RecordingError` instead of warning and dropping a series.
+
+    `use(kernel)` (a `tfprobe.kernel.Kernel`) and `prepare(strategy,
+    initial_step)` come before a step is traced.
+    """
+
+    def __init__(self, *, record_freq, histogram_freq, near_zero, sample_size, strict):
+        self.record_freq, self.histogram_freq = record_freq, histogram_freq
+        self.near_zero, self.sample_size, self.strict = near_zero, sample_size, strict
+        self.series = {}  # name -> Series, in order of first appearance
+        self.dropped = {}  # name -> reason
+        self.accumulators = Accumulators()
+        self.kernel = None
+        self._t = threading.local()  # per thread: MirroredStrategy traces a step per replica, each in its thread
+
+    def use(self, kernel):
+        self.kernel = kernel
+
+    def prepare(self, strategy, initial_step):
+        """Sets the distribution strategy and the global step the next `fit` starts from."""
+        generation = self.accumulators.generation
+        self.accumulators.prepare(strategy, initial_step)
+        if self.accumulators.generation != generation:
+            self.series = {}
+
+    @property
+    def generation(self):
+        """Changes when the variables are replaced: a step traced before cannot be reused."""
+        return self.accumulators.generation
+
+    # -- graph side: called while a step is traced ------------------------------------
+
+    def begin_step(self, iterations=None):
+        """Starts a traced step. `iterations` is the optimizer's counter before its update.
+
+        The step being run is `iterations + 1` (Keras' count after the batch);
+        without `iterations` the recorder counts steps itself.
+        """
+        acc = self.accumulators
+        current = (acc.step if iterations is None else tf.cast(iterations, tf.int64)) + 1
+        first = tf.equal(current, acc.fit_start + 1)
+        self._t.record = tf.logical_or(tf.equal(current % self.record_freq, 0), first)
+        hist = tf.logical_or(tf.equal(current % self.histogram_freq, 0), first) if self.histogram_freq else None
+        self._t.hist = hist
+        self._t.taps = []  # (series, tensor, pooled input or None)
+
+    def on_tap(self, tap):
+        """Takes note of one tap; `end_step` builds the ops of every tap of the step."""
+        if tap.series in self.dropped:
+            return
+        try:
+            series = self._series_for(tap)
+        except Exception as error:  # noqa: BLE001 - any failure drops only this series
+            self._fail(tap.series, error)
+            return
+        self._t.taps.append((series, tap.tensor, tap.inputs if series.pooling else None))
+
+    def _series_for(self, tap):
+        found = self.series.get(tap.series)
+        if found is not None:
+            return found
+        info = describe(tap, len(self.series), self.sample_size)
+        units = stats.num_units(tap.tensor)
+        initial = {"sums": stats.empty_sums(), "maxes": stats.empty_maxes(units)}
+        if self.histogram_freq:
+            initial["hist"] = np.zeros(metadata.NUM_BUCKETS)
+        slots = self.accumulators.create(tap.series, initial)
+        bounds = tuple(info["bounds"]) if info["bounds"] else None
+        series = Series(tap.series, info, units, bounds, info["kind"] == "pooling", slots)
+        return self.series.setdefault(tap.series, series)
+
+    def _fail(self, name, error):
+        if self.strict:
+            raise RecordingError(f"tfprobe failed to record {name!r}: {error}") from error
+        self.dropped[name] = f"{type(error).__name__}: {error}"
+        self.series.pop(name, None)
+        self.accumulators.remove(name)
+        warnings.warn(f"tfprobe: not recording {name!r} from now on: {error}", RuntimeWarning, stacklevel=2)
+
+    def end_step(self, iterations=None):
+        """Ends a traced step: the statistics ops of its taps, then the step counter.
+
+        One `tf.cond` holds the statistics of every tap and one the
+        histograms (a cond per tap made building a step slow). The conds are
+        lowered to switches, so each tap's ops still run as soon as its
+        activation exists, not after the optimizer update. On steps that are
+        not recorded only the predicates are evaluated.
+        """
+        taps = self._t.taps
+        if not taps:
+            return
+        no = lambda: tf.constant(False)  # noqa: E731
+        try:
+            tf.cond(self._t.record, lambda: self._record(taps), no)
+            if self.histogram_freq:
+                hist_only = self._t.hist
+                if self.kernel.fuses_histogram:  # recorded steps count it in the statistics' pass
+                    hist_only = tf.logical_and(hist_only, tf.logical_not(self._t.record))
+                tf.cond(hist_only, lambda: self._record_histograms(taps), no)
+        except Exception as error:  # noqa: BLE001
+            for series, *_ in taps:
+                self._fail(series.name, error)
+            return
+        step = self.accumulators.step
+        step.assign(tf.cast(iterations, tf.int64)) if iterations is not None else step.assign_add(1)
+
+    def _guarded(self, series, build):
+        """Runs `build()` (the ops of one series); a failure drops only that series (or raises in strict mode)."""
+        if series.name not in self.series:
+            return
+        try:
+            build()
+        except Exception as error:  # noqa: BLE001
+            self._fail(series.name, error)
+
+    def _record(self, taps):
+        own_sums = {}  # tensor ref -> its partial sums, for a pooling layer fed by it
+        kernel = self.kernel
+
+        def build(series, tensor, inputs):
+            with tf.name_scope("tfprobe"):
+                x2d = stats.as_rows(tf.stop_gradient(tensor))
+                hist = series.slots.get("hist")
+                with_histogram = self._t.hist if hist is not None and kernel.fuses_histogram else False
+                own, maxes, counts = kernel.partials(x2d, series.units, series.bounds, with_histogram)
+                if counts is not None and hist is not None:
+                    hist.assign_add(counts, read_value=False)
+                sums = own
+                if series.pooling:
+                    producer = own_sums.get(inputs.ref())
+                    pooled = stats.as_rows(tf.stop_gradient(inputs))
+                    sums += kernel.input_sums(pooled) if producer is None else stats.as_input_sums(producer)
+                series.slots["sums"].assign_add(sums, read_value=False)
+                series.slots["maxes"].assign(tf.maximum(series.slots["maxes"], maxes), read_value=False)
+                own_sums[tensor.ref()] = own
+
+        for series, tensor, inputs in taps:
+            self._guarded(series, lambda: build(series, tensor, inputs))
+        return tf.constant(True)
+
+    def _record_histograms(self, taps):
+        def build(series, tensor):
+            with tf.name_scope("tfprobe_hist"):
+                counts = self.kernel.histogram(stats.as_rows(tf.stop_gradient(tensor)))
+                series.slots["hist"].assign_add(counts, read_value=False)
+
+        for series, tensor, _ in taps:
+            if "hist" in series.slots:
+                self._guarded(series, lambda: build(series, tensor))
+        return tf.constant(True)
+
+    # -- host side ----------------------------------------------------------------------
+
+    def window(self):
+        """Reads, resets and finalizes one window: `(step, {series: {stat: value}}, {series: counts})`."""
+        step, values = self.accumulators.read_and_reset()
+        results, histograms = {}, {}
+        for name, slots in values.items():
+            s = self.series.get(name)
+            if s is None:
+                continue
+            if slots["sums"][stats.S["steps"]] > 0:
+                results[name] = stats.finalize(
+                    slots["sums"], slots["maxes"], near_zero=self.near_zero, bounded=s.bounds is not None, pooling=s.pooling
+                )
+            hist = slots.get("hist")
+            if hist is not None and hist.sum() > 0:
+                histograms[name] = hist.astype(np.int64)
+        return step, results, histograms

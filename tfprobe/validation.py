@@ -1,0 +1,79 @@
+"""Argument checks of `LayerProbe`, kept apart from its behaviour (as Keras keeps its own).
+
+Each check returns the normalised value or raises with a message that names
+the argument and echoes the value, Keras-style.
+
+>>> frequency("log_freq", 100)
+100
+>>> frequency("log_freq", 0)
+Traceback (most recent call last):
+...
+ValueError: `log_freq` must be a positive integer below 2**62. Received: log_freq=0
+"""
+
+from __future__ import annotations
+
+import numbers
+import os
+
+MAX_FREQ = 2**62  # step counters are int64 in the graph
+
+
+def _is_int(value):
+    return isinstance(value, numbers.Integral) and not isinstance(value, bool)
+
+
+def frequency(name, value, allow_zero=False):
+    """A step frequency: a positive integer (or 0 with `allow_zero`), small enough for int64 step arithmetic."""
+    if not _is_int(value) or not (0 if allow_zero else 1) <= value < MAX_FREQ:
+        need = "a non-negative integer (0 turns it off)" if allow_zero else "a positive integer"
+        raise ValueError(f"`{name}` must be {need} below 2**62. Received: {name}={value!r}")
+    return int(value)
+
+
+def number(name, value, low, high=None, high_open=True):
+    """A real number (not a bool) in `[low, high)` (`[low, high]` with `high_open=False`; no upper bound for None)."""
+    ok = isinstance(value, numbers.Real) and not isinstance(value, bool) and value >= low
+    if ok and high is not None:
+        ok = value < high if high_open else value <= high
+    if not ok:
+        where = f"a number >= {low}" if high is None else f"a number in [{low}, {high}{')' if high_open else ']'}"
+        raise ValueError(f"`{name}` must be {where}. Received: {name}={value!r}")
+    return float(value)
+
+
+def optional_positive_int(name, value):
+    if value is not None and (not _is_int(value) or value < 1):
+        raise ValueError(f"`{name}` must be None or a positive integer. Received: {name}={value!r}")
+    return None if value is None else int(value)
+
+
+def boolean(name, value):
+    """A real bool (`'false'` is not False)."""
+    if not isinstance(value, bool):
+        raise ValueError(f"`{name}` must be True or False. Received: {name}={value!r}")
+    return value
+
+
+def choice(name, value, choices):
+    if value not in choices:
+        raise ValueError(f"`{name}` must be one of {', '.join(map(repr, choices))}. Received: {name}={value!r}")
+    return value
+
+
+def log_dir(value):
+    """A path of a directory that exists or can be created and written."""
+    if not isinstance(value, (str, os.PathLike)) or not str(value):
+        raise TypeError(f"`log_dir` must be a non-empty path. Received: log_dir={value!r}")
+    path = os.path.abspath(os.fspath(value))
+    probe = path
+    while not os.path.exists(probe):
+        parent = os.path.dirname(probe)
+        if parent == probe:
+            break
+        probe = parent
+    if os.path.exists(path) and not os.path.isdir(path):
+        raise ValueError(f"`log_dir` is not a directory. Received: log_dir={value!r}")
+    if not (os.path.isdir(probe) and os.access(probe, os.W_OK | os.X_OK)):
+        raise ValueError(f"`log_dir` cannot be written ({probe} is not writable). Received: log_dir={value!r}")
+    return os.fspath(value)
