@@ -16,23 +16,23 @@ median of --repeat) and reports its payload size (raw JSON and gzip as sent).
 from __future__ import annotations
 
 import argparse
-import gzip
 import json
 import os
-import socket
 import statistics
-import subprocess
 import sys
 import tempfile
 import time
+import urllib.parse
 import urllib.request
 
 import numpy as np
 from tensorboard.compat.proto import event_pb2
 
+sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "tests"))
+import conftest as helpers
+
 from tfprobe import metadata
 from tfprobe.events import EventFileWriter
-from tfprobe.writer import WindowWriter
 
 DEFAULT_STATS = ("zero_fraction", "mean", "std", "dead_unit_fraction")
 
@@ -40,15 +40,9 @@ DEFAULT_STATS = ("zero_fraction", "mean", "std", "dead_unit_fraction")
 def write_run(path, layers, windows, stats):
     os.makedirs(path, exist_ok=True)
     names = [f"block_{i // 10:02d}/layer_{i:03d}" for i in range(layers)]
-    infos = {
-        n: {"series": n, "layer": n, "class": "Conv2D", "order": i, "kind": "activation",
-            "shape": [None, 32, 32, 16], "bounds": None, "output": 0, "call": 0}
-        for i, n in enumerate(names)
-    }
+    infos = {n: helpers.info_for(i, n, "Conv2D", shape=[None, 32, 32, 16]) for i, n in enumerate(names)}
     rng = np.random.default_rng(0)
-    writer = WindowWriter(path)
-    writer.write_window(1, infos, {n: {s: 0.5 for s in stats} for n in names}, {})
-    writer.close()
+    helpers.write_windows(path, infos, [(1, {n: {s: 0.5 for s in stats} for n in names}, {})])
     # template for the remaining windows: same tags and tensors, no metadata
     template = event_pb2.Event()
     for n in names:
@@ -78,12 +72,6 @@ def write_run(path, layers, windows, stats):
     return names
 
 
-def free_port():
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 def get(url, gz=False):
     req = urllib.request.Request(url, headers={"Accept-Encoding": "gzip"} if gz else {})
     with urllib.request.urlopen(req, timeout=120) as r:
@@ -110,29 +98,15 @@ def main():
         write_run(os.path.join(logdir, run), args.layers, args.windows, args.stats)
         print(f"  done in {time.perf_counter() - t:.0f} s", file=sys.stderr)
 
-    port = free_port()
-    base = f"http://127.0.0.1:{port}/data/plugin/{metadata.PLUGIN_NAME}"
-    log = open(os.path.join(tempfile.gettempdir(), f"tfprobe_bench_tb_{port}.log"), "w")
-    cmd = [sys.executable, "-m", "tensorboard.main", "--logdir", logdir, "--host", "127.0.0.1", "--port", str(port),
-           *args.tensorboard_args]
-    tb = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.PIPE)
-    try:
+    route = f"/data/plugin/{metadata.PLUGIN_NAME}"
+    stat = args.stats[0]
+    with helpers.tensorboard_server(logdir, *args.tensorboard_args) as tb:
+        base = tb.base + route
         t0 = time.perf_counter()
-        probe = f"{base}/scalars?run={run}&layer={urllib.parse.quote(names[-1])}&stat={args.stats[0]}&points={args.windows}"
-        first = f"{base}/scalars?run={run}&layer={urllib.parse.quote(names[0])}&stat={args.stats[0]}&points={args.windows}"
-        while True:
-            if tb.poll() is not None:
-                raise SystemExit(f"tensorboard exited ({tb.returncode}); see {log.name}")
-            try:
-                a = json.loads(get(probe))["series"][args.stats[0]].get(run, [])
-                b = json.loads(get(first))["series"][args.stats[0]].get(run, [])
-                if len(a) == args.windows and len(b) == args.windows:
-                    break
-            except Exception:
-                pass
-            if time.perf_counter() - t0 > 1800:
-                raise SystemExit("ingestion did not finish in 30 min")
-            time.sleep(2)
+        for layer in (names[-1], names[0]):  # every point of the last and the first series ingested
+            tb.wait_until(lambda body: len(body.get("series", {}).get(stat, {}).get(run, [])) == args.windows,
+                          f"{route}/scalars?run={run}&layer={urllib.parse.quote(layer)}&stat={stat}&points={args.windows}",
+                          timeout=1800)
         print(f"ingested every point in {time.perf_counter() - t0:.0f} s (including tensorboard start-up)")
         print(f"run: {args.layers} layers x {args.windows} windows x {len(args.stats)} stats "
               f"({args.layers * args.windows * len(args.stats):,} points); loader args: {args.tensorboard_args or 'default'}")
@@ -154,13 +128,7 @@ def main():
         t = time.perf_counter()
         body = get(url)
         print(f"health (diagnose on up to 200 points/series): {time.perf_counter() - t:.2f} s, {len(body) / 1e3:.0f} kB")
-    finally:
-        tb.terminate()
-        tb.wait(30)
-        log.close()
 
 
 if __name__ == "__main__":
-    import urllib.parse  # noqa: F401
-
     main()

@@ -40,7 +40,7 @@ TRAIN_LAYERS = [
 ]
 
 
-def info_for(order, name, cls, kind, shape, bounds):
+def info_for(order, name, cls="Dense", kind="activation", shape=None, bounds=None):
     return {
         "series": name,
         "layer": name.split(":")[0].split("#")[0],
@@ -95,14 +95,25 @@ def hist_for(step):
     return counts
 
 
-def write_run(path, layers, steps, scale=1.0, hist_layers=()):
+def write_windows(path, infos, windows):
+    """Writes a run with the real `WindowWriter`: `windows` yields `(step, stats, histograms)`; wall time 1000 + step.
+
+    For example `write_windows(p, {"a": info_for(0, "a")}, ((s, {"a": {"mean": 0.5}}, {}) for s in (1, 2)))`.
+    """
     writer = WindowWriter(str(path))
-    infos = {name: info_for(i, name, cls, kind, shape, bounds) for i, (name, cls, kind, shape, bounds) in enumerate(layers)}
-    for step in steps:
-        stats = {name: stats_for(name, kind, step, scale) for name, _c, kind, _s, _b in layers}
-        hists = {name: hist_for(step) for name in hist_layers}
+    for step, stats, hists in windows:
         writer.write_window(step, infos, stats, hists, wall_time=1000.0 + step)
     writer.close()
+
+
+def write_run(path, layers, steps, scale=1.0, hist_layers=()):
+    """The synthetic run: `layers` as in TRAIN_LAYERS, `stats_for` values, `hist_for` histograms of `hist_layers`."""
+    infos = {name: info_for(i, name, cls, kind, shape, bounds) for i, (name, cls, kind, shape, bounds) in enumerate(layers)}
+    write_windows(path, infos, (
+        (step, {name: stats_for(name, kind, step, scale) for name, _c, kind, _s, _b in layers},
+         {name: hist_for(step) for name in hist_layers})
+        for step in steps
+    ))
 
 
 def write_other_run(path):
@@ -220,3 +231,32 @@ def tensorboard_server(logdir, *args, path_prefix=""):
 def helpers():
     """This module (constants and helpers above), since tests cannot import conftest directly."""
     return sys.modules[__name__]
+
+
+# ---------------------------------------------------------------- markers
+
+# Markers by module (registered in setup.cfg); `slow` is set on the tests themselves.
+MODULE_MARKERS = {
+    "tests/test_plugin_browser.py": "browser",
+    "tests/test_native.py": "native",
+    "tfprobe/native.py": "native",  # its doctest builds the kernel
+}
+
+
+@pytest.hookimpl(tryfirst=True)  # before `-m` deselects by marker
+def pytest_collection_modifyitems(config, items):
+    """Marks tests by module; without a C++ compiler the `native` ones are skipped, saying what to install."""
+    native_items = []
+    for item in items:
+        marker = MODULE_MARKERS.get(os.path.relpath(item.path, REPO).replace(os.sep, "/"))
+        if marker:
+            item.add_marker(marker)
+        if marker == "native":
+            native_items.append(item)
+    if native_items:
+        from tfprobe import native
+
+        if native._compiler() is None:
+            skip = pytest.mark.skip(reason="no C++ compiler ($CXX, g++, c++ or clang++): apt-get install g++")
+            for item in native_items:
+                item.add_marker(skip)
