@@ -357,6 +357,50 @@ def test_column_steps_and_bin_series():
     assert values[0] == 1.0 and np.isnan(values[1]) and present.all()
 
 
+def _column_pairs():
+    """(windows, columns) pairs: every pair up to 130, the frontend's 600-column cap, and random ones."""
+    rng = np.random.default_rng(1)
+    pairs = [(n, c) for n in range(1, 131) for c in range(1, 131)]
+    pairs += [(620, 600), (601, 600), (1199, 600), (2400, 600), (10_000, queries.MAX_COLUMNS)]
+    pairs += [(int(n), int(c)) for n, c in zip(rng.integers(1, 20_000, 300), rng.integers(1, queries.MAX_COLUMNS, 300))]
+    return pairs
+
+
+def test_column_binning_properties_over_many_sizes():
+    rng = np.random.default_rng(2)
+    for n, c in _column_pairs():
+        steps = np.cumsum(rng.integers(1, 5, n))  # logged steps with uneven gaps
+        cols = queries.column_steps(steps, c)
+        assert len(cols) == min(n, c), (n, c)
+        assert cols[-1] == steps[-1], (n, c)  # the last bin ends at the newest window
+        assert np.isin(cols, steps).all() and (np.diff(cols) > 0).all(), (n, c)
+        ends = np.searchsorted(steps, cols, side="right")  # exclusive end index of each bin
+        sizes = np.diff(np.concatenate([[0], ends]))
+        # contiguous, non-empty bins that hold every window exactly once, of (nearly) equal size
+        assert sizes.sum() == n and sizes.min() >= 1 and sizes.max() - sizes.min() <= 1, (n, c)
+        index = np.arange(n, dtype=float)
+        for agg, expected in (("max", ends - 1), ("min", ends - sizes), ("last", ends - 1)):
+            values, present = queries.bin_series(steps, index, cols, agg)
+            assert present.all() and values.tolist() == expected.tolist(), (n, c, agg)
+
+
+@pytest.mark.parametrize("windows, columns", [(111, 50), (620, 600)])
+@pytest.mark.parametrize("agg", ["max", "min"])
+def test_overview_max_min_at_awkward_window_counts(tmp_path, windows, columns, agg):
+    writer = WindowWriter(str(tmp_path / "run"))
+    infos = {"a": {"series": "a", "layer": "a", "class": "Dense", "order": 0}}
+    for step in range(1, windows + 1):
+        writer.write_window(step, infos, {"a": {"zero_fraction": step / windows}}, {})
+    writer.close()
+    client = make_client(make_provider(tmp_path))
+    body = get_json(client, "overview", run="run", columns=columns, agg=agg)
+    assert len(body["steps"]) == columns and body["steps"][-1] == windows and body["windows_read"] == windows
+    values = body["layers"][0]["values"]
+    # the last column holds windows steps[-2] + 1 .. windows (value = step / windows)
+    expected = 1.0 if agg == "max" else (body["steps"][-2] + 1) / windows
+    assert values[-1] == pytest.approx(expected, rel=1e-3)
+
+
 def test_round_sig_keeps_short_json():
     out = queries.round_sig([0.30000001192092896, 123456.7, -1.234567e-7, 0.0, np.nan, np.inf])
     assert json.dumps(out[:4].tolist()) == "[0.3, 123500.0, -1.235e-07, 0.0]"

@@ -280,10 +280,14 @@ def column_steps(all_steps, columns):
     ([10, 20, 30], [4, 7, 10])
     """
     all_steps = np.unique(np.asarray(all_steps, dtype=np.int64))
-    if len(all_steps) <= columns:
+    n = len(all_steps)
+    if n <= columns:
         return all_steps
-    ends = np.ceil(np.arange(1, columns + 1) * (len(all_steps) / columns)).astype(np.int64) - 1
-    return all_steps[np.unique(ends)]
+    # Column j (1-based) ends at window ceil(j * n / columns), in integers: the float
+    # form overshoots for some (n, columns), e.g. ceil(50 * (111 / 50)) == 112.
+    # Since n > columns, the ends strictly increase (no empty column) and the last is n.
+    ends = (np.arange(1, columns + 1, dtype=np.int64) * n + columns - 1) // columns - 1
+    return all_steps[ends]
 
 
 def overview(src: Source, run, stat=DEFAULT_STAT, columns=DEFAULT_COLUMNS, agg="last"):
