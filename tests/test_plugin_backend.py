@@ -290,6 +290,51 @@ def test_errors_name_the_culprit(client, route, params, code, needle):
         assert r.headers["Content-Type"].startswith("text/plain")  # never HTML
 
 
+# A valid request per route (200); the table below breaks one argument at a time.
+_VALID = {
+    "layers": {"run": "train"},
+    "overview": {"run": "train"},
+    "scalars": {"run": "train", "layer": "conv2d", "stat": "mean"},
+    "histogram": {"run": "train", "layer": "conv2d"},
+    "pooling": {"run": "train"},
+    "funnel": {"run": "train"},
+    "health": {"run": "train"},
+}
+_LAYER_ROUTES = ("scalars", "histogram")
+
+
+def _argument_cases():
+    for route in _VALID:
+        yield route, "run", None, 400, "`run`"
+        yield route, "run", "", 400, "`run`"
+        yield route, "run", "ghost", 404, "'ghost'"
+        if route in _LAYER_ROUTES:
+            yield route, "layer", None, 400, "`layer`"
+            yield route, "layer", "", 400, "`layer`"
+            yield route, "layer", "zzz", 404, "'zzz'"
+
+
+@pytest.mark.parametrize("route, arg, value, code, needle", list(_argument_cases()))
+def test_every_route_answers_400_for_missing_and_404_for_unknown(client, route, arg, value, code, needle):
+    assert client.get(f"{PREFIX}/{route}?{urllib.parse.urlencode(_VALID[route])}").status_code == 200
+    params = dict(_VALID[route])
+    if value is None:
+        del params[arg]
+    else:
+        params[arg] = value
+    r = client.get(f"{PREFIX}/{route}?{urllib.parse.urlencode(params)}")
+    text = r.get_data(as_text=True)
+    assert r.status_code == code, text
+    assert needle in text and r.headers["Content-Type"].startswith("text/plain")
+
+
+@pytest.mark.parametrize("route", ["layers", "scalars", "health"])
+def test_an_empty_run_among_repeated_runs_is_400(client, route):
+    params = dict(_VALID[route], run=["train", ""])
+    r = client.get(f"{PREFIX}/{route}?{urllib.parse.urlencode(params, doseq=True)}")
+    assert r.status_code == 400 and "`run`" in r.get_data(as_text=True)
+
+
 def test_query_functions_raise_tensorboard_errors(source):
     with pytest.raises(errors.NotFoundError, match="'ghost'"):
         queries.overview(source, "ghost")
