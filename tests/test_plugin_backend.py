@@ -482,6 +482,25 @@ def test_overview_scale(tmp_path):
     assert len(r.get_data()) < 1_000_000
 
 
+def test_plugin_doctests_are_collected():
+    """Every plugin module with a doctest lies under a pytest testpath (they run with --doctest-modules)."""
+    import configparser
+    import os
+
+    from tensorboard_plugin_tfprobe import plugin as plugin_module
+
+    repo = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    cfg = configparser.ConfigParser()
+    cfg.read(os.path.join(repo, "setup.cfg"))
+    testpaths = [os.path.join(repo, p) for p in cfg["tool:pytest"]["testpaths"].split()]
+    package = os.path.dirname(os.path.abspath(plugin_module.__file__))
+    with_doctests = [os.path.join(package, f) for f in sorted(os.listdir(package))
+                     if f.endswith(".py") and ">>> " in open(os.path.join(package, f)).read()]
+    assert len(with_doctests) >= 2  # plugin.py, queries.py
+    for path in with_doctests:
+        assert any(os.path.commonpath([path, t]) == t for t in testpaths), (path, testpaths)
+
+
 # ---------------------------------------------------------------- loader
 
 
