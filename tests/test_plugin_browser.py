@@ -2,9 +2,10 @@
 Debian's chromium through playwright. Skipped only when /usr/bin/chromium is absent.
 
 Logs: run `keras` is written by the real recorder (`tfprobe.LayerProbe` on a tiny CNN with
-pooling, random data) when TensorFlow is importable, otherwise by `WindowWriter`; run
-`xss` holds one series named `<img src=x onerror=alert(1)>` (not a legal TF layer name,
-so it is written with `WindowWriter`). Screenshots go to $TFPROBE_ARTIFACTS or artifacts/.
+pooling, random data); if recording fails the tests fail (there is no synthetic fallback, so
+they cannot pass on fake data). Run `xss` holds one series named `<img src=x onerror=alert(1)>`
+(not a legal TF layer name, so it is written with `WindowWriter`). Screenshots go to
+$TFPROBE_ARTIFACTS or artifacts/.
 """
 
 from __future__ import annotations
@@ -48,23 +49,37 @@ _RECORDER_SCRIPT = textwrap.dedent(
 )
 
 
-def _write_recorder_run(path, helpers):
-    """Real LayerProbe logs if the recorder works here, else synthetic ones; returns layer names."""
+RECORDED_LAYERS = ["conv2d", "max_pooling2d", "flatten", "dense", "head"]  # the model above, in order
+
+
+def _write_recorder_run(path):
+    """Real LayerProbe logs of the model above; fails the tests (never falls back) if recording fails."""
     try:
-        subprocess.run([sys.executable, "-c", _RECORDER_SCRIPT, str(path)], check=True, timeout=180,
-                       capture_output=True)
-    except (subprocess.SubprocessError, OSError):
-        helpers.write_run(path, helpers.TRAIN_LAYERS, helpers.STEPS, hist_layers=("conv2d",))
+        proc = subprocess.run([sys.executable, "-c", _RECORDER_SCRIPT, str(path)], timeout=300,
+                              capture_output=True, text=True)
+    except (subprocess.SubprocessError, OSError) as e:
+        pytest.fail(f"the real recorder could not run: {e!r}", pytrace=False)
+    if proc.returncode != 0:
+        pytest.fail(f"the real recorder failed (exit {proc.returncode}):\n{proc.stderr[-3000:]}", pytrace=False)
     from tfprobe import read_layers
 
-    return read_layers(path.parent).query("run == @path.name")["layer"].tolist()
+    layers = read_layers(path.parent).query("run == @path.name")
+    # the recorder's own metadata, not a synthetic writer's: every Keras layer, its class
+    assert layers["layer"].tolist() == RECORDED_LAYERS, layers
+    assert layers["class"].tolist() == ["Conv2D", "MaxPooling2D", "Flatten", "Dense", "Dense"], layers
+    return layers["layer"].tolist()
+
+
+def test_a_failing_recorder_fails_the_tests(tmp_path, monkeypatch):
+    monkeypatch.setattr(sys.modules[__name__], "_RECORDER_SCRIPT", "raise SystemExit('recorder broke')")
+    with pytest.raises(pytest.fail.Exception, match="recorder broke"):
+        _write_recorder_run(tmp_path / "keras")
 
 
 @pytest.fixture(scope="module")
 def logs(tmp_path_factory, helpers):
     root = tmp_path_factory.mktemp("browser_logs")
-    layers = _write_recorder_run(root / "keras", helpers)
-    assert layers, "no layers recorded"
+    layers = _write_recorder_run(root / "keras")
     helpers.write_run(root / "xss", [(helpers.XSS_LAYER, "Dense", "activation", [None, 4], None)], [1, 2, 3])
     return root, layers
 
