@@ -351,6 +351,9 @@ def test_query_functions_raise_tensorboard_errors(source):
         ("static/index.js", 200),
         ("static/style.css", 200),
         ("static/ipc.js", 200),
+        ("static/views/overview.js", 200),
+        ("static/views/../state.js", 200),
+        ("static/views/../../plugin.py", 404),
         ("static/", 404),
         ("static/nonexistent.js", 404),
         ("static/../plugin.py", 404),
@@ -372,6 +375,7 @@ def test_static_route_traversal(client, path, code):
 def test_static_content_types(client):
     assert client.get(f"{PREFIX}/static/index.js").headers["Content-Type"].startswith("text/javascript")
     assert client.get(f"{PREFIX}/static/style.css").headers["Content-Type"].startswith("text/css")
+    assert client.get(f"{PREFIX}/static/views/layer.js").headers["Content-Type"].startswith("text/javascript")
 
 
 def test_experiment_and_path_prefix(provider, helpers):

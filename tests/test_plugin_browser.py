@@ -174,6 +174,80 @@ def test_layer_detail_controls(page, servers, logs, helpers):
     assert not page.errors
 
 
+def plugin_requests(page):
+    """A live list of the URLs of every request to the plugin's routes made by `page`."""
+    seen = []
+    page.on("request", lambda r: seen.append(r.url) if f"/data/plugin/{metadata.PLUGIN_NAME}/" in r.url else None)
+    return seen
+
+
+def test_smoothing_and_log_scale_are_client_side(page, servers, logs):
+    tb, _ = servers
+    requests = plugin_requests(page)
+    frame = open_dashboard(page, tb.base)
+    frame.locator("#overview .heatmap-label", has_text=logs[1][0]).first.click()
+    frame.locator("body[data-view=layer][data-status=ready]").wait_for(timeout=TIMEOUT)
+    charts = frame.locator("#layer-charts")
+    before = len(requests)
+    assert any("/scalars?" in u for u in requests)  # the counter sees the view's own fetches
+    frame.locator("#log-scale").check()
+    frame.locator("#smoothing").evaluate(
+        "(e) => { e.value = '0.6'; e.dispatchEvent(new Event('input', {bubbles: true}));"
+        " e.dispatchEvent(new Event('change', {bubbles: true})); }"
+    )
+    frame.locator("#layer-charts[data-log-scale=true][data-smoothing='0.60']").wait_for(timeout=TIMEOUT)
+    assert charts.locator(".chart-card canvas").count() >= 3
+    page.wait_for_timeout(700)
+    assert requests[before:] == []
+    frame.locator("#log-scale").uncheck()
+    frame.locator("#layer-charts[data-log-scale=false]").wait_for(timeout=TIMEOUT)
+    page.wait_for_timeout(300)
+    assert requests[before:] == []
+    assert not page.errors
+
+
+def overview_labels(frame):
+    return frame.locator("#overview .heatmap-label").all_text_contents()
+
+
+def test_layer_filter_applies_everywhere_and_survives_reload(page, servers, logs, helpers):
+    tb, _ = servers
+    wanted = ["conv2d", "dense"]
+    frame = open_dashboard(page, tb.base)
+    assert len(overview_labels(frame)) == len(logs[1]) + 1  # keras layers + the xss layer
+    requests = plugin_requests(page)
+    frame.locator("#layer-filter").fill("^(CONV2D|dense)$")  # case-insensitive, like TensorBoard
+    frame.locator(".filter-note").first.wait_for(timeout=TIMEOUT)
+    assert overview_labels(frame) == wanted
+    assert frame.locator("#overview .no-match").count() == 1  # the xss run has no matching layer
+    assert requests == []  # filtering redraws from the fetched data
+    assert "p.tfprobe.filter=" in page.url
+
+    page.reload()
+    frame = page.frame_locator(IFRAME)
+    frame.locator("body[data-status=ready]").wait_for(timeout=TIMEOUT)
+    assert frame.locator("#layer-filter").input_value() == "^(CONV2D|dense)$"
+    assert overview_labels(frame) == wanted
+    shot(page, helpers, "filter")
+    switch(frame, "pooling")
+    assert frame.locator("table.funnel button.layer-name").all_text_contents() == wanted
+    assert frame.locator(".pool-card").count() == 0  # max_pooling2d does not match
+    switch(frame, "health")
+    layers = frame.locator("table.findings button.layer-name").all_text_contents()
+    assert set(layers) <= set(wanted)
+
+    switch(frame, "overview")
+    frame.locator("#layer-filter").fill("conv2d(")  # invalid: error state, filters nothing
+    frame.locator("#layer-filter.invalid").wait_for(timeout=TIMEOUT)
+    assert "invalid regex" in frame.locator("#layer-filter-error").inner_text()
+    assert frame.locator("#layer-filter").get_attribute("aria-invalid") == "true"
+    assert len(overview_labels(frame)) == len(logs[1]) + 1
+    frame.locator("#layer-filter").fill("")
+    assert frame.locator("#layer-filter.invalid").count() == 0
+    assert "p.tfprobe.filter=" not in page.url
+    assert not page.errors
+
+
 def test_pooling_and_health_views(page, servers, logs, helpers):
     tb, _ = servers
     frame = open_dashboard(page, tb.base)
