@@ -290,6 +290,51 @@ def test_errors_name_the_culprit(client, route, params, code, needle):
         assert r.headers["Content-Type"].startswith("text/plain")  # never HTML
 
 
+# A valid request per route (200); the table below breaks one argument at a time.
+_VALID = {
+    "layers": {"run": "train"},
+    "overview": {"run": "train"},
+    "scalars": {"run": "train", "layer": "conv2d", "stat": "mean"},
+    "histogram": {"run": "train", "layer": "conv2d"},
+    "pooling": {"run": "train"},
+    "funnel": {"run": "train"},
+    "health": {"run": "train"},
+}
+_LAYER_ROUTES = ("scalars", "histogram")
+
+
+def _argument_cases():
+    for route in _VALID:
+        yield route, "run", None, 400, "`run`"
+        yield route, "run", "", 400, "`run`"
+        yield route, "run", "ghost", 404, "'ghost'"
+        if route in _LAYER_ROUTES:
+            yield route, "layer", None, 400, "`layer`"
+            yield route, "layer", "", 400, "`layer`"
+            yield route, "layer", "zzz", 404, "'zzz'"
+
+
+@pytest.mark.parametrize("route, arg, value, code, needle", list(_argument_cases()))
+def test_every_route_answers_400_for_missing_and_404_for_unknown(client, route, arg, value, code, needle):
+    assert client.get(f"{PREFIX}/{route}?{urllib.parse.urlencode(_VALID[route])}").status_code == 200
+    params = dict(_VALID[route])
+    if value is None:
+        del params[arg]
+    else:
+        params[arg] = value
+    r = client.get(f"{PREFIX}/{route}?{urllib.parse.urlencode(params)}")
+    text = r.get_data(as_text=True)
+    assert r.status_code == code, text
+    assert needle in text and r.headers["Content-Type"].startswith("text/plain")
+
+
+@pytest.mark.parametrize("route", ["layers", "scalars", "health"])
+def test_an_empty_run_among_repeated_runs_is_400(client, route):
+    params = dict(_VALID[route], run=["train", ""])
+    r = client.get(f"{PREFIX}/{route}?{urllib.parse.urlencode(params, doseq=True)}")
+    assert r.status_code == 400 and "`run`" in r.get_data(as_text=True)
+
+
 def test_query_functions_raise_tensorboard_errors(source):
     with pytest.raises(errors.NotFoundError, match="'ghost'"):
         queries.overview(source, "ghost")
@@ -306,6 +351,9 @@ def test_query_functions_raise_tensorboard_errors(source):
         ("static/index.js", 200),
         ("static/style.css", 200),
         ("static/ipc.js", 200),
+        ("static/views/overview.js", 200),
+        ("static/views/../state.js", 200),
+        ("static/views/../../plugin.py", 404),
         ("static/", 404),
         ("static/nonexistent.js", 404),
         ("static/../plugin.py", 404),
@@ -327,6 +375,7 @@ def test_static_route_traversal(client, path, code):
 def test_static_content_types(client):
     assert client.get(f"{PREFIX}/static/index.js").headers["Content-Type"].startswith("text/javascript")
     assert client.get(f"{PREFIX}/static/style.css").headers["Content-Type"].startswith("text/css")
+    assert client.get(f"{PREFIX}/static/views/layer.js").headers["Content-Type"].startswith("text/javascript")
 
 
 def test_experiment_and_path_prefix(provider, helpers):
@@ -355,6 +404,50 @@ def test_column_steps_and_bin_series():
     # a logged NaN is present; max ignores it next to a finite value
     values, present = queries.bin_series([1, 2, 3], [np.nan, 1.0, np.nan], [2, 3], "max")
     assert values[0] == 1.0 and np.isnan(values[1]) and present.all()
+
+
+def _column_pairs():
+    """(windows, columns) pairs: every pair up to 130, the frontend's 600-column cap, and random ones."""
+    rng = np.random.default_rng(1)
+    pairs = [(n, c) for n in range(1, 131) for c in range(1, 131)]
+    pairs += [(620, 600), (601, 600), (1199, 600), (2400, 600), (10_000, queries.MAX_COLUMNS)]
+    pairs += [(int(n), int(c)) for n, c in zip(rng.integers(1, 20_000, 300), rng.integers(1, queries.MAX_COLUMNS, 300))]
+    return pairs
+
+
+def test_column_binning_properties_over_many_sizes():
+    rng = np.random.default_rng(2)
+    for n, c in _column_pairs():
+        steps = np.cumsum(rng.integers(1, 5, n))  # logged steps with uneven gaps
+        cols = queries.column_steps(steps, c)
+        assert len(cols) == min(n, c), (n, c)
+        assert cols[-1] == steps[-1], (n, c)  # the last bin ends at the newest window
+        assert np.isin(cols, steps).all() and (np.diff(cols) > 0).all(), (n, c)
+        ends = np.searchsorted(steps, cols, side="right")  # exclusive end index of each bin
+        sizes = np.diff(np.concatenate([[0], ends]))
+        # contiguous, non-empty bins that hold every window exactly once, of (nearly) equal size
+        assert sizes.sum() == n and sizes.min() >= 1 and sizes.max() - sizes.min() <= 1, (n, c)
+        index = np.arange(n, dtype=float)
+        for agg, expected in (("max", ends - 1), ("min", ends - sizes), ("last", ends - 1)):
+            values, present = queries.bin_series(steps, index, cols, agg)
+            assert present.all() and values.tolist() == expected.tolist(), (n, c, agg)
+
+
+@pytest.mark.parametrize("windows, columns", [(111, 50), (620, 600)])
+@pytest.mark.parametrize("agg", ["max", "min"])
+def test_overview_max_min_at_awkward_window_counts(tmp_path, windows, columns, agg):
+    writer = WindowWriter(str(tmp_path / "run"))
+    infos = {"a": {"series": "a", "layer": "a", "class": "Dense", "order": 0}}
+    for step in range(1, windows + 1):
+        writer.write_window(step, infos, {"a": {"zero_fraction": step / windows}}, {})
+    writer.close()
+    client = make_client(make_provider(tmp_path))
+    body = get_json(client, "overview", run="run", columns=columns, agg=agg)
+    assert len(body["steps"]) == columns and body["steps"][-1] == windows and body["windows_read"] == windows
+    values = body["layers"][0]["values"]
+    # the last column holds windows steps[-2] + 1 .. windows (value = step / windows)
+    expected = 1.0 if agg == "max" else (body["steps"][-2] + 1) / windows
+    assert values[-1] == pytest.approx(expected, rel=1e-3)
 
 
 def test_round_sig_keeps_short_json():
@@ -391,6 +484,25 @@ def test_overview_scale(tmp_path):
     maxed = client.get(f"{PREFIX}/overview?run=big&columns=250&agg=max").get_json()
     assert len(maxed["steps"]) == 250 and maxed["windows_read"] == 250 * queries.OVERSAMPLE
     assert len(r.get_data()) < 1_000_000
+
+
+def test_plugin_doctests_are_collected():
+    """Every plugin module with a doctest lies under a pytest testpath (they run with --doctest-modules)."""
+    import configparser
+    import os
+
+    from tensorboard_plugin_tfprobe import plugin as plugin_module
+
+    repo = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    cfg = configparser.ConfigParser()
+    cfg.read(os.path.join(repo, "setup.cfg"))
+    testpaths = [os.path.join(repo, p) for p in cfg["tool:pytest"]["testpaths"].split()]
+    package = os.path.dirname(os.path.abspath(plugin_module.__file__))
+    with_doctests = [os.path.join(package, f) for f in sorted(os.listdir(package))
+                     if f.endswith(".py") and ">>> " in open(os.path.join(package, f)).read()]
+    assert len(with_doctests) >= 2  # plugin.py, queries.py
+    for path in with_doctests:
+        assert any(os.path.commonpath([path, t]) == t for t in testpaths), (path, testpaths)
 
 
 # ---------------------------------------------------------------- loader

@@ -2,9 +2,10 @@
 Debian's chromium through playwright. Skipped only when /usr/bin/chromium is absent.
 
 Logs: run `keras` is written by the real recorder (`tfprobe.LayerProbe` on a tiny CNN with
-pooling, random data) when TensorFlow is importable, otherwise by `WindowWriter`; run
-`xss` holds one series named `<img src=x onerror=alert(1)>` (not a legal TF layer name,
-so it is written with `WindowWriter`). Screenshots go to $TFPROBE_ARTIFACTS or artifacts/.
+pooling, random data); if recording fails the tests fail (there is no synthetic fallback, so
+they cannot pass on fake data). Run `xss` holds one series named `<img src=x onerror=alert(1)>`
+(not a legal TF layer name, so it is written with `WindowWriter`). Screenshots go to
+$TFPROBE_ARTIFACTS or artifacts/.
 """
 
 from __future__ import annotations
@@ -48,23 +49,37 @@ _RECORDER_SCRIPT = textwrap.dedent(
 )
 
 
-def _write_recorder_run(path, helpers):
-    """Real LayerProbe logs if the recorder works here, else synthetic ones; returns layer names."""
+RECORDED_LAYERS = ["conv2d", "max_pooling2d", "flatten", "dense", "head"]  # the model above, in order
+
+
+def _write_recorder_run(path):
+    """Real LayerProbe logs of the model above; fails the tests (never falls back) if recording fails."""
     try:
-        subprocess.run([sys.executable, "-c", _RECORDER_SCRIPT, str(path)], check=True, timeout=180,
-                       capture_output=True)
-    except (subprocess.SubprocessError, OSError):
-        helpers.write_run(path, helpers.TRAIN_LAYERS, helpers.STEPS, hist_layers=("conv2d",))
+        proc = subprocess.run([sys.executable, "-c", _RECORDER_SCRIPT, str(path)], timeout=300,
+                              capture_output=True, text=True)
+    except (subprocess.SubprocessError, OSError) as e:
+        pytest.fail(f"the real recorder could not run: {e!r}", pytrace=False)
+    if proc.returncode != 0:
+        pytest.fail(f"the real recorder failed (exit {proc.returncode}):\n{proc.stderr[-3000:]}", pytrace=False)
     from tfprobe import read_layers
 
-    return read_layers(path.parent).query("run == @path.name")["layer"].tolist()
+    layers = read_layers(path.parent).query("run == @path.name")
+    # the recorder's own metadata, not a synthetic writer's: every Keras layer, its class
+    assert layers["layer"].tolist() == RECORDED_LAYERS, layers
+    assert layers["class"].tolist() == ["Conv2D", "MaxPooling2D", "Flatten", "Dense", "Dense"], layers
+    return layers["layer"].tolist()
+
+
+def test_a_failing_recorder_fails_the_tests(tmp_path, monkeypatch):
+    monkeypatch.setattr(sys.modules[__name__], "_RECORDER_SCRIPT", "raise SystemExit('recorder broke')")
+    with pytest.raises(pytest.fail.Exception, match="recorder broke"):
+        _write_recorder_run(tmp_path / "keras")
 
 
 @pytest.fixture(scope="module")
 def logs(tmp_path_factory, helpers):
     root = tmp_path_factory.mktemp("browser_logs")
-    layers = _write_recorder_run(root / "keras", helpers)
-    assert layers, "no layers recorded"
+    layers = _write_recorder_run(root / "keras")
     helpers.write_run(root / "xss", [(helpers.XSS_LAYER, "Dense", "activation", [None, 4], None)], [1, 2, 3])
     return root, layers
 
@@ -156,6 +171,80 @@ def test_layer_detail_controls(page, servers, logs, helpers):
     frame.locator("#stat-picker input[value=max]").check()
     frame.locator(".chart-card[data-stat=max]").wait_for(timeout=TIMEOUT)
     assert frame.locator(".hist-block .heatmap-canvas").count() >= 1  # histogram over time
+    assert not page.errors
+
+
+def plugin_requests(page):
+    """A live list of the URLs of every request to the plugin's routes made by `page`."""
+    seen = []
+    page.on("request", lambda r: seen.append(r.url) if f"/data/plugin/{metadata.PLUGIN_NAME}/" in r.url else None)
+    return seen
+
+
+def test_smoothing_and_log_scale_are_client_side(page, servers, logs):
+    tb, _ = servers
+    requests = plugin_requests(page)
+    frame = open_dashboard(page, tb.base)
+    frame.locator("#overview .heatmap-label", has_text=logs[1][0]).first.click()
+    frame.locator("body[data-view=layer][data-status=ready]").wait_for(timeout=TIMEOUT)
+    charts = frame.locator("#layer-charts")
+    before = len(requests)
+    assert any("/scalars?" in u for u in requests)  # the counter sees the view's own fetches
+    frame.locator("#log-scale").check()
+    frame.locator("#smoothing").evaluate(
+        "(e) => { e.value = '0.6'; e.dispatchEvent(new Event('input', {bubbles: true}));"
+        " e.dispatchEvent(new Event('change', {bubbles: true})); }"
+    )
+    frame.locator("#layer-charts[data-log-scale=true][data-smoothing='0.60']").wait_for(timeout=TIMEOUT)
+    assert charts.locator(".chart-card canvas").count() >= 3
+    page.wait_for_timeout(700)
+    assert requests[before:] == []
+    frame.locator("#log-scale").uncheck()
+    frame.locator("#layer-charts[data-log-scale=false]").wait_for(timeout=TIMEOUT)
+    page.wait_for_timeout(300)
+    assert requests[before:] == []
+    assert not page.errors
+
+
+def overview_labels(frame):
+    return frame.locator("#overview .heatmap-label").all_text_contents()
+
+
+def test_layer_filter_applies_everywhere_and_survives_reload(page, servers, logs, helpers):
+    tb, _ = servers
+    wanted = ["conv2d", "dense"]
+    frame = open_dashboard(page, tb.base)
+    assert len(overview_labels(frame)) == len(logs[1]) + 1  # keras layers + the xss layer
+    requests = plugin_requests(page)
+    frame.locator("#layer-filter").fill("^(CONV2D|dense)$")  # case-insensitive, like TensorBoard
+    frame.locator(".filter-note").first.wait_for(timeout=TIMEOUT)
+    assert overview_labels(frame) == wanted
+    assert frame.locator("#overview .no-match").count() == 1  # the xss run has no matching layer
+    assert requests == []  # filtering redraws from the fetched data
+    assert "p.tfprobe.filter=" in page.url
+
+    page.reload()
+    frame = page.frame_locator(IFRAME)
+    frame.locator("body[data-status=ready]").wait_for(timeout=TIMEOUT)
+    assert frame.locator("#layer-filter").input_value() == "^(CONV2D|dense)$"
+    assert overview_labels(frame) == wanted
+    shot(page, helpers, "filter")
+    switch(frame, "pooling")
+    assert frame.locator("table.funnel button.layer-name").all_text_contents() == wanted
+    assert frame.locator(".pool-card").count() == 0  # max_pooling2d does not match
+    switch(frame, "health")
+    layers = frame.locator("table.findings button.layer-name").all_text_contents()
+    assert set(layers) <= set(wanted)
+
+    switch(frame, "overview")
+    frame.locator("#layer-filter").fill("conv2d(")  # invalid: error state, filters nothing
+    frame.locator("#layer-filter.invalid").wait_for(timeout=TIMEOUT)
+    assert "invalid regex" in frame.locator("#layer-filter-error").inner_text()
+    assert frame.locator("#layer-filter").get_attribute("aria-invalid") == "true"
+    assert len(overview_labels(frame)) == len(logs[1]) + 1
+    frame.locator("#layer-filter").fill("")
+    assert frame.locator("#layer-filter.invalid").count() == 0
+    assert "p.tfprobe.filter=" not in page.url
     assert not page.errors
 
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import mimetypes
 import os
 
-from tensorboard import errors, plugin_util
+from tensorboard import plugin_util
 from tensorboard.backend import http_util
 from tensorboard.plugins import base_plugin
 from werkzeug import wrappers
@@ -62,7 +62,7 @@ class TfprobePlugin(base_plugin.TBPlugin):
             "/overview": self._route(
                 lambda src, a: queries.overview(
                     src,
-                    _required(a, "run"),
+                    a.get("run"),
                     a.get("stat") or queries.DEFAULT_STAT,
                     a.get("columns"),
                     a.get("agg") or "last",
@@ -112,9 +112,3 @@ class TfprobePlugin(base_plugin.TBPlugin):
         with open(path, "rb") as f:
             return http_util.Respond(request, f.read(), ctype)
 
-
-def _required(args, name):
-    value = args.get(name)
-    if not value:
-        raise errors.InvalidArgumentError(f"missing `{name}`")
-    return value

@@ -110,29 +110,50 @@ def elements_per_example(shape):
     return n
 
 
+def require(name, value):
+    """`value` if it is given and not empty, else a 400 naming the argument.
+
+    >>> require("layer", "conv2d")
+    'conv2d'
+    >>> require("run", "")
+    Traceback (most recent call last):
+    ...
+    tensorboard.errors.InvalidArgumentError: Invalid argument: `run` is required and must not be empty. Received: run=''
+    """
+    if value is None or value == "":
+        raise errors.InvalidArgumentError(f"`{name}` is required and must not be empty. Received: {name}={value!r}")
+    return value
+
+
 def _check_int(name, value, low, high, default):
     if value is None or value == "":
         return default
     try:
         n = int(value)
     except (TypeError, ValueError):
-        raise errors.InvalidArgumentError(f"`{name}` must be an integer; received {name}={value!r}")
+        raise errors.InvalidArgumentError(f"`{name}` must be an integer. Received: {name}={value!r}")
     if not low <= n <= high:
-        raise errors.InvalidArgumentError(f"`{name}` must be between {low} and {high}; received {name}={n}")
+        raise errors.InvalidArgumentError(f"`{name}` must be between {low} and {high}. Received: {name}={n}")
     return n
 
 
 def check_stat(stat):
+    """`stat` if it is a tfprobe statistic name, else a 400 naming it."""
+    require("stat", stat)
     if stat not in metadata.STATS:
         raise errors.InvalidArgumentError(
-            f"unknown statistic {stat!r}; tfprobe statistics are: {', '.join(metadata.STATS)}"
+            f"`stat` must be a tfprobe statistic ({', '.join(metadata.STATS)}). Received: stat={stat!r}"
         )
     return stat
 
 
 def _check_runs(runs):
-    if not runs:
-        raise errors.InvalidArgumentError("missing `run`: pass at least one run=NAME")
+    """The distinct run names of a repeatable `run` argument; 400 if none is given or one is empty."""
+    runs = list(runs or ())
+    if not runs or not all(runs):
+        raise errors.InvalidArgumentError(
+            f"`run` is required: pass one or more non-empty run=NAME. Received: run={runs!r}"
+        )
     return list(dict.fromkeys(runs))
 
 
@@ -280,18 +301,23 @@ def column_steps(all_steps, columns):
     ([10, 20, 30], [4, 7, 10])
     """
     all_steps = np.unique(np.asarray(all_steps, dtype=np.int64))
-    if len(all_steps) <= columns:
+    n = len(all_steps)
+    if n <= columns:
         return all_steps
-    ends = np.ceil(np.arange(1, columns + 1) * (len(all_steps) / columns)).astype(np.int64) - 1
-    return all_steps[np.unique(ends)]
+    # Column j (1-based) ends at window ceil(j * n / columns), in integers: the float
+    # form overshoots for some (n, columns), e.g. ceil(50 * (111 / 50)) == 112.
+    # Since n > columns, the ends strictly increase (no empty column) and the last is n.
+    ends = (np.arange(1, columns + 1, dtype=np.int64) * n + columns - 1) // columns - 1
+    return all_steps[ends]
 
 
 def overview(src: Source, run, stat=DEFAULT_STAT, columns=DEFAULT_COLUMNS, agg="last"):
     """The heat-map data of one run for one statistic: rows = layers in model order, columns = steps."""
+    require("run", run)
     check_stat(stat)
     columns = _check_int("columns", columns, 1, MAX_COLUMNS, DEFAULT_COLUMNS)
     if agg not in AGGREGATIONS:
-        raise errors.InvalidArgumentError(f"unknown agg {agg!r}; use one of {', '.join(AGGREGATIONS)}")
+        raise errors.InvalidArgumentError(f"`agg` must be one of {', '.join(AGGREGATIONS)}. Received: agg={agg!r}")
     series = _run_series(src, run)
     names = [n for n, info in series.items() if stat in info["stats"]]
     if not names:
@@ -358,11 +384,10 @@ def _pairs(points):
 def scalars(src: Source, run_names, layer, stats, points=DEFAULT_POINTS):
     """Time series of `stats` of one layer in each run: `{stat: {run: [[step, value], ...]}}`."""
     run_names = _check_runs(run_names)
-    if not layer:
-        raise errors.InvalidArgumentError("missing `layer`")
-    stats = [check_stat(s) for s in dict.fromkeys(stats or ())]
+    require("layer", layer)
     if not stats:
-        raise errors.InvalidArgumentError("missing `stat`: pass at least one stat=NAME")
+        raise errors.InvalidArgumentError(f"`stat` is required: pass one or more stat=NAME. Received: stat={stats!r}")
+    stats = [check_stat(s) for s in dict.fromkeys(stats)]
     points = _check_int("points", points, 1, MAX_POINTS, DEFAULT_POINTS)
     found = list_series(src, run_names)
     for r in run_names:
@@ -386,10 +411,8 @@ def scalars(src: Source, run_names, layer, stats, points=DEFAULT_POINTS):
 
 def histogram(src: Source, run, layer, columns=DEFAULT_POINTS):
     """The histogram of one layer over time: counts per bucket (rows) and logged step (columns)."""
-    if not run:
-        raise errors.InvalidArgumentError("missing `run`")
-    if not layer:
-        raise errors.InvalidArgumentError("missing `layer`")
+    require("run", run)
+    require("layer", layer)
     columns = _check_int("columns", columns, 1, MAX_COLUMNS, DEFAULT_POINTS)
     series = _run_series(src, run)
     _find_layer({run: series}, [run], layer)
@@ -426,8 +449,7 @@ def histogram(src: Source, run, layer, columns=DEFAULT_POINTS):
 
 def pooling(src: Source, run, points=DEFAULT_POINTS):
     """Every pooling series of one run with its pooling statistics over time."""
-    if not run:
-        raise errors.InvalidArgumentError("missing `run`")
+    require("run", run)
     points = _check_int("points", points, 1, MAX_POINTS, DEFAULT_POINTS)
     series = _run_series(src, run)
     pools = [info for info in series.values() if info["kind"] == "pooling"]
@@ -452,8 +474,7 @@ def funnel(src: Source, run, step=None):
 
     `step` picks the newest logged window at or before it; default the newest window.
     """
-    if not run:
-        raise errors.InvalidArgumentError("missing `run`")
+    require("run", run)
     step = _check_int("step", step, -(2**62), 2**62, None)
     series = _run_series(src, run)
     pools = [n for n, info in series.items() if info["kind"] == "pooling"]

@@ -1,0 +1,60 @@
+// The header controls: run picker, view tabs, layer-name filter.
+
+import {el} from './charts.js';
+import {runColor} from './model.js';
+import {app, setFilter, state} from './state.js';
+
+export const VIEWS = [
+  ['overview', 'Overview'],
+  ['layer', 'Layer detail'],
+  ['pooling', 'Pooling'],
+  ['health', 'Health'],
+];
+
+export function renderPicker(pickerEl) {
+  const list = el('div', {class: 'run-list', id: 'run-list'});
+  for (const run of state.runs) {
+    const box = el('input', {type: 'checkbox', value: run.name});
+    box.checked = state.selected.has(run.name);
+    box.addEventListener('change', () => {
+      if (box.checked) state.selected.add(run.name);
+      else state.selected.delete(run.name);
+      app.showView();
+    });
+    list.append(
+      el('label', {title: `${run.name}: ${run.layers} layers, last step ${run.max_step}`}, box,
+        el('span', {class: 'swatch', style: `background:${runColor(run.name)}`}), el('span', {class: 'run-name-label', text: run.name})),
+    );
+  }
+  const pick = (fn) => () => { fn(); renderPicker(pickerEl); app.showView(); };
+  const all = el('button', {text: 'all', onclick: pick(() => state.runs.forEach((r) => state.selected.add(r.name)))});
+  const none = el('button', {text: 'none', onclick: pick(() => state.selected.clear())});
+  pickerEl.replaceChildren(el('div', {class: 'picker-title'}, el('span', {text: 'Runs'}), all, none), list);
+}
+
+export function renderTabs(tabsEl) {
+  tabsEl.replaceChildren(
+    ...VIEWS.map(([id, label]) =>
+      el('button', {role: 'tab', 'aria-selected': String(state.view === id), dataset: {view: id}, text: label, onclick: () => app.go(id)}),
+    ),
+  );
+}
+
+/** The layer-name regex box: filters every view as you type (no refetch); invalid = error state. */
+export function filterBox() {
+  const input = el('input', {type: 'search', id: 'layer-filter', placeholder: 'Filter layers (regex)', spellcheck: 'false', autocomplete: 'off'});
+  input.value = state.filter;
+  const message = el('span', {class: 'filter-error', id: 'layer-filter-error', role: 'alert'});
+  const show = () => {
+    input.classList.toggle('invalid', state.filterError !== null);
+    input.setAttribute('aria-invalid', String(state.filterError !== null));
+    message.textContent = state.filterError ? `invalid regex: ${state.filterError}` : '';
+  };
+  input.addEventListener('input', () => {
+    setFilter(input.value);
+    show();
+    app.redraw();
+  });
+  show();
+  return el('div', {class: 'layer-filter'}, input, message);
+}
