@@ -15,6 +15,7 @@ import pytest
 import tensorflow as tf
 
 import tfprobe
+import tfprobe.native
 from tfprobe import events
 from tfprobe.capture import layer_outputs
 
@@ -251,3 +252,42 @@ def test_layer_outputs_outside_training_match_the_layers(kind):
     np.testing.assert_allclose(got[names[1]], want_pool, rtol=1e-6)
     np.testing.assert_allclose(got[names[2]], np.asarray(head(want_pool)), rtol=1e-6)
     assert all("call" not in layer.__dict__ for layer in (conv, pool, head))
+
+
+def reference_cnn():
+    keras.utils.set_random_seed(0)
+    model = keras.Sequential([
+        keras.Input((16, 16, 3)),
+        keras.layers.Conv2D(8, 3, activation="relu"),
+        keras.layers.BatchNormalization(),
+        keras.layers.MaxPooling2D(),
+        keras.layers.Conv2D(8, 3, activation="relu"),
+        keras.layers.GlobalAveragePooling2D(),
+        keras.layers.Dense(16, activation="relu"),
+        keras.layers.Dense(4, activation="softmax"),
+    ])
+    model.compile(keras.optimizers.Adam(1e-2), "sparse_categorical_crossentropy")
+    return model
+
+
+@pytest.mark.parametrize("kernel", ["native", "graph"])
+@pytest.mark.parametrize("with_nan", [False, True])
+def test_the_probe_does_not_change_what_training_computes(tmp_path, kernel, with_nan):
+    """Weights and losses after training are bitwise those of a run without the probe (same seeds; the CPU
+    kernels of this model are deterministic), also with a NaN in the inputs, which a fused Conv+ReLU maps to 0."""
+    if kernel == "native" and not tfprobe.native.available():
+        pytest.skip("no C++ compiler for the native kernel")
+    rng = np.random.default_rng(0)
+    x = rng.normal(size=(64, 16, 16, 3)).astype("float32")
+    y = rng.integers(0, 4, 64)
+    if with_nan:
+        x[3, 2, 2, 0] = np.nan
+    runs = []
+    for probe in (None, tfprobe.LayerProbe(tmp_path, record_freq=1, log_freq=2, histogram_freq=1, kernel=kernel)):
+        model = reference_cnn()
+        history = model.fit(x, y, batch_size=16, epochs=2, shuffle=False, verbose=0, callbacks=[probe] if probe else [])
+        runs.append((history.history["loss"], model.get_weights()))
+    (loss_a, weights_a), (loss_b, weights_b) = runs
+    assert loss_a == loss_b
+    assert all(np.array_equal(a, b, equal_nan=True) for a, b in zip(weights_a, weights_b))
+    assert len(tfprobe.read_logdir(tmp_path)) > 0
