@@ -1,0 +1,51 @@
+"""The reference set as a user passes it: arrays, tuples or a finite dataset; bad ones named clearly."""
+
+import keras
+import numpy as np
+import pytest
+import tensorflow as tf
+
+from tfprobe.reference import ReferenceData, features, reduce_features
+
+
+def test_arrays_and_datasets_give_the_same_batches_and_labels():
+    x = np.arange(30, dtype="float32").reshape(10, 3)
+    y = np.arange(10) % 3
+    from_arrays = ReferenceData((x, y), batch_size=4)
+    from_dataset = ReferenceData(tf.data.Dataset.from_tensor_slices((x, y)).batch(4))
+    for ref in (from_arrays, from_dataset):
+        assert len(ref) == 10
+        np.testing.assert_array_equal(ref.labels(), y)
+        np.testing.assert_array_equal(np.concatenate([b for b, _ in ref.batches()]), x)
+        head_x, head_y = ref.head(6)
+        np.testing.assert_array_equal(head_x, x[:6])
+        np.testing.assert_array_equal(head_y, y[:6])
+    assert ReferenceData(x).labels() is None and ReferenceData((x,)).head(2)[1] is None
+
+
+@pytest.mark.parametrize(
+    "data, error, message",
+    [
+        ((np.zeros((3, 2)), np.zeros(4)), ValueError, "3 inputs and 4 labels"),
+        ((np.zeros((0, 2)),), ValueError, "at least one example"),
+        ((1, 2, 3), ValueError, r"x, \(x,\) or \(x, y\)"),
+        (5.0, TypeError, "example axis"),
+        (tf.data.Dataset.from_tensor_slices(np.zeros((4, 2))).repeat(), ValueError, "infinite"),
+    ],
+)
+def test_bad_reference_data_is_named(data, error, message):
+    with pytest.raises(error, match=message) as info:
+        ReferenceData(data)
+    assert "reference_data" in str(info.value)
+
+
+def test_features_are_reduced_per_batch_and_match_the_layers():
+    model = keras.Sequential([keras.Input((6, 6, 2)), keras.layers.Conv2D(4, 3, name="conv"),
+                              keras.layers.Flatten(name="flat"), keras.layers.Dense(3, name="head")])
+    x = np.random.default_rng(0).normal(size=(10, 6, 6, 2)).astype("float32")
+    got = features(model, ReferenceData(x, batch_size=3), max_dim=8)
+    conv = np.asarray(model.get_layer("conv")(x))
+    np.testing.assert_allclose(got["conv"], conv.mean(axis=(1, 2)), rtol=1e-5, atol=1e-6)
+    assert got["flat"].shape == (10, 8)  # 64 values projected on 8 fixed directions
+    np.testing.assert_allclose(got["flat"], reduce_features(conv.reshape(10, -1), max_dim=8), rtol=1e-5, atol=1e-6)
+    np.testing.assert_allclose(got["head"], np.asarray(model(x)), rtol=1e-5, atol=1e-6)
