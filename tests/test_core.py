@@ -271,8 +271,8 @@ def reference_cnn():
 
 
 @pytest.mark.parametrize("kernel", ["native", "graph"])
-@pytest.mark.parametrize("with_nan", [False, True])
-def test_the_probe_does_not_change_what_training_computes(tmp_path, kernel, with_nan):
+@pytest.mark.parametrize("with_nan, gradients", [(False, False), (True, False), (False, True)])
+def test_the_probe_does_not_change_what_training_computes(tmp_path, kernel, with_nan, gradients):
     """Weights and losses after training are bitwise those of a run without the probe (same seeds; the CPU
     kernels of this model are deterministic), also with a NaN in the inputs, which a fused Conv+ReLU maps to 0."""
     if kernel == "native" and not tfprobe.native.available():
@@ -283,7 +283,8 @@ def test_the_probe_does_not_change_what_training_computes(tmp_path, kernel, with
     if with_nan:
         x[3, 2, 2, 0] = np.nan
     runs = []
-    for probe in (None, tfprobe.LayerProbe(tmp_path, record_freq=1, log_freq=2, histogram_freq=1, kernel=kernel)):
+    probe = tfprobe.LayerProbe(tmp_path, record_freq=1, log_freq=2, histogram_freq=1, kernel=kernel, gradients=gradients)
+    for probe in (None, probe):
         model = reference_cnn()
         history = model.fit(x, y, batch_size=16, epochs=2, shuffle=False, verbose=0, callbacks=[probe] if probe else [])
         runs.append((history.history["loss"], model.get_weights()))

@@ -77,19 +77,21 @@ class Accumulators:
                 component.assign(initial_step)
 
     def create(self, name, initial):
-        """The variables of series `name`, created once from `{slot: initial NumPy array}`.
+        """The variables of series `name`; the slots of `{slot: initial NumPy array}` it lacks are created.
 
         Inside a replica context (a step traced under a strategy) they are
         created in cross-replica context through `merge_call`, once for all
         replicas.
         """
-        if name in self.slots:
+        if all(slot in self.slots.get(name, ()) for slot in initial):
             return self.slots[name]
 
         def create(*_):
-            if name not in self.slots:  # merge_call runs this once for all replicas
-                dtypes = {slot: tf.float32 if value.dtype == np.float32 else tf.float64 for slot, value in initial.items()}
-                self.slots[name] = {s: self._variable(v, dtypes[s], f"tfprobe_{s}") for s, v in initial.items()}
+            slots = self.slots.setdefault(name, {})
+            for slot, value in initial.items():
+                if slot not in slots:  # merge_call runs this once for all replicas
+                    dtype = tf.float32 if value.dtype == np.float32 else tf.float64
+                    slots[slot] = self._variable(value, dtype, f"tfprobe_{slot}")
 
         if tf.distribute.has_strategy() and not tf.distribute.in_cross_replica_context():
             tf.distribute.get_replica_context().merge_call(create)

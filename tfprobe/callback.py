@@ -95,6 +95,7 @@ class LayerProbe(keras.callbacks.Callback):
         sample_size=None,
         strict=False,
         kernel="auto",
+        gradients=False,
     ):
         super().__init__()
         self.log_dir = validation.log_dir(log_dir)
@@ -107,12 +108,14 @@ class LayerProbe(keras.callbacks.Callback):
         self.sample_size = validation.optional_positive_int("sample_size", sample_size)
         self.strict = validation.boolean("strict", strict)
         self.kernel = validation.choice("kernel", kernel, kernels.CHOICES)
+        self.gradients = validation.boolean("gradients", gradients)
         self._recorder = Recorder(
             record_freq=self.record_freq,
             histogram_freq=self.histogram_freq,
             near_zero=self.near_zero,
             sample_size=self.sample_size,
             strict=self.strict,
+            gradients=self.gradients,
         )
         self._instrumentation = Instrumentation(self._recorder)
         self._writer = None
@@ -133,6 +136,7 @@ class LayerProbe(keras.callbacks.Callback):
         Safe to call at any time; `fit` calls it itself when it ends normally.
         """
         self._instrumentation.detach()
+        self._recorder.weights.detach()
         self._close_writer()
 
     # -- Keras hooks ----------------------------------------------------------------
@@ -169,10 +173,12 @@ class LayerProbe(keras.callbacks.Callback):
         optimizer = getattr(model, "optimizer", None)
         start = int(optimizer.iterations.numpy()) if optimizer is not None else 0
         self._recorder.use(kernel)
-        self._recorder.prepare(model.distribute_strategy, start)
+        self._recorder.prepare(model.distribute_strategy, start, chosen)
         key = (model.distribute_strategy, self._recorder.generation, kernel.name, tuple(chosen))
         self._instrumentation.on_error = self._close_writer
         self._instrumentation.attach(model, chosen, key, owner=self)
+        if self.gradients:
+            self._recorder.weights.attach(optimizer)
         try:
             self._writer = WindowWriter(self.log_dir)
         except OSError as error:
@@ -196,7 +202,7 @@ class LayerProbe(keras.callbacks.Callback):
             shared = {}
             object.__setattr__(model, _SHARED_ATTR, shared)  # not tracked by Keras, gone with the model
         settings = (self.record_freq, self.histogram_freq, self.near_zero, self.saturation_margin, self.sample_size,
-                    self.strict, kernel_name, tuple(chosen))
+                    self.strict, self.gradients, kernel_name, tuple(chosen))
         self._recorder, self._instrumentation = shared.setdefault(settings, (self._recorder, self._instrumentation))
 
     def on_epoch_begin(self, epoch, logs=None):

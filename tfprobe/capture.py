@@ -63,6 +63,10 @@ class Tap:
 class Capture:
     """Patches the `call` of chosen layers; hands out `Tap`s while `collecting`.
 
+    `on_tap(tap)` may return a tensor to use in place of `tap.tensor`
+    downstream (same value; the backward path returns an identity whose
+    gradient it sees), or None.
+
     `attach()` / `detach()` (or `with capture:`) patch and restore the
     layers. Collection state is per thread: MirroredStrategy traces the step
     once per replica, each in its own thread.
@@ -106,7 +110,7 @@ class Capture:
         def tapped_call(*args, **kwargs):
             outputs = call(*args, **kwargs)
             if getattr(capture._t, "on_tap", None) is not None:
-                capture._collect(path, layer, outputs, args, kwargs, pooling)
+                outputs = capture._collect(path, layer, outputs, args, kwargs, pooling)
             return outputs
 
         return tapped_call
@@ -133,15 +137,17 @@ class Capture:
             warnings.warn(f"tfprobe: not recording {path} ({reason}).", RuntimeWarning, stacklevel=3)
 
     def _collect(self, path, layer, outputs, args, kwargs, pooling):
+        """Hands a tap per floating output to `on_tap`; returns the outputs, with those it replaced."""
         t = self._t
         if _graph() is not t.graph:
             t.foreign.add(path)
-            return
+            return outputs
         call = t.calls.get(path, 0)
         t.calls[path] = call + 1
         inputs = args[0] if args else kwargs.get("inputs")
         sources = self._sources(tf.nest.flatten((args, kwargs)))
         flat = tf.nest.flatten(outputs)
+        returned = list(flat)
         for index, tensor in enumerate(flat):
             name = metadata.series_name(path, index, len(flat), call)
             if not isinstance(tensor, tf.Tensor) or not tensor.dtype.is_floating:
@@ -150,7 +156,14 @@ class Capture:
                 continue
             pooled = inputs if pooling and isinstance(inputs, tf.Tensor) and inputs.dtype.is_floating else None
             t.produced[tensor.ref()] = name
-            t.on_tap(Tap(name, path, layer, index, len(flat), call, tensor, pooled, sources))
+            replacement = t.on_tap(Tap(name, path, layer, index, len(flat), call, tensor, pooled, sources))
+            if replacement is not None:  # the model goes on with it (e.g. an identity that sees the gradient)
+                _keep_keras_attributes(tensor, replacement)
+                t.produced[replacement.ref()] = name
+                returned[index] = replacement
+        if all(a is b for a, b in zip(returned, flat)):
+            return outputs
+        return tf.nest.pack_sequence_as(outputs, returned)
 
     def _sources(self, values):
         """The series whose outputs `values` (a layer call's inputs) are computed from, nearest first."""
@@ -186,6 +199,14 @@ class Capture:
         return found
 
 
+def _keep_keras_attributes(tensor, replacement):
+    """Carries what Keras attached to an output (`_keras_logits` of a softmax, which losses use instead of the
+    probabilities; `_keras_mask`) over to its replacement, so that training computes exactly the same."""
+    for name, value in getattr(tensor, "__dict__", {}).items():
+        if name.startswith("_keras"):
+            setattr(replacement, name, value)
+
+
 def _producer(tensor):
     """The op that computes `tensor` in a graph; None for an eager tensor, which has none."""
     try:
@@ -203,8 +224,8 @@ class Instrumentation:
 
     `attach(model, chosen, key)` taps the chosen layers and wraps
     `model.train_step` so that each traced step calls
-    `recorder.begin_step(iterations)`, hands every tap to
-    `recorder.on_tap(tap)` and calls `recorder.end_step(iterations)`; then it
+    `recorder.begin_step(model)`, hands every tap to `recorder.on_tap(tap)`
+    and calls `recorder.end_step(model)`; then it
     makes Keras build its train function with that step. Keras keeps its
     train function until something (`compile`, ...) invalidates it: while it
     is the same and `key` (what else the traced step depends on) is equal,
@@ -259,14 +280,11 @@ class Instrumentation:
     def _step(self, model, original):
         recorder, capture = self.recorder, self.capture
 
-        def iterations():
-            return getattr(getattr(model, "optimizer", None), "iterations", None)
-
         def train_step(data):
-            recorder.begin_step(iterations())
+            recorder.begin_step(model)
             with capture.collecting(recorder.on_tap):
                 logs = original(data)
-            recorder.end_step(iterations())
+            recorder.end_step(model)
             return logs
 
         return train_step

@@ -83,7 +83,18 @@ ACTIVATION_STATS = (
     "saturation_fraction",
 )
 POOLING_STATS = ("size_ratio", "mass_retention", "energy_retention", "zero_fraction_in")
-STATS = ACTIVATION_STATS + POOLING_STATS
+GRADIENT_STATS = (
+    "grad_rms",
+    "grad_mean_abs",
+    "grad_max_abs",
+    "grad_zero_fraction",
+    "grad_nan_count",
+    "grad_inf_count",
+    "weight_norm",
+    "weight_grad_norm",
+    "update_ratio",
+)
+STATS = ACTIVATION_STATS + POOLING_STATS + GRADIENT_STATS
 
 STAT_DESCRIPTIONS = {
     "mean": "mean of the finite values",
@@ -103,6 +114,15 @@ STAT_DESCRIPTIONS = {
     "mass_retention": "sum|output| / sum|input| of a pooling layer",
     "energy_retention": "sum(output**2) / sum(input**2) of a pooling layer",
     "zero_fraction_in": "share of the pooling layer's input values with x == 0",
+    "grad_rms": "sqrt(mean(g**2)) of the activation gradient g = dL/da over its finite values (unscaled)",
+    "grad_mean_abs": "mean(|g|) of the activation gradient over its finite values",
+    "grad_max_abs": "largest finite |g| of the activation gradient",
+    "grad_zero_fraction": "share of the activation gradient's finite values with g == 0",
+    "grad_nan_count": "number of NaN values in the activation gradient",
+    "grad_inf_count": "number of +-Inf values in the activation gradient",
+    "weight_norm": "L2 norm of the layer's trainable weights before the update, averaged over recorded steps",
+    "weight_grad_norm": "L2 norm of the gradient of the layer's trainable weights (unscaled), averaged",
+    "update_ratio": "||w_after - w_before|| / ||w_before|| of the update the optimizer applied, averaged",
 }
 
 DATA_CLASS_SCALAR = 1  # tensorboard.compat.proto.summary_pb2.DATA_CLASS_SCALAR

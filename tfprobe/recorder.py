@@ -19,7 +19,7 @@ import warnings
 import numpy as np
 import tensorflow as tf
 
-from tfprobe import metadata, stats
+from tfprobe import backward, metadata, stats
 from tfprobe.accumulators import Accumulators
 from tfprobe.selection import is_pooling, saturation_bounds
 
@@ -72,14 +72,20 @@ class Recorder:
       near_zero: the threshold of dead units (`tfprobe.stats.finalize`).
       sample_size: recorded in each series' metadata.
       strict: raise `RecordingError` instead of warning and dropping a series.
+      gradients: also record the backward pass (`tfprobe.backward`): the
+        statistics of each series' activation gradient, and the weight and
+        update norms of each layer with trainable weights.
 
     `use(kernel)` (a `tfprobe.kernel.Kernel`) and `prepare(strategy,
-    initial_step)` come before a step is traced.
+    initial_step)` come before a step is traced; with gradients,
+    `weights.attach(optimizer)` during `fit`.
     """
 
-    def __init__(self, *, record_freq, histogram_freq, near_zero, sample_size, strict):
+    def __init__(self, *, record_freq, histogram_freq, near_zero, sample_size, strict, gradients=False):
         self.record_freq, self.histogram_freq = record_freq, histogram_freq
         self.near_zero, self.sample_size, self.strict = near_zero, sample_size, strict
+        self.gradients = gradients
+        self.weights = backward.WeightWatch([])
         self.series = {}  # name -> Series, in order of first appearance
         self.dropped = {}  # name -> reason
         self.accumulators = Accumulators()
@@ -89,8 +95,10 @@ class Recorder:
     def use(self, kernel):
         self.kernel = kernel
 
-    def prepare(self, strategy, initial_step):
-        """Sets the distribution strategy and the global step the next `fit` starts from."""
+    def prepare(self, strategy, initial_step, chosen=()):
+        """Sets the distribution strategy, the global step the next `fit` starts from and the chosen layers."""
+        if self.gradients and set(self.weights.layers) != {p for p, layer in chosen if layer.trainable_weights}:
+            self.weights = backward.WeightWatch(chosen)
         generation = self.accumulators.generation
         self.accumulators.prepare(strategy, initial_step)
         if self.accumulators.generation != generation:
@@ -103,19 +111,27 @@ class Recorder:
 
     # -- graph side: called while a step is traced ------------------------------------
 
-    def begin_step(self, iterations=None):
-        """Starts a traced step. `iterations` is the optimizer's counter before its update.
+    def begin_step(self, model):
+        """Starts a traced step of `model`: the predicates of the step being run.
 
-        The step being run is `iterations + 1` (Keras' count after the batch);
-        without `iterations` the recorder counts steps itself.
+        The step being run is the optimizer's `iterations + 1` (Keras' count
+        after the batch); a model without an optimizer has its steps counted
+        by the recorder.
         """
         acc = self.accumulators
-        current = (acc.step if iterations is None else tf.cast(iterations, tf.int64)) + 1
+        optimizer = getattr(model, "optimizer", None)
+        iterations = getattr(optimizer, "iterations", None)
+        before = acc.step if iterations is None else tf.cast(iterations, tf.int64)
+        current = before + 1
         first = tf.equal(current, acc.fit_start + 1)
         self._t.record = tf.logical_or(tf.equal(current % self.record_freq, 0), first)
         hist = tf.logical_or(tf.equal(current % self.histogram_freq, 0), first) if self.histogram_freq else None
         self._t.hist = hist
         self._t.taps = []  # (series, tensor, pooled input or None)
+        self._t.grads = []  # (series, activation gradient)
+        if self.gradients:
+            self._t.before, self._t.scale = before, backward.loss_scale(optimizer)
+            self.weights.begin(self._t.record)
 
     def on_tap(self, tap):
         """Takes note of one tap; `end_step` builds the ops of every tap of the step."""
@@ -127,6 +143,10 @@ class Recorder:
             self._fail(tap.series, error)
             return
         self._t.taps.append((series, tap.tensor, tap.inputs if series.pooling else None))
+        if self.gradients:
+            grads = self._t.grads
+            return backward.watch(tap.tensor, lambda g: grads.append((series, g)))
+        return None
 
     def _series_for(self, tap):
         found = self.series.get(tap.series)
@@ -150,8 +170,8 @@ class Recorder:
         self.accumulators.remove(name)
         warnings.warn(f"tfprobe: not recording {name!r} from now on: {error}", RuntimeWarning, stacklevel=2)
 
-    def end_step(self, iterations=None):
-        """Ends a traced step: the statistics ops of its taps, then the step counter.
+    def end_step(self, model):
+        """Ends a traced step of `model`: the statistics ops of its taps, then the step counter.
 
         One `tf.cond` holds the statistics of every tap and one the
         histograms (a cond per tap made building a step slow). The conds are
@@ -163,6 +183,7 @@ class Recorder:
         if not taps:
             return
         no = lambda: tf.constant(False)  # noqa: E731
+        iterations = getattr(getattr(model, "optimizer", None), "iterations", None)
         try:
             tf.cond(self._t.record, lambda: self._record(taps), no)
             if self.histogram_freq:
@@ -170,12 +191,47 @@ class Recorder:
                 if self.kernel.fuses_histogram:  # recorded steps count it in the statistics' pass
                     hist_only = tf.logical_and(hist_only, tf.logical_not(self._t.record))
                 tf.cond(hist_only, lambda: self._record_histograms(taps), no)
+            if self.gradients:
+                self._end_backward(iterations)
         except Exception as error:  # noqa: BLE001
             for series, *_ in taps:
                 self._fail(series.name, error)
             return
-        step = self.accumulators.step
-        step.assign(tf.cast(iterations, tf.int64)) if iterations is not None else step.assign_add(1)
+        if iterations is not None:
+            self.accumulators.step.assign(tf.cast(iterations, tf.int64))
+        else:
+            self.accumulators.step.assign_add(1)
+
+    def _end_backward(self, iterations):
+        """The gradient statistics of the step's taps and the weight figures, on recorded steps that updated.
+
+        A step whose update the optimizer skipped (a loss-scale optimizer's
+        non-finite gradients: `iterations` does not advance) is left out.
+        """
+        applied = tf.constant(True) if iterations is None else tf.not_equal(tf.cast(iterations, tf.int64), self._t.before)
+        record = tf.logical_and(self._t.record, applied)
+        grads, scale = self._t.grads, self._t.scale
+        for series, _ in grads:
+            self.accumulators.create(series.name, {"grad_sums": stats.empty_sums(), "grad_maxes": stats.empty_maxes(None)})
+        tf.cond(record, lambda: self._record_gradients(grads, scale), lambda: tf.constant(False))
+        for path, figures in self.weights.sums(record, scale).items():
+            series = self.series.get(path)
+            if series is not None:
+                slot = self.accumulators.create(path, {"weights": np.zeros(4)})["weights"]
+                slot.assign_add(figures, read_value=False)
+
+    def _record_gradients(self, grads, scale):
+        def build(series, g):
+            with tf.name_scope("tfprobe_grad"):
+                x2d = stats.as_rows(g) / tf.cast(scale, tf.float32)
+                sums, maxes, _ = self.kernel.partials(x2d, None, None, False)
+                slots = self.accumulators.slots[series.name]
+                slots["grad_sums"].assign_add(sums, read_value=False)
+                slots["grad_maxes"].assign(tf.maximum(slots["grad_maxes"], maxes), read_value=False)
+
+        for series, g in grads:
+            self._guarded(series, lambda: build(series, g))
+        return tf.constant(True)
 
     def _guarded(self, series, build):
         """Runs `build()` (the ops of one series); a failure drops only that series (or raises in strict mode)."""
@@ -239,4 +295,27 @@ class Recorder:
             hist = slots.get("hist")
             if hist is not None and hist.sum() > 0:
                 histograms[name] = hist.astype(np.int64)
+            if name in results:
+                results[name].update(backward_statistics(slots, self.near_zero))
         return step, results, histograms
+
+
+def backward_statistics(slots, near_zero):
+    """The gradient and weight statistics of one series' window (`tfprobe.metadata.GRADIENT_STATS`)."""
+    out = {}
+    sums = slots.get("grad_sums")
+    if sums is not None and sums[stats.S["steps"]] > 0:
+        g = stats.finalize(sums, slots["grad_maxes"], near_zero=near_zero, hoyer=False)
+        out.update(
+            grad_rms=g["rms"],
+            grad_mean_abs=g["mean_abs"],
+            grad_max_abs=max(g["max"], -g["min"]) if np.isfinite(g["max"]) else g["max"],
+            grad_zero_fraction=g["zero_fraction"],
+            grad_nan_count=g["nan_count"],
+            grad_inf_count=g["inf_count"],
+        )
+    weights = slots.get("weights")
+    if weights is not None and weights[0] > 0:
+        out.update(weight_norm=weights[1] / weights[0], weight_grad_norm=weights[2] / weights[0],
+                   update_ratio=weights[3] / weights[0])
+    return {k: float(v) for k, v in out.items()}

@@ -1,0 +1,175 @@
+"""The backward pass recorded in the step, against a GradientTape oracle on the same batches."""
+
+from __future__ import annotations
+
+import keras
+import numpy as np
+import pytest
+import tensorflow as tf
+
+import tfprobe
+from tfprobe.capture import Capture
+from tfprobe.selection import select
+
+GRAD_STATS = ("grad_rms", "grad_mean_abs", "grad_max_abs", "grad_zero_fraction")
+
+
+def oracle_gradients(model, x, y):
+    """`{series: dL/da}` of one batch, with the loss `fit` differentiates (reductions and regularisers)."""
+    found = {}
+    with Capture(select(model, None)) as capture, tf.GradientTape(persistent=True) as tape:
+        def on_tap(tap):
+            tape.watch(tap.tensor)
+            found[tap.series] = tap.tensor
+
+        with capture.collecting(on_tap):
+            y_pred = model(x, training=True)
+        loss = model.compute_loss(x=x, y=y, y_pred=y_pred, training=True)
+    return {name: tape.gradient(loss, tensor) for name, tensor in found.items()}
+
+
+def oracle_stats(grads):
+    g = np.concatenate([np.asarray(a, np.float64).ravel() for a in grads])
+    return {
+        "grad_rms": np.sqrt(np.mean(g**2)),
+        "grad_mean_abs": np.mean(np.abs(g)),
+        "grad_max_abs": np.max(np.abs(g)),
+        "grad_zero_fraction": np.mean(g == 0),
+    }
+
+
+def check_against_oracle(model, x, y, tmp_path, batch_size=8, **probe_kwargs):
+    steps = len(x) // batch_size
+    probe = tfprobe.LayerProbe(tmp_path, record_freq=1, log_freq=steps, gradients=True, **probe_kwargs)
+    model.fit(x, y, batch_size=batch_size, epochs=1, shuffle=False, verbose=0, callbacks=[probe])
+    wide = tfprobe.read_logdir(tmp_path, pivot=True).set_index("layer")
+    per_batch = [oracle_gradients(model, x[i * batch_size:(i + 1) * batch_size],
+                                  tf.nest.map_structure(lambda t: t[i * batch_size:(i + 1) * batch_size], y))
+                 for i in range(steps)]
+    checked = 0
+    for name in per_batch[0]:
+        grads = [batch[name] for batch in per_batch]
+        if any(g is None for g in grads):
+            assert name not in wide.index or np.isnan(wide.loc[name].get("grad_rms", np.nan)), name
+            continue
+        want = oracle_stats(grads)
+        for stat in GRAD_STATS:
+            np.testing.assert_allclose(wide.loc[name, stat], want[stat], rtol=1e-4, atol=1e-12, err_msg=f"{name} {stat}")
+        checked += 1
+    return wide, checked
+
+
+def data(n, shape, seed=0):
+    rng = np.random.default_rng(seed)
+    return rng.normal(size=(n, *shape)).astype("float32")
+
+
+def test_sequential_cnn_with_batchnorm_and_pooling(tmp_path):
+    model = keras.Sequential([
+        keras.Input((8, 8, 2)),
+        keras.layers.Conv2D(4, 3, activation="relu", name="conv"),
+        keras.layers.BatchNormalization(name="bn"),
+        keras.layers.MaxPooling2D(name="pool"),
+        keras.layers.Flatten(name="flat"),
+        keras.layers.Dense(3, activation="softmax", name="head"),
+    ])
+    model.compile(keras.optimizers.SGD(0.0), "sparse_categorical_crossentropy")
+    x, y = data(32, (8, 8, 2)), np.arange(32) % 3
+    wide, checked = check_against_oracle(model, x, y, tmp_path)
+    # The loss reads the softmax's logits (as Keras does), so the head's output itself has no gradient.
+    assert checked == 4 and np.isnan(wide.loc["head"].get("grad_rms", np.nan))
+    assert wide.loc["bn", "weight_norm"] > 0 and wide.loc["head", "weight_grad_norm"] > 0
+    assert np.isnan(wide.loc["pool"].get("weight_norm", np.nan))  # no trainable weights
+
+
+def test_nested_frozen_backbone_subclassed_and_shared_layers(tmp_path):
+    backbone = keras.Sequential([keras.Input((6,)), keras.layers.Dense(5, activation="tanh", name="b1")], name="backbone")
+    backbone.trainable = False
+
+    class Head(keras.Model):
+        def __init__(self):
+            super().__init__(name="head")
+            self.shared = keras.layers.Dense(5, activation="relu", name="shared")
+            self.out = keras.layers.Dense(2, name="out")
+
+        def call(self, x):
+            return self.out(self.shared(self.shared(x)))
+
+    inp = keras.Input((6,))
+    model = keras.Model(inp, Head()(backbone(inp)))
+    model.compile(keras.optimizers.SGD(0.0), "mse")
+    x, y = data(24, (6,)), data(24, (2,), seed=1)
+    wide, checked = check_against_oracle(model, x, y, tmp_path)
+    assert checked == 4  # backbone/b1, shared, shared#1, out
+    assert np.isnan(wide.loc["backbone/b1"].get("weight_norm", np.nan))  # frozen: no weight figures
+    assert wide.loc["head/shared", "weight_norm"] > 0
+
+
+def test_multi_output_model_with_loss_weights(tmp_path):
+    inp = keras.Input((4,))
+    h = keras.layers.Dense(6, activation="relu", name="h")(inp)
+    a = keras.layers.Dense(2, name="a")(h)
+    b = keras.layers.Dense(1, name="b")(h)
+    model = keras.Model(inp, [a, b])
+    model.compile(keras.optimizers.SGD(0.0), ["mse", "mse"], loss_weights=[1.0, 0.25])
+    x = data(16, (4,))
+    y = [data(16, (2,), seed=1), data(16, (1,), seed=2)]
+    _, checked = check_against_oracle(model, x, y, tmp_path)
+    assert checked == 3
+
+
+def test_update_ratio_is_the_applied_update(tmp_path):
+    lr = 0.05
+    model = keras.Sequential([keras.Input((4,)), keras.layers.Dense(3, name="d")])
+    model.compile(keras.optimizers.SGD(lr), "mse")
+    x, y = data(8, (4,)), data(8, (3,), seed=1)
+    w_before = [w.copy() for w in model.get_weights()]
+    with tf.GradientTape() as tape:
+        loss = model.compute_loss(x=x, y=y, y_pred=model(x, training=True), training=True)
+    grads = tape.gradient(loss, model.trainable_weights)
+    model.fit(x, y, batch_size=8, verbose=0, callbacks=[tfprobe.LayerProbe(tmp_path, record_freq=1, log_freq=1,
+                                                                            gradients=True)])
+    row = tfprobe.read_logdir(tmp_path, pivot=True).set_index("layer").loc["d"]
+    w_norm = np.sqrt(sum(np.sum(w.astype(np.float64) ** 2) for w in w_before))
+    g_norm = np.sqrt(sum(np.sum(np.asarray(g, np.float64) ** 2) for g in grads))
+    delta = np.sqrt(sum(np.sum((a - b).astype(np.float64) ** 2) for a, b in zip(model.get_weights(), w_before)))
+    np.testing.assert_allclose(row["weight_norm"], w_norm, rtol=1e-6)
+    np.testing.assert_allclose(row["weight_grad_norm"], g_norm, rtol=1e-5)
+    np.testing.assert_allclose(row["update_ratio"], lr * g_norm / w_norm, rtol=1e-5)
+    np.testing.assert_allclose(row["update_ratio"], delta / w_norm, rtol=1e-5)
+
+
+def test_adam_update_ratio_matches_the_weights_it_changed(tmp_path):
+    model = keras.Sequential([keras.Input((4,)), keras.layers.Dense(3, name="d")])
+    model.compile(keras.optimizers.Adam(0.01), "mse")
+    x, y = data(8, (4,)), data(8, (3,), seed=1)
+    w_before = [w.copy() for w in model.get_weights()]
+    model.fit(x, y, batch_size=8, verbose=0, callbacks=[tfprobe.LayerProbe(tmp_path, record_freq=1, log_freq=1,
+                                                                            gradients=True)])
+    row = tfprobe.read_logdir(tmp_path, pivot=True).set_index("layer").loc["d"]
+    w_norm = np.sqrt(sum(np.sum(w.astype(np.float64) ** 2) for w in w_before))
+    delta = np.sqrt(sum(np.sum((a - b).astype(np.float64) ** 2) for a, b in zip(model.get_weights(), w_before)))
+    np.testing.assert_allclose(row["update_ratio"], delta / w_norm, rtol=1e-5)
+
+
+def test_outputs_without_a_gradient_record_none(tmp_path):
+    inp = keras.Input((4,))
+    h = keras.layers.Dense(4, name="h")(inp)
+    side = keras.layers.Dense(4, name="side")(h)  # not used by the loss
+    stopped = keras.layers.Lambda(lambda t: tf.stop_gradient(t), name="stop")(h)
+    out = keras.layers.Dense(2, name="out")(keras.layers.Concatenate(name="cat")([h, stopped]))
+    model = keras.Model(inp, [out, side])
+    model.compile(keras.optimizers.SGD(0.0), ["mse", None])
+    x = data(8, (4,))
+    model.fit(x, [data(8, (2,)), data(8, (4,))], verbose=0,
+              callbacks=[tfprobe.LayerProbe(tmp_path, record_freq=1, log_freq=1, gradients=True)])
+    wide = tfprobe.read_logdir(tmp_path, pivot=True).set_index("layer")
+    assert np.isfinite(wide.loc["h", "grad_rms"]) and np.isfinite(wide.loc["out", "grad_rms"])
+    for name in ("side", "stop"):
+        assert np.isnan(wide.loc[name].get("grad_rms", np.nan)), name
+
+
+@pytest.mark.parametrize("bad", [1, "yes", None])
+def test_gradients_argument_is_a_bool(tmp_path, bad):
+    with pytest.raises(ValueError, match=f"`gradients` must be True or False. Received: gradients={bad!r}"):
+        tfprobe.LayerProbe(tmp_path, gradients=bad)

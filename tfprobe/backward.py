@@ -1,0 +1,151 @@
+"""The backward pass of a training step, seen from inside it: activation gradients and weight updates.
+
+`watch(tensor, on_gradient)` returns `tensor` through an identity whose
+gradient function hands the incoming gradient `dL/d tensor` to
+`on_gradient` while backpropagation is built, then passes it on unchanged:
+the same numbers reach the weights. `WeightWatch` keeps, for the layers
+with trainable weights, what an update ratio needs: the weights before the
+step (read only on recorded steps), the gradients the optimizer is given
+(`apply_gradients` is wrapped for the duration of `fit`), and the weights
+after the update.
+
+>>> import tensorflow as tf
+>>> seen = []
+>>> x = tf.constant([1.0, 2.0])
+>>> with tf.GradientTape() as tape:
+...     tape.watch(x)
+...     y = tf.reduce_sum(3.0 * watch(x, seen.append))
+>>> tape.gradient(y, x).numpy().tolist(), seen[0].numpy().tolist()
+([3.0, 3.0], [3.0, 3.0])
+"""
+
+from __future__ import annotations
+
+import functools
+import threading
+
+import tensorflow as tf
+
+
+def watch(tensor, on_gradient):
+    """`tensor` (same value) through an identity that hands its incoming gradient to `on_gradient(g)`."""
+
+    @tf.custom_gradient
+    def identity(x):
+        def grad(g):
+            on_gradient(g)
+            return g
+
+        return tf.identity(x), grad
+
+    return identity(tensor)
+
+
+def loss_scale(optimizer):
+    """The factor the trainer multiplies the loss by before differentiating (1 without loss scaling).
+
+    Read at the start of a step, before the optimizer may change it.
+    """
+    if optimizer is None:
+        return tf.constant(1.0, tf.float32)
+    return tf.cast(optimizer.scale_loss(tf.constant(1.0, tf.float32)), tf.float32)
+
+
+class WeightWatch:
+    """Per recorded layer: the norms of its trainable weights, of their gradients and of the applied update.
+
+    `attach(optimizer)` wraps `optimizer.apply_gradients` so that the
+    gradients of a step being traced are kept; `begin(record)` reads the
+    weights on recorded steps; `sums(record, scale)` after the step returns
+    `{path: float64[4]}`: `[1, ||w||, ||g|| / scale, ||w_after - w||/||w||]`
+    on recorded steps (zeros otherwise), `scale` the loss scale of the step.
+    """
+
+    def __init__(self, layers):
+        self.layers = {}  # path -> its trainable variables (first call's series carries the figures)
+        for path, layer in layers:
+            variables = list(layer.trainable_weights)
+            if variables:
+                self.layers[path] = variables
+        self._t = threading.local()
+        self._patched = None  # (optimizer, had an instance apply_gradients, that apply_gradients)
+
+    def attach(self, optimizer):
+        if optimizer is None or not self.layers:
+            return
+        had = "apply_gradients" in optimizer.__dict__
+        previous = optimizer.__dict__.get("apply_gradients")
+        original = optimizer.apply_gradients
+        watch = self
+
+        @functools.wraps(original)
+        def apply_gradients(grads_and_vars, *args, **kwargs):
+            grads_and_vars = list(grads_and_vars)
+            if getattr(watch._t, "grads", None) is not None:
+                watch._t.grads.update({id(v): g for g, v in grads_and_vars if g is not None})
+            return original(grads_and_vars, *args, **kwargs)
+
+        object.__setattr__(optimizer, "apply_gradients", apply_gradients)
+        self._patched = (optimizer, had, previous)
+
+    def detach(self):
+        if self._patched is None:
+            return
+        optimizer, had, previous = self._patched
+        if had:
+            object.__setattr__(optimizer, "apply_gradients", previous)
+        else:
+            object.__delattr__(optimizer, "apply_gradients")
+        self._patched = None
+
+    def begin(self, record):
+        """Reads the weights before the step, on recorded steps only (an empty tensor otherwise)."""
+        variables = [v for vs in self.layers.values() for v in vs]
+        self._t.grads = {}
+        if not variables:
+            self._t.before = []
+            return
+
+        def read():
+            return [tf.identity(_value(v)) for v in variables]
+
+        def empty():
+            return [tf.zeros([0], _value(v).dtype) for v in variables]
+
+        self._t.before = tf.cond(record, read, empty)
+
+    def sums(self, record, scale):
+        if not self.layers:
+            return {}
+        grads, before = self._t.grads, iter(self._t.before)
+        self._t.grads = None
+        befores = {path: [next(before) for _ in vs] for path, vs in self.layers.items()}
+
+        def figures():
+            out = []
+            for path, variables in self.layers.items():
+                w2 = d2 = g2 = tf.constant(0.0, tf.float64)
+                for v, b in zip(variables, befores[path]):
+                    w2 += _sumsq(b)
+                    d2 += _sumsq(tf.cast(_value(v), b.dtype) - b)
+                    if id(v) in grads:
+                        g2 += _sumsq(grads[id(v)])
+                w = tf.sqrt(w2)
+                g = tf.sqrt(g2) / tf.cast(scale, tf.float64)
+                out.append(tf.stack([tf.constant(1.0, tf.float64), w, g, tf.math.divide_no_nan(tf.sqrt(d2), w)]))
+            return out
+
+        def zeros():
+            return [tf.zeros([4], tf.float64) for _ in self.layers]
+
+        return dict(zip(self.layers, tf.cond(record, figures, zeros)))
+
+
+def _value(variable):
+    """The tensor value of a Keras or TensorFlow variable (read in the step's order of stateful ops)."""
+    value = getattr(variable, "value", variable)
+    return value() if callable(value) else tf.convert_to_tensor(value)
+
+
+def _sumsq(x):
+    return tf.reduce_sum(tf.square(tf.cast(x, tf.float64)))
