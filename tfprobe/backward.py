@@ -24,6 +24,7 @@ from __future__ import annotations
 import functools
 import threading
 
+import numpy as np
 import tensorflow as tf
 
 
@@ -59,6 +60,8 @@ class WeightWatch:
     weights on recorded steps; `sums(record, scale)` after the step returns
     `{path: float64[4]}`: `[1, ||w||, ||g|| / scale, ||w_after - w||/||w||]`
     on recorded steps (zeros otherwise), `scale` the loss scale of the step.
+    Under a multi-replica strategy `||g||` is NaN: each replica holds only its
+    share of the gradient until the optimizer sums them.
     """
 
     def __init__(self, layers):
@@ -121,6 +124,11 @@ class WeightWatch:
         self._t.grads = None
         befores = {path: [next(before) for _ in vs] for path, vs in self.layers.items()}
 
+        # Under several replicas each sees only its share of the gradient; summing it would need a collective
+        # inside the recorded branch, which TensorFlow does not allow: the gradient norm is not recorded there.
+        context = tf.distribute.get_replica_context()
+        replicated = context is not None and context.num_replicas_in_sync > 1
+
         def figures():
             out = []
             for path, variables in self.layers.items():
@@ -131,7 +139,7 @@ class WeightWatch:
                     if id(v) in grads:
                         g2 += _sumsq(grads[id(v)])
                 w = tf.sqrt(w2)
-                g = tf.sqrt(g2) / tf.cast(scale, tf.float64)
+                g = tf.constant(np.nan, tf.float64) if replicated else tf.sqrt(g2) / tf.cast(scale, tf.float64)
                 out.append(tf.stack([tf.constant(1.0, tf.float64), w, g, tf.math.divide_no_nan(tf.sqrt(d2), w)]))
             return out
 
