@@ -173,3 +173,38 @@ def test_outputs_without_a_gradient_record_none(tmp_path):
 def test_gradients_argument_is_a_bool(tmp_path, bad):
     with pytest.raises(ValueError, match=f"`gradients` must be True or False. Received: gradients={bad!r}"):
         tfprobe.LayerProbe(tmp_path, gradients=bad)
+
+
+def test_mixed_float16_gradients_are_unscaled(tmp_path):
+    def build():
+        keras.utils.set_random_seed(3)
+        return keras.Sequential([keras.Input((6,)), keras.layers.Dense(8, activation="relu", name="h"),
+                                 keras.layers.Dense(2, name="out", dtype="float32")])
+
+    x, y = data(32, (6,)), data(32, (2,), seed=1)
+    reference = build()
+    reference.compile(keras.optimizers.SGD(0.0), "mse")
+    keras.mixed_precision.set_global_policy("mixed_float16")
+    try:
+        model = build()
+        model.compile(keras.optimizers.SGD(0.0), "mse")
+    finally:
+        keras.mixed_precision.set_global_policy("float32")
+    assert isinstance(model.optimizer, keras.optimizers.LossScaleOptimizer)
+    model.set_weights(reference.get_weights())
+    model.fit(x, y, batch_size=8, verbose=0, shuffle=False,
+              callbacks=[tfprobe.LayerProbe(tmp_path, record_freq=1, log_freq=4, gradients=True)])
+    wide = tfprobe.read_logdir(tmp_path, pivot=True).set_index("layer")
+    per_batch = [oracle_gradients(reference, x[i * 8:(i + 1) * 8], y[i * 8:(i + 1) * 8]) for i in range(4)]
+    for name in ("h", "out"):
+        want = oracle_stats([b[name] for b in per_batch])
+        for stat in ("grad_rms", "grad_mean_abs", "grad_max_abs"):
+            np.testing.assert_allclose(wide.loc[name, stat], want[stat], rtol=1e-2, err_msg=f"{name} {stat}")
+    norms = []
+    for i in range(4):
+        xb, yb = x[i * 8:(i + 1) * 8], y[i * 8:(i + 1) * 8]
+        with tf.GradientTape() as tape:
+            loss = reference.compute_loss(x=xb, y=yb, y_pred=reference(xb, training=True), training=True)
+        g = tape.gradient(loss, reference.get_layer("h").trainable_weights)
+        norms.append(np.sqrt(sum(np.sum(np.asarray(t, np.float64) ** 2) for t in g)))
+    assert wide.loc["h", "weight_grad_norm"] == pytest.approx(np.mean(norms), rel=1e-2)  # unscaled, averaged
