@@ -292,3 +292,29 @@ def test_the_probe_does_not_change_what_training_computes(tmp_path, kernel, with
     assert loss_a == loss_b
     assert all(np.array_equal(a, b, equal_nan=True) for a, b in zip(weights_a, weights_b))
     assert len(tfprobe.read_logdir(tmp_path)) > 0
+
+
+def test_operations_that_are_not_layers_are_recorded(tmp_path):
+    """A residual addition and gate arithmetic written with operators and `keras.ops` (graph nodes without a
+    Layer in Keras 3) are series named as `model.summary()` names them, in graph order, selectable."""
+    inp = keras.Input((6,))
+    h = keras.layers.Dense(6, activation="relu", name="h")(inp)
+    residual = inp + h
+    gate = keras.ops.multiply(residual, 1 / 6)
+    out = keras.layers.Dense(2, name="out")(gate)
+    model = keras.Model(inp, out)
+    model.compile(keras.optimizers.SGD(0.0), "mse")
+    x = np.random.default_rng(0).normal(size=(8, 6)).astype("float32")
+    probe = tfprobe.LayerProbe(tmp_path / "all", record_freq=1, log_freq=1)
+    model.fit(x, np.zeros((8, 2)), batch_size=8, verbose=0, callbacks=[probe])
+    layers = tfprobe.read_layers(tmp_path / "all")
+    assert layers.layer.tolist() == ["h", "add", "multiply", "out"]
+    assert layers["class"].tolist() == ["Dense", "Add", "Multiply", "Dense"]
+    assert probe._recorder.series["add"].info["inputs"] == ["h"]
+    wide = tfprobe.read_logdir(tmp_path / "all", pivot=True).set_index("layer")
+    hidden = np.maximum(x @ model.get_layer("h").get_weights()[0] + model.get_layer("h").get_weights()[1], 0)
+    np.testing.assert_allclose(wide.loc["add", "mean"], (x + hidden).mean(), rtol=1e-5)
+    np.testing.assert_allclose(wide.loc["multiply", "max"], (x + hidden).max() / 6, rtol=1e-5)
+    chosen = tfprobe.LayerProbe(tmp_path / "ops", layers=["add"], record_freq=1, log_freq=1)
+    model.fit(x, np.zeros((8, 2)), batch_size=8, verbose=0, callbacks=[chosen])
+    assert chosen.series == ["add"]

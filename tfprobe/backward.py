@@ -67,7 +67,7 @@ class WeightWatch:
     def __init__(self, layers):
         self.layers = {}  # path -> its trainable variables (first call's series carries the figures)
         for path, layer in layers:
-            variables = list(layer.trainable_weights)
+            variables = list(getattr(layer, "trainable_weights", ()))  # operations that are not layers have none
             if variables:
                 self.layers[path] = variables
         self._t = threading.local()

@@ -34,6 +34,7 @@ import logging
 import threading
 import warnings
 
+import keras
 import numpy as np
 import tensorflow as tf
 
@@ -131,10 +132,11 @@ class Capture:
             for path in sorted(t.foreign - set(t.calls)):
                 self._skip(path, "called inside a nested function or loop of the step")
 
-    def _skip(self, path, reason):
+    def _skip(self, path, reason, warn=True):
         if path not in self.skipped:
             self.skipped[path] = reason
-            warnings.warn(f"tfprobe: not recording {path} ({reason}).", RuntimeWarning, stacklevel=3)
+            if warn:
+                warnings.warn(f"tfprobe: not recording {path} ({reason}).", RuntimeWarning, stacklevel=3)
 
     def _collect(self, path, layer, outputs, args, kwargs, pooling):
         """Hands a tap per floating output to `on_tap`; returns the outputs, with those it replaced."""
@@ -152,7 +154,8 @@ class Capture:
             name = metadata.series_name(path, index, len(flat), call)
             if not isinstance(tensor, tf.Tensor) or not tensor.dtype.is_floating:
                 kind = tensor.dtype.name if isinstance(tensor, tf.Tensor) else type(tensor).__name__
-                self._skip(name, f"output is not a floating tensor: {kind}")
+                # Operations that are not layers (casts, comparisons) are skipped silently: they are many.
+                self._skip(name, f"output is not a floating tensor: {kind}", warn=isinstance(layer, keras.layers.Layer))
                 continue
             pooled = inputs if pooling and isinstance(inputs, tf.Tensor) and inputs.dtype.is_floating else None
             t.produced[tensor.ref()] = name

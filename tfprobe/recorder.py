@@ -97,7 +97,8 @@ class Recorder:
 
     def prepare(self, strategy, initial_step, chosen=()):
         """Sets the distribution strategy, the global step the next `fit` starts from and the chosen layers."""
-        if self.gradients and set(self.weights.layers) != {p for p, layer in chosen if layer.trainable_weights}:
+        trainable = {p for p, layer in chosen if getattr(layer, "trainable_weights", None)}
+        if self.gradients and set(self.weights.layers) != trainable:
             self.weights = backward.WeightWatch(chosen)
         generation = self.accumulators.generation
         self.accumulators.prepare(strategy, initial_step)

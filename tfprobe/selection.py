@@ -76,11 +76,16 @@ def is_pooling(layer) -> bool:
 
 
 def walk(model):
-    """Yields `(path, layer)` for every layer, entering nested models (not recorded themselves)."""
+    """Yields `(path, layer)` for every layer, entering nested models (not recorded themselves).
+
+    In a Functional model, the operations that are not layers (`inputs + x`,
+    `keras.ops.multiply(...)`: graph nodes Keras names in `model.summary()`)
+    are listed too, in the model's graph order.
+    """
     seen = set()
 
     def visit(container, prefix):
-        for layer in container.layers:
+        for layer in getattr(container, "operations", None) or container.layers:
             if id(layer) in seen or isinstance(layer, keras.layers.InputLayer):
                 continue
             seen.add(id(layer))
