@@ -318,3 +318,45 @@ def test_operations_that_are_not_layers_are_recorded(tmp_path):
     chosen = tfprobe.LayerProbe(tmp_path / "ops", layers=["add"], record_freq=1, log_freq=1)
     model.fit(x, np.zeros((8, 2)), batch_size=8, verbose=0, callbacks=[chosen])
     assert chosen.series == ["add"]
+
+
+@pytest.mark.parametrize("include_masked", [False, True])
+def test_masked_positions_are_left_out_of_the_statistics(tmp_path, include_masked):
+    rng = np.random.default_rng(0)
+    ids = rng.integers(1, 20, size=(8, 10))
+    for row, length in enumerate([10, 7, 3, 5, 10, 1, 8, 4]):
+        ids[row, length:] = 0  # padding
+    model = keras.Sequential([
+        keras.Input((10,), dtype="int32"),
+        keras.layers.Embedding(20, 6, mask_zero=True, name="emb"),
+        keras.layers.Bidirectional(keras.layers.GRU(4, return_sequences=True), name="bi"),
+        keras.layers.TimeDistributed(keras.layers.Dense(3, activation="sigmoid"), name="td"),
+        keras.layers.GlobalAveragePooling1D(name="pool"),
+    ])
+    model.compile(keras.optimizers.SGD(0.0), "mse")
+    probe = tfprobe.LayerProbe(tmp_path, record_freq=1, log_freq=1, include_masked=include_masked)
+    model.fit(ids, np.zeros((8, 3)), batch_size=8, verbose=0, callbacks=[probe])
+    wide = tfprobe.read_logdir(tmp_path, pivot=True).set_index("layer")
+    outputs = layer_outputs(model, ids)
+    keep = ids != 0
+    for name in ("emb", "bi", "td"):
+        values = outputs[name] if include_masked else outputs[name][keep]
+        np.testing.assert_allclose(wide.loc[name, "mean"], values.mean(), rtol=1e-5, err_msg=name)
+        np.testing.assert_allclose(wide.loc[name, "std"], values.std(), rtol=1e-4, err_msg=name)
+        np.testing.assert_allclose(wide.loc[name, "zero_fraction"], (values == 0).mean(), err_msg=name)
+    assert "saturation_fraction" in wide.columns and np.isfinite(wide.loc["td", "saturation_fraction"])
+    layers = tfprobe.read_layers(tmp_path).set_index("layer")
+    assert layers.loc["pool", "kind"] == "pooling"
+
+
+def test_time_distributed_pooling_has_its_retention(tmp_path):
+    model = keras.Sequential([keras.Input((3, 4, 4, 2)), keras.layers.TimeDistributed(keras.layers.MaxPooling2D(),
+                                                                                      name="tdpool")])
+    model.compile(keras.optimizers.SGD(0.0), "mse")
+    x = np.abs(np.random.default_rng(0).normal(size=(4, 3, 4, 4, 2))).astype("float32")
+    model.fit(x, np.zeros((4, 3, 2, 2, 2)), verbose=0,
+              callbacks=[tfprobe.LayerProbe(tmp_path, record_freq=1, log_freq=1)])
+    row = tfprobe.read_logdir(tmp_path, pivot=True).set_index("layer").loc["tdpool"]
+    pooled = x.reshape(4, 3, 2, 2, 2, 2, 2).max(axis=(3, 5))
+    assert row["size_ratio"] == 0.25
+    np.testing.assert_allclose(row["mass_retention"], pooled.sum() / x.sum(), rtol=1e-5)

@@ -96,6 +96,7 @@ class LayerProbe(keras.callbacks.Callback):
         strict=False,
         kernel="auto",
         gradients=False,
+        include_masked=False,
     ):
         super().__init__()
         self.log_dir = validation.log_dir(log_dir)
@@ -109,6 +110,7 @@ class LayerProbe(keras.callbacks.Callback):
         self.strict = validation.boolean("strict", strict)
         self.kernel = validation.choice("kernel", kernel, kernels.CHOICES)
         self.gradients = validation.boolean("gradients", gradients)
+        self.include_masked = validation.boolean("include_masked", include_masked)
         self._recorder = Recorder(
             record_freq=self.record_freq,
             histogram_freq=self.histogram_freq,
@@ -116,6 +118,7 @@ class LayerProbe(keras.callbacks.Callback):
             sample_size=self.sample_size,
             strict=self.strict,
             gradients=self.gradients,
+            include_masked=self.include_masked,
         )
         self._instrumentation = Instrumentation(self._recorder)
         self._writer = None
@@ -202,7 +205,7 @@ class LayerProbe(keras.callbacks.Callback):
             shared = {}
             object.__setattr__(model, _SHARED_ATTR, shared)  # not tracked by Keras, gone with the model
         settings = (self.record_freq, self.histogram_freq, self.near_zero, self.saturation_margin, self.sample_size,
-                    self.strict, self.gradients, kernel_name, tuple(chosen))
+                    self.strict, self.gradients, self.include_masked, kernel_name, tuple(chosen))
         self._recorder, self._instrumentation = shared.setdefault(settings, (self._recorder, self._instrumentation))
 
     def on_epoch_begin(self, epoch, logs=None):

@@ -59,6 +59,7 @@ class Tap:
     tensor: object
     inputs: object = None  # the pooled input tensor of a pooling layer
     sources: tuple = ()  # series that feed this layer call in the model graph
+    mask: object = None  # the boolean mask Keras propagates to this output (`[batch, time]`), if any
 
 
 class Capture:
@@ -149,6 +150,7 @@ class Capture:
         inputs = args[0] if args else kwargs.get("inputs")
         sources = self._sources(tf.nest.flatten((args, kwargs)))
         flat = tf.nest.flatten(outputs)
+        masks = _output_masks(layer, args, kwargs, outputs, len(flat))
         returned = list(flat)
         for index, tensor in enumerate(flat):
             name = metadata.series_name(path, index, len(flat), call)
@@ -159,7 +161,8 @@ class Capture:
                 continue
             pooled = inputs if pooling and isinstance(inputs, tf.Tensor) and inputs.dtype.is_floating else None
             t.produced[tensor.ref()] = name
-            replacement = t.on_tap(Tap(name, path, layer, index, len(flat), call, tensor, pooled, sources))
+            tap = Tap(name, path, layer, index, len(flat), call, tensor, pooled, sources, masks[index])
+            replacement = t.on_tap(tap)
             if replacement is not None:  # the model goes on with it (e.g. an identity that sees the gradient)
                 _keep_keras_attributes(tensor, replacement)
                 t.produced[replacement.ref()] = name
@@ -200,6 +203,22 @@ class Capture:
                     stack.append(parent)
         t.memo[key] = found = list(dict.fromkeys(found))
         return found
+
+
+def _output_masks(layer, args, kwargs, outputs, n):
+    """The mask Keras propagates to each of `outputs` (as `Layer.__call__` will set it after `call`), or Nones."""
+    none = [None] * n
+    if not isinstance(layer, keras.layers.Layer) or not layer.supports_masking:
+        return none
+    first = args[0] if args else kwargs.get("inputs")
+    masks = [getattr(o, "_keras_mask", None) for o in tf.nest.flatten(outputs)]
+    if not any(m is not None for m in masks):
+        previous = kwargs.get("mask")
+        if previous is None:
+            previous = tf.nest.map_structure(lambda x: getattr(x, "_keras_mask", None), first)
+        computed = layer.compute_mask(first, previous)
+        masks = tf.nest.flatten(computed) if computed is not None else none
+    return [m if isinstance(m, tf.Tensor) and m.dtype == tf.bool else None for m in masks] + none[len(masks):]
 
 
 def _keep_keras_attributes(tensor, replacement):

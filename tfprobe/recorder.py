@@ -62,6 +62,17 @@ def describe(tap, order, sample_size):
     }
 
 
+def unmasked(x, mask):
+    """The positions of `x` that `mask` keeps, `[positions, ...]`; `x` itself without a mask.
+
+    A Keras mask covers the leading axes of an output (`[batch, time]` of a
+    sequence): each kept position becomes a row of the statistics.
+    """
+    if mask is None or mask.shape.rank is None or x.shape.rank is None or mask.shape.rank > x.shape.rank:
+        return x
+    return tf.boolean_mask(x, mask)
+
+
 class Recorder:
     """Builds the statistics ops of traced steps and owns their accumulators.
 
@@ -75,16 +86,19 @@ class Recorder:
       gradients: also record the backward pass (`tfprobe.backward`): the
         statistics of each series' activation gradient, and the weight and
         update norms of each layer with trainable weights.
+      include_masked: compute statistics over the positions Keras masks too
+        (padding); by default they cover only the unmasked positions.
 
     `use(kernel)` (a `tfprobe.kernel.Kernel`) and `prepare(strategy,
     initial_step)` come before a step is traced; with gradients,
     `weights.attach(optimizer)` during `fit`.
     """
 
-    def __init__(self, *, record_freq, histogram_freq, near_zero, sample_size, strict, gradients=False):
+    def __init__(self, *, record_freq, histogram_freq, near_zero, sample_size, strict, gradients=False,
+                 include_masked=False):
         self.record_freq, self.histogram_freq = record_freq, histogram_freq
         self.near_zero, self.sample_size, self.strict = near_zero, sample_size, strict
-        self.gradients = gradients
+        self.gradients, self.include_masked = gradients, include_masked
         self.weights = backward.WeightWatch([])
         self.series = {}  # name -> Series, in order of first appearance
         self.dropped = {}  # name -> reason
@@ -143,7 +157,11 @@ class Recorder:
         except Exception as error:  # noqa: BLE001 - any failure drops only this series
             self._fail(tap.series, error)
             return
-        self._t.taps.append((series, tap.tensor, tap.inputs if series.pooling else None))
+        tensor, pooled = tap.tensor, tap.inputs if series.pooling else None
+        if not self.include_masked:
+            tensor = unmasked(tensor, tap.mask)
+            pooled = None if pooled is None else unmasked(pooled, getattr(pooled, "_keras_mask", None))
+        self._t.taps.append((series, tensor, pooled))
         if self.gradients:
             grads = self._t.grads
             return backward.watch(tap.tensor, lambda g: grads.append((series, g)))
@@ -154,6 +172,7 @@ class Recorder:
         if found is not None:
             return found
         info = describe(tap, len(self.series), self.sample_size)
+        info["masked"] = tap.mask is not None and not self.include_masked
         units = stats.num_units(tap.tensor)
         initial = {"sums": stats.empty_sums(), "maxes": stats.empty_maxes(units)}
         if self.histogram_freq:

@@ -60,6 +60,7 @@ def saturation_bounds(layer):
     >>> saturation_bounds(keras.layers.Dense(3, activation="relu")) is None
     True
     """
+    layer = inner_layer(layer)
     if isinstance(layer, keras.layers.Softmax):
         return (0.0, 1.0)
     if isinstance(layer, keras.layers.ReLU):
@@ -70,9 +71,26 @@ def saturation_bounds(layer):
     return _BOUNDED.get(getattr(activation, "__name__", None))
 
 
+def inner_layer(layer):
+    """The layer a wrapper applies (`TimeDistributed`, the forward layer of `Bidirectional`), else `layer`.
+
+    A wrapper's output is judged as its inner layer's would be.
+
+    >>> inner_layer(keras.layers.TimeDistributed(keras.layers.MaxPooling2D())).__class__.__name__
+    'MaxPooling2D'
+    """
+    while True:
+        if isinstance(layer, keras.layers.Bidirectional):
+            layer = layer.forward_layer
+        elif isinstance(layer, keras.layers.TimeDistributed):
+            layer = layer.layer
+        else:
+            return layer
+
+
 def is_pooling(layer) -> bool:
-    """True for Keras' pooling layers (max, average, global), whose retention tfprobe measures."""
-    return isinstance(layer, POOLING_CLASSES)
+    """True for Keras' pooling layers (max, average, global, also inside `TimeDistributed`): retention is measured."""
+    return isinstance(inner_layer(layer), POOLING_CLASSES)
 
 
 def walk(model):
