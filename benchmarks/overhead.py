@@ -48,6 +48,9 @@ CONFIGS = {
     "sampled_every_step": {"record_freq": 1, "histogram_freq": 0, "sample_size": 16},
     "sampled_with_histograms_every_step": {"record_freq": 1, "histogram_freq": 1, "sample_size": 16},
     "default_sampled": {"sample_size": 16},
+    "gradients_every_step": {"record_freq": 1, "histogram_freq": 0, "gradients": True},
+    "gradients_and_histograms_every_step": {"record_freq": 1, "histogram_freq": 1, "gradients": True},
+    "default_gradients": {"gradients": True},
 }
 
 
