@@ -15,100 +15,305 @@ Every point on disk is returned: nothing is downsampled.
 
 from __future__ import annotations
 
+import dataclasses
+import functools
+import os
+import sys
+import warnings
+
 import numpy as np
 import pandas as pd
-from tensorboard.util import tensor_util
 
-from tfprobe import metadata
-from tfprobe.events import event_files, read_events
+from tfprobe import _decode, metadata
+from tfprobe.events import event_files, iter_records, parse_event
 
 _LONG_COLUMNS = ["run", "step", "wall_time", "layer", "stat", "value"]
 _HIST_COLUMNS = ["run", "step", "wall_time", "layer", "bucket", "left", "right", "count"]
 _LAYER_COLUMNS = [
-    "run", "layer", "order", "layer_path", "class", "kind", "output", "call", "shape", "bounds", "sample_size"
+    "run", "layer", "order", "layer_path", "class", "kind", "output", "call", "shape", "bounds", "sample_size",
+    "inputs",
 ]
+_IGNORED, _SCALAR, _HIST = 0, 1, 2
+_PROGRESS_DELAY = 2.0  # seconds before a progress bar appears
 
 
-def _scan(logdir):
-    """Yields `(run, event, value, plugin_name, content)` for every tfprobe value under `logdir`."""
-    runs = event_files(str(logdir))
-    for run, paths in runs.items():
-        for path in paths:
-            for event in read_events(path):
-                if not event.HasField("summary"):
-                    continue
-                for value in event.summary.value:
-                    plugin = value.metadata.plugin_data.plugin_name
-                    if plugin in (metadata.PLUGIN_NAME, metadata.HIST_PLUGIN_NAME):
-                        yield run, event, value, plugin, value.metadata.plugin_data.content
+class _Collector:
+    """Columns of every tfprobe point under a logdir, in write order, and the series metadata.
 
-
-def _read(logdir):
-    scalars, hists, layers = [], [], {}
-    for run, event, value, plugin, content in _scan(logdir):
-        parsed = metadata.parse_tag(value.tag)
-        if parsed is None:
-            continue
-        series, stat = parsed
-        if content and (run, series) not in layers:
-            layers[(run, series)] = metadata.decode_content(content)
-        array = tensor_util.make_ndarray(value.tensor)
-        if plugin == metadata.PLUGIN_NAME:
-            scalars.append((run, event.step, event.wall_time, series, stat, float(array)))
-        else:
-            hists.append((run, event.step, event.wall_time, series, array))
-    return scalars, hists, layers
-
-
-def _layer_frame(layers):
-    rows = []
-    for (run, series), info in layers.items():
-        rows.append(
-            {
-                "run": run,
-                "layer": series,
-                "order": info.get("order", -1),
-                "layer_path": info.get("layer", series),
-                "class": info.get("class", ""),
-                "kind": info.get("kind", "activation"),
-                "output": info.get("output", 0),
-                "call": info.get("call", 0),
-                "shape": info.get("shape"),
-                "bounds": info.get("bounds"),
-                "sample_size": info.get("sample_size"),
-            }
-        )
-    frame = pd.DataFrame(rows, columns=_LAYER_COLUMNS)
-    return frame.sort_values(["run", "order", "layer"], kind="stable").reset_index(drop=True)
-
-
-def _order_key(layers):
-    return {key: info.get("order", -1) for key, info in layers.items()}
-
-
-def read_logdir(logdir, pivot: bool = False) -> pd.DataFrame:
-    """Reads every tfprobe statistic under `logdir` (each sub-directory is a run).
-
-    Args:
-      logdir: a directory; runs are its sub-directories holding event files
-        (`"."` for files directly in it), as in TensorBoard.
-      pivot: if True, returns a wide frame with one column per statistic.
-        Defaults to `False`.
-
-    Returns:
-      Long format: columns `run, step, wall_time, layer, stat, value`, one row
-      per point, sorted by run, layer (model order), stat and step. `layer` is
-      the series name (see `tfprobe.metadata`).
+    A *key* is one `(run, tag)`; every point refers to its key by index.
     """
-    scalars, _, layers = _read(logdir)
-    frame = pd.DataFrame(scalars, columns=_LONG_COLUMNS)
-    frame["step"] = frame["step"].astype("int64")
-    order = _order_key(layers)
-    frame["_order"] = [order.get((r, s), -1) for r, s in zip(frame["run"], frame["layer"])]
-    frame = frame.sort_values(["run", "_order", "layer", "stat", "step"], kind="stable")
-    frame = frame.drop(columns="_order").reset_index(drop=True)
-    if not pivot:
-        return frame
+
+    def __init__(self):
+        self.keys = []  # (run, series, stat, kind)
+        self.tag_ids = {}  # run -> {tag bytes: key index}
+        self.infos = {}  # (run, series) -> SeriesInfo
+        self.bad = set()  # (run, series) skipped: not tfprobe's format
+        self.warned = set()
+        self.scalars = []  # chunks of (key ids, steps, wall times, values)
+        self.hists = []  # (key id, step, wall time, counts)
+        self._last = (None, None, None)  # (run, skeleton, key ids) of the last fast record
+
+    def _warn_once(self, key, message):
+        if key not in self.warned:
+            self.warned.add(key)
+            warnings.warn(message, RuntimeWarning, stacklevel=4)
+
+    def _mark_bad(self, run, series, error):
+        if (run, series) not in self.bad:
+            self.bad.add((run, series))
+            where = f"run {run!r}, series {series!r}: "
+            msg = str(error) if str(error).startswith(("run ", "series ")) else where + str(error)
+            self._warn_once(("bad", run, series), f"{msg}; this series is skipped")
+
+    def _register(self, run, tag: bytes, plugin: str, content: bytes):
+        """Classifies a tag by its first value (its metadata), as TensorBoard does."""
+        ids = self.tag_ids.setdefault(run, {})
+        kind, series, stat = _IGNORED, None, None
+        if plugin in (metadata.PLUGIN_NAME, metadata.HIST_PLUGIN_NAME):
+            name = tag.decode("utf-8")
+            parsed = metadata.parse_tag(name)
+            if parsed is None:
+                self._warn_once(
+                    ("tag", run, name),
+                    f"run {run!r}: tag {name!r} uses plugin name {plugin!r} but is not a tfprobe tag "
+                    f"({metadata.TAG_PREFIX}<series>/<stat>); it is skipped",
+                )
+            else:
+                series, stat = parsed
+                kind = _SCALAR if plugin == metadata.PLUGIN_NAME else _HIST
+                if content and (run, series) not in self.infos:
+                    try:
+                        self.infos[(run, series)] = metadata.parse_content(content, series, run)
+                    except metadata.FormatError as e:
+                        self._mark_bad(run, series, e)
+        ids[tag] = len(self.keys)
+        self.keys.append((run, series, stat, kind))
+        return ids[tag]
+
+    def add_record(self, run, path, offset, data):
+        """Adds one record's points; False if the record is not an `Event` (the file stops there)."""
+        head = _decode.split_event(data)
+        if head is not None and self._add_fast(run, data, *head):
+            return True
+        event = parse_event(path, offset, data)
+        if event is None:
+            return False
+        if event.HasField("summary"):
+            self._add_values(run, event)
+        return True
+
+    def _add_fast(self, run, data, wall_time, step, pos):
+        found = _decode.fast_scalars(data, pos)
+        if found is None:
+            return False
+        skeleton, values, tags = found
+        last_run, last_skeleton, ids = self._last
+        if last_run != run or last_skeleton != skeleton:
+            tags = tags()
+            known = self.tag_ids.get(run, {})
+            if any(known.get(t) is not None and self.keys[known[t]][3] != _SCALAR for t in tags):
+                return False
+            try:
+                ids = np.array([known[t] if t in known else self._register(run, t, metadata.PLUGIN_NAME, b"")
+                                for t in tags], np.int64)
+            except UnicodeDecodeError:
+                return False
+            self._last = (run, skeleton, ids)
+        n = len(ids)
+        self.scalars.append((ids, np.full(n, step, np.int64), np.full(n, wall_time), values.astype(np.float64)))
+        return True
+
+    def _add_values(self, run, event):
+        ids, values = [], []
+        known = self.tag_ids.setdefault(run, {})
+        for value in event.summary.value:
+            tag = value.tag.encode("utf-8")
+            kid = known.get(tag)
+            if kid is None:
+                pd_ = value.metadata.plugin_data
+                kid = self._register(run, tag, pd_.plugin_name, pd_.content)
+            _, series, stat, kind = self.keys[kid]
+            if kind == _IGNORED or (run, series) in self.bad:
+                continue
+            try:
+                if kind == _SCALAR:
+                    values.append(_decode.scalar_value(value.tensor))
+                    ids.append(kid)
+                else:
+                    self.hists.append((kid, event.step, event.wall_time, _decode.histogram_counts(value.tensor)))
+            except metadata.FormatError as e:
+                self._mark_bad(run, series, f"tag {value.tag!r}: {e}")
+        if ids:
+            n = len(ids)
+            self.scalars.append(
+                (np.array(ids, np.int64), np.full(n, event.step, np.int64), np.full(n, event.wall_time),
+                 np.array(values, np.float64))
+            )
+
+
+def _progress(total, enabled):
+    if not enabled or not sys.stderr.isatty():
+        return None
+    from tqdm import tqdm
+
+    return tqdm(total=total, unit="B", unit_scale=True, delay=_PROGRESS_DELAY, desc="tfprobe: reading", leave=False)
+
+
+def _collect(logdir, progress=True):
+    runs = event_files(logdir)
+    paths = [(run, p) for run, ps in runs.items() for p in ps]
+    bar = _progress(sum(os.path.getsize(p) for _, p in paths), progress)
+    col = _Collector()
+    try:
+        for run, path in paths:
+            for offset, data in iter_records(path):
+                if not col.add_record(run, path, offset, data):
+                    break
+                if bar is not None:
+                    bar.update(len(data) + 16)
+    finally:
+        if bar is not None:
+            bar.close()
+    return col
+
+
+def newest_write_wins(keys, steps):
+    """Mask of the points to keep when a series was written again at the same or lower steps.
+
+    Points are in write order; a point is dropped if a later point of the same
+    key has a step <= its step (the rule of TensorBoard's data server). Returns
+    `(keep, dropped_keys)`.
+
+    >>> keep, dropped = newest_write_wins(np.array([0, 0, 0, 0, 1]), np.array([1, 2, 3, 2, 1]))
+    >>> keep.tolist(), dropped.tolist()
+    ([True, False, False, True, True], [0])
+    """
+    order = np.lexsort((np.arange(len(keys)), keys))
+    k, s = keys[order], steps[order]
+    same = k[1:] == k[:-1]
+    back = same & (s[1:] <= s[:-1])
+    keep = np.ones(len(keys), bool)
+    if not back.any():
+        return keep, np.zeros(0, keys.dtype)
+    dropped = np.unique(k[1:][back])
+    for key in dropped:
+        idx = order[k == key]  # this key's points, in write order
+        later_min = np.minimum.accumulate(steps[idx][::-1])[::-1]
+        keep[idx[:-1]] = steps[idx][:-1] < later_min[1:]
+    return keep, dropped
+
+
+class LogData:
+    """Everything tfprobe wrote under a logdir, from one scan of its event files (see `read`).
+
+    Frames are built on first use: `scalars` (the long frame of `read_logdir`),
+    `wide()` (its pivot), `histograms` (`read_histograms`) and `layers`
+    (`read_layers`).
+    """
+
+    def __init__(self, collector: _Collector):
+        self._col = collector
+        keys = collector.keys
+        self._info = [self._series_info(run, series) for run, series, _, _ in keys]
+        self._good = np.array(
+            [kind != _IGNORED and (run, series) not in collector.bad for run, series, _, kind in keys], bool
+        )
+        rank = sorted(range(len(keys)), key=lambda i: (keys[i][0], self._info[i].order if self._info[i] else -1,
+                                                       keys[i][1] or "", keys[i][2] or ""))
+        self._rank = np.empty(len(keys), np.int64)
+        self._rank[rank] = np.arange(len(keys))
+
+    def _series_info(self, run, series):
+        if series is None:
+            return None
+        return self._col.infos.get((run, series)) or metadata.SeriesInfo(series=series, layer=series)
+
+    def _key_column(self, field, ids):
+        return np.array([k[field] for k in self._col.keys] or [None], object)[ids]
+
+    def _select(self, ids, steps, kind):
+        """Mask of the points to keep: good series of `kind`, the newest write of each step."""
+        keys = self._col.keys
+        ok = self._good[ids] & (np.array([k[3] == kind for k in keys] or [False], bool)[ids])
+        keep, dropped = newest_write_wins(ids, steps)
+        for run in dict.fromkeys(keys[k][0] for k in dropped):
+            self._col._warn_once(
+                ("restart", run),
+                f"run {run!r}: some series were written again at steps at or below steps already logged "
+                "(a run restarted into the same log_dir?). The newest write wins, as in TensorBoard: the "
+                "older points at those steps and after them are dropped",
+            )
+        return ok & keep
+
+    @functools.cached_property
+    def scalars(self) -> pd.DataFrame:
+        """Long frame `run, step, wall_time, layer, stat, value` (see `read_logdir`)."""
+        chunks = self._col.scalars
+        ids, steps, walls, values = (
+            (np.concatenate(c) for c in zip(*chunks)) if chunks
+            else (np.zeros(0, np.int64), np.zeros(0, np.int64), np.zeros(0), np.zeros(0))
+        )
+        mask = self._select(ids, steps, _SCALAR)
+        ids, steps, walls, values = ids[mask], steps[mask], walls[mask], values[mask]
+        order = np.lexsort((steps, self._rank[ids]))
+        ids, steps, walls, values = ids[order], steps[order], walls[order], values[order]
+        return pd.DataFrame(
+            {"run": self._key_column(0, ids), "step": steps, "wall_time": walls,
+             "layer": self._key_column(1, ids), "stat": self._key_column(2, ids), "value": values},
+            columns=_LONG_COLUMNS,
+        )
+
+    def wide(self) -> pd.DataFrame:
+        """The pivot of `scalars`: one row per run, layer and step, one column per statistic."""
+        return _pivot(self.scalars, self.layers)
+
+    @functools.cached_property
+    def histograms(self) -> pd.DataFrame:
+        """Long frame `run, step, wall_time, layer, bucket, left, right, count` (see `read_histograms`)."""
+        hists = self._col.hists
+        ids = np.array([h[0] for h in hists], np.int64)
+        steps = np.array([h[1] for h in hists], np.int64)
+        walls = np.array([h[2] for h in hists], np.float64)
+        counts = np.stack([h[3] for h in hists]) if hists else np.zeros((0, metadata.NUM_BUCKETS), np.int64)
+        mask = self._select(ids, steps, _HIST)
+        ids, steps, walls, counts = ids[mask], steps[mask], walls[mask], counts[mask]
+        point, bucket = np.nonzero(counts)
+        order = np.lexsort((bucket, steps[point], self._rank[ids[point]]))
+        point, bucket = point[order], bucket[order]
+        edges = np.array(metadata.histogram_buckets(), np.float64).reshape(-1, 2)
+        return pd.DataFrame(
+            {"run": self._key_column(0, ids[point]), "step": steps[point], "wall_time": walls[point],
+             "layer": self._key_column(1, ids[point]), "bucket": bucket.astype(np.int64),
+             "left": edges[bucket, 0], "right": edges[bucket, 1], "count": counts[point, bucket]},
+            columns=_HIST_COLUMNS,
+        )
+
+    @functools.cached_property
+    def layers(self) -> pd.DataFrame:
+        """One row per series and run, in model order (see `read_layers`)."""
+        seen = {}
+        for i in np.argsort(self._rank, kind="stable"):
+            run, series, _, _ = self._col.keys[i]
+            if self._good[i] and (run, series) not in seen:
+                seen[(run, series)] = self._info[i]
+        rows = [_layer_row(run, info) for (run, _), info in seen.items()]
+        return pd.DataFrame(rows, columns=_LAYER_COLUMNS)
+
+
+def _listed(value):
+    return list(value) if value is not None else None
+
+
+def _layer_row(run, info: metadata.SeriesInfo):
+    return {
+        "run": run, "layer": info.series, "order": info.order, "layer_path": info.layer,
+        "class": info.class_name, "kind": info.kind, "output": info.output, "call": info.call,
+        "shape": _listed(info.shape), "bounds": _listed(info.bounds), "sample_size": info.sample_size,
+        "inputs": _listed(info.inputs),
+    }
+
+
+def _pivot(frame, layers):
     keys = ["run", "layer", "step"]
     grouped = frame.groupby(keys, sort=False)
     wide = frame.set_index(keys + ["stat"])["value"]
@@ -116,7 +321,7 @@ def read_logdir(logdir, pivot: bool = False) -> pd.DataFrame:
     wide.insert(0, "wall_time", grouped["wall_time"].max())
     wide = wide.reset_index()
     wide.columns.name = None
-    order = _order_key(layers)
+    order = dict(zip(zip(layers["run"], layers["layer"]), layers["order"]))
     wide["_order"] = [order.get((r, s), -1) for r, s in zip(wide["run"], wide["layer"])]
     wide = wide.sort_values(["run", "_order", "layer", "step"], kind="stable").drop(columns="_order")
     wide = wide.reset_index(drop=True)
@@ -125,7 +330,46 @@ def read_logdir(logdir, pivot: bool = False) -> pd.DataFrame:
     return wide[["run", "step", "wall_time", "layer"] + stat_columns + other]
 
 
-def read_histograms(logdir) -> pd.DataFrame:
+def read(logdir, progress: bool = True) -> LogData:
+    """Reads every tfprobe value under `logdir` in one scan; frames are built on use.
+
+    Use it when you need more than one frame (e.g. a report needs the
+    statistics and the layers): `data = read(d)`, then `data.scalars`,
+    `data.wide()`, `data.histograms`, `data.layers`.
+
+    Damaged input never stops the read: a file stops at its first corrupted
+    record, a series that is not in tfprobe's format is skipped, both with a
+    `RuntimeWarning`. A series written again at steps at or below ones already
+    logged keeps its newest write (see `newest_write_wins`).
+
+    Args:
+      logdir: a directory; runs are its sub-directories holding event files.
+      progress: show a progress bar on stderr (if it is a terminal) when the
+        read takes more than 2 s. Defaults to `True`.
+    """
+    return LogData(_collect(logdir, progress))
+
+
+def read_logdir(logdir, pivot: bool = False, progress: bool = True) -> pd.DataFrame:
+    """Reads every tfprobe statistic under `logdir` (each sub-directory is a run).
+
+    Args:
+      logdir: a directory; runs are its sub-directories holding event files
+        (`"."` for files directly in it), as in TensorBoard.
+      pivot: if True, returns a wide frame with one column per statistic.
+        Defaults to `False`.
+      progress: show a progress bar on long reads (see `read`). Defaults to `True`.
+
+    Returns:
+      Long format: columns `run, step, wall_time, layer, stat, value`, one row
+      per point, sorted by run, layer (model order), stat and step. `layer` is
+      the series name (see `tfprobe.metadata`).
+    """
+    data = read(logdir, progress)
+    return data.wide() if pivot else data.scalars
+
+
+def read_histograms(logdir, progress: bool = True) -> pd.DataFrame:
     """Reads every tfprobe histogram under `logdir`.
 
     Returns:
@@ -133,24 +377,14 @@ def read_histograms(logdir) -> pd.DataFrame:
       count`, one row per non-empty bucket per logged window. `left`/`right`
       are the bucket's value range (`metadata.histogram_buckets()`).
     """
-    _, hists, layers = _read(logdir)
-    edges = metadata.histogram_buckets()
-    rows = []
-    for run, step, wall_time, series, counts in hists:
-        for bucket in np.flatnonzero(counts):
-            left, right = edges[bucket] if bucket < len(edges) else (np.nan, np.nan)
-            rows.append((run, step, wall_time, series, int(bucket), left, right, int(counts[bucket])))
-    frame = pd.DataFrame(rows, columns=_HIST_COLUMNS)
-    order = _order_key(layers)
-    frame["_order"] = [order.get((r, s), -1) for r, s in zip(frame["run"], frame["layer"])]
-    frame = frame.sort_values(["run", "_order", "layer", "step", "bucket"], kind="stable")
-    return frame.drop(columns="_order").reset_index(drop=True)
+    return read(logdir, progress).histograms
 
 
-def read_layers(logdir) -> pd.DataFrame:
+def read_layers(logdir, progress: bool = True) -> pd.DataFrame:
     """One row per recorded series and run, in model order.
 
     Columns: `run, layer, order, layer_path, class, kind, output, call, shape,
-    bounds, sample_size` (see `tfprobe.metadata`).
+    bounds, sample_size, inputs` (see `tfprobe.metadata`; `inputs` is None for
+    logs written before it existed).
     """
-    return _layer_frame(_read(logdir)[2])
+    return read(logdir, progress).layers
