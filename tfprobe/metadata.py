@@ -181,8 +181,8 @@ class SeriesInfo:
     """The typed metadata of one series (`plugin_data.content`, see the module docstring).
 
     >>> info = parse_content(b'{"v": 1, "layer": "d", "class": "Dense", "order": 2, "shape": [null, 4]}', "d")
-    >>> info.class_name, info.order, info.shape, info.inputs, info.elements_per_example
-    ('Dense', 2, (None, 4), None, 4)
+    >>> info.class_name, info.order, info.shape, info.inputs
+    ('Dense', 2, (None, 4), None)
     """
 
     series: str
@@ -198,13 +198,6 @@ class SeriesInfo:
     inputs: Optional[Tuple[str, ...]] = None
     version: int = FORMAT_VERSION
     extra: Mapping[str, Any] = dataclasses.field(default_factory=dict)
-
-    @property
-    def elements_per_example(self):
-        """Product of the dimensions after the batch dimension; None if one is unknown."""
-        if not self.shape or any(d is None for d in self.shape[1:]):
-            return None
-        return math.prod(self.shape[1:])
 
 
 def _is_int(x):

@@ -23,6 +23,7 @@ Downsampling for the view (documented in `http_api.md`):
 
 from __future__ import annotations
 
+import logging
 import math
 from typing import NamedTuple
 
@@ -41,6 +42,8 @@ ALL_POINTS = 10**9  # read-time "downsample" meaning "everything ingestion kept"
 DEFAULT_STAT = "zero_fraction"
 AGGREGATIONS = ("last", "max", "min")
 HEALTH_POINTS = 200
+
+logger = logging.getLogger(__name__)
 
 
 class Source(NamedTuple):
@@ -139,12 +142,32 @@ def _check_runs(runs):
 # ---------------------------------------------------------------- listing
 
 
+_warned_series = set()
+
+
+def _listed(value):
+    return list(value) if value is not None else None
+
+
+def _series_info(run, name, content):
+    """The typed metadata of one series, or None (logged once) if it is not tfprobe's format."""
+    try:
+        return metadata.parse_content(content, name, run)
+    except metadata.FormatError as e:
+        if (run, name) not in _warned_series and len(_warned_series) < 10000:
+            _warned_series.add((run, name))
+            logger.warning("tfprobe: %s; this series is skipped", e)
+        return None
+
+
 def list_series(src: Source, runs=None):
     """`{run: {series: info}}` for every run with tfprobe statistics, series in model order.
 
-    `info` is the decoded metadata content plus `name`, `stats` (recorded
+    `info` is the series' metadata (`metadata.parse_content`: `layer, class,
+    kind, order, shape, bounds, inputs`) plus `name`, `stats` (recorded
     statistics, in `metadata.STATS` order), `elements` (per example),
-    `histogram` (bool) and `max_step`.
+    `histogram` (bool) and `max_step`. A series whose metadata is not
+    tfprobe's format is left out (and logged once).
     """
     rtf = provider.RunTagFilter(runs=list(runs)) if runs else None
     listing = src.provider.list_scalars(
@@ -163,19 +186,22 @@ def list_series(src: Source, runs=None):
             name, stat = parsed
             info = series.get(name)
             if info is None:
-                content = metadata.decode_content(ts.plugin_content)
+                parsed_info = _series_info(run, name, ts.plugin_content)
+                if parsed_info is None:
+                    continue
                 info = series[name] = {
                     "name": name,
-                    "layer": content.get("layer", name),
-                    "class": content.get("class", ""),
-                    "kind": content.get("kind", "activation"),
-                    "order": content.get("order", -1),
-                    "shape": content.get("shape"),
-                    "bounds": content.get("bounds"),
+                    "layer": parsed_info.layer,
+                    "class": parsed_info.class_name,
+                    "kind": parsed_info.kind,
+                    "order": parsed_info.order,
+                    "shape": _listed(parsed_info.shape),
+                    "bounds": _listed(parsed_info.bounds),
+                    "inputs": _listed(parsed_info.inputs),
                     "stats": set(),
                     "max_step": ts.max_step,
+                    "elements": elements_per_example(parsed_info.shape),
                 }
-                info["elements"] = elements_per_example(info["shape"])
             info["stats"].add(stat)
             info["max_step"] = max(info["max_step"], ts.max_step)
         run_hists = (hists or {}).get(run, {})
