@@ -250,3 +250,21 @@ def test_bad_logdir_names_the_argument_and_value(tmp_path, reader, make, error):
     with pytest.raises(error, match=r"`logdir`.*Received: logdir=") as info:
         reader(logdir)
     assert repr(os.fspath(logdir) if logdir is not None and not isinstance(logdir, int) else logdir) in str(info.value)
+
+
+# ---------------------------------------------------------------- restarts in the plugin
+
+
+def test_plugin_restart_newest_write_wins_like_the_reader(tmp_path):
+    """Under the Python multiplexer (`--load_fast=false`), which keeps a restarted run's old points,
+    the plugin shows what the reader and TensorBoard's default data server show."""
+    write_good(tmp_path / "run", steps=(1, 2, 3, 4, 5), value=10.0)
+    write_good(tmp_path / "run", steps=(3, 4), value=20.0)
+    src = queries.Source(make_provider(tmp_path), tb_context.RequestContext(), "")
+    expected = [[1, 11.0], [2, 12.0], [3, 23.0], [4, 24.0]]
+    assert queries.scalars(src, ["run"], "good", ["mean"])["series"]["mean"]["run"] == expected
+    overview = queries.overview(src, "run", "mean")
+    assert overview["steps"] == [1, 2, 3, 4] and overview["layers"][0]["values"] == [11.0, 12.0, 23.0, 24.0]
+    with pytest.warns(RuntimeWarning, match="newest write wins"):
+        long = tfprobe.read_logdir(tmp_path)
+    assert long[long.stat == "mean"][["step", "value"]].values.tolist() == expected

@@ -69,6 +69,8 @@ import json
 import math
 from typing import Any, Mapping, Optional, Tuple
 
+import numpy as np
+
 PLUGIN_NAME = "tfprobe"
 """`plugin_name` of the scalar statistics and the name of the dashboard."""
 HIST_PLUGIN_NAME = "tfprobe_hist"
@@ -170,6 +172,35 @@ def series_name(layer_path: str, output: int = 0, n_outputs: int = 1, call: int 
 def encode_content(info: dict, stat: str) -> bytes:
     """The JSON `plugin_data.content` for one value of a series."""
     return json.dumps({"v": FORMAT_VERSION, **info, "stat": stat}, sort_keys=True).encode("utf-8")
+
+
+def newest_write_wins(keys, steps):
+    """Mask of the points to keep when a series was written again at the same or lower steps.
+
+    `keys` and `steps` are integer arrays of points in write order (files in
+    name order, records in file order). A point is dropped if a later point
+    of the same key (series and statistic of one run) has a step <= its step:
+    the newest write wins, as in TensorBoard's default data server (a run
+    restarted into the same log_dir replaces the steps it writes again, and
+    the old points after them). Returns `(keep, dropped_keys)`.
+
+    >>> keep, dropped = newest_write_wins(np.array([0, 0, 0, 0, 1]), np.array([1, 2, 3, 2, 1]))
+    >>> keep.tolist(), dropped.tolist()
+    ([True, False, False, True, True], [0])
+    """
+    order = np.lexsort((np.arange(len(keys)), keys))
+    k, s = keys[order], steps[order]
+    same = k[1:] == k[:-1]
+    back = same & (s[1:] <= s[:-1])
+    keep = np.ones(len(keys), bool)
+    if not back.any():
+        return keep, np.zeros(0, keys.dtype)
+    dropped = np.unique(k[1:][back])
+    for key in dropped:
+        idx = order[k == key]  # this key's points, in write order
+        later_min = np.minimum.accumulate(steps[idx][::-1])[::-1]
+        keep[idx[:-1]] = steps[idx][:-1] < later_min[1:]
+    return keep, dropped
 
 
 class FormatError(ValueError):

@@ -177,32 +177,6 @@ def _collect(logdir, progress=True):
     return col
 
 
-def newest_write_wins(keys, steps):
-    """Mask of the points to keep when a series was written again at the same or lower steps.
-
-    Points are in write order; a point is dropped if a later point of the same
-    key has a step <= its step (the rule of TensorBoard's data server). Returns
-    `(keep, dropped_keys)`.
-
-    >>> keep, dropped = newest_write_wins(np.array([0, 0, 0, 0, 1]), np.array([1, 2, 3, 2, 1]))
-    >>> keep.tolist(), dropped.tolist()
-    ([True, False, False, True, True], [0])
-    """
-    order = np.lexsort((np.arange(len(keys)), keys))
-    k, s = keys[order], steps[order]
-    same = k[1:] == k[:-1]
-    back = same & (s[1:] <= s[:-1])
-    keep = np.ones(len(keys), bool)
-    if not back.any():
-        return keep, np.zeros(0, keys.dtype)
-    dropped = np.unique(k[1:][back])
-    for key in dropped:
-        idx = order[k == key]  # this key's points, in write order
-        later_min = np.minimum.accumulate(steps[idx][::-1])[::-1]
-        keep[idx[:-1]] = steps[idx][:-1] < later_min[1:]
-    return keep, dropped
-
-
 class LogData:
     """Everything tfprobe wrote under a logdir, from one scan of its event files (see `read`).
 
@@ -229,13 +203,14 @@ class LogData:
         return self._col.infos.get((run, series)) or metadata.SeriesInfo(series=series, layer=series)
 
     def _key_column(self, field, ids):
-        return np.array([k[field] for k in self._col.keys] or [None], object)[ids]
+        # take from the few distinct names: pandas' default string array, without a Python object per row
+        return pd.Series([k[field] for k in self._col.keys] or [""]).array.take(ids)
 
     def _select(self, ids, steps, kind):
         """Mask of the points to keep: good series of `kind`, the newest write of each step."""
         keys = self._col.keys
         ok = self._good[ids] & (np.array([k[3] == kind for k in keys] or [False], bool)[ids])
-        keep, dropped = newest_write_wins(ids, steps)
+        keep, dropped = metadata.newest_write_wins(ids, steps)
         for run in dict.fromkeys(keys[k][0] for k in dropped):
             self._col._warn_once(
                 ("restart", run),
@@ -340,7 +315,7 @@ def read(logdir, progress: bool = True) -> LogData:
     Damaged input never stops the read: a file stops at its first corrupted
     record, a series that is not in tfprobe's format is skipped, both with a
     `RuntimeWarning`. A series written again at steps at or below ones already
-    logged keeps its newest write (see `newest_write_wins`).
+    logged keeps its newest write (see `metadata.newest_write_wins`).
 
     Args:
       logdir: a directory; runs are its sub-directories holding event files.

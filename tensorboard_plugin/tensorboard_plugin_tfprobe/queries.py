@@ -54,14 +54,27 @@ class Source(NamedTuple):
     experiment_id: str = ""
 
     def read_scalars(self, runs, tags, downsample):
-        """`{run: {tag: [ScalarDatum]}}` of tfprobe statistics, in one data-provider call."""
-        return self.provider.read_scalars(
+        """`{run: {tag: [ScalarDatum]}}` of tfprobe statistics, in one data-provider call.
+
+        The newest write of a step wins (`metadata.newest_write_wins`), also under
+        `--load_fast=false`, whose multiplexer keeps a restarted run's old points.
+        """
+        data = self.provider.read_scalars(
             self.ctx,
             experiment_id=self.experiment_id,
             plugin_name=metadata.PLUGIN_NAME,
             downsample=downsample,
             run_tag_filter=provider.RunTagFilter(runs=list(runs), tags=list(tags)),
         )
+        return {run: {tag: _newest_points(pts) for tag, pts in by_tag.items()} for run, by_tag in data.items()}
+
+
+def _newest_points(points):
+    steps = np.fromiter((p.step for p in points), np.int64, len(points))
+    if len(steps) < 2 or (np.diff(steps) > 0).all():
+        return points
+    keep, _ = metadata.newest_write_wins(np.zeros(len(steps), np.int64), steps)
+    return [p for p, k in zip(points, keep) if k]
 
 
 # ---------------------------------------------------------------- helpers
