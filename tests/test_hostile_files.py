@@ -268,3 +268,5 @@ def test_plugin_restart_newest_write_wins_like_the_reader(tmp_path):
     with pytest.warns(RuntimeWarning, match="newest write wins"):
         long = tfprobe.read_logdir(tmp_path)
     assert long[long.stat == "mean"][["step", "value"]].values.tolist() == expected
+    hist = queries.histogram(src, "run", "good")
+    assert hist["steps"] == [1, 2, 3, 4]

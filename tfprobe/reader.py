@@ -37,8 +37,8 @@ _IGNORED, _SCALAR, _HIST = 0, 1, 2
 _PROGRESS_DELAY = 2.0  # seconds before a progress bar appears
 
 
-class _Collector:
-    """Columns of every tfprobe point under a logdir, in write order, and the series metadata.
+class _Keys:
+    """The tags met under a logdir, classified by their first value, and the series metadata.
 
     A *key* is one `(run, tag)`; every point refers to its key by index.
     """
@@ -49,9 +49,6 @@ class _Collector:
         self.infos = {}  # (run, series) -> SeriesInfo
         self.bad = set()  # (run, series) skipped: not tfprobe's format
         self.warned = set()
-        self.scalars = []  # chunks of (key ids, steps, wall times, values)
-        self.hists = []  # (key id, step, wall time, counts)
-        self._last = (None, None, None)  # (run, skeleton, key ids) of the last fast record
 
     def _warn_once(self, key, message):
         if key not in self.warned:
@@ -89,6 +86,16 @@ class _Collector:
         ids[tag] = len(self.keys)
         self.keys.append((run, series, stat, kind))
         return ids[tag]
+
+
+class _Collector(_Keys):
+    """`_Keys` plus the columns of every tfprobe point, in write order."""
+
+    def __init__(self):
+        super().__init__()
+        self.scalars = []  # chunks of (key ids, steps, wall times, values)
+        self.hists = []  # (key id, step, wall time, counts)
+        self._last = (None, None, None)  # (run, skeleton, key ids) of the last fast record
 
     def add_record(self, run, path, offset, data):
         """Adds one record's points; False if the record is not an `Event` (the file stops there)."""
@@ -182,7 +189,8 @@ class LogData:
 
     Frames are built on first use: `scalars` (the long frame of `read_logdir`),
     `wide()` (its pivot), `histograms` (`read_histograms`) and `layers`
-    (`read_layers`).
+    (`read_layers`). (About 95 lines of short methods: the frames share the
+    key tables built here.)
     """
 
     def __init__(self, collector: _Collector):
@@ -209,8 +217,10 @@ class LogData:
     def _select(self, ids, steps, kind):
         """Mask of the points to keep: good series of `kind`, the newest write of each step."""
         keys = self._col.keys
-        ok = self._good[ids] & (np.array([k[3] == kind for k in keys] or [False], bool)[ids])
-        keep, dropped = metadata.newest_write_wins(ids, steps)
+        ok = np.flatnonzero(self._good[ids] & (np.array([k[3] == kind for k in keys] or [False], bool)[ids]))
+        keep, dropped = metadata.newest_write_wins(ids[ok], steps[ok])
+        mask = np.zeros(len(ids), bool)
+        mask[ok[keep]] = True
         for run in dict.fromkeys(keys[k][0] for k in dropped):
             self._col._warn_once(
                 ("restart", run),
@@ -218,7 +228,7 @@ class LogData:
                 "(a run restarted into the same log_dir?). The newest write wins, as in TensorBoard: the "
                 "older points at those steps and after them are dropped",
             )
-        return ok & keep
+        return mask
 
     @functools.cached_property
     def scalars(self) -> pd.DataFrame:

@@ -440,7 +440,7 @@ def histogram(src: Source, run, layer, columns=DEFAULT_POINTS):
         downsample=columns,
         run_tag_filter=provider.RunTagFilter(runs=[run], tags=[tag]),
     )
-    points = data.get(run, {}).get(tag, [])
+    points = _newest_points(data.get(run, {}).get(tag, []))
     edges = metadata.histogram_buckets()
     if not points:
         return {"run": run, "layer": layer, "steps": [], "buckets": [], "counts": []}
