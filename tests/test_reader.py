@@ -1,5 +1,6 @@
 """The reader: every point, several runs, pivot, histograms, and no TensorFlow import."""
 
+import os
 import subprocess
 import sys
 import warnings
@@ -272,3 +273,22 @@ def test_increasing_steps_across_files_raise_no_warning(tmp_path):
     with warnings.catch_warnings():
         warnings.simplefilter("error")
         assert sorted(set(tfprobe.read_logdir(tmp_path).step)) == [1, 2, 3, 4]
+
+
+# ---------------------------------------------------------------- remote log dirs (tf.io.gfile)
+
+
+def test_remote_logdir_through_tf_io_gfile():
+    """A path with a scheme is written and read through `tf.io.gfile` (TensorFlow's `ram://` here)."""
+    tf = pytest.importorskip("tensorflow")
+    root = f"ram://tfprobe_test_{os.getpid()}"
+    _write_run(root + "/r1", [1, 2])
+    assert tf.io.gfile.isdir(root + "/r1")
+    df = tfprobe.read_logdir(root)
+    assert df[(df.layer == "a") & (df.stat == "mean")][["run", "step", "value"]].values.tolist() == [
+        ["r1", 1, 1.0], ["r1", 2, 2.0]
+    ]
+    assert tfprobe.read_histograms(root)["count"].tolist() == [1, 2]
+    assert tfprobe.read_layers(root).layer.tolist() == ["a", "b"]
+    with pytest.raises(FileNotFoundError, match=r"Received: logdir='ram://"):
+        tfprobe.read_logdir(root + "/missing")

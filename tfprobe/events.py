@@ -4,6 +4,8 @@ A record is `uint64 length | uint32 masked_crc(length) | data | uint32 masked_cr
 
 >>> import tempfile, os
 >>> from tensorboard.compat.proto import event_pb2
+
+from tfprobe import _fs
 >>> d = tempfile.mkdtemp()
 >>> w = EventFileWriter(d)
 >>> _ = w.write(event_pb2.Event(step=3, wall_time=1.0)); w.close()
@@ -21,6 +23,8 @@ import warnings
 
 from google.protobuf.message import DecodeError
 from tensorboard.compat.proto import event_pb2
+
+from tfprobe import _fs
 
 try:  # a C implementation; TensorBoard's own is pure Python (about half the time of writing a window)
     import google_crc32c
@@ -50,7 +54,7 @@ class EventFileWriter:
     _counter = 0
 
     def __init__(self, logdir: str, suffix: str = ".tfprobe"):
-        os.makedirs(logdir, exist_ok=True)
+        _fs.makedirs(logdir)
         EventFileWriter._counter += 1
         name = "events.out.tfevents.%010d.%s.%d.%d%s" % (
             int(time.time()),
@@ -59,8 +63,8 @@ class EventFileWriter:
             EventFileWriter._counter,
             suffix,
         )
-        self.path = os.path.join(logdir, name)
-        self._file = open(self.path, "ab")
+        self.path = _fs.join(logdir, name)
+        self._file = _fs.open_file(self.path, "ab")
         self.write(event_pb2.Event(wall_time=time.time(), file_version=_FILE_VERSION))
         self.flush()
 
@@ -74,8 +78,9 @@ class EventFileWriter:
         self._file.flush()
 
     def close(self):
-        if not self._file.closed:
+        if self._file is not None:  # GFile has no `closed`
             self._file.close()
+            self._file = None
 
 
 def check_logdir(logdir) -> str:
@@ -88,9 +93,9 @@ def check_logdir(logdir) -> str:
     if isinstance(logdir, bytes) or not isinstance(logdir, (str, os.PathLike)):
         raise TypeError(f"`logdir` must be a path to a directory (str or os.PathLike). Received: logdir={logdir!r}")
     path = os.fspath(logdir)
-    if not os.path.exists(path):
+    if not _fs.exists(path):
         raise FileNotFoundError(f"`logdir` must be an existing directory. Received: logdir={path!r} (no such path)")
-    if not os.path.isdir(path):
+    if not _fs.isdir(path):
         raise NotADirectoryError(f"`logdir` must be a directory. Received: logdir={path!r} (a file)")
     return path
 
@@ -112,8 +117,8 @@ def iter_records(path: str):
     rest of the file is skipped with one `RuntimeWarning` naming the file and
     the record's byte offset, as TensorBoard stops at a `DataLossError`.
     """
-    with open(path, "rb") as f:
-        size = os.fstat(f.fileno()).st_size
+    size = _fs.size(path)
+    with _fs.open_file(path, "rb") as f:
         offset = 0
         while True:
             header = f.read(12)
@@ -170,15 +175,13 @@ def event_files(logdir) -> dict:
     Walks `logdir` like TensorBoard: every sub-directory (hidden ones too), names
     taken literally (no glob patterns), symbolic links to directories not followed
     (a link loop does not invent runs). Raises `TypeError`, `FileNotFoundError` or
-    `NotADirectoryError` if `logdir` is not a directory.
+    `NotADirectoryError` if `logdir` is not a directory. A path with a scheme
+    (`gs://...`) is read through `tf.io.gfile`.
     """
     root = check_logdir(logdir)
     runs = {}
-    for dirpath, dirnames, filenames in os.walk(root, followlinks=False):
-        dirnames.sort()
-        paths = [os.path.join(dirpath, n) for n in sorted(filenames) if is_event_file(n)]
-        paths = [p for p in paths if os.path.isfile(p)]
+    for run, dirpath, filenames in _fs.walk(root):
+        paths = [_fs.join(dirpath, n) for n in filenames if is_event_file(n)]
         if paths:
-            run = os.path.relpath(dirpath, root).replace(os.sep, "/")
             runs[run] = paths
     return dict(sorted(runs.items()))

@@ -17,14 +17,13 @@ from __future__ import annotations
 
 import dataclasses
 import functools
-import os
 import sys
 import warnings
 
 import numpy as np
 import pandas as pd
 
-from tfprobe import _decode, metadata
+from tfprobe import _decode, _fs, metadata
 from tfprobe.events import event_files, iter_records, parse_event
 
 _LONG_COLUMNS = ["run", "step", "wall_time", "layer", "stat", "value"]
@@ -169,7 +168,7 @@ def _progress(total, enabled):
 def _collect(logdir, progress=True):
     runs = event_files(logdir)
     paths = [(run, p) for run, ps in runs.items() for p in ps]
-    bar = _progress(sum(os.path.getsize(p) for _, p in paths), progress)
+    bar = _progress(sum(_fs.size(p) for _, p in paths), progress) if progress else None
     col = _Collector()
     try:
         for run, path in paths:
