@@ -14,6 +14,7 @@ disk; the log is deleted at the end unless `--keep`.
 from __future__ import annotations
 
 import argparse
+import functools
 import os
 import shutil
 import sys
@@ -69,7 +70,8 @@ def main(argv=None):
         size = sum(os.path.getsize(os.path.join(d, f)) for d, _, fs in os.walk(logdir) for f in fs)
         print(f"wrote {points:,} points ({size / 1e6:.0f} MB) in {time.perf_counter() - start:.1f} s")
         for label, kwargs in (("long", {}), ("pivot", {"pivot": True})):
-            seconds, frame = best_time(lambda: tfprobe.read_logdir(logdir, progress=False, **kwargs), args.repeat)
+            seconds, frame = best_time(functools.partial(tfprobe.read_logdir, logdir, progress=False, **kwargs),
+                                       args.repeat)
             print(f"read_logdir {label:5s}: {seconds:.2f} s, {points / seconds / 1e6:.2f} M points/s "
                   f"({len(frame):,} rows)")
     finally:

@@ -14,10 +14,16 @@ import pytest
 from tensorboard import context as tb_context
 from tensorboard.backend.event_processing import data_provider as mdp
 from tensorboard.backend.event_processing import plugin_event_multiplexer as pem
-from tensorboard.compat.proto import event_pb2, summary_pb2, tensor_pb2, tensor_shape_pb2, types_pb2
+from tensorboard.compat.proto import (
+    event_pb2,
+    summary_pb2,
+    tensor_pb2,
+    tensor_shape_pb2,
+    types_pb2,
+)
+from tensorboard_plugin_tfprobe import queries
 
 import tfprobe
-from tensorboard_plugin_tfprobe import queries
 from tfprobe import events, metadata
 from tfprobe.writer import WindowWriter
 

@@ -78,7 +78,9 @@ def test_reader_does_not_import_tensorflow(tmp_path):
 
 def test_event_framing_crc_matches_tensorboards():
     """The C CRC32C used to frame records gives TensorBoard's (pure Python) masked CRC."""
-    from tensorboard.compat.tensorflow_stub.pywrap_tensorflow import masked_crc32c as reference
+    from tensorboard.compat.tensorflow_stub.pywrap_tensorflow import (
+        masked_crc32c as reference,
+    )
 
     from tfprobe.events import masked_crc32c
 

@@ -67,7 +67,8 @@ from __future__ import annotations
 import dataclasses
 import json
 import math
-from typing import Any, Mapping, Optional, Tuple
+from collections.abc import Mapping
+from typing import Any
 
 import numpy as np
 
@@ -222,11 +223,11 @@ class SeriesInfo:
     order: int = -1
     output: int = 0
     call: int = 0
-    shape: Optional[Tuple[Optional[int], ...]] = None
+    shape: tuple[int | None, ...] | None = None
     kind: str = "activation"
-    bounds: Optional[Tuple[float, float]] = None
-    sample_size: Optional[int] = None
-    inputs: Optional[Tuple[str, ...]] = None
+    bounds: tuple[float, float] | None = None
+    sample_size: int | None = None
+    inputs: tuple[str, ...] | None = None
     version: int = FORMAT_VERSION
     extra: Mapping[str, Any] = dataclasses.field(default_factory=dict)
 

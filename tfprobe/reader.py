@@ -15,7 +15,6 @@ Every point on disk is returned: nothing is downsampled.
 
 from __future__ import annotations
 
-import dataclasses
 import functools
 import sys
 import warnings
@@ -138,7 +137,7 @@ class _Collector(_Keys):
             if kid is None:
                 pd_ = value.metadata.plugin_data
                 kid = self._register(run, tag, pd_.plugin_name, pd_.content)
-            _, series, stat, kind = self.keys[kid]
+            _, series, _, kind = self.keys[kid]
             if kind == _IGNORED or (run, series) in self.bad:
                 continue
             try:
@@ -157,18 +156,20 @@ class _Collector(_Keys):
             )
 
 
-def _progress(total, enabled):
-    if not enabled or not sys.stderr.isatty():
+def _progress(paths):
+    """A tqdm bar over the bytes of `paths` that shows after `_PROGRESS_DELAY` s, on a terminal only."""
+    if not sys.stderr.isatty():
         return None
     from tqdm import tqdm
 
+    total = sum(_fs.size(p) for _, p in paths)
     return tqdm(total=total, unit="B", unit_scale=True, delay=_PROGRESS_DELAY, desc="tfprobe: reading", leave=False)
 
 
 def _collect(logdir, progress=True):
     runs = event_files(logdir)
     paths = [(run, p) for run, ps in runs.items() for p in ps]
-    bar = _progress(sum(_fs.size(p) for _, p in paths), progress) if progress else None
+    bar = _progress(paths) if progress else None
     col = _Collector()
     try:
         for run, path in paths:
