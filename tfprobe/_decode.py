@@ -60,8 +60,8 @@ def split_event(data: bytes):
     return struct.unpack_from("<d", data, 1)[0], step, pos
 
 
-def fast_scalars(data: bytes, pos: int):
-    """`(skeleton, float32 values, tags())` if `data[pos:]` is a `Summary` of fast-layout scalars only, else None.
+def fast_scalars(data: bytes, pos: int, end: int):
+    """`(skeleton, float32 values, tags())` if `data[pos:end]` holds fast-layout scalar values only, else None.
 
     `skeleton` is the Summary with its floats zeroed: records with equal
     skeletons have the same tags in the same order (`tags()` builds them).
@@ -69,7 +69,7 @@ def fast_scalars(data: bytes, pos: int):
     The Summary is split at every `_FAST_END`; each piece must then be one
     value up to its float, with length fields that agree with the piece.
     """
-    pieces = data[pos:].split(_FAST_END)
+    pieces = data[pos:end].split(_FAST_END)
     if len(pieces) < 2 or pieces.pop():
         return None  # not ending with a fast value
     n = len(pieces)
@@ -89,9 +89,16 @@ def fast_scalars(data: bytes, pos: int):
         return None
     at = (ends - 4)[:, None] + np.arange(4)
     values = buf[at].copy().view("<f4").reshape(-1)
-    skeleton = buf[pos:].copy()
+    skeleton = buf[pos:end].copy()
     skeleton[at - pos] = 0
     return skeleton.tobytes(), values, lambda: tuple(p[4:-12] for p in pieces)
+
+
+def fast_end(data: bytes, pos: int) -> int:
+    """The end of the last fast-layout scalar in `data[pos:]` (`pos` if none): `WindowWriter` writes
+    every scalar of a window before its histograms, which `Summary.FromString` reads from there."""
+    at = data.rfind(_FAST_END, pos)
+    return pos if at < 0 else at + len(_FAST_END)
 
 
 def _check_rank(tensor, rank_ok, what):

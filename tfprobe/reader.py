@@ -21,6 +21,8 @@ import warnings
 
 import numpy as np
 import pandas as pd
+from google.protobuf.message import DecodeError
+from tensorboard.compat.proto import summary_pb2
 
 from tfprobe import _decode, _fs, metadata
 from tfprobe.events import event_files, iter_records, parse_event
@@ -104,13 +106,21 @@ class _Collector(_Keys):
         if event is None:
             return False
         if event.HasField("summary"):
-            self._add_values(run, event)
+            self._add_values(run, event.step, event.wall_time, event.summary.value)
         return True
 
     def _add_fast(self, run, data, wall_time, step, pos):
-        found = _decode.fast_scalars(data, pos)
+        """Reads the fast-layout scalars at the start of the Summary, the values after them in general."""
+        end = _decode.fast_end(data, pos)
+        found = _decode.fast_scalars(data, pos, end) if end > pos else None
         if found is None:
             return False
+        rest = None
+        if end < len(data):
+            try:
+                rest = summary_pb2.Summary.FromString(data[end:])
+            except DecodeError:
+                return False
         skeleton, values, tags = found
         last_run, last_skeleton, ids = self._last
         if last_run != run or last_skeleton != skeleton:
@@ -126,12 +136,14 @@ class _Collector(_Keys):
             self._last = (run, skeleton, ids)
         n = len(ids)
         self.scalars.append((ids, np.full(n, step, np.int64), np.full(n, wall_time), values.astype(np.float64)))
+        if rest is not None:
+            self._add_values(run, step, wall_time, rest.value)
         return True
 
-    def _add_values(self, run, event):
+    def _add_values(self, run, step, wall_time, summary_values):
         ids, values = [], []
         known = self.tag_ids.setdefault(run, {})
-        for value in event.summary.value:
+        for value in summary_values:
             tag = value.tag.encode("utf-8")
             kid = known.get(tag)
             if kid is None:
@@ -145,13 +157,13 @@ class _Collector(_Keys):
                     values.append(_decode.scalar_value(value.tensor))
                     ids.append(kid)
                 else:
-                    self.hists.append((kid, event.step, event.wall_time, _decode.histogram_counts(value.tensor)))
+                    self.hists.append((kid, step, wall_time, _decode.histogram_counts(value.tensor)))
             except metadata.FormatError as e:
                 self._mark_bad(run, series, f"tag {value.tag!r}: {e}")
         if ids:
             n = len(ids)
             self.scalars.append(
-                (np.array(ids, np.int64), np.full(n, event.step, np.int64), np.full(n, event.wall_time),
+                (np.array(ids, np.int64), np.full(n, step, np.int64), np.full(n, wall_time),
                  np.array(values, np.float64))
             )
 
@@ -189,8 +201,7 @@ class LogData:
 
     Frames are built on first use: `scalars` (the long frame of `read_logdir`),
     `wide()` (its pivot), `histograms` (`read_histograms`) and `layers`
-    (`read_layers`). (About 95 lines of short methods: the frames share the
-    key tables built here.)
+    (`read_layers`).
     """
 
     def __init__(self, collector: _Collector):
@@ -210,10 +221,6 @@ class LogData:
             return None
         return self._col.infos.get((run, series)) or metadata.SeriesInfo(series=series, layer=series)
 
-    def _key_column(self, field, ids):
-        # take from the few distinct names: pandas' default string array, without a Python object per row
-        return pd.Series([k[field] for k in self._col.keys] or [""]).array.take(ids)
-
     def _select(self, ids, steps, kind):
         """Mask of the points to keep: good series of `kind`, the newest write of each step."""
         keys = self._col.keys
@@ -231,8 +238,8 @@ class LogData:
         return mask
 
     @functools.cached_property
-    def scalars(self) -> pd.DataFrame:
-        """Long frame `run, step, wall_time, layer, stat, value` (see `read_logdir`)."""
+    def _scalar_points(self):
+        """`(key ids, steps, wall times, values)` of the kept scalar points, in frame order."""
         chunks = self._col.scalars
         ids, steps, walls, values = (
             (np.concatenate(c) for c in zip(*chunks)) if chunks
@@ -241,16 +248,23 @@ class LogData:
         mask = self._select(ids, steps, _SCALAR)
         ids, steps, walls, values = ids[mask], steps[mask], walls[mask], values[mask]
         order = np.lexsort((steps, self._rank[ids]))
-        ids, steps, walls, values = ids[order], steps[order], walls[order], values[order]
+        return ids[order], steps[order], walls[order], values[order]
+
+    @functools.cached_property
+    def scalars(self) -> pd.DataFrame:
+        """Long frame `run, step, wall_time, layer, stat, value` (see `read_logdir`)."""
+        ids, steps, walls, values = self._scalar_points
+        keys = self._col.keys
         return pd.DataFrame(
-            {"run": self._key_column(0, ids), "step": steps, "wall_time": walls,
-             "layer": self._key_column(1, ids), "stat": self._key_column(2, ids), "value": values},
+            {"run": _key_column(keys, 0, ids), "step": steps, "wall_time": walls,
+             "layer": _key_column(keys, 1, ids), "stat": _key_column(keys, 2, ids), "value": values},
             columns=_LONG_COLUMNS,
         )
 
     def wide(self) -> pd.DataFrame:
-        """The pivot of `scalars`: one row per run, layer and step, one column per statistic."""
-        return _pivot(self.scalars, self.layers)
+        """The pivot of `scalars`: one row per run, layer and step, one column per statistic
+        (tfprobe's in `metadata.STATS` order, then others by name); `wall_time` is the row's latest."""
+        return _wide_frame(self._col.keys, self._rank, *self._scalar_points)
 
     @functools.cached_property
     def histograms(self) -> pd.DataFrame:
@@ -261,17 +275,7 @@ class LogData:
         walls = np.array([h[2] for h in hists], np.float64)
         counts = np.stack([h[3] for h in hists]) if hists else np.zeros((0, metadata.NUM_BUCKETS), np.int64)
         mask = self._select(ids, steps, _HIST)
-        ids, steps, walls, counts = ids[mask], steps[mask], walls[mask], counts[mask]
-        point, bucket = np.nonzero(counts)
-        order = np.lexsort((bucket, steps[point], self._rank[ids[point]]))
-        point, bucket = point[order], bucket[order]
-        edges = np.array(metadata.histogram_buckets(), np.float64).reshape(-1, 2)
-        return pd.DataFrame(
-            {"run": self._key_column(0, ids[point]), "step": steps[point], "wall_time": walls[point],
-             "layer": self._key_column(1, ids[point]), "bucket": bucket.astype(np.int64),
-             "left": edges[bucket, 0], "right": edges[bucket, 1], "count": counts[point, bucket]},
-            columns=_HIST_COLUMNS,
-        )
+        return _histogram_frame(self._col.keys, self._rank, ids[mask], steps[mask], walls[mask], counts[mask])
 
     @functools.cached_property
     def layers(self) -> pd.DataFrame:
@@ -285,6 +289,51 @@ class LogData:
         return pd.DataFrame(rows, columns=_LAYER_COLUMNS)
 
 
+def _key_column(keys, field, ids):
+    """Column `field` of `keys[ids]`, taken from the few distinct names: pandas' default string
+    array, without a Python object per row."""
+    return pd.Series([k[field] for k in keys] or [""]).array.take(ids)
+
+
+def _wide_frame(keys, rank, ids, steps, walls, values):
+    """The wide frame of the scalar points `ids, steps, walls, values` of `keys` (ranked by `rank`)."""
+    series_ids = {}
+    sid = np.array([series_ids.setdefault(k[:2], len(series_ids)) for k in keys] or [0], np.int64)
+    srank = np.full(len(series_ids) or 1, len(keys), np.int64)
+    np.minimum.at(srank, sid[: len(keys)], rank)  # a series' keys are contiguous in rank
+    present = {keys[k][2] for k in np.unique(ids)}
+    stats = [s for s in metadata.STATS if s in present] + sorted(present - set(metadata.STATS))
+    column = np.array([stats.index(k[2]) if k[2] in present else -1 for k in keys] or [0], np.int64)
+    order = np.lexsort((steps, srank[sid[ids]]))  # rows: series in model order, then step
+    ids, steps, walls, values = ids[order], steps[order], walls[order], values[order]
+    new_row = np.ones(len(ids), bool)
+    new_row[1:] = (sid[ids][1:] != sid[ids][:-1]) | (steps[1:] != steps[:-1])
+    row = np.cumsum(new_row) - 1
+    starts = np.flatnonzero(new_row)
+    matrix = np.full((len(starts), len(stats)), np.nan)
+    matrix[row, column[ids]] = values
+    first = ids[starts]
+    frame = {"run": _key_column(keys, 0, first), "step": steps[starts],
+             "wall_time": np.maximum.reduceat(walls, starts) if len(starts) else walls,
+             "layer": _key_column(keys, 1, first)}
+    frame.update({stat: matrix[:, j] for j, stat in enumerate(stats)})
+    return pd.DataFrame(frame, columns=["run", "step", "wall_time", "layer", *stats])
+
+
+def _histogram_frame(keys, rank, ids, steps, walls, counts):
+    """One row per non-empty bucket of the histograms `counts` (one row of counts per point)."""
+    point, bucket = np.nonzero(counts)
+    order = np.lexsort((bucket, steps[point], rank[ids[point]]))
+    point, bucket = point[order], bucket[order]
+    edges = np.array(metadata.histogram_buckets(), np.float64).reshape(-1, 2)
+    return pd.DataFrame(
+        {"run": _key_column(keys, 0, ids[point]), "step": steps[point], "wall_time": walls[point],
+         "layer": _key_column(keys, 1, ids[point]), "bucket": bucket.astype(np.int64),
+         "left": edges[bucket, 0], "right": edges[bucket, 1], "count": counts[point, bucket]},
+        columns=_HIST_COLUMNS,
+    )
+
+
 def _listed(value):
     return list(value) if value is not None else None
 
@@ -296,23 +345,6 @@ def _layer_row(run, info: metadata.SeriesInfo):
         "shape": _listed(info.shape), "bounds": _listed(info.bounds), "sample_size": info.sample_size,
         "inputs": _listed(info.inputs),
     }
-
-
-def _pivot(frame, layers):
-    keys = ["run", "layer", "step"]
-    grouped = frame.groupby(keys, sort=False)
-    wide = frame.set_index(keys + ["stat"])["value"]
-    wide = wide[~wide.index.duplicated(keep="last")].unstack("stat")
-    wide.insert(0, "wall_time", grouped["wall_time"].max())
-    wide = wide.reset_index()
-    wide.columns.name = None
-    order = dict(zip(zip(layers["run"], layers["layer"]), layers["order"]))
-    wide["_order"] = [order.get((r, s), -1) for r, s in zip(wide["run"], wide["layer"])]
-    wide = wide.sort_values(["run", "_order", "layer", "step"], kind="stable").drop(columns="_order")
-    wide = wide.reset_index(drop=True)
-    stat_columns = [s for s in metadata.STATS if s in wide.columns]
-    other = [c for c in wide.columns if c not in stat_columns and c not in ("run", "step", "wall_time", "layer")]
-    return wide[["run", "step", "wall_time", "layer"] + stat_columns + other]
 
 
 def read(logdir, progress: bool = True) -> LogData:
