@@ -222,12 +222,13 @@ class LogData:
         return self._col.infos.get((run, series)) or metadata.SeriesInfo(series=series, layer=series)
 
     def _select(self, ids, steps, kind):
-        """Mask of the points to keep: good series of `kind`, the newest write of each step."""
+        """Indices of the points to keep, in frame order: good series of `kind`, the newest write
+        of each step, sorted by key rank (a kept key's steps increase in write order)."""
         keys = self._col.keys
         ok = np.flatnonzero(self._good[ids] & (np.array([k[3] == kind for k in keys] or [False], bool)[ids]))
-        keep, dropped = metadata.newest_write_wins(ids[ok], steps[ok])
-        mask = np.zeros(len(ids), bool)
-        mask[ok[keep]] = True
+        rank = self._rank.astype(np.uint16 if len(keys) < 2**16 else np.int64)  # uint16: a radix sort
+        ok = ok[np.argsort(rank[ids[ok]], kind="stable")]
+        keep, dropped = metadata.newest_write_wins(ids[ok], steps[ok], grouped=True)
         for run in dict.fromkeys(keys[k][0] for k in dropped):
             self._col._warn_once(
                 ("restart", run),
@@ -235,7 +236,7 @@ class LogData:
                 "(a run restarted into the same log_dir?). The newest write wins, as in TensorBoard: the "
                 "older points at those steps and after them are dropped",
             )
-        return mask
+        return ok[keep]
 
     @functools.cached_property
     def _scalar_points(self):
@@ -245,10 +246,8 @@ class LogData:
             (np.concatenate(c) for c in zip(*chunks)) if chunks
             else (np.zeros(0, np.int64), np.zeros(0, np.int64), np.zeros(0), np.zeros(0))
         )
-        mask = self._select(ids, steps, _SCALAR)
-        ids, steps, walls, values = ids[mask], steps[mask], walls[mask], values[mask]
-        order = np.lexsort((steps, self._rank[ids]))
-        return ids[order], steps[order], walls[order], values[order]
+        idx = self._select(ids, steps, _SCALAR)
+        return ids[idx], steps[idx], walls[idx], values[idx]
 
     @functools.cached_property
     def scalars(self) -> pd.DataFrame:
@@ -274,8 +273,8 @@ class LogData:
         steps = np.array([h[1] for h in hists], np.int64)
         walls = np.array([h[2] for h in hists], np.float64)
         counts = np.stack([h[3] for h in hists]) if hists else np.zeros((0, metadata.NUM_BUCKETS), np.int64)
-        mask = self._select(ids, steps, _HIST)
-        return _histogram_frame(self._col.keys, self._rank, ids[mask], steps[mask], walls[mask], counts[mask])
+        idx = self._select(ids, steps, _HIST)
+        return _histogram_frame(self._col.keys, ids[idx], steps[idx], walls[idx], counts[idx])
 
     @functools.cached_property
     def layers(self) -> pd.DataFrame:
@@ -320,11 +319,9 @@ def _wide_frame(keys, rank, ids, steps, walls, values):
     return pd.DataFrame(frame, columns=["run", "step", "wall_time", "layer", *stats])
 
 
-def _histogram_frame(keys, rank, ids, steps, walls, counts):
-    """One row per non-empty bucket of the histograms `counts` (one row of counts per point)."""
+def _histogram_frame(keys, ids, steps, walls, counts):
+    """One row per non-empty bucket of the histograms `counts` (one row of counts per point, in frame order)."""
     point, bucket = np.nonzero(counts)
-    order = np.lexsort((bucket, steps[point], rank[ids[point]]))
-    point, bucket = point[order], bucket[order]
     edges = np.array(metadata.histogram_buckets(), np.float64).reshape(-1, 2)
     return pd.DataFrame(
         {"run": _key_column(keys, 0, ids[point]), "step": steps[point], "wall_time": walls[point],
