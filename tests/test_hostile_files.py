@@ -276,3 +276,22 @@ def test_plugin_restart_newest_write_wins_like_the_reader(tmp_path):
     assert long[long.stat == "mean"][["step", "value"]].values.tolist() == expected
     hist = queries.histogram(src, "run", "good")
     assert hist["steps"] == [1, 2, 3, 4]
+
+
+def test_a_file_that_cannot_be_opened_is_skipped_with_one_warning(tmp_path, monkeypatch):
+    from tfprobe import _fs
+
+    write_good(tmp_path / "run")
+    locked = write_good(tmp_path / "run", steps=(4, 5))
+    open_file = _fs.open_file
+
+    def refuse(path, mode):
+        if path == locked:
+            raise PermissionError(13, "Permission denied", path)
+        return open_file(path, mode)
+
+    monkeypatch.setattr(_fs, "open_file", refuse)
+    with pytest.warns(RuntimeWarning, match="cannot be read.*Permission denied") as caught:
+        long = tfprobe.read_logdir(tmp_path)
+    assert len(caught) == 1 and locked in str(caught[0].message)
+    assert sorted(set(long.step)) == [1, 2, 3]

@@ -25,6 +25,15 @@ def _gfile():
     return tf.io.gfile
 
 
+def read_errors(path):
+    """The exceptions raised for a file that is missing or cannot be read."""
+    if is_remote(path):
+        import tensorflow as tf
+
+        return (OSError, tf.errors.OpError)
+    return (OSError,)
+
+
 def join(path, *names):
     return posixpath.join(path, *names) if is_remote(path) else os.path.join(path, *names)
 

@@ -115,10 +115,15 @@ def iter_records(path: str):
     A truncated last record (a file still being written) is ignored silently.
     At the first corrupted record (bad CRC of the length or of the data) the
     rest of the file is skipped with one `RuntimeWarning` naming the file and
-    the record's byte offset, as TensorBoard stops at a `DataLossError`.
+    the record's byte offset, as TensorBoard stops at a `DataLossError`. A
+    file that cannot be opened (removed, no permission) is skipped with one.
     """
-    size = _fs.size(path)
-    with _fs.open_file(path, "rb") as f:
+    try:
+        size = _fs.size(path)
+        f = _fs.open_file(path, "rb")
+    except _fs.read_errors(path) as e:
+        return _bad_record(path, 0, f"the file cannot be read: {e}")
+    with f:
         offset = 0
         while True:
             header = f.read(12)
