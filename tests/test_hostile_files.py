@@ -295,3 +295,15 @@ def test_a_file_that_cannot_be_opened_is_skipped_with_one_warning(tmp_path, monk
         long = tfprobe.read_logdir(tmp_path)
     assert len(caught) == 1 and locked in str(caught[0].message)
     assert sorted(set(long.step)) == [1, 2, 3]
+
+
+def test_plugin_reads_skip_a_series_whose_values_are_not_scalars(tmp_path):
+    """The Python multiplexer raises on a non-scalar value of a scalar series: the plugin leaves that
+    series out instead of failing the whole request."""
+    write_hostile(tmp_path / "run", *HOSTILE["vector_tensor"])
+    src = queries.Source(make_provider(tmp_path), tb_context.RequestContext(), "")
+    overview = queries.overview(src, "run", "mean")
+    assert [(row["name"], row["values"]) for row in overview["layers"]] == [
+        ("good", [1.25, 2.25, 3.25]), ("bad", [None, None, None])
+    ]
+    assert queries.scalars(src, ["run"], "bad", ["mean"])["series"]["mean"] == {}

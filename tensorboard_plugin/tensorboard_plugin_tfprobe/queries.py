@@ -57,15 +57,30 @@ class Source(NamedTuple):
         """`{run: {tag: [ScalarDatum]}}` of tfprobe statistics, in one data-provider call.
 
         The newest write of a step wins (`metadata.newest_write_wins`), also under
-        `--load_fast=false`, whose multiplexer keeps a restarted run's old points.
+        `--load_fast=false`, whose multiplexer keeps a restarted run's old points
+        and fails on a value that is not a scalar: then the tags are read one by
+        one and those that fail are left out (logged once).
         """
-        data = self.provider.read_scalars(
-            self.ctx,
-            experiment_id=self.experiment_id,
-            plugin_name=metadata.PLUGIN_NAME,
-            downsample=downsample,
-            run_tag_filter=provider.RunTagFilter(runs=list(runs), tags=list(tags)),
-        )
+
+        def read(runs, tags):
+            return self.provider.read_scalars(
+                self.ctx,
+                experiment_id=self.experiment_id,
+                plugin_name=metadata.PLUGIN_NAME,
+                downsample=downsample,
+                run_tag_filter=provider.RunTagFilter(runs=list(runs), tags=list(tags)),
+            )
+
+        try:
+            data = read(runs, tags)
+        except ValueError:
+            data = {}
+            for run in runs:
+                for tag in tags:
+                    try:
+                        data.setdefault(run, {}).update(read([run], [tag]).get(run, {}))
+                    except ValueError as e:
+                        _warn_series(run, tag, f"run {run!r}, tag {tag!r}: a value is not a scalar ({e})")
         return {run: {tag: _newest_points(pts) for tag, pts in by_tag.items()} for run, by_tag in data.items()}
 
 
@@ -162,14 +177,18 @@ def _listed(value):
     return list(value) if value is not None else None
 
 
+def _warn_series(run, name, message):
+    if (run, name) not in _warned_series and len(_warned_series) < 10000:
+        _warned_series.add((run, name))
+        logger.warning("tfprobe: %s; this series is skipped", message)
+
+
 def _series_info(run, name, content):
     """The typed metadata of one series, or None (logged once) if it is not tfprobe's format."""
     try:
         return metadata.parse_content(content, name, run)
     except metadata.FormatError as e:
-        if (run, name) not in _warned_series and len(_warned_series) < 10000:
-            _warned_series.add((run, name))
-            logger.warning("tfprobe: %s; this series is skipped", e)
+        _warn_series(run, name, e)
         return None
 
 
