@@ -531,9 +531,12 @@ def test_fits_reuse_traced_steps_until_keras_rebuilds(tmp_path, monkeypatch):
     fit(model, x, y, probe, epochs=1)
     assert len(traces) > traced
     assert int(model.optimizer.iterations) == 5
-    df = tfprobe.read_logdir(tmp_path)
-    assert steps_of(df) == [5, 15]  # a new optimizer starts again at step 0: a second window at step 5
-    assert len(df[(df.layer == "d1") & (df.stat == "mean")]) == 3
+    # a new optimizer starts again at step 0: a second window at step 5, which wins over the
+    # windows at steps >= 5 already on disk (the readers' restart rule, as in TensorBoard)
+    with pytest.warns(RuntimeWarning, match="newest write wins"):
+        df = tfprobe.read_logdir(tmp_path)
+    assert steps_of(df) == [5]
+    assert len(df[(df.layer == "d1") & (df.stat == "mean")]) == 1
     assert_finite_stats(df, ["d1", "d2", "out"])
     assert_not_instrumented(model)
 

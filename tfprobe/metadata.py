@@ -29,16 +29,24 @@ scalars are float32 (TensorBoard's data server drops float64 scalars). The
     {"v": 1, "series": "conv2d", "stat": "mean", "layer": "conv2d",
      "class": "Conv2D", "order": 0, "output": 0, "call": 0,
      "shape": [null, 30, 30, 32], "kind": "activation", "bounds": null,
-     "sample_size": null}
+     "sample_size": null, "inputs": ["max_pooling2d"]}
 
 `order` is the position of the series in the forward pass (0 = nearest the
 input), `kind` is `activation` or `pooling`, `bounds` the `[low, high]` range
 of a bounded activation (or null), `sample_size` the number of leading
 examples of each recorded batch that the sums and histograms were computed
 on (null: the whole batch; max, min, dead units and NaN/Inf counts always
-cover the whole batch; absent in files written before it existed). Only the
-first value of a tag carries the metadata; readers must take the content
-from there.
+cover the whole batch; absent in files written before it existed), and
+`inputs` the series that feed this one in the model graph (absent in older
+files: unknown). Only the first value of a tag carries the metadata; readers
+must take the content from there, and parse it with `parse_content` (the one
+parser, used by the reader and the TensorBoard plugin).
+
+Versions: `"v"` is the *major* format version. A reader understands every
+content whose `v` is at most `FORMAT_VERSION` (a missing `v` means 1); new
+optional fields do not change `v` (readers keep unknown keys in
+`SeriesInfo.extra`), a change that older readers would misread raises it,
+and such content is refused with a message naming the versions.
 
 Histogram buckets (`histogram_buckets()`) are fixed: exact zeros, and for each
 sign one bucket per power of two of the magnitude from 2**-20 (~9.5e-7) to
@@ -56,8 +64,13 @@ the overflow buckets.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import math
+from collections.abc import Mapping
+from typing import Any
+
+import numpy as np
 
 PLUGIN_NAME = "tfprobe"
 """`plugin_name` of the scalar statistics and the name of the dashboard."""
@@ -182,10 +195,152 @@ def encode_content(info: dict, stat: str) -> bytes:
     return json.dumps({"v": FORMAT_VERSION, **info, "stat": stat}, sort_keys=True).encode("utf-8")
 
 
-def decode_content(content: bytes) -> dict:
-    """Parses `plugin_data.content`; unknown or broken content gives `{}`.
+def newest_write_wins(keys, steps, grouped=False):
+    """Mask of the points to keep when a series was written again at the same or lower steps.
 
-    Newer versions are read as far as their fields are understood.
+    `keys` and `steps` are integer arrays of points in write order (files in
+    name order, records in file order). A point is dropped if a later point
+    of the same key (series and statistic of one run) has a step <= its step:
+    the newest write wins, as in TensorBoard's default data server (a run
+    restarted into the same log_dir replaces the steps it writes again, and
+    the old points after them). `grouped=True` says each key's points are
+    already together (in write order), which saves a sort. Returns
+    `(keep, dropped_keys)`.
+
+    >>> keep, dropped = newest_write_wins(np.array([0, 0, 0, 0, 1]), np.array([1, 2, 3, 2, 1]))
+    >>> keep.tolist(), dropped.tolist()
+    ([True, False, False, True, True], [0])
+    """
+    order = np.arange(len(keys)) if grouped else np.argsort(keys, kind="stable")  # each key's points together
+    k, s = (keys, steps) if grouped else (keys[order], steps[order])
+    keep = np.ones(len(keys), bool)
+    back = (k[1:] == k[:-1]) & (s[1:] <= s[:-1])
+    if not back.any():
+        return keep, np.zeros(0, keys.dtype)
+    starts = np.flatnonzero(np.r_[True, k[1:] != k[:-1]])
+    ends = np.r_[starts[1:], len(k)]
+    groups = np.unique(np.searchsorted(starts, np.flatnonzero(back) + 1, side="right") - 1)
+    for a, b in zip(starts[groups], ends[groups]):
+        later_min = np.minimum.accumulate(s[a:b][::-1])[::-1]
+        keep[order[a : b - 1]] = s[a : b - 1] < later_min[1:]
+    return keep, k[starts[groups]]
+
+
+class FormatError(ValueError):
+    """Content or a value that uses a tfprobe plugin name but not tfprobe's format."""
+
+
+@dataclasses.dataclass(frozen=True)
+class SeriesInfo:
+    """The typed metadata of one series (`plugin_data.content`, see the module docstring).
+
+    >>> info = parse_content(b'{"v": 1, "layer": "d", "class": "Dense", "order": 2, "shape": [null, 4]}', "d")
+    >>> info.class_name, info.order, info.shape, info.inputs
+    ('Dense', 2, (None, 4), None)
+    """
+
+    series: str
+    layer: str
+    class_name: str = ""
+    order: int = -1
+    output: int = 0
+    call: int = 0
+    shape: tuple[int | None, ...] | None = None
+    kind: str = "activation"
+    bounds: tuple[float, float] | None = None
+    sample_size: int | None = None
+    inputs: tuple[str, ...] | None = None
+    version: int = FORMAT_VERSION
+    extra: Mapping[str, Any] = dataclasses.field(default_factory=dict)
+
+
+def _is_int(x):
+    return isinstance(x, int) and not isinstance(x, bool)
+
+
+def _is_number(x):
+    return isinstance(x, (int, float)) and not isinstance(x, bool)
+
+
+# key: (field, check, what it must be); a missing key or null keeps the default where allowed
+_FIELDS = {
+    "layer": ("layer", lambda x: isinstance(x, str), "a string"),
+    "class": ("class_name", lambda x: isinstance(x, str), "a string"),
+    "order": ("order", _is_int, "an integer"),
+    "output": ("output", lambda x: _is_int(x) and x >= 0, "an integer >= 0"),
+    "call": ("call", lambda x: _is_int(x) and x >= 0, "an integer >= 0"),
+    "kind": ("kind", lambda x: isinstance(x, str), "a string"),
+    "shape": (
+        "shape",
+        lambda x: x is None or (isinstance(x, list) and all(d is None or (_is_int(d) and d >= 0) for d in x)),
+        "null or a list of integers >= 0 and nulls",
+    ),
+    "bounds": (
+        "bounds",
+        lambda x: x is None or (isinstance(x, list) and len(x) == 2 and all(map(_is_number, x))),
+        "null or a list of two numbers",
+    ),
+    "sample_size": ("sample_size", lambda x: x is None or (_is_int(x) and x >= 1), "null or an integer >= 1"),
+    "inputs": (
+        "inputs",
+        lambda x: x is None or (isinstance(x, list) and all(isinstance(n, str) for n in x)),
+        "null or a list of series names",
+    ),
+}
+_KNOWN_KEYS = set(_FIELDS) | {"v", "series", "stat"}
+
+
+def parse_content(content: bytes, series: str, where: str = "") -> SeriesInfo:
+    """Parses and checks the `plugin_data.content` of series `series` into a `SeriesInfo`.
+
+    Empty content gives the defaults. Raises `FormatError` (naming `where`, e.g.
+    the run, and the series) for content that is not tfprobe's format or that
+    has a newer major version than `FORMAT_VERSION`.
+
+    >>> parse_content(b"", "relu").order
+    -1
+    >>> parse_content(b'{"v": 1, "order": "3"}', "relu", "run1")
+    Traceback (most recent call last):
+    tfprobe.metadata.FormatError: run 'run1', series 'relu': `order` must be an integer. Received: order='3'
+    >>> parse_content(b'{"v": 99}', "relu")
+    Traceback (most recent call last):
+    tfprobe.metadata.FormatError: series 'relu': written in tfprobe format version 99, this tfprobe reads versions up to 1; upgrade tfprobe to read it
+    """
+    prefix = (f"run {where!r}, " if where else "") + f"series {series!r}: "
+    if not content:
+        return SeriesInfo(series=series, layer=series)
+    try:
+        data = json.loads(content.decode("utf-8"))
+    except (UnicodeDecodeError, ValueError) as e:
+        raise FormatError(f"{prefix}the metadata is not UTF-8 JSON ({e})") from None
+    if not isinstance(data, dict):
+        raise FormatError(f"{prefix}the metadata must be a JSON object. Received: {data!r:.100}")
+    version = data.get("v", 1)
+    if not _is_int(version) or version < 1:
+        raise FormatError(f"{prefix}`v` must be an integer >= 1. Received: v={version!r}")
+    if version > FORMAT_VERSION:
+        raise FormatError(
+            f"{prefix}written in tfprobe format version {version}, this tfprobe reads versions up to "
+            f"{FORMAT_VERSION}; upgrade tfprobe to read it"
+        )
+    fields = {"series": series, "layer": series, "version": version}
+    for key, (field, check, must) in _FIELDS.items():
+        if key not in data:
+            continue
+        value = data[key]
+        if not check(value):
+            raise FormatError(f"{prefix}`{key}` must be {must}. Received: {key}={value!r:.100}")
+        if isinstance(value, list):
+            value = tuple(value)
+        fields[field] = value
+    fields["extra"] = {k: v for k, v in data.items() if k not in _KNOWN_KEYS}
+    return SeriesInfo(**fields)
+
+
+def decode_content(content: bytes) -> dict:
+    """Parses `plugin_data.content` as a plain dict; unknown or broken content gives `{}`.
+
+    Kept for callers of older versions; readers use `parse_content`, which checks types.
     """
     try:
         data = json.loads(content.decode("utf-8")) if content else {}

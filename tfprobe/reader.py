@@ -15,78 +15,356 @@ Every point on disk is returned: nothing is downsampled.
 
 from __future__ import annotations
 
+import functools
+import sys
+import warnings
+
 import numpy as np
 import pandas as pd
-from tensorboard.util import tensor_util
+from google.protobuf.message import DecodeError
+from tensorboard.compat.proto import summary_pb2
 
-from tfprobe import metadata
-from tfprobe.events import event_files, read_events
+from tfprobe import _decode, _fs, metadata
+from tfprobe.events import event_files, iter_records, parse_event
 
 _LONG_COLUMNS = ["run", "step", "wall_time", "layer", "stat", "value"]
 _HIST_COLUMNS = ["run", "step", "wall_time", "layer", "bucket", "left", "right", "count"]
 _LAYER_COLUMNS = [
-    "run", "layer", "order", "layer_path", "class", "kind", "output", "call", "shape", "bounds", "sample_size"
+    "run", "layer", "order", "layer_path", "class", "kind", "output", "call", "shape", "bounds", "sample_size",
+    "inputs",
 ]
+_IGNORED, _SCALAR, _HIST = 0, 1, 2
+_PROGRESS_DELAY = 2.0  # seconds before a progress bar appears
 
 
-def _scan(logdir):
-    """Yields `(run, event, value, plugin_name, content)` for every tfprobe value under `logdir`."""
-    runs = event_files(str(logdir))
-    for run, paths in runs.items():
-        for path in paths:
-            for event in read_events(path):
-                if not event.HasField("summary"):
-                    continue
-                for value in event.summary.value:
-                    plugin = value.metadata.plugin_data.plugin_name
-                    if plugin in (metadata.PLUGIN_NAME, metadata.HIST_PLUGIN_NAME):
-                        yield run, event, value, plugin, value.metadata.plugin_data.content
+class _Keys:
+    """The tags met under a logdir, classified by their first value, and the series metadata.
+
+    A *key* is one `(run, tag)`; every point refers to its key by index.
+    """
+
+    def __init__(self):
+        self.keys = []  # (run, series, stat, kind)
+        self.tag_ids = {}  # run -> {tag bytes: key index}
+        self.infos = {}  # (run, series) -> SeriesInfo
+        self.bad = set()  # (run, series) skipped: not tfprobe's format
+        self.warned = set()
+
+    def _warn_once(self, key, message):
+        if key not in self.warned:
+            self.warned.add(key)
+            warnings.warn(message, RuntimeWarning, stacklevel=4)
+
+    def _mark_bad(self, run, series, error):
+        if (run, series) not in self.bad:
+            self.bad.add((run, series))
+            where = f"run {run!r}, series {series!r}: "
+            msg = str(error) if str(error).startswith(("run ", "series ")) else where + str(error)
+            self._warn_once(("bad", run, series), f"{msg}; this series is skipped")
+
+    def _register(self, run, tag: bytes, plugin: str, content: bytes):
+        """Classifies a tag by its first value (its metadata), as TensorBoard does."""
+        ids = self.tag_ids.setdefault(run, {})
+        kind, series, stat = _IGNORED, None, None
+        if plugin in (metadata.PLUGIN_NAME, metadata.HIST_PLUGIN_NAME):
+            name = tag.decode("utf-8")
+            parsed = metadata.parse_tag(name)
+            if parsed is None:
+                self._warn_once(
+                    ("tag", run, name),
+                    f"run {run!r}: tag {name!r} uses plugin name {plugin!r} but is not a tfprobe tag "
+                    f"({metadata.TAG_PREFIX}<series>/<stat>); it is skipped",
+                )
+            else:
+                series, stat = parsed
+                kind = _SCALAR if plugin == metadata.PLUGIN_NAME else _HIST
+                if content and (run, series) not in self.infos:
+                    try:
+                        self.infos[(run, series)] = metadata.parse_content(content, series, run)
+                    except metadata.FormatError as e:
+                        self._mark_bad(run, series, e)
+        ids[tag] = len(self.keys)
+        self.keys.append((run, series, stat, kind))
+        return ids[tag]
 
 
-def _read(logdir):
-    scalars, hists, layers = [], [], {}
-    for run, event, value, plugin, content in _scan(logdir):
-        parsed = metadata.parse_tag(value.tag)
-        if parsed is None:
-            continue
-        series, stat = parsed
-        if content and (run, series) not in layers:
-            layers[(run, series)] = metadata.decode_content(content)
-        array = tensor_util.make_ndarray(value.tensor)
-        if plugin == metadata.PLUGIN_NAME:
-            scalars.append((run, event.step, event.wall_time, series, stat, float(array)))
-        else:
-            hists.append((run, event.step, event.wall_time, series, array))
-    return scalars, hists, layers
+class _Collector(_Keys):
+    """`_Keys` plus the columns of every tfprobe point, in write order."""
+
+    def __init__(self):
+        super().__init__()
+        self.scalars = []  # chunks of (key ids, steps, wall times, values)
+        self.hists = []  # (key id, step, wall time, counts)
+        self._last = (None, None, None)  # (run, skeleton, key ids) of the last fast record
+
+    def add_record(self, run, path, offset, data):
+        """Adds one record's points; False if the record is not an `Event` (the file stops there)."""
+        head = _decode.split_event(data)
+        if head is not None and self._add_fast(run, data, *head):
+            return True
+        event = parse_event(path, offset, data)
+        if event is None:
+            return False
+        if event.HasField("summary"):
+            self._add_values(run, event.step, event.wall_time, event.summary.value)
+        return True
+
+    def _add_fast(self, run, data, wall_time, step, pos):
+        """Reads the fast-layout scalars at the start of the Summary, the values after them in general."""
+        end = _decode.fast_end(data, pos)
+        found = _decode.fast_scalars(data, pos, end) if end > pos else None
+        if found is None:
+            return False
+        rest = None
+        if end < len(data):
+            try:
+                rest = summary_pb2.Summary.FromString(data[end:])
+            except DecodeError:
+                return False
+        skeleton, values, tags = found
+        last_run, last_skeleton, ids = self._last
+        if last_run != run or last_skeleton != skeleton:
+            tags = tags()
+            known = self.tag_ids.get(run, {})
+            if any(known.get(t) is not None and self.keys[known[t]][3] != _SCALAR for t in tags):
+                return False
+            try:
+                ids = np.array([known[t] if t in known else self._register(run, t, metadata.PLUGIN_NAME, b"")
+                                for t in tags], np.int64)
+            except UnicodeDecodeError:
+                return False
+            self._last = (run, skeleton, ids)
+        n = len(ids)
+        self.scalars.append((ids, np.full(n, step, np.int64), np.full(n, wall_time), values.astype(np.float64)))
+        if rest is not None:
+            self._add_values(run, step, wall_time, rest.value)
+        return True
+
+    def _add_values(self, run, step, wall_time, summary_values):
+        ids, values = [], []
+        known = self.tag_ids.setdefault(run, {})
+        for value in summary_values:
+            tag = value.tag.encode("utf-8")
+            kid = known.get(tag)
+            if kid is None:
+                pd_ = value.metadata.plugin_data
+                kid = self._register(run, tag, pd_.plugin_name, pd_.content)
+            _, series, _, kind = self.keys[kid]
+            if kind == _IGNORED or (run, series) in self.bad:
+                continue
+            try:
+                if kind == _SCALAR:
+                    values.append(_decode.scalar_value(value.tensor))
+                    ids.append(kid)
+                else:
+                    self.hists.append((kid, step, wall_time, _decode.histogram_counts(value.tensor)))
+            except metadata.FormatError as e:
+                self._mark_bad(run, series, f"tag {value.tag!r}: {e}")
+        if ids:
+            n = len(ids)
+            self.scalars.append(
+                (np.array(ids, np.int64), np.full(n, step, np.int64), np.full(n, wall_time),
+                 np.array(values, np.float64))
+            )
 
 
-def _layer_frame(layers):
-    rows = []
-    for (run, series), info in layers.items():
-        rows.append(
-            {
-                "run": run,
-                "layer": series,
-                "order": info.get("order", -1),
-                "layer_path": info.get("layer", series),
-                "class": info.get("class", ""),
-                "kind": info.get("kind", "activation"),
-                "output": info.get("output", 0),
-                "call": info.get("call", 0),
-                "shape": info.get("shape"),
-                "bounds": info.get("bounds"),
-                "sample_size": info.get("sample_size"),
-            }
+def _progress(paths):
+    """A tqdm bar over the bytes of `paths` that shows after `_PROGRESS_DELAY` s, on a terminal only."""
+    if not sys.stderr.isatty():
+        return None
+    from tqdm import tqdm
+
+    total = sum(_fs.size(p) for _, p in paths)
+    return tqdm(total=total, unit="B", unit_scale=True, delay=_PROGRESS_DELAY, desc="tfprobe: reading", leave=False)
+
+
+def _collect(logdir, progress=True):
+    runs = event_files(logdir)
+    paths = [(run, p) for run, ps in runs.items() for p in ps]
+    bar = _progress(paths) if progress else None
+    col = _Collector()
+    try:
+        for run, path in paths:
+            for offset, data in iter_records(path):
+                if not col.add_record(run, path, offset, data):
+                    break
+                if bar is not None:
+                    bar.update(len(data) + 16)
+    finally:
+        if bar is not None:
+            bar.close()
+    return col
+
+
+class LogData:
+    """Everything tfprobe wrote under a logdir, from one scan of its event files (see `read`).
+
+    Frames are built on first use: `scalars` (the long frame of `read_logdir`),
+    `wide()` (its pivot), `histograms` (`read_histograms`) and `layers`
+    (`read_layers`).
+    """
+
+    def __init__(self, collector: _Collector):
+        self._col = collector
+        keys = collector.keys
+        self._info = [self._series_info(run, series) for run, series, _, _ in keys]
+        self._good = np.array(
+            [kind != _IGNORED and (run, series) not in collector.bad for run, series, _, kind in keys], bool
         )
-    frame = pd.DataFrame(rows, columns=_LAYER_COLUMNS)
-    return frame.sort_values(["run", "order", "layer"], kind="stable").reset_index(drop=True)
+        rank = sorted(range(len(keys)), key=lambda i: (keys[i][0], self._info[i].order if self._info[i] else -1,
+                                                       keys[i][1] or "", keys[i][2] or ""))
+        self._rank = np.empty(len(keys), np.int64)
+        self._rank[rank] = np.arange(len(keys))
+
+    def _series_info(self, run, series):
+        if series is None:
+            return None
+        return self._col.infos.get((run, series)) or metadata.SeriesInfo(series=series, layer=series)
+
+    def _select(self, ids, steps, kind):
+        """Indices of the points to keep, in frame order: good series of `kind`, the newest write
+        of each step, sorted by key rank (a kept key's steps increase in write order)."""
+        keys = self._col.keys
+        ok = np.flatnonzero(self._good[ids] & (np.array([k[3] == kind for k in keys] or [False], bool)[ids]))
+        rank = self._rank.astype(np.uint16 if len(keys) < 2**16 else np.int64)  # uint16: a radix sort
+        ok = ok[np.argsort(rank[ids[ok]], kind="stable")]
+        keep, dropped = metadata.newest_write_wins(ids[ok], steps[ok], grouped=True)
+        for run in dict.fromkeys(keys[k][0] for k in dropped):
+            self._col._warn_once(
+                ("restart", run),
+                f"run {run!r}: some series were written again at steps at or below steps already logged "
+                "(a run restarted into the same log_dir?). The newest write wins, as in TensorBoard: the "
+                "older points at those steps and after them are dropped",
+            )
+        return ok[keep]
+
+    @functools.cached_property
+    def _scalar_points(self):
+        """`(key ids, steps, wall times, values)` of the kept scalar points, in frame order."""
+        chunks = self._col.scalars
+        ids, steps, walls, values = (
+            (np.concatenate(c) for c in zip(*chunks)) if chunks
+            else (np.zeros(0, np.int64), np.zeros(0, np.int64), np.zeros(0), np.zeros(0))
+        )
+        idx = self._select(ids, steps, _SCALAR)
+        return ids[idx], steps[idx], walls[idx], values[idx]
+
+    @functools.cached_property
+    def scalars(self) -> pd.DataFrame:
+        """Long frame `run, step, wall_time, layer, stat, value` (see `read_logdir`)."""
+        ids, steps, walls, values = self._scalar_points
+        keys = self._col.keys
+        return pd.DataFrame(
+            {"run": _key_column(keys, 0, ids), "step": steps, "wall_time": walls,
+             "layer": _key_column(keys, 1, ids), "stat": _key_column(keys, 2, ids), "value": values},
+            columns=_LONG_COLUMNS,
+        )
+
+    def wide(self) -> pd.DataFrame:
+        """The pivot of `scalars`: one row per run, layer and step, one column per statistic
+        (tfprobe's in `metadata.STATS` order, then others by name); `wall_time` is the row's latest."""
+        return _wide_frame(self._col.keys, self._rank, *self._scalar_points)
+
+    @functools.cached_property
+    def histograms(self) -> pd.DataFrame:
+        """Long frame `run, step, wall_time, layer, bucket, left, right, count` (see `read_histograms`)."""
+        hists = self._col.hists
+        ids = np.array([h[0] for h in hists], np.int64)
+        steps = np.array([h[1] for h in hists], np.int64)
+        walls = np.array([h[2] for h in hists], np.float64)
+        counts = np.stack([h[3] for h in hists]) if hists else np.zeros((0, metadata.NUM_BUCKETS), np.int64)
+        idx = self._select(ids, steps, _HIST)
+        return _histogram_frame(self._col.keys, ids[idx], steps[idx], walls[idx], counts[idx])
+
+    @functools.cached_property
+    def layers(self) -> pd.DataFrame:
+        """One row per series and run, in model order (see `read_layers`)."""
+        seen = {}
+        for i in np.argsort(self._rank, kind="stable"):
+            run, series, _, _ = self._col.keys[i]
+            if self._good[i] and (run, series) not in seen:
+                seen[(run, series)] = self._info[i]
+        rows = [_layer_row(run, info) for (run, _), info in seen.items()]
+        return pd.DataFrame(rows, columns=_LAYER_COLUMNS)
 
 
-def _order_key(layers):
-    return {key: info.get("order", -1) for key, info in layers.items()}
+def _key_column(keys, field, ids):
+    """Column `field` of `keys[ids]`, taken from the few distinct names: pandas' default string
+    array, without a Python object per row."""
+    return pd.Series([k[field] for k in keys] or [""]).array.take(ids)
 
 
-def read_logdir(logdir, pivot: bool = False) -> pd.DataFrame:
+def _wide_frame(keys, rank, ids, steps, walls, values):
+    """The wide frame of the scalar points `ids, steps, walls, values` of `keys` (ranked by `rank`)."""
+    series_ids = {}
+    sid = np.array([series_ids.setdefault(k[:2], len(series_ids)) for k in keys] or [0], np.int64)
+    srank = np.full(len(series_ids) or 1, len(keys), np.int64)
+    np.minimum.at(srank, sid[: len(keys)], rank)  # a series' keys are contiguous in rank
+    present = {keys[k][2] for k in np.unique(ids)}
+    stats = [s for s in metadata.STATS if s in present] + sorted(present - set(metadata.STATS))
+    column = np.array([stats.index(k[2]) if k[2] in present else -1 for k in keys] or [0], np.int64)
+    order = np.lexsort((steps, srank[sid[ids]]))  # rows: series in model order, then step
+    ids, steps, walls, values = ids[order], steps[order], walls[order], values[order]
+    new_row = np.ones(len(ids), bool)
+    new_row[1:] = (sid[ids][1:] != sid[ids][:-1]) | (steps[1:] != steps[:-1])
+    row = np.cumsum(new_row) - 1
+    starts = np.flatnonzero(new_row)
+    matrix = np.full((len(starts), len(stats)), np.nan)
+    matrix[row, column[ids]] = values
+    first = ids[starts]
+    frame = {"run": _key_column(keys, 0, first), "step": steps[starts],
+             "wall_time": np.maximum.reduceat(walls, starts) if len(starts) else walls,
+             "layer": _key_column(keys, 1, first)}
+    frame.update({stat: matrix[:, j] for j, stat in enumerate(stats)})
+    return pd.DataFrame(frame, columns=["run", "step", "wall_time", "layer", *stats])
+
+
+def _histogram_frame(keys, ids, steps, walls, counts):
+    """One row per non-empty bucket of the histograms `counts` (one row of counts per point, in frame order)."""
+    point, bucket = np.nonzero(counts)
+    edges = np.array(metadata.histogram_buckets(), np.float64).reshape(-1, 2)
+    return pd.DataFrame(
+        {"run": _key_column(keys, 0, ids[point]), "step": steps[point], "wall_time": walls[point],
+         "layer": _key_column(keys, 1, ids[point]), "bucket": bucket.astype(np.int64),
+         "left": edges[bucket, 0], "right": edges[bucket, 1], "count": counts[point, bucket]},
+        columns=_HIST_COLUMNS,
+    )
+
+
+def _listed(value):
+    return list(value) if value is not None else None
+
+
+def _layer_row(run, info: metadata.SeriesInfo):
+    return {
+        "run": run, "layer": info.series, "order": info.order, "layer_path": info.layer,
+        "class": info.class_name, "kind": info.kind, "output": info.output, "call": info.call,
+        "shape": _listed(info.shape), "bounds": _listed(info.bounds), "sample_size": info.sample_size,
+        "inputs": _listed(info.inputs),
+    }
+
+
+def read(logdir, progress: bool = True) -> LogData:
+    """Reads every tfprobe value under `logdir` in one scan; frames are built on use.
+
+    Use it when you need more than one frame (e.g. a report needs the
+    statistics and the layers): `data = read(d)`, then `data.scalars`,
+    `data.wide()`, `data.histograms`, `data.layers`.
+
+    Damaged input never stops the read: a file stops at its first corrupted
+    record, a series that is not in tfprobe's format is skipped, both with a
+    `RuntimeWarning`. A series written again at steps at or below ones already
+    logged keeps its newest write (see `metadata.newest_write_wins`).
+
+    Args:
+      logdir: a directory; runs are its sub-directories holding event files.
+      progress: show a progress bar on stderr (if it is a terminal) when the
+        read takes more than 2 s. Defaults to `True`.
+    """
+    return LogData(_collect(logdir, progress))
+
+
+def read_logdir(logdir, pivot: bool = False, progress: bool = True) -> pd.DataFrame:
     """Reads every tfprobe statistic under `logdir` (each sub-directory is a run).
 
     Args:
@@ -94,38 +372,18 @@ def read_logdir(logdir, pivot: bool = False) -> pd.DataFrame:
         (`"."` for files directly in it), as in TensorBoard.
       pivot: if True, returns a wide frame with one column per statistic.
         Defaults to `False`.
+      progress: show a progress bar on long reads (see `read`). Defaults to `True`.
 
     Returns:
       Long format: columns `run, step, wall_time, layer, stat, value`, one row
       per point, sorted by run, layer (model order), stat and step. `layer` is
       the series name (see `tfprobe.metadata`).
     """
-    scalars, _, layers = _read(logdir)
-    frame = pd.DataFrame(scalars, columns=_LONG_COLUMNS)
-    frame["step"] = frame["step"].astype("int64")
-    order = _order_key(layers)
-    frame["_order"] = [order.get((r, s), -1) for r, s in zip(frame["run"], frame["layer"])]
-    frame = frame.sort_values(["run", "_order", "layer", "stat", "step"], kind="stable")
-    frame = frame.drop(columns="_order").reset_index(drop=True)
-    if not pivot:
-        return frame
-    keys = ["run", "layer", "step"]
-    grouped = frame.groupby(keys, sort=False)
-    wide = frame.set_index(keys + ["stat"])["value"]
-    wide = wide[~wide.index.duplicated(keep="last")].unstack("stat")
-    wide.insert(0, "wall_time", grouped["wall_time"].max())
-    wide = wide.reset_index()
-    wide.columns.name = None
-    order = _order_key(layers)
-    wide["_order"] = [order.get((r, s), -1) for r, s in zip(wide["run"], wide["layer"])]
-    wide = wide.sort_values(["run", "_order", "layer", "step"], kind="stable").drop(columns="_order")
-    wide = wide.reset_index(drop=True)
-    stat_columns = [s for s in metadata.STATS if s in wide.columns]
-    other = [c for c in wide.columns if c not in stat_columns and c not in ("run", "step", "wall_time", "layer")]
-    return wide[["run", "step", "wall_time", "layer"] + stat_columns + other]
+    data = read(logdir, progress)
+    return data.wide() if pivot else data.scalars
 
 
-def read_histograms(logdir) -> pd.DataFrame:
+def read_histograms(logdir, progress: bool = True) -> pd.DataFrame:
     """Reads every tfprobe histogram under `logdir`.
 
     Returns:
@@ -133,24 +391,14 @@ def read_histograms(logdir) -> pd.DataFrame:
       count`, one row per non-empty bucket per logged window. `left`/`right`
       are the bucket's value range (`metadata.histogram_buckets()`).
     """
-    _, hists, layers = _read(logdir)
-    edges = metadata.histogram_buckets()
-    rows = []
-    for run, step, wall_time, series, counts in hists:
-        for bucket in np.flatnonzero(counts):
-            left, right = edges[bucket] if bucket < len(edges) else (np.nan, np.nan)
-            rows.append((run, step, wall_time, series, int(bucket), left, right, int(counts[bucket])))
-    frame = pd.DataFrame(rows, columns=_HIST_COLUMNS)
-    order = _order_key(layers)
-    frame["_order"] = [order.get((r, s), -1) for r, s in zip(frame["run"], frame["layer"])]
-    frame = frame.sort_values(["run", "_order", "layer", "step", "bucket"], kind="stable")
-    return frame.drop(columns="_order").reset_index(drop=True)
+    return read(logdir, progress).histograms
 
 
-def read_layers(logdir) -> pd.DataFrame:
+def read_layers(logdir, progress: bool = True) -> pd.DataFrame:
     """One row per recorded series and run, in model order.
 
     Columns: `run, layer, order, layer_path, class, kind, output, call, shape,
-    bounds, sample_size` (see `tfprobe.metadata`).
+    bounds, sample_size, inputs` (see `tfprobe.metadata`; `inputs` is None for
+    logs written before it existed).
     """
-    return _layer_frame(_read(logdir)[2])
+    return read(logdir, progress).layers

@@ -23,6 +23,7 @@ Downsampling for the view (documented in `http_api.md`):
 
 from __future__ import annotations
 
+import logging
 import math
 from typing import NamedTuple
 
@@ -42,6 +43,8 @@ DEFAULT_STAT = "zero_fraction"
 AGGREGATIONS = ("last", "max", "min")
 HEALTH_POINTS = 200
 
+logger = logging.getLogger(__name__)
+
 
 class Source(NamedTuple):
     """Where to read: a `tensorboard.data.provider.DataProvider`, a `RequestContext`, an experiment id."""
@@ -51,14 +54,42 @@ class Source(NamedTuple):
     experiment_id: str = ""
 
     def read_scalars(self, runs, tags, downsample):
-        """`{run: {tag: [ScalarDatum]}}` of tfprobe statistics, in one data-provider call."""
-        return self.provider.read_scalars(
-            self.ctx,
-            experiment_id=self.experiment_id,
-            plugin_name=metadata.PLUGIN_NAME,
-            downsample=downsample,
-            run_tag_filter=provider.RunTagFilter(runs=list(runs), tags=list(tags)),
-        )
+        """`{run: {tag: [ScalarDatum]}}` of tfprobe statistics, in one data-provider call.
+
+        The newest write of a step wins (`metadata.newest_write_wins`), also under
+        `--load_fast=false`, whose multiplexer keeps a restarted run's old points
+        and fails on a value that is not a scalar: then the tags are read one by
+        one and those that fail are left out (logged once).
+        """
+
+        def read(runs, tags):
+            return self.provider.read_scalars(
+                self.ctx,
+                experiment_id=self.experiment_id,
+                plugin_name=metadata.PLUGIN_NAME,
+                downsample=downsample,
+                run_tag_filter=provider.RunTagFilter(runs=list(runs), tags=list(tags)),
+            )
+
+        try:
+            data = read(runs, tags)
+        except ValueError:
+            data = {}
+            for run in runs:
+                for tag in tags:
+                    try:
+                        data.setdefault(run, {}).update(read([run], [tag]).get(run, {}))
+                    except ValueError as e:
+                        _warn_series(run, tag, f"run {run!r}, tag {tag!r}: a value is not a scalar ({e})")
+        return {run: {tag: _newest_points(pts) for tag, pts in by_tag.items()} for run, by_tag in data.items()}
+
+
+def _newest_points(points):
+    steps = np.fromiter((p.step for p in points), np.int64, len(points))
+    if len(steps) < 2 or (np.diff(steps) > 0).all():
+        return points
+    keep, _ = metadata.newest_write_wins(np.zeros(len(steps), np.int64), steps)
+    return [p for p, k in zip(points, keep) if k]
 
 
 # ---------------------------------------------------------------- helpers
@@ -160,12 +191,36 @@ def _check_runs(runs):
 # ---------------------------------------------------------------- listing
 
 
+_warned_series = set()
+
+
+def _listed(value):
+    return list(value) if value is not None else None
+
+
+def _warn_series(run, name, message):
+    if (run, name) not in _warned_series and len(_warned_series) < 10000:
+        _warned_series.add((run, name))
+        logger.warning("tfprobe: %s; this series is skipped", message)
+
+
+def _series_info(run, name, content):
+    """The typed metadata of one series, or None (logged once) if it is not tfprobe's format."""
+    try:
+        return metadata.parse_content(content, name, run)
+    except metadata.FormatError as e:
+        _warn_series(run, name, e)
+        return None
+
+
 def list_series(src: Source, runs=None):
     """`{run: {series: info}}` for every run with tfprobe statistics, series in model order.
 
-    `info` is the decoded metadata content plus `name`, `stats` (recorded
+    `info` is the series' metadata (`metadata.parse_content`: `layer, class,
+    kind, order, shape, bounds, inputs`) plus `name`, `stats` (recorded
     statistics, in `metadata.STATS` order), `elements` (per example),
-    `histogram` (bool) and `max_step`.
+    `histogram` (bool) and `max_step`. A series whose metadata is not
+    tfprobe's format is left out (and logged once).
     """
     rtf = provider.RunTagFilter(runs=list(runs)) if runs else None
     listing = src.provider.list_scalars(
@@ -184,19 +239,22 @@ def list_series(src: Source, runs=None):
             name, stat = parsed
             info = series.get(name)
             if info is None:
-                content = metadata.decode_content(ts.plugin_content)
+                parsed_info = _series_info(run, name, ts.plugin_content)
+                if parsed_info is None:
+                    continue
                 info = series[name] = {
                     "name": name,
-                    "layer": content.get("layer", name),
-                    "class": content.get("class", ""),
-                    "kind": content.get("kind", "activation"),
-                    "order": content.get("order", -1),
-                    "shape": content.get("shape"),
-                    "bounds": content.get("bounds"),
+                    "layer": parsed_info.layer,
+                    "class": parsed_info.class_name,
+                    "kind": parsed_info.kind,
+                    "order": parsed_info.order,
+                    "shape": _listed(parsed_info.shape),
+                    "bounds": _listed(parsed_info.bounds),
+                    "inputs": _listed(parsed_info.inputs),
                     "stats": set(),
                     "max_step": ts.max_step,
+                    "elements": elements_per_example(parsed_info.shape),
                 }
-                info["elements"] = elements_per_example(info["shape"])
             info["stats"].add(stat)
             info["max_step"] = max(info["max_step"], ts.max_step)
         run_hists = (hists or {}).get(run, {})
@@ -424,7 +482,7 @@ def histogram(src: Source, run, layer, columns=DEFAULT_POINTS):
         downsample=columns,
         run_tag_filter=provider.RunTagFilter(runs=[run], tags=[tag]),
     )
-    points = data.get(run, {}).get(tag, [])
+    points = _newest_points(data.get(run, {}).get(tag, []))
     edges = metadata.histogram_buckets()
     if not points:
         return {"run": run, "layer": layer, "steps": [], "buckets": [], "counts": []}
