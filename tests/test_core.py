@@ -360,3 +360,13 @@ def test_time_distributed_pooling_has_its_retention(tmp_path):
     pooled = x.reshape(4, 3, 2, 2, 2, 2, 2).max(axis=(3, 5))
     assert row["size_ratio"] == 0.25
     np.testing.assert_allclose(row["mass_retention"], pooled.sum() / x.sum(), rtol=1e-5)
+
+
+def test_remote_log_dir_through_gfile():
+    """`gs://`-style log dirs go through tf.io.gfile (here TensorFlow's in-memory `ram://` filesystem)."""
+    x, y = data(n=16)
+    model = mlp()
+    model.compile("sgd", "mse")
+    model.fit(x, y, batch_size=8, verbose=0, callbacks=[tfprobe.LayerProbe("ram://tfprobe-core/run", record_freq=1, log_freq=1)])
+    assert not tf.io.gfile.exists("ram:") and tf.io.gfile.glob("ram://tfprobe-core/run/events.out.tfevents.*")
+    assert sorted(set(tfprobe.read_logdir("ram://tfprobe-core").step)) == [1, 2]

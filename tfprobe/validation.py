@@ -16,6 +16,8 @@ from __future__ import annotations
 import numbers
 import os
 
+from tfprobe import _fs
+
 MAX_FREQ = 2**62  # step counters are int64 in the graph
 
 
@@ -62,9 +64,11 @@ def choice(name, value, choices):
 
 
 def log_dir(value):
-    """A path of a directory that exists or can be created and written."""
+    """A path of a directory that exists or can be created and written; a URL (`gs://...`) is taken as is."""
     if not isinstance(value, (str, os.PathLike)) or not str(value):
         raise TypeError(f"`log_dir` must be a non-empty path. Received: log_dir={value!r}")
+    if _fs.is_remote(value):  # written through tf.io.gfile; checked when the event file is created
+        return os.fspath(value)
     path = os.path.abspath(os.fspath(value))
     probe = path
     while not os.path.exists(probe):
