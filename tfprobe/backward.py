@@ -27,6 +27,8 @@ import threading
 import numpy as np
 import tensorflow as tf
 
+from tfprobe import stats
+
 
 def watch(tensor, on_gradient):
     """`tensor` (same value) through an identity that hands its incoming gradient to `on_gradient(g)`."""
@@ -50,6 +52,90 @@ def loss_scale(optimizer):
     if optimizer is None:
         return tf.constant(1.0, tf.float32)
     return tf.cast(optimizer.scale_loss(tf.constant(1.0, tf.float32)), tf.float32)
+
+
+class BackwardPass:
+    """What a traced step folds of its backward pass: each tap's activation gradient, each layer's weight figures.
+
+    `begin(optimizer, iterations, record)` before the step; `watch(series,
+    tensor)` for each tap (the model goes on with the returned identity);
+    `end(...)` after it folds everything on recorded steps whose update the
+    optimizer applied (a loss-scale optimizer skips steps with non-finite
+    gradients, and `iterations` does not advance then). Gradients are
+    divided by the step's loss scale.
+    """
+
+    def __init__(self, chosen):
+        self.weights = WeightWatch(chosen)
+        self._t = threading.local()
+
+    def follows(self, chosen):
+        """Whether it watches the weights of exactly these layers."""
+        return set(self.weights.layers) == set(WeightWatch(chosen).layers)
+
+    def attach(self, optimizer):
+        self.weights.attach(optimizer)
+
+    def detach(self):
+        self.weights.detach()
+
+    def begin(self, optimizer, iterations, record):
+        self._t.grads, self._t.before = [], iterations
+        self._t.scale = loss_scale(optimizer)
+        self.weights.begin(record)
+        self._t.record = record
+
+    def watch(self, series, tensor):
+        grads = self._t.grads
+        return watch(tensor, lambda g: grads.append((series, g)))
+
+    def end(self, iterations, series_by_name, accumulators, kernel, guarded):
+        """Folds the step's gradients and weight figures into `accumulators`; `guarded(series, build)` runs each."""
+        t = self._t
+        applied = tf.constant(True) if iterations is None else tf.not_equal(tf.cast(iterations, tf.int64), t.before)
+        record = tf.logical_and(t.record, applied)
+        grads, scale = t.grads, t.scale
+        for series, _ in grads:
+            accumulators.create(series.name, {"grad_sums": stats.empty_sums(), "grad_maxes": stats.empty_maxes(None)})
+
+        def fold(series, g):
+            with tf.name_scope("tfprobe_grad"):
+                sums, maxes, _ = kernel.partials(stats.as_rows(g) / tf.cast(scale, tf.float32), None, None, False)
+                slots = accumulators.slots[series.name]
+                slots["grad_sums"].assign_add(sums, read_value=False)
+                slots["grad_maxes"].assign(tf.maximum(slots["grad_maxes"], maxes), read_value=False)
+
+        def fold_all():
+            for series, g in grads:
+                guarded(series, lambda: fold(series, g))
+            return tf.constant(True)
+
+        tf.cond(record, fold_all, lambda: tf.constant(False))
+        for path, figures in self.weights.sums(record, scale).items():
+            if path in series_by_name:
+                slot = accumulators.create(path, {"weights": np.zeros(4)})["weights"]
+                slot.assign_add(figures, read_value=False)
+
+
+def statistics(slots, near_zero):
+    """The gradient and weight statistics of one series' window (`tfprobe.metadata.GRADIENT_STATS`)."""
+    out = {}
+    sums = slots.get("grad_sums")
+    if sums is not None and sums[stats.S["steps"]] > 0:
+        g = stats.finalize(sums, slots["grad_maxes"], near_zero=near_zero, hoyer=False)
+        out.update(
+            grad_rms=g["rms"],
+            grad_mean_abs=g["mean_abs"],
+            grad_max_abs=max(g["max"], -g["min"]) if np.isfinite(g["max"]) else g["max"],
+            grad_zero_fraction=g["zero_fraction"],
+            grad_nan_count=g["nan_count"],
+            grad_inf_count=g["inf_count"],
+        )
+    weights = slots.get("weights")
+    if weights is not None and weights[0] > 0:
+        out.update(weight_norm=weights[1] / weights[0], weight_grad_norm=weights[2] / weights[0],
+                   update_ratio=weights[3] / weights[0])
+    return {k: float(v) for k, v in out.items()}
 
 
 class WeightWatch:

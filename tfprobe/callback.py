@@ -139,7 +139,8 @@ class LayerProbe(keras.callbacks.Callback):
         Safe to call at any time; `fit` calls it itself when it ends normally.
         """
         self._instrumentation.detach()
-        self._recorder.weights.detach()
+        if self._recorder.backward is not None:
+            self._recorder.backward.detach()
         self._close_writer()
 
     # -- Keras hooks ----------------------------------------------------------------
@@ -180,8 +181,8 @@ class LayerProbe(keras.callbacks.Callback):
         key = (model.distribute_strategy, self._recorder.generation, kernel.name, tuple(chosen))
         self._instrumentation.on_error = self._close_writer
         self._instrumentation.attach(model, chosen, key, owner=self)
-        if self.gradients:
-            self._recorder.weights.attach(optimizer)
+        if self._recorder.backward is not None:
+            self._recorder.backward.attach(optimizer)
         try:
             self._writer = WindowWriter(self.log_dir)
         except OSError as error:

@@ -90,8 +90,8 @@ class Recorder:
         (padding); by default they cover only the unmasked positions.
 
     `use(kernel)` (a `tfprobe.kernel.Kernel`) and `prepare(strategy,
-    initial_step)` come before a step is traced; with gradients,
-    `weights.attach(optimizer)` during `fit`.
+    initial_step, chosen)` come before a step is traced; with gradients,
+    `backward.attach(optimizer)` during `fit`.
     """
 
     def __init__(self, *, record_freq, histogram_freq, near_zero, sample_size, strict, gradients=False,
@@ -99,7 +99,7 @@ class Recorder:
         self.record_freq, self.histogram_freq = record_freq, histogram_freq
         self.near_zero, self.sample_size, self.strict = near_zero, sample_size, strict
         self.gradients, self.include_masked = gradients, include_masked
-        self.weights = backward.WeightWatch([])
+        self.backward = backward.BackwardPass([]) if gradients else None
         self.series = {}  # name -> Series, in order of first appearance
         self.dropped = {}  # name -> reason
         self.accumulators = Accumulators()
@@ -111,9 +111,8 @@ class Recorder:
 
     def prepare(self, strategy, initial_step, chosen=()):
         """Sets the distribution strategy, the global step the next `fit` starts from and the chosen layers."""
-        trainable = {p for p, layer in chosen if getattr(layer, "trainable_weights", None)}
-        if self.gradients and set(self.weights.layers) != trainable:
-            self.weights = backward.WeightWatch(chosen)
+        if self.backward is not None and not self.backward.follows(chosen):
+            self.backward = backward.BackwardPass(chosen)
         generation = self.accumulators.generation
         self.accumulators.prepare(strategy, initial_step)
         if self.accumulators.generation != generation:
@@ -143,10 +142,8 @@ class Recorder:
         hist = tf.logical_or(tf.equal(current % self.histogram_freq, 0), first) if self.histogram_freq else None
         self._t.hist = hist
         self._t.taps = []  # (series, tensor, pooled input or None)
-        self._t.grads = []  # (series, activation gradient)
-        if self.gradients:
-            self._t.before, self._t.scale = before, backward.loss_scale(optimizer)
-            self.weights.begin(self._t.record)
+        if self.backward is not None:
+            self.backward.begin(optimizer, before, self._t.record)
 
     def on_tap(self, tap):
         """Takes note of one tap; `end_step` builds the ops of every tap of the step."""
@@ -162,10 +159,7 @@ class Recorder:
             tensor = unmasked(tensor, tap.mask)
             pooled = None if pooled is None else unmasked(pooled, getattr(pooled, "_keras_mask", None))
         self._t.taps.append((series, tensor, pooled))
-        if self.gradients:
-            grads = self._t.grads
-            return backward.watch(tap.tensor, lambda g: grads.append((series, g)))
-        return None
+        return None if self.backward is None else self.backward.watch(series, tap.tensor)
 
     def _series_for(self, tap):
         found = self.series.get(tap.series)
@@ -211,8 +205,8 @@ class Recorder:
                 if self.kernel.fuses_histogram:  # recorded steps count it in the statistics' pass
                     hist_only = tf.logical_and(hist_only, tf.logical_not(self._t.record))
                 tf.cond(hist_only, lambda: self._record_histograms(taps), no)
-            if self.gradients:
-                self._end_backward(iterations)
+            if self.backward is not None:
+                self.backward.end(iterations, self.series, self.accumulators, self.kernel, self._guarded)
         except Exception as error:  # noqa: BLE001
             for series, *_ in taps:
                 self._fail(series.name, error)
@@ -221,37 +215,6 @@ class Recorder:
             self.accumulators.step.assign(tf.cast(iterations, tf.int64))
         else:
             self.accumulators.step.assign_add(1)
-
-    def _end_backward(self, iterations):
-        """The gradient statistics of the step's taps and the weight figures, on recorded steps that updated.
-
-        A step whose update the optimizer skipped (a loss-scale optimizer's
-        non-finite gradients: `iterations` does not advance) is left out.
-        """
-        applied = tf.constant(True) if iterations is None else tf.not_equal(tf.cast(iterations, tf.int64), self._t.before)
-        record = tf.logical_and(self._t.record, applied)
-        grads, scale = self._t.grads, self._t.scale
-        for series, _ in grads:
-            self.accumulators.create(series.name, {"grad_sums": stats.empty_sums(), "grad_maxes": stats.empty_maxes(None)})
-        tf.cond(record, lambda: self._record_gradients(grads, scale), lambda: tf.constant(False))
-        for path, figures in self.weights.sums(record, scale).items():
-            series = self.series.get(path)
-            if series is not None:
-                slot = self.accumulators.create(path, {"weights": np.zeros(4)})["weights"]
-                slot.assign_add(figures, read_value=False)
-
-    def _record_gradients(self, grads, scale):
-        def build(series, g):
-            with tf.name_scope("tfprobe_grad"):
-                x2d = stats.as_rows(g) / tf.cast(scale, tf.float32)
-                sums, maxes, _ = self.kernel.partials(x2d, None, None, False)
-                slots = self.accumulators.slots[series.name]
-                slots["grad_sums"].assign_add(sums, read_value=False)
-                slots["grad_maxes"].assign(tf.maximum(slots["grad_maxes"], maxes), read_value=False)
-
-        for series, g in grads:
-            self._guarded(series, lambda: build(series, g))
-        return tf.constant(True)
 
     def _guarded(self, series, build):
         """Runs `build()` (the ops of one series); a failure drops only that series (or raises in strict mode)."""
@@ -316,26 +279,7 @@ class Recorder:
             if hist is not None and hist.sum() > 0:
                 histograms[name] = hist.astype(np.int64)
             if name in results:
-                results[name].update(backward_statistics(slots, self.near_zero))
+                results[name].update(backward.statistics(slots, self.near_zero))
         return step, results, histograms
 
 
-def backward_statistics(slots, near_zero):
-    """The gradient and weight statistics of one series' window (`tfprobe.metadata.GRADIENT_STATS`)."""
-    out = {}
-    sums = slots.get("grad_sums")
-    if sums is not None and sums[stats.S["steps"]] > 0:
-        g = stats.finalize(sums, slots["grad_maxes"], near_zero=near_zero, hoyer=False)
-        out.update(
-            grad_rms=g["rms"],
-            grad_mean_abs=g["mean_abs"],
-            grad_max_abs=max(g["max"], -g["min"]) if np.isfinite(g["max"]) else g["max"],
-            grad_zero_fraction=g["zero_fraction"],
-            grad_nan_count=g["nan_count"],
-            grad_inf_count=g["inf_count"],
-        )
-    weights = slots.get("weights")
-    if weights is not None and weights[0] > 0:
-        out.update(weight_norm=weights[1] / weights[0], weight_grad_norm=weights[2] / weights[0],
-                   update_ratio=weights[3] / weights[0])
-    return {k: float(v) for k, v in out.items()}
