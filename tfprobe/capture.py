@@ -122,7 +122,7 @@ class Capture:
         """Calls `on_tap(tap)` for every output of a chosen layer computed in the current graph."""
         t = self._t
         t.on_tap, t.graph = on_tap, _graph()
-        t.calls, t.foreign, t.produced, t.memo = {}, set(), {}, {}
+        t.calls, t.foreign, t.graph_sources = {}, set(), GraphSources()
         try:
             yield
         finally:
@@ -148,7 +148,7 @@ class Capture:
         call = t.calls.get(path, 0)
         t.calls[path] = call + 1
         inputs = args[0] if args else kwargs.get("inputs")
-        sources = self._sources(tf.nest.flatten((args, kwargs)))
+        sources = t.graph_sources.of(tf.nest.flatten((args, kwargs)))
         flat = tf.nest.flatten(outputs)
         masks = _output_masks(layer, args, kwargs, outputs, len(flat))
         returned = list(flat)
@@ -160,19 +160,33 @@ class Capture:
                 self._skip(name, f"output is not a floating tensor: {kind}", warn=isinstance(layer, keras.layers.Layer))
                 continue
             pooled = inputs if pooling and isinstance(inputs, tf.Tensor) and inputs.dtype.is_floating else None
-            t.produced[tensor.ref()] = name
+            t.graph_sources.produced[tensor.ref()] = name
             tap = Tap(name, path, layer, index, len(flat), call, tensor, pooled, sources, masks[index])
             replacement = t.on_tap(tap)
             if replacement is not None:  # the model goes on with it (e.g. an identity that sees the gradient)
                 _keep_keras_attributes(tensor, replacement)
-                t.produced[replacement.ref()] = name
+                t.graph_sources.produced[replacement.ref()] = name
                 returned[index] = replacement
         if all(a is b for a, b in zip(returned, flat)):
             return outputs
         return tf.nest.pack_sequence_as(outputs, returned)
 
-    def _sources(self, values):
-        """The series whose outputs `values` (a layer call's inputs) are computed from, nearest first."""
+class GraphSources:
+    """Which recorded outputs a tensor is computed from: the model graph as it really ran.
+
+    Walks the graph back from a tensor through any ops (layers that are not
+    recorded, operations, casts) to the nearest tensors in `produced`
+    (recorded outputs). Each tensor's answer is kept, so a step's walks
+    visit each op about once. Eager tensors have no producing op: only
+    direct hand-overs are seen there.
+    """
+
+    def __init__(self):
+        self.produced = {}  # tensor ref -> series name
+        self._memo = {}
+
+    def of(self, values):
+        """The series that `values` (a layer call's inputs) are computed from, nearest first."""
         found = []
         for value in values:
             if isinstance(value, tf.Tensor) and value.dtype.is_floating:
@@ -180,13 +194,11 @@ class Capture:
         return tuple(dict.fromkeys(found))
 
     def _ancestors(self, tensor):
-        """The recorded outputs nearest to `tensor` upstream in the graph (itself if it is one)."""
-        t = self._t
         key = tensor.ref()
-        if key in t.produced:
-            return [t.produced[key]]
-        if key in t.memo:
-            return t.memo[key]
+        if key in self.produced:
+            return [self.produced[key]]
+        if key in self._memo:
+            return self._memo[key]
         found, seen, stack = [], {key}, [tensor]
         while stack:
             op = _producer(stack.pop())
@@ -195,13 +207,13 @@ class Capture:
                 if ref in seen:
                     continue
                 seen.add(ref)
-                if ref in t.produced:
-                    found.append(t.produced[ref])
-                elif ref in t.memo:
-                    found += t.memo[ref]
+                if ref in self.produced:
+                    found.append(self.produced[ref])
+                elif ref in self._memo:
+                    found += self._memo[ref]
                 else:
                     stack.append(parent)
-        t.memo[key] = found = list(dict.fromkeys(found))
+        self._memo[key] = found = list(dict.fromkeys(found))
         return found
 
 

@@ -62,6 +62,49 @@ def describe(tap, order, sample_size):
     }
 
 
+def fold_statistics(taps, kernel, with_histogram, guarded):
+    """Folds the partials of every tap (and, with a fusing kernel on histogram steps, its histogram).
+
+    A pooling layer's input partials are read off its producer's when that
+    was recorded in the same step (one pass fewer). `guarded(series,
+    build)` applies the failure policy to each series.
+    """
+    own_sums = {}  # tensor ref -> its partial sums, for a pooling layer fed by it
+
+    def build(series, tensor, inputs):
+        with tf.name_scope("tfprobe"):
+            x2d = stats.as_rows(tf.stop_gradient(tensor))
+            hist = series.slots.get("hist")
+            own, maxes, counts = kernel.partials(x2d, series.units, series.bounds, with_histogram if hist is not None else False)
+            if counts is not None and hist is not None:
+                hist.assign_add(counts, read_value=False)
+            sums = own
+            if series.pooling:
+                producer = own_sums.get(inputs.ref())
+                pooled = stats.as_rows(tf.stop_gradient(inputs))
+                sums += kernel.input_sums(pooled) if producer is None else stats.as_input_sums(producer)
+            series.slots["sums"].assign_add(sums, read_value=False)
+            series.slots["maxes"].assign(tf.maximum(series.slots["maxes"], maxes), read_value=False)
+            own_sums[tensor.ref()] = own
+
+    for series, tensor, inputs in taps:
+        guarded(series, lambda: build(series, tensor, inputs))
+    return tf.constant(True)
+
+
+def fold_histograms(taps, kernel, guarded):
+    """Folds the histogram of every tap that has one (histogram steps that are not recorded steps)."""
+
+    def build(series, tensor):
+        with tf.name_scope("tfprobe_hist"):
+            series.slots["hist"].assign_add(kernel.histogram(stats.as_rows(tf.stop_gradient(tensor))), read_value=False)
+
+    for series, tensor, _ in taps:
+        if "hist" in series.slots:
+            guarded(series, lambda: build(series, tensor))
+    return tf.constant(True)
+
+
 def unmasked(x, mask):
     """The positions of `x` that `mask` keeps, `[positions, ...]`; `x` itself without a mask.
 
@@ -199,12 +242,13 @@ class Recorder:
         no = lambda: tf.constant(False)  # noqa: E731
         iterations = getattr(getattr(model, "optimizer", None), "iterations", None)
         try:
-            tf.cond(self._t.record, lambda: self._record(taps), no)
+            hist = self._t.hist if self.kernel.fuses_histogram else False
+            tf.cond(self._t.record, lambda: fold_statistics(taps, self.kernel, hist, self._guarded), no)
             if self.histogram_freq:
                 hist_only = self._t.hist
                 if self.kernel.fuses_histogram:  # recorded steps count it in the statistics' pass
                     hist_only = tf.logical_and(hist_only, tf.logical_not(self._t.record))
-                tf.cond(hist_only, lambda: self._record_histograms(taps), no)
+                tf.cond(hist_only, lambda: fold_histograms(taps, self.kernel, self._guarded), no)
             if self.backward is not None:
                 self.backward.end(iterations, self.series, self.accumulators, self.kernel, self._guarded)
         except Exception as error:  # noqa: BLE001
@@ -224,42 +268,6 @@ class Recorder:
             build()
         except Exception as error:  # noqa: BLE001
             self._fail(series.name, error)
-
-    def _record(self, taps):
-        own_sums = {}  # tensor ref -> its partial sums, for a pooling layer fed by it
-        kernel = self.kernel
-
-        def build(series, tensor, inputs):
-            with tf.name_scope("tfprobe"):
-                x2d = stats.as_rows(tf.stop_gradient(tensor))
-                hist = series.slots.get("hist")
-                with_histogram = self._t.hist if hist is not None and kernel.fuses_histogram else False
-                own, maxes, counts = kernel.partials(x2d, series.units, series.bounds, with_histogram)
-                if counts is not None and hist is not None:
-                    hist.assign_add(counts, read_value=False)
-                sums = own
-                if series.pooling:
-                    producer = own_sums.get(inputs.ref())
-                    pooled = stats.as_rows(tf.stop_gradient(inputs))
-                    sums += kernel.input_sums(pooled) if producer is None else stats.as_input_sums(producer)
-                series.slots["sums"].assign_add(sums, read_value=False)
-                series.slots["maxes"].assign(tf.maximum(series.slots["maxes"], maxes), read_value=False)
-                own_sums[tensor.ref()] = own
-
-        for series, tensor, inputs in taps:
-            self._guarded(series, lambda: build(series, tensor, inputs))
-        return tf.constant(True)
-
-    def _record_histograms(self, taps):
-        def build(series, tensor):
-            with tf.name_scope("tfprobe_hist"):
-                counts = self.kernel.histogram(stats.as_rows(tf.stop_gradient(tensor)))
-                series.slots["hist"].assign_add(counts, read_value=False)
-
-        for series, tensor, _ in taps:
-            if "hist" in series.slots:
-                self._guarded(series, lambda: build(series, tensor))
-        return tf.constant(True)
 
     # -- host side ----------------------------------------------------------------------
 
