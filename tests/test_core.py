@@ -283,8 +283,8 @@ def test_the_probe_does_not_change_what_training_computes(tmp_path, kernel, with
     if with_nan:
         x[3, 2, 2, 0] = np.nan
     runs = []
-    probe = tfprobe.LayerProbe(tmp_path, record_freq=1, log_freq=2, histogram_freq=1, kernel=kernel, gradients=gradients)
-    for probe in (None, probe):
+    probed = tfprobe.LayerProbe(tmp_path, record_freq=1, log_freq=2, histogram_freq=1, kernel=kernel, gradients=gradients)
+    for probe in (None, probed):
         model = reference_cnn()
         history = model.fit(x, y, batch_size=16, epochs=2, shuffle=False, verbose=0, callbacks=[probe] if probe else [])
         runs.append((history.history["loss"], model.get_weights()))

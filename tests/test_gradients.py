@@ -43,9 +43,8 @@ def check_against_oracle(model, x, y, tmp_path, batch_size=8, **probe_kwargs):
     probe = tfprobe.LayerProbe(tmp_path, record_freq=1, log_freq=steps, gradients=True, **probe_kwargs)
     model.fit(x, y, batch_size=batch_size, epochs=1, shuffle=False, verbose=0, callbacks=[probe])
     wide = tfprobe.read_logdir(tmp_path, pivot=True).set_index("layer")
-    per_batch = [oracle_gradients(model, x[i * batch_size:(i + 1) * batch_size],
-                                  tf.nest.map_structure(lambda t: t[i * batch_size:(i + 1) * batch_size], y))
-                 for i in range(steps)]
+    batches = [slice(i * batch_size, (i + 1) * batch_size) for i in range(steps)]
+    per_batch = [oracle_gradients(model, x[b], tf.nest.map_structure(lambda t, b=b: t[b], y)) for b in batches]
     checked = 0
     for name in per_batch[0]:
         grads = [batch[name] for batch in per_batch]

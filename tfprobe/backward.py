@@ -90,7 +90,7 @@ class BackwardPass:
         return watch(tensor, lambda g: grads.append((series, g)))
 
     def end(self, iterations, series_by_name, accumulators, kernel, guarded):
-        """Folds the step's gradients and weight figures into `accumulators`; `guarded(series, build)` runs each."""
+        """Folds the step's gradients and weight figures into `accumulators`; `guarded(series, build, *args)` runs each."""
         t = self._t
         applied = tf.constant(True) if iterations is None else tf.not_equal(tf.cast(iterations, tf.int64), t.before)
         record = tf.logical_and(t.record, applied)
@@ -107,7 +107,7 @@ class BackwardPass:
 
         def fold_all():
             for series, g in grads:
-                guarded(series, lambda: fold(series, g))
+                guarded(series, fold, series, g)
             return tf.constant(True)
 
         tf.cond(record, fold_all, lambda: tf.constant(False))

@@ -240,7 +240,8 @@ class LayerProbe(keras.callbacks.Callback):
     def _warn_nothing_written(self):
         reasons = {**self._recorder.dropped, **self._instrumentation.capture.skipped}
         why = "; ".join(f"{name}: {reason}" for name, reason in list(reasons.items())[:5]) or "no recorded values"
-        warnings.warn(f"tfprobe.LayerProbe wrote nothing to {self.log_dir!r} in this `fit` ({why}).", RuntimeWarning)
+        warnings.warn(f"tfprobe.LayerProbe wrote nothing to {self.log_dir!r} in this `fit` ({why}).", RuntimeWarning,
+                      stacklevel=3)
 
     def _write_window(self):
         self._pending = False

@@ -67,7 +67,7 @@ def fold_statistics(taps, kernel, with_histogram, guarded):
 
     A pooling layer's input partials are read off its producer's when that
     was recorded in the same step (one pass fewer). `guarded(series,
-    build)` applies the failure policy to each series.
+    build, *args)` runs `build(*args)` under the failure policy of the series.
     """
     own_sums = {}  # tensor ref -> its partial sums, for a pooling layer fed by it
 
@@ -88,7 +88,7 @@ def fold_statistics(taps, kernel, with_histogram, guarded):
             own_sums[tensor.ref()] = own
 
     for series, tensor, inputs in taps:
-        guarded(series, lambda: build(series, tensor, inputs))
+        guarded(series, build, series, tensor, inputs)
     return tf.constant(True)
 
 
@@ -101,7 +101,7 @@ def fold_histograms(taps, kernel, guarded):
 
     for series, tensor, _ in taps:
         if "hist" in series.slots:
-            guarded(series, lambda: build(series, tensor))
+            guarded(series, build, series, tensor)
     return tf.constant(True)
 
 
@@ -260,12 +260,12 @@ class Recorder:
         else:
             self.accumulators.step.assign_add(1)
 
-    def _guarded(self, series, build):
-        """Runs `build()` (the ops of one series); a failure drops only that series (or raises in strict mode)."""
+    def _guarded(self, series, build, *args):
+        """Runs `build(*args)` (the ops of one series); a failure drops only that series (or raises in strict mode)."""
         if series.name not in self.series:
             return
         try:
-            build()
+            build(*args)
         except Exception as error:  # noqa: BLE001
             self._fail(series.name, error)
 
