@@ -129,8 +129,8 @@ def row_sums(v):
 def shifted_row_sums(x2d, finite_mask=None):
     """Per-row sums of `x` and `x**2` (float64) over the finite values (all if `finite_mask` is None).
 
-    Blocks are summed in float32 about `k`, the mean of the finite values
-    among the first `BLOCK` of the row (0 if none), and shifted back in float64:
+    Summed as `row_sums` about `k`, the mean of the finite values among
+    the first `BLOCK` of the row (0 if none), and shifted back in float64:
     sums of x**2 about 0 would lose the variance of activations whose mean
     is large next to their spread.
 
@@ -138,23 +138,20 @@ def shifted_row_sums(x2d, finite_mask=None):
     >>> s.numpy().tolist(), sq.numpy().tolist()
     ([4000.0], [4000002.5])
     """
-    x3 = _blocks(x2d)
     first = x2d[:, :BLOCK]
     if finite_mask is None:
-        k = tf.reduce_mean(first, axis=1)
-        d = x3 - k[:, None, None]
-        n = tf.cast(tf.shape(x3)[2], _F64)
+        k = tf.reduce_mean(first, axis=1, keepdims=True)
+        d = x2d - k
+        n = tf.cast(tf.shape(x2d)[1], _F64)
     else:
         fm = finite_mask[:, :BLOCK]
-        total = tf.reduce_sum(tf.where(fm, first, tf.zeros_like(first)), axis=1)
-        k = tf.math.divide_no_nan(total, tf.reduce_sum(tf.cast(fm, _F32), axis=1))
-        mask = tf.reshape(finite_mask, tf.shape(x3))
-        d = tf.where(mask, x3 - k[:, None, None], tf.zeros_like(x3))
-        n = tf.reduce_sum(tf.cast(mask, _F64), axis=2)
-    k = tf.cast(k[:, None], _F64)
-    s = tf.cast(tf.reduce_sum(d, axis=2), _F64)
-    ss = tf.cast(tf.reduce_sum(tf.square(d), axis=2), _F64)
-    return tf.reduce_sum(s + n * k, axis=1), tf.reduce_sum(ss + 2.0 * k * s + n * k * k, axis=1)
+        total = tf.reduce_sum(tf.where(fm, first, tf.zeros_like(first)), axis=1, keepdims=True)
+        k = tf.math.divide_no_nan(total, tf.reduce_sum(tf.cast(fm, _F32), axis=1, keepdims=True))
+        d = tf.where(finite_mask, x2d - k, tf.zeros_like(x2d))
+        n = tf.reduce_sum(tf.cast(finite_mask, _F64), axis=1)
+    k = tf.cast(k[:, 0], _F64)
+    s, ss = row_sums(d), row_sums(tf.square(d))
+    return s + n * k, ss + 2.0 * k * s + n * k * k
 
 
 def saturation_thresholds(bounds, saturation_margin):

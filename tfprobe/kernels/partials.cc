@@ -12,7 +12,7 @@
 //
 // Sums are float32 within blocks of kBlock values (kBlock / vector width per
 // lane) and float64 across blocks, and sums of x and x**2 are taken about the
-// mean of the row's first kBlock values, as in stats.shifted_row_sums: the rounding
+// mean of the row's first kBlock values, shifted back in float64 (stats.shifted_row_sums): the rounding
 // error does not grow with the size of the tensor nor with its mean.
 
 #include <algorithm>
@@ -109,17 +109,14 @@ inline double Sum(V v) {
 
 // Sums and counts of one row (one example), before they are finished in double.
 struct Row {
-  double s = 0, sq = 0, l1 = 0, fin = 0, nan = 0, zero = 0, near = 0, sat = 0;  // s, sq: of x and x**2
+  double d = 0, dd = 0, l1 = 0, fin = 0, nan = 0, zero = 0, near = 0, sat = 0;  // d, dd: of x - k and (x - k)**2
   float mx = -kInf, mn = kInf;
 };
 
-// Float32 lane sums of one block about the shift k, added to the double lane sums of x and x**2 and |x|.
-// n: values per lane in the block (a vector of counts in the masked pass).
-template <typename N>
-inline void AddBlock(VF d, VF dd, VF a, float k, const N& n, VD* s, VD* sq, VD* sa) {
-  const VD wd = __builtin_convertvector(d, VD), kd = VD{} + static_cast<double>(k);
-  *s += wd + n * kd;
-  *sq += __builtin_convertvector(dd, VD) + 2.0 * kd * wd + n * kd * kd;
+// Adds the float32 lane sums of one block to the double ones.
+inline void AddBlock(VF d, VF dd, VF a, VD* sd, VD* sdd, VD* sa) {
+  *sd += __builtin_convertvector(d, VD);
+  *sdd += __builtin_convertvector(dd, VD);
   *sa += __builtin_convertvector(a, VD);
 }
 
@@ -136,15 +133,16 @@ float RowShift(const float* x, int64 m) {
   return n > 0 ? static_cast<float>(s / n) : 0.0f;
 }
 
-// Adds a row to a shard, with the example's Hoyer sparsity.
-void AddRow(const Row& r, int64 m, Acc* acc) {
+// Adds a row summed about k to a shard (shifted back in double), with the example's Hoyer sparsity.
+void AddRow(const Row& r, int64 m, float shift, Acc* acc) {
+  const double k = shift, s = r.d + r.fin * k;
   // Within what the L1 norm allows, l1**2 / n <= sq <= l1**2, as stats._within_l1_bounds: float32 squares of
   // values under ~1e-19 flush to zero and the shifted sums cancel to noise.
   const double l1_sq = r.l1 * r.l1;
-  const double sq = std::min(std::max(r.sq, r.fin > 0 ? l1_sq / r.fin : 0.0), l1_sq);
+  const double sq = std::min(std::max(r.dd + 2.0 * k * r.d + r.fin * k * k, r.fin > 0 ? l1_sq / r.fin : 0.0), l1_sq);
   double* f = acc->f;
   f[kFinite] += r.fin;
-  f[kSum] += r.s;
+  f[kSum] += s;
   f[kSumsq] += sq;
   f[kSumAbs] += r.l1;
   f[kZeros] += r.zero;
@@ -178,7 +176,7 @@ bool FastRow(const float* x, int64 m, float k, const Params& p, int64 units, Row
   const VI abs_mask = VI{} + 0x7fffffff;
   VF vmx = VF{} - kInf, vmn = VF{} + kInf;
   int64 u = 0;
-  VD ss{}, ssq{}, sa{};         // block sums, in double
+  VD sd{}, sdd{}, sa{};         // block sums, in double
   VI azero{}, anear{}, asat{};  // comparisons give -1: subtracting counts
   for (int64 c0 = 0; c0 < m; c0 += kBlock) {
     const int64 c1 = std::min(m, c0 + kBlock);
@@ -203,11 +201,11 @@ bool FastRow(const float* x, int64 m, float k, const Params& p, int64 units, Row
         if (u == units) u = 0;
       }
     }
-    AddBlock(ad, add, aa, k, static_cast<double>((j - c0) / kW), &ss, &ssq, &sa);
+    AddBlock(ad, add, aa, &sd, &sdd, &sa);
     for (; j < c1; ++j) {  // the tail, one value at a time, in double
-      const float v = x[j], a = std::fabs(v);
-      r->s += v;
-      r->sq += static_cast<double>(v) * v;
+      const float v = x[j], dv = v - k, a = std::fabs(v);
+      r->d += dv;
+      r->dd += static_cast<double>(dv) * dv;
       r->l1 += a;
       r->zero += v == 0.0f;
       r->near += a <= p.near_zero;
@@ -216,8 +214,8 @@ bool FastRow(const float* x, int64 m, float k, const Params& p, int64 units, Row
       vmn[0] = std::min(vmn[0], v);
     }
   }
-  r->s += Sum(ss);
-  r->sq += Sum(ssq);
+  r->d += Sum(sd);
+  r->dd += Sum(sdd);
   r->l1 += Sum(sa);
   r->zero += Sum(azero);
   r->near += Sum(anear);
@@ -227,7 +225,7 @@ bool FastRow(const float* x, int64 m, float k, const Params& p, int64 units, Row
     r->mn = std::min(r->mn, vmn[l]);
   }
   r->fin = m;
-  return std::isfinite(r->s) && std::isfinite(r->sq);
+  return std::isfinite(r->d) && std::isfinite(r->dd);
 }
 
 // Every statistic of a row over its finite values; NaN and Inf are counted, not summed.
@@ -237,11 +235,10 @@ void MaskedRow(const float* x, int64 m, float k, const Params& p, Row* r) {
   const VI abs_mask = VI{} + 0x7fffffff, exp_mask = VI{} + static_cast<int32_t>(kExpMask);
   *r = Row();
   VF vmx = ninf, vmn = pinf;
-  VD ss{}, ssq{}, sa{};
+  VD sd{}, sdd{}, sa{};
   VI afin{}, anan{}, azero{}, anear{}, asat{};
   for (int64 c0 = 0; c0 < m; c0 += kBlock) {
     const int64 c1 = std::min(m, c0 + kBlock);
-    const VI fin0 = afin;
     VF ad{}, add{}, aa{};
     int64 j = c0;
     for (; j + kW <= c1; j += kW) {
@@ -261,15 +258,15 @@ void MaskedRow(const float* x, int64 m, float k, const Params& p, Row* r) {
       vmx = Select((vmx > v) | ~f, vmx, v);
       vmn = Select((vmn < v) | ~f, vmn, v);
     }
-    const VD n = __builtin_convertvector(afin - fin0, VD);
-    AddBlock(ad, add, aa, k, n, &ss, &ssq, &sa);
+    AddBlock(ad, add, aa, &sd, &sdd, &sa);
     for (; j < c1; ++j) {
       const float v = x[j];
       const uint32_t mag = Bits(v) & 0x7fffffffu;
       const bool f = mag < kExpMask;
       const float a = f ? std::fabs(v) : 0.0f;
-      r->s += f ? v : 0.0;
-      r->sq += f ? static_cast<double>(v) * v : 0.0;
+      const float dv = f ? v - k : 0.0f;
+      r->d += dv;
+      r->dd += static_cast<double>(dv) * dv;
       r->l1 += a;
       r->fin += f;
       r->nan += mag > kExpMask;
@@ -282,8 +279,8 @@ void MaskedRow(const float* x, int64 m, float k, const Params& p, Row* r) {
       }
     }
   }
-  r->s += Sum(ss);
-  r->sq += Sum(ssq);
+  r->d += Sum(sd);
+  r->dd += Sum(sdd);
   r->l1 += Sum(sa);
   r->fin += Sum(afin);
   r->nan += Sum(anan);
@@ -366,7 +363,7 @@ void FullRow(const float* x, int64 m, const Params& p, Acc* acc) {
                             : FastRow<kBounded, false>(x, m, k, p, units, &r, nullptr);
   if (!finite) MaskedRow(x, m, k, p, &r);
   if (units > 0 && !fused) UnitRow(x, m, units, acc->unit.data());
-  AddRow(r, m, acc);
+  AddRow(r, m, k, acc);
 }
 
 void HistogramRow(const float* x, int64 m, const Params& p, int64* hist) {
