@@ -7,7 +7,7 @@ own `tf.function` over all of them (median of `--reps` calls):
   one pass          one `reduce_sum` per activation: reading each once, the floor
   extremes          per-unit max and min over the whole batch (what exact max, min,
                     dead units and NaN/Inf detection take)
-  graph statistics  tfprobe's graph ops (`stats.traced_partials`), whole batch; and k=16
+  graph statistics  tfprobe's graph ops (`stats.traced_sums_and_maxes`), whole batch; and k=16
   native            tfprobe's one-pass kernel (`tfprobe.native`), whole batch; and k=16;
                     and with the histogram counted in the same pass
 
@@ -94,7 +94,7 @@ def main(argv=None):
             out = []
             for a, b in zip(acts, bounds):
                 units = stats.num_units(a)
-                fn = stats.traced_partials(
+                fn = stats.traced_sums_and_maxes(
                     near_zero=1e-3, bounds=b, saturation_margin=0.01, sample_size=sample_size, has_units=units is not None
                 )
                 x2d = stats.as_rows(a)
@@ -109,7 +109,7 @@ def main(argv=None):
         def run():
             out = []
             for a, b in zip(acts, bounds):
-                sums, maxes, hist = native.partials(
+                sums, maxes, hist = native.run_op(
                     stats.as_rows(a), histogram, units=stats.num_units(a), near_zero=1e-3, bounds=b,
                     sample_size=sample_size,
                 )

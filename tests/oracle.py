@@ -45,8 +45,12 @@ def activation_stats(batches, near_zero, bounds=None, margin=0.01, units=True):
         out["hoyer_sparsity"] = float(np.mean(hoyer))
     if bounds is not None:
         lo, hi = bounds
-        d = margin * (hi - lo)
-        out["saturation_fraction"] = float(((xf <= lo + d) | (xf >= hi - d)).mean()) if n else math.nan
+        if lo is None:  # one-sided: only the upper bound saturates
+            saturated = xf >= np.float32(hi - margin * hi)
+        else:
+            d = margin * (hi - lo)
+            saturated = (xf <= np.float32(lo + d)) | (xf >= np.float32(hi - d))
+        out["saturation_fraction"] = float(saturated.mean()) if n else math.nan
     return out
 
 

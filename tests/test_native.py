@@ -1,6 +1,9 @@
 """The native kernel computes exactly what the graph ops compute; `kernel=` chooses, falls back and refuses clearly."""
 
+import json
 import logging
+import subprocess
+import threading
 
 import numpy as np
 import pytest
@@ -10,10 +13,13 @@ import keras
 import tfprobe
 from tfprobe import metadata, native, stats
 from test_end_to_end import BATCH, _data, _model
-from test_stats import CASES
+from test_stats import CASES, OFFSET_FIRST, assert_float64_accurate, offset_activation
 
 NEAR = 1e-3
 rng = np.random.default_rng(7)
+
+# Tests of what the kernel computes need a C++ compiler; without one they are skipped (the fallback is tested below).
+needs_compiler = pytest.mark.skipif(native._compiler() is None, reason="no C++ compiler ($CXX, g++, c++ or clang++)")
 
 
 def _nan_outside_sample():
@@ -36,21 +42,22 @@ ALL = {**CASES, **EXTRA}
 
 
 def _graph(x2d, units, bounds, sample):
-    sums, maxes = stats.partials_of_rows(
+    sums, maxes = stats.sums_and_maxes(
         x2d, stats.by_unit(x2d, units), units is not None,
         near_zero=NEAR, bounds=bounds, saturation_margin=0.01, sample_size=sample,
     )
     return sums.numpy(), maxes.numpy(), stats.histogram(stats.leading(x2d, sample)).numpy()
 
 
+@needs_compiler
 @pytest.mark.parametrize("sample", [None, 3])
-@pytest.mark.parametrize("bounds", [None, (-1.0, 1.0)])
+@pytest.mark.parametrize("bounds", [None, (-1.0, 1.0), (None, 1.0)], ids=["unbounded", "two_sided", "one_sided"])
 @pytest.mark.parametrize("name", sorted(ALL))
 def test_kernel_equals_graph_ops(name, bounds, sample):
     x = tf.constant(ALL[name])
     x2d, units = stats.as_rows(x), stats.num_units(x)
     want_sums, want_maxes, want_hist = _graph(x2d, units, bounds, sample)
-    sums, maxes, hist = (t.numpy() for t in native.partials(
+    sums, maxes, hist = (t.numpy() for t in native.run_op(
         x2d, True, units=units, near_zero=NEAR, bounds=bounds, saturation_margin=0.01, sample_size=sample))
     # Sums are added in another order (float32 lanes into float64); counts, maxima and histograms are exact.
     # Hoyer sparsity near 0 cancels sqrt(m) against L1/L2: allow 1e-6 per example there (for large_offset,
@@ -70,20 +77,30 @@ def test_kernel_equals_graph_ops(name, bounds, sample):
     np.testing.assert_array_equal(hist, want_hist)
 
 
+@needs_compiler
+@pytest.mark.parametrize("first", OFFSET_FIRST.values(), ids=OFFSET_FIRST.keys())
+def test_large_offset_activation_matches_float64(first):
+    x = offset_activation(first)
+    sums, maxes, _ = native.run_op(stats.as_rows(tf.constant(x)), False, units=x.shape[-1], near_zero=NEAR)
+    assert_float64_accurate(sums.numpy(), maxes.numpy(), x)
+
+
+@needs_compiler
 def test_histogram_off_and_histogram_only():
     x2d = stats.as_rows(tf.constant(CASES["normal"]))
-    sums, _, hist = native.partials(x2d, tf.constant(False), units=3, near_zero=NEAR)
+    sums, _, hist = native.run_op(x2d, tf.constant(False), units=3, near_zero=NEAR)
     assert not hist.numpy().any() and sums.numpy()[stats.S["count"]] == x2d.shape.num_elements()
-    sums, maxes, hist = native.partials(x2d, True, units=3, near_zero=NEAR, sample_size=2, stats_=False)
+    sums, maxes, hist = native.run_op(x2d, True, units=3, near_zero=NEAR, sample_size=2, stats_=False)
     assert not sums.numpy().any() and np.all(maxes.numpy() == -np.inf)
     np.testing.assert_array_equal(hist.numpy(), stats.histogram(x2d[:2]).numpy())
     assert hist.shape == (metadata.NUM_BUCKETS,)
 
 
+@needs_compiler
 def test_no_gradient_flows_through_the_kernel():
     x = tf.Variable(np.ones((2, 3), np.float32))
     with tf.GradientTape() as tape:
-        sums, _, _ = native.partials(x, False, near_zero=NEAR)
+        sums, _, _ = native.run_op(x, False, near_zero=NEAR)
         loss = tf.reduce_sum(x) + tf.cast(sums[stats.S["sum"]], tf.float32)
     np.testing.assert_array_equal(tape.gradient(loss, x).numpy(), np.ones((2, 3)))
 
@@ -98,6 +115,7 @@ def _fit(tmp_path, name, weights=None, **kwargs):
     return probe
 
 
+@needs_compiler
 def test_native_and_graph_kernels_log_the_same_windows(tmp_path):
     weights = _model().get_weights()
     native_probe = _fit(tmp_path, "native", weights, kernel="native", sample_size=5)
@@ -126,14 +144,96 @@ def test_auto_falls_back_to_graph_ops_without_a_compiler(tmp_path, monkeypatch, 
         _fit(tmp_path, "native", kernel="native")
 
 
-def test_a_broken_compiler_reports_its_error(tmp_path, monkeypatch):
-    script = tmp_path / "cxx"
-    script.write_text("#!/bin/sh\necho 'fatal: this compiler is broken' >&2\nexit 1\n")
+def _fake_compiler(tmp_path, name="cxx", version="fakecc 1.0", body=': > "$out"'):
+    """A compiler script: `--version` prints `version`; a build adds a line to the returned log and runs `body` ($out: -o)."""
+    script, log = tmp_path / name, tmp_path / f"{name}.log"
+    script.write_text(
+        "#!/bin/sh\n"
+        f'if [ "$1" = --version ]; then echo "{version}"; exit 0; fi\n'
+        f'echo build >> "{log}"\n'
+        'out=""; prev=""; for a in "$@"; do [ "$prev" = -o ] && out="$a"; prev="$a"; done\n'
+        f"{body}\n"
+    )
     script.chmod(0o755)
-    monkeypatch.setenv("CXX", str(script))
+    return str(script), log
+
+
+def _builds(log):
+    return log.read_text().count("build") if log.exists() else 0
+
+
+def test_cache_key_ignores_where_tensorflow_is_installed(tmp_path, monkeypatch):
+    cxx, _ = _fake_compiler(tmp_path)
+    flags = tf.sysconfig.get_compile_flags()
+    key = native.cache_key(cxx)
+    elsewhere = [("-I/another/venv/site-packages/tensorflow/include" if f.startswith("-I") else f) for f in flags]
+    monkeypatch.setattr(tf.sysconfig, "get_compile_flags", lambda: elsewhere)
+    assert native.cache_key(cxx) == key
+    monkeypatch.setattr(tf.sysconfig, "get_compile_flags", lambda: flags + ["-D_GLIBCXX_USE_CXX11_ABI=0"])
+    assert native.cache_key(cxx) != key
+    monkeypatch.undo()
+    assert native.cache_key(_fake_compiler(tmp_path, "cxx2", version="fakecc 2.0")[0]) != key
+    monkeypatch.setattr(tf, "__version__", "2.99.0")
+    assert native.cache_key(cxx) != key
+
+
+def test_concurrent_builds_compile_once(tmp_path, monkeypatch):
+    monkeypatch.setenv("TFPROBE_CACHE_DIR", str(tmp_path / "cache"))
+    cxx, log = _fake_compiler(tmp_path, body='sleep 1; : > "$out"')
+    paths, errors = [], []
+
+    def build():
+        try:
+            paths.append(native.ensure_built(cxx))
+        except Exception as e:  # noqa: BLE001 - reported by the assert below
+            errors.append(e)
+
+    threads = [threading.Thread(target=build) for _ in range(3)]  # separate lock file handles: as separate processes
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert errors == [] and _builds(log) == 1
+    assert len(paths) == 3 and len(set(paths)) == 1 and paths[0].exists()
+    assert sorted(p.suffix for p in (tmp_path / "cache").iterdir()) == [".lock", ".so"]  # no temporary files
+
+
+def test_a_failed_build_is_recorded_until_the_key_changes(tmp_path, monkeypatch):
+    monkeypatch.setenv("TFPROBE_CACHE_DIR", str(tmp_path / "cache"))
+    cxx, log = _fake_compiler(tmp_path, body="echo 'fatal: this compiler is broken' >&2; exit 1")
     with pytest.raises(native.NativeUnavailable, match="this compiler is broken"):
-        native.build(tmp_path / "k.so")
-    assert not (tmp_path / "k.so").exists() and list(tmp_path.glob("*.so")) == []
+        native.ensure_built(cxx)
+    assert _builds(log) == 2  # with and without -march=native
+    with pytest.raises(native.NativeUnavailable, match="(?s)this compiler is broken.*recorded in .*failed.json"):
+        native.ensure_built(cxx)
+    assert _builds(log) == 2  # not compiled again
+    (marker,) = (tmp_path / "cache").glob("*.failed.json")
+    assert json.loads(marker.read_text())["compiler"] == "fakecc 1.0"
+    assert list((tmp_path / "cache").glob("*.so")) == []
+    fixed, fixed_log = _fake_compiler(tmp_path, "cxx_fixed", version="fakecc 1.1")  # another key
+    assert native.ensure_built(fixed).exists() and _builds(fixed_log) == 1
+
+
+@pytest.mark.parametrize("error", [KeyboardInterrupt, OSError])
+def test_an_interrupted_build_leaves_no_files(tmp_path, monkeypatch, error):
+    cxx, _ = _fake_compiler(tmp_path)
+
+    def run(*args, **kwargs):
+        raise error("interrupted")
+
+    monkeypatch.setattr(native.subprocess, "run", run)
+    with pytest.raises(KeyboardInterrupt if error is KeyboardInterrupt else native.NativeUnavailable):
+        native.build(tmp_path / "cache" / "k.so", cxx)
+    assert list((tmp_path / "cache").iterdir()) == []
+
+
+@needs_compiler
+def test_kernel_source_compiles_without_warnings():
+    command = native._command(native._compiler(), native.SOURCE, "unused.so", native_arch=False)
+    command = command[: command.index("-o")] + ["-fsyntax-only", "-Werror"]
+    assert "-Wall" in command and "-Wextra" in command
+    done = subprocess.run(command, capture_output=True, text=True, timeout=native.BUILD_TIMEOUT)
+    assert done.returncode == 0, done.stderr
 
 
 def test_xla_steps_use_the_graph_ops(tmp_path):

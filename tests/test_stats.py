@@ -55,6 +55,70 @@ def test_saturation_of_bounded_activation():
     assert 0.05 < got["saturation_fraction"] < 0.95
 
 
+def test_one_sided_saturation_counts_only_the_upper_bound():
+    """ReLU6: its zeros are sparsity, not saturation; values within 1% of 6 saturate."""
+    x = np.clip(rng.normal(3.0, 3.0, size=(64, 32)), 0.0, 6.0).astype(np.float32)
+    x[0, :4] = [5.94, 5.9399, 0.06, 0.0]
+    p = stats.partials(tf.constant(x), near_zero=NEAR, bounds=(None, 6.0), saturation_margin=0.01)
+    got = _finalize({k: v.numpy() for k, v in p.items()}, bounded=True)
+    want = oracle.activation_stats([x], NEAR, bounds=(None, 6.0), margin=0.01)
+    oracle.assert_close(got, want, keys=["saturation_fraction"])
+    assert got["saturation_fraction"] == np.mean(x >= np.float32(5.94))
+    two_sided = stats.partials(tf.constant(x), near_zero=NEAR, bounds=(0.0, 6.0))["sums"].numpy()
+    assert two_sided[stats.S["saturated"]] - p["sums"].numpy()[stats.S["saturated"]] == np.sum(x <= np.float32(0.06))
+
+
+@pytest.mark.parametrize("bounds", [(1.0, 1.0), (None, 0.0), (None, -6.0), (2.0,), "sigmoid", (None, None)])
+def test_bad_bounds(bounds):
+    with pytest.raises(ValueError, match=r"`bounds` must be \(low, high\) with low < high, or \(None, high\) with high > 0. Received: bounds="):
+        stats.saturation_thresholds(bounds, 0.01)
+
+
+def offset_activation(first):
+    """2.4 M values of 1000 + N(0, 1) (float32) whose first value, the shift of the sums, is `first`."""
+    x = (1000.0 + np.random.default_rng(5).normal(size=(2, 110, 110, 100))).astype(np.float32)
+    x.flat[0] = first
+    if np.isnan(first):
+        x.flat[-1] = np.inf
+    return x
+
+
+def assert_float64_accurate(sums, maxes, x, rtol=1e-7):
+    """mean, std and rms of the partials of `x` agree with float64 NumPy to `rtol`."""
+    got = stats.finalize(np.asarray(sums), np.asarray(maxes), near_zero=NEAR)
+    xf = x[np.isfinite(x)].astype(np.float64)
+    for name, want in (("mean", xf.mean()), ("std", xf.std()), ("rms", np.sqrt(np.mean(xf**2)))):
+        assert abs(got[name] - want) <= rtol * abs(want), (name, got[name], want, abs(got[name] / want - 1))
+
+
+# The first value shifts the first block's sums: 1003 is 3 std off, 0 is 1000 std off (a float32 sum of
+# squares about 0 loses the variance); NaN takes the masked path.
+OFFSET_FIRST = {"first_3_std_off": 1003.0, "first_zero": 0.0, "nan_first": np.nan}
+
+
+@pytest.mark.parametrize("first", OFFSET_FIRST.values(), ids=OFFSET_FIRST.keys())
+def test_large_offset_activation_matches_float64(first):
+    x = offset_activation(first)
+    p = stats.partials(tf.constant(x), near_zero=NEAR)
+    assert_float64_accurate(p["sums"].numpy(), p["maxes"].numpy(), x)
+
+
+@pytest.mark.parametrize("shape", [(3, 9001), (2, 1000 * 1024), (4, 0), (0, 6)])
+def test_row_sums(shape):
+    x = np.random.default_rng(2).normal(3.0, 1.0, size=shape).astype(np.float32)
+    got = stats.row_sums(tf.constant(x)).numpy()
+    want = x.astype(np.float64).sum(axis=1)
+    np.testing.assert_allclose(got, want, rtol=1e-9)
+
+
+def test_sums_and_maxes_compile_with_xla():
+    x = CASES["nan_inf"]
+    got = tf.function(stats.partials, jit_compile=True)(tf.constant(x), near_zero=NEAR)
+    want = stats.partials(tf.constant(x), near_zero=NEAR)
+    np.testing.assert_allclose(got["sums"].numpy(), want["sums"].numpy(), rtol=1e-6)  # XLA fuses another order
+    np.testing.assert_array_equal(got["maxes"].numpy(), want["maxes"].numpy())
+
+
 def _accumulate(batches, graph=False):
     fn = tf.function(stats.partials) if graph else stats.partials
     sums, maxes = None, None

@@ -8,7 +8,8 @@ maxima (`max`, `-min`, then the per-unit `max|x|`, combined with `maximum`).
 `metadata.histogram_buckets()` and add up the same way.
 
 Definitions (all over the finite values of the window unless said otherwise;
-`n` = number of finite values):
+`n` = number of finite values; sums are float32 within blocks of at most
+`BLOCK` values and float64 across them, see `row_sums`):
 
 | stat | definition |
 | --- | --- |
@@ -22,7 +23,7 @@ Definitions (all over the finite values of the window unless said otherwise;
 | nan_count, inf_count | number of NaN / +-Inf values (all values) |
 | dead_unit_fraction | share of units u (last axis) with abs(x[..., u]) <= near_zero for every example and position of the window |
 | hoyer_sparsity | mean over examples of (sqrt(m) - L1/L2) / (sqrt(m) - 1), m = finite values of the example; an all-zero example counts 1; absent when m == 1 |
-| saturation_fraction | count(x <= low + d or x >= high - d) / n with d = saturation_margin * (high - low), for bounded activations only |
+| saturation_fraction | count(x <= low + d or x >= high - d) / n with d = saturation_margin * (high - low), for bounded activations only; one-sided bounds `(None, high)` (ReLU6: its zeros are sparsity, not saturation): count(x >= high - d) / n with d = saturation_margin * high |
 | size_ratio | elements(output) / elements(input) (all values), pooling layers only |
 | mass_retention | sum(abs(y)) / sum(abs(x)) over finite values, pooling |
 | energy_retention | sum(y**2) / sum(x**2) over finite values, pooling |
@@ -97,8 +98,108 @@ def num_units(x) -> int | None:
     return x.shape[-1] or None
 
 
+BLOCK = 256  # at most this many values are summed in float32, then in float64 (as in the native kernel)
+
+
 def _count(mask):
     return tf.cast(tf.reduce_sum(tf.cast(mask, tf.int32)), _F64)
+
+
+def _blocks(x2d):
+    """`x2d` as a `[rows, blocks, block]` view: blocks of the largest power of two that divides a row, at most `BLOCK`."""
+    shape = tf.shape(x2d)
+    m = shape[1]
+    block = tf.maximum(tf.minimum(tf.bitwise.bitwise_and(m, -m), BLOCK), 1)
+    return tf.reshape(x2d, [shape[0], m // block, block])
+
+
+def row_sums(v):
+    """Per-row sums (float64) of a float32 `[rows, m]` tensor: float32 within blocks, float64 across them.
+
+    The rounding error no longer grows with the row, at the cost of one
+    small cast. (For an odd `m` the blocks are single values: a float64
+    sum, still right, slower.)
+
+    >>> row_sums(tf.constant([[0.5, 1.5, 3.0], [2.0, 4.0, 8.0]])).numpy().tolist()
+    [5.0, 14.0]
+    """
+    return tf.reduce_sum(tf.cast(tf.reduce_sum(_blocks(v), axis=2), _F64), axis=1)
+
+
+def shifted_row_sums(x2d, finite_mask=None):
+    """Per-row sums of `x` and `x**2` (float64) over the finite values (all if `finite_mask` is None).
+
+    Summed as `row_sums` about `k`, the mean of the finite values among
+    the first `BLOCK` of the row (0 if none), and shifted back in float64:
+    sums of x**2 about 0 would lose the variance of activations whose mean
+    is large next to their spread.
+
+    >>> s, sq = shifted_row_sums(tf.constant([[1000.5, 999.5, 1001.0, 999.0]]))
+    >>> s.numpy().tolist(), sq.numpy().tolist()
+    ([4000.0], [4000002.5])
+    """
+    first = x2d[:, :BLOCK]
+    if finite_mask is None:
+        k = tf.reduce_mean(first, axis=1, keepdims=True)
+        d = x2d - k
+        n = tf.cast(tf.shape(x2d)[1], _F64)
+    else:
+        fm = finite_mask[:, :BLOCK]
+        total = tf.reduce_sum(tf.where(fm, first, tf.zeros_like(first)), axis=1, keepdims=True)
+        k = tf.math.divide_no_nan(total, tf.reduce_sum(tf.cast(fm, _F32), axis=1, keepdims=True))
+        d = tf.where(finite_mask, x2d - k, tf.zeros_like(x2d))
+        n = tf.reduce_sum(tf.cast(finite_mask, _F64), axis=1)
+    k = tf.cast(k[:, 0], _F64)
+    s, ss = row_sums(d), row_sums(tf.square(d))
+    return s + n * k, ss + 2.0 * k * s + n * k * k
+
+
+def saturation_thresholds(bounds, saturation_margin):
+    """`(below, above)`: a finite value `x` is saturated if `x <= below` or `x >= above` (both float32 values).
+
+    `bounds` is `(low, high)`, or `(None, high)` for an activation whose low
+    side does not saturate (ReLU6, `ReLU(max_value=...)`: their zeros are
+    sparsity). Then `below` is `-inf` and the margin is `saturation_margin * high`.
+
+    >>> saturation_thresholds((0.0, 1.0), 0.01)
+    (0.009999999776482582, 0.9900000095367432)
+    >>> saturation_thresholds((None, 6.0), 0.01)
+    (-inf, 5.940000057220459)
+    """
+    try:
+        low, high = bounds
+        valid = (low is None and high > 0) or (low is not None and low < high)
+    except (TypeError, ValueError):
+        valid = False
+    if not valid:
+        raise ValueError(
+            f"`bounds` must be (low, high) with low < high, or (None, high) with high > 0. Received: bounds={bounds!r}"
+        )
+    if low is None:
+        return -math.inf, float(np.float32(high - saturation_margin * high))
+    margin = saturation_margin * (high - low)
+    return float(np.float32(low + margin)), float(np.float32(high - margin))
+
+
+def _saturated(x, bounds, saturation_margin):
+    """Count of saturated values; NaN (which masks the non-finite values) compares false."""
+    if bounds is None:
+        return tf.constant(0.0, _F64)
+    below, above = saturation_thresholds(bounds, saturation_margin)
+    high = x >= above
+    return _count(high if below == -math.inf else tf.math.logical_or(x <= below, high))
+
+
+def _within_l1_bounds(sq, l1, m):
+    """`sq` (a row's sum of x**2) clipped to what its L1 norm allows: `l1**2 / m <= sq <= l1**2`.
+
+    Float32 squares of values under ~1e-19 flush to zero (TensorFlow runs
+    with denormals off) and the shifted sums then cancel to noise; the
+    bounds keep it from being negative or from making Hoyer sparsity leave
+    [0, 1]. The native kernel clips the same way.
+    """
+    l1_sq = l1 * l1
+    return tf.clip_by_value(sq, tf.math.divide_no_nan(l1_sq, m), l1_sq)
 
 
 def _hoyer(l1, sq, m):
@@ -113,47 +214,29 @@ def _hoyer(l1, sq, m):
 
 
 def _scalar_sums(x2d, a2d, near_zero, bounds, saturation_margin, finite_mask=None):
-    """The sum-kind partials of one step, in `SUM_FIELDS` order (pooling fields zero).
-
-    Sums of x and x**2 are taken over `x - k`, with `k` a value of the tensor,
-    and shifted back in float64: float32 sums of x**2 would lose the variance
-    of activations whose mean is large next to their spread.
-    """
+    """The sum-kind partials of one step, in `SUM_FIELDS` order (pooling fields zero)."""
     if finite_mask is None:
-        xf = x2d
         m_row = tf.fill([tf.shape(x2d)[0]], tf.cast(tf.shape(x2d)[1], _F64))
         finite = tf.cast(tf.size(x2d), _F64)
         nan = inf = tf.constant(0.0, _F64)
-        k = x2d[0, 0]
+        xc, l1 = x2d, a2d
     else:
-        xf = tf.where(finite_mask, x2d, tf.zeros_like(x2d))
         m_row = tf.reduce_sum(tf.cast(finite_mask, _F64), axis=1)
         finite = _count(finite_mask)
         nan = _count(tf.math.is_nan(x2d))
         inf = _count(tf.math.is_inf(x2d))
-        k = tf.constant(0.0, _F32)
-    d = xf - k if finite_mask is None else xf
-    row_d = tf.cast(tf.reduce_sum(d, axis=1), _F64)
-    row_dd = tf.cast(tf.reduce_sum(tf.square(d), axis=1), _F64)
-    row_l1 = tf.cast(tf.reduce_sum(a2d if finite_mask is None else tf.abs(xf), axis=1), _F64)
-    k64 = tf.cast(k, _F64)
-    # Not below zero: float32 squares of values under ~1e-19 underflow, and the shifted sum can cancel to -1e-36.
-    row_sq = tf.maximum(row_dd + 2.0 * k64 * row_d + m_row * k64 * k64, 0.0)
+        xc = tf.where(finite_mask, x2d, tf.fill(tf.shape(x2d), np.nan))  # comparisons with NaN are false
+        l1 = tf.where(finite_mask, a2d, tf.zeros_like(a2d))
+    row_s, row_sq = shifted_row_sums(x2d, finite_mask)
+    row_l1 = row_sums(l1)
+    row_sq = _within_l1_bounds(row_sq, row_l1, m_row)
     hoyer_sum, hoyer_n = _hoyer(row_l1, row_sq, m_row)
-    if bounds is not None:
-        low, high = bounds
-        margin = saturation_margin * (high - low)
-        # Comparisons with NaN are false, so non-finite values never count.
-        xc = x2d if finite_mask is None else tf.where(finite_mask, x2d, tf.fill(tf.shape(x2d), np.nan))
-        saturated = _count(xc <= low + margin) + _count(xc >= high - margin)
-    else:
-        saturated = tf.constant(0.0, _F64)
     zero = tf.constant(0.0, _F64)
     values = [
         tf.constant(1.0, _F64),
         tf.cast(tf.size(x2d), _F64),
         finite,
-        tf.reduce_sum(row_d) + tf.reduce_sum(m_row) * k64,
+        tf.reduce_sum(row_s),
         tf.reduce_sum(row_sq),
         tf.reduce_sum(row_l1),
         _count(tf.equal(a2d, 0.0)),
@@ -162,7 +245,7 @@ def _scalar_sums(x2d, a2d, near_zero, bounds, saturation_margin, finite_mask=Non
         inf,
         hoyer_sum,
         hoyer_n,
-        saturated,
+        _saturated(xc, bounds, saturation_margin),
     ]
     return tf.stack(values + [zero] * (NUM_SUMS - len(values)))
 
@@ -185,7 +268,7 @@ def _extremes(xu, has_units):
     """Maxima partials of `xu = by_unit(...)` from two passes: per-unit max and min (max|x| of a unit is max(max, -min)).
 
     TensorFlow's max/min reductions propagate NaN, so a NaN or Inf anywhere
-    makes the result non-finite, which is how `partials` detects them.
+    makes the result non-finite, which is how `sums_and_maxes` detects them.
     """
     umax = tf.reduce_max(xu, axis=0)
     umin = tf.reduce_min(xu, axis=0)
@@ -201,7 +284,8 @@ def partials(x, *, near_zero, bounds=None, saturation_margin=0.01, sample_size=N
     Args:
       x: a floating tensor; the first axis is the example axis.
       near_zero: threshold of `near_zero_fraction` and dead units.
-      bounds: `(low, high)` of a bounded activation, or None.
+      bounds: `(low, high)` of a bounded activation, `(None, high)` if only
+        its upper bound saturates (see `saturation_thresholds`), or None.
       saturation_margin: see `saturation_fraction`.
       sample_size: None for every statistic over all of `x`. An integer `k`
         computes the sums (mean, std, rms, mean_abs, zero and near-zero
@@ -216,7 +300,7 @@ def partials(x, *, near_zero, bounds=None, saturation_margin=0.01, sample_size=N
       every value is.
     """
     x2d, units = as_rows(x), num_units(x)
-    sums, maxes = partials_of_rows(
+    sums, maxes = sums_and_maxes(
         x2d,
         by_unit(x2d, units),
         units is not None,
@@ -233,8 +317,8 @@ def by_unit(x2d, units):
     return tf.reshape(x2d, [-1, 1 if units is None else units])
 
 
-def partials_of_rows(x2d, xu, has_units, *, near_zero, bounds, saturation_margin, sample_size):
-    """`partials` of `x2d = as_rows(x)` and `xu = by_unit(x2d, num_units(x))`."""
+def sums_and_maxes(x2d, xu, has_units, *, near_zero, bounds, saturation_margin, sample_size):
+    """`(sums, maxes)` tensors (as `partials` defines them) of `x2d = as_rows(x)` and `xu = by_unit(x2d, num_units(x))`."""
     xs = leading(x2d, sample_size)
     a_s = tf.abs(xs)  # shared by L1, zero and near-zero counts
     fast_sums = _scalar_sums(xs, a_s, near_zero, bounds, saturation_margin)
@@ -259,8 +343,8 @@ _NOINLINE = {"_noinline": True}
 
 
 @functools.lru_cache(maxsize=None)
-def traced_partials(*, near_zero, bounds, saturation_margin, sample_size, has_units):
-    """`partials_of_rows` as one `tf.function` for every tensor of a kind: `fn(x2d, xu) -> (sums, maxes)`.
+def traced_sums_and_maxes(*, near_zero, bounds, saturation_margin, sample_size, has_units):
+    """`sums_and_maxes` as one `tf.function` for every tensor of a kind: `fn(x2d, xu) -> (sums, maxes)`.
 
     A step calls it once per recorded tensor. Its ops are traced and
     optimized once, not once per layer: inlined, they made a step's graph
@@ -268,7 +352,7 @@ def traced_partials(*, near_zero, bounds, saturation_margin, sample_size, has_un
     trace and optimize. Its inputs are tensors only
     (no constants), so TensorFlow does not specialize a copy per call.
 
-    >>> fn = traced_partials(near_zero=1e-3, bounds=None, saturation_margin=0.01, sample_size=None, has_units=True)
+    >>> fn = traced_sums_and_maxes(near_zero=1e-3, bounds=None, saturation_margin=0.01, sample_size=None, has_units=True)
     >>> x2d = tf.constant([[0.0, 1.0], [2.0, -3.0]])
     >>> sums, maxes = fn(x2d, by_unit(x2d, 2))
     >>> maxes.numpy().tolist()
@@ -277,7 +361,7 @@ def traced_partials(*, near_zero, bounds, saturation_margin, sample_size, has_un
 
     @tf.function(input_signature=[_ROWS, _ROWS], autograph=False, experimental_attributes=_NOINLINE)
     def fn(x2d, xu):
-        return partials_of_rows(
+        return sums_and_maxes(
             x2d,
             xu,
             has_units,
@@ -314,8 +398,8 @@ def pooling_input_sums_of_rows(x2d, sample_size=None):
     values = {
         "in_count": tf.cast(tf.size(x2d), _F64),
         "in_finite": _count(mask),
-        "in_abs": tf.reduce_sum(tf.cast(tf.reduce_sum(tf.abs(xf), axis=1), _F64)),
-        "in_sq": tf.reduce_sum(tf.cast(tf.reduce_sum(tf.square(xf), axis=1), _F64)),
+        "in_abs": tf.reduce_sum(row_sums(tf.abs(xf))),
+        "in_sq": tf.reduce_sum(row_sums(tf.square(xf))),
         "in_zeros": _count(tf.equal(x2d, 0.0)),
     }
     return tf.stack([values.get(name, tf.constant(0.0, _F64)) for name in SUM_FIELDS])
@@ -375,7 +459,7 @@ class GraphKernel:
 
     def partials(self, x2d, units, bounds, with_histogram):
         """`(sums, maxes, histogram or None)` of one tensor with `units` (or None) and activation `bounds`."""
-        fn = traced_partials(
+        fn = traced_sums_and_maxes(
             near_zero=self.near_zero,
             bounds=bounds,
             saturation_margin=self.saturation_margin,

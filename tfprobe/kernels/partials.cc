@@ -9,6 +9,11 @@
 //
 // Work is split over whole rows (examples) on TensorFlow's intra-op thread
 // pool; each shard keeps its own accumulators and merges them once.
+//
+// Sums are float32 within blocks of kBlock values (kBlock / vector width per
+// lane) and float64 across blocks, and sums of x and x**2 are taken about the
+// mean of the row's first kBlock values, shifted back in float64 (stats.shifted_row_sums): the rounding
+// error does not grow with the size of the tensor nor with its mean.
 
 #include <algorithm>
 #include <cmath>
@@ -19,6 +24,8 @@
 #include <string>
 #include <vector>
 
+#include "absl/status/status.h"
+#include "absl/strings/str_cat.h"
 #include "tensorflow/core/framework/op.h"
 #include "tensorflow/core/framework/op_kernel.h"
 #include "tensorflow/core/framework/shape_inference.h"
@@ -33,11 +40,11 @@ using tensorflow::OpKernelConstruction;
 using tensorflow::OpKernelContext;
 using tensorflow::Tensor;
 using tensorflow::TensorShape;
-namespace errors = tensorflow::errors;
 
 constexpr float kInf = std::numeric_limits<float>::infinity();
 constexpr uint32_t kExpMask = 0x7f800000u;  // bits of +inf; larger magnitudes are NaN
-constexpr int64 kChunk = 4096;               // values summed in float lanes before adding to double
+constexpr int64 kBlock = 256;                // values summed in float lanes before adding to double
+constexpr int64 kChunk = 4096;               // values bucketed at a time by HistogramRow
 
 enum Field { kSteps, kCount, kFinite, kSum, kSumsq, kSumAbs, kZeros, kNear, kNan, kInfs, kHoyerSum, kHoyerN, kSaturated, kNumFields };
 const char* const kFieldNames[kNumFields] = {"steps", "count", "finite", "sum", "sumsq", "sum_abs", "zeros",
@@ -50,7 +57,7 @@ inline uint32_t Bits(float v) {
 }
 
 struct Params {
-  float near_zero, sat_low, sat_high, shift;
+  float near_zero, sat_low, sat_high;
   int64 units;  // 0: no per-unit maxima
   int64 sample_rows;
   bool stats, histogram;
@@ -81,7 +88,9 @@ constexpr int kVectorBytes = 16;
 #endif
 typedef float VF __attribute__((vector_size(kVectorBytes)));
 typedef int32_t VI __attribute__((vector_size(kVectorBytes)));
+typedef double VD __attribute__((vector_size(2 * kVectorBytes)));  // float32 lanes widened
 constexpr int kW = kVectorBytes / 4;
+// Functions take and return VD by pointer: by value, a VD wider than the target's vectors has its own ABI.
 
 inline VF Load(const float* x) {
   VF v;
@@ -90,27 +99,50 @@ inline VF Load(const float* x) {
 }
 inline VF Select(VI mask, VF a, VF b) { return (VF)(((VI)a & mask) | ((VI)b & ~mask)); }
 inline VI SelectI(VI mask, VI a, VI b) { return (a & mask) | (b & ~mask); }
+// The lanes' total, in double: lanes hold float32 block sums or int32 counts.
 template <typename V>
-inline auto Sum(V v) {
-  auto s = v[0];
-  for (int l = 1; l < kW; ++l) s += v[l];
+inline double Sum(V v) {
+  double s = 0;
+  for (int l = 0; l < kW; ++l) s += v[l];
   return s;
 }
 
 // Sums and counts of one row (one example), before they are finished in double.
 struct Row {
-  double d = 0, dd = 0, l1 = 0, fin = 0, nan = 0, zero = 0, near = 0, sat = 0;
+  double d = 0, dd = 0, l1 = 0, fin = 0, nan = 0, zero = 0, near = 0, sat = 0;  // d, dd: of x - k and (x - k)**2
   float mx = -kInf, mn = kInf;
 };
 
-// Adds a row to a shard: the shifted sums back in double, and the example's Hoyer sparsity.
+// Adds the float32 lane sums of one block to the double ones.
+inline void AddBlock(VF d, VF dd, VF a, VD* sd, VD* sdd, VD* sa) {
+  *sd += __builtin_convertvector(d, VD);
+  *sdd += __builtin_convertvector(dd, VD);
+  *sa += __builtin_convertvector(a, VD);
+}
+
+// The shift of a row's sums of x and x**2: the mean of the finite values among its first kBlock (0 if none).
+float RowShift(const float* x, int64 m) {
+  double s = 0;
+  int64 n = 0;
+  for (int64 j = 0; j < std::min(m, kBlock); ++j) {
+    if ((Bits(x[j]) & 0x7fffffffu) < kExpMask) {
+      s += x[j];
+      ++n;
+    }
+  }
+  return n > 0 ? static_cast<float>(s / n) : 0.0f;
+}
+
+// Adds a row summed about k to a shard (shifted back in double), with the example's Hoyer sparsity.
 void AddRow(const Row& r, int64 m, float shift, Acc* acc) {
-  const double k = shift;
-  // Not below zero: float32 squares of values under ~1e-19 underflow, and the shifted sum can cancel to -1e-36.
-  const double sq = std::max(r.dd + 2.0 * k * r.d + r.fin * k * k, 0.0);
+  const double k = shift, s = r.d + r.fin * k;
+  // Within what the L1 norm allows, l1**2 / n <= sq <= l1**2, as stats._within_l1_bounds: float32 squares of
+  // values under ~1e-19 flush to zero and the shifted sums cancel to noise.
+  const double l1_sq = r.l1 * r.l1;
+  const double sq = std::min(std::max(r.dd + 2.0 * k * r.d + r.fin * k * k, r.fin > 0 ? l1_sq / r.fin : 0.0), l1_sq);
   double* f = acc->f;
   f[kFinite] += r.fin;
-  f[kSum] += r.d + r.fin * k;
+  f[kSum] += s;
   f[kSumsq] += sq;
   f[kSumAbs] += r.l1;
   f[kZeros] += r.zero;
@@ -139,15 +171,16 @@ inline void MaxUnits(VI a, int64 u, uint32_t* unit) {
 // MaskedRow. With kUnits (units a multiple of kW), it also folds max|x| per unit as float bits, where NaN
 // and Inf are larger than any finite value, as the per-unit maxima need.
 template <bool kBounded, bool kUnits>
-bool FastRow(const float* x, int64 m, const Params& p, int64 units, Row* r, uint32_t* unit) {
-  const VF vk = VF{} + p.shift, nz = VF{} + p.near_zero, lo = VF{} + p.sat_low, hi = VF{} + p.sat_high;
+bool FastRow(const float* x, int64 m, float k, const Params& p, int64 units, Row* r, uint32_t* unit) {
+  const VF vk = VF{} + k, nz = VF{} + p.near_zero, lo = VF{} + p.sat_low, hi = VF{} + p.sat_high;
   const VI abs_mask = VI{} + 0x7fffffff;
   VF vmx = VF{} - kInf, vmn = VF{} + kInf;
   int64 u = 0;
-  for (int64 c0 = 0; c0 < m; c0 += kChunk) {
-    const int64 c1 = std::min(m, c0 + kChunk);
+  VD sd{}, sdd{}, sa{};         // block sums, in double
+  VI azero{}, anear{}, asat{};  // comparisons give -1: subtracting counts
+  for (int64 c0 = 0; c0 < m; c0 += kBlock) {
+    const int64 c1 = std::min(m, c0 + kBlock);
     VF ad{}, add{}, aa{};
-    VI azero{}, anear{}, asat{};  // comparisons give -1: subtracting counts
     int64 j = c0;
     for (; j + kW <= c1; j += kW) {
       const VF v = Load(x + j);
@@ -168,16 +201,11 @@ bool FastRow(const float* x, int64 m, const Params& p, int64 units, Row* r, uint
         if (u == units) u = 0;
       }
     }
-    r->d += Sum(ad);
-    r->dd += Sum(add);
-    r->l1 += Sum(aa);
-    r->zero += Sum(azero);
-    r->near += Sum(anear);
-    r->sat += Sum(asat);
-    for (; j < c1; ++j) {  // the tail, one value at a time
-      const float v = x[j], dv = v - p.shift, a = std::fabs(v);
+    AddBlock(ad, add, aa, &sd, &sdd, &sa);
+    for (; j < c1; ++j) {  // the tail, one value at a time, in double
+      const float v = x[j], dv = v - k, a = std::fabs(v);
       r->d += dv;
-      r->dd += dv * dv;
+      r->dd += static_cast<double>(dv) * dv;
       r->l1 += a;
       r->zero += v == 0.0f;
       r->near += a <= p.near_zero;
@@ -186,6 +214,12 @@ bool FastRow(const float* x, int64 m, const Params& p, int64 units, Row* r, uint
       vmn[0] = std::min(vmn[0], v);
     }
   }
+  r->d += Sum(sd);
+  r->dd += Sum(sdd);
+  r->l1 += Sum(sa);
+  r->zero += Sum(azero);
+  r->near += Sum(anear);
+  r->sat += Sum(asat);
   for (int l = 0; l < kW; ++l) {
     r->mx = std::max(r->mx, vmx[l]);
     r->mn = std::min(r->mn, vmn[l]);
@@ -195,17 +229,17 @@ bool FastRow(const float* x, int64 m, const Params& p, int64 units, Row* r, uint
 }
 
 // Every statistic of a row over its finite values; NaN and Inf are counted, not summed.
-void MaskedRow(const float* x, int64 m, const Params& p, Row* r) {
-  const float k = p.shift;
+void MaskedRow(const float* x, int64 m, float k, const Params& p, Row* r) {
   const VF vk = VF{} + k, nz = VF{} + p.near_zero, lo = VF{} + p.sat_low, hi = VF{} + p.sat_high;
   const VF pinf = VF{} + kInf, ninf = VF{} - kInf;
   const VI abs_mask = VI{} + 0x7fffffff, exp_mask = VI{} + static_cast<int32_t>(kExpMask);
   *r = Row();
   VF vmx = ninf, vmn = pinf;
-  for (int64 c0 = 0; c0 < m; c0 += kChunk) {
-    const int64 c1 = std::min(m, c0 + kChunk);
+  VD sd{}, sdd{}, sa{};
+  VI afin{}, anan{}, azero{}, anear{}, asat{};
+  for (int64 c0 = 0; c0 < m; c0 += kBlock) {
+    const int64 c1 = std::min(m, c0 + kBlock);
     VF ad{}, add{}, aa{};
-    VI afin{}, anan{}, azero{}, anear{}, asat{};
     int64 j = c0;
     for (; j + kW <= c1; j += kW) {
       const VF v = Load(x + j);
@@ -221,22 +255,16 @@ void MaskedRow(const float* x, int64 m, const Params& p, Row* r) {
       azero -= v == 0.0f;
       anear -= f & (a <= nz);
       asat -= f & ((v <= lo) | (v >= hi));
-      vmx = Select(vmx > v | ~f, vmx, v);
-      vmn = Select(vmn < v | ~f, vmn, v);
+      vmx = Select((vmx > v) | ~f, vmx, v);
+      vmn = Select((vmn < v) | ~f, vmn, v);
     }
-    r->d += Sum(ad);
-    r->dd += Sum(add);
-    r->l1 += Sum(aa);
-    r->fin += Sum(afin);
-    r->nan += Sum(anan);
-    r->zero += Sum(azero);
-    r->near += Sum(anear);
-    r->sat += Sum(asat);
+    AddBlock(ad, add, aa, &sd, &sdd, &sa);
     for (; j < c1; ++j) {
       const float v = x[j];
       const uint32_t mag = Bits(v) & 0x7fffffffu;
       const bool f = mag < kExpMask;
-      const float dv = f ? v - k : 0.0f, a = f ? std::fabs(v) : 0.0f;
+      const float a = f ? std::fabs(v) : 0.0f;
+      const float dv = f ? v - k : 0.0f;
       r->d += dv;
       r->dd += static_cast<double>(dv) * dv;
       r->l1 += a;
@@ -251,6 +279,14 @@ void MaskedRow(const float* x, int64 m, const Params& p, Row* r) {
       }
     }
   }
+  r->d += Sum(sd);
+  r->dd += Sum(sdd);
+  r->l1 += Sum(sa);
+  r->fin += Sum(afin);
+  r->nan += Sum(anan);
+  r->zero += Sum(azero);
+  r->near += Sum(anear);
+  r->sat += Sum(asat);
   for (int l = 0; l < kW; ++l) {
     r->mx = std::max(r->mx, vmx[l]);
     r->mn = std::min(r->mn, vmn[l]);
@@ -322,11 +358,12 @@ void FullRow(const float* x, int64 m, const Params& p, Acc* acc) {
   Row r;
   const int64 units = p.units;
   const bool fused = units > 0 && units % kW == 0;
-  const bool finite = fused ? FastRow<kBounded, true>(x, m, p, units, &r, acc->unit.data())
-                            : FastRow<kBounded, false>(x, m, p, units, &r, nullptr);
-  if (!finite) MaskedRow(x, m, p, &r);
+  const float k = RowShift(x, m);
+  const bool finite = fused ? FastRow<kBounded, true>(x, m, k, p, units, &r, acc->unit.data())
+                            : FastRow<kBounded, false>(x, m, k, p, units, &r, nullptr);
+  if (!finite) MaskedRow(x, m, k, p, &r);
   if (units > 0 && !fused) UnitRow(x, m, units, acc->unit.data());
-  AddRow(r, m, p.shift, acc);
+  AddRow(r, m, k, acc);
 }
 
 void HistogramRow(const float* x, int64 m, const Params& p, int64* hist) {
@@ -403,16 +440,16 @@ class PartialsOp : public OpKernel {
   void Compute(OpKernelContext* ctx) override {
     const Tensor& x = ctx->input(0);
     const Tensor& with_histogram = ctx->input(1);
-    OP_REQUIRES(ctx, x.dims() == 2, errors::InvalidArgument("x must be [rows, values], got ", x.shape().DebugString()));
+    OP_REQUIRES(ctx, x.dims() == 2,
+                absl::InvalidArgumentError(absl::StrCat("x must be [rows, values], got ", x.shape().DebugString())));
     const int64 rows = x.dim_size(0), m = x.dim_size(1), units = p_.units;
     OP_REQUIRES(ctx, units == 0 || m % units == 0,
-                errors::InvalidArgument("values per row (", m, ") are not a multiple of units (", units, ")"));
+                absl::InvalidArgumentError(
+                    absl::StrCat("values per row (", m, ") are not a multiple of units (", units, ")")));
     Params p = p_;
     p.histogram = p.num_buckets > 0 && with_histogram.scalar<bool>()();
     const int64 sampled = p.sample_rows < 0 ? rows : std::min(rows, p.sample_rows);
     const float* data = x.flat<float>().data();
-    // The shift of the sums of x and x**2 (see stats._scalar_sums): a value of the tensor, 0 if not finite.
-    p.shift = (rows > 0 && m > 0 && (Bits(data[0]) & 0x7fffffffu) < kExpMask) ? data[0] : 0.0f;
 
     Acc total;
     total.unit.assign(p.stats ? units : 0, 0u);
@@ -492,7 +529,7 @@ REGISTER_OP("TfprobePartials")
     .Attr("sample_rows: int = -1")
     .Attr("near_zero: float")
     .Attr("bounded: bool = false")
-    .Attr("saturated_below: float = 0")  // x <= this is saturated (low + margin, as in stats._scalar_sums)
+    .Attr("saturated_below: float = 0")  // x <= this is saturated (-inf: one-sided; stats.saturation_thresholds)
     .Attr("saturated_above: float = 0")  // x >= this is saturated (high - margin)
     .Attr("stats: bool = true")
     .Attr("hist_min_exp: int = 0")
