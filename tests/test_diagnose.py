@@ -292,3 +292,25 @@ def test_works_on_read_logdir_output(synthetic_logdir):
     assert ("dense", "saturation") not in got  # the output softmax (10 outputs, mean 0.1) is confident, not saturated
     assert out.loc[out["kind"] == "nan_inf", "first_step"].tolist() == [100]
     assert out["severity"].iloc[0] == "error"
+
+
+def test_layers_scaled_by_design_are_not_dead_for_being_near_zero():
+    # ConvNeXt: LayerScale (gamma 1e-6 at initialisation), then an `identity` Activation, then the addition
+    tiny = dict(std=1e-6, zero_fraction=0.0, near_zero_fraction=1.0, dead_unit_fraction=1.0)
+    rows = set_stats(set_stats(healthy_run(layers=("conv", "scale", "identity", "add")), "scale", **tiny), "identity", **tiny)
+    layers = graph([("conv", "Conv2D", [], None), ("scale", "LayerScale", ["conv"], None),
+                    ("identity", "Activation", ["scale"], None), ("add", "Add", ["conv", "identity"], None)])
+    assert tfprobe.diagnose(frame(rows), layers).empty
+    # without the graph the identity's input is unknown: it stays a near-zero dead layer
+    assert kinds(tfprobe.diagnose(frame(rows), layers.drop(columns="inputs"))) == [["identity", "dead_layer"]]
+    # exact zeros are dead whatever the class
+    set_stats(rows, "scale", zero_fraction=1.0)
+    assert kinds(tfprobe.diagnose(frame(rows), layers)) == [["scale", "dead_layer"]]
+
+
+def test_dead_units_need_near_zero_to_be_small_against_the_values():
+    # VGG16's fc1 at 32x32: std 5e-4, half exact zeros (ReLU), 86% within near_zero=1e-3: a small scale
+    rows = set_stats(healthy_run(), "b", std=5e-4, zero_fraction=0.5, near_zero_fraction=0.86, dead_unit_fraction=0.82)
+    assert tfprobe.diagnose(frame(rows)).empty
+    set_stats(rows, "b", std=1.0, near_zero_fraction=0.52)  # the same dead units at a normal scale
+    assert kinds(tfprobe.diagnose(frame(rows))) == [["b", "dead_units"]]

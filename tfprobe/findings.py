@@ -78,6 +78,10 @@ Rescaling, ...): never judged `exploding_depth`/`vanishing_depth`."""
 
 
 
+TINY_SHARE = 0.1
+"""`dead_units` needs fewer than this share of values near zero but not zero (see `check_dead_units`)."""
+
+
 def severity_rank(severity: str) -> int:
     """Position of `severity` in `SEVERITIES` (0 = info); raises ValueError for other names."""
     try:
@@ -199,7 +203,18 @@ def _series_table(wide, layers):
     keys["inputs"] = keys["inputs"].map(_inputs)
     last = keys.groupby("run")["order"].transform("max")
     keys["is_output"] = keys["order"] == last
+    keys["scaled"] = _scaled_by_design(keys)
     return keys
+
+
+def _scaled_by_design(series):
+    """Normalisation/scaling layers, and `Activation` layers fed only by them (ConvNeXt's `identity`
+    after `LayerScale`): their scale is set by design, e.g. 1e-6 at initialisation."""
+    scaling = {(r, l) for r, l, c in zip(series["run"], series["layer"], series["class"]) if is_normalization(c)}
+    return [
+        (r, l) in scaling or (c == "Activation" and bool(ins) and all((r, i) in scaling for i in ins))
+        for r, l, c, ins in zip(series["run"], series["layer"], series["class"], series["inputs"])
+    ]
 
 
 @dataclasses.dataclass
@@ -210,7 +225,7 @@ class Context:
     `window` (0-based index of the step among the run's logged steps),
     `last_window` (the run's) and `alive` (False for every window of a layer
     that is dead in some window). `series`: one row per (run, layer) with
-    `order, class, bounds, shape, inputs, is_output`. `t`: the thresholds.
+    `order, class, bounds, shape, inputs, is_output, scaled`. `t`: the thresholds.
     """
 
     wide: pd.DataFrame
@@ -221,6 +236,16 @@ class Context:
         """`column` of `series`, aligned with the rows of `wide`."""
         lookup = dict(zip(zip(self.series["run"], self.series["layer"]), self.series[column]))
         return pd.Series([lookup.get(k) for k in zip(self.wide["run"], self.wide["layer"])], index=self.wide.index, dtype=object)
+
+    def dead_mask(self, stat):
+        """Rows of `wide` where `stat` (`zero_fraction` or `near_zero_fraction`) says the layer is dead.
+        Near-zero values do not make a layer scaled by design (`series["scaled"]`) dead: only exact zeros do."""
+        if stat not in self.wide.columns:
+            return pd.Series(False, index=self.wide.index)
+        mask = self.wide[stat] >= self.t["dead_layer_fraction"]
+        if stat == "near_zero_fraction":
+            mask &= ~self.info("scaled").astype(bool)
+        return mask.fillna(False).astype(bool)
 
     def rows(self, mask, value, extra=None):
         """The `run, layer, step, window, last_window, value[, extra]` rows of `wide` where `mask` holds."""
@@ -245,12 +270,11 @@ def context(df: pd.DataFrame, layers: pd.DataFrame | None = None, **kwargs) -> C
         wide.columns.name = None
         wide["window"] = wide.groupby("run")["step"].rank(method="dense").astype("int64") - 1
         wide["last_window"] = wide.groupby("run")["window"].transform("max")
-        dead = pd.Series(False, index=wide.index)
-        for stat in ("zero_fraction", "near_zero_fraction"):
-            if stat in wide.columns:
-                dead |= wide[stat] >= t["dead_layer_fraction"]
+    ctx = Context(wide, _series_table(wide, layers), t)
+    if not wide.empty:
+        dead = ctx.dead_mask("zero_fraction") | ctx.dead_mask("near_zero_fraction")
         wide["alive"] = ~dead.groupby([wide["run"], wide["layer"]]).transform("any")
-    return Context(wide, _series_table(wide, layers), t)
+    return ctx
 
 
 # ------------------------------------------------------------------ spans
@@ -327,7 +351,7 @@ def check_dead_layer(ctx):
     for stat in ("zero_fraction", "near_zero_fraction"):
         if stat not in ctx.wide.columns:
             continue
-        mask = ctx.wide[stat] >= ctx.t["dead_layer_fraction"]
+        mask = ctx.dead_mask(stat)
         mask &= np.array([(r, l) not in seen for r, l in zip(ctx.wide["run"], ctx.wide["layer"])], dtype=bool)
         what = "zero" if stat == "zero_fraction" else "near zero"
         spans = _spans(ctx, ctx.rows(mask, stat), "dead_layer", stat,
@@ -339,11 +363,17 @@ def check_dead_layer(ctx):
 
 @register("dead_units")
 def check_dead_units(ctx):
-    """`dead_unit_fraction` above `dead_units_fraction` (units that output zero for every example)."""
-    if "dead_unit_fraction" not in ctx.wide.columns:
+    """`dead_unit_fraction` above `dead_units_fraction` (units within `near_zero` of 0 for every example),
+    only where `near_zero` is small against the layer's values: fewer than `TINY_SHARE` of them are near
+    zero without being zero. Otherwise "dead" units are a small scale (VGG16's `fc1` at initialisation,
+    ConvNeXt's `LayerScale`), which the std checks judge."""
+    w = ctx.wide
+    if "dead_unit_fraction" not in w.columns:
         return []
     limit = ctx.t["dead_units_fraction"]
-    mask = (ctx.wide["dead_unit_fraction"] > limit) & ctx.wide["alive"]
+    mask = (w["dead_unit_fraction"] > limit) & w["alive"]
+    if {"zero_fraction", "near_zero_fraction"} <= set(w.columns):
+        mask &= ~(w["near_zero_fraction"] - w["zero_fraction"] >= TINY_SHARE)
     return _spans(ctx, ctx.rows(mask, "dead_unit_fraction"), "dead_units", "dead_unit_fraction",
                   lambda v, _e: f"{_fmt(100 * v)}% of the units are dead (threshold {_fmt(100 * limit)}%)")
 
