@@ -314,3 +314,14 @@ def test_dead_units_need_near_zero_to_be_small_against_the_values():
     assert tfprobe.diagnose(frame(rows)).empty
     set_stats(rows, "b", std=1.0, near_zero_fraction=0.52)  # the same dead units at a normal scale
     assert kinds(tfprobe.diagnose(frame(rows))) == [["b", "dead_units"]]
+
+
+def test_a_layer_feeding_only_a_normalization_is_not_judged_for_depth():
+    # MobileNetV2 at initialisation: the depthwise conv shrinks 30x, the BatchNormalization after it restores
+    rows = set_stats(healthy_run(layers=("relu", "depthwise", "bn")), "depthwise", std=0.03)
+    layers = graph([("relu", "ReLU", [], None), ("depthwise", "DepthwiseConv2D", ["relu"], None),
+                    ("bn", "BatchNormalization", ["depthwise"], None)])
+    assert tfprobe.diagnose(frame(rows), layers).empty
+    also_used = pd.concat([layers, graph([("head", "Dense", ["depthwise"], None)])], ignore_index=True)
+    rows += set_stats(healthy_run(layers=("head",)), "head", std=0.03)
+    assert kinds(tfprobe.diagnose(frame(rows), also_used)) == [["depthwise", "vanishing_depth"]]

@@ -204,7 +204,18 @@ def _series_table(wide, layers):
     last = keys.groupby("run")["order"].transform("max")
     keys["is_output"] = keys["order"] == last
     keys["scaled"] = _scaled_by_design(keys)
+    keys["renormalized"] = _renormalized(keys)
     return keys
+
+
+def _renormalized(series):
+    """Series whose every consumer (in the graph) is a normalisation layer: their scale is removed
+    right after them (Conv -> BatchNormalization), so it does not matter."""
+    consumers = {}
+    for r, l, c, ins in zip(series["run"], series["layer"], series["class"], series["inputs"]):
+        for i in ins or ():
+            consumers.setdefault((r, i), []).append(is_normalization(c))
+    return [bool(consumers.get((r, l))) and all(consumers[(r, l)]) for r, l in zip(series["run"], series["layer"])]
 
 
 def _scaled_by_design(series):
@@ -225,7 +236,7 @@ class Context:
     `window` (0-based index of the step among the run's logged steps),
     `last_window` (the run's) and `alive` (False for every window of a layer
     that is dead in some window). `series`: one row per (run, layer) with
-    `order, class, bounds, shape, inputs, is_output, scaled`. `t`: the thresholds.
+    `order, class, bounds, shape, inputs, is_output, scaled, renormalized`. `t`: the thresholds.
     """
 
     wide: pd.DataFrame
@@ -447,7 +458,8 @@ def _usable_std(ctx):
 def _input_extremes(ctx, std):
     """Per (run, layer, step) with known inputs: the largest and smallest `std` among its recorded inputs."""
     s = ctx.series
-    judged = [b is None and not is_normalization(c) and i for c, b, i in zip(s["class"], s["bounds"], s["inputs"])]
+    judged = [b is None and not is_normalization(c) and not renorm and i
+              for c, b, i, renorm in zip(s["class"], s["bounds"], s["inputs"], s["renormalized"])]
     edges = [(r, l, i) for r, l, ins, ok in zip(s["run"], s["layer"], s["inputs"], judged) if ok for i in ins]
     edges = pd.DataFrame(edges, columns=["run", "layer", "input"])
     if edges.empty or std.empty:
@@ -466,7 +478,8 @@ def check_depth(ctx):
     `layers`): `exploding_depth` when it exceeds the largest input `std` by more than `std_ratio`,
     `vanishing_depth` when it is below the smallest by more than `std_ratio`. Residual additions are
     judged against their inputs the same way. Not judged: bounded activations (their range is fixed),
-    normalisation and scaling layers (`is_normalization`), and every layer whose inputs are unknown
+    normalisation and scaling layers (`is_normalization`), layers that feed only normalisation layers
+    (their scale is removed right after: Conv -> BatchNormalization), and every layer whose inputs are unknown
     (older logs, or a `layers` frame without `inputs`): no depth finding is made without the graph."""
     m = _input_extremes(ctx, _usable_std(ctx))
     if m is None or m.empty:
