@@ -190,7 +190,7 @@ def _series_table(wide, layers):
     """One row per (run, layer) of `wide`: order, class, bounds, shape, inputs, output flag."""
     keys = wide[["run", "layer"]].drop_duplicates().reset_index(drop=True)
     if layers is not None and len(layers):
-        cols = [c for c in ("class", "bounds", "shape", "inputs", "kind") if c in layers.columns]
+        cols = [c for c in ("class", "bounds", "shape", "inputs") if c in layers.columns]
         info = layers.drop_duplicates(["run", "layer"])[["run", "layer", "order"] + cols]
         keys = keys.merge(info, on=["run", "layer"], how="left")
     for col, default in (("order", np.nan), ("class", ""), ("bounds", None), ("shape", None), ("inputs", None)):
@@ -205,6 +205,9 @@ def _series_table(wide, layers):
     keys["is_output"] = keys["order"] == last
     keys["scaled"] = _scaled_by_design(keys)
     keys["renormalized"] = _renormalized(keys)
+    keys["one_sided"] = [one_sided(c, b) for c, b in zip(keys["class"], keys["bounds"])]
+    keys["zeros_in_saturation"] = [one and b[0] is not None for one, b in zip(keys["one_sided"], keys["bounds"])]
+    keys["softmax_k"] = [softmax_width(c, b, sh) if out else 0 for c, b, sh, out in zip(keys["class"], keys["bounds"], keys["shape"], keys["is_output"])]
     return keys
 
 
@@ -236,7 +239,8 @@ class Context:
     `window` (0-based index of the step among the run's logged steps),
     `last_window` (the run's) and `alive` (False for every window of a layer
     that is dead in some window). `series`: one row per (run, layer) with
-    `order, class, bounds, shape, inputs, is_output, scaled, renormalized`. `t`: the thresholds.
+    `order, class, bounds, shape, inputs, is_output, scaled, renormalized, one_sided,
+    zeros_in_saturation, softmax_k`. `t`: the thresholds.
     """
 
     wide: pd.DataFrame
@@ -245,8 +249,14 @@ class Context:
 
     def info(self, column):
         """`column` of `series`, aligned with the rows of `wide`."""
-        lookup = dict(zip(zip(self.series["run"], self.series["layer"]), self.series[column]))
-        return pd.Series([lookup.get(k) for k in zip(self.wide["run"], self.wide["layer"])], index=self.wide.index, dtype=object)
+        keys = pd.MultiIndex.from_frame(self.wide[["run", "layer"]])
+        values = self.series.set_index(["run", "layer"])[column].reindex(keys)
+        return pd.Series(values.to_numpy(), index=self.wide.index)
+
+    def of_layers(self, pairs):
+        """True for the rows of `wide` whose `(run, layer)` is in `pairs`."""
+        keys = pd.MultiIndex.from_frame(self.wide[["run", "layer"]])
+        return pd.Series(keys.isin(list(pairs)), index=self.wide.index)
 
     def dead_mask(self, stat):
         """Rows of `wide` where `stat` (`zero_fraction` or `near_zero_fraction`) says the layer is dead.
@@ -363,7 +373,7 @@ def check_dead_layer(ctx):
         if stat not in ctx.wide.columns:
             continue
         mask = ctx.dead_mask(stat)
-        mask &= np.array([(r, l) not in seen for r, l in zip(ctx.wide["run"], ctx.wide["layer"])], dtype=bool)
+        mask &= ~ctx.of_layers(seen)
         what = "zero" if stat == "zero_fraction" else "near zero"
         spans = _spans(ctx, ctx.rows(mask, stat), "dead_layer", stat,
                        lambda v, _e, w=what: f"dead layer: {_fmt(100 * v)}% of the outputs are {w}")
@@ -404,22 +414,21 @@ def one_sided(cls: str, bounds) -> bool:
     return low is None or (low == 0.0 and (cls == "ReLU" or high == 6.0))
 
 
-def is_output_softmax(cls, bounds, shape, is_output, mean) -> bool:
-    """The model's output layer is a softmax: class `Softmax`, or bounds `[0, 1]` with a mean of `1/K`
-    over its `K` outputs (every row sums to 1), which a sigmoid does not have.
+def softmax_width(cls, bounds, shape) -> int:
+    """How a softmax output layer is recognised: -1 for class `Softmax` (always one); `K` for bounds
+    `[0, 1]` over `K > 1` outputs: a softmax when its mean is `1/K` (every row sums to 1), which a
+    sigmoid's is not; 0 for anything else.
 
-    >>> is_output_softmax("Dense", (0.0, 1.0), [None, 10], True, 0.1), is_output_softmax("Dense", (0.0, 1.0), [None, 10], True, 0.3)
-    (True, False)
+    >>> softmax_width("Softmax", (0.0, 1.0), None), softmax_width("Dense", (0.0, 1.0), [None, 10]), softmax_width("Dense", None, [None, 10])
+    (-1, 10, 0)
     """
-    if not is_output:
-        return False
     if cls == "Softmax":
-        return True
+        return -1
     try:
         k = int(list(shape)[-1])
     except (TypeError, ValueError, IndexError):
-        return False
-    return bounds == (0.0, 1.0) and k > 1 and mean is not None and abs(mean * k - 1.0) < 1e-3
+        return 0
+    return k if bounds == (0.0, 1.0) and k > 1 else 0
 
 
 @register("saturation")
@@ -429,18 +438,18 @@ def check_saturation(ctx):
     w = ctx.wide
     if "saturation_fraction" not in w.columns:
         return []
-    cls, bounds, shape, is_out = ctx.info("class"), ctx.info("bounds"), ctx.info("shape"), ctx.info("is_output")
     mean = w["mean"] if "mean" in w.columns else pd.Series(np.nan, index=w.index)
     sat = w["saturation_fraction"].astype(float).copy()
-    old_one_sided = [one_sided(c, b) and b[0] is not None for c, b in zip(cls, bounds)]
-    if any(old_one_sided) and "zero_fraction" in w.columns:
+    one = ctx.info("one_sided").astype(bool)
+    old = ctx.info("zeros_in_saturation").astype(bool)
+    if old.any() and "zero_fraction" in w.columns:
         # older logs count the zeros of ReLU6 at the lower bound: keep the upper-bound share only
-        upper = (sat - w["zero_fraction"]).clip(lower=0.0)
-        sat = sat.where(~pd.Series(old_one_sided, index=w.index), upper)
-    softmax_out = pd.Series([is_output_softmax(*a) for a in zip(cls, bounds, shape, is_out, mean)], index=w.index, dtype=bool)
+        sat = sat.where(~old, (sat - w["zero_fraction"]).clip(lower=0.0))
+    k = ctx.info("softmax_k").astype(float)
+    softmax_out = (k == -1) | ((k > 1) & ((mean * k - 1.0).abs() < 1e-3))
     limit = ctx.t["saturation_fraction"]
     mask = (sat > limit) & w["alive"] & ~softmax_out
-    where = pd.Series(["at the upper bound " if one_sided(c, b) else "" for c, b in zip(cls, bounds)], index=w.index)
+    where = one.map({True: "at the upper bound ", False: ""})
     return _spans(ctx, ctx.rows(mask, sat, where), "saturation", "saturation_fraction",
                   lambda v, e: f"{_fmt(100 * v)}% of the outputs are saturated {e or ''}(threshold {_fmt(100 * limit)}%)")
 
