@@ -10,6 +10,7 @@ import pytest
 
 import tfprobe
 from tfprobe import cli
+from tfprobe.writer import WindowWriter
 
 
 def run_cli(capsys, *argv):
@@ -102,7 +103,12 @@ def convnext_names():
 def test_convnext_names_are_distinct_within_80_columns(tmp_path, capsys, helpers):
     names = convnext_names()
     assert len(names) == 138 and len({n[:30] for n in names}) < 30  # cut at 30 characters + "…": unreadable
-    helpers.write_run(tmp_path / "r", [(n, "Conv2D", "activation", [None, 4], None) for n in names], [1])
+    writer = WindowWriter(str(tmp_path / "r"))
+    infos = {n: helpers.info_for(i, n, "Conv2D", "activation", [None, 4], None) for i, n in enumerate(names)}
+    stats = {n: helpers.stats_for(n, "activation", 1) for n in names}
+    stats["convnext_tiny_stage_2_block_3_depthwise_conv"]["nan_count"] = 3.0  # a finding on that row
+    writer.write_window(1, infos, stats, {}, wall_time=1.0)
+    writer.close()
     code, out, _ = run_cli(capsys, "report", str(tmp_path))
     assert code == 0 and max(map(len, out.splitlines())) <= 80
     table = out.split("layer ", 1)[1].split("\n\nFindings")[0].splitlines()[1:]
@@ -110,6 +116,8 @@ def test_convnext_names_are_distinct_within_80_columns(tmp_path, capsys, helpers
     assert len(labels) == 138 and len(set(labels)) == 138
     assert "…stage_2_block_3_depthwise_conv" in labels and "'convnext_tiny_'" in out
     assert "predictions" in labels and "convnext_tiny_head_gap" in labels  # short names stay whole
+    finding = next(line for line in out.splitlines() if line.startswith("  ERROR"))
+    assert finding.startswith("  ERROR   nan_inf         r: …stage_2_block_3_depthwise_conv (step 1)")
     _, short = cli.short_labels(names, 31)
     assert len(set(short)) == len(names) and all(len(x) <= 31 for x in short)
 

@@ -142,7 +142,7 @@ def _load(logdir):
 
 def layer_table(df, run, width=WIDTH, wide=False):
     """Lines of the per-layer table of `run`'s latest window, at most `width` columns wide
-    (full layer names when `wide`), and the latest step."""
+    (full layer names when `wide`), the latest step, and `{layer: label}` of the rows."""
     sub = df[df["run"] == run]
     latest = sub.sort_values("step").groupby(["layer", "stat"], sort=False).tail(1)
     values = {(l, s): v for l, s, v in zip(latest["layer"], latest["stat"], latest["value"])}
@@ -169,14 +169,15 @@ def layer_table(df, run, width=WIDTH, wide=False):
                 v = None if v is None else v * scale
             cells.append(" " + _fmt(v, w))
         lines.append("  " + label.ljust(name_w) + "".join(cells))
-    return lines, int(steps.max()) if len(steps) else None
+    return lines, int(steps.max()) if len(steps) else None, dict(zip(layers, labels))
 
 
-def _finding_lines(f, width, wide):
+def _finding_lines(f, width, wide, label):
+    """A finding's lines; its layer shown with the table's `label` (middle-ellipsised further if needed)."""
     steps = f"steps {f.first_step}-{f.last_step}" if f.first_step != f.last_step else f"step {f.first_step}"
     head = f"  {f.severity.upper():<8}{f.kind:<16}{f.run}: "
     tail = f" ({steps})"
-    layer = f.layer if wide else middle_ellipsis(f.layer, max(12, width - len(head) - len(tail)))
+    layer = f.layer if wide else middle_ellipsis(label, max(12, width - len(head) - len(tail)))
     lines = [head + layer + tail if wide else _ellipsize(head + layer + tail, width)]
     return lines + ["          " + line for line in textwrap.wrap(f.message, width - 10)]
 
@@ -195,8 +196,9 @@ def report(logdir, fail_on=None, runs=None, out=None, width=WIDTH, wide=False):
         df = df[df["run"].isin(runs)]
         layers = layers[layers["run"].isin(runs)]
     print(f"tfprobe report: {logdir}", file=out)
+    labels = {}
     for run in dict.fromkeys(df["run"]):
-        lines, step = layer_table(df, run, width, wide)
+        lines, step, labels[run] = layer_table(df, run, width, wide)
         n_windows = df.loc[df["run"] == run, "step"].nunique()
         n_layers = df.loc[df["run"] == run, "layer"].nunique()
         head = f"run {run!r}: {plural(n_layers, 'layer')}, latest window step {step} ({plural(n_windows, 'window')})"
@@ -210,7 +212,7 @@ def report(logdir, fail_on=None, runs=None, out=None, width=WIDTH, wide=False):
     print("", file=out)
     print(f"Findings: {summary}", file=out)
     for f in findings.itertuples(index=False):
-        for line in _finding_lines(f, width, wide):
+        for line in _finding_lines(f, width, wide, labels.get(f.run, {}).get(f.layer, f.layer)):
             print(line, file=out)
     if fail_on is not None:
         threshold = severity_rank(fail_on)
