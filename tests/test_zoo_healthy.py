@@ -75,7 +75,6 @@ def assert_healthy(build, tmp_path):
     findings, _ = record_and_diagnose(model, tmp_path / "run", x, y, loss="sparse_categorical_crossentropy", learning_rate=0.01)
     bad = not_info(findings)
     assert bad.empty, bad[["layer", "kind", "severity", "message"]].to_string()
-    assert findings["first_step"].le(3).all() and len(findings) < 10  # info: a few transient or drift notes at most
 
 
 FAST = [small_cnn, transformer_block, recurrent_text, conv1d_audio, application("MobileNetV2", 32, alpha=0.35)]
