@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import pytest
 
-from zoo import not_info, record_and_diagnose, synthetic
+from zoo import not_info, run_healthy
 
 keras = pytest.importorskip("keras")
 L = keras.layers
@@ -67,12 +67,7 @@ def application(name, size, **kwargs):
 
 
 def assert_healthy(build, tmp_path):
-    keras.utils.set_random_seed(0)
-    model, shape, vocabulary = build()
-    x, y = synthetic(48, shape, classes=10)
-    if vocabulary:
-        x = (abs(x) * 100).astype("int32") % vocabulary
-    findings, _ = record_and_diagnose(model, tmp_path / "run", x, y, loss="sparse_categorical_crossentropy", learning_rate=0.01)
+    findings, _ = run_healthy(build, tmp_path / "run")
     bad = not_info(findings)
     assert bad.empty, bad[["layer", "kind", "severity", "message"]].to_string()
 

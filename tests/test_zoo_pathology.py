@@ -11,7 +11,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from zoo import keras_inputs, record_and_diagnose, synthetic
+from zoo import keras_inputs, record_and_diagnose, run_pathology, synthetic
 
 keras = pytest.importorskip("keras")
 L = keras.layers
@@ -84,15 +84,7 @@ CASES = [
 
 @pytest.mark.parametrize("build, planted", CASES)
 def test_planted_fault_is_found_where_it_is_and_nowhere_else(tmp_path, build, planted):
-    keras.utils.set_random_seed(0)
-    model = build()
-    x, y = synthetic(64, (16,))
-    if isinstance(model.output, dict):
-        y = {"out": y}
-        loss = {"out": "mse"}
-    else:
-        loss = "mse"
-    findings, _ = record_and_diagnose(model, tmp_path / "run", x, y, loss=loss)
+    findings, _ = run_pathology(build, tmp_path / "run")
     got = {(layer, kind) for layer, kind in zip(findings["layer"], findings["kind"])}
     assert set(planted.items()) <= got, findings[["layer", "kind", "message"]].to_string()
     assert set(findings["layer"]) <= set(planted), findings[["layer", "kind", "message"]].to_string()  # healthy layers: nothing
@@ -103,8 +95,7 @@ def test_planted_fault_is_found_where_it_is_and_nowhere_else(tmp_path, build, pl
 
 @pytest.mark.parametrize("build, planted", [c for c in CASES if "depth" in str(c.values[1])])
 def test_depth_faults_are_not_found_without_the_graph(tmp_path, build, planted):
-    keras.utils.set_random_seed(0)
-    findings, layers = record_and_diagnose(build(), tmp_path / "run", *synthetic(64, (16,)), graph=False)
+    findings, layers = run_pathology(build, tmp_path / "run", graph=False)
     if "inputs" in layers.columns and layers["inputs"].notna().any():
         pytest.skip("the recorder writes `inputs`")
     assert not findings["kind"].str.endswith("_depth").any()  # no comparison with a neighbour in a list

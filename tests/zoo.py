@@ -55,5 +55,30 @@ def synthetic(n, shape, classes=None, seed=0):
     return x, y
 
 
+def run_pathology(build, log_dir, graph=True):
+    """`(findings, layers)` of the pathology model `build()` over 4 steps of 16 examples (learning rate 0)."""
+    import keras
+
+    keras.utils.set_random_seed(0)
+    model = build()
+    x, y = synthetic(64, (16,))
+    loss = "mse"
+    if isinstance(model.output, dict):  # side outputs outside the loss
+        y, loss = {"out": y}, {"out": "mse"}
+    return record_and_diagnose(model, log_dir, x, y, loss=loss, graph=graph)
+
+
+def run_healthy(build, log_dir):
+    """`(findings, layers)` of `build() -> (model, input shape, vocabulary or None)` over 3 SGD steps."""
+    import keras
+
+    keras.utils.set_random_seed(0)
+    model, shape, vocabulary = build()
+    x, y = synthetic(48, shape, classes=10)
+    if vocabulary:
+        x = (abs(x) * 100).astype("int32") % vocabulary
+    return record_and_diagnose(model, log_dir, x, y, loss="sparse_categorical_crossentropy", learning_rate=0.01)
+
+
 def not_info(findings):
     return findings[findings["severity"] != "info"]
