@@ -533,9 +533,8 @@ def check_drift(ctx):
     ratio = w["std"] / by_layer["std"].transform("first")
     base_step = by_layer["step"].transform("first")
     drift = (ratio > ctx.t["std_ratio"]) | (ratio < 1.0 / ctx.t["std_ratio"])
-    extra = pd.Series([f"{'grew' if r > 1 else 'shrank'} {_fmt(max(r, 1 / r))}x since step {b}" for r, b in zip(ratio, base_step)],
-                      index=w.index, dtype=object)
-    rows = w.loc[drift, ["run", "layer", "step", "window", "last_window"]].assign(value=np.maximum(ratio, 1 / ratio)[drift], extra=extra[drift])
+    extra = [f"{'grew' if r > 1 else 'shrank'} {_fmt(max(r, 1 / r))}x since step {b}" for r, b in zip(ratio[drift], base_step[drift])]
+    rows = w.loc[drift, ["run", "layer", "step", "window", "last_window"]].assign(value=np.maximum(ratio, 1 / ratio)[drift], extra=extra)
     return _spans(ctx, rows, "std_drift", "std", lambda v, e: f"std {e}")
 
 
