@@ -10,7 +10,6 @@ import tfprobe
 EXAMPLE = pathlib.Path(__file__).resolve().parents[1] / "examples" / "train_digits.py"
 
 
-@pytest.mark.slow  # trains two small CNNs for two epochs
 def test_example_trains_and_writes_both_runs(tmp_path):
     spec = importlib.util.spec_from_file_location("train_digits", EXAMPLE)
     example = importlib.util.module_from_spec(spec)

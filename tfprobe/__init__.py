@@ -1,6 +1,6 @@
 """tfprobe: per-layer activation statistics for Keras training, in TensorBoard and pandas."""
 
-from tfprobe.diagnose import diagnose
+from tfprobe.findings import diagnose
 from tfprobe.reader import read_histograms, read_layers, read_logdir
 
 __version__ = "0.1.0"

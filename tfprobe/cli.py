@@ -2,6 +2,7 @@
 
     tfprobe report logs                    # latest window per layer + findings
     tfprobe report logs --fail-on warning  # exit 1 if a warning or error is found (CI)
+    tfprobe report logs --wide             # full layer names (wider than 80 columns)
     tfprobe export logs stats.csv          # every point, long format
     tfprobe export logs stats.parquet --wide
 
@@ -49,6 +50,85 @@ def _ellipsize(text, width):
     return text if len(text) <= width else text[: width - 1] + "…"
 
 
+def plural(n, word):
+    """`"1 warning"`, `"65 warnings"`.
+
+    >>> plural(1, "warning"), plural(65, "error"), plural(0, "layer")
+    ('1 warning', '65 errors', '0 layers')
+    """
+    return f"{n} {word}" + ("" if n == 1 else "s")
+
+
+def middle_ellipsis(text, width, head=None):
+    """`text` cut to `width` characters by replacing its middle with `…`, keeping `head` leading characters
+    (default a third) and the rest of the width from its end, where layer names differ most.
+
+    >>> middle_ellipsis("convnext_tiny_stage_2_block_3_depthwise_conv", 24)
+    'convnex…3_depthwise_conv'
+    """
+    if len(text) <= width:
+        return text
+    head = (width - 1) // 3 if head is None else head
+    return text[:head] + "…" + text[len(text) - (width - 1 - head):]
+
+
+_SEPARATORS = "_/.-:"
+
+
+def common_prefix(names):
+    """The longest common prefix of `names` ending at a separator (`_ / . - :`), or `""`.
+
+    >>> common_prefix(["net_stage_1_conv", "net_stage_2_conv"]), common_prefix(["a_x", "b_x"])
+    ('net_stage_', '')
+    """
+    if len(names) < 2:
+        return ""
+    prefix = os.path.commonprefix(list(names))
+    cut = max(prefix.rfind(c) for c in _SEPARATORS)
+    return prefix[: cut + 1]
+
+
+def short_labels(names, width):
+    """`(prefix, labels)`: labels of at most `width` characters, distinct when the names are.
+
+    The common prefix (ending at a separator) of the names that do not fit is factored out: their
+    labels start with `…` instead. Labels still too long get a middle ellipsis; for names whose labels
+    would collide, the split between kept head and tail is moved until they differ. Names that no split
+    tells apart (they differ only deep in the middle) end in `~1`, `~2`, ...: use `--wide` for them.
+
+    >>> short_labels(["net_block_10_conv", "net_block_11_conv", "head"], 9)
+    ('net_block_', ['…10_conv', '…11_conv', 'head'])
+    >>> short_labels(["a_block_10_conv", "b_block_11_conv"], 9)
+    ('', ['a_…0_conv', 'b_…1_conv'])
+    """
+    names = list(names)
+    prefix = common_prefix([n for n in names if len(n) > width])
+
+    def label(name, head=None):
+        if prefix and name.startswith(prefix) and len(name) > width:
+            return "…" + middle_ellipsis(name[len(prefix):], width - 1, head)
+        return middle_ellipsis(name, width, head)
+
+    labels = {n: label(n) for n in names}
+    by_label = {}
+    for n, text in labels.items():
+        by_label.setdefault(text, []).append(n)
+    heads = sorted(range(1, width - 2), key=lambda h: (abs(h - (width - 1) // 3), h))
+    for text, group in by_label.items():
+        if len(group) < 2:
+            continue
+        taken = set(labels.values()) - {text}
+        for h in heads:
+            cand = {n: label(n, h) for n in group}
+            if len(set(cand.values())) == len(group) and not taken & set(cand.values()):
+                labels.update(cand)
+                break
+        else:
+            labels.update({n: text[: width - 1 - len(str(k))] + f"~{k}" for k, n in enumerate(group, 1)})
+    used = any(labels[n].startswith("…") for n in names)
+    return (prefix if used else ""), [labels[n] for n in names]
+
+
 def _load(logdir):
     from tfprobe.reader import read_layers, read_logdir
 
@@ -60,8 +140,9 @@ def _load(logdir):
     return df, read_layers(logdir)
 
 
-def layer_table(df, run, width=WIDTH):
-    """Lines of the per-layer table of `run`'s latest window, at most `width` columns wide."""
+def layer_table(df, run, width=WIDTH, wide=False):
+    """Lines of the per-layer table of `run`'s latest window, at most `width` columns wide
+    (full layer names when `wide`), the latest step, and `{layer: label}` of the rows."""
     sub = df[df["run"] == run]
     latest = sub.sort_values("step").groupby(["layer", "stat"], sort=False).tail(1)
     values = {(l, s): v for l, s, v in zip(latest["layer"], latest["stat"], latest["value"])}
@@ -69,8 +150,15 @@ def layer_table(df, run, width=WIDTH):
     layers = list(dict.fromkeys(sub["layer"]))  # model order (read_logdir sorts by it)
     numbers = sum(w + 1 for _h, _s, _k, w in _COLUMNS)
     name_w = max(12, width - numbers - 2)
+    prefix, labels = "", layers
+    if wide:
+        name_w = max([name_w] + [len(n) for n in layers])
+    else:
+        prefix, labels = short_labels(layers, name_w)
     lines = ["  " + "layer".ljust(name_w) + "".join(" " + h.rjust(w) for h, _s, _k, w in _COLUMNS)]
-    for layer in layers:
+    if prefix:
+        lines.insert(0, _ellipsize(f"  (a leading … stands for {prefix!r}; --wide shows full names)", width))
+    for layer, label in zip(layers, labels):
         cells = []
         for _h, stat, scale, w in _COLUMNS:
             if stat is None:
@@ -80,15 +168,24 @@ def layer_table(df, run, width=WIDTH):
                 v = values.get((layer, stat))
                 v = None if v is None else v * scale
             cells.append(" " + _fmt(v, w))
-        lines.append("  " + _ellipsize(layer, name_w).ljust(name_w) + "".join(cells))
-    return lines, int(steps.max()) if len(steps) else None
+        lines.append("  " + label.ljust(name_w) + "".join(cells))
+    return lines, int(steps.max()) if len(steps) else None, dict(zip(layers, labels))
 
 
-def report(logdir, fail_on=None, runs=None, out=None, width=WIDTH):
+def _finding_lines(f, width, wide, label):
+    """A finding's lines; its layer shown with the table's `label` (middle-ellipsised further if needed)."""
+    steps = f"steps {f.first_step}-{f.last_step}" if f.first_step != f.last_step else f"step {f.first_step}"
+    head = f"  {f.severity.upper():<8}{f.kind:<16}{f.run}: "
+    tail = f" ({steps})"
+    layer = f.layer if wide else middle_ellipsis(label, max(12, width - len(head) - len(tail)))
+    lines = [head + layer + tail if wide else _ellipsize(head + layer + tail, width)]
+    return lines + ["          " + line for line in textwrap.wrap(f.message, width - 10)]
+
+
+def report(logdir, fail_on=None, runs=None, out=None, width=WIDTH, wide=False):
     """Prints the report; returns the exit code."""
-    import importlib
+    from tfprobe.findings import SEVERITIES, diagnose, severity_rank
 
-    diagnose = importlib.import_module("tfprobe.diagnose")
     out = out or sys.stdout
     df, layers = _load(logdir)
     all_runs = list(dict.fromkeys(df["run"]))
@@ -99,32 +196,41 @@ def report(logdir, fail_on=None, runs=None, out=None, width=WIDTH):
         df = df[df["run"].isin(runs)]
         layers = layers[layers["run"].isin(runs)]
     print(f"tfprobe report: {logdir}", file=out)
+    labels = {}
     for run in dict.fromkeys(df["run"]):
-        lines, step = layer_table(df, run, width)
+        lines, step, labels[run] = layer_table(df, run, width, wide)
         n_windows = df.loc[df["run"] == run, "step"].nunique()
+        n_layers = df.loc[df["run"] == run, "layer"].nunique()
+        head = f"run {run!r}: {plural(n_layers, 'layer')}, latest window step {step} ({plural(n_windows, 'window')})"
         print("", file=out)
-        n_layers = len(lines) - 1
-        print(_ellipsize(f"run {run!r}: {n_layers} layer{'s' if n_layers != 1 else ''}, latest window step {step} ({n_windows} windows)", width), file=out)
+        print(head if wide else _ellipsize(head, width), file=out)
         for line in lines:
             print(line, file=out)
-    findings = diagnose.diagnose(df, layers)
+    findings = diagnose(df, layers)
     counts = findings["severity"].value_counts()
-    summary = ", ".join(f"{counts[s]} {s}" for s in reversed(diagnose.SEVERITIES) if s in counts) or "none"
+    summary = ", ".join(plural(counts[s], s) for s in reversed(SEVERITIES) if s in counts) or "none"
     print("", file=out)
     print(f"Findings: {summary}", file=out)
     for f in findings.itertuples(index=False):
-        steps = f"steps {f.first_step}-{f.last_step}" if f.first_step != f.last_step else f"step {f.first_step}"
-        head = f"  {f.severity.upper():<8}{f.kind:<16}{f.run}: {f.layer} ({steps})"
-        print(_ellipsize(head, width), file=out)
-        for line in textwrap.wrap(f.message, width - 10):
-            print("          " + line, file=out)
+        for line in _finding_lines(f, width, wide, labels.get(f.run, {}).get(f.layer, f.layer)):
+            print(line, file=out)
     if fail_on is not None:
-        threshold = diagnose.severity_rank(fail_on)
-        worst = [s for s in findings["severity"] if diagnose.severity_rank(s) >= threshold]
+        threshold = severity_rank(fail_on)
+        worst = [s for s in findings["severity"] if severity_rank(s) >= threshold]
         if worst:
-            print(f"\nFailing: {len(worst)} finding(s) at or above {fail_on!r}", file=out)
+            print(f"\nFailing: {plural(len(worst), 'finding')} at or above {fail_on!r}", file=out)
             return 1
     return 0
+
+
+def _check_output_path(path):
+    """Raises `_Fail` with one line when `path` cannot be a new or replaced file."""
+    parent = os.path.dirname(os.path.abspath(path))
+    if os.path.isdir(path):
+        raise _Fail(f"tfprobe: cannot write {path}: it is a directory (give a file name ending in .csv, .parquet or .pq)")
+    if not os.path.isdir(parent):
+        what = "is not a directory" if os.path.exists(parent) else "does not exist"
+        raise _Fail(f"tfprobe: cannot write {path}: the directory {os.path.dirname(path) or parent} {what}")
 
 
 def export(logdir, path, wide=False, histograms=False, out=None):
@@ -137,22 +243,25 @@ def export(logdir, path, wide=False, histograms=False, out=None):
         raise _Fail(f"tfprobe: cannot tell the format of {path!r}; use a .csv, .parquet or .pq file name")
     if not os.path.isdir(logdir):
         raise _Fail(f"tfprobe: no such directory: {logdir}")
+    _check_output_path(path)
     df = read_histograms(logdir) if histograms else read_logdir(logdir, pivot=wide)
     if df.empty:
         raise _Fail(f"tfprobe: no tfprobe data under {logdir}")
-    if ext == ".csv":
-        df.to_csv(path, index=False)
-    else:
-        try:
+    try:
+        if ext == ".csv":
+            df.to_csv(path, index=False)
+        else:
             df.to_parquet(path, index=False)
-        except ImportError as e:
-            raise _Fail(f"tfprobe: writing Parquet needs pyarrow or fastparquet ({e})")
-    print(f"wrote {len(df)} rows to {path}", file=out)
+    except ImportError as e:
+        raise _Fail(f"tfprobe: writing Parquet needs pyarrow or fastparquet ({e})")
+    except OSError as e:
+        raise _Fail(f"tfprobe: cannot write {path}: {e.strerror or e}")
+    print(f"wrote {plural(len(df), 'row')} to {path}", file=out)
     return 0
 
 
 def build_parser():
-    from tfprobe.diagnose import SEVERITIES
+    from tfprobe.findings import SEVERITIES
 
     parser = argparse.ArgumentParser(prog="tfprobe", description="Inspect tfprobe logs (per-layer activation statistics).")
     sub = parser.add_subparsers(dest="command", required=True)
@@ -161,6 +270,7 @@ def build_parser():
     rep.add_argument("--fail-on", choices=SEVERITIES, default=None,
                      help="exit with status 1 if a finding of this severity or worse exists (for CI)")
     rep.add_argument("--run", action="append", default=None, help="only this run (repeatable)")
+    rep.add_argument("--wide", action="store_true", help="full layer names, even when wider than 80 columns")
     exp = sub.add_parser("export", help="write every point to CSV or Parquet (by file extension)")
     exp.add_argument("logdir")
     exp.add_argument("out", help="output file: .csv, .parquet or .pq")
@@ -173,7 +283,7 @@ def main(argv=None):
     args = build_parser().parse_args(argv)
     try:
         if args.command == "report":
-            return report(args.logdir, args.fail_on, args.run)
+            return report(args.logdir, args.fail_on, args.run, wide=args.wide)
         return export(args.logdir, args.out, wide=args.wide, histograms=args.histograms)
     except _Fail as e:
         print(str(e), file=sys.stderr)

@@ -615,9 +615,7 @@ def read_frames(src: Source, run_names, stats, points=HEALTH_POINTS):
 
 def health(src: Source, run_names, points=HEALTH_POINTS, **thresholds):
     """`tfprobe.diagnose` over the selected runs, read through the data provider; most severe first."""
-    import importlib
-
-    diagnose_module = importlib.import_module("tfprobe.diagnose")  # `tfprobe.diagnose` is the function
+    from tfprobe import findings as diagnose_module
 
     run_names = _check_runs(run_names)
     points = _check_int("points", points, 1, MAX_POINTS, HEALTH_POINTS)

@@ -1,0 +1,604 @@
+"""Health findings over tfprobe statistics: NaN/Inf, dead layers and units, saturation,
+exploding or vanishing activations.
+
+`diagnose(df, layers)` takes the long frame of `tfprobe.read_logdir` (columns
+`run, step, wall_time, layer, stat, value`) and, optionally, the frame of
+`tfprobe.read_layers`, and returns one row per finding. The dashboard's Health
+view (through the data provider) and `tfprobe report` call this same function.
+
+Each check is a small function `check(ctx) -> list of finding rows`,
+registered in `CHECKS` (in the order they run) and testable alone with a
+`Context` built by `context(df, layers)`.
+
+>>> import pandas as pd
+>>> df = pd.DataFrame({"run": "r", "step": [1, 2, 1, 2], "wall_time": 0.0,
+...                    "layer": ["a", "a", "b", "b"], "stat": "nan_count",
+...                    "value": [0.0, 3.0, 0.0, 0.0]})
+>>> diagnose(df)[["layer", "kind", "severity", "first_step", "windows"]].values.tolist()
+[['a', 'nan_inf', 'error', 2, 1]]
+>>> [f[3] for f in CHECKS["nan_inf"](context(df))]
+['nan_inf']
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+import numbers
+import re
+
+import numpy as np
+import pandas as pd
+
+SEVERITIES = ("info", "warning", "error")
+"""Severity names, least severe first."""
+
+FINDING_COLUMNS = ["run", "layer", "stat", "kind", "severity", "first_step", "last_step", "windows", "message"]
+"""Columns of the frame `diagnose` returns. `windows`: the longest streak of consecutive logged windows
+of the run in which the condition held."""
+
+KINDS = {
+    "nan_inf": "error",
+    "dead_layer": "error",
+    "dead_units": "warning",
+    "saturation": "warning",
+    "exploding_depth": "warning",
+    "vanishing_depth": "warning",
+    "exploding_time": "warning",
+    "vanishing_time": "warning",
+    "std_drift": "info",
+}
+"""Every finding kind and its severity (a transient finding is reported as info, see `diagnose`)."""
+
+REQUIRED_STATS = (
+    "nan_count",
+    "inf_count",
+    "mean",
+    "std",
+    "zero_fraction",
+    "near_zero_fraction",
+    "dead_unit_fraction",
+    "saturation_fraction",
+)
+"""The statistics `diagnose` looks at (others are ignored)."""
+
+_DEFAULTS = {
+    "dead_layer_fraction": 0.99,
+    "dead_units_fraction": 0.5,
+    "saturation_fraction": 0.5,
+    "std_ratio": 10.0,
+    "min_std": 1e-6,
+    "transient_windows": 2,
+}
+
+NORMALIZATION_CLASS = re.compile(r"(normali[sz]ation|norm|scale|scaling)$", re.IGNORECASE)
+"""Layer classes whose job is to change the scale (BatchNormalization, LayerNormalization,
+GroupNormalization, UnitNormalization, RMSNormalization, preprocessing Normalization, LayerScale,
+Rescaling, ...): never judged `exploding_depth`/`vanishing_depth`."""
+
+
+
+TINY_SHARE = 0.1
+"""`dead_units` needs fewer than this share of values near zero but not zero (see `check_dead_units`)."""
+
+
+def severity_rank(severity: str) -> int:
+    """Position of `severity` in `SEVERITIES` (0 = info); raises ValueError for other names."""
+    try:
+        return SEVERITIES.index(severity)
+    except (ValueError, TypeError):
+        raise ValueError(f"`severity` must be one of {', '.join(SEVERITIES)}. Received: severity={severity!r}") from None
+
+
+def thresholds(**overrides) -> dict:
+    """The default thresholds of `diagnose`, updated with `overrides` (validated).
+
+    >>> thresholds(std_ratio=4)["std_ratio"], thresholds()["transient_windows"]
+    (4.0, 2)
+    """
+    check_thresholds(**overrides)
+    out = dict(_DEFAULTS)
+    out.update({k: (int(float(v)) if k == "transient_windows" else float(v)) for k, v in overrides.items()})
+    return out
+
+
+def check_thresholds(**kwargs):
+    """Raises TypeError for an unknown threshold name and ValueError for a bad value."""
+    for name, value in kwargs.items():
+        if name not in _DEFAULTS:
+            raise TypeError(f"unknown threshold `{name}`; thresholds are: {', '.join(_DEFAULTS)}")
+        try:
+            v = float(value)
+        except (TypeError, ValueError):
+            raise ValueError(f"`{name}` must be a number. Received: {name}={value!r}") from None
+        if name.endswith("_fraction") and not 0.0 < v <= 1.0:
+            raise ValueError(f"`{name}` must be in (0, 1]. Received: {name}={value!r}")
+        if name == "std_ratio" and not v > 1.0:
+            raise ValueError(f"`std_ratio` must be > 1. Received: std_ratio={value!r}")
+        if name == "min_std" and not v >= 0.0:
+            raise ValueError(f"`min_std` must be >= 0. Received: min_std={value!r}")
+        if name == "transient_windows" and not (v >= 0 and v == int(v)):
+            raise ValueError(f"`transient_windows` must be an integer >= 0. Received: transient_windows={value!r}")
+
+
+# ------------------------------------------------------------------ context
+
+
+def _fmt(v) -> str:
+    if v is None or (isinstance(v, float) and math.isnan(v)):
+        return "nan"
+    return f"{v:.3g}"
+
+
+def _missing(x) -> bool:
+    return x is None or (isinstance(x, float) and math.isnan(x))
+
+
+def _bounds(b):
+    """`(low, high)` with None for an open side, or None when the series is not bounded."""
+    if _missing(b) or isinstance(b, str):
+        return None
+    try:
+        low, high = list(b)
+    except (TypeError, ValueError):
+        return None
+    low, high = (None if _missing(v) else float(v) for v in (low, high))
+    return None if low is None and high is None else (low, high)
+
+
+def _inputs(x):
+    """A tuple of series names, or None when unknown (older logs)."""
+    if _missing(x) or isinstance(x, str):
+        return None
+    try:
+        return tuple(str(s) for s in x)
+    except TypeError:
+        return None
+
+
+def is_normalization(cls: str) -> bool:
+    """True for layer classes that set the scale of their output by design.
+
+    >>> [is_normalization(c) for c in ("BatchNormalization", "LayerScale", "Rescaling", "Dense")]
+    [True, True, True, False]
+    """
+    return bool(cls) and NORMALIZATION_CLASS.search(cls) is not None
+
+
+def _check_frames(df, layers):
+    if not isinstance(df, pd.DataFrame):
+        raise TypeError(f"`df` must be a pandas DataFrame from `tfprobe.read_logdir`. Received: df={df!r:.80}")
+    missing = {"run", "step", "layer", "stat", "value"} - set(df.columns)
+    if missing:
+        raise ValueError(f"`df` must be a long frame from `tfprobe.read_logdir`; missing columns: {sorted(missing)}")
+    if layers is not None:
+        if not isinstance(layers, pd.DataFrame):
+            raise TypeError(f"`layers` must be None or a DataFrame from `tfprobe.read_layers`. Received: layers={layers!r:.80}")
+        missing = {"run", "layer", "order"} - set(layers.columns)
+        if missing:
+            raise ValueError(f"`layers` must be a frame from `tfprobe.read_layers`; missing columns: {sorted(missing)}")
+    if not pd.api.types.is_numeric_dtype(df["value"]):
+        bad = df["value"].map(lambda v: not (v is None or isinstance(v, (numbers.Real, np.number))))
+        if bad.any():
+            i = bad.idxmax()
+            raise ValueError(f"`df['value']` must be numeric. Received: value={df.at[i, 'value']!r} (row {i!r})")
+    if not pd.api.types.is_numeric_dtype(df["step"]):
+        raise ValueError(f"`df['step']` must be integer steps. Received: step dtype {df['step'].dtype}")
+
+
+def _series_table(wide, layers):
+    """One row per (run, layer) of `wide`: order, class, bounds, shape, inputs, output flag."""
+    keys = wide[["run", "layer"]].drop_duplicates().reset_index(drop=True)
+    if layers is not None and len(layers):
+        cols = [c for c in ("class", "bounds", "shape", "inputs") if c in layers.columns]
+        info = layers.drop_duplicates(["run", "layer"])[["run", "layer", "order"] + cols]
+        keys = keys.merge(info, on=["run", "layer"], how="left")
+    for col, default in (("order", np.nan), ("class", ""), ("bounds", None), ("shape", None), ("inputs", None)):
+        if col not in keys.columns:
+            keys[col] = default
+    first_seen = keys.groupby("run").cumcount() + 10**6  # after the layers the layers frame knows about
+    keys["order"] = pd.to_numeric(keys["order"], errors="coerce").fillna(first_seen)
+    keys["class"] = keys["class"].fillna("").astype(str)
+    keys["bounds"] = keys["bounds"].map(_bounds)
+    keys["inputs"] = keys["inputs"].map(_inputs)
+    last = keys.groupby("run")["order"].transform("max")
+    keys["is_output"] = keys["order"] == last
+    keys["scaled"] = _scaled_by_design(keys)
+    keys["renormalized"] = _renormalized(keys)
+    keys["one_sided"] = [one_sided(c, b) for c, b in zip(keys["class"], keys["bounds"])]
+    keys["zeros_in_saturation"] = [one and b[0] is not None for one, b in zip(keys["one_sided"], keys["bounds"])]
+    keys["softmax_k"] = [softmax_width(c, b, sh) if out else 0 for c, b, sh, out in zip(keys["class"], keys["bounds"], keys["shape"], keys["is_output"])]
+    return keys
+
+
+def _renormalized(series):
+    """Series whose every consumer (in the graph) is a normalisation layer: their scale is removed
+    right after them (Conv -> BatchNormalization), so it does not matter."""
+    consumers = {}
+    for r, l, c, ins in zip(series["run"], series["layer"], series["class"], series["inputs"]):
+        for i in ins or ():
+            consumers.setdefault((r, i), []).append(is_normalization(c))
+    return [bool(consumers.get((r, l))) and all(consumers[(r, l)]) for r, l in zip(series["run"], series["layer"])]
+
+
+def _scaled_by_design(series):
+    """Normalisation/scaling layers, and `Activation` layers fed only by them (ConvNeXt's `identity`
+    after `LayerScale`): their scale is set by design, e.g. 1e-6 at initialisation."""
+    scaling = {(r, l) for r, l, c in zip(series["run"], series["layer"], series["class"]) if is_normalization(c)}
+    return [
+        (r, l) in scaling or (c == "Activation" and bool(ins) and all((r, i) in scaling for i in ins))
+        for r, l, c, ins in zip(series["run"], series["layer"], series["class"], series["inputs"])
+    ]
+
+
+@dataclasses.dataclass
+class Context:
+    """What every check reads.
+
+    `wide`: one row per (run, layer, step) with one column per statistic, plus
+    `window` (0-based index of the step among the run's logged steps),
+    `last_window` (the run's) and `alive` (False for every window of a layer
+    that is dead in some window). `series`: one row per (run, layer) with
+    `order, class, bounds, shape, inputs, is_output, scaled, renormalized, one_sided,
+    zeros_in_saturation, softmax_k`. `t`: the thresholds.
+    """
+
+    wide: pd.DataFrame
+    series: pd.DataFrame
+    t: dict
+
+    def info(self, column):
+        """`column` of `series`, aligned with the rows of `wide`."""
+        keys = pd.MultiIndex.from_frame(self.wide[["run", "layer"]])
+        values = self.series.set_index(["run", "layer"])[column].reindex(keys)
+        return pd.Series(values.to_numpy(), index=self.wide.index)
+
+    def of_layers(self, pairs):
+        """True for the rows of `wide` whose `(run, layer)` is in `pairs`."""
+        keys = pd.MultiIndex.from_frame(self.wide[["run", "layer"]])
+        return pd.Series(keys.isin(list(pairs)), index=self.wide.index)
+
+    def dead_mask(self, stat):
+        """Rows of `wide` where `stat` (`zero_fraction` or `near_zero_fraction`) says the layer is dead.
+        Near-zero values do not make a layer scaled by design (`series["scaled"]`) dead: only exact zeros do."""
+        if stat not in self.wide.columns:
+            return pd.Series(False, index=self.wide.index)
+        mask = self.wide[stat] >= self.t["dead_layer_fraction"]
+        if stat == "near_zero_fraction":
+            mask &= ~self.info("scaled").astype(bool)
+        return mask.fillna(False).astype(bool)
+
+    def rows(self, mask, value, extra=None):
+        """The `run, layer, step, window, last_window, value[, extra]` rows of `wide` where `mask` holds."""
+        sub = self.wide.loc[mask, ["run", "layer", "step", "window", "last_window"]].copy()
+        sub["value"] = value[mask] if isinstance(value, pd.Series) else self.wide.loc[mask, value]
+        if extra is not None:
+            sub["extra"] = extra[mask]
+        return sub
+
+
+def context(df: pd.DataFrame, layers: pd.DataFrame | None = None, **kwargs) -> Context:
+    """Validates the arguments of `diagnose` and builds the `Context` its checks read."""
+    t = thresholds(**kwargs)
+    _check_frames(df, layers)
+    df = df[df["stat"].isin(REQUIRED_STATS)]
+    df = df.assign(value=pd.to_numeric(df["value"], errors="coerce").astype(float))
+    if df.empty:
+        wide = pd.DataFrame(columns=["run", "layer", "step", "window", "last_window", "alive"])
+    else:
+        wide = df.pivot_table(index=["run", "layer", "step"], columns="stat", values="value", aggfunc="last", sort=True)
+        wide = wide.reset_index()
+        wide.columns.name = None
+        wide["window"] = wide.groupby("run")["step"].rank(method="dense").astype("int64") - 1
+        wide["last_window"] = wide.groupby("run")["window"].transform("max")
+    ctx = Context(wide, _series_table(wide, layers), t)
+    if not wide.empty:
+        dead = ctx.dead_mask("zero_fraction") | ctx.dead_mask("near_zero_fraction")
+        wide["alive"] = ~dead.groupby([wide["run"], wide["layer"]]).transform("any")
+    return ctx
+
+
+# ------------------------------------------------------------------ spans
+
+
+def _streak(windows) -> int:
+    """Longest run of consecutive integers in sorted `windows`."""
+    best = run = 1
+    for a, b in zip(windows[:-1], windows[1:]):
+        run = run + 1 if b == a + 1 else 1
+        best = max(best, run)
+    return best
+
+
+def _spans(ctx, rows, kind, stat, message, extreme="max"):
+    """One finding row per (run, layer) from `ctx.rows(...)`: first/last step, streak, severity."""
+    out = []
+    for (run, layer), g in rows.groupby(["run", "layer"], sort=False):
+        g = g.sort_values("step")
+        first, last = int(g["step"].iloc[0]), int(g["step"].iloc[-1])
+        windows = g["window"].to_numpy()
+        streak, held, last_window = _streak(windows), len(windows), int(g["last_window"].iloc[0])
+        vals = g["value"].to_numpy(dtype=float)
+        finite = vals[np.isfinite(vals)]
+        worst = (finite.max() if extreme == "max" else finite.min()) if finite.size else float("nan")
+        extra = g["extra"].iloc[int(np.argmax(vals == worst))] if "extra" in g and finite.size else None
+        text = message(worst, extra)
+        text += f"; from step {first} " + ("to the latest window" if windows[-1] == last_window else f"until step {last}")
+        if held == 1:
+            text += " (1 window)"
+        else:
+            text += f" ({held} consecutive windows)" if streak == held else f" ({held} windows, at most {streak} consecutive)"
+        severity = KINDS[kind]
+        n = ctx.t["transient_windows"]
+        if kind != "nan_inf" and windows[-1] < n <= last_window:
+            severity = "info"
+            text += f"; transient: only within the first {n} windows after initialisation"
+        out.append((run, layer, stat, kind, severity, first, last, streak, text))
+    return out
+
+
+# ------------------------------------------------------------------ checks
+
+CHECKS = {}
+"""Registered checks, `name -> check(ctx) -> list of finding rows` (tuples in `FINDING_COLUMNS` order), run in order."""
+
+
+def register(name):
+    """Decorator adding a check to `CHECKS`."""
+
+    def add(fn):
+        CHECKS[name] = fn
+        return fn
+
+    return add
+
+
+@register("nan_inf")
+def check_nan_inf(ctx):
+    """NaN or Inf values in a layer's output (`nan_count`/`inf_count` > 0): always an error."""
+    out = []
+    for stat, what in (("nan_count", "NaN"), ("inf_count", "Inf")):
+        if stat in ctx.wide.columns:
+            rows = ctx.rows(ctx.wide[stat] > 0, stat)
+            out += _spans(ctx, rows, "nan_inf", stat, lambda v, _e, w=what: f"{w} values in the output (up to {_fmt(v)} per window)")
+    return out
+
+
+@register("dead_layer")
+def check_dead_layer(ctx):
+    """`zero_fraction` (else `near_zero_fraction`) at least `dead_layer_fraction`. A dead layer gets no other
+    finding except NaN/Inf."""
+    out, seen = [], set()
+    for stat in ("zero_fraction", "near_zero_fraction"):
+        if stat not in ctx.wide.columns:
+            continue
+        mask = ctx.dead_mask(stat)
+        mask &= ~ctx.of_layers(seen)
+        what = "zero" if stat == "zero_fraction" else "near zero"
+        spans = _spans(ctx, ctx.rows(mask, stat), "dead_layer", stat,
+                       lambda v, _e, w=what: f"dead layer: {_fmt(100 * v)}% of the outputs are {w}")
+        seen.update((f[0], f[1]) for f in spans)
+        out += spans
+    return out
+
+
+@register("dead_units")
+def check_dead_units(ctx):
+    """`dead_unit_fraction` above `dead_units_fraction` (units within `near_zero` of 0 for every example),
+    only where `near_zero` is small against the layer's values: fewer than `TINY_SHARE` of them are near
+    zero without being zero. Otherwise "dead" units are a small scale (VGG16's `fc1` at initialisation,
+    ConvNeXt's `LayerScale`), which the std checks judge."""
+    w = ctx.wide
+    if "dead_unit_fraction" not in w.columns:
+        return []
+    limit = ctx.t["dead_units_fraction"]
+    mask = (w["dead_unit_fraction"] > limit) & w["alive"]
+    if {"zero_fraction", "near_zero_fraction"} <= set(w.columns):
+        mask &= ~(w["near_zero_fraction"] - w["zero_fraction"] >= TINY_SHARE)
+    return _spans(ctx, ctx.rows(mask, "dead_unit_fraction"), "dead_units", "dead_unit_fraction",
+                  lambda v, _e: f"{_fmt(100 * v)}% of the units are dead (threshold {_fmt(100 * limit)}%)")
+
+
+def one_sided(cls: str, bounds) -> bool:
+    """True for an activation bounded above only in effect (ReLU6, `ReLU(max_value)`): its zeros are sparsity.
+
+    `bounds = [None, high]` (written by recorders that know it) or, in older logs, `[0, high]` on class
+    `ReLU` or `[0, 6]` (the `relu6` activation).
+
+    >>> one_sided("Activation", (None, 6.0)), one_sided("ReLU", (0.0, 6.0)), one_sided("Dense", (0.0, 1.0))
+    (True, True, False)
+    """
+    if bounds is None:
+        return False
+    low, high = bounds
+    return low is None or (low == 0.0 and (cls == "ReLU" or high == 6.0))
+
+
+def softmax_width(cls, bounds, shape) -> int:
+    """How a softmax output layer is recognised: -1 for class `Softmax` (always one); `K` for bounds
+    `[0, 1]` over `K > 1` outputs: a softmax when its mean is `1/K` (every row sums to 1), which a
+    sigmoid's is not; 0 for anything else.
+
+    >>> softmax_width("Softmax", (0.0, 1.0), None), softmax_width("Dense", (0.0, 1.0), [None, 10]), softmax_width("Dense", None, [None, 10])
+    (-1, 10, 0)
+    """
+    if cls == "Softmax":
+        return -1
+    try:
+        k = int(list(shape)[-1])
+    except (TypeError, ValueError, IndexError):
+        return 0
+    return k if bounds == (0.0, 1.0) and k > 1 else 0
+
+
+@register("saturation")
+def check_saturation(ctx):
+    """`saturation_fraction` above the threshold, at the upper bound only for one-sided activations, and
+    never at the model's output softmax (a confident classifier is one-hot)."""
+    w = ctx.wide
+    if "saturation_fraction" not in w.columns:
+        return []
+    mean = w["mean"] if "mean" in w.columns else pd.Series(np.nan, index=w.index)
+    sat = w["saturation_fraction"].astype(float).copy()
+    one = ctx.info("one_sided").astype(bool)
+    old = ctx.info("zeros_in_saturation").astype(bool)
+    if old.any() and "zero_fraction" in w.columns:
+        # older logs count the zeros of ReLU6 at the lower bound: keep the upper-bound share only
+        sat = sat.where(~old, (sat - w["zero_fraction"]).clip(lower=0.0))
+    k = ctx.info("softmax_k").astype(float)
+    softmax_out = (k == -1) | ((k > 1) & ((mean * k - 1.0).abs() < 1e-3))
+    limit = ctx.t["saturation_fraction"]
+    mask = (sat > limit) & w["alive"] & ~softmax_out
+    where = one.map({True: "at the upper bound ", False: ""})
+    return _spans(ctx, ctx.rows(mask, sat, where), "saturation", "saturation_fraction",
+                  lambda v, e: f"{_fmt(100 * v)}% of the outputs are saturated {e or ''}(threshold {_fmt(100 * limit)}%)")
+
+
+def _usable_std(ctx):
+    """Rows of `wide` with a comparable `std` (finite, above `min_std`, layer alive): run, layer, step, std."""
+    w = ctx.wide
+    if "std" not in w.columns:
+        return w.iloc[:0][["run", "layer", "step", "window", "last_window"]].assign(std=pd.Series(dtype=float))
+    std = w["std"].astype(float)
+    usable = np.isfinite(std) & (std > ctx.t["min_std"]) & w["alive"].astype(bool)
+    return w.loc[usable, ["run", "layer", "step", "window", "last_window"]].assign(std=std[usable])
+
+
+def _input_extremes(ctx, std):
+    """Per (run, layer, step) with known inputs: the largest and smallest `std` among its recorded inputs."""
+    s = ctx.series
+    judged = [b is None and not is_normalization(c) and not renorm and i
+              for c, b, i, renorm in zip(s["class"], s["bounds"], s["inputs"], s["renormalized"])]
+    edges = [(r, l, i) for r, l, ins, ok in zip(s["run"], s["layer"], s["inputs"], judged) if ok for i in ins]
+    edges = pd.DataFrame(edges, columns=["run", "layer", "input"])
+    if edges.empty or std.empty:
+        return None
+    feed = edges.merge(std[["run", "layer", "step", "std"]].rename(columns={"layer": "input", "std": "in_std"}), on=["run", "input"])
+    feed = feed.sort_values("in_std", kind="stable")
+    keys = ["run", "layer", "step"]
+    low = feed.groupby(keys).first().rename(columns={"input": "min_input", "in_std": "min_std"})
+    high = feed.groupby(keys).last().rename(columns={"input": "max_input", "in_std": "max_std"})
+    return std.merge(low.join(high).reset_index(), on=keys)
+
+
+@register("depth")
+def check_depth(ctx):
+    """`std` of a layer against the layers that feed it in the model graph (the `inputs` column of
+    `layers`): `exploding_depth` when it exceeds the largest input `std` by more than `std_ratio`,
+    `vanishing_depth` when it is below the smallest by more than `std_ratio`. Residual additions are
+    judged against their inputs the same way. Not judged: bounded activations (their range is fixed),
+    normalisation and scaling layers (`is_normalization`), layers that feed only normalisation layers
+    (their scale is removed right after: Conv -> BatchNormalization), and every layer whose inputs are unknown
+    (older logs, or a `layers` frame without `inputs`): no depth finding is made without the graph."""
+    m = _input_extremes(ctx, _usable_std(ctx))
+    if m is None or m.empty:
+        return []
+    out = []
+    for kind, ratio, other in (
+        ("exploding_depth", m["std"] / m["max_std"], m["max_input"]),
+        ("vanishing_depth", m["min_std"] / m["std"], m["min_input"]),
+    ):
+        mask = ratio > ctx.t["std_ratio"]
+        rows = m.loc[mask, ["run", "layer", "step", "window", "last_window"]].assign(value=ratio[mask], extra=other[mask])
+        verb, which = ("grows", "largest") if kind == "exploding_depth" else ("shrinks", "smallest")
+        out += _spans(ctx, rows, kind, "std",
+                      lambda v, e, verb=verb, which=which: f"std {verb} {_fmt(v)}x from its {which} input {e!r} to this layer")
+    return out
+
+
+@register("time")
+def check_time(ctx):
+    """`std` of a layer from one logged window to its next: `exploding_time`/`vanishing_time` when it
+    changes by more than `std_ratio`."""
+    w = _usable_std(ctx)
+    by_layer = w.groupby(["run", "layer"])
+    ratio = w["std"] / by_layer["std"].shift(1)
+    prev_step = by_layer["step"].shift(1)
+    out = []
+    for kind, mask in (("exploding_time", ratio > ctx.t["std_ratio"]), ("vanishing_time", ratio < 1.0 / ctx.t["std_ratio"])):
+        rows = w.loc[mask, ["run", "layer", "step", "window", "last_window"]].assign(value=ratio[mask], extra=prev_step[mask])
+        verb, extreme = ("jumped up", "max") if kind == "exploding_time" else ("dropped", "min")
+        out += _spans(ctx, rows, kind, "std",
+                      lambda v, e, verb=verb: f"std {verb} {_fmt(v if v >= 1 else 1 / v)}x in one window (after step {int(e)})",
+                      extreme)
+    return out
+
+
+@register("std_drift")
+def check_drift(ctx):
+    """`std` changed by more than `std_ratio` since the layer's first usable window (info: activations
+    often grow from their initial scale during training)."""
+    w = _usable_std(ctx)
+    by_layer = w.groupby(["run", "layer"])
+    ratio = w["std"] / by_layer["std"].transform("first")
+    base_step = by_layer["step"].transform("first")
+    drift = (ratio > ctx.t["std_ratio"]) | (ratio < 1.0 / ctx.t["std_ratio"])
+    extra = [f"{'grew' if r > 1 else 'shrank'} {_fmt(max(r, 1 / r))}x since step {b}" for r, b in zip(ratio[drift], base_step[drift])]
+    rows = w.loc[drift, ["run", "layer", "step", "window", "last_window"]].assign(value=np.maximum(ratio, 1 / ratio)[drift], extra=extra)
+    return _spans(ctx, rows, "std_drift", "std", lambda v, e: f"std {e}")
+
+
+# ------------------------------------------------------------------ diagnose
+
+
+def _finish(ctx, findings):
+    out = pd.DataFrame(findings, columns=FINDING_COLUMNS)
+    if not out.empty:
+        order = dict(zip(zip(ctx.series["run"], ctx.series["layer"]), ctx.series["order"]))
+        out["_sev"] = [-severity_rank(s) for s in out["severity"]]
+        out["_order"] = [order.get(k, 10**9) for k in zip(out["run"], out["layer"])]
+        out = out.sort_values(["_sev", "first_step", "run", "_order", "kind"], kind="stable")
+        out = out.drop(columns=["_sev", "_order"]).reset_index(drop=True)
+    return out.astype({"first_step": "int64", "last_step": "int64", "windows": "int64"})
+
+
+def diagnose(df: pd.DataFrame, layers: pd.DataFrame | None = None, **kwargs) -> pd.DataFrame:
+    """Finds numerical-health problems in tfprobe statistics.
+
+    Args:
+      df: long frame as returned by `tfprobe.read_logdir(logdir)` (columns
+        `run, step, layer, stat, value`; other columns are ignored). Only
+        `REQUIRED_STATS` are used; missing statistics simply skip their checks.
+      layers: optional frame from `tfprobe.read_layers(logdir)` (columns
+        `run, layer, order`, and optionally `class, bounds, shape, inputs`).
+        It gives the model order, the layer classes and activation bounds
+        that the architecture-aware rules use, and the graph (`inputs`: the
+        series that feed each series). Without `inputs` (older logs, or no
+        `layers`) no depth finding is made: a layer is never compared with
+        its neighbour in a list.
+      dead_layer_fraction: a layer is dead in a window when its `zero_fraction`
+        (or `near_zero_fraction`) is at least this. Defaults to `0.99`.
+      dead_units_fraction: report dead units when `dead_unit_fraction`
+        exceeds this. Defaults to `0.5`.
+      saturation_fraction: report saturation when `saturation_fraction`
+        exceeds this. Defaults to `0.5`.
+      std_ratio: report exploding (vanishing) activations when `std` exceeds
+        the largest input's (is below the smallest input's) by more than this
+        factor at the same step (`*_depth`), or changes by more than this
+        factor from one logged window of a layer to the next (`*_time`); a
+        gradual change by more than this factor since the layer's first
+        logged window is `std_drift` (info). Defaults to `10.0`.
+      min_std: standard deviations at or below this are treated as zero and
+        not compared. Defaults to `1e-6`.
+      transient_windows: a finding that held only within the first this many
+        logged windows of its run, and no longer in a later window, is a
+        transient early-training event, reported as `info` (NaN/Inf excepted).
+        Defaults to `2`.
+
+    Returns:
+      A DataFrame with columns `FINDING_COLUMNS` (`run, layer, stat, kind,
+      severity, first_step, last_step, windows, message`), most severe first,
+      then by first step and model order. `kind` is one of `KINDS`;
+      `first_step`/`last_step` bound the windows in which the condition held;
+      `windows` is the longest streak of consecutive windows in which it held.
+
+    Raises:
+      TypeError: for an unknown threshold name, or `df`/`layers` not frames.
+      ValueError: for a bad threshold value, missing columns, non-numeric values.
+    """
+    ctx = context(df, layers, **kwargs)
+    findings = []
+    if not ctx.wide.empty:
+        for check in CHECKS.values():
+            findings += check(ctx)
+    return _finish(ctx, findings)
