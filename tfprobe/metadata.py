@@ -33,7 +33,8 @@ scalars are float32 (TensorBoard's data server drops float64 scalars). The
 
 `order` is the position of the series in the forward pass (0 = nearest the
 input), `kind` is `activation` or `pooling`, `bounds` the `[low, high]` range
-of a bounded activation (or null), `sample_size` the number of leading
+of a bounded activation (or null; `low` is null for a one-sided bound such as
+ReLU6, whose `saturation_fraction` counts the upper bound only), `sample_size` the number of leading
 examples of each recorded batch that the sums and histograms were computed
 on (null: the whole batch; max, min, dead units and NaN/Inf counts always
 cover the whole batch; absent in files written before it existed), and
@@ -247,7 +248,7 @@ class SeriesInfo:
     call: int = 0
     shape: tuple[int | None, ...] | None = None
     kind: str = "activation"
-    bounds: tuple[float, float] | None = None
+    bounds: tuple[float | None, float] | None = None
     sample_size: int | None = None
     inputs: tuple[str, ...] | None = None
     version: int = FORMAT_VERSION
@@ -277,8 +278,9 @@ _FIELDS = {
     ),
     "bounds": (
         "bounds",
-        lambda x: x is None or (isinstance(x, list) and len(x) == 2 and all(map(_is_number, x))),
-        "null or a list of two numbers",
+        lambda x: x is None or (isinstance(x, list) and len(x) == 2 and _is_number(x[1])
+                                and (x[0] is None or _is_number(x[0]))),
+        "null or a list [low, high] of numbers (low null for a one-sided bound)",
     ),
     "sample_size": ("sample_size", lambda x: x is None or (_is_int(x) and x >= 1), "null or an integer >= 1"),
     "inputs": (

@@ -595,6 +595,7 @@ def read_frames(src: Source, run_names, stats, points=HEALTH_POINTS):
                     "kind": info["kind"],
                     "shape": info["shape"],
                     "bounds": info["bounds"],
+                    "inputs": info.get("inputs"),
                 }
             )
             tags.update(metadata.tag_for(name, s) for s in stats if s in info["stats"])
@@ -610,7 +611,8 @@ def read_frames(src: Source, run_names, stats, points=HEALTH_POINTS):
             rows.extend((run, p.step, p.wall_time, name, stat, p.value) for p in pts)
     frame = pd.DataFrame(rows, columns=["run", "step", "wall_time", "layer", "stat", "value"])
     frame["step"] = frame["step"].astype("int64")
-    return frame, pd.DataFrame(layer_rows, columns=["run", "layer", "order", "layer_path", "class", "kind", "shape", "bounds"])
+    columns = ["run", "layer", "order", "layer_path", "class", "kind", "shape", "bounds", "inputs"]
+    return frame, pd.DataFrame(layer_rows, columns=columns)
 
 
 def health(src: Source, run_names, points=HEALTH_POINTS, **thresholds):
