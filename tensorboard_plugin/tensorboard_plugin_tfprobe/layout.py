@@ -94,7 +94,8 @@ BLOCK_RULES = (
     (re.compile(r"^(?P<block>(?:.*?_)?stage_?\d+)(?:_|$)"), False),  # stage2_conv
     (re.compile(r"^(?P<block>expanded_conv(?:_\d+)?)(?:_|$)"), False),  # MobileNet's first blocks
     (re.compile(r"^(?P<block>(?:conv|pool)\d+)(?:_|$)"), False),  # ResNet/DenseNet conv1_*, pool2_*
-    (re.compile(r"^(?P<block>(?:.*_)?(?:prestem|stem|head|top))(?:_|$)"), False),  # stem_conv, top_bn
+    # stem_conv, top_bn, convnext_tiny_head_dense (a layer named just "head" is not a block)
+    (re.compile(r"^(?P<block>(?:.*_)?(?:prestem|stem|head|top))_"), False),
     (re.compile(r"^(?P<block>mixed\d+)$"), True),  # InceptionV3: mixedN concatenates its block
 )
 STEM, HEAD, TOP_LEVEL = "stem", "head", "model"
