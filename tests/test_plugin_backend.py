@@ -532,6 +532,13 @@ def test_overview_scale(tmp_path):
     maxed = client.get(f"{PREFIX}/overview?run=big&columns=250&agg=max").get_json()
     assert len(maxed["steps"]) == 250 and maxed["windows_read"] == 250 * queries.OVERSAMPLE
     assert len(r.get_data()) < 1_000_000
+    # filters applied on the server: only the kept layers are read and sent
+    counting = CountingProvider(make_provider(tmp_path))
+    src = queries.Source(counting, tb_context.RequestContext(), "")
+    kept = queries.overview(src, "big", columns=250, filter="layer_0[0-4]", hide=["normalization"])
+    assert [row["name"] for row in kept["layers"]] == [f"layer_{i:03d}" for i in range(50)]
+    assert len(counting.scalar_reads[-1]) == 50 and kept["total_layers"] == 100
+    assert len(json.dumps(kept)) < len(r.get_data()) * 0.6
 
 
 def test_plugin_doctests_are_collected():

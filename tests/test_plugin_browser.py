@@ -377,9 +377,14 @@ def labels(frame, layers_only=True):
 def label_metrics(frame):
     """Per layer label: its font size and whether its text is cut (ellipsis)."""
     return frame.locator("#overview .heatmap-label").evaluate_all(
-        """(els) => els.map((e) => ({size: parseFloat(getComputedStyle(e).fontSize),
-                                     cut: e.scrollWidth > e.clientWidth + 1,
-                                     hidden: e.parentElement.classList.contains('hidden-labels')}))""")
+        """(els) => els.map((e) => {
+             const cs = getComputedStyle(e);
+             const ctx = document.createElement('canvas').getContext('2d');
+             ctx.font = `${cs.fontWeight} ${cs.fontSize} ${cs.fontFamily}`;  // the text's full width, unclipped
+             const room = e.clientWidth - parseFloat(cs.paddingLeft) - parseFloat(cs.paddingRight);
+             return {size: parseFloat(cs.fontSize), cut: ctx.measureText(e.textContent).width > room + 0.5,
+                     hidden: e.parentElement.classList.contains('hidden-labels')};
+           })""")
 
 
 def test_deep_filter_leaves_only_matching_rows_with_readable_labels(page, deep, helpers):
@@ -387,12 +392,14 @@ def test_deep_filter_leaves_only_matching_rows_with_readable_labels(page, deep, 
     frame = open_dashboard(page, tb.base)
     assert len(labels(frame)) == len(layers)  # 428 rows, in blocks, readable by default (the map scrolls)
     assert all(m["size"] >= 9 and not m["hidden"] for m in label_metrics(frame))
-    frame.locator("#layer-filter").fill("conv4_block1[0-2]_")
+    frame.locator("body[data-findings=ready]").wait_for(timeout=TIMEOUT)
+    frame.locator("#layer-filter").fill("conv4_block[4-6]_")
     frame.locator(".filter-note").first.wait_for(timeout=TIMEOUT)
-    expected = [n for n, *_ in layers if re.search("conv4_block1[0-2]_", n, re.I)]
+    expected = [n for n, *_ in layers if re.search("conv4_block[4-6]_", n, re.I)]
     assert labels(frame) == expected and len(expected) == 21
     assert frame.locator("#overview .heatmap-label.block-row").all_text_contents() == [
-        f"▾ conv4_block{b} (7)" for b in (10, 11, 12)]
+        f"▾ conv4_block{b} (7)" for b in (4, 5, 6)]
+    assert frame.locator("#overview .heatmap-label[data-name=conv4_block5_2_conv]").get_attribute("data-severity") == "error"
     metrics = label_metrics(frame)
     assert all(m["size"] >= 11 and not m["cut"] and not m["hidden"] for m in metrics), metrics
     shot(page, helpers, "deep_filter")
@@ -418,9 +425,11 @@ def test_deep_hiding_normalisation_and_collapsing_blocks(page, deep, helpers):
     assert all_labels == blocks and len(blocks) == 65  # one row per block
     assert frame.locator("#overview .heatmap-label:not(.block-row)").count() == 0
     assert "max of zero_fraction over the block's shown layers" in frame.locator(".block-legend").first.inner_text()
-    shot(page, helpers, "deep_blocks")
     # a block row expands on click; a layer row still opens Layer detail
     frame.locator("#overview .heatmap-label.block-row", has_text="conv3_block2 ").click()
+    frame.locator("body[data-findings=ready]").wait_for(timeout=TIMEOUT)
+    assert frame.locator("#overview .heatmap-label.block-row[data-name=conv3_block2]").get_attribute("data-severity") == "error"
+    shot(page, helpers, "deep_blocks")
     frame.locator("#overview .heatmap-label[data-name=conv3_block2_1_relu]").click()
     frame.locator("body[data-view=layer][data-status=ready]").wait_for(timeout=TIMEOUT)
     assert frame.locator("#layer-title").inner_text() == "conv3_block2_1_relu"
@@ -451,10 +460,10 @@ def test_deep_marked_rows_equal_diagnose_findings(page, deep, helpers):
     for block in frame.locator("details.finding-block").all():  # rows sorted by first step
         firsts = [int(t) for t in block.locator("tr.finding td:nth-child(5)").all_text_contents()]
         assert firsts == sorted(firsts)
+    shot(page, helpers, "deep_health")
     frame.locator("#severity-filter input[value=error]").uncheck()
     assert frame.locator("tr.finding[data-severity=error]").count() == 0
     assert frame.locator("tr.finding").count() == int((findings["severity"] != "error").sum())
-    shot(page, helpers, "deep_health")
     assert not page.errors
 
 

@@ -137,6 +137,19 @@ function arrange(res) {
   return {rows: out, blocks: blocks.map((b) => b.head.name)};
 }
 
+let measure = null;
+/** Pixels the widest label needs at the labels' font (12 px; bold block rows), with its padding,
+ * mark and indent, and some slack for how the text is rasterised. */
+function labelWidth(rows) {
+  measure = measure || document.createElement('canvas').getContext('2d');
+  let widest = 0;
+  for (const r of rows) {
+    measure.font = `${r.isBlock ? '600 ' : ''}12px "Roboto Mono", Menlo, monospace`;
+    widest = Math.max(widest, measure.measureText(r.label ?? r.name).width);
+  }
+  return Math.ceil(widest) + 16 + 6 + 4 + 12;
+}
+
 function toggleBlock(name) {
   const next = new Set(state.collapsed);
   if (next.has(name)) next.delete(name);
@@ -157,7 +170,6 @@ function runBlock(res, arranged, width, rowHeight) {
     filterNote(layerRows, res.layers.length),
   );
   if (!rows.length) return [...nodes, el('p', {class: 'hint no-match', text: 'No layer of this run matches the filter.'})];
-  const labelChars = Math.max(...rows.map((r) => (r.label ?? r.name).length));
   nodes.push(
     legend(scale, res.stat),
     blocks.length ? el('div', {class: 'hint block-legend', text: `Block rows (▸/▾, bold): ${state.blockAgg} of ${res.stat} over the block's shown layers per column (NaN/Inf if one is). Left edge: most severe Health finding (red error, orange warning, blue info).`})
@@ -168,7 +180,7 @@ function runBlock(res, arranged, width, rowHeight) {
       scale,
       width,
       rowHeight,
-      labelWidth: Math.min(Math.floor(width * 0.4), Math.max(160, Math.ceil(labelChars * 7.3) + 24)),
+      labelWidth: Math.min(Math.floor(width * 0.4), Math.max(160, labelWidth(rows))),
       cellTitle: (row, step, v) => row.isBlock
         ? [`block: ${row.name} (${row.members.length} layers)`, `step: ${step}`, `${state.blockAgg} ${res.stat}: ${fmt(v)}`]
         : [`layer: ${row.name}`, `step: ${step}`, `${res.stat}: ${fmt(v)}`, `${row.class} (${row.category}), block ${row.block}`,
