@@ -312,6 +312,7 @@ def test_empty_state(page, servers, helpers):
 
 DEEP_RUN = "densenet"
 DEEP_FAULTS = {"conv3_block2_1_relu": "dead_relu", "conv4_block5_2_conv": "nan_layer", "predictions": "dense"}
+DEAD_UNITS = ("conv2_block3_1_relu", "conv2_block4_1_relu", "conv5_block7_0_relu", "conv5_block9_1_relu")
 
 
 def deep_layers():
@@ -360,7 +361,10 @@ def deep(tmp_path_factory, helpers):
     steps = list(range(10, 301, 10))
 
     def window(step):
-        return {name: helpers.stats_for(DEEP_FAULTS.get(name, name), kind, step) for name, _, kind, _, _ in layers}
+        stats = {name: helpers.stats_for(DEEP_FAULTS.get(name, name), kind, step) for name, _, kind, _, _ in layers}
+        for name in DEAD_UNITS:
+            stats[name]["dead_unit_fraction"] = 0.7
+        return stats
 
     helpers.write_windows(root / DEEP_RUN, infos, ((s, window(s), {}) for s in steps))
     findings = tfprobe.diagnose(tfprobe.read_logdir(root), tfprobe.read_layers(root))
@@ -445,7 +449,7 @@ def test_deep_marked_rows_equal_diagnose_findings(page, deep, helpers):
     for f in findings.to_dict("records"):
         if f["layer"] not in expected or rank[f["severity"]] < rank[expected[f["layer"]]]:
             expected[f["layer"]] = f["severity"]
-    assert set(DEEP_FAULTS) <= set(expected)  # the planted faults are found
+    assert set(DEEP_FAULTS) | set(DEAD_UNITS) <= set(expected)  # the planted faults are found
     marked = frame.locator("#overview .heatmap-label[data-severity]:not(.block-row)").evaluate_all(
         "(els) => Object.fromEntries(els.map((e) => [e.dataset.name, e.dataset.severity]))")
     assert marked == expected
