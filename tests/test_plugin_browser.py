@@ -351,7 +351,8 @@ def deep_layers():
 
 @pytest.fixture(scope="module")
 def deep(tmp_path_factory, helpers):
-    """A 428-layer synthetic run (30 windows) served by a real tensorboard; yields (server, layers, findings)."""
+    """A 428-layer synthetic run (30 windows) and a ResNet block, served by a real tensorboard;
+    yields (server, layers of the deep run, diagnose's findings over both runs)."""
     import tfprobe
 
     root = tmp_path_factory.mktemp("deep_logs")
@@ -367,20 +368,36 @@ def deep(tmp_path_factory, helpers):
         return stats
 
     helpers.write_windows(root / DEEP_RUN, infos, ((s, window(s), {}) for s in steps))
+    # a ResNet block, whose projection shortcut comes after the main branch in model order
+    resnet = {name: dict(helpers.info_for(i, name, cls), inputs=inputs)
+              for i, (name, cls, inputs) in enumerate(RESNET_BLOCK)}
+    helpers.write_windows(root / "resnet", resnet, (
+        (s, {name: helpers.stats_for(name, "activation", s) for name in resnet}, {}) for s in steps))
     findings = tfprobe.diagnose(tfprobe.read_logdir(root), tfprobe.read_layers(root))
     with helpers.tensorboard_server(root) as tb:
-        tb.wait_until(lambda b: [r["name"] for r in b["runs"]] == [DEEP_RUN] and b["runs"][0]["max_step"] == steps[-1])
+        tb.wait_until(lambda b: [(r["name"], r["max_step"]) for r in b["runs"]] == [(DEEP_RUN, steps[-1]), ("resnet", steps[-1])])
         yield tb, layers, findings
 
 
-def labels(frame, layers_only=True):
-    sel = "#overview .heatmap-label" + (":not(.block-row)" if layers_only else "")
+RESNET_BLOCK = [  # name, class, inputs: depth pool1 0, 1_conv 1, 1_relu 2, 2_conv 3, 0_conv 1, add 4, out 5
+    ("pool1", "MaxPooling2D", []),
+    ("conv2_block1_1_conv", "Conv2D", ["pool1"]),
+    ("conv2_block1_1_relu", "Activation", ["conv2_block1_1_conv"]),
+    ("conv2_block1_2_conv", "Conv2D", ["conv2_block1_1_relu"]),
+    ("conv2_block1_0_conv", "Conv2D", ["pool1"]),
+    ("conv2_block1_add", "Add", ["conv2_block1_2_conv", "conv2_block1_0_conv"]),
+    ("conv2_block1_out", "Activation", ["conv2_block1_add"]),
+]
+
+
+def labels(frame, layers_only=True, run=DEEP_RUN):
+    sel = f"#overview section[data-run={run}] .heatmap-label" + (":not(.block-row)" if layers_only else "")
     return frame.locator(sel).evaluate_all("(els) => els.map((e) => e.dataset.name)")
 
 
 def label_metrics(frame):
     """Per layer label: its font size and whether its text is cut (ellipsis)."""
-    return frame.locator("#overview .heatmap-label").evaluate_all(
+    return frame.locator(f"#overview section[data-run={DEEP_RUN}] .heatmap-label").evaluate_all(
         """(els) => els.map((e) => {
              const cs = getComputedStyle(e);
              const ctx = document.createElement('canvas').getContext('2d');
@@ -401,7 +418,7 @@ def test_deep_filter_leaves_only_matching_rows_with_readable_labels(page, deep, 
     frame.locator(".filter-note").first.wait_for(timeout=TIMEOUT)
     expected = [n for n, *_ in layers if re.search("conv4_block[4-6]_", n, re.I)]
     assert labels(frame) == expected and len(expected) == 21
-    assert frame.locator("#overview .heatmap-label.block-row").all_text_contents() == [
+    assert frame.locator(f"#overview section[data-run={DEEP_RUN}] .heatmap-label.block-row").all_text_contents() == [
         f"▾ conv4_block{b} (7)" for b in (4, 5, 6)]
     assert frame.locator("#overview .heatmap-label[data-name=conv4_block5_2_conv]").get_attribute("data-severity") == "error"
     metrics = label_metrics(frame)
@@ -427,7 +444,8 @@ def test_deep_hiding_normalisation_and_collapsing_blocks(page, deep, helpers):
     blocks = list(dict.fromkeys(layout.assign_blocks([n for n, *_ in layers])))
     all_labels = labels(frame, layers_only=False)
     assert all_labels == blocks and len(blocks) == 65  # one row per block
-    assert frame.locator("#overview .heatmap-label:not(.block-row)").count() == 0
+    assert frame.locator("#overview .heatmap-label:not(.block-row)").count() == 0  # both runs
+    assert labels(frame, layers_only=False, run="resnet") == ["pool1", "conv2_block1"]
     assert "max of zero_fraction over the block's shown layers" in frame.locator(".block-legend").first.inner_text()
     # a block row expands on click; a layer row still opens Layer detail
     frame.locator("#overview .heatmap-label.block-row", has_text="conv3_block2 ").click()
@@ -446,11 +464,11 @@ def test_deep_marked_rows_equal_diagnose_findings(page, deep, helpers):
     frame.locator("body[data-findings=ready][data-status=ready]").wait_for(timeout=TIMEOUT)
     rank = {"error": 0, "warning": 1, "info": 2}
     expected = {}
-    for f in findings.to_dict("records"):
+    for f in findings.query("run == @DEEP_RUN").to_dict("records"):
         if f["layer"] not in expected or rank[f["severity"]] < rank[expected[f["layer"]]]:
             expected[f["layer"]] = f["severity"]
     assert set(DEEP_FAULTS) | set(DEAD_UNITS) <= set(expected)  # the planted faults are found
-    marked = frame.locator("#overview .heatmap-label[data-severity]:not(.block-row)").evaluate_all(
+    marked = frame.locator(f"#overview section[data-run={DEEP_RUN}] .heatmap-label[data-severity]:not(.block-row)").evaluate_all(
         "(els) => Object.fromEntries(els.map((e) => [e.dataset.name, e.dataset.severity]))")
     assert marked == expected
     frame.locator("#findings-only").check()
@@ -495,6 +513,11 @@ def test_deep_state_survives_a_reload(page, deep, helpers):
 def test_deep_sort_by_depth_and_by_statistic(page, deep, helpers):
     tb, layers, _ = deep
     frame = open_dashboard(page, tb.base)
+    model_order = [n for n, *_ in RESNET_BLOCK]
+    assert labels(frame, run="resnet") == model_order
+    frame.locator("#sort-select").select_option("depth")  # the longest path from the input, through `inputs`
+    assert labels(frame, run="resnet") == ["pool1", "conv2_block1_1_conv", "conv2_block1_0_conv", "conv2_block1_1_relu",
+                                           "conv2_block1_2_conv", "conv2_block1_add", "conv2_block1_out"]
     frame.locator("#layer-filter").fill("^conv2_block1_")
     frame.locator("#sort-select").select_option("stat")  # zero_fraction, highest first
     names = labels(frame)

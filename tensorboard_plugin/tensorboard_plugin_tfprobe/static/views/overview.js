@@ -201,6 +201,6 @@ export function draw(results) {
   const sortNote = state.sort === 'depth' && results.some((r) => r.layers && r.layers.length && (state.context.layers.get(r.run)?.values().next().value?.depth ?? null) === null)
     ? el('p', {class: 'hint', id: 'depth-fallback', text: 'These logs do not record the graph (`inputs`): rows stay in model order.'}) : null;
   const out = el('div', {id: 'overview'}, controls(rowH, fitH, blockNames), sortNote);
-  results.forEach((res, i) => out.append(...runBlock(res, arranged[i], width, rowH).filter(Boolean)));
+  results.forEach((res, i) => out.append(el('section', {class: 'run-block', dataset: {run: res.run}}, ...runBlock(res, arranged[i], width, rowH))));
   return out;
 }
