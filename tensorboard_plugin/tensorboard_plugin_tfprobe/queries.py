@@ -615,7 +615,11 @@ def health(src: Source, run_names, points=HEALTH_POINTS, **thresholds):
     """`tfprobe.diagnose` over the selected runs, read through the data provider; most severe first."""
     import importlib
 
-    diagnose_module = importlib.import_module("tfprobe.diagnose")  # `tfprobe.diagnose` is the function
+    import tfprobe
+
+    # the module that defines the public `tfprobe.diagnose` (its thresholds live next to it),
+    # whatever that module is called
+    diagnose_module = importlib.import_module(tfprobe.diagnose.__module__)
 
     run_names = _check_runs(run_names)
     points = _check_int("points", points, 1, MAX_POINTS, HEALTH_POINTS)

@@ -113,6 +113,8 @@ async function showView() {
   const runs = selectedRuns();
   const other = placeholder(runs);
   if (other) {
+    state.context = {key: null, layers: new Map(), findings: null, findingsError: null, health: null};
+    renderCategoryBar(categoryEl); // no run: no counts
     mainEl.replaceChildren(other);
     setStatus('ready');
     return;

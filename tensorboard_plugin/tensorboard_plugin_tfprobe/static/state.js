@@ -27,7 +27,7 @@ export const state = {
   sort: 'model', // model | depth | stat
   blockAgg: 'max', // summary of a block row: max | mean over its layers
   severities: new Set(['error', 'warning', 'info']), // shown in the Health view
-  context: {key: null, layers: new Map(), findings: null, findingsError: null},
+  context: {key: null, layers: new Map(), findings: null, findingsError: null, health: null},
   refreshes: 0,
   token: 0,
 };
