@@ -112,13 +112,15 @@ function arrange(res) {
       title: `${l.name}\n${l.class} · ${l.category} · block ${l.block}`});
   });
   const byKey = (a, b) => sortKey(a) - sortKey(b) || a.order - b.order;
-  const groups = new Map();
+  // blocks are runs of consecutive layers (model order) with the same block name, so top-level
+  // layers before and after a nested model stay where they are
+  const groups = [];
   for (const r of rows) {
-    if (!groups.has(r.block)) groups.set(r.block, []);
-    groups.get(r.block).push(r);
+    if (!groups.length || groups[groups.length - 1][0] !== r.block) groups.push([r.block, []]);
+    groups[groups.length - 1][1].push(r);
   }
-  if (groups.size <= 1) return {rows: rows.sort(byKey), blocks: []};
-  const blocks = [...groups.entries()].map(([name, members]) => {
+  if (groups.length <= 1) return {rows: rows.sort(byKey), blocks: []};
+  const blocks = groups.map(([name, members]) => {
     members.sort(byKey);
     const values = summarise(members, res.steps.length, state.blockAgg);
     const collapsed = state.collapsed.has(name);
