@@ -10,7 +10,8 @@ It writes the run once (cached under --logdir; the first window through
 the format is the same and building ~millions of protos one by one is slow),
 starts `tensorboard --logdir ...` on 127.0.0.1, waits until every point is
 ingested, then times `GET /data/plugin/tfprobe/overview` (wall time per request,
-median of --repeat) and reports its payload size (raw JSON and gzip as sent).
+median of --repeat) and reports its payload size (raw JSON and gzip as sent),
+also with filters applied on the server (`filter=`, `hide=`), and `/health`.
 """
 
 from __future__ import annotations
@@ -124,6 +125,15 @@ def main():
             print(f"overview columns={columns}: median {statistics.median(times):.2f} s "
                   f"(min {min(times):.2f}, max {max(times):.2f}); payload {len(body) / 1e6:.2f} MB raw, "
                   f"{len(zipped) / 1e6:.2f} MB gzip; {len(data['layers'])} rows x {len(data['steps'])} columns")
+        # the same overview with filters applied on the server (`filter`/`hide`): 300 of the 500 layers
+        url = f"{base}/overview?run={run}&stat={args.stats[0]}&columns={args.columns[0]}&hide=normalization&filter=block_%5B0-2%5D"
+        times = []
+        for _ in range(args.repeat):
+            t = time.perf_counter()
+            body = get(url)
+            times.append(time.perf_counter() - t)
+        print(f"overview filtered (filter=block_[0-2], hide=normalization): median {statistics.median(times):.2f} s; "
+              f"payload {len(body) / 1e6:.2f} MB raw; {len(json.loads(body)['layers'])} rows")
         url = f"{base}/health?run={run}"
         t = time.perf_counter()
         body = get(url)

@@ -170,6 +170,52 @@ def test_overview_pooling_stat_only_has_pooling_rows(source, helpers):
     assert [r["name"] for r in body["layers"]] == ["max_pooling2d"]
 
 
+def test_overview_filter_and_hide_leave_layers_out_before_reading(provider, helpers):
+    counting = CountingProvider(provider)
+    src = queries.Source(counting, tb_context.RequestContext(), "")
+    body = queries.overview(src, helpers.RUN_TRAIN, "std", columns=10, filter="CONV|dense|relu", hide=["dense"])
+    assert [r["name"] for r in body["layers"]] == ["conv2d", "backbone/conv1", "dead_relu"]
+    assert body["total_layers"] == len(helpers.TRAIN_LAYERS)
+    assert counting.scalar_reads == [sorted(metadata.tag_for(n, "std") for n in ("conv2d", "backbone/conv1", "dead_relu"))]
+    assert [(r["category"], r["block"]) for r in body["layers"]] == [
+        ("convolution", "model"), ("convolution", "backbone"), ("activation", "model")]
+    nothing = queries.overview(src, helpers.RUN_TRAIN, "std", columns=10, filter="^zzz$")
+    assert nothing["layers"] == [] and nothing["steps"] == [] and nothing["total_layers"] == len(helpers.TRAIN_LAYERS)
+
+
+def test_overview_filter_params_through_the_route(client, helpers):
+    query = urllib.parse.urlencode({"run": helpers.RUN_TRAIN, "hide": ["pooling", "other"]}, doseq=True)
+    body = client.get(f"{PREFIX}/overview?{query}").get_json()
+    assert "max_pooling2d" not in [r["name"] for r in body["layers"]] and "split:1" not in [r["name"] for r in body["layers"]]
+    assert len(body["layers"]) == len(helpers.TRAIN_LAYERS) - 2
+
+
+def test_runs_serve_the_category_table_and_layers_their_arrangement(client, helpers):
+    from tensorboard_plugin_tfprobe import layout
+
+    table = get_json(client, "runs")["categories"]
+    assert [c["name"] for c in table] == list(layout.CATEGORIES)
+    assert {c["name"]: tuple(c["classes"]) for c in table}["normalization"] == layout.CATEGORY_CLASSES["normalization"]
+    train = get_json(client, "layers", run=helpers.RUN_TRAIN)["runs"][helpers.RUN_TRAIN]["layers"]
+    assert [l["category"] for l in train] == [
+        "convolution", "pooling", "convolution", "other", "dense", "activation", "dense", "dense"]
+    assert [l["block"] for l in train] == ["model", "model", "backbone"] + ["model"] * 5
+    assert {l["depth"] for l in train} == {None}  # these logs carry no `inputs`
+
+
+def test_layers_graph_depth_from_inputs(tmp_path, helpers):
+    graph = {"stem": [], "conv": ["stem"], "bn": ["conv"], "add": ["stem", "bn"], "head": ["add"]}
+    infos = {}
+    for i, (name, sources) in enumerate(graph.items()):
+        infos[name] = dict(helpers.info_for(i, name, "Add" if name == "add" else "Dense"), inputs=sources)
+    helpers.write_windows(tmp_path / "res", infos, ((s, {n: {"mean": 0.5} for n in graph}, {}) for s in (1, 2)))
+    body = get_json(make_client(make_provider(tmp_path)), "layers", run="res")
+    layers = body["runs"]["res"]["layers"]
+    assert {l["name"]: l["depth"] for l in layers} == {"stem": 0, "conv": 1, "bn": 2, "add": 3, "head": 4}
+    assert {l["name"]: l["inputs"] for l in layers} == graph
+    assert next(l for l in layers if l["name"] == "add")["category"] == "operation"
+
+
 # ---------------------------------------------------------------- layer detail
 
 
@@ -281,6 +327,8 @@ def test_health_uses_diagnose(client, helpers):
         ("funnel", {"run": "train", "step": "abc"}, 400, "step"),
         ("health", {"run": "ghost"}, 404, "'ghost'"),
         ("health", {"run": "train", "std_ratio": "0.5"}, 400, "std_ratio"),
+        ("overview", {"run": "train", "filter": "conv("}, 400, "filter='conv('"),
+        ("overview", {"run": "train", "hide": "norms"}, 400, "hide='norms'"),
     ],
 )
 def test_errors_name_the_culprit(client, route, params, code, needle):
@@ -485,6 +533,13 @@ def test_overview_scale(tmp_path):
     maxed = client.get(f"{PREFIX}/overview?run=big&columns=250&agg=max").get_json()
     assert len(maxed["steps"]) == 250 and maxed["windows_read"] == 250 * queries.OVERSAMPLE
     assert len(r.get_data()) < 1_000_000
+    # filters applied on the server: only the kept layers are read and sent
+    counting = CountingProvider(make_provider(tmp_path))
+    src = queries.Source(counting, tb_context.RequestContext(), "")
+    kept = queries.overview(src, "big", columns=250, filter="layer_0[0-4]", hide=["normalization"])
+    assert [row["name"] for row in kept["layers"]] == [f"layer_{i:03d}" for i in range(50)]
+    assert len(counting.scalar_reads[-1]) == 50 and kept["total_layers"] == 100
+    assert len(json.dumps(kept)) < len(r.get_data()) * 0.6
 
 
 def test_plugin_doctests_are_collected():

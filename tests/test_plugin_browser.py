@@ -11,12 +11,14 @@ $TFPROBE_ARTIFACTS or artifacts/.
 from __future__ import annotations
 
 import os
+import re
 import subprocess
 import sys
 import textwrap
 
 import pytest
 
+from tensorboard_plugin_tfprobe import layout
 from tfprobe import metadata
 
 CHROMIUM = os.environ.get("CHROMIUM", "/usr/bin/chromium")
@@ -257,7 +259,7 @@ def test_pooling_and_health_views(page, servers, logs, helpers):
     assert frame.locator(".pool-card").count() >= 1
     shot(page, helpers, "pooling")
     switch(frame, "health")
-    assert frame.locator("table.findings, #no-findings").count() == 1
+    assert frame.locator("#findings-groups, #no-findings").count() == 1
     shot(page, helpers, "health")
     assert not page.errors
 
@@ -304,3 +306,232 @@ def test_empty_state(page, servers, helpers):
     frame.locator("#empty-state").wait_for(timeout=TIMEOUT)
     assert "LayerProbe" in frame.locator("#empty-state").inner_text()
     shot(page, helpers, "empty")
+
+
+# ---------------------------------------------------------------- a deep network (400+ layers)
+
+DEEP_RUN = "densenet"
+DEEP_FAULTS = {"conv3_block2_1_relu": "dead_relu", "conv4_block5_2_conv": "nan_layer", "predictions": "dense"}
+DEAD_UNITS = ("conv2_block3_1_relu", "conv2_block4_1_relu", "conv5_block7_0_relu", "conv5_block9_1_relu")
+
+
+def deep_layers():
+    """DenseNet121's layer names, classes and graph (stem, 58 dense blocks, transitions, head): 428 layers.
+
+    [(name, class, kind, bounds, inputs)] in model order; the planted faults use conftest's
+    `dead_relu` / `nan_layer` / saturating `dense` statistics (DEEP_FAULTS).
+    """
+    layers = []
+
+    def add(name, cls, inputs, kind="activation", bounds=None):
+        layers.append((name, cls, kind, bounds, inputs))
+        return name
+
+    x = add("zero_padding2d", "ZeroPadding2D", [])
+    for part, cls in (("conv", "Conv2D"), ("bn", "BatchNormalization"), ("relu", "Activation")):
+        x = add(f"conv1_{part}", cls, [x])
+    x = add("pool1", "MaxPooling2D", [add("zero_padding2d_1", "ZeroPadding2D", [x])], kind="pooling")
+    for stage, blocks in ((2, 6), (3, 12), (4, 24), (5, 16)):
+        for b in range(1, blocks + 1):
+            p = f"conv{stage}_block{b}_"
+            y = x
+            for part, cls in (("0_bn", "BatchNormalization"), ("0_relu", "Activation"), ("1_conv", "Conv2D"),
+                              ("1_bn", "BatchNormalization"), ("1_relu", "Activation"), ("2_conv", "Conv2D")):
+                y = add(p + part, cls, [y])
+            x = add(p + "concat", "Concatenate", [x, y])
+        if stage < 5:
+            for part, cls in (("bn", "BatchNormalization"), ("relu", "Activation"), ("conv", "Conv2D")):
+                x = add(f"pool{stage}_{part}", cls, [x])
+            x = add(f"pool{stage}_pool", "AveragePooling2D", [x], kind="pooling")
+    x = add("relu", "Activation", [add("bn", "BatchNormalization", [x])])
+    x = add("avg_pool", "GlobalAveragePooling2D", [x], kind="pooling")
+    add("predictions", "Dense", [x], bounds=[0.0, 1.0])
+    return layers
+
+
+@pytest.fixture(scope="module")
+def deep(tmp_path_factory, helpers):
+    """A 428-layer synthetic run (30 windows) and a ResNet block, served by a real tensorboard;
+    yields (server, layers of the deep run, diagnose's findings over both runs)."""
+    import tfprobe
+
+    root = tmp_path_factory.mktemp("deep_logs")
+    layers = deep_layers()
+    infos = {name: dict(helpers.info_for(i, name, cls, kind, [None, 8, 8, 4], bounds), inputs=inputs)
+             for i, (name, cls, kind, bounds, inputs) in enumerate(layers)}
+    steps = list(range(10, 301, 10))
+
+    def window(step):
+        stats = {name: helpers.stats_for(DEEP_FAULTS.get(name, name), kind, step) for name, _, kind, _, _ in layers}
+        for name in DEAD_UNITS:
+            stats[name]["dead_unit_fraction"] = 0.7
+        return stats
+
+    helpers.write_windows(root / DEEP_RUN, infos, ((s, window(s), {}) for s in steps))
+    # a ResNet block, whose projection shortcut comes after the main branch in model order
+    resnet = {name: dict(helpers.info_for(i, name, cls), inputs=inputs)
+              for i, (name, cls, inputs) in enumerate(RESNET_BLOCK)}
+    helpers.write_windows(root / "resnet", resnet, (
+        (s, {name: helpers.stats_for(name, "activation", s) for name in resnet}, {}) for s in steps))
+    findings = tfprobe.diagnose(tfprobe.read_logdir(root), tfprobe.read_layers(root))
+    with helpers.tensorboard_server(root) as tb:
+        tb.wait_until(lambda b: [(r["name"], r["max_step"]) for r in b["runs"]] == [(DEEP_RUN, steps[-1]), ("resnet", steps[-1])])
+        yield tb, layers, findings
+
+
+RESNET_BLOCK = [  # name, class, inputs: depth pool1 0, 1_conv 1, 1_relu 2, 2_conv 3, 0_conv 1, add 4, out 5
+    ("pool1", "MaxPooling2D", []),
+    ("conv2_block1_1_conv", "Conv2D", ["pool1"]),
+    ("conv2_block1_1_relu", "Activation", ["conv2_block1_1_conv"]),
+    ("conv2_block1_2_conv", "Conv2D", ["conv2_block1_1_relu"]),
+    ("conv2_block1_0_conv", "Conv2D", ["pool1"]),
+    ("conv2_block1_add", "Add", ["conv2_block1_2_conv", "conv2_block1_0_conv"]),
+    ("conv2_block1_out", "Activation", ["conv2_block1_add"]),
+]
+
+
+def labels(frame, layers_only=True, run=DEEP_RUN):
+    sel = f"#overview section[data-run={run}] .heatmap-label" + (":not(.block-row)" if layers_only else "")
+    return frame.locator(sel).evaluate_all("(els) => els.map((e) => e.dataset.name)")
+
+
+def label_metrics(frame):
+    """Per layer label: its font size and whether its text is cut (ellipsis)."""
+    return frame.locator(f"#overview section[data-run={DEEP_RUN}] .heatmap-label").evaluate_all(
+        """(els) => els.map((e) => {
+             const cs = getComputedStyle(e);
+             const ctx = document.createElement('canvas').getContext('2d');
+             ctx.font = `${cs.fontWeight} ${cs.fontSize} ${cs.fontFamily}`;  // the text's full width, unclipped
+             const room = e.clientWidth - parseFloat(cs.paddingLeft) - parseFloat(cs.paddingRight);
+             return {size: parseFloat(cs.fontSize), cut: ctx.measureText(e.textContent).width > room + 0.5,
+                     hidden: e.parentElement.classList.contains('hidden-labels')};
+           })""")
+
+
+def test_deep_filter_leaves_only_matching_rows_with_readable_labels(page, deep, helpers):
+    tb, layers, _ = deep
+    frame = open_dashboard(page, tb.base)
+    assert len(labels(frame)) == len(layers)  # 428 rows, in blocks, readable by default (the map scrolls)
+    assert all(m["size"] >= 9 and not m["hidden"] for m in label_metrics(frame))
+    frame.locator("body[data-findings=ready]").wait_for(timeout=TIMEOUT)
+    frame.locator("#layer-filter").fill("conv4_block[4-6]_")
+    frame.locator(".filter-note").first.wait_for(timeout=TIMEOUT)
+    expected = [n for n, *_ in layers if re.search("conv4_block[4-6]_", n, re.I)]
+    assert labels(frame) == expected and len(expected) == 21
+    assert frame.locator(f"#overview section[data-run={DEEP_RUN}] .heatmap-label.block-row").all_text_contents() == [
+        f"▾ conv4_block{b} (7)" for b in (4, 5, 6)]
+    assert frame.locator("#overview .heatmap-label[data-name=conv4_block5_2_conv]").get_attribute("data-severity") == "error"
+    metrics = label_metrics(frame)
+    assert all(m["size"] >= 11 and not m["cut"] and not m["hidden"] for m in metrics), metrics
+    shot(page, helpers, "deep_filter")
+    assert not page.errors
+
+
+def test_deep_hiding_normalisation_and_collapsing_blocks(page, deep, helpers):
+    tb, layers, _ = deep
+    frame = open_dashboard(page, tb.base)
+    toggle = frame.locator(".category-toggle[data-category=normalization]")
+    bn = [n for n, cls, *_ in layers if cls == "BatchNormalization"]
+    assert toggle.locator(".count").inner_text() == str(len(bn)) == "121"
+    requests = plugin_requests(page)
+    toggle.click()
+    frame.locator(".category-toggle[data-category=normalization][aria-pressed=false]").wait_for(timeout=TIMEOUT)
+    shown = labels(frame)
+    assert set(shown) == {n for n, *_ in layers} - set(bn) and len(shown) == len(layers) - 121
+    assert requests == []  # hiding redraws from the fetched data
+    frame.locator("#collapse-all").click()
+    frame.locator("#overview .heatmap-label.block-row").first.wait_for(timeout=TIMEOUT)
+    blocks = list(dict.fromkeys(layout.assign_blocks([n for n, *_ in layers])))
+    all_labels = labels(frame, layers_only=False)
+    assert all_labels == blocks and len(blocks) == 65  # one row per block
+    assert frame.locator("#overview .heatmap-label:not(.block-row)").count() == 0  # both runs
+    assert labels(frame, layers_only=False, run="resnet") == ["pool1", "conv2_block1"]
+    assert "max of zero_fraction over the block's shown layers" in frame.locator(".block-legend").first.inner_text()
+    # a block row expands on click; a layer row still opens Layer detail
+    frame.locator("#overview .heatmap-label.block-row", has_text="conv3_block2 ").click()
+    frame.locator("body[data-findings=ready]").wait_for(timeout=TIMEOUT)
+    assert frame.locator("#overview .heatmap-label.block-row[data-name=conv3_block2]").get_attribute("data-severity") == "error"
+    shot(page, helpers, "deep_blocks")
+    frame.locator("#overview .heatmap-label[data-name=conv3_block2_1_relu]").click()
+    frame.locator("body[data-view=layer][data-status=ready]").wait_for(timeout=TIMEOUT)
+    assert frame.locator("#layer-title").inner_text() == "conv3_block2_1_relu"
+    assert not page.errors
+
+
+def test_deep_marked_rows_equal_diagnose_findings(page, deep, helpers):
+    tb, layers, findings = deep
+    frame = open_dashboard(page, tb.base)
+    frame.locator("body[data-findings=ready][data-status=ready]").wait_for(timeout=TIMEOUT)
+    rank = {"error": 0, "warning": 1, "info": 2}
+    expected = {}
+    for f in findings.query("run == @DEEP_RUN").to_dict("records"):
+        if f["layer"] not in expected or rank[f["severity"]] < rank[expected[f["layer"]]]:
+            expected[f["layer"]] = f["severity"]
+    assert set(DEEP_FAULTS) | set(DEAD_UNITS) <= set(expected)  # the planted faults are found
+    marked = frame.locator(f"#overview section[data-run={DEEP_RUN}] .heatmap-label[data-severity]:not(.block-row)").evaluate_all(
+        "(els) => Object.fromEntries(els.map((e) => [e.dataset.name, e.dataset.severity]))")
+    assert marked == expected
+    frame.locator("#findings-only").check()
+    frame.locator(".filter-note").first.wait_for(timeout=TIMEOUT)
+    assert set(labels(frame)) == set(expected)
+    switch(frame, "health")
+    groups = frame.locator("details.finding-group")
+    kinds = groups.evaluate_all("(els) => els.map((e) => e.dataset.kind)")
+    assert sorted(kinds) == sorted(set(findings["kind"]))
+    assert frame.locator("table.findings tr.finding").count() == len(findings)
+    for block in frame.locator("details.finding-block").all():  # rows sorted by first step
+        firsts = [int(t) for t in block.locator("tr.finding td:nth-child(5)").all_text_contents()]
+        assert firsts == sorted(firsts)
+    shot(page, helpers, "deep_health")
+    frame.locator("#severity-filter input[value=error]").uncheck()
+    assert frame.locator("tr.finding[data-severity=error]").count() == 0
+    assert frame.locator("tr.finding").count() == int((findings["severity"] != "error").sum())
+    assert not page.errors
+
+
+def test_deep_state_survives_a_reload(page, deep, helpers):
+    tb, layers, _ = deep
+    frame = open_dashboard(page, tb.base)
+    frame.locator("#layer-filter").fill("conv5")
+    frame.locator(".category-toggle[data-category=activation]").click()
+    frame.locator("#sort-select").select_option("depth")
+    frame.locator("#overview .heatmap-label.block-row", has_text="conv5_block3 ").click()
+    before = labels(frame, layers_only=False)
+    assert "conv5_block3" in before and "conv5_block3_1_conv" not in before
+    assert [n for n in before if n.startswith("conv5_block1_")] == [
+        "conv5_block1_0_bn", "conv5_block1_1_conv", "conv5_block1_1_bn", "conv5_block1_2_conv", "conv5_block1_concat"]
+    page.reload()
+    frame = page.frame_locator(IFRAME)
+    frame.locator("body[data-status=ready]").wait_for(timeout=TIMEOUT)
+    assert frame.locator("#layer-filter").input_value() == "conv5"
+    assert frame.locator(".category-toggle[data-category=activation]").get_attribute("aria-pressed") == "false"
+    assert frame.locator("#sort-select").input_value() == "depth"
+    assert labels(frame, layers_only=False) == before
+    assert not page.errors
+
+
+def test_deep_sort_by_depth_and_by_statistic(page, deep, helpers):
+    tb, layers, _ = deep
+    frame = open_dashboard(page, tb.base)
+    model_order = [n for n, *_ in RESNET_BLOCK]
+    assert labels(frame, run="resnet") == model_order
+    frame.locator("#sort-select").select_option("depth")  # the longest path from the input, through `inputs`
+    assert labels(frame, run="resnet") == ["pool1", "conv2_block1_1_conv", "conv2_block1_0_conv", "conv2_block1_1_relu",
+                                           "conv2_block1_2_conv", "conv2_block1_add", "conv2_block1_out"]
+    frame.locator("#layer-filter").fill("^conv2_block1_")
+    frame.locator("#sort-select").select_option("stat")  # zero_fraction, highest first
+    names = labels(frame)
+    assert set(names) == {n for n, *_ in layers if n.startswith("conv2_block1_")}
+    frame.locator("#layer-filter").fill("^conv3_block2_")
+    assert labels(frame)[0] == "conv3_block2_1_relu"  # the dead layer: zero_fraction 1
+    frame.locator("#sort-select").select_option("model")
+    assert labels(frame)[0] == "conv3_block2_0_bn"
+    # zoom: every row fits, labels are hidden under 9 px but a row still shows its full name on hover
+    frame.locator("#layer-filter").fill("")
+    frame.locator("#fit-rows").click()
+    canvas = frame.locator("#overview .heatmap-canvas").first
+    box = canvas.bounding_box()
+    assert box["height"] <= 600
+    canvas.hover(position={"x": box["width"] / 2, "y": 1})
+    assert "layer: " in frame.locator(".tooltip").inner_text() or "block: " in frame.locator(".tooltip").inner_text()
+    assert not page.errors

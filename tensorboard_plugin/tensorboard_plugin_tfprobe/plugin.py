@@ -66,6 +66,8 @@ class TfprobePlugin(base_plugin.TBPlugin):
                     a.get("stat") or queries.DEFAULT_STAT,
                     a.get("columns"),
                     a.get("agg") or "last",
+                    a.get("filter"),
+                    a.getlist("hide"),
                 )
             ),
             "/scalars": self._route(

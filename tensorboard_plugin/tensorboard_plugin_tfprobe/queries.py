@@ -25,12 +25,14 @@ from __future__ import annotations
 
 import logging
 import math
+import re
 from typing import NamedTuple
 
 import numpy as np
 from tensorboard import errors
 from tensorboard.data import provider
 
+from tensorboard_plugin_tfprobe import layout
 from tfprobe import metadata
 
 MAX_COLUMNS = 2000
@@ -220,7 +222,8 @@ def list_series(src: Source, runs=None):
     kind, order, shape, bounds, inputs`) plus `name`, `stats` (recorded
     statistics, in `metadata.STATS` order), `elements` (per example),
     `histogram` (bool) and `max_step`. A series whose metadata is not
-    tfprobe's format is left out (and logged once).
+    tfprobe's format is left out (and logged once). The dashboard's arrangement
+    (`layout`): `category`, `block` and `depth`.
     """
     rtf = provider.RunTagFilter(runs=list(runs)) if runs else None
     listing = src.provider.list_scalars(
@@ -265,8 +268,19 @@ def list_series(src: Source, runs=None):
             )
             info["histogram"] = info["name"] in hist_series
         if series:
-            out[run] = dict(sorted(series.items(), key=lambda kv: (kv[1]["order"], kv[0])))
+            out[run] = _arrange(dict(sorted(series.items(), key=lambda kv: (kv[1]["order"], kv[0]))))
     return out
+
+
+def _arrange(series):
+    """Adds `category`, `block` and `depth` (see `layout`) to each series of one run, in model order."""
+    blocks = layout.assign_blocks(list(series))
+    depths = layout.graph_depths(series)
+    for (name, info), block in zip(series.items(), blocks):
+        info["category"] = layout.category_of(info["class"], info["kind"])
+        info["block"] = block
+        info["depth"] = depths[name]
+    return series
 
 
 def _run_series(src, run):
@@ -291,6 +305,10 @@ def runs(src: Source):
         "stats": list(metadata.STATS),
         "stat_descriptions": dict(metadata.STAT_DESCRIPTIONS),
         "default_stat": DEFAULT_STAT,
+        "categories": [
+            {"name": c, "description": layout.CATEGORY_DESCRIPTIONS[c], "classes": list(layout.CATEGORY_CLASSES.get(c, ()))}
+            for c in layout.CATEGORIES
+        ],
     }
 
 
@@ -369,19 +387,53 @@ def column_steps(all_steps, columns):
     return all_steps[ends]
 
 
-def overview(src: Source, run, stat=DEFAULT_STAT, columns=DEFAULT_COLUMNS, agg="last"):
-    """The heat-map data of one run for one statistic: rows = layers in model order, columns = steps."""
+def layer_selector(filter=None, hide=()):
+    """A predicate on series info: its name matches `filter` and its category is not in `hide`.
+
+    `filter` is a regular expression searched case-insensitively in the name (TensorBoard's tag
+    filter); `hide` lists `layout.CATEGORIES` to leave out. Bad values are a 400 naming them.
+
+    >>> keep = layer_selector("^conv", ["normalization"])
+    >>> keep({"name": "conv1_bn", "category": "normalization"}), keep({"name": "Conv1", "category": "convolution"})
+    (False, True)
+    >>> layer_selector("conv(")
+    Traceback (most recent call last):
+    ...
+    tensorboard.errors.InvalidArgumentError: Invalid argument: `filter` must be a valid regular expression (missing ), unterminated subpattern at position 4). Received: filter='conv('
+    """
+    try:
+        regex = re.compile(filter, re.IGNORECASE) if filter else None
+    except re.error as e:
+        raise errors.InvalidArgumentError(f"`filter` must be a valid regular expression ({e}). Received: filter={filter!r}")
+    hide = set(hide or ())
+    unknown = sorted(hide - set(layout.CATEGORIES))
+    if unknown:
+        raise errors.InvalidArgumentError(
+            f"`hide` must name layer categories ({', '.join(layout.CATEGORIES)}). Received: hide={unknown[0]!r}"
+        )
+    return lambda info: info["category"] not in hide and (regex is None or regex.search(info["name"]) is not None)
+
+
+def overview(src: Source, run, stat=DEFAULT_STAT, columns=DEFAULT_COLUMNS, agg="last", filter=None, hide=()):
+    """The heat-map data of one run for one statistic: rows = layers in model order, columns = steps.
+
+    `filter` and `hide` (see `layer_selector`) leave layers out before anything is read.
+    """
     require("run", run)
     check_stat(stat)
     columns = _check_int("columns", columns, 1, MAX_COLUMNS, DEFAULT_COLUMNS)
     if agg not in AGGREGATIONS:
         raise errors.InvalidArgumentError(f"`agg` must be one of {', '.join(AGGREGATIONS)}. Received: agg={agg!r}")
+    keep = layer_selector(filter, hide)
     series = _run_series(src, run)
-    names = [n for n, info in series.items() if stat in info["stats"]]
-    if not names:
+    recorded = [n for n, info in series.items() if stat in info["stats"]]
+    if not recorded:
         raise errors.NotFoundError(f"statistic {stat!r} was not recorded in run {run!r}")
+    names = [n for n in recorded if keep(series[n])]
     tags = {metadata.tag_for(n, stat): n for n in names}
-    data = src.read_scalars([run], list(tags), columns if agg == "last" else columns * OVERSAMPLE).get(run, {})
+    data = {}
+    if tags:
+        data = src.read_scalars([run], list(tags), columns if agg == "last" else columns * OVERSAMPLE).get(run, {})
     arrays = {}
     for tag, points in data.items():
         n = tags.get(tag)
@@ -406,6 +458,8 @@ def overview(src: Source, run, stat=DEFAULT_STAT, columns=DEFAULT_COLUMNS, agg="
                 "name": n,
                 "class": info["class"],
                 "kind": info["kind"],
+                "category": info["category"],
+                "block": info["block"],
                 # null: no logged window in the column; "NaN"/"Infinity": a logged non-finite value
                 "values": [v if p else None for v, p in zip(_json_list(matrix[i], 3), present[i].tolist())],
             }
@@ -416,6 +470,7 @@ def overview(src: Source, run, stat=DEFAULT_STAT, columns=DEFAULT_COLUMNS, agg="
         "agg": agg,
         "steps": cols.tolist(),
         "windows_read": int(len(np.unique(all_steps))),
+        "total_layers": len(recorded),  # before `filter`/`hide`
         "min": _finite_or_none(finite.min()) if finite.size else None,
         "max": _finite_or_none(finite.max()) if finite.size else None,
         "layers": rows,

@@ -127,8 +127,10 @@ export function legend(scale, label) {
 /**
  * A heat map of rows x columns on one canvas, with DOM row labels.
  *
- * opts: {rows: [{name, values}], columns: [label], scale, width, rowHeight,
- *        cellTitle(row, col, value) -> [lines], onRowClick(row), labelWidth}
+ * opts: {rows: [{name, values, label?, title?, className?, severity?}], columns: [label], scale,
+ *        width, rowHeight, cellTitle(row, col, value) -> [lines], onRowClick(row), labelWidth}
+ * A row's label shows `label` (default `name`), hovering it `title` (default `name`); a row with
+ * a `severity` is marked at the left edge of its label (class mark-<severity>, data-severity).
  */
 export function heatmap(opts) {
   const {rows, columns, scale} = opts;
@@ -185,13 +187,15 @@ export function heatmap(opts) {
 
   const labels = el('div', {class: 'heatmap-labels' + (showLabels ? '' : ' hidden-labels'), style: `width:${labelWidth}px`});
   rows.forEach((row, i) => {
+    const dataset = {row: i, name: row.name};
+    if (row.severity) dataset.severity = row.severity;
     labels.append(
       el('div', {
-        class: 'heatmap-label',
-        title: row.name,
+        class: ['heatmap-label', row.className, row.severity ? `mark-${row.severity}` : 'mark-none'].filter(Boolean).join(' '),
+        title: row.title ?? row.name,
         style: `height:${rowH}px;line-height:${rowH}px;font-size:${Math.min(12, Math.max(8, rowH - 2))}px`,
-        text: row.name,
-        dataset: {row: i},
+        text: row.label ?? row.name,
+        dataset,
         onclick: () => opts.onRowClick && opts.onRowClick(row, i),
       }),
     );

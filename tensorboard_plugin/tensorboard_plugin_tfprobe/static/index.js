@@ -1,14 +1,17 @@
 // Entry point of the tfprobe dashboard: `render()` is called once by TensorBoard's
 // plugin_entry.html inside a same-origin iframe. Builds the shell (header, main), loads the
 // runs, and shows the current view: `load(runs)` fetches (stale responses are dropped),
-// `draw(data)` builds the DOM; the filter and row height redraw without fetching. Every
+// `draw(data)` builds the DOM; the filter, category toggles, findings-only, blocks, sort and
+// row height redraw without fetching. Before a view loads, the run context is fetched once
+// per run selection and reload: /layers (category, block, depth of every layer) and, in the
+// background, /health (the findings marked on the map; the Health view reuses them). Every
 // run and layer name reaches the DOM through textContent (see charts.el), never as HTML.
 
 import {el, hideTooltip} from './charts.js';
 import {listen, sendMessage} from './ipc.js';
 import {assignRunColors, getJSON} from './model.js';
-import {filterBox, renderPicker, renderTabs} from './picker.js';
-import {app, loadFilterFromHash, selectedRuns, setMain, state} from './state.js';
+import {filterBox, renderCategoryBar, renderPicker, renderTabs} from './picker.js';
+import {app, loadStateFromHash, selectedRuns, setMain, state} from './state.js';
 import {emptyState} from './views/common.js';
 import * as health from './views/health.js';
 import * as layer from './views/layer.js';
@@ -22,6 +25,7 @@ let statusEl;
 let pickerEl;
 let tabsEl;
 let mainEl;
+let categoryEl;
 let shown = null; // {view, data} of what mainEl shows, for redraw()
 
 function setStatus(text) {
@@ -46,6 +50,7 @@ async function loadRuns() {
   assignRunColors(state.runs.map((r) => r.name));
   state.stats = data.stats;
   state.descriptions = data.stat_descriptions || {};
+  state.categories = data.categories || [];
   const names = new Set(state.runs.map((r) => r.name));
   for (const n of [...state.selected]) if (!names.has(n)) state.selected.delete(n);
   if (first || state.selected.size === 0) {
@@ -75,6 +80,29 @@ function placeholder(runs) {
   return null;
 }
 
+/** Fetches the layers of `runs` (awaited) and their findings (in the background, then redraws),
+ * once per run selection and reload. */
+async function loadContext(runs) {
+  const key = `${state.refreshes}|${runs.join('\n')}`;
+  if (state.context.key === key) return;
+  const layerData = await getJSON('layers', {run: runs});
+  const layers = new Map(runs.map((run) => [run, new Map(layerData.runs[run].layers.map((l) => [l.name, l]))]));
+  const health = getJSON('health', {run: runs});
+  state.context = {key, layers, findings: null, findingsError: null, health};
+  document.body.dataset.findings = 'loading';
+  health.then(
+    (res) => { if (state.context.key === key) { state.context.findings = res.findings; findingsSettled('ready'); } },
+    (e) => { if (state.context.key === key) { state.context.findingsError = e.message; findingsSettled('error'); } },
+  );
+  renderCategoryBar(categoryEl);
+}
+
+function findingsSettled(status) {
+  renderCategoryBar(categoryEl);
+  if (shown) redraw();
+  document.body.dataset.findings = status;
+}
+
 async function showView() {
   const token = ++state.token;
   const stale = () => token !== state.token;
@@ -85,12 +113,16 @@ async function showView() {
   const runs = selectedRuns();
   const other = placeholder(runs);
   if (other) {
+    state.context = {key: null, layers: new Map(), findings: null, findingsError: null, health: null};
+    renderCategoryBar(categoryEl); // no run: no counts
     mainEl.replaceChildren(other);
     setStatus('ready');
     return;
   }
   const view = VIEW_MODULES[state.view];
   try {
+    await loadContext(runs);
+    if (stale()) return;
     const data = await view.load(runs);
     if (stale()) return;
     shown = {view: state.view, data};
@@ -113,13 +145,14 @@ function redraw() {
 export async function render() {
   document.head.append(el('link', {rel: 'stylesheet', href: './static/style.css'}));
   Object.assign(app, {showView, redraw, go});
-  loadFilterFromHash();
+  loadStateFromHash();
   statusEl = el('span', {class: 'status', id: 'status', text: 'loading'});
   pickerEl = el('div', {class: 'run-picker', id: 'run-picker'});
   tabsEl = el('nav', {class: 'tabs', role: 'tablist'});
   mainEl = el('main', {id: 'view'});
+  categoryEl = el('div', {class: 'category-bar', id: 'category-bar'});
   setMain(mainEl);
-  const header = el('header', {class: 'tp-header'}, pickerEl, el('div', {class: 'header-middle'}, tabsEl, filterBox()), statusEl);
+  const header = el('header', {class: 'tp-header'}, pickerEl, el('div', {class: 'header-middle'}, tabsEl, filterBox(), categoryEl), statusEl);
   document.body.append(el('div', {id: 'tfprobe'}, header, mainEl));
   renderTabs(tabsEl);
   listen('experimental.DataReloaded', () => { refresh(); });

@@ -1,8 +1,8 @@
-// The header controls: run picker, view tabs, layer-name filter.
+// The header controls: run picker, view tabs, layer-name filter, category toggles, findings only.
 
 import {el} from './charts.js';
 import {runColor} from './model.js';
-import {app, setFilter, state} from './state.js';
+import {app, setFilter, setShared, state} from './state.js';
 
 export const VIEWS = [
   ['overview', 'Overview'],
@@ -57,4 +57,41 @@ export function filterBox() {
   });
   show();
   return el('div', {class: 'layer-filter'}, input, message);
+}
+
+/** Per category of the selected runs' layers (names counted once): a toggle showing or hiding
+ * it in every view, with its count; then "findings only". Categories without layers are left out. */
+export function renderCategoryBar(barEl) {
+  const counts = new Map();
+  const seen = new Set();
+  for (const layers of state.context.layers.values()) {
+    for (const [name, info] of layers) {
+      if (seen.has(name)) continue;
+      seen.add(name);
+      counts.set(info.category, (counts.get(info.category) || 0) + 1);
+    }
+  }
+  const toggles = state.categories.filter((c) => counts.has(c.name)).map((c) => {
+    const shown = !state.hidden.has(c.name);
+    return el('button', {
+      class: 'category-toggle', type: 'button', 'aria-pressed': String(shown), dataset: {category: c.name},
+      title: `${shown ? 'Hide' : 'Show'} ${c.description}${c.classes.length ? ': ' + c.classes.join(', ') : ''}`,
+      onclick: () => {
+        const hidden = new Set(state.hidden);
+        if (shown) hidden.add(c.name);
+        else hidden.delete(c.name);
+        setShared('hidden', hidden);
+        renderCategoryBar(barEl);
+        app.redraw();
+      },
+    }, el('span', {text: c.name}), el('span', {class: 'count', text: String(counts.get(c.name))}));
+  });
+  const box = el('input', {type: 'checkbox', id: 'findings-only'});
+  box.checked = state.findingsOnly;
+  box.addEventListener('change', () => { setShared('findingsOnly', box.checked); app.redraw(); });
+  const flagged = new Set((state.context.findings || []).map((f) => f.layer)).size;
+  const label = state.context.findingsError ? 'findings only (unavailable)'
+    : state.context.findings ? `findings only (${flagged})` : 'findings only (…)';
+  barEl.replaceChildren(el('span', {class: 'hint', text: 'Layers:'}), ...toggles,
+    el('label', {class: 'findings-only', title: 'show only layers with a Health finding'}, box, label));
 }

@@ -1,5 +1,7 @@
-// Shared dashboard state, the layer-name filter and its place in the URL hash, and the
-// hooks views use to navigate (set by index.js, so views never import the entry module).
+// Shared dashboard state, which layers are shown (name filter, hidden categories, findings
+// only), the run context every view shares (layer arrangement from /layers, findings from
+// /health), the state kept in the URL hash, and the hooks views use to navigate (set by
+// index.js, so views never import the entry module).
 
 export const state = {
   runs: [], // [{name, layers, max_step}]
@@ -18,6 +20,14 @@ export const state = {
   filter: '', // layer-name regex as typed
   filterRegex: null, // compiled; null = no filtering (empty or invalid)
   filterError: null,
+  categories: [], // [{name, description, classes}] from /runs: the server's class -> category table
+  hidden: new Set(), // hidden categories
+  findingsOnly: false,
+  collapsed: new Set(), // collapsed block names (overview)
+  sort: 'model', // model | depth | stat
+  blockAgg: 'max', // summary of a block row: max | mean over its layers
+  severities: new Set(['error', 'warning', 'info']), // shown in the Health view
+  context: {key: null, layers: new Map(), findings: null, findingsError: null, health: null},
   refreshes: 0,
   token: 0,
 };
@@ -61,8 +71,45 @@ export function setFilter(text) {
   writeHashParam(FILTER_KEY, text);
 }
 
-export function layerMatches(name) {
-  return state.filterRegex === null || state.filterRegex.test(name);
+/** The /layers info of `name` in `run` (any selected run when run is omitted), or undefined. */
+export function layerInfo(name, run = undefined) {
+  const runs = run === undefined ? [...state.context.layers.keys()] : [run];
+  for (const r of runs) {
+    const info = state.context.layers.get(r)?.get(name);
+    if (info) return info;
+  }
+  return undefined;
+}
+
+/** The most severe finding of `name` in `run` (any run when omitted): 'error' | 'warning' | 'info' | null. */
+export function layerSeverity(name, run = undefined) {
+  let best = null;
+  for (const f of state.context.findings || []) {
+    if (f.layer !== name || (run !== undefined && f.run !== run)) continue;
+    if (best === null || SEVERITY_RANK[f.severity] < SEVERITY_RANK[best]) best = f.severity;
+  }
+  return best;
+}
+export const SEVERITY_RANK = {error: 0, warning: 1, info: 2};
+
+/** Whether a layer is shown: its name matches the filter, its category is not hidden and, with
+ * "findings only", it has a finding. Every view uses this one test. */
+export function layerMatches(name, run = undefined) {
+  if (state.filterRegex !== null && !state.filterRegex.test(name)) return false;
+  if (state.hidden.size) {
+    const info = layerInfo(name, run);
+    if (info && state.hidden.has(info.category)) return false;
+  }
+  return !state.findingsOnly || layerSeverity(name, run) !== null;
+}
+
+/** Why some layers may be hidden, for the views' notes ("match the filter /x/, normalization hidden"). */
+export function filterDescription() {
+  const parts = [];
+  if (state.filter) parts.push(`match the filter /${state.filter}/`);
+  if (state.hidden.size) parts.push(`are not ${[...state.hidden].join(', ')}`);
+  if (state.findingsOnly) parts.push('have findings');
+  return parts.join(', ');
 }
 
 // ------------------------------------------------------------------ URL hash
@@ -71,6 +118,31 @@ export function layerMatches(name) {
 // and writes the top page's hash directly (replaceState: no navigation, no history entry).
 
 const FILTER_KEY = 'p.tfprobe.filter';
+const setParam = (set) => (set.size ? JSON.stringify([...set]) : '');
+const readSet = (text) => {
+  try {
+    const list = JSON.parse(text);
+    return new Set(Array.isArray(list) ? list.map(String) : []);
+  } catch (e) {
+    return new Set();
+  }
+};
+// state key -> [hash key, to hash text ('' = default, left out), from hash text]
+const HASH_STATE = {
+  hidden: ['p.tfprobe.hide', setParam, readSet],
+  collapsed: ['p.tfprobe.collapsed', setParam, readSet],
+  findingsOnly: ['p.tfprobe.findings', (v) => (v ? '1' : ''), (t) => t === '1'],
+  sort: ['p.tfprobe.sort', (v) => (v === 'model' ? '' : v), (t) => (['depth', 'stat'].includes(t) ? t : 'model')],
+  blockAgg: ['p.tfprobe.summary', (v) => (v === 'max' ? '' : v), (t) => (t === 'mean' ? 'mean' : 'max')],
+  severities: ['p.tfprobe.severity', (v) => (v.size === 3 ? '' : JSON.stringify([...v])), readSet],
+};
+
+/** Sets `state[key]` and keeps it in the URL hash (see HASH_STATE). */
+export function setShared(key, value) {
+  state[key] = value;
+  const [hashKey, write] = HASH_STATE[key];
+  writeHashParam(hashKey, write(value));
+}
 
 function hashWindow() {
   try {
@@ -102,8 +174,13 @@ export function writeHashParam(key, value) {
   win.history.replaceState(win.history.state, '', url.toString());
 }
 
-export function loadFilterFromHash() {
+/** Restores the filter and every HASH_STATE key from the URL hash (a shared or reloaded view). */
+export function loadStateFromHash() {
   const text = readHashParam(FILTER_KEY) || '';
   const {regex, error} = compileFilter(text);
   Object.assign(state, {filter: text, filterRegex: regex, filterError: error});
+  for (const [key, [hashKey, , read]] of Object.entries(HASH_STATE)) {
+    const value = readHashParam(hashKey);
+    if (value !== null) state[key] = read(value);
+  }
 }

@@ -2,7 +2,7 @@
 
 import {el} from '../charts.js';
 import {runColor} from '../model.js';
-import {mainWidth, state} from '../state.js';
+import {filterDescription, mainWidth, state} from '../state.js';
 
 /** A run heading (colour swatch and name), as `tag` (h2 or h3). */
 export function runHeading(run, tag = 'h2') {
@@ -30,10 +30,10 @@ export function statSelect(value, onchange, only = null) {
   return select;
 }
 
-/** "n of m layers match the filter" when the filter hides some, else null. */
+/** "n of m layers match the filter /x/, are not normalization" when some are hidden, else null. */
 export function filterNote(shown, total) {
   if (shown === total) return null;
-  return el('p', {class: 'hint filter-note', text: `${shown} of ${total} layers match the filter /${state.filter}/.`});
+  return el('p', {class: 'hint filter-note', text: `${shown} of ${total} layers ${filterDescription()}.`});
 }
 
 export function emptyState() {

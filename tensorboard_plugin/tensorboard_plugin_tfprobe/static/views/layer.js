@@ -3,7 +3,7 @@
 
 import {el, fmt, fmtInt, heatmap, lineChart, makeScale, seriesLegend} from '../charts.js';
 import {getJSON, num, runColor, smooth} from '../model.js';
-import {app, layerMatches, mainWidth, state} from '../state.js';
+import {app, filterDescription, layerMatches, mainWidth, state} from '../state.js';
 import {chartGrid, runHeading} from './common.js';
 
 const DETAIL_DEFAULT = ['mean', 'std', 'zero_fraction', 'dead_unit_fraction'];
@@ -114,7 +114,7 @@ export function draw(data) {
     el('div', {class: 'controls'}, el('span', {text: 'Statistics:'}), statPicker(data.available, data.stats)),
   );
   if (state.layer && !layerMatches(state.layer)) {
-    out.append(el('p', {class: 'hint filter-note', text: `This layer does not match the filter /${state.filter}/.`}));
+    out.append(el('p', {class: 'hint filter-note', text: `This layer is hidden elsewhere: shown layers ${filterDescription()}.`}));
   }
   const shown = data.runs.filter((r) => data.scalars && data.scalars.runs.includes(r));
   out.append(seriesLegend(shown.map((r) => ({name: r, color: runColor(r)}))));

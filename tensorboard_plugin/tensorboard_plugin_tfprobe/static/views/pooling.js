@@ -46,7 +46,7 @@ export function draw(results) {
       continue;
     }
     if (!res.pool.layers.length) out.append(el('p', {class: 'hint', text: 'No pooling layers were recorded in this run.'}));
-    const pools = res.pool.layers.filter((l) => layerMatches(l.name));
+    const pools = res.pool.layers.filter((l) => layerMatches(l.name, res.run));
     const note = filterNote(pools.length, res.pool.layers.length);
     if (note) out.append(note);
     out.append(poolCharts(pools), funnelBlock(res.run, res.funnel));
@@ -88,7 +88,7 @@ function funnelBlock(run, f) {
   const block = el('div', {class: 'funnel-block'}, funnelControls(run, f));
   // the bar scale and cumulative mass use every layer; the filter only hides rows
   const maxLog = Math.max(1, ...f.layers.map((l) => (l.elements ? Math.log10(l.elements + 1) : 0)));
-  const rows = f.layers.filter((l) => layerMatches(l.name));
+  const rows = f.layers.filter((l) => layerMatches(l.name, run));
   const note = filterNote(rows.length, f.layers.length);
   if (note) block.append(note);
   const table = el('table', {class: 'funnel'});
