@@ -150,10 +150,11 @@ def test_the_heat_strip_of_a_1d_model_peaks_inside_the_tone_burst():
     keras.utils.set_random_seed(0)
     x, y, _ = burst_task(800, seed=0)
     xt, yt, starts = burst_task(200, seed=1)
-    model = keras.Sequential([keras.Input((LENGTH, 1)), keras.layers.Conv1D(8, 7, padding="same", activation="relu"),
-                              keras.layers.MaxPooling1D(2), keras.layers.Conv1D(16, 5, padding="same", activation="relu"),
-                              keras.layers.MaxPooling1D(2),
-                              keras.layers.Conv1D(16, 3, padding="same", activation="relu", name="last"),
+    relu = {"padding": "same", "activation": "relu"}
+    model = keras.Sequential([keras.Input((LENGTH, 1)),
+                              keras.layers.Conv1D(8, 7, **relu), keras.layers.MaxPooling1D(2),
+                              keras.layers.Conv1D(16, 5, **relu), keras.layers.MaxPooling1D(2),
+                              keras.layers.Conv1D(16, 3, name="last", **relu),
                               keras.layers.GlobalAveragePooling1D(), keras.layers.Dense(2)])
     model.compile(keras.optimizers.Adam(1e-2), keras.losses.SparseCategoricalCrossentropy(from_logits=True))
     model.fit(x, y, epochs=6, batch_size=32, verbose=0)
@@ -210,7 +211,7 @@ def test_running_the_maps_during_fit_leaves_the_weights_unchanged(patch_data):
 @pytest.mark.parametrize(
     "call, message",
     [
-        (lambda m, x: looks.grad_cam(m, x, layer="head"), r"`layer` must be a layer with a 1D or 2D spatial output.*head"),
+        (lambda m, x: looks.grad_cam(m, x, layer="head"), r"`layer` must be a layer with a 1D or 2D spatial.*head"),
         (lambda m, x: looks.grad_cam(m, x, layer="nope"), r"`layer` is not a layer.*layer='nope'.*Available"),
         (lambda m, x: looks.grad_cam(m, x, layer=3), r"`layer` must be a layer name"),
         (lambda m, x: looks.grad_cam(m, x[:, :8]), r"`x` must be examples of shape \(16, 16, 1\).*\(4, 8, 16, 1\)"),

@@ -67,16 +67,18 @@ _GAP = (keras.layers.GlobalAveragePooling1D, keras.layers.GlobalAveragePooling2D
 # ---------------------------------------------------------------- arguments
 
 
-def _check_x(model, x):
+def _check_x(model, x, arg="x"):
     """`x` as a float NumPy batch, checked against the model's input shape where the model declares one."""
     if isinstance(x, (dict, list, tuple)) and not isinstance(x, np.ndarray):
         try:
             x = np.asarray(x)
         except Exception:  # noqa: BLE001 - anything np.asarray rejects
-            raise TypeError(f"`x` must be one array of examples. Received: x of type {type(x).__name__}") from None
+            raise TypeError(f"`{arg}` must be one array of examples. "
+                            f"Received: {arg} of type {type(x).__name__}") from None
     array = np.asarray(x)
     if array.dtype == object or array.ndim < 2 or len(array) == 0:
-        raise ValueError(f"`x` must be a non-empty batch of examples (batch, ...). Received: x of shape {array.shape}")
+        raise ValueError(f"`{arg}` must be a non-empty batch of examples (batch, ...). "
+                         f"Received: {arg} of shape {array.shape}")
     if not np.issubdtype(array.dtype, np.floating):
         array = array.astype("float32")
     try:
@@ -88,7 +90,8 @@ def _check_x(model, x):
         got = array.shape[1:]
         if len(expected) != len(got) or any(e is not None and e != g for e, g in zip(expected, got)):
             raise ValueError(
-                f"`x` must be examples of shape {expected} for model {model.name!r}. Received: x of shape {array.shape}"
+                f"`{arg}` must be examples of shape {expected} for model {model.name!r}. "
+                f"Received: {arg} of shape {array.shape}"
             )
     return array
 
@@ -112,7 +115,7 @@ def resolve_layer(model, layer, arg="layer"):
     return hits[0]
 
 
-def _classes(class_index, n, n_classes, predicted):
+def _classes(class_index, n, n_classes, predicted, arg="class_index"):
     """One class per example: the predicted ones for None, an int for all, or one per example."""
     if class_index is None:
         return predicted
@@ -121,6 +124,9 @@ def _classes(class_index, n, n_classes, predicted):
         values = np.full(n, values)
     bad = (values.ndim != 1 or len(values) != n or not np.issubdtype(values.dtype, np.integer)
            or (values < 0).any() or (values >= max(n_classes, 2)).any())
+    if bad and arg != "class_index":
+        raise ValueError(f"`{arg}` labels must be class indices in [0, {max(n_classes, 2)}), one per example, for "
+                         f"Grad-CAM of the true class. Received: labels={reprlib.repr(class_index)}")
     if bad:
         raise ValueError(f"`class_index` must be None, an int in [0, {max(n_classes, 2)}) or one such int per "
                          f"example ({n}). Received: class_index={reprlib.repr(class_index)}")
@@ -188,23 +194,28 @@ def _class_scores(model, output):
 
 
 def _probabilities(logits, squashing):
+    """Class probabilities from the scores: the bypassed squashing applied, or the output itself if it is one."""
     if logits.shape[1] == 1:
-        p = logits[:, 0] if squashing is None and ((logits >= 0) & (logits <= 1)).all() else 1 / (1 + np.exp(-logits[:, 0]))
+        already = squashing is None and ((logits >= 0) & (logits <= 1)).all()
+        p = logits[:, 0] if already else 1 / (1 + np.exp(-logits[:, 0]))
         return np.stack([1 - p, p], axis=1)
+    if squashing == "sigmoid":  # independent classes (multi-label)
+        return 1 / (1 + np.exp(-logits))
     if squashing is None and (logits >= 0).all() and np.allclose(logits.sum(axis=1), 1, atol=1e-3):
         return logits
     e = np.exp(logits - logits.max(axis=1, keepdims=True))
     return e / e.sum(axis=1, keepdims=True)
 
 
-def forward(model, x, chosen, class_sets=(), watch=True):
+def forward(model, x, chosen, class_sets=(), watch=True, arg="x"):
     """Runs `model(x, training=False)` once, capturing `chosen` `[(path, layer)]` under a gradient tape.
 
     `class_sets` are class choices (None, an int or one per example) whose
     summed scores are recorded on the tape (`Pass.score_of[i]`), so that
     `pass_.tape.gradient(pass_.score_of[i], tensor)` gives their gradient.
+    Errors about `x` and the classes name `arg` (the caller's argument).
     """
-    x = _check_x(model, x)
+    x = _check_x(model, x, arg)
     taps = {}
     tape = tf.GradientTape(persistent=len(class_sets) > 1, watch_accessed_variables=False)
 
@@ -219,15 +230,15 @@ def forward(model, x, chosen, class_sets=(), watch=True):
             try:
                 output = model(x, training=False)
             except (ValueError, TypeError, tf.errors.InvalidArgumentError) as error:
-                raise ValueError(f"`x` could not be run through model {model.name!r}: {error}. "
-                                 f"Received: x of shape {x.shape}") from None
+                raise ValueError(f"`{arg}` could not be run through model {model.name!r}: {error}. "
+                                 f"Received: {arg} of shape {x.shape}") from None
         logits_t = _class_scores(model, output)
         logits = logits_t.numpy()
         probabilities = _probabilities(logits, squashing)
         predicted = probabilities.argmax(axis=1)
         scores = []
         for class_index in class_sets:
-            classes = _classes(class_index, len(x), logits.shape[1], predicted)
+            classes = _classes(class_index, len(x), logits.shape[1], predicted, "class_index" if arg == "x" else arg)
             if logits.shape[1] == 1:  # binary: class 1 is the logit, class 0 its negation
                 scores.append(tf.reduce_sum(logits_t[:, 0] * (2.0 * classes - 1.0)))
             else:
