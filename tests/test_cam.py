@@ -243,3 +243,34 @@ def test_models_that_do_not_output_class_scores_or_lack_a_cam_head_are_named():
     vector = keras.Sequential([keras.Input((5,)), keras.layers.Dense(2)])
     with pytest.raises(ValueError, match=r"`layer` cannot be chosen automatically: no layer .* spatial output"):
         looks.grad_cam(vector, np.zeros((2, 5), "float32"))
+
+
+class HeadFirst(keras.Model):
+    """A subclassed model whose last tracked layer is a hidden sigmoid conv: it must not be bypassed."""
+
+    def __init__(self):
+        super().__init__(name="head_first")
+        self.gap = keras.layers.GlobalAveragePooling2D(name="gap")
+        self.head = keras.layers.Dense(2, name="head")
+        self.conv = keras.layers.Conv2D(3, 3, activation="sigmoid", name="conv")
+
+    def call(self, x, training=False):
+        return self.head(self.gap(self.conv(x)))
+
+
+def test_only_the_layer_that_makes_the_output_loses_its_softmax():
+    import tensorflow as tf
+
+    keras.utils.set_random_seed(0)
+    model = HeadFirst()
+    x = np.random.default_rng(0).random((3, 8, 8, 1), dtype=np.float32)
+    model(x)
+    with tf.GradientTape() as tape:
+        a = model.conv(x)
+        tape.watch(a)
+        score = tf.reduce_sum(model.head(model.gap(a))[:, 1])
+    weights = tf.reduce_mean(tape.gradient(score, a), axis=(1, 2), keepdims=True)
+    expected = tf.image.resize(tf.nn.relu(tf.reduce_sum(weights * a, axis=-1))[..., None], (8, 8))[..., 0]
+    assert looks.default_layer(model, x) == "conv"
+    np.testing.assert_allclose(looks.grad_cam(model, x, class_index=1), expected.numpy(), rtol=1e-5, atol=1e-6)
+    assert model.conv.activation.__name__ == "sigmoid"

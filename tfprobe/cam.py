@@ -145,32 +145,44 @@ def _activation_name(layer):
     return getattr(getattr(layer, "activation", None), "__name__", None)
 
 
-@contextlib.contextmanager
-def _logits(model):
-    """Bypasses a softmax or sigmoid on the last layer for the pass; yields its name (or None)."""
+def _last_layer(model):
     layers = list(walk(model))
-    last = layers[-1][1] if layers else None
-    name = _activation_name(last)
+    return layers[-1] if layers else None
+
+
+@contextlib.contextmanager
+def _logits(last):
+    """Bypasses a softmax or sigmoid of the layer `(path, layer)` for the pass; yields its name (or None)."""
+    name = _activation_name(last[1]) if last is not None else None
     if name not in _SQUASHING:
         yield None
         return
-    if isinstance(last, keras.layers.Softmax):
-        had, previous = "call" in last.__dict__, last.__dict__.get("call")
-        object.__setattr__(last, "call", lambda inputs, *args, **kwargs: inputs)
+    layer = last[1]
+    if isinstance(layer, keras.layers.Softmax):
+        had, previous = "call" in layer.__dict__, layer.__dict__.get("call")
+        object.__setattr__(layer, "call", lambda inputs, *args, **kwargs: inputs)
         try:
             yield name
         finally:
             if had:
-                object.__setattr__(last, "call", previous)
+                object.__setattr__(layer, "call", previous)
             else:
-                object.__delattr__(last, "call")
+                object.__delattr__(layer, "call")
         return
-    previous = last.activation
-    object.__setattr__(last, "activation", keras.activations.linear)
+    previous = layer.activation
+    object.__setattr__(layer, "activation", keras.activations.linear)
     try:
         yield name
     finally:
-        object.__setattr__(last, "activation", previous)
+        object.__setattr__(layer, "activation", previous)
+
+
+def _is_output(tap, output):
+    """Whether the captured tap is (or equals) the model's output: the bypassed layer made the output."""
+    if tap is None or not isinstance(output, tf.Tensor):
+        return False
+    return tap.tensor is output or (tap.tensor.shape == output.shape and bool(
+        np.allclose(np.asarray(tap.tensor, np.float32), np.asarray(output, np.float32), equal_nan=True)))
 
 
 @dataclasses.dataclass
@@ -207,15 +219,21 @@ def _probabilities(logits, squashing):
     return e / e.sum(axis=1, keepdims=True)
 
 
-def forward(model, x, chosen, class_sets=(), watch=True, arg="x"):
+def forward(model, x, chosen, class_sets=(), watch=True, arg="x", bypass=True):
     """Runs `model(x, training=False)` once, capturing `chosen` `[(path, layer)]` under a gradient tape.
 
     `class_sets` are class choices (None, an int or one per example) whose
     summed scores are recorded on the tape (`Pass.score_of[i]`), so that
     `pass_.tape.gradient(pass_.score_of[i], tensor)` gives their gradient.
     Errors about `x` and the classes name `arg` (the caller's argument).
+    The last layer's softmax or sigmoid is bypassed (`bypass`) when that
+    layer turns out to produce the model's output; otherwise the pass runs
+    again without touching it.
     """
     x = _check_x(model, x, arg)
+    last = _last_layer(model) if bypass else None
+    given = list(chosen)
+    chosen = given + ([last] if last is not None and all(lay is not last[1] for _, lay in given) else [])
     taps = {}
     tape = tf.GradientTape(persistent=len(class_sets) > 1, watch_accessed_variables=False)
 
@@ -225,29 +243,35 @@ def forward(model, x, chosen, class_sets=(), watch=True, arg="x"):
             if watch:
                 tape.watch(tap.tensor)
 
-    with _logits(model) as squashing, Capture(chosen) as capture, tape:
+    with _logits(last) as squashing, Capture(chosen) as capture, tape:
         with capture.collecting(on_tap):
             try:
                 output = model(x, training=False)
             except (ValueError, TypeError, tf.errors.InvalidArgumentError) as error:
                 raise ValueError(f"`{arg}` could not be run through model {model.name!r}: {error}. "
                                  f"Received: {arg} of shape {x.shape}") from None
-        logits_t = _class_scores(model, output)
-        logits = logits_t.numpy()
-        probabilities = _probabilities(logits, squashing)
-        predicted = probabilities.argmax(axis=1)
-        scores = []
-        for class_index in class_sets:
-            classes = _classes(class_index, len(x), logits.shape[1], predicted, "class_index" if arg == "x" else arg)
-            if logits.shape[1] == 1:  # binary: class 1 is the logit, class 0 its negation
-                scores.append(tf.reduce_sum(logits_t[:, 0] * (2.0 * classes - 1.0)))
-            else:
-                scores.append(tf.reduce_sum(tf.gather(logits_t, classes, axis=1, batch_dims=1)))
-    return Pass(logits, probabilities, predicted, taps, tape, scores)
+        hidden = squashing is not None and not _is_output(taps.get(last[0]), output)
+        if not hidden:  # the scores are recorded on the tape
+            scored = _score(model, output, squashing, class_sets, len(x), "class_index" if arg == "x" else arg)
+    if hidden:  # a hidden layer was bypassed: run again, now that it is restored, without bypassing
+        return forward(model, x, given, class_sets, watch, arg, bypass=False)
+    return Pass(*scored[:3], taps, tape, scored[3])
 
 
-def _spatial_rank(tensor):
-    return tensor.shape.rank - 2
+def _score(model, output, squashing, class_sets, n, arg):
+    """`(logits, probabilities, predicted, [summed score tensor per class set])` of one pass's output."""
+    logits_t = _class_scores(model, output)
+    logits = logits_t.numpy()
+    probabilities = _probabilities(logits, squashing)
+    predicted = probabilities.argmax(axis=1)
+    scores = []
+    for class_index in class_sets:
+        classes = _classes(class_index, n, logits.shape[1], predicted, arg)
+        if logits.shape[1] == 1:  # binary: class 1 is the logit, class 0 its negation
+            scores.append(tf.reduce_sum(logits_t[:, 0] * (2.0 * classes - 1.0)))
+        else:
+            scores.append(tf.reduce_sum(tf.gather(logits_t, classes, axis=1, batch_dims=1)))
+    return logits, probabilities, predicted, scores
 
 
 def _is_spatial(tensor):
