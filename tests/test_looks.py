@@ -175,3 +175,20 @@ def test_bad_arguments_are_named_before_training(tmp_path, kwargs, data, error, 
 
 def test_enlarge_keeps_large_images():
     assert enlarge(np.zeros((200, 10, 3))).shape == (200, 10, 3)
+
+
+def test_a_run_after_close_starts_a_new_file_with_its_own_metadata(tmp_path):
+    model = small_cnn()
+    reference = ReferenceData(np.random.default_rng(0).random((2, 12, 12, 1), dtype=np.float32))
+    looks = LooksAnalysis(tmp_path, examples=1, feature_layers=[])
+    for step in (1, 2):
+        looks.run(model, reference, step)
+        looks.close()
+    looks.close()
+    files = sorted(tmp_path.glob("*.tfprobe-looks"))
+    assert len(files) == 2
+    for path, step in zip(files, (1, 2)):
+        (event,) = list(read_events(str(path)))[1:]
+        assert event.step == step
+        gradcam = [v for v in event.summary.value if v.tag == metadata.looks_tag(0, "gradcam", "conv2")]
+        assert gradcam[0].metadata.plugin_data.plugin_name == "images"

@@ -355,6 +355,9 @@ class LooksAnalysis:
         self._inputs_written = True
 
     def close(self):
+        """Closes the event file; a later `run` (the next `fit` of a reused probe) starts a new one."""
         if self._writer is not None:
             self._writer.close()
+            self._writer = None
+            self._described = set()  # a new file carries each tag's metadata again
 
