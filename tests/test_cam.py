@@ -274,3 +274,12 @@ def test_only_the_layer_that_makes_the_output_loses_its_softmax():
     assert looks.default_layer(model, x) == "conv"
     np.testing.assert_allclose(looks.grad_cam(model, x, class_index=1), expected.numpy(), rtol=1e-5, atol=1e-6)
     assert model.conv.activation.__name__ == "sigmoid"
+
+
+def test_tfprobe_cam_is_reachable_after_a_plain_import():
+    import subprocess
+    import sys
+
+    code = "import sys, tfprobe; assert 'tensorflow' not in sys.modules; print(tfprobe.cam.grad_cam.__name__)"
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert out.returncode == 0 and out.stdout.strip() == "grad_cam", out.stderr[-2000:]
