@@ -192,3 +192,31 @@ def test_a_run_after_close_starts_a_new_file_with_its_own_metadata(tmp_path):
         assert event.step == step
         gradcam = [v for v in event.summary.value if v.tag == metadata.looks_tag(0, "gradcam", "conv2")]
         assert gradcam[0].metadata.plugin_data.plugin_name == "images"
+
+
+def test_next_to_a_layer_probe_both_record_and_the_model_is_restored(tmp_path):
+    import tfprobe
+
+    rng = np.random.default_rng(0)
+    x, y = rng.random((64, 12, 12, 1), dtype=np.float32), rng.integers(0, 3, 64)
+    reference = ReferenceData((x[:4], y[:4]))
+    looks = LooksAnalysis(tmp_path / "run", examples=2)
+
+    class ReferenceStep(keras.callbacks.Callback):
+        def on_epoch_end(self, epoch, logs=None):
+            looks.run(self.model, reference, int(self.model.optimizer.iterations.numpy()))
+
+    weights = []
+    for extra in ([], [ReferenceStep()]):
+        model = small_cnn()
+        model.compile("adam", "sparse_categorical_crossentropy")
+        probe = tfprobe.LayerProbe(tmp_path / ("run" if extra else "plain"), record_freq=1, log_freq=4)
+        model.fit(x, y, epochs=2, batch_size=16, verbose=0, callbacks=[probe, *extra])
+        weights.append(model.get_weights())
+        assert not any("call" in layer.__dict__ for layer in model.layers)
+    looks.close()
+    for before, after in zip(*weights):
+        np.testing.assert_array_equal(before, after)
+    assert sorted(images_and_scalars(tmp_path / "run")) == [4, 8]
+    stats = tfprobe.read_logdir(tmp_path)
+    assert set(stats["run"]) == {"run", "plain"} and "conv2" in set(stats["layer"])

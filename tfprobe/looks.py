@@ -211,7 +211,7 @@ class LooksAnalysis:
 
     Args:
       log_dir: the run directory (the same as `LayerProbe`'s).
-      examples: how many of the first reference examples to show. Defaults to 8.
+      examples: how many of the first reference examples to show (1 to 100). Defaults to 8.
       layer: the Grad-CAM layer (path, name or layer object); None: the last
         layer with a spatial output (`tfprobe.cam`).
       feature_layers: the layers whose feature maps are shown, as
