@@ -22,13 +22,13 @@ import time
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
-import numpy as np  # noqa: E402
-import keras  # noqa: E402
+import keras
+import numpy as np
 
 sys.path.insert(0, os.path.join(os.path.dirname(__file__), ".."))
 sys.path.insert(0, os.path.join(os.path.dirname(__file__), "..", "examples"))
-from tfprobe.looks import LooksAnalysis  # noqa: E402
-from tfprobe.reference import ReferenceData  # noqa: E402
+from tfprobe.looks import LooksAnalysis
+from tfprobe.reference import ReferenceData
 
 
 def digits():

@@ -274,22 +274,25 @@ def _score(model, output, squashing, class_sets, n, arg):
     return logits, probabilities, predicted, scores
 
 
-def _is_spatial(tensor):
+def is_spatial(tensor):
+    """A 1D or wider spatial output `(batch, *spatial, channels)` with more than one position."""
     return tensor.shape.rank >= 3 and math.prod(int(d) for d in tensor.shape[1:-1]) > 1
 
 
-def _spatial_tap(pass_, path, arg="layer"):
+def spatial_tap(pass_, path, arg="layer"):
+    """The tap of layer `path` in a `forward` pass; a `ValueError` naming `arg` unless it is 1D or 2D spatial."""
     tap = pass_.taps.get(path)
     if tap is None:
         raise ValueError(f"`{arg}` {path!r} was not called when the model ran on `x`. Received: {arg}={path!r}")
-    if not _is_spatial(tap.tensor) or tap.tensor.shape.rank > 4:
+    if not is_spatial(tap.tensor) or tap.tensor.shape.rank > 4:
         raise ValueError(f"`{arg}` must be a layer with a 1D or 2D spatial output (batch, ..., channels); "
                          f"{path!r} outputs shape {tuple(tap.tensor.shape)}. Received: {arg}={path!r}")
     return tap
 
 
-def _last_spatial(model, taps):
-    spatial = [path for path, tap in taps.items() if _is_spatial(tap.tensor) and tap.tensor.shape.rank <= 4]
+def last_spatial_layer(model, taps):
+    """The default layer: the last tap (in computation order) with a 1D or 2D spatial output."""
+    spatial = [path for path, tap in taps.items() if is_spatial(tap.tensor) and tap.tensor.shape.rank <= 4]
     if not spatial:
         raise ValueError(f"`layer` cannot be chosen automatically: no layer of model {model.name!r} has a 1D or 2D "
                          f"spatial output. Received: layer=None")
@@ -300,17 +303,17 @@ def _explain_pass(model, x, layer, class_sets, arg="layer"):
     """One pass for `layer` (None: every layer, to find the default); returns `(pass, path)`."""
     if layer is None:
         pass_ = forward(model, x, list(walk(model)), class_sets)
-        return pass_, _last_spatial(model, pass_.taps)
+        return pass_, last_spatial_layer(model, pass_.taps)
     path, obj = resolve_layer(model, layer, arg)
     pass_ = forward(model, x, [(path, obj)], class_sets)
-    _spatial_tap(pass_, path, arg)
+    spatial_tap(pass_, path, arg)
     return pass_, path
 
 
 def default_layer(model, x):
     """The path of the layer `grad_cam` explains when `layer=None` (see the module docstring)."""
     pass_ = forward(model, x, list(walk(model)), watch=False)
-    return _last_spatial(model, pass_.taps)
+    return last_spatial_layer(model, pass_.taps)
 
 
 # ---------------------------------------------------------------- maps
@@ -325,8 +328,7 @@ def _upsample(maps, size):
     return tf.image.resize(maps[..., None], size)[..., 0].numpy()
 
 
-def _input_size(x, rank, path):
-    shape = np.shape(x)
+def _input_size(shape, rank, path):
     if len(shape) < rank + 1:
         raise ValueError(f"`x` has no {rank}D spatial axes to upsample the map of layer {path!r} to. "
                          f"Received: x of shape {shape}")
@@ -351,11 +353,19 @@ def _weighted_maps(tap, gradient, plus):
     return tf.nn.relu(tf.reduce_sum(weights * a, axis=-1)).numpy()
 
 
+def maps_from(pass_, path, x_shape, score=0, plus=False):
+    """Grad-CAM (or Grad-CAM++) maps of a `forward` pass at layer `path` for its `score`-th class set.
+
+    Upsampled to the spatial size in `x_shape` (the inputs' shape).
+    """
+    tap = spatial_tap(pass_, path)
+    maps = _weighted_maps(tap, pass_.tape.gradient(pass_.score_of[score], tap.tensor), plus)
+    return _upsample(maps, _input_size(x_shape, maps.ndim - 1, path))
+
+
 def _gradient_maps(model, x, layer, class_index, plus):
     pass_, path = _explain_pass(model, x, layer, [class_index])
-    tap = pass_.taps[path]
-    maps = _weighted_maps(tap, pass_.tape.gradient(pass_.score_of[0], tap.tensor), plus)
-    return _upsample(maps, _input_size(x, maps.ndim - 1, path))
+    return maps_from(pass_, path, np.shape(x), 0, plus)
 
 
 def grad_cam(model, x, layer=None, class_index=None):
@@ -413,7 +423,7 @@ def cam(model, x, class_index=None):
     weights = tf.gather(tf.transpose(kernel), classes)  # (N, K)
     shape = [-1] + [1] * (features.shape.rank - 2) + [kernel.shape[0]]
     maps = tf.nn.relu(tf.reduce_sum(tf.cast(features, tf.float32) * tf.reshape(weights, shape), axis=-1)).numpy()
-    return _upsample(maps, _input_size(x, maps.ndim - 1, gap_path))
+    return _upsample(maps, _input_size(np.shape(x), maps.ndim - 1, gap_path))
 
 
 # ---------------------------------------------------------------- feature maps
@@ -485,7 +495,7 @@ def feature_maps(model, x, layer=None, channels=DEFAULT_CHANNELS):
         raise ValueError(f"`channels` must be a positive integer. Received: channels={channels!r}")
     if layer is None:
         pass_ = forward(model, x, list(walk(model)), watch=False)
-        path = _last_spatial(model, pass_.taps)
+        path = last_spatial_layer(model, pass_.taps)
     else:
         path, obj = resolve_layer(model, layer)
         pass_ = forward(model, x, [(path, obj)], watch=False)
@@ -494,7 +504,7 @@ def feature_maps(model, x, layer=None, channels=DEFAULT_CHANNELS):
 
 def feature_maps_of(pass_, path, channels=DEFAULT_CHANNELS, arg="layer"):
     """`FeatureMaps` of a layer captured in a `forward` pass."""
-    output = tf.cast(_spatial_tap(pass_, path, arg).tensor, tf.float32).numpy()
+    output = tf.cast(spatial_tap(pass_, path, arg).tensor, tf.float32).numpy()
     chosen = top_channels(output, channels)
     moved = np.moveaxis(output, -1, 1)  # (N, K, *spatial)
     index = chosen.reshape(chosen.shape + (1,) * (moved.ndim - 2))

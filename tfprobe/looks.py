@@ -251,14 +251,14 @@ class LooksAnalysis:
 
     def _grad_cam_path(self, model, pass_):
         if self.layer is None:
-            return cam._last_spatial(model, pass_.taps)
+            return cam.last_spatial_layer(model, pass_.taps)
         path, _ = cam.resolve_layer(model, self.layer)
-        cam._spatial_tap(pass_, path)
+        cam.spatial_tap(pass_, path)
         return path
 
     def _feature_paths(self, model, pass_, grad_cam_path):
         if self.feature_layers is None:
-            convs = [p for p, lay in walk(model) if _is_conv(lay) and p in pass_.taps and cam._is_spatial(
+            convs = [p for p, lay in walk(model) if _is_conv(lay) and p in pass_.taps and cam.is_spatial(
                 pass_.taps[p].tensor) and pass_.taps[p].tensor.shape.rank <= 4]
             return spread(convs, MAX_FEATURE_LAYERS) or [grad_cam_path]
         if isinstance(self.feature_layers, (list, tuple)) and not self.feature_layers:
@@ -269,7 +269,7 @@ class LooksAnalysis:
             message = str(error).replace("`layers`", "`feature_layers`").replace(" layers=", " feature_layers=")
             raise type(error)(message) from None
         for path in paths:
-            cam._spatial_tap(pass_, path, arg="feature_layers")
+            cam.spatial_tap(pass_, path, arg="feature_layers")
         return paths
 
     def _look(self, model, reference):
@@ -303,10 +303,7 @@ class LooksAnalysis:
     def run(self, model, reference, step):
         """Writes one reference step: images and scalars for the first `examples` reference examples."""
         x, truth, pass_, path, feature_paths = self._look(model, reference)
-        tap = pass_.taps[path]
-        size = cam._input_size(x, tap.tensor.shape.rank - 2, path)
-        maps = [cam._upsample(cam._weighted_maps(tap, pass_.tape.gradient(score, tap.tensor), plus=False), size)
-                for score in pass_.score_of]
+        maps = [cam.maps_from(pass_, path, np.shape(x), score) for score in range(len(pass_.score_of))]
         features = [cam.feature_maps_of(pass_, p, self.channels, arg="feature_layers") for p in feature_paths]
         kind, values = self._kind(x), []
         for i, example in enumerate(np.asarray(x, dtype=np.float32)):
