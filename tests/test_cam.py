@@ -283,3 +283,17 @@ def test_tfprobe_cam_is_reachable_after_a_plain_import():
     code = "import sys, tfprobe; assert 'tensorflow' not in sys.modules; print(tfprobe.cam.grad_cam.__name__)"
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
     assert out.returncode == 0 and out.stdout.strip() == "grad_cam", out.stderr[-2000:]
+
+
+def test_1d_feature_maps_are_one_row_per_channel():
+    keras.utils.set_random_seed(0)
+    conv = keras.layers.Conv1D(5, 3, name="conv")
+    model = keras.Sequential([keras.Input((20, 2)), conv, keras.layers.GlobalAveragePooling1D(), keras.layers.Dense(2)])
+    x = np.random.default_rng(0).normal(size=(3, 20, 2)).astype("float32")
+    result = looks.feature_maps(model, x, "conv", channels=8)  # more than the layer has: all 5
+    direct = np.asarray(conv(x))  # (3, 18, 5)
+    assert result.grid.shape == (3, 5, 18) and result.channels.shape == (3, 5)
+    for i in range(3):
+        for row, channel in zip(result.grid[i], result.channels[i]):
+            line = direct[i, :, channel]
+            np.testing.assert_allclose(row, (line - line.min()) / (line.max() - line.min()), atol=1e-5)
