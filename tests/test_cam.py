@@ -297,3 +297,15 @@ def test_1d_feature_maps_are_one_row_per_channel():
         for row, channel in zip(result.grid[i], result.channels[i]):
             line = direct[i, :, channel]
             np.testing.assert_allclose(row, (line - line.min()) / (line.max() - line.min()), atol=1e-5)
+
+
+def test_binary_heads_score_class_1_by_the_logit_and_class_0_by_its_negation():
+    keras.utils.set_random_seed(0)
+    model = keras.Sequential([keras.Input((8, 8, 1)), keras.layers.Conv2D(4, 3, activation="relu", name="conv"),
+                              keras.layers.GlobalAveragePooling2D(), keras.layers.Dense(1, activation="sigmoid")])
+    x = np.random.default_rng(0).random((6, 8, 8, 1), dtype=np.float32)
+    for class_index in (0, 1):
+        g, c = looks.grad_cam(model, x, class_index=class_index), looks.cam(model, x, class_index=class_index)
+        assert g.sum() > 0 and g.sum() / c.sum() == pytest.approx(1 / 36, rel=1e-3)
+    predicted = (np.asarray(model(x))[:, 0] > 0.5).astype(int)
+    np.testing.assert_array_equal(looks.grad_cam(model, x), looks.grad_cam(model, x, class_index=predicted))

@@ -18,7 +18,8 @@ def small_cnn(shape=(12, 12, 1), classes=3):
     keras.utils.set_random_seed(0)
     return keras.Sequential([keras.Input(shape), keras.layers.Conv2D(4, 3, activation="relu", name="conv1"),
                              keras.layers.Conv2D(6, 3, activation="relu", name="conv2"),
-                             keras.layers.GlobalAveragePooling2D(), keras.layers.Dense(classes, activation="softmax", name="head")])
+                             keras.layers.GlobalAveragePooling2D(),
+                             keras.layers.Dense(classes, activation="softmax", name="head")])
 
 
 def images_and_scalars(log_dir):
@@ -61,13 +62,14 @@ def test_images_are_the_grad_cam_and_feature_maps_of_the_predicted_and_true_clas
     predicted = cam.grad_cam(model, x[:4])
     true = cam.grad_cam(model, x[:4], class_index=y[:4])
     grids = cam.feature_maps(model, x[:4], "conv1", channels=4).grid
+    class_maps = cam.cam(model, x[:4])
     for i in range(4):
         got = steps[20]
         assert got[metadata.looks_tag(i, "predicted_class")] == probabilities[i].argmax()
         assert got[metadata.looks_tag(i, "probability")] == pytest.approx(probabilities[i].max(), rel=1e-5)
         assert got[metadata.looks_tag(i, "true_class")] == y[i]
         background = display(x[i], "image")
-        for kind, heat in (("gradcam", predicted[i]), ("gradcam_true", true[i])):
+        for kind, heat in (("gradcam", predicted[i]), ("gradcam_true", true[i]), ("cam", class_maps[i])):
             image = got[metadata.looks_tag(i, kind, "conv2")]
             np.testing.assert_allclose(shrink(image, background), overlay(background, heat), atol=1 / 255 + 1e-6)
         feature_image = got[metadata.looks_tag(i, "features", "conv1")]
@@ -118,8 +120,8 @@ def test_tensorboard_images_tab_lists_and_serves_the_images(tmp_path, helpers):
     with helpers.tensorboard_server(tmp_path) as server:
         tags = server.wait_until(lambda t: tag in t.get("train", {}), route="/data/plugin/images/tags")
         expected = {metadata.looks_tag(i, k, layer) for i in (0, 1) for k, layer in
-                    (("input", None), ("gradcam", "conv2"), ("gradcam_true", "conv2"), ("features", "conv1"),
-                     ("features", "conv2"))}
+                    (("input", None), ("gradcam", "conv2"), ("gradcam_true", "conv2"), ("cam", "conv2"),
+                     ("features", "conv1"), ("features", "conv2"))}
         assert set(tags["train"]) == expected
         query = urllib.parse.urlencode({"run": "train", "tag": tag, "sample": 0})
         status, body = helpers.http_get(f"{server.base}/data/plugin/images/images?{query}")

@@ -107,7 +107,7 @@ def test_looks_view_images_load_and_the_slider_changes_them(server, helpers):
         frame.locator("body[data-view=looks][data-status=ready]").wait_for(timeout=TIMEOUT)
         run = frame.locator('.looks-run[data-run="train"]')
         def wait_loaded():
-            for cls in ("looks-input", "looks-gradcam", "looks-gradcam-true", "looks-features"):
+            for cls in ("looks-input", "looks-gradcam", "looks-gradcam-true", "looks-cam", "looks-features"):
                 image = run.locator(f"img.{cls}")
                 assert image.evaluate("async (img) => { await img.decode(); return img.naturalWidth > 0; }"), cls
 

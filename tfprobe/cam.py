@@ -391,7 +391,7 @@ def grad_cam_plus_plus(model, x, layer=None, class_index=None):
     return _gradient_maps(model, x, layer, class_index, plus=True)
 
 
-def _cam_head(model):
+def cam_head(model):
     """`((gap path, gap), (dense path, dense))` when the model ends in global average pooling then a dense layer."""
     layers = [(p, lay) for p, lay in walk(model) if not isinstance(lay, _NO_OP_LAYERS)]
     if len(layers) >= 2 and isinstance(layers[-2][1], _GAP) and isinstance(layers[-1][1], keras.layers.Dense):
@@ -410,20 +410,38 @@ def cam(model, x, class_index=None):
     every position, is left out). For this head, Grad-CAM at the pooled layer
     equals CAM divided by the number of positions.
     """
-    (gap_path, gap), (dense_path, dense) = _cam_head(model)
-    pass_ = forward(model, x, [(gap_path, gap), (dense_path, dense)], [class_index], watch=False)
-    features = pass_.taps[gap_path].inputs
-    pooled = tf.reduce_mean(tf.cast(features, tf.float32), axis=list(range(1, features.shape.rank - 1)))
+    head = cam_head(model)
+    pass_ = forward(model, x, list(head), [class_index], watch=False)
+    return cam_from(model, pass_, np.shape(x), class_index, head)[0]
+
+
+def cam_from(model, pass_, x_shape, class_index=None, head=None):
+    """`(CAM maps, path of the pooled layer)` from a `forward` pass that captured the head's two layers.
+
+    Raises `ValueError` naming `model` unless it ends in global average
+    pooling then a dense layer that makes the output.
+    """
+    (gap_path, _), (dense_path, dense) = head or cam_head(model)
+    gap_tap = pass_.taps.get(gap_path)
+    if gap_tap is None or gap_tap.inputs is None:
+        raise ValueError(f"`model` must pool floating feature maps in {gap_path!r} for CAM (it was not called "
+                         f"on them). Received: model {model.name!r}")
+    features = tf.cast(gap_tap.inputs, tf.float32)
+    pooled = tf.reduce_mean(features, axis=list(range(1, features.shape.rank - 1)))
     kernel = tf.cast(dense.kernel, tf.float32)
-    head = pooled @ kernel + (tf.cast(dense.bias, tf.float32) if dense.use_bias else 0.0)
-    if not np.allclose(head.numpy(), pass_.logits, rtol=1e-3, atol=1e-4 * (1 + np.abs(pass_.logits).max())):
+    logits = pooled @ kernel + (tf.cast(dense.bias, tf.float32) if dense.use_bias else 0.0)
+    if not np.allclose(logits.numpy(), pass_.logits, rtol=1e-3, atol=1e-4 * (1 + np.abs(pass_.logits).max())):
         raise ValueError(f"`model` must output the dense layer {dense_path!r} applied to the pooled features for CAM "
                          f"(its output differs from the model's). Received: model {model.name!r}")
     classes = _classes(class_index, len(pass_.logits), pass_.logits.shape[1], pass_.predicted)
-    weights = tf.gather(tf.transpose(kernel), classes)  # (N, K)
+    if kernel.shape[1] == 1:  # binary: class 1 is the logit, class 0 its negation
+        weights = tf.transpose(kernel) * tf.constant(2.0 * classes - 1.0, tf.float32)[:, None]
+    else:
+        weights = tf.gather(tf.transpose(kernel), classes)  # (N, K)
     shape = [-1] + [1] * (features.shape.rank - 2) + [kernel.shape[0]]
-    maps = tf.nn.relu(tf.reduce_sum(tf.cast(features, tf.float32) * tf.reshape(weights, shape), axis=-1)).numpy()
-    return _upsample(maps, _input_size(np.shape(x), maps.ndim - 1, gap_path))
+    maps = tf.nn.relu(tf.reduce_sum(features * tf.reshape(weights, shape), axis=-1)).numpy()
+    pooled_layer = gap_tap.sources[0] if gap_tap.sources else gap_path
+    return _upsample(maps, _input_size(x_shape, maps.ndim - 1, gap_path)), pooled_layer
 
 
 # ---------------------------------------------------------------- feature maps

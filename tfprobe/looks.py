@@ -11,6 +11,8 @@ and writes, per example, PNG images in TensorBoard's own `images` format
   labels, of the true class, at `layer` (default: the last layer with a
   spatial output, see `tfprobe.cam`): overlaid on the input for images and
   spectrograms, a heat strip under the waveform for 1D inputs;
+* CAM of the predicted class when the model ends in global average pooling
+  then a dense layer (`tfprobe.cam.cam`), at the pooled layer;
 * the feature-map grid of each feature layer (`tfprobe.cam.feature_maps`);
 
 and the predicted class and its probability as scalars. Everything goes to
@@ -25,8 +27,8 @@ encoding is `tf.io.encode_png`.
 ...                           keras.layers.GlobalAveragePooling2D(), keras.layers.Dense(3)])
 >>> looks = LooksAnalysis(tempfile.mkdtemp(), examples=2)
 >>> looks.run(model, ReferenceData((np.ones((4, 8, 8, 1)), np.arange(4) % 3)), step=0)
->>> sorted(looks.last_tags)[:3]
-['looks/example_00/features/conv', 'looks/example_00/gradcam/conv', 'looks/example_00/gradcam_true/conv']
+>>> [tag.split("/", 2)[2] for tag in sorted(looks.last_tags)[:5]]
+['cam/conv', 'features/conv', 'gradcam/conv', 'gradcam_true/conv', 'input']
 >>> looks.close()
 """
 
@@ -304,13 +306,21 @@ class LooksAnalysis:
         """Writes one reference step: images and scalars for the first `examples` reference examples."""
         x, truth, pass_, path, feature_paths = self._look(model, reference)
         maps = [cam.maps_from(pass_, path, np.shape(x), score) for score in range(len(pass_.score_of))]
+        class_maps = self._class_activation_maps(model, pass_, np.shape(x))
         features = [cam.feature_maps_of(pass_, p, self.channels, arg="feature_layers") for p in feature_paths]
         kind, values = self._kind(x), []
         for i, example in enumerate(np.asarray(x, dtype=np.float32)):
-            values += self._example_values(i, example, kind, pass_, truth, path, maps, features)
+            values += self._example_values(i, example, kind, pass_, truth, path, maps, features, class_maps)
         self._write(step, values)
 
-    def _example_values(self, i, example, kind, pass_, truth, path, maps, features):
+    def _class_activation_maps(self, model, pass_, x_shape):
+        """`(CAM maps, pooled layer)` of the predicted classes, or None when the head is not GAP + dense."""
+        try:
+            return cam.cam_from(model, pass_, x_shape)
+        except ValueError:  # no such head: CAM does not apply, Grad-CAM is shown alone
+            return None
+
+    def _example_values(self, i, example, kind, pass_, truth, path, maps, features, class_maps):
         predicted = int(pass_.predicted[i])
         probability = float(pass_.probabilities[i, predicted])
         said = f"predicted class {predicted} (p={probability:.3f})" + ("" if truth is None else f", true {truth[i]}")
@@ -320,6 +330,9 @@ class LooksAnalysis:
         if truth is not None:
             images.append(("gradcam_true", path, self._heat_image(example, maps[1][i], kind),
                            f"Grad-CAM of the true class ({truth[i]}) at layer {path}."))
+        if class_maps is not None:
+            images.append(("cam", class_maps[1], self._heat_image(example, class_maps[0][i], kind),
+                           f"CAM of the predicted class at layer {class_maps[1]} (pooled by the head); {said}."))
         for found in features:
             images.append(("features", found.layer, feature_image(found.grid[i]),
                            f"The {found.maps.shape[1]} most active channels of layer {found.layer} (largest mean "

@@ -184,16 +184,17 @@ Images use TensorBoard's `images` plugin format (`DATA_CLASS_BLOB_SEQUENCE`, a s
 
 | tag | what | written |
 | --- | --- | --- |
-| `looks/example_<i>/input` | the input (image, waveform, spectrogram) | at the first reference step |
-| `looks/example_<i>/gradcam/<layer>` | Grad-CAM of the predicted class, overlaid | every reference step |
-| `looks/example_<i>/gradcam_true/<layer>` | Grad-CAM of the true class (labels given) | every reference step |
-| `looks/example_<i>/features/<layer>` | the feature-map grid of a layer | every reference step |
-| `looks/example_<i>/predicted_class`, `.../probability` | prediction and its probability (scalars) | every reference step |
-| `looks/example_<i>/true_class` | the label (scalar) | every reference step |
+| `looks/example_<i>/input` | the input (image, waveform, spectrogram) | the first step |
+| `looks/example_<i>/gradcam/<layer>` | Grad-CAM of the predicted class, overlaid | every step |
+| `looks/example_<i>/gradcam_true/<layer>` | Grad-CAM of the true class (labels given) | every step |
+| `looks/example_<i>/cam/<layer>` | CAM of the predicted class (global average pooling + dense head) | every step |
+| `looks/example_<i>/features/<layer>` | the feature-map grid of a layer | every step |
+| `looks/example_<i>/predicted_class`, `.../probability` | prediction and its probability (scalars) | every step |
+| `looks/example_<i>/true_class` | the label (scalar) | every step |
 
 `<i>` is the example's position in the reference set, two digits at least; `<layer>` a layer path.
 """
-LOOKS_IMAGE_KINDS = ("input", "gradcam", "gradcam_true", "features")
+LOOKS_IMAGE_KINDS = ("input", "gradcam", "gradcam_true", "cam", "features")
 LOOKS_SCALAR_KINDS = ("predicted_class", "probability", "true_class")
 
 

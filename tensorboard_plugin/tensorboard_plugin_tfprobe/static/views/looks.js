@@ -71,17 +71,18 @@ function runBlock(run, looks) {
     input: figure('input', 'looks-input'),
     gradcam: figure('Grad-CAM, predicted class', 'looks-gradcam'),
     gradcam_true: figure('Grad-CAM, true class', 'looks-gradcam-true'),
+    cam: figure('CAM, predicted class', 'looks-cam'),
     features: figure('feature maps', 'looks-features'),
   };
   const show = () => {
     const gradcamLayer = looks.gradcam_layers.includes(p.layer) ? p.layer : looks.gradcam_layers[0];
-    const wanted = {input: null, gradcam: gradcamLayer, gradcam_true: gradcamLayer, features: p.layer};
+    const wanted = {input: null, gradcam: gradcamLayer, gradcam_true: gradcamLayer, cam: null, features: p.layer};
     for (const [kind, f] of Object.entries(figures)) {
       const image = findImage(looks, p.example, kind, wanted[kind] === undefined ? null : wanted[kind]);
       f.node.hidden = !image;
       if (!image) continue;
       f.img.src = routeUrl('looks_image', {run, tag: image.tag, step: kind === 'input' ? image.steps[0] : p.step});
-      if (kind !== 'input') f.note.textContent = `${f.img.alt} · ${wanted[kind]}`;
+      if (kind !== 'input') f.note.textContent = `${f.img.alt} · ${image.layer}`;
     }
     stepLabel.textContent = caption(looks, p.example, p.step);
   };
