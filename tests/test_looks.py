@@ -95,6 +95,13 @@ def test_waveforms_get_a_heat_strip_and_spectrograms_time_across_low_frequencies
     np.testing.assert_allclose(bottom, colormap(heat / heat.max()), atol=1 / 255 + 1e-6)
     assert metadata.looks_tag(2, "true_class") not in got and metadata.looks_tag(2, "gradcam_true", "conv") not in got
 
+    flat = keras.Sequential([keras.Input((64,)), keras.layers.Reshape((64, 1)), *wave_model.layers])  # (N, T) inputs
+    looks = LooksAnalysis(tmp_path / "flat", examples=1)
+    looks.run(flat, ReferenceData(waves[:, :, 0]), step=1)
+    looks.close()
+    np.testing.assert_array_equal(images_and_scalars(tmp_path / "flat")[1][metadata.looks_tag(0, "gradcam", "conv")],
+                                  strip)
+
     spectrograms = np.zeros((2, 20, 10, 1), "float32")  # (time, frequency): energy in the lowest frequency bins only
     spectrograms[:, :, :3] = 1.0
     looks = LooksAnalysis(tmp_path / "spec", examples=2, input_kind="spectrogram", feature_layers=[])
@@ -163,6 +170,7 @@ def test_weights_after_fit_are_unchanged_by_the_reference_steps(tmp_path):
         ({"feature_layers": "nope"}, None, ValueError, r"`feature_layers`.*feature_layers='nope'.*Available"),
         ({"feature_layers": "head"}, None, ValueError, r"`feature_layers` must be a layer with a 1D or 2D spatial"),
         ({"layer": "head"}, None, ValueError, r"`layer` must be a layer with a 1D or 2D spatial output"),
+        ({"input_kind": "waveform"}, None, ValueError, r"`input_kind` 'waveform' needs a 1D Grad-CAM layer; 'conv2'"),
         ({}, (np.zeros((2, 10, 12, 1)),), ValueError, r"`reference_data` must be examples of shape \(12, 12, 1\)"),
         ({}, (np.zeros((2, 12, 12, 1)), np.array([0, 7])), ValueError, r"`reference_data` labels must be class"),
     ],

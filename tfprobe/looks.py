@@ -89,7 +89,9 @@ def enlarge(image, min_side=_MIN_SIDE):
 
 
 def display(example, kind):
-    """An input example `(H, W, C)` as an RGB image in [0, 1]: RGB as is, else its first channel in grey."""
+    """An input example `(H, W, C)` or `(H, W)` as an RGB image in [0, 1]: RGB as is, else its first channel in grey."""
+    if example.ndim == 2:
+        example = example[..., None]
     rgb = example[..., :3] if example.shape[-1] == 3 else np.repeat(example[..., :1], 3, axis=-1)
     if kind == "spectrogram":
         rgb = orient(rgb)
@@ -226,7 +228,8 @@ class LooksAnalysis:
       input_kind: how inputs are drawn: `"image"` (`(H, W, C)`, the map
         overlaid), `"spectrogram"` (`(time, frequency, 1)`: time across, low
         frequencies at the bottom), `"waveform"` (`(T, C)`: heat strip), or
-        `"auto"` (default): waveform for 1D inputs, image otherwise.
+        `"auto"` (default): waveform when the Grad-CAM layer is 1D, image
+        otherwise.
 
     `check(model, reference)` validates everything on the reference examples
     without writing (call it before training); `run` raises the same errors.
@@ -280,19 +283,25 @@ class LooksAnalysis:
         pass_ = cam.forward(model, x, list(walk(model)), [None] + ([] if truth is None else [truth]),
                             arg="reference_data")
         path = self._grad_cam_path(model, pass_)
-        return x, truth, pass_, path, self._feature_paths(model, pass_, path)
+        kind = self._kind(pass_.taps[path].tensor.shape.rank - 2, path)
+        return x, truth, pass_, path, self._feature_paths(model, pass_, path), kind
 
     def check(self, model, reference):
         """Validates the model, the layers and the reference examples; returns `(grad_cam_layer, feature_layers)`."""
-        _, _, _, path, features = self._look(model, reference)
+        _, _, _, path, features, _ = self._look(model, reference)
         return path, features
 
     # -- writing
 
-    def _kind(self, x):
-        if self.input_kind != "auto":
-            return self.input_kind
-        return "waveform" if x.ndim == 3 else "image"
+    def _kind(self, spatial, path):
+        """How inputs are drawn: `input_kind`, or from the Grad-CAM layer's spatial rank (1: waveform)."""
+        if self.input_kind == "auto":
+            return "waveform" if spatial == 1 else "image"
+        if (self.input_kind == "waveform") != (spatial == 1):
+            need = "a 1D" if self.input_kind == "waveform" else "a 2D"
+            raise ValueError(f"`input_kind` {self.input_kind!r} needs {need} Grad-CAM layer; {path!r} has a {spatial}D "
+                             f"output. Received: input_kind={self.input_kind!r}")
+        return self.input_kind
 
     def _heat_image(self, example, heat, kind):
         if kind == "waveform":
@@ -304,11 +313,11 @@ class LooksAnalysis:
 
     def run(self, model, reference, step):
         """Writes one reference step: images and scalars for the first `examples` reference examples."""
-        x, truth, pass_, path, feature_paths = self._look(model, reference)
+        x, truth, pass_, path, feature_paths, kind = self._look(model, reference)
         maps = [cam.maps_from(pass_, path, np.shape(x), score) for score in range(len(pass_.score_of))]
         class_maps = self._class_activation_maps(model, pass_, np.shape(x))
         features = [cam.feature_maps_of(pass_, p, self.channels, arg="feature_layers") for p in feature_paths]
-        kind, values = self._kind(x), []
+        values = []
         for i, example in enumerate(np.asarray(x, dtype=np.float32)):
             values += self._example_values(i, example, kind, pass_, truth, path, maps, features, class_maps)
         self._write(step, values)
