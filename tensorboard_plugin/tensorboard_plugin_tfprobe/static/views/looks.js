@@ -7,7 +7,7 @@ import {getJSON, num, routeUrl} from '../model.js';
 import {state} from '../state.js';
 import {runHeading} from './common.js';
 
-const HELP = 'Grad-CAM: where the class score is sensitive at the chosen layer (bright = more), overlaid on the input; feature maps: the most active channels of a layer, each normalised on its own. Written at each reference step by tfprobe.looks.LooksAnalysis.';
+const HELP = 'Grad-CAM: where the class score is sensitive at the chosen layer (bright = more), overlaid on the input; CAM (heads of global average pooling + dense): the same map from the dense weights; feature maps: the most active channels of a layer, each normalised on its own. Written at each reference step by tfprobe.looks.LooksAnalysis.';
 
 export async function load(runs) {
   return Promise.all(runs.map(async (run) => {
