@@ -12,6 +12,10 @@ def __getattr__(name):
         from tfprobe.callback import LayerProbe
 
         return LayerProbe
+    if name in ("cam", "looks"):  # `tfprobe.cam.grad_cam(...)` after a plain `import tfprobe`
+        import importlib
+
+        return importlib.import_module(f"tfprobe.{name}")
     raise AttributeError(f"module 'tfprobe' has no attribute {name!r}")
 
 

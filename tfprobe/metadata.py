@@ -349,3 +349,53 @@ def decode_content(content: bytes) -> dict:
     except (UnicodeDecodeError, ValueError):
         return {}
     return data if isinstance(data, dict) else {}
+
+
+# ---------------------------------------------------------------- where the model looks (`tfprobe.looks`)
+
+LOOKS_PREFIX = "looks/"
+"""Tags of `LooksAnalysis`, written to `*.tfprobe-looks` event files next to the statistics.
+
+Images use TensorBoard's `images` plugin format (`DATA_CLASS_BLOB_SEQUENCE`, a string tensor
+`[width, height, png]`), so its Images tab shows them; scalars its `scalars` format. Tags:
+
+| tag | what | written |
+| --- | --- | --- |
+| `looks/example_<i>/input` | the input (image, waveform, spectrogram) | the first step |
+| `looks/example_<i>/gradcam/<layer>` | Grad-CAM of the predicted class, overlaid | every step |
+| `looks/example_<i>/gradcam_true/<layer>` | Grad-CAM of the true class (labels given) | every step |
+| `looks/example_<i>/cam/<layer>` | CAM of the predicted class (global average pooling + dense head) | every step |
+| `looks/example_<i>/features/<layer>` | the feature-map grid of a layer | every step |
+| `looks/example_<i>/predicted_class`, `.../probability` | prediction and its probability (scalars) | every step |
+| `looks/example_<i>/true_class` | the label (scalar) | every step |
+
+`<i>` is the example's position in the reference set, two digits at least; `<layer>` a layer path.
+"""
+LOOKS_IMAGE_KINDS = ("input", "gradcam", "gradcam_true", "cam", "features")
+LOOKS_SCALAR_KINDS = ("predicted_class", "probability", "true_class")
+
+
+def looks_tag(example: int, kind: str, layer: str | None = None) -> str:
+    """The tag of one looks image or scalar.
+
+    >>> looks_tag(3, "gradcam", "backbone/conv5"), looks_tag(12, "probability")
+    ('looks/example_03/gradcam/backbone/conv5', 'looks/example_12/probability')
+    """
+    return f"{LOOKS_PREFIX}example_{example:02d}/{kind}" + (f"/{layer}" if layer else "")
+
+
+def parse_looks_tag(tag: str):
+    """`(example, kind, layer or None)` of a looks tag; None for other tags.
+
+    >>> parse_looks_tag("looks/example_03/gradcam/backbone/conv5"), parse_looks_tag("tfprobe/a/mean")
+    ((3, 'gradcam', 'backbone/conv5'), None)
+    """
+    if not tag.startswith(LOOKS_PREFIX):
+        return None
+    parts = tag[len(LOOKS_PREFIX) :].split("/", 2)
+    if len(parts) < 2 or not parts[0].startswith("example_") or not parts[0][8:].isdigit():
+        return None
+    kind = parts[1]
+    if kind not in LOOKS_IMAGE_KINDS + LOOKS_SCALAR_KINDS:
+        return None
+    return int(parts[0][8:]), kind, parts[2] if len(parts) > 2 else None

@@ -86,19 +86,32 @@ class TfprobePlugin(base_plugin.TBPlugin):
                     **{k: a[k] for k in _THRESHOLD_PARAMS if a.get(k)},
                 )
             ),
+            "/looks": self._route(lambda src, a: queries.looks(src, a.get("run"))),
+            "/looks_image": self._image_route(
+                lambda src, a: queries.looks_image(src, a.get("run"), a.get("tag"), a.get("step"))
+            ),
         }
+
+    def _source(self, request):
+        return queries.Source(
+            self._provider, plugin_util.context(request.environ), plugin_util.experiment_id(request.environ)
+        )
 
     def _route(self, work):
         """Wraps `work(source, args) -> dict` as a JSON route; tensorboard errors become 400/404."""
 
         @wrappers.Request.application
         def app(request):
-            src = queries.Source(
-                self._provider,
-                plugin_util.context(request.environ),
-                plugin_util.experiment_id(request.environ),
-            )
-            return _json(request, work(src, request.args))
+            return _json(request, work(self._source(request), request.args))
+
+        return app
+
+    def _image_route(self, work):
+        """Wraps `work(source, args) -> PNG bytes` as an image route (errors as in `_route`)."""
+
+        @wrappers.Request.application
+        def app(request):
+            return http_util.Respond(request, work(self._source(request), request.args), "image/png")
 
         return app
 

@@ -15,10 +15,11 @@ import {app, loadStateFromHash, selectedRuns, setMain, state} from './state.js';
 import {emptyState} from './views/common.js';
 import * as health from './views/health.js';
 import * as layer from './views/layer.js';
+import * as looks from './views/looks.js';
 import * as overview from './views/overview.js';
 import * as pooling from './views/pooling.js';
 
-const VIEW_MODULES = {overview, layer, pooling, health};
+const VIEW_MODULES = {overview, layer, pooling, health, looks};
 const MAX_DEFAULT_RUNS = 4;
 
 let statusEl;

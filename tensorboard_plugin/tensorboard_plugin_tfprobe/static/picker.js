@@ -9,6 +9,7 @@ export const VIEWS = [
   ['layer', 'Layer detail'],
   ['pooling', 'Pooling'],
   ['health', 'Health'],
+  ['looks', 'Looks'],
 ];
 
 export function renderPicker(pickerEl) {
