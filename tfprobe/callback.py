@@ -8,6 +8,7 @@ import warnings
 import keras
 import tensorflow as tf
 
+from tfprobe import analysis
 from tfprobe import kernel as kernels
 from tfprobe import validation
 from tfprobe.capture import Instrumentation
@@ -70,6 +71,22 @@ class LayerProbe(keras.callbacks.Callback):
         in steps that are not XLA-compiled on a machine without a GPU, and
         TensorFlow graph ops elsewhere. `"native"`: the kernel, or an error
         saying why it cannot run. `"graph"`: graph ops only.
+      reference_data: a fixed reference set, `x`, `(x,)` or `(x, y)` arrays
+        or a finite `tf.data.Dataset` yielding the same batches in the same
+        order every time (a few hundred to a few thousand examples; `y`:
+        class labels, optional). At every reference step the model runs in
+        inference mode over it, outside the training step, and the
+        representation measures of the recorded layers are written
+        (`tfprobe.representation`, README "Representations"). Defaults to
+        None (no reference steps).
+      reference_freq: a reference step runs at the end of every
+        `reference_freq`-th epoch and at the end of training. Defaults to `1`.
+      reference_embeddings: layer names (or one) whose reference features at
+        the last reference step are written for TensorBoard's Projector tab
+        (labels as metadata, a sprite for image inputs). Defaults to None.
+      reference_max_dim: values per example kept of each layer's output
+        (spatial maps are averaged over space first, then projected on
+        fixed random directions if wider). Defaults to `512`.
 
     Example:
 
@@ -95,6 +112,10 @@ class LayerProbe(keras.callbacks.Callback):
         sample_size=None,
         strict=False,
         kernel="auto",
+        reference_data=None,
+        reference_freq=1,
+        reference_embeddings=None,
+        reference_max_dim=512,
     ):
         super().__init__()
         self.log_dir = validation.log_dir(log_dir)
@@ -107,6 +128,12 @@ class LayerProbe(keras.callbacks.Callback):
         self.sample_size = validation.optional_positive_int("sample_size", sample_size)
         self.strict = validation.boolean("strict", strict)
         self.kernel = validation.choice("kernel", kernel, kernels.CHOICES)
+        self.reference_data = validation.reference_data(reference_data)
+        self.reference_freq = validation.frequency("reference_freq", reference_freq)
+        self.reference_embeddings = validation.reference_embeddings(reference_embeddings, self.reference_data)
+        self.reference_max_dim = validation.frequency("reference_max_dim", reference_max_dim)
+        self._analyses = []
+        self._last_reference = None
         self._recorder = Recorder(
             record_freq=self.record_freq,
             histogram_freq=self.histogram_freq,
@@ -134,6 +161,8 @@ class LayerProbe(keras.callbacks.Callback):
         """
         self._instrumentation.detach()
         self._close_writer()
+        analyses, self._analyses = self._analyses, []
+        analysis.close_all(analyses)
 
     # -- Keras hooks ----------------------------------------------------------------
 
@@ -158,6 +187,7 @@ class LayerProbe(keras.callbacks.Callback):
             return
         model = self.model
         chosen = select(model, self.layers)
+        self._analyses = self._make_analyses(chosen)
         kernel = kernels.make(
             self.kernel,
             jit_compile=bool(getattr(model, "jit_compile", False)),
@@ -199,6 +229,28 @@ class LayerProbe(keras.callbacks.Callback):
                     self.strict, kernel_name, tuple(chosen))
         self._recorder, self._instrumentation = shared.setdefault(settings, (self._recorder, self._instrumentation))
 
+    def _make_analyses(self, chosen):
+        """The analyses of the reference steps (none without `reference_data`); same layers as the recording."""
+        from tfprobe.representation_analysis import RepresentationAnalysis
+
+        self._last_reference = None
+        if self.reference_data is None:
+            return []
+        return [RepresentationAnalysis(self.log_dir, self.layers, self.reference_max_dim,
+                                       embeddings=self.reference_embeddings, known=[p for p, _ in chosen])]
+
+    def _reference_step(self):
+        """Runs every analysis on the reference data, from the host, once per global step at most."""
+        if not self._analyses or self._host_step == self._last_reference:
+            return
+        self._last_reference = self._host_step
+        self._analyses = analysis.run_all(self._analyses, self.model, self.reference_data, self._host_step,
+                                          strict=self.strict)
+
+    def on_epoch_end(self, epoch, logs=None):
+        if self._active and (epoch + 1) % self.reference_freq == 0:
+            self._reference_step()
+
     def on_epoch_begin(self, epoch, logs=None):
         if self._active:
             self._epoch_base = self._host_step
@@ -220,6 +272,7 @@ class LayerProbe(keras.callbacks.Callback):
         try:
             if self._pending:
                 self._write_window()
+            self._reference_step()
         finally:
             self.detach()
         if self._instrumentation.ran and self.windows_written == self._windows_at_start:

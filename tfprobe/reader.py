@@ -29,8 +29,12 @@ _LAYER_COLUMNS = [
 ]
 
 
-def _scan(logdir):
-    """Yields `(run, event, value, plugin_name, content)` for every tfprobe value under `logdir`."""
+_SCALAR_PLUGINS = (metadata.PLUGIN_NAME, metadata.REPR_PLUGIN_NAME)
+_CKA_COLUMNS = ["run", "step", "wall_time", "layer_a", "layer_b", "cka"]
+
+
+def _scan(logdir, plugins=(metadata.PLUGIN_NAME, metadata.HIST_PLUGIN_NAME, metadata.REPR_PLUGIN_NAME)):
+    """Yields `(run, event, value, plugin_name, content)` for every value of `plugins` under `logdir`."""
     runs = event_files(str(logdir))
     for run, paths in runs.items():
         for path in paths:
@@ -39,7 +43,7 @@ def _scan(logdir):
                     continue
                 for value in event.summary.value:
                     plugin = value.metadata.plugin_data.plugin_name
-                    if plugin in (metadata.PLUGIN_NAME, metadata.HIST_PLUGIN_NAME):
+                    if plugin in plugins:
                         yield run, event, value, plugin, value.metadata.plugin_data.content
 
 
@@ -50,10 +54,12 @@ def _read(logdir):
         if parsed is None:
             continue
         series, stat = parsed
-        if content and (run, series) not in layers:
-            layers[(run, series)] = metadata.decode_content(content)
+        # the training windows describe a series fully; a reference measure's content only stands in until then
+        if content and ((run, series) not in layers or layers[(run, series)].get("_reference")):
+            info = metadata.decode_content(content)
+            layers[(run, series)] = {**info, "_reference": True} if plugin == metadata.REPR_PLUGIN_NAME else info
         array = tensor_util.make_ndarray(value.tensor)
-        if plugin == metadata.PLUGIN_NAME:
+        if plugin in _SCALAR_PLUGINS:
             scalars.append((run, event.step, event.wall_time, series, stat, float(array)))
         else:
             hists.append((run, event.step, event.wall_time, series, array))
@@ -98,7 +104,9 @@ def read_logdir(logdir, pivot: bool = False) -> pd.DataFrame:
     Returns:
       Long format: columns `run, step, wall_time, layer, stat, value`, one row
       per point, sorted by run, layer (model order), stat and step. `layer` is
-      the series name (see `tfprobe.metadata`).
+      the series name (see `tfprobe.metadata`). The measures of the
+      reference-set analysis (`metadata.REPRESENTATION_STATS`) are rows too,
+      at their reference steps.
     """
     scalars, _, layers = _read(logdir)
     frame = pd.DataFrame(scalars, columns=_LONG_COLUMNS)
@@ -154,3 +162,24 @@ def read_layers(logdir) -> pd.DataFrame:
     bounds, sample_size` (see `tfprobe.metadata`).
     """
     return _layer_frame(_read(logdir)[2])
+
+
+def read_cka(logdir) -> pd.DataFrame:
+    """Reads the layers x layers linear CKA matrices of every reference step (`LayerProbe(reference_data=...)`).
+
+    Returns:
+      Long format: columns `run, step, wall_time, layer_a, layer_b, cka`, one
+      row per pair of recorded series (both orders and the diagonal) per
+      reference step, in model order.
+    """
+    rows = []
+    for run, event, value, _plugin, content in _scan(logdir, plugins=(metadata.CKA_PLUGIN_NAME,)):
+        names = metadata.decode_content(content).get("layers")
+        matrix = tensor_util.make_ndarray(value.tensor)
+        if not isinstance(names, list) or matrix.shape != (len(names), len(names)):
+            continue  # a matrix whose rows are not named cannot be read
+        for i, a in enumerate(names):
+            rows += [(run, event.step, event.wall_time, a, b, float(matrix[i, j])) for j, b in enumerate(names)]
+    frame = pd.DataFrame(rows, columns=_CKA_COLUMNS)
+    frame["step"] = frame["step"].astype("int64")
+    return frame.sort_values(["run", "step"], kind="stable").reset_index(drop=True)

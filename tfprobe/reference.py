@@ -17,6 +17,8 @@ memory stays bounded by `examples x layers x max_dim` floats.
 
 from __future__ import annotations
 
+import dataclasses
+
 import numpy as np
 
 DEFAULT_BATCH_SIZE = 64
@@ -170,10 +172,38 @@ def features(model, reference, layers=None, max_dim=DEFAULT_MAX_DIM):
     outputs as it computes them (`tfprobe.capture.layer_outputs`); each
     batch is reduced (`reduce_features`) before the next one runs.
     """
-    from tfprobe.capture import layer_outputs
+    return collect(model, reference, layers, max_dim).features
 
-    parts = {}
-    for x, _ in reference.batches():
-        for name, output in layer_outputs(model, x, layers).items():
+
+@dataclasses.dataclass
+class Collected:
+    """One pass over the reference set: reduced features, the labels seen in the same pass, what each series is."""
+
+    features: dict  # {series: [N, D] float64}, in forward-pass order
+    labels: object  # [N] labels in the order of `features`' rows, or None
+    infos: dict  # {series: {"series", "layer", "class", "order", "shape"}} (`tfprobe.metadata`)
+
+
+def collect(model, reference, layers=None, max_dim=DEFAULT_MAX_DIM):
+    """`features`, with the labels read in the same pass (a dataset may change order) and each series' metadata."""
+    from tfprobe.capture import layer_outputs
+    from tfprobe.selection import select
+
+    parts, ys, infos = {}, [], {}
+    for x, y in reference.batches():
+        outputs = layer_outputs(model, x, layers)
+        if not infos:
+            paths = dict(select(model, layers))
+            infos = {name: _info(name, order, paths, output) for order, (name, output) in enumerate(outputs.items())}
+        for name, output in outputs.items():
             parts.setdefault(name, []).append(reduce_features(output, max_dim))
-    return {name: np.concatenate(chunks) for name, chunks in parts.items()}
+        ys.append(y)
+    labels = None if any(y is None for y in ys) else np.concatenate(ys)
+    return Collected({name: np.concatenate(chunks) for name, chunks in parts.items()}, labels, infos)
+
+
+def _info(series, order, paths, output):
+    path = series.split("#")[0].rsplit(":", 1)[0] if series not in paths else series
+    layer = paths.get(path)
+    return {"series": series, "layer": path, "class": type(layer).__name__ if layer is not None else "",
+            "order": order, "shape": [None, *np.shape(output)[1:]]}

@@ -139,12 +139,15 @@ def _cka_from(a, b, norm_a, norm_b):
 def cka_matrix(features_list):
     """The `[L, L]` linear CKA matrix of L representations of the same examples (each self-norm computed once).
 
+    A constant or non-finite representation gets a NaN row and column.
+
     >>> import numpy as np
     >>> x = np.random.default_rng(2).normal(size=(20, 4))
     >>> cka_matrix([x, 2 * x]).round(6).tolist()
     [[1.0, 1.0], [1.0, 1.0]]
     """
-    centred = [_centred(f) for f in features_list]
+    centred = [_centred(f) if np.all(np.isfinite(f)) else None for f in features_list]
+    centred = [np.zeros((len(features_list[i]), 1)) if a is None else a for i, a in enumerate(centred)]  # NaN rows
     norms = [_self_norm(a) for a in centred]
     out = np.ones((len(centred), len(centred)))
     for i in range(len(centred)):
@@ -297,6 +300,35 @@ def linear_probe(features, labels, l2=DEFAULT_L2, test_fraction=DEFAULT_TEST_FRA
     return ProbeResult(accuracy, float(cross_entropy), h_y, information, len(train), len(test))
 
 
+def layer_measures(features, labels=None, previous=None, **probe_args):
+    """Every per-layer measure of a reference step, `{stat: float}` (names as `metadata.REPRESENTATION_STATS`).
+
+    `labels` None skips `probe_accuracy` and `label_information`; `previous`
+    (the layer's features at the previous reference step, same examples)
+    None skips `cka_drift`. Non-finite features give NaN for every measure.
+
+    >>> import numpy as np
+    >>> x = np.random.default_rng(0).normal(size=(40, 3))
+    >>> sorted(layer_measures(x, previous=x))
+    ['cka_drift', 'effective_rank', 'stable_rank']
+    """
+    f = np.asarray(features, dtype=np.float64)
+    finite = bool(np.all(np.isfinite(f)))
+    out = {
+        "effective_rank": effective_rank(f) if finite else float("nan"),
+        "stable_rank": stable_rank(f) if finite else float("nan"),
+    }
+    if labels is not None and len(f) >= 4:
+        probe = linear_probe(f, labels, **probe_args) if finite else None
+        out["probe_accuracy"] = probe.accuracy if probe else float("nan")
+        out["label_information"] = probe.information if probe else float("nan")
+    if previous is not None:
+        p = np.asarray(previous, dtype=np.float64)
+        ok = finite and np.all(np.isfinite(p)) and len(p) == len(f)
+        out["cka_drift"] = linear_cka(p, f) if ok else float("nan")
+    return out
+
+
 def probe_accuracy(features, labels, l2=DEFAULT_L2, test_fraction=DEFAULT_TEST_FRACTION, seed=0):
     """Held-out accuracy of a closed-form ridge linear classifier (`linear_probe`).
 
@@ -328,6 +360,7 @@ __all__ = [
     "probe_accuracy",
     "label_mutual_information",
     "linear_probe",
+    "layer_measures",
     "ProbeResult",
     "singular_values",
 ]
