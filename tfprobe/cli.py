@@ -28,6 +28,15 @@ _COLUMNS = (  # (header, stat, scale, width)
 )
 
 
+_REPR_COLUMNS = (  # (header, stat, width): the latest reference step (LayerProbe(reference_data=...))
+    ("eff.rank", "effective_rank", 8),
+    ("st.rank", "stable_rank", 7),
+    ("probe", "probe_accuracy", 6),
+    ("info(b)", "label_information", 7),
+    ("drift", "cka_drift", 6),
+)
+
+
 class _Fail(Exception):
     pass
 
@@ -84,6 +93,23 @@ def layer_table(df, run, width=WIDTH):
     return lines, int(steps.max()) if len(steps) else None
 
 
+def representation_table(rep, run, width=WIDTH):
+    """Lines of the per-layer representation measures of `run`'s latest reference step (empty if it has none)."""
+    sub = rep[rep["run"] == run]
+    if sub.empty:
+        return []
+    step = int(sub["step"].max())
+    latest = sub[sub["step"] == step]
+    values = {(l, s): v for l, s, v in zip(latest["layer"], latest["stat"], latest["value"])}
+    name_w = max(12, width - sum(w + 1 for _h, _s, w in _REPR_COLUMNS) - 2)
+    lines = [f"  representations at reference step {step} ({sub['step'].nunique()} reference steps):",
+             "  " + "layer".ljust(name_w) + "".join(" " + h.rjust(w) for h, _s, w in _REPR_COLUMNS)]
+    for layer in dict.fromkeys(latest["layer"]):
+        cells = "".join(" " + _fmt(values.get((layer, stat)), w) for _h, stat, w in _REPR_COLUMNS)
+        lines.append("  " + _ellipsize(layer, name_w).ljust(name_w) + cells)
+    return lines
+
+
 def report(logdir, fail_on=None, runs=None, out=None, width=WIDTH):
     """Prints the report; returns the exit code."""
     import importlib
@@ -98,6 +124,10 @@ def report(logdir, fail_on=None, runs=None, out=None, width=WIDTH):
             raise _Fail(f"tfprobe: run {unknown[0]!r} has no tfprobe data; runs: {', '.join(all_runs)}")
         df = df[df["run"].isin(runs)]
         layers = layers[layers["run"].isin(runs)]
+    from tfprobe.metadata import REPRESENTATION_STATS
+
+    is_rep = df["stat"].isin(REPRESENTATION_STATS)
+    rep, df = df[is_rep], df[~is_rep]
     print(f"tfprobe report: {logdir}", file=out)
     for run in dict.fromkeys(df["run"]):
         lines, step = layer_table(df, run, width)
@@ -105,7 +135,7 @@ def report(logdir, fail_on=None, runs=None, out=None, width=WIDTH):
         print("", file=out)
         n_layers = len(lines) - 1
         print(_ellipsize(f"run {run!r}: {n_layers} layer{'s' if n_layers != 1 else ''}, latest window step {step} ({n_windows} windows)", width), file=out)
-        for line in lines:
+        for line in lines + representation_table(rep, run, width):
             print(line, file=out)
     findings = diagnose.diagnose(df, layers)
     counts = findings["severity"].value_counts()
