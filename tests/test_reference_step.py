@@ -111,7 +111,7 @@ def test_nested_and_subclassed_models(tmp_path, build, shape, layers):
     model = build()
     model.compile("adam", keras.losses.SparseCategoricalCrossentropy(from_logits=True))
     ref = tf.data.Dataset.from_tensor_slices((x[:40], y[:40])).batch(16)
-    probe = tfprobe.LayerProbe(tmp_path, reference_data=ref)
+    probe = tfprobe.LayerProbe(tmp_path, reference_data=ref, reference_freq=1)
     model.fit(x, y, batch_size=16, epochs=2, verbose=0, callbacks=[probe])
     rep = measures(tmp_path)
     assert set(rep["layer"]) == layers and sorted(rep["step"].unique()) == [4, 8]
@@ -127,7 +127,7 @@ def small_fit(tmp_path, seed=0, **probe_args):
     model = keras.Sequential([keras.Input((8,)), keras.layers.Dense(8, name="d"), keras.layers.BatchNormalization(),
                               keras.layers.Dropout(0.5), keras.layers.Dense(2, name="out")])
     model.compile("adam", keras.losses.SparseCategoricalCrossentropy(from_logits=True))
-    probe = tfprobe.LayerProbe(tmp_path, **probe_args)
+    probe = tfprobe.LayerProbe(tmp_path, **{"reference_freq": 1, **probe_args})
     model.fit(x, y, batch_size=16, epochs=2, verbose=0, shuffle=False, callbacks=[probe])
     return model, probe
 

@@ -80,7 +80,7 @@ class LayerProbe(keras.callbacks.Callback):
         (`tfprobe.representation`, README "Representations"). Defaults to
         None (no reference steps).
       reference_freq: a reference step runs at the end of every
-        `reference_freq`-th epoch and at the end of training. Defaults to `1`.
+        `reference_freq`-th epoch and at the end of training. Defaults to `5`.
       reference_embeddings: layer names (or one) whose reference features at
         the last reference step are written for TensorBoard's Projector tab
         (labels as metadata, a sprite for image inputs). Defaults to None.
@@ -113,7 +113,7 @@ class LayerProbe(keras.callbacks.Callback):
         strict=False,
         kernel="auto",
         reference_data=None,
-        reference_freq=1,
+        reference_freq=5,
         reference_embeddings=None,
         reference_max_dim=512,
     ):
