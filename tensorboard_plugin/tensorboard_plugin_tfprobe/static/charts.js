@@ -248,7 +248,7 @@ function niceTicks(lo, hi, n = 5) {
 
 /**
  * A line chart. series: [{name, color, points: [[step, value], ...], raw?: [[step, value]]}].
- * opts: {title, width, height, logScale, yRange?: [lo, hi]}
+ * opts: {title, width, height, logScale, yRange?: [lo, hi], xName?: what x is (default 'step')}
  */
 export function lineChart(series, opts) {
   const width = Math.max(200, Math.floor(opts.width));
@@ -351,7 +351,7 @@ export function lineChart(series, opts) {
     for (const s of series) {
       let best = null;
       for (const p of s.points) if (best === null || Math.abs(p[0] - step) < Math.abs(best[0] - step)) best = p;
-      if (best) lines.push(`${s.name}: ${fmt(best[1])} @ step ${best[0]}`);
+      if (best) lines.push(`${s.name}: ${fmt(best[1])} @ ${opts.xName ?? 'step'} ${best[0]}`);
     }
     if (lines.length) showTooltip(event, [opts.title, ...lines]);
   });

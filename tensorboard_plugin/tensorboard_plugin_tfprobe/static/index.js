@@ -14,8 +14,9 @@ import * as health from './views/health.js';
 import * as layer from './views/layer.js';
 import * as overview from './views/overview.js';
 import * as pooling from './views/pooling.js';
+import * as representations from './views/representations.js';
 
-const VIEW_MODULES = {overview, layer, pooling, health};
+const VIEW_MODULES = {overview, layer, pooling, health, representations};
 const MAX_DEFAULT_RUNS = 4;
 
 let statusEl;
