@@ -231,3 +231,43 @@ def test_projector_tab_lists_the_embedded_layers(tmp_path, helpers):
         assert labels.splitlines()[:2] == ["example\tlabel", f"0\t{y[0]}"]
         status, png = helpers.http_get(tb.base + "/data/plugin/projector/sprite_image?run=run&name=dense")
         assert status == 200 and png[:4] == b"\x89PNG"
+
+
+MIRRORED = """
+import sys, numpy as np, tensorflow as tf, keras, tfprobe
+cpu = tf.config.list_physical_devices("CPU")[0]
+tf.config.set_logical_device_configuration(cpu, [tf.config.LogicalDeviceConfiguration()] * 2)
+strategy = tf.distribute.MirroredStrategy(["/cpu:0", "/cpu:1"])
+rng = np.random.default_rng(0)
+x, y = rng.normal(size=(64, 8)).astype("float32"), rng.integers(0, 3, size=64)
+
+def build():
+    model = keras.Sequential([keras.Input((8,)), keras.layers.Dense(6, activation="relu", name="d"),
+                              keras.layers.Dense(3, name="out")])
+    model.compile(keras.optimizers.SGD(0.0), keras.losses.SparseCategoricalCrossentropy(from_logits=True))
+    return model
+
+with strategy.scope():
+    mirrored = build()
+single = build()
+single.set_weights(mirrored.get_weights())
+for name, model in (("mirrored", mirrored), ("single", single)):
+    probe = tfprobe.LayerProbe(f"{sys.argv[1]}/{name}", reference_data=(x[:40], y[:40]), reference_freq=1)
+    model.fit(x, y, batch_size=16, epochs=2, verbose=0, callbacks=[probe])
+df = tfprobe.read_logdir(sys.argv[1])
+rep = df[df.stat.isin(["effective_rank", "stable_rank", "probe_accuracy", "label_information", "cka_drift"])]
+a, b = (rep[rep.run == r].set_index(["layer", "stat", "step"])["value"].sort_index() for r in ("mirrored", "single"))
+assert len(a) == 2 * 4 + 2 * 5, a
+np.testing.assert_allclose(a.values, b.values, rtol=1e-4, atol=1e-5)
+print("ok")
+"""
+
+
+@pytest.mark.slow
+def test_mirrored_strategy_gives_the_single_device_measures(tmp_path):
+    import subprocess
+    import sys
+
+    proc = subprocess.run([sys.executable, "-c", MIRRORED, str(tmp_path)], capture_output=True, text=True, timeout=300,
+                          env={**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2"})
+    assert proc.returncode == 0 and proc.stdout.strip().endswith("ok"), proc.stderr[-3000:]

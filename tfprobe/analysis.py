@@ -66,7 +66,7 @@ def run_all(analyses, model, reference, step, strict=False):
     for analysis in analyses:
         try:
             analysis.run(model, reference, step)
-        except Exception as error:  # noqa: BLE001 - an analysis must not stop training
+        except Exception as error:  # an analysis must not stop a non-strict fit
             if strict:
                 raise
             warnings.warn(

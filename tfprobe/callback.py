@@ -8,9 +8,8 @@ import warnings
 import keras
 import tensorflow as tf
 
-from tfprobe import analysis
+from tfprobe import analysis, validation
 from tfprobe import kernel as kernels
-from tfprobe import validation
 from tfprobe.capture import Instrumentation
 from tfprobe.recorder import Recorder, RecordingError
 from tfprobe.selection import select

@@ -100,7 +100,7 @@ def representation_table(rep, run, width=WIDTH):
         return []
     step = int(sub["step"].max())
     latest = sub[sub["step"] == step]
-    values = {(l, s): v for l, s, v in zip(latest["layer"], latest["stat"], latest["value"])}
+    values = {(layer, stat): v for layer, stat, v in zip(latest["layer"], latest["stat"], latest["value"])}
     name_w = max(12, width - sum(w + 1 for _h, _s, w in _REPR_COLUMNS) - 2)
     lines = [f"  representations at reference step {step} ({sub['step'].nunique()} reference steps):",
              "  " + "layer".ljust(name_w) + "".join(" " + h.rjust(w) for h, _s, w in _REPR_COLUMNS)]
