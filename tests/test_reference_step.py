@@ -155,8 +155,11 @@ def test_a_failing_analysis_warns_once_and_training_goes_on(tmp_path, monkeypatc
     about = [w for w in caught if "representation analysis failed" in str(w.message)]
     assert len(about) == 1 and "boom" in str(about[0].message)
     assert int(model.optimizer.iterations) == 6
+    probe = tfprobe.LayerProbe(tmp_path / "strict", reference_data=np.zeros((8, 8), "float32"), strict=True,
+                               reference_freq=1)  # raises at the end of the epoch, before `on_train_end`
     with pytest.raises(RuntimeError, match="boom"):
-        small_fit(tmp_path / "strict", reference_data=np.zeros((8, 8), "float32"), strict=True)
+        model.fit(np.zeros((16, 8)), np.zeros(16), epochs=1, verbose=0, callbacks=[probe])
+    assert "call" not in model.get_layer("d").__dict__ and "train_step" not in model.__dict__  # restored
 
 
 @pytest.mark.parametrize("args, message", [

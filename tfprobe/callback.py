@@ -243,8 +243,12 @@ class LayerProbe(keras.callbacks.Callback):
         if not self._analyses or self._host_step == self._last_reference:
             return
         self._last_reference = self._host_step
-        self._analyses = analysis.run_all(self._analyses, self.model, self.reference_data, self._host_step,
-                                          strict=self.strict)
+        try:
+            self._analyses = analysis.run_all(self._analyses, self.model, self.reference_data, self._host_step,
+                                              strict=self.strict)
+        except Exception:  # strict: `fit` stops here, without `on_train_end`
+            self.detach()
+            raise
 
     def on_epoch_end(self, epoch, logs=None):
         if self._active and (epoch + 1) % self.reference_freq == 0:
