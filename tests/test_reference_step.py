@@ -274,3 +274,23 @@ def test_mirrored_strategy_gives_the_single_device_measures(tmp_path):
     proc = subprocess.run([sys.executable, "-c", MIRRORED, str(tmp_path)], capture_output=True, text=True, timeout=300,
                           env={**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2"})
     assert proc.returncode == 0 and proc.stdout.strip().endswith("ok"), proc.stderr[-3000:]
+
+
+def test_the_reduction_is_lowered_to_the_memory_budget(tmp_path, monkeypatch):
+    from tfprobe import representation_analysis
+
+    monkeypatch.setattr(representation_analysis, "MEMORY_BUDGET", 12 * 40 * 4 * 3)  # 40 examples, 4 layers, D=3
+    x = np.random.default_rng(0).normal(size=(40, 8)).astype("float32")
+    with pytest.warns(RuntimeWarning, match=r"keeping 3 values per example"):
+        small_fit(tmp_path, reference_data=x)
+    dims = {}
+    for path in os.listdir(tmp_path):
+        if path.endswith(REFERENCE_SUFFIX):
+            from tfprobe.events import read_events
+
+            for event in read_events(str(tmp_path / path)):
+                for v in event.summary.value:
+                    if v.metadata.plugin_data.content and v.tag != metadata.CKA_TAG:
+                        info = json.loads(v.metadata.plugin_data.content)
+                        dims[info["series"]] = info["dim"]
+    assert dims == {"d": 3, "batch_normalization": 3, "dropout": 3, "out": 2}

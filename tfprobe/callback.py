@@ -236,7 +236,8 @@ class LayerProbe(keras.callbacks.Callback):
         if self.reference_data is None:
             return []
         return [RepresentationAnalysis(self.log_dir, self.layers, self.reference_max_dim,
-                                       embeddings=self.reference_embeddings, known=[p for p, _ in chosen])]
+                                       embeddings=self.reference_embeddings, known=[p for p, _ in chosen],
+                                       examples=len(self.reference_data))]
 
     def _reference_step(self):
         """Runs every analysis on the reference data, from the host, once per global step at most."""

@@ -14,7 +14,9 @@ of those layers are written for TensorBoard's Projector when it closes
 Memory: one step holds every chosen layer's reduced features in float64
 and the previous step's in float32, about `12 * N * L * D` bytes for N
 examples, L layers and `D <= max_dim` (500 examples, 10 layers, D = 512:
-31 MB), plus the model's activations for one batch.
+31 MB), plus the model's activations for one batch. When
+`12 * N * L * max_dim` exceeds `MEMORY_BUDGET` (512 MiB), `max_dim` is
+lowered to fit, with a warning (`fitting_dim`).
 """
 
 from __future__ import annotations
@@ -29,6 +31,20 @@ from tfprobe.analysis import Analysis, AnalysisWriter
 from tfprobe.reference import DEFAULT_MAX_DIM, LayerOutputs, collect
 
 
+MEMORY_BUDGET = 512 * 2**20
+"""Bytes of reduced features a reference step may hold (this step's in float64, the previous one's in float32)."""
+
+
+def fitting_dim(max_dim, examples, layers, budget=None):
+    """The largest `D <= max_dim` with `12 * examples * layers * D <= budget` (at least 1; `MEMORY_BUDGET` by default).
+
+    >>> fitting_dim(512, 500, 10), fitting_dim(512, 10_000, 100)
+    (512, 44)
+    """
+    budget = MEMORY_BUDGET if budget is None else budget
+    return max(1, min(int(max_dim), int(budget // (12 * max(1, examples) * max(1, layers)))))
+
+
 class RepresentationAnalysis(Analysis):
     """Writes the representation measures of the chosen layers at every reference step.
 
@@ -40,15 +56,25 @@ class RepresentationAnalysis(Analysis):
         Projector, or None.
       known: the chosen layer paths; unknown `embeddings` raise `ValueError`
         at construction when given.
+      examples: the reference set's size; with `known`, `max_dim` is
+        lowered to keep the features within `MEMORY_BUDGET`.
     """
 
     name = "representation"
 
-    def __init__(self, log_dir, layers=None, max_dim=DEFAULT_MAX_DIM, embeddings=None, known=None):
+    def __init__(self, log_dir, layers=None, max_dim=DEFAULT_MAX_DIM, embeddings=None, known=None, examples=None):
         self.log_dir, self.layers, self.max_dim = log_dir, layers, max_dim
         self.embeddings = tuple(embeddings or ())
         if known is not None:
             _check_embeddings(self.embeddings, known)
+            if examples:
+                self.max_dim = fitting_dim(max_dim, examples, len(known))
+                if self.max_dim < max_dim:
+                    warnings.warn(
+                        f"tfprobe: {examples} reference examples x {len(known)} layers x {max_dim} values would "
+                        f"exceed the reference memory budget ({MEMORY_BUDGET // 2**20} MiB); keeping "
+                        f"{self.max_dim} values per example (reference_max_dim={self.max_dim}).",
+                        RuntimeWarning, stacklevel=3)
         self.writer = AnalysisWriter(log_dir)
         self.steps_written = 0
         self._previous = None  # (labels, {series: float32 features}) of the previous reference step
