@@ -71,6 +71,7 @@ def test_digits_mlp_every_reference_step_writes_every_measure(tmp_path, capsys):
     # the reference file is separate from the training windows' file; the layers keep their recorder metadata
     files = os.listdir(tmp_path / "run")
     assert sum(f.endswith(REFERENCE_SUFFIX) for f in files) == 1
+    assert sorted(f for f in files if "tfevents" in f)[-1].endswith(".tfprobe")  # windows newest: see test_reference_live
     assert tfprobe.read_layers(tmp_path)["layer"].tolist() == ["h1", "h2", "logits"]
 
     assert cli.main(["report", str(tmp_path)]) == 0
@@ -293,4 +294,4 @@ def test_the_reduction_is_lowered_to_the_memory_budget(tmp_path, monkeypatch):
                     if v.metadata.plugin_data.content and v.tag != metadata.CKA_TAG:
                         info = json.loads(v.metadata.plugin_data.content)
                         dims[info["series"]] = info["dim"]
-    assert dims == {"d": 3, "batch_normalization": 3, "dropout": 3, "out": 2}
+    assert sorted(dims.values()) == [2, 3, 3, 3] and dims["d"] == 3 and dims["out"] == 2  # out: 2 wide already

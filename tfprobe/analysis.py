@@ -110,9 +110,21 @@ class AnalysisWriter:
 
     def __init__(self, log_dir, suffix=REFERENCE_SUFFIX, scalar_plugin=metadata.REPR_PLUGIN_NAME):
         self.log_dir, self._suffix, self._plugin = log_dir, suffix, scalar_plugin
-        self._file = None  # created at the first write: a fit without a reference step leaves no file
+        self._file = None  # created by `open` or at the first write
         self._described = set()
         self.bytes_written = 0
+
+    def open(self):
+        """Creates the event file now (before the training windows' file, see `LayerProbe`).
+
+        TensorBoard's legacy loader (`--load_fast=false`) follows only the
+        newest event file of a run while it runs: opening this file first
+        keeps the training windows live there (reference steps then show
+        after a reload of TensorBoard). The default loader follows both.
+        """
+        if self._file is None:
+            self._file = EventFileWriter(self.log_dir, suffix=self._suffix)
+        return self
 
     def write(self, step, scalars=(), tensors=(), wall_time=None):
         """Writes one event.
@@ -140,8 +152,7 @@ class AnalysisWriter:
             array = np.asarray(array)
             array = array.astype(np.float32) if array.dtype.kind == "f" else array
             event.summary.value.add(tag=tag, metadata=md, tensor=tensor_util.make_tensor_proto(array))
-        if self._file is None:
-            self._file = EventFileWriter(self.log_dir, suffix=self._suffix)
+        self.open()
         self.bytes_written += self._file.write(event)
         self._file.flush()
 

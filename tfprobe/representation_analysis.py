@@ -75,7 +75,7 @@ class RepresentationAnalysis(Analysis):
                         f"exceed the reference memory budget ({MEMORY_BUDGET // 2**20} MiB); keeping "
                         f"{self.max_dim} values per example (reference_max_dim={self.max_dim}).",
                         RuntimeWarning, stacklevel=3)
-        self.writer = AnalysisWriter(log_dir)
+        self.writer = AnalysisWriter(log_dir).open()  # before LayerProbe's window file: see `AnalysisWriter.open`
         self.steps_written = 0
         self._previous = None  # (labels, {series: float32 features}) of the previous reference step
         self._last = None  # ({series: features}, labels) of the embedded layers at the last step
