@@ -22,6 +22,7 @@ from tfprobe import metadata
 
 PREFIX = f"/data/plugin/{metadata.PLUGIN_NAME}"
 LAYERS = ["h1", "h2", "logits"]
+DEPTH_STATS = ["effective_rank", "probe_accuracy", "label_information", "stable_rank"]
 EPOCHS = 3
 
 
@@ -30,7 +31,8 @@ def logdir(tmp_path_factory):
     root = tmp_path_factory.mktemp("repr_logs")
     d = load_digits()
     x, y = (d.data / 16.0).astype("float32"), d.target
-    for run, extra in (("ref", {"reference_data": (x[:300], y[:300]), "reference_freq": 1}), ("plain", {})):
+    reference = {"reference_data": (x[:300], y[:300]), "reference_freq": 1}
+    for run, extra in (("ref", reference), ("plain", {}), ("ref_b", {**reference, "reference_freq": 3})):
         keras.utils.set_random_seed(0)
         model = keras.Sequential([keras.Input((64,)), keras.layers.Dense(32, activation="relu", name="h1"),
                                   keras.layers.Dense(16, activation="relu", name="h2"),
@@ -95,7 +97,7 @@ def test_representations_view_in_chromium(logdir, helpers):
     from playwright.sync_api import sync_playwright
 
     with helpers.tensorboard_server(logdir) as tb, sync_playwright() as p:
-        tb.wait_until(lambda b: {r["name"] for r in b["runs"]} == {"ref", "plain"})
+        tb.wait_until(lambda b: {r["name"] for r in b["runs"]} == {"ref", "plain", "ref_b"})
         browser = p.chromium.launch(executable_path=CHROMIUM, headless=True, args=ARGS)
         page = browser.new_page(viewport={"width": 1280, "height": 1400})
         errors = []
@@ -107,15 +109,18 @@ def test_representations_view_in_chromium(logdir, helpers):
         frame.locator("body[data-view=representations][data-status=ready]").wait_for(timeout=TIMEOUT)
         view = frame.locator("#representations")
         assert view.locator(".cka-block[data-run=ref] .heatmap-label").all_text_contents() == LAYERS
-        assert view.locator(".cka-step-label").inner_text() == "step 18"
+        assert view.locator(".cka-block[data-run=ref] .cka-step-label").inner_text() == "step 18"
         stats = view.locator(".depth-card").evaluate_all("(cards) => cards.map((c) => c.dataset.stat)")
-        assert stats == ["effective_rank", "probe_accuracy", "label_information", "stable_rank"]
-        assert view.locator(".drift-card canvas").count() == 1
+        assert stats == DEPTH_STATS * 2  # ref, then ref_b
+        assert view.locator(".drift-card canvas").count() == 1  # ref_b has a single reference step: no drift
         assert view.locator(".no-reference").count() == 1  # the run without reference data says so
-        view.locator(".cka-step").evaluate(
+        overlay = view.locator(".runs-overlay .overlay-card")  # ref and ref_b, each at its latest step
+        assert overlay.evaluate_all("(cards) => cards.map((c) => c.dataset.stat)") == DEPTH_STATS[:3]
+        assert overlay.first.locator(".legend-item").all_text_contents() == ["ref (step 18)", "ref_b (step 18)"]
+        view.locator(".cka-block[data-run=ref] .cka-step").evaluate(
             "(e) => { e.value = '0'; e.dispatchEvent(new Event('input', {bubbles: true})); }")
-        assert view.locator(".cka-step-label").inner_text() == "step 6"
-        assert view.locator(".cka-block .heatmap-canvas").count() == 1  # redrawn in place
+        assert view.locator(".cka-block[data-run=ref] .cka-step-label").inner_text() == "step 6"
+        assert view.locator(".cka-block[data-run=ref] .heatmap-canvas").count() == 1  # redrawn in place
         frame.locator("#layer-filter").fill("h")  # the filter applies: logits is hidden
         frame.locator(".cka-block .heatmap-label").first.wait_for(timeout=TIMEOUT)
         assert view.locator(".cka-block[data-run=ref] .heatmap-label").all_text_contents() == ["h1", "h2"]

@@ -1,10 +1,11 @@
 // Representations: what the layers represent on the reference set (LayerProbe(reference_data=...)).
 // Per run: the layers x layers linear CKA heat map at a reference step chosen with a slider (no
 // refetch), effective rank, probe accuracy and label information against depth (one line per
-// reference step, darker = later), and each layer's cka_drift over training.
+// reference step, darker = later), and each layer's cka_drift over training; with several runs,
+// their latest reference steps against depth overlaid first.
 
 import {el, fmt, heatmap, legend, lineChart, makeScale, seriesLegend, viridis} from '../charts.js';
-import {getJSON} from '../model.js';
+import {getJSON, runColor} from '../model.js';
 import {app, layerMatches, mainWidth} from '../state.js';
 import {chartGrid, filterNote, runHeading} from './common.js';
 
@@ -72,7 +73,7 @@ function depthCharts(res, descriptions) {
     grid.append(el('div', {class: 'chart-card depth-card', dataset: {stat}},
       el('h3', {text: `${stat} against depth`, title: descriptions[stat] || ''}),
       seriesLegend(ends),
-      lineChart(series, {title: stat, width, height: 170, xName: 'layer'}),
+      lineChart(series, {title: stat, width, height: 170, xName: 'layer', integerX: true}),
       el('div', {class: 'hint depth-axis', text: res.layers.map((name, i) => [i, name]).filter(([, name]) => layerMatches(name))
         .map(([i, name]) => `${i}: ${name}`).join('  ')})));
   }
@@ -92,8 +93,31 @@ function driftChart(res, descriptions) {
   return grid;
 }
 
+/** With two runs or more: each run's latest reference step against depth, one line per run. */
+function runsOverlay(runs, descriptions) {
+  const withSteps = runs.filter((res) => res.steps.length);
+  const block = el('div', {class: 'runs-overlay'});
+  if (withSteps.length < 2) return block;
+  const [grid, width] = chartGrid(420);
+  for (const stat of DEPTH_STATS.slice(0, 3)) {
+    const series = withSteps.map((res) => {
+      const last = res.steps[res.steps.length - 1];
+      const byLayer = res.measures[stat] || {};
+      return {name: `${res.run} (step ${last})`, color: runColor(res.run),
+        points: res.layers.map((name, i) => [i, layerMatches(name) ? valueAt(byLayer[name], last) : null])
+          .filter((p) => p[1] !== null)};
+    });
+    grid.append(el('div', {class: 'chart-card overlay-card', dataset: {stat}},
+      el('h3', {text: `${stat} against depth, latest reference step`, title: descriptions[stat] || ''}),
+      seriesLegend(series), lineChart(series, {title: stat, width, height: 170, xName: 'layer', integerX: true})));
+  }
+  block.append(el('h2', {text: 'All selected runs'}), grid);
+  return block;
+}
+
 export function draw(data) {
   const out = el('div', {id: 'representations'}, el('p', {class: 'hint', text: EXPLAIN}));
+  out.append(runsOverlay(data.runs, data.descriptions));
   for (const res of data.runs) {
     out.append(runHeading(res.run));
     if (!res.steps.length) {
