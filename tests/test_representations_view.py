@@ -65,6 +65,7 @@ def test_route_returns_measures_and_matrices_per_run(client):
     data = json.loads(body)
     ref, plain = data["runs"]
     assert ref["layers"] == LAYERS and ref["steps"] == [6, 12, 18]
+    assert ref["elements"] == {"h1": 32, "h2": 16, "logits": 10}
     assert set(ref["measures"]) == set(metadata.REPRESENTATION_STATS)
     assert [p[0] for p in ref["measures"]["probe_accuracy"]["h2"]] == [6, 12, 18]
     assert [p[0] for p in ref["measures"]["cka_drift"]["h2"]] == [12, 18]
@@ -112,6 +113,8 @@ def test_representations_view_in_chromium(logdir, helpers):
         assert view.locator(".cka-block[data-run=ref] .cka-step-label").inner_text() == "step 18"
         stats = view.locator(".depth-card").evaluate_all("(cards) => cards.map((c) => c.dataset.stat)")
         assert stats == DEPTH_STATS * 2  # ref, then ref_b
+        assert view.locator(".depth-axis").first.inner_text() == (
+            "0: h1 (32 values/example) · 1: h2 (16 values/example) · 2: logits (10 values/example)")
         assert view.locator(".drift-card canvas").count() == 1  # ref_b has a single reference step: no drift
         assert view.locator(".no-reference").count() == 1  # the run without reference data says so
         overlay = view.locator(".runs-overlay .overlay-card")  # ref and ref_b, each at its latest step

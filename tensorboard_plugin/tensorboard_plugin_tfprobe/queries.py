@@ -645,6 +645,8 @@ def representations(src: Source, run_names):
             raise errors.NotFoundError(f"run {run!r} has no tfprobe data")
         layers, measures = _representation_measures(src, run)
         steps = sorted({s for by_layer in measures.values() for pts in by_layer.values() for s, _ in pts})
-        out.append({"run": run, "layers": layers, "steps": steps, "measures": measures, "cka": _cka_matrices(src, run)})
+        elements = {name: found[run].get(name, {}).get("elements") for name in layers}  # as in the depth funnel
+        out.append({"run": run, "layers": layers, "elements": elements, "steps": steps, "measures": measures,
+                    "cka": _cka_matrices(src, run)})
     return {"runs": out, "stats": list(metadata.REPRESENTATION_STATS),
             "descriptions": metadata.REPRESENTATION_DESCRIPTIONS}

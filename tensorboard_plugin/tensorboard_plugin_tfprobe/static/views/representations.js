@@ -4,7 +4,7 @@
 // reference step, darker = later), and each layer's cka_drift over training; with several runs,
 // their latest reference steps against depth overlaid first.
 
-import {el, fmt, heatmap, legend, lineChart, makeScale, seriesLegend, viridis} from '../charts.js';
+import {el, fmt, fmtInt, heatmap, legend, lineChart, makeScale, seriesLegend, viridis} from '../charts.js';
 import {getJSON, runColor} from '../model.js';
 import {app, layerMatches, mainWidth} from '../state.js';
 import {chartGrid, filterNote, runHeading} from './common.js';
@@ -75,7 +75,7 @@ function depthCharts(res, descriptions) {
       seriesLegend(ends),
       lineChart(series, {title: stat, width, height: 170, xName: 'layer', integerX: true}),
       el('div', {class: 'hint depth-axis', text: res.layers.map((name, i) => [i, name]).filter(([, name]) => layerMatches(name))
-        .map(([i, name]) => `${i}: ${name}`).join('  ')})));
+        .map(([i, name]) => `${i}: ${name} (${fmtInt(res.elements[name])} values/example)`).join(' · ')})));
   }
   return grid;
 }
