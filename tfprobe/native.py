@@ -1,16 +1,12 @@
 """The native statistics kernel: every partial of an activation from one pass over it.
 
-`tfprobe/kernels/partials.cc` computes what `stats.sums_and_maxes` (and,
+`tfprobe/kernels/partials.cc` computes what `stats.partials_of_rows` (and,
 on histogram steps, `stats.histogram` of the sampled rows) computes, reading
 each value once on TensorFlow's CPU thread pool instead of once per
 statistic. It is compiled with the machine's C++ compiler (`$CXX`, `g++`,
 `c++` or `clang++`) against the installed TensorFlow the first time a step
-needs it, and cached in `$TFPROBE_CACHE_DIR` (default `~/.cache/tfprobe`) under
-`cache_key`: the source, TensorFlow's version and ABI flags, the compiler's
-version and the CPU (not the install location: environments with the same
-TensorFlow share a build). Concurrent processes build it once (a lock file);
-a failed build is recorded (`*.failed.json`) and later processes fall back
-at once with its reason until the key changes.
+needs it, and cached in `$TFPROBE_CACHE_DIR` (default `~/.cache/tfprobe`)
+under a key of the source, TensorFlow's version and flags, and the CPU.
 `python -m tfprobe.native` builds it ahead of time.
 
 The graph ops stay the reference and the fallback: `LayerProbe(kernel="auto")`
@@ -18,17 +14,14 @@ uses the kernel where it can run (a step that is not XLA-compiled, no GPU)
 and the graph ops elsewhere or if the kernel cannot be built.
 
 >>> import tensorflow as tf
->>> sums, maxes, hist = run_op(tf.constant([[0.0, 1.0], [2.0, -3.0]]), False, units=2, near_zero=1e-3)
+>>> sums, maxes, hist = partials(tf.constant([[0.0, 1.0], [2.0, -3.0]]), False, units=2, near_zero=1e-3)
 >>> maxes.numpy().tolist()  # max, -min, then max|x| of each unit
 [2.0, 3.0, 2.0, 3.0]
 """
 
 from __future__ import annotations
 
-import contextlib
-import functools
 import hashlib
-import json
 import logging
 import os
 import platform
@@ -38,11 +31,6 @@ import tempfile
 import threading
 import time
 from pathlib import Path
-
-try:
-    import fcntl
-except ImportError:  # not POSIX: builds are not locked across processes
-    fcntl = None
 
 import numpy as np
 import tensorflow as tf
@@ -77,16 +65,6 @@ def _compiler():
     return None
 
 
-@functools.lru_cache(maxsize=None)
-def _compiler_version(cxx) -> str:
-    """The first line of `cxx --version` (the compiler's identity and version), or why it could not be read."""
-    try:
-        done = subprocess.run([cxx, "--version"], capture_output=True, text=True, timeout=60)
-    except (OSError, subprocess.TimeoutExpired) as e:
-        return f"unknown ({type(e).__name__})"
-    return (done.stdout.strip().splitlines() or ["unknown"])[0]
-
-
 def _cpu():
     """What `-march=native` depends on: the CPU's model and flags."""
     try:
@@ -97,144 +75,48 @@ def _cpu():
         return platform.processor() or platform.machine()
 
 
-# -Wall -Wextra for tfprobe's source; TensorFlow's headers are system headers (-isystem), their warnings are not ours.
-FLAGS = ("-std=c++17", "-shared", "-fPIC", "-O3", "-Wall", "-Wextra")
-
-
-def _abi_flags():
-    """TensorFlow's compile flags that shape the binary (macros such as the C++ ABI): all but include paths."""
-    return [f for f in tf.sysconfig.get_compile_flags() if not f.startswith(("-I", "--std"))]
-
-
 def _command(cxx, source, output, native_arch):
-    includes = [f"-isystem{f[2:]}" for f in tf.sysconfig.get_compile_flags() if f.startswith("-I")]
+    compile_flags = [f for f in tf.sysconfig.get_compile_flags() if not f.startswith("--std")]
     arch = ["-march=native"] if native_arch else []
-    return [cxx, *FLAGS, *arch, *includes, *_abi_flags(), str(source), "-o", str(output), *tf.sysconfig.get_link_flags()]
+    return [cxx, "-std=c++17", "-shared", "-fPIC", "-O3", *arch, *compile_flags, str(source), "-o", str(output)] + list(
+        tf.sysconfig.get_link_flags()
+    )
 
 
-def cache_key(cxx) -> str:
-    """What a built kernel depends on: its source and build flags, TensorFlow's version and ABI, the compiler, the CPU.
-
-    Not where TensorFlow is installed: every environment with the same
-    TensorFlow, compiler and CPU shares one build.
-    """
+def library_path() -> Path:
+    """Where the built kernel for this source, TensorFlow and CPU is (or will be) cached."""
     key = hashlib.sha256()
-    for part in (SOURCE.read_bytes(), tf.__version__, _abi_flags(), FLAGS, _compiler_version(cxx), _cpu()):
-        key.update(repr(part).encode() if not isinstance(part, bytes) else part)
-        key.update(b"\0")
-    return key.hexdigest()[:16]
+    for part in (SOURCE.read_bytes(), tf.__version__.encode(), repr(tf.sysconfig.get_compile_flags()).encode(), _cpu().encode()):
+        key.update(part)
+    return cache_dir() / f"partials-{key.hexdigest()[:16]}.so"
 
 
-def library_path(cxx=None) -> Path:
-    """Where the kernel built by `cxx` (default: the compiler found) for this TensorFlow and CPU is cached."""
-    cxx = cxx or _compiler()
+def build(path=None) -> Path:
+    """Compiles the kernel to `path` (default `library_path()`); raises `NativeUnavailable` with the reason."""
+    path = Path(path or library_path())
+    cxx = _compiler()
     if cxx is None:
         raise NativeUnavailable("no C++ compiler found ($CXX, g++, c++ or clang++)")
-    return cache_dir() / f"partials-{cache_key(cxx)}.so"
-
-
-def _failure_path(path):
-    return path.with_suffix(".failed.json")
-
-
-BUILD_TIMEOUT = 300  # s per compiler run: the build takes 15-60 s; far longer means stuck, so fall back instead
-
-
-def build(path=None, cxx=None) -> Path:
-    """Compiles the kernel to `path` (default `library_path()`); raises `NativeUnavailable` with the reason.
-
-    A failed compilation is recorded next to `path` (`*.failed.json`) and
-    `load` reports it without compiling again until the key changes.
-    """
-    cxx = cxx or _compiler()
-    if cxx is None:
-        raise NativeUnavailable("no C++ compiler found ($CXX, g++, c++ or clang++)")
-    path = Path(path or library_path(cxx))
     path.parent.mkdir(parents=True, exist_ok=True)
     started = time.perf_counter()
     error = ""
     for native_arch in (True, False):
-        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=path.stem + ".", suffix=".tmp.so")
-        os.close(fd)
+        with tempfile.NamedTemporaryFile(dir=path.parent, suffix=".so", delete=False) as tmp:
+            pass
         try:
             done = subprocess.run(
-                _command(cxx, SOURCE, tmp, native_arch), capture_output=True, text=True, timeout=BUILD_TIMEOUT
+                _command(cxx, SOURCE, tmp.name, native_arch), capture_output=True, text=True, timeout=900
             )
-            if done.returncode == 0:
-                os.replace(tmp, path)  # atomic: a concurrent load sees no file or the whole one
-                logger.info("tfprobe: built %s in %.1f s", path, time.perf_counter() - started)
-                return path
-            error = done.stderr.strip()[-2000:]
         except (OSError, subprocess.TimeoutExpired) as e:
+            os.unlink(tmp.name)
             raise NativeUnavailable(f"{cxx} failed to run: {e}") from e
-        finally:  # also on KeyboardInterrupt
-            if os.path.exists(tmp):
-                os.unlink(tmp)
-    reason = f"{cxx} could not compile {SOURCE.name}:\n{error}"
-    _write_json(_failure_path(path), {"reason": reason, "compiler": _compiler_version(cxx), "tensorflow": tf.__version__})
-    raise NativeUnavailable(reason)
-
-
-def _write_json(path, value):
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=path.name + ".", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "w") as f:
-            json.dump(value, f)
-        os.replace(tmp, path)
-    finally:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-
-
-def _recorded_failure(path):
-    """The reason of an earlier failed build of `path`, or None."""
-    try:
-        reason = json.loads(_failure_path(path).read_text())["reason"]
-    except (OSError, ValueError, KeyError, TypeError):
-        return None
-    return f"{reason}\n(recorded in {_failure_path(path)}: delete it to build again)"
-
-
-@contextlib.contextmanager
-def _build_lock(path, timeout):
-    """Holds an exclusive lock on `path`'s lock file: one process builds, the others wait for its result."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    with open(path.with_suffix(".lock"), "a") as f:
-        deadline = time.monotonic() + timeout
-        while fcntl is not None:
-            try:
-                fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
-                break
-            except BlockingIOError:
-                if time.monotonic() > deadline:
-                    raise NativeUnavailable(f"another process has been building {path} for over {timeout} s") from None
-                time.sleep(0.2)
-        try:
-            yield
-        finally:
-            if fcntl is not None:
-                fcntl.flock(f, fcntl.LOCK_UN)
-
-
-def ensure_built(cxx=None) -> Path:
-    """The path of the built kernel: cached, built by another process meanwhile, or built now; raises `NativeUnavailable`."""
-    cxx = cxx or _compiler()
-    path = library_path(cxx)
-    if not path.exists():
-        with _build_lock(path, timeout=2 * BUILD_TIMEOUT + 60):
-            failure = _recorded_failure(path)
-            if failure:
-                raise NativeUnavailable(failure)
-            if not path.exists():  # else another process built it while this one waited
-                logger.warning("tfprobe: compiling its statistics kernel (once per machine and TensorFlow version)")
-                build(path, cxx)
-    return path
-
-
-def _load_or_build():
-    module = tf.load_op_library(str(ensure_built()))
-    tf.no_gradient(OP_NAME)
-    return module
+        if done.returncode == 0:
+            os.replace(tmp.name, path)  # atomic: a concurrent build or load sees the old file or the new one
+            logger.info("tfprobe: built %s in %.1f s", path, time.perf_counter() - started)
+            return path
+        os.unlink(tmp.name)
+        error = done.stderr.strip()[-2000:]
+    raise NativeUnavailable(f"{cxx} could not compile {SOURCE.name}:\n{error}")
 
 
 def load():
@@ -245,7 +127,12 @@ def load():
         if "error" in _loaded:
             raise NativeUnavailable(_loaded["error"])
         try:
-            module = _load_or_build()
+            path = library_path()
+            if not path.exists():
+                logger.warning("tfprobe: compiling its statistics kernel (once per machine and TensorFlow version)")
+                build(path)
+            module = tf.load_op_library(str(path))
+            tf.no_gradient(OP_NAME)
         except NativeUnavailable as e:
             _loaded["error"] = str(e)
             raise
@@ -301,15 +188,20 @@ _HIST = {
 }
 
 
-def run_op(x2d, with_histogram, *, units=None, near_zero, bounds=None, saturation_margin=0.01, sample_size=None, stats_=True):
-    """The op's `(sums, maxes, histogram)` tensors for `x2d = stats.as_rows(x)`, as `stats.sums_and_maxes` and `stats.histogram` define them.
+def partials(x2d, with_histogram, *, units=None, near_zero, bounds=None, saturation_margin=0.01, sample_size=None, stats_=True):
+    """`(sums, maxes, histogram)` of `x2d = stats.as_rows(x)`, as `stats.partials_of_rows` and `stats.histogram` define them.
 
-    `bounds` as in `stats.partials` (`(None, high)`: one-sided).
     `with_histogram` (a bool or boolean tensor) turns the histogram of the
     sampled rows on; without it the histogram output is zeros. `stats_=False`
     computes the histogram only (sums zero, maxes -inf).
     """
-    below, above = (0.0, 0.0) if bounds is None else stats.saturation_thresholds(bounds, saturation_margin)
+    bounded = bounds is not None
+    below = above = 0.0
+    if bounded:
+        low, high = bounds
+        margin = saturation_margin * (high - low)
+        # Rounded to float32 once, as the graph ops compare float32 values with them.
+        below, above = float(np.float32(low + margin)), float(np.float32(high - margin))
     return load().tfprobe_partials(
         x=x2d,
         with_histogram=tf.convert_to_tensor(with_histogram, tf.bool),
@@ -317,7 +209,7 @@ def run_op(x2d, with_histogram, *, units=None, near_zero, bounds=None, saturatio
         units=units or 0,
         sample_rows=-1 if sample_size is None else int(sample_size),
         near_zero=float(near_zero),
-        bounded=bounds is not None,
+        bounded=bounded,
         saturated_below=below,
         saturated_above=above,
         stats=stats_,
@@ -332,7 +224,7 @@ class NativeKernel(stats.GraphKernel):
     fuses_histogram = True
 
     def partials(self, x2d, units, bounds, with_histogram):
-        return run_op(
+        return partials(
             x2d,
             with_histogram,
             units=units,
@@ -343,25 +235,22 @@ class NativeKernel(stats.GraphKernel):
         )
 
     def histogram(self, x2d):
-        return run_op(x2d, True, near_zero=self.near_zero, sample_size=self.sample_size, stats_=False)[2]
+        return partials(x2d, True, near_zero=self.near_zero, sample_size=self.sample_size, stats_=False)[2]
 
     def input_sums(self, x2d):
-        sums, _, _ = run_op(x2d, False, near_zero=self.near_zero, sample_size=self.sample_size)
+        sums, _, _ = partials(x2d, False, near_zero=self.near_zero, sample_size=self.sample_size)
         return stats.as_input_sums(sums)
 
 
-def main() -> int:
-    """`python -m tfprobe.native`: builds (or finds) the kernel; exit status 1 with the reason if it cannot."""
+def main():
     logging.basicConfig(level=logging.INFO, format="%(message)s")
     started = time.perf_counter()
-    try:
-        load()
-    except NativeUnavailable as e:
-        print(f"tfprobe native kernel unavailable: {e}")
-        return 1
-    print(f"tfprobe native kernel: {library_path()} (ready in {time.perf_counter() - started:.1f} s)")
-    return 0
+    path = library_path()
+    if not path.exists():
+        build(path)
+    load()
+    print(f"tfprobe native kernel: {path} (ready in {time.perf_counter() - started:.1f} s)")
 
 
 if __name__ == "__main__":
-    raise SystemExit(main())
+    main()

@@ -8,8 +8,7 @@ maxima (`max`, `-min`, then the per-unit `max|x|`, combined with `maximum`).
 `metadata.histogram_buckets()` and add up the same way.
 
 Definitions (all over the finite values of the window unless said otherwise;
-`n` = number of finite values; sums are float32 within blocks of at most
-`BLOCK` values and float64 across them, see `row_sums`):
+`n` = number of finite values):
 
 | stat | definition |
 | --- | --- |
@@ -23,7 +22,7 @@ Definitions (all over the finite values of the window unless said otherwise;
 | nan_count, inf_count | number of NaN / +-Inf values (all values) |
 | dead_unit_fraction | share of units u (last axis) with abs(x[..., u]) <= near_zero for every example and position of the window |
 | hoyer_sparsity | mean over examples of (sqrt(m) - L1/L2) / (sqrt(m) - 1), m = finite values of the example; an all-zero example counts 1; absent when m == 1 |
-| saturation_fraction | count(x <= low + d or x >= high - d) / n with d = saturation_margin * (high - low), for bounded activations only; one-sided bounds `(None, high)` (ReLU6: its zeros are sparsity, not saturation): count(x >= high - d) / n with d = saturation_margin * high |
+| saturation_fraction | count(x <= low + d or x >= high - d) / n with d = saturation_margin * (high - low), for bounded activations only |
 | size_ratio | elements(output) / elements(input) (all values), pooling layers only |
 | mass_retention | sum(abs(y)) / sum(abs(x)) over finite values, pooling |
 | energy_retention | sum(y**2) / sum(x**2) over finite values, pooling |
@@ -98,65 +97,8 @@ def num_units(x) -> int | None:
     return x.shape[-1] or None
 
 
-BLOCK = 1024  # at most this many values are summed in float32, then in float64 (the native kernel: 256)
-
-
 def _count(mask):
     return tf.cast(tf.reduce_sum(tf.cast(mask, tf.int32)), _F64)
-
-
-def row_sums(v):
-    """Per-row sums (float64) of a float32 `[rows, m]` tensor: float32 within blocks, float64 across them.
-
-    The blocks are the largest power of two that divides `m`, at most
-    `BLOCK` values, so the reshape is a view: the rounding error no longer
-    grows with the row, at the cost of one small cast. (For an odd `m`
-    the blocks are single values: a float64 sum, still correct, slower.)
-
-    >>> row_sums(tf.constant([[0.5, 1.5, 3.0], [2.0, 4.0, 8.0]])).numpy().tolist()
-    [5.0, 14.0]
-    """
-    shape = tf.shape(v)
-    m = shape[1]
-    block = tf.maximum(tf.minimum(tf.bitwise.bitwise_and(m, -m), BLOCK), 1)
-    blocks = tf.reduce_sum(tf.reshape(v, [shape[0], m // block, block]), axis=2)
-    return tf.reduce_sum(tf.cast(blocks, _F64), axis=1)
-
-
-def saturation_thresholds(bounds, saturation_margin):
-    """`(below, above)`: a finite value `x` is saturated if `x <= below` or `x >= above` (both float32 values).
-
-    `bounds` is `(low, high)`, or `(None, high)` for an activation whose low
-    side does not saturate (ReLU6, `ReLU(max_value=...)`: their zeros are
-    sparsity). Then `below` is `-inf` and the margin is `saturation_margin * high`.
-
-    >>> saturation_thresholds((0.0, 1.0), 0.01)
-    (0.009999999776482582, 0.9900000095367432)
-    >>> saturation_thresholds((None, 6.0), 0.01)
-    (-inf, 5.940000057220459)
-    """
-    try:
-        low, high = bounds
-        valid = (low is None and high > 0) or (low is not None and low < high)
-    except (TypeError, ValueError):
-        valid = False
-    if not valid:
-        raise ValueError(
-            f"`bounds` must be (low, high) with low < high, or (None, high) with high > 0. Received: bounds={bounds!r}"
-        )
-    if low is None:
-        return -math.inf, float(np.float32(high - saturation_margin * high))
-    margin = saturation_margin * (high - low)
-    return float(np.float32(low + margin)), float(np.float32(high - margin))
-
-
-def _saturated(x, bounds, saturation_margin):
-    """Count of saturated values; NaN (which masks the non-finite values) compares false."""
-    if bounds is None:
-        return tf.constant(0.0, _F64)
-    below, above = saturation_thresholds(bounds, saturation_margin)
-    high = x >= above
-    return _count(high if below == -math.inf else tf.math.logical_or(x <= below, high))
 
 
 def _hoyer(l1, sq, m):
@@ -170,42 +112,42 @@ def _hoyer(l1, sq, m):
     return tf.reduce_sum(tf.where(valid, h, tf.zeros_like(h))), _count(valid)
 
 
-def _first_finite(x2d, finite_mask):
-    """A finite value of `x2d` (the first one in row-major order), or 0 if there is none."""
-    flat = tf.reshape(finite_mask, [-1])
-    i = tf.argmax(tf.cast(flat, tf.int32), output_type=tf.int32)  # the first maximum
-    value = tf.gather(tf.reshape(x2d, [-1]), i)
-    return tf.where(tf.reduce_any(flat), value, tf.zeros_like(value))
-
-
 def _scalar_sums(x2d, a2d, near_zero, bounds, saturation_margin, finite_mask=None):
     """The sum-kind partials of one step, in `SUM_FIELDS` order (pooling fields zero).
 
-    Sums of x and x**2 are taken over `x - k`, with `k` a finite value of
-    the tensor, and shifted back in float64: float32 sums of x**2 would lose
-    the variance of activations whose mean is large next to their spread.
+    Sums of x and x**2 are taken over `x - k`, with `k` a value of the tensor,
+    and shifted back in float64: float32 sums of x**2 would lose the variance
+    of activations whose mean is large next to their spread.
     """
     if finite_mask is None:
-        d = x2d - x2d[0, 0]
-        k = x2d[0, 0]
+        xf = x2d
         m_row = tf.fill([tf.shape(x2d)[0]], tf.cast(tf.shape(x2d)[1], _F64))
         finite = tf.cast(tf.size(x2d), _F64)
         nan = inf = tf.constant(0.0, _F64)
-        xc, l1 = x2d, a2d
+        k = x2d[0, 0]
     else:
-        k = _first_finite(x2d, finite_mask)
-        d = tf.where(finite_mask, x2d - k, tf.zeros_like(x2d))
+        xf = tf.where(finite_mask, x2d, tf.zeros_like(x2d))
         m_row = tf.reduce_sum(tf.cast(finite_mask, _F64), axis=1)
         finite = _count(finite_mask)
         nan = _count(tf.math.is_nan(x2d))
         inf = _count(tf.math.is_inf(x2d))
-        xc = tf.where(finite_mask, x2d, tf.fill(tf.shape(x2d), np.nan))  # comparisons with NaN are false
-        l1 = tf.where(finite_mask, a2d, tf.zeros_like(a2d))
-    row_d, row_dd, row_l1 = row_sums(d), row_sums(tf.square(d)), row_sums(l1)
+        k = tf.constant(0.0, _F32)
+    d = xf - k if finite_mask is None else xf
+    row_d = tf.cast(tf.reduce_sum(d, axis=1), _F64)
+    row_dd = tf.cast(tf.reduce_sum(tf.square(d), axis=1), _F64)
+    row_l1 = tf.cast(tf.reduce_sum(a2d if finite_mask is None else tf.abs(xf), axis=1), _F64)
     k64 = tf.cast(k, _F64)
     # Not below zero: float32 squares of values under ~1e-19 underflow, and the shifted sum can cancel to -1e-36.
     row_sq = tf.maximum(row_dd + 2.0 * k64 * row_d + m_row * k64 * k64, 0.0)
     hoyer_sum, hoyer_n = _hoyer(row_l1, row_sq, m_row)
+    if bounds is not None:
+        low, high = bounds
+        margin = saturation_margin * (high - low)
+        # Comparisons with NaN are false, so non-finite values never count.
+        xc = x2d if finite_mask is None else tf.where(finite_mask, x2d, tf.fill(tf.shape(x2d), np.nan))
+        saturated = _count(xc <= low + margin) + _count(xc >= high - margin)
+    else:
+        saturated = tf.constant(0.0, _F64)
     zero = tf.constant(0.0, _F64)
     values = [
         tf.constant(1.0, _F64),
@@ -220,7 +162,7 @@ def _scalar_sums(x2d, a2d, near_zero, bounds, saturation_margin, finite_mask=Non
         inf,
         hoyer_sum,
         hoyer_n,
-        _saturated(xc, bounds, saturation_margin),
+        saturated,
     ]
     return tf.stack(values + [zero] * (NUM_SUMS - len(values)))
 
@@ -243,7 +185,7 @@ def _extremes(xu, has_units):
     """Maxima partials of `xu = by_unit(...)` from two passes: per-unit max and min (max|x| of a unit is max(max, -min)).
 
     TensorFlow's max/min reductions propagate NaN, so a NaN or Inf anywhere
-    makes the result non-finite, which is how `sums_and_maxes` detects them.
+    makes the result non-finite, which is how `partials` detects them.
     """
     umax = tf.reduce_max(xu, axis=0)
     umin = tf.reduce_min(xu, axis=0)
@@ -259,8 +201,7 @@ def partials(x, *, near_zero, bounds=None, saturation_margin=0.01, sample_size=N
     Args:
       x: a floating tensor; the first axis is the example axis.
       near_zero: threshold of `near_zero_fraction` and dead units.
-      bounds: `(low, high)` of a bounded activation, `(None, high)` if only
-        its upper bound saturates (see `saturation_thresholds`), or None.
+      bounds: `(low, high)` of a bounded activation, or None.
       saturation_margin: see `saturation_fraction`.
       sample_size: None for every statistic over all of `x`. An integer `k`
         computes the sums (mean, std, rms, mean_abs, zero and near-zero
@@ -275,7 +216,7 @@ def partials(x, *, near_zero, bounds=None, saturation_margin=0.01, sample_size=N
       every value is.
     """
     x2d, units = as_rows(x), num_units(x)
-    sums, maxes = sums_and_maxes(
+    sums, maxes = partials_of_rows(
         x2d,
         by_unit(x2d, units),
         units is not None,
@@ -292,8 +233,8 @@ def by_unit(x2d, units):
     return tf.reshape(x2d, [-1, 1 if units is None else units])
 
 
-def sums_and_maxes(x2d, xu, has_units, *, near_zero, bounds, saturation_margin, sample_size):
-    """`(sums, maxes)` tensors (as `partials` defines them) of `x2d = as_rows(x)` and `xu = by_unit(x2d, num_units(x))`."""
+def partials_of_rows(x2d, xu, has_units, *, near_zero, bounds, saturation_margin, sample_size):
+    """`partials` of `x2d = as_rows(x)` and `xu = by_unit(x2d, num_units(x))`."""
     xs = leading(x2d, sample_size)
     a_s = tf.abs(xs)  # shared by L1, zero and near-zero counts
     fast_sums = _scalar_sums(xs, a_s, near_zero, bounds, saturation_margin)
@@ -318,8 +259,8 @@ _NOINLINE = {"_noinline": True}
 
 
 @functools.lru_cache(maxsize=None)
-def traced_sums_and_maxes(*, near_zero, bounds, saturation_margin, sample_size, has_units):
-    """`sums_and_maxes` as one `tf.function` for every tensor of a kind: `fn(x2d, xu) -> (sums, maxes)`.
+def traced_partials(*, near_zero, bounds, saturation_margin, sample_size, has_units):
+    """`partials_of_rows` as one `tf.function` for every tensor of a kind: `fn(x2d, xu) -> (sums, maxes)`.
 
     A step calls it once per recorded tensor. Its ops are traced and
     optimized once, not once per layer: inlined, they made a step's graph
@@ -327,7 +268,7 @@ def traced_sums_and_maxes(*, near_zero, bounds, saturation_margin, sample_size, 
     trace and optimize. Its inputs are tensors only
     (no constants), so TensorFlow does not specialize a copy per call.
 
-    >>> fn = traced_sums_and_maxes(near_zero=1e-3, bounds=None, saturation_margin=0.01, sample_size=None, has_units=True)
+    >>> fn = traced_partials(near_zero=1e-3, bounds=None, saturation_margin=0.01, sample_size=None, has_units=True)
     >>> x2d = tf.constant([[0.0, 1.0], [2.0, -3.0]])
     >>> sums, maxes = fn(x2d, by_unit(x2d, 2))
     >>> maxes.numpy().tolist()
@@ -336,7 +277,7 @@ def traced_sums_and_maxes(*, near_zero, bounds, saturation_margin, sample_size, 
 
     @tf.function(input_signature=[_ROWS, _ROWS], autograph=False, experimental_attributes=_NOINLINE)
     def fn(x2d, xu):
-        return sums_and_maxes(
+        return partials_of_rows(
             x2d,
             xu,
             has_units,
@@ -373,8 +314,8 @@ def pooling_input_sums_of_rows(x2d, sample_size=None):
     values = {
         "in_count": tf.cast(tf.size(x2d), _F64),
         "in_finite": _count(mask),
-        "in_abs": tf.reduce_sum(row_sums(tf.abs(xf))),
-        "in_sq": tf.reduce_sum(row_sums(tf.square(xf))),
+        "in_abs": tf.reduce_sum(tf.cast(tf.reduce_sum(tf.abs(xf), axis=1), _F64)),
+        "in_sq": tf.reduce_sum(tf.cast(tf.reduce_sum(tf.square(xf), axis=1), _F64)),
         "in_zeros": _count(tf.equal(x2d, 0.0)),
     }
     return tf.stack([values.get(name, tf.constant(0.0, _F64)) for name in SUM_FIELDS])
@@ -434,7 +375,7 @@ class GraphKernel:
 
     def partials(self, x2d, units, bounds, with_histogram):
         """`(sums, maxes, histogram or None)` of one tensor with `units` (or None) and activation `bounds`."""
-        fn = traced_sums_and_maxes(
+        fn = traced_partials(
             near_zero=self.near_zero,
             bounds=bounds,
             saturation_margin=self.saturation_margin,

@@ -9,10 +9,6 @@
 //
 // Work is split over whole rows (examples) on TensorFlow's intra-op thread
 // pool; each shard keeps its own accumulators and merges them once.
-//
-// Sums are float32 within blocks of kBlock values (kBlock / vector width per
-// lane) and float64 across blocks, as in stats.row_sums: the rounding error
-// does not grow with the size of the tensor.
 
 #include <algorithm>
 #include <cmath>
@@ -23,8 +19,6 @@
 #include <string>
 #include <vector>
 
-#include "absl/status/status.h"
-#include "absl/strings/str_cat.h"
 #include "tensorflow/core/framework/op.h"
 #include "tensorflow/core/framework/op_kernel.h"
 #include "tensorflow/core/framework/shape_inference.h"
@@ -39,11 +33,11 @@ using tensorflow::OpKernelConstruction;
 using tensorflow::OpKernelContext;
 using tensorflow::Tensor;
 using tensorflow::TensorShape;
+namespace errors = tensorflow::errors;
 
 constexpr float kInf = std::numeric_limits<float>::infinity();
 constexpr uint32_t kExpMask = 0x7f800000u;  // bits of +inf; larger magnitudes are NaN
-constexpr int64 kBlock = 256;                // values summed in float lanes before adding to double
-constexpr int64 kChunk = 4096;               // values bucketed at a time by HistogramRow
+constexpr int64 kChunk = 4096;               // values summed in float lanes before adding to double
 
 enum Field { kSteps, kCount, kFinite, kSum, kSumsq, kSumAbs, kZeros, kNear, kNan, kInfs, kHoyerSum, kHoyerN, kSaturated, kNumFields };
 const char* const kFieldNames[kNumFields] = {"steps", "count", "finite", "sum", "sumsq", "sum_abs", "zeros",
@@ -87,7 +81,6 @@ constexpr int kVectorBytes = 16;
 #endif
 typedef float VF __attribute__((vector_size(kVectorBytes)));
 typedef int32_t VI __attribute__((vector_size(kVectorBytes)));
-typedef double VD __attribute__((vector_size(2 * kVectorBytes)));  // float32 lanes widened
 constexpr int kW = kVectorBytes / 4;
 
 inline VF Load(const float* x) {
@@ -95,14 +88,12 @@ inline VF Load(const float* x) {
   std::memcpy(&v, x, sizeof(v));
   return v;
 }
-inline VD Widen(VF v) { return __builtin_convertvector(v, VD); }
 inline VF Select(VI mask, VF a, VF b) { return (VF)(((VI)a & mask) | ((VI)b & ~mask)); }
 inline VI SelectI(VI mask, VI a, VI b) { return (a & mask) | (b & ~mask); }
-// The lanes' total, in double: lanes hold float32 block sums or int32 counts.
 template <typename V>
-inline double Sum(V v) {
-  double s = 0;
-  for (int l = 0; l < kW; ++l) s += v[l];
+inline auto Sum(V v) {
+  auto s = v[0];
+  for (int l = 1; l < kW; ++l) s += v[l];
   return s;
 }
 
@@ -111,13 +102,6 @@ struct Row {
   double d = 0, dd = 0, l1 = 0, fin = 0, nan = 0, zero = 0, near = 0, sat = 0;
   float mx = -kInf, mn = kInf;
 };
-
-// The shift of the sums of x and x**2 (see stats._scalar_sums): the first finite value, 0 if there is none.
-float FirstFinite(const float* x, int64 n) {
-  for (int64 i = 0; i < n; ++i)
-    if ((Bits(x[i]) & 0x7fffffffu) < kExpMask) return x[i];
-  return 0.0f;
-}
 
 // Adds a row to a shard: the shifted sums back in double, and the example's Hoyer sparsity.
 void AddRow(const Row& r, int64 m, float shift, Acc* acc) {
@@ -160,11 +144,10 @@ bool FastRow(const float* x, int64 m, const Params& p, int64 units, Row* r, uint
   const VI abs_mask = VI{} + 0x7fffffff;
   VF vmx = VF{} - kInf, vmn = VF{} + kInf;
   int64 u = 0;
-  VD sd{}, sdd{}, sa{};          // block sums, in double
-  VI azero{}, anear{}, asat{};  // comparisons give -1: subtracting counts
-  for (int64 c0 = 0; c0 < m; c0 += kBlock) {
-    const int64 c1 = std::min(m, c0 + kBlock);
+  for (int64 c0 = 0; c0 < m; c0 += kChunk) {
+    const int64 c1 = std::min(m, c0 + kChunk);
     VF ad{}, add{}, aa{};
+    VI azero{}, anear{}, asat{};  // comparisons give -1: subtracting counts
     int64 j = c0;
     for (; j + kW <= c1; j += kW) {
       const VF v = Load(x + j);
@@ -185,13 +168,16 @@ bool FastRow(const float* x, int64 m, const Params& p, int64 units, Row* r, uint
         if (u == units) u = 0;
       }
     }
-    sd += Widen(ad);
-    sdd += Widen(add);
-    sa += Widen(aa);
+    r->d += Sum(ad);
+    r->dd += Sum(add);
+    r->l1 += Sum(aa);
+    r->zero += Sum(azero);
+    r->near += Sum(anear);
+    r->sat += Sum(asat);
     for (; j < c1; ++j) {  // the tail, one value at a time
       const float v = x[j], dv = v - p.shift, a = std::fabs(v);
       r->d += dv;
-      r->dd += static_cast<double>(dv) * dv;
+      r->dd += dv * dv;
       r->l1 += a;
       r->zero += v == 0.0f;
       r->near += a <= p.near_zero;
@@ -200,12 +186,6 @@ bool FastRow(const float* x, int64 m, const Params& p, int64 units, Row* r, uint
       vmn[0] = std::min(vmn[0], v);
     }
   }
-  r->d += Sum(sd);
-  r->dd += Sum(sdd);
-  r->l1 += Sum(sa);
-  r->zero += Sum(azero);
-  r->near += Sum(anear);
-  r->sat += Sum(asat);
   for (int l = 0; l < kW; ++l) {
     r->mx = std::max(r->mx, vmx[l]);
     r->mn = std::min(r->mn, vmn[l]);
@@ -222,11 +202,10 @@ void MaskedRow(const float* x, int64 m, const Params& p, Row* r) {
   const VI abs_mask = VI{} + 0x7fffffff, exp_mask = VI{} + static_cast<int32_t>(kExpMask);
   *r = Row();
   VF vmx = ninf, vmn = pinf;
-  VD sd{}, sdd{}, sa{};
-  VI afin{}, anan{}, azero{}, anear{}, asat{};
-  for (int64 c0 = 0; c0 < m; c0 += kBlock) {
-    const int64 c1 = std::min(m, c0 + kBlock);
+  for (int64 c0 = 0; c0 < m; c0 += kChunk) {
+    const int64 c1 = std::min(m, c0 + kChunk);
     VF ad{}, add{}, aa{};
+    VI afin{}, anan{}, azero{}, anear{}, asat{};
     int64 j = c0;
     for (; j + kW <= c1; j += kW) {
       const VF v = Load(x + j);
@@ -242,12 +221,17 @@ void MaskedRow(const float* x, int64 m, const Params& p, Row* r) {
       azero -= v == 0.0f;
       anear -= f & (a <= nz);
       asat -= f & ((v <= lo) | (v >= hi));
-      vmx = Select((vmx > v) | ~f, vmx, v);
-      vmn = Select((vmn < v) | ~f, vmn, v);
+      vmx = Select(vmx > v | ~f, vmx, v);
+      vmn = Select(vmn < v | ~f, vmn, v);
     }
-    sd += Widen(ad);
-    sdd += Widen(add);
-    sa += Widen(aa);
+    r->d += Sum(ad);
+    r->dd += Sum(add);
+    r->l1 += Sum(aa);
+    r->fin += Sum(afin);
+    r->nan += Sum(anan);
+    r->zero += Sum(azero);
+    r->near += Sum(anear);
+    r->sat += Sum(asat);
     for (; j < c1; ++j) {
       const float v = x[j];
       const uint32_t mag = Bits(v) & 0x7fffffffu;
@@ -267,14 +251,6 @@ void MaskedRow(const float* x, int64 m, const Params& p, Row* r) {
       }
     }
   }
-  r->d += Sum(sd);
-  r->dd += Sum(sdd);
-  r->l1 += Sum(sa);
-  r->fin += Sum(afin);
-  r->nan += Sum(anan);
-  r->zero += Sum(azero);
-  r->near += Sum(anear);
-  r->sat += Sum(asat);
   for (int l = 0; l < kW; ++l) {
     r->mx = std::max(r->mx, vmx[l]);
     r->mn = std::min(r->mn, vmn[l]);
@@ -427,17 +403,16 @@ class PartialsOp : public OpKernel {
   void Compute(OpKernelContext* ctx) override {
     const Tensor& x = ctx->input(0);
     const Tensor& with_histogram = ctx->input(1);
-    OP_REQUIRES(ctx, x.dims() == 2,
-                absl::InvalidArgumentError(absl::StrCat("x must be [rows, values], got ", x.shape().DebugString())));
+    OP_REQUIRES(ctx, x.dims() == 2, errors::InvalidArgument("x must be [rows, values], got ", x.shape().DebugString()));
     const int64 rows = x.dim_size(0), m = x.dim_size(1), units = p_.units;
     OP_REQUIRES(ctx, units == 0 || m % units == 0,
-                absl::InvalidArgumentError(
-                    absl::StrCat("values per row (", m, ") are not a multiple of units (", units, ")")));
+                errors::InvalidArgument("values per row (", m, ") are not a multiple of units (", units, ")"));
     Params p = p_;
     p.histogram = p.num_buckets > 0 && with_histogram.scalar<bool>()();
     const int64 sampled = p.sample_rows < 0 ? rows : std::min(rows, p.sample_rows);
     const float* data = x.flat<float>().data();
-    p.shift = FirstFinite(data, sampled * m);
+    // The shift of the sums of x and x**2 (see stats._scalar_sums): a value of the tensor, 0 if not finite.
+    p.shift = (rows > 0 && m > 0 && (Bits(data[0]) & 0x7fffffffu) < kExpMask) ? data[0] : 0.0f;
 
     Acc total;
     total.unit.assign(p.stats ? units : 0, 0u);
@@ -517,7 +492,7 @@ REGISTER_OP("TfprobePartials")
     .Attr("sample_rows: int = -1")
     .Attr("near_zero: float")
     .Attr("bounded: bool = false")
-    .Attr("saturated_below: float = 0")  // x <= this is saturated (-inf: one-sided; stats.saturation_thresholds)
+    .Attr("saturated_below: float = 0")  // x <= this is saturated (low + margin, as in stats._scalar_sums)
     .Attr("saturated_above: float = 0")  // x >= this is saturated (high - margin)
     .Attr("stats: bool = true")
     .Attr("hist_min_exp: int = 0")
