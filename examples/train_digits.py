@@ -5,7 +5,10 @@
 
 Two runs are written so the dashboard has something to compare: `relu`, a
 healthy network, and `sigmoid_deep`, a deeper sigmoid stack whose upper layers
-saturate. Runs in well under a minute on 2 CPU cores.
+saturate. 500 held-out digits are the reference set: every 5th epoch and at
+the end, each layer's representation is measured on them (the dashboard's
+Representations view), and `dense1`'s is written for TensorBoard's Projector
+tab. Runs in well under a minute on 2 CPU cores.
 """
 
 from __future__ import annotations
@@ -74,6 +77,8 @@ def train(logdir="logs", epochs=15, runs=tuple(RUNS), verbose=0, record_freq=1, 
             record_freq=record_freq,
             log_freq=log_freq,
             histogram_freq=record_freq * 5,
+            reference_data=(x[split:][:500], y[split:][:500]),
+            reference_embeddings=["dense1"],
         )
         histories[run] = model.fit(
             x[:split], y[:split], validation_data=(x[split:], y[split:]),

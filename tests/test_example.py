@@ -26,3 +26,6 @@ def test_example_trains_and_writes_both_runs(tmp_path):
     sig = wide[(wide.run == "sigmoid_deep") & (wide.layer == "dense4")]
     assert sig.saturation_fraction.notna().all()
     assert not tfprobe.read_histograms(tmp_path).empty
+    # the reference set: measured at the end of training (46), dense1 embedded for the Projector
+    assert sorted(set(tfprobe.read_cka(tmp_path).query("run == 'relu'").step)) == [46]
+    assert (tmp_path / "relu" / "tfprobe_projector" / "dense1.tsv").exists()

@@ -572,7 +572,8 @@ class _Flags:
 def test_fix_flags_defaults_and_user_values_win():
     flags = _Flags({})
     loader_module.TfprobeLoader().fix_flags(flags)
-    assert flags.samples_per_plugin == {metadata.PLUGIN_NAME: 0, metadata.HIST_PLUGIN_NAME: loader_module.HIST_DEFAULT_SAMPLES}
+    assert flags.samples_per_plugin == {metadata.PLUGIN_NAME: 0, metadata.HIST_PLUGIN_NAME: loader_module.HIST_DEFAULT_SAMPLES,
+                                        metadata.REPR_PLUGIN_NAME: 0, metadata.CKA_PLUGIN_NAME: 0}
     flags = _Flags({metadata.PLUGIN_NAME: 50, "scalars": 7})
     loader_module.TfprobeLoader().fix_flags(flags)
     assert flags.samples_per_plugin[metadata.PLUGIN_NAME] == 50 and flags.samples_per_plugin["scalars"] == 7

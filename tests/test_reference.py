@@ -49,3 +49,42 @@ def test_features_are_reduced_per_batch_and_match_the_layers():
     assert got["flat"].shape == (10, 8)  # 64 values projected on 8 fixed directions
     np.testing.assert_allclose(got["flat"], reduce_features(conv.reshape(10, -1), max_dim=8), rtol=1e-5, atol=1e-6)
     np.testing.assert_allclose(got["head"], np.asarray(model(x)), rtol=1e-5, atol=1e-6)
+
+
+class NeedsEager(keras.Model):
+    """`call` needs concrete values: it cannot be traced into a graph."""
+
+    def __init__(self):
+        super().__init__(name="needs_eager")
+        self.d = keras.layers.Dense(2, name="d")
+
+    def call(self, x):
+        return self.d(x) * float(np.asarray(x).max())
+
+
+def test_a_model_that_cannot_be_traced_runs_eagerly():
+    from tfprobe.reference import LayerOutputs, collect
+
+    x = np.random.default_rng(0).normal(size=(10, 3)).astype("float32")
+    model = NeedsEager()
+    model(x[:2])
+    outputs = LayerOutputs(model)
+    got = collect(model, ReferenceData(x, batch_size=4), outputs=outputs)
+    assert outputs._function is False  # fell back
+    want = np.concatenate([np.asarray(model.d(x[i:i + 4])) for i in range(0, 10, 4)])
+    np.testing.assert_allclose(got.features["d"], want, rtol=1e-5, atol=1e-6)
+    assert got.infos["d"] == {"series": "d", "layer": "d", "order": 0, "class": "Dense", "shape": [None, 2]}
+
+
+def test_the_traced_capture_is_reused_across_passes():
+    from tfprobe.reference import LayerOutputs, collect
+
+    model = keras.Sequential([keras.Input((4, 4, 2)), keras.layers.Conv2D(3, 3, name="conv")])
+    x = np.random.default_rng(0).normal(size=(9, 4, 4, 2)).astype("float32")
+    outputs = LayerOutputs(model)
+    first = collect(model, ReferenceData(x, batch_size=4), outputs=outputs)
+    function = outputs._function
+    again = collect(model, ReferenceData(x, batch_size=4), outputs=outputs)
+    assert outputs._function is function and function.experimental_get_tracing_count() == 1
+    np.testing.assert_array_equal(first.features["conv"], again.features["conv"])
+    assert first.infos["conv"]["shape"] == [None, 2, 2, 3]

@@ -8,8 +8,8 @@ import warnings
 import keras
 import tensorflow as tf
 
+from tfprobe import analysis, validation
 from tfprobe import kernel as kernels
-from tfprobe import validation
 from tfprobe.capture import Instrumentation
 from tfprobe.recorder import Recorder, RecordingError
 from tfprobe.selection import select
@@ -70,6 +70,28 @@ class LayerProbe(keras.callbacks.Callback):
         in steps that are not XLA-compiled on a machine without a GPU, and
         TensorFlow graph ops elsewhere. `"native"`: the kernel, or an error
         saying why it cannot run. `"graph"`: graph ops only.
+      reference_data: a fixed reference set, `x`, `(x,)` or `(x, y)` arrays
+        or a finite `tf.data.Dataset` yielding the same batches in the same
+        order every time (a few hundred to a few thousand examples; `y`:
+        class labels, optional). At every reference step the model runs in
+        inference mode over it, outside the training step, and the
+        representation measures of the recorded layers are written
+        (`tfprobe.representation`, README "Representations"). Defaults to
+        None (no reference steps).
+      reference_freq: a reference step runs at the end of every
+        `reference_freq`-th epoch and at the end of training. Defaults to `5`.
+      reference_embeddings: layer names (or one) whose reference features at
+        the last reference step are written for TensorBoard's Projector tab
+        (labels as metadata, a sprite for image inputs). Defaults to None.
+      reference_max_dim: values per example kept of each layer's output
+        (spatial maps are averaged over space first, then projected on
+        fixed random directions if wider). Defaults to `512`.
+      looks_examples: with `reference_data`, every reference step also
+        writes, for its first `looks_examples` examples, the Grad-CAM (and
+        CAM) maps of a classifier and feature-map grids as images that
+        TensorBoard's Images tab and the dashboard's Looks view show
+        (`tfprobe.looks`, README "Where the model looks"). Defaults to `0`
+        (off).
 
     Example:
 
@@ -97,6 +119,11 @@ class LayerProbe(keras.callbacks.Callback):
         kernel="auto",
         gradients=False,
         include_masked=False,
+        reference_data=None,
+        reference_freq=5,
+        reference_embeddings=None,
+        reference_max_dim=512,
+        looks_examples=0,
     ):
         super().__init__()
         self.log_dir = validation.log_dir(log_dir)
@@ -111,6 +138,16 @@ class LayerProbe(keras.callbacks.Callback):
         self.kernel = validation.choice("kernel", kernel, kernels.CHOICES)
         self.gradients = validation.boolean("gradients", gradients)
         self.include_masked = validation.boolean("include_masked", include_masked)
+        self.reference_data = validation.reference_data(reference_data)
+        self.reference_freq = validation.frequency("reference_freq", reference_freq)
+        self.reference_embeddings = validation.reference_embeddings(reference_embeddings, self.reference_data)
+        self.reference_max_dim = validation.frequency("reference_max_dim", reference_max_dim)
+        self.looks_examples = validation.frequency("looks_examples", looks_examples, allow_zero=True)
+        if self.looks_examples and self.reference_data is None:
+            raise ValueError(f"`looks_examples` needs `reference_data` (the examples are its first ones). "
+                             f"Received: looks_examples={looks_examples!r} and reference_data=None")
+        self._analyses = []
+        self._last_reference = None
         self._recorder = Recorder(
             record_freq=self.record_freq,
             histogram_freq=self.histogram_freq,
@@ -142,6 +179,8 @@ class LayerProbe(keras.callbacks.Callback):
         if self._recorder.backward is not None:
             self._recorder.backward.detach()
         self._close_writer()
+        analyses, self._analyses = self._analyses, []
+        analysis.close_all(analyses)
 
     # -- Keras hooks ----------------------------------------------------------------
 
@@ -166,6 +205,7 @@ class LayerProbe(keras.callbacks.Callback):
             return
         model = self.model
         chosen = select(model, self.layers)
+        self._analyses = self._make_analyses(chosen)
         kernel = kernels.make(
             self.kernel,
             jit_compile=bool(getattr(model, "jit_compile", False)),
@@ -209,6 +249,40 @@ class LayerProbe(keras.callbacks.Callback):
                     self.strict, self.gradients, self.include_masked, kernel_name, tuple(chosen))
         self._recorder, self._instrumentation = shared.setdefault(settings, (self._recorder, self._instrumentation))
 
+    def _make_analyses(self, chosen):
+        """The analyses of the reference steps (none without `reference_data`); same layers as the recording."""
+        from tfprobe.representation_analysis import RepresentationAnalysis
+
+        self._last_reference = None
+        if self.reference_data is None:
+            return []
+        analyses = [RepresentationAnalysis(self.log_dir, self.layers, self.reference_max_dim,
+                                           embeddings=self.reference_embeddings, known=[p for p, _ in chosen],
+                                           examples=len(self.reference_data))]
+        if self.looks_examples:
+            from tfprobe.looks import LooksAnalysis
+
+            looks = LooksAnalysis(self.log_dir, examples=self.looks_examples)
+            looks.check(self.model, self.reference_data)  # bad input fails before training starts
+            analyses.append(looks)
+        return analyses
+
+    def _reference_step(self):
+        """Runs every analysis on the reference data, from the host, once per global step at most."""
+        if not self._analyses or self._host_step == self._last_reference:
+            return
+        self._last_reference = self._host_step
+        try:
+            self._analyses = analysis.run_all(self._analyses, self.model, self.reference_data, self._host_step,
+                                              strict=self.strict)
+        except Exception:  # strict: `fit` stops here, without `on_train_end`
+            self.detach()
+            raise
+
+    def on_epoch_end(self, epoch, logs=None):
+        if self._active and (epoch + 1) % self.reference_freq == 0:
+            self._reference_step()
+
     def on_epoch_begin(self, epoch, logs=None):
         if self._active:
             self._epoch_base = self._host_step
@@ -230,6 +304,7 @@ class LayerProbe(keras.callbacks.Callback):
         try:
             if self._pending:
                 self._write_window()
+            self._reference_step()
         finally:
             self.detach()
         if self._instrumentation.ran and self.windows_written == self._windows_at_start:

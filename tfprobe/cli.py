@@ -29,6 +29,15 @@ _COLUMNS = (  # (header, stat, scale, width)
 )
 
 
+_REPR_COLUMNS = (  # (header, stat, width): the latest reference step (LayerProbe(reference_data=...))
+    ("eff.rank", "effective_rank", 8),
+    ("st.rank", "stable_rank", 7),
+    ("probe", "probe_accuracy", 6),
+    ("info(b)", "label_information", 7),
+    ("drift", "cka_drift", 6),
+)
+
+
 class _Fail(Exception):
     pass
 
@@ -182,6 +191,25 @@ def _finding_lines(f, width, wide, label):
     return lines + ["          " + line for line in textwrap.wrap(f.message, width - 10)]
 
 
+
+
+def representation_table(rep, run, width=WIDTH):
+    """Lines of the per-layer representation measures of `run`'s latest reference step (empty if it has none)."""
+    sub = rep[rep["run"] == run]
+    if sub.empty:
+        return []
+    step = int(sub["step"].max())
+    latest = sub[sub["step"] == step]
+    values = {(layer, stat): v for layer, stat, v in zip(latest["layer"], latest["stat"], latest["value"])}
+    name_w = max(12, width - sum(w + 1 for _h, _s, w in _REPR_COLUMNS) - 2)
+    lines = [f"  representations at reference step {step} ({sub['step'].nunique()} reference steps):",
+             "  " + "layer".ljust(name_w) + "".join(" " + h.rjust(w) for h, _s, w in _REPR_COLUMNS)]
+    for layer in dict.fromkeys(latest["layer"]):
+        cells = "".join(" " + _fmt(values.get((layer, stat)), w) for _h, stat, w in _REPR_COLUMNS)
+        lines.append("  " + _ellipsize(layer, name_w).ljust(name_w) + cells)
+    return lines
+
+
 def report(logdir, fail_on=None, runs=None, out=None, width=WIDTH, wide=False):
     """Prints the report; returns the exit code."""
     from tfprobe.findings import SEVERITIES, diagnose, severity_rank
@@ -195,6 +223,10 @@ def report(logdir, fail_on=None, runs=None, out=None, width=WIDTH, wide=False):
             raise _Fail(f"tfprobe: run {unknown[0]!r} has no tfprobe data; runs: {', '.join(all_runs)}")
         df = df[df["run"].isin(runs)]
         layers = layers[layers["run"].isin(runs)]
+    from tfprobe.metadata import REPRESENTATION_STATS
+
+    is_rep = df["stat"].isin(REPRESENTATION_STATS)
+    rep, df = df[is_rep], df[~is_rep]
     print(f"tfprobe report: {logdir}", file=out)
     labels = {}
     for run in dict.fromkeys(df["run"]):
@@ -204,7 +236,7 @@ def report(logdir, fail_on=None, runs=None, out=None, width=WIDTH, wide=False):
         head = f"run {run!r}: {plural(n_layers, 'layer')}, latest window step {step} ({plural(n_windows, 'window')})"
         print("", file=out)
         print(head if wide else _ellipsize(head, width), file=out)
-        for line in lines:
+        for line in lines + representation_table(rep, run, width):
             print(line, file=out)
     findings = diagnose(df, layers)
     counts = findings["severity"].value_counts()

@@ -235,6 +235,8 @@ class LooksAnalysis:
     without writing (call it before training); `run` raises the same errors.
     """
 
+    name = "looks"  # for `tfprobe.analysis.run_all` messages
+
     def __init__(self, log_dir, examples=8, layer=None, feature_layers=None, channels=cam.DEFAULT_CHANNELS,
                  input_kind="auto"):
         self.log_dir = validation.log_dir(log_dir)

@@ -55,6 +55,26 @@ sign one bucket per power of two of the magnitude from 2**-20 (~9.5e-7) to
 steps and devices therefore add exactly. NaN is never counted; +-Inf falls in
 the overflow buckets.
 
+Reference-set analyses (format version 1, added later; older readers ignore them)
+-----------------------------------------------------------------------------------
+`LayerProbe(reference_data=...)` also writes, at each *reference step* (see
+`tfprobe.analysis`), into its own file of the run (`*.tfprobe-reference`),
+one `Event` per reference step (`step` = the global training step):
+
+| what | tag | `plugin_data.plugin_name` | `data_class` | tensor |
+| --- | --- | --- | --- | --- |
+| representation measure | `tfprobe/<series>/<stat>` | `tfprobe_repr` | `DATA_CLASS_SCALAR` | rank-0 `DT_FLOAT` |
+| CKA matrix | `tfprobe/cka_matrix` | `tfprobe_cka` | `DATA_CLASS_TENSOR` | `[L, L]` `DT_FLOAT` |
+
+`<stat>` is one of `REPRESENTATION_STATS`. Their plugin name is not
+`tfprobe`, so readers and dashboard views of the training windows never mix
+them with the activation statistics (they come at other steps, on other
+data); `tfprobe.read_logdir` returns both. Their content is the JSON above
+restricted to `series, layer, class, order, shape` plus `reference_size`
+(examples) and `dim` (values per example after reduction). The CKA matrix's
+content is on **every** value: `{"v": 1, "layers": [series, ...],
+"reference_size": N}`, the row and column order of that step's matrix.
+
 >>> tag_for("conv2d", "mean")
 'tfprobe/conv2d/mean'
 >>> parse_tag("tfprobe/backbone/conv1/zero_fraction")
@@ -137,6 +157,20 @@ STAT_DESCRIPTIONS = {
     "weight_norm": "L2 norm of the layer's trainable weights before the update, averaged over recorded steps",
     "weight_grad_norm": "L2 norm of the gradient of the layer's trainable weights (unscaled), averaged",
     "update_ratio": "||w_after - w_before|| / ||w_before|| of the update the optimizer applied, averaged",
+}
+
+REPR_PLUGIN_NAME = "tfprobe_repr"
+"""`plugin_name` of the per-layer measures of the reference-set analysis (`tfprobe.representation`)."""
+CKA_PLUGIN_NAME = "tfprobe_cka"
+"""`plugin_name` of the per-reference-step layers x layers CKA matrix."""
+CKA_TAG = "tfprobe/cka_matrix"
+REPRESENTATION_STATS = ("effective_rank", "stable_rank", "probe_accuracy", "label_information", "cka_drift")
+REPRESENTATION_DESCRIPTIONS = {
+    "effective_rank": "Roy & Vetterli effective rank of the centred reference features",
+    "stable_rank": "||A||_F^2 / ||A||_2^2 of the centred reference features",
+    "probe_accuracy": "held-out accuracy of a ridge linear probe on the reference labels",
+    "label_information": "H(Y) minus the probe's held-out cross-entropy, bits (a lower bound on I(features; Y))",
+    "cka_drift": "linear CKA of the layer's reference features with those of the previous reference step",
 }
 
 DATA_CLASS_SCALAR = 1  # tensorboard.compat.proto.summary_pb2.DATA_CLASS_SCALAR

@@ -37,6 +37,10 @@ _IGNORED, _SCALAR, _HIST = 0, 1, 2
 _PROGRESS_DELAY = 2.0  # seconds before a progress bar appears
 
 
+_SCALAR_PLUGINS = (metadata.PLUGIN_NAME, metadata.REPR_PLUGIN_NAME)
+_TFPROBE_PLUGINS = _SCALAR_PLUGINS + (metadata.HIST_PLUGIN_NAME,)
+_CKA_COLUMNS = ["run", "step", "wall_time", "layer_a", "layer_b", "cka"]
+
 class _Keys:
     """The tags met under a logdir, classified by their first value, and the series metadata.
 
@@ -47,6 +51,7 @@ class _Keys:
         self.keys = []  # (run, series, stat, kind)
         self.tag_ids = {}  # run -> {tag bytes: key index}
         self.infos = {}  # (run, series) -> SeriesInfo
+        self.stand_ins = set()  # (run, series) described only by a reference measure so far
         self.bad = set()  # (run, series) skipped: not tfprobe's format
         self.warned = set()
 
@@ -66,7 +71,7 @@ class _Keys:
         """Classifies a tag by its first value (its metadata), as TensorBoard does."""
         ids = self.tag_ids.setdefault(run, {})
         kind, series, stat = _IGNORED, None, None
-        if plugin in (metadata.PLUGIN_NAME, metadata.HIST_PLUGIN_NAME):
+        if plugin in _TFPROBE_PLUGINS:
             name = tag.decode("utf-8")
             parsed = metadata.parse_tag(name)
             if parsed is None:
@@ -77,12 +82,18 @@ class _Keys:
                 )
             else:
                 series, stat = parsed
-                kind = _SCALAR if plugin == metadata.PLUGIN_NAME else _HIST
-                if content and (run, series) not in self.infos:
+                kind = _SCALAR if plugin in _SCALAR_PLUGINS else _HIST
+                # The training windows describe a series fully; a reference measure's content stands in until then.
+                stand_in = (run, series) in self.stand_ins
+                if content and ((run, series) not in self.infos or (stand_in and plugin != metadata.REPR_PLUGIN_NAME)):
                     try:
                         self.infos[(run, series)] = metadata.parse_content(content, series, run)
                     except metadata.FormatError as e:
                         self._mark_bad(run, series, e)
+                    if plugin == metadata.REPR_PLUGIN_NAME:
+                        self.stand_ins.add((run, series))
+                    else:
+                        self.stand_ins.discard((run, series))
         ids[tag] = len(self.keys)
         self.keys.append((run, series, stat, kind))
         return ids[tag]
@@ -377,7 +388,9 @@ def read_logdir(logdir, pivot: bool = False, progress: bool = True) -> pd.DataFr
     Returns:
       Long format: columns `run, step, wall_time, layer, stat, value`, one row
       per point, sorted by run, layer (model order), stat and step. `layer` is
-      the series name (see `tfprobe.metadata`).
+      the series name (see `tfprobe.metadata`). The measures of the
+      reference-set analysis (`metadata.REPRESENTATION_STATS`) are rows too,
+      at their reference steps.
     """
     data = read(logdir, progress)
     return data.wide() if pivot else data.scalars
@@ -402,3 +415,33 @@ def read_layers(logdir, progress: bool = True) -> pd.DataFrame:
     logs written before it existed).
     """
     return read(logdir, progress).layers
+
+
+def read_cka(logdir) -> pd.DataFrame:
+    """Reads the layers x layers linear CKA matrices of every reference step (`LayerProbe(reference_data=...)`).
+
+    Returns:
+      Long format: columns `run, step, wall_time, layer_a, layer_b, cka`, one
+      row per pair of recorded series (both orders and the diagonal) per
+      reference step, in model order.
+    """
+    from tensorboard.util import tensor_util
+
+    from tfprobe.events import check_logdir, read_events
+
+    rows = []
+    for run, paths in event_files(check_logdir(logdir)).items():
+        for path in paths:
+            for event in read_events(path):
+                for value in event.summary.value if event.HasField("summary") else ():
+                    if value.metadata.plugin_data.plugin_name != metadata.CKA_PLUGIN_NAME:
+                        continue
+                    names = metadata.decode_content(value.metadata.plugin_data.content).get("layers")
+                    matrix = tensor_util.make_ndarray(value.tensor)
+                    if not isinstance(names, list) or matrix.shape != (len(names), len(names)):
+                        continue  # a matrix whose rows are not named cannot be read
+                    for i, a in enumerate(names):
+                        rows += [(run, event.step, event.wall_time, a, b, float(matrix[i, j])) for j, b in enumerate(names)]
+    frame = pd.DataFrame(rows, columns=_CKA_COLUMNS)
+    frame["step"] = frame["step"].astype("int64")
+    return frame.sort_values(["run", "step"], kind="stable").reset_index(drop=True)

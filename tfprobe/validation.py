@@ -81,3 +81,26 @@ def log_dir(value):
     if not (os.path.isdir(probe) and os.access(probe, os.W_OK | os.X_OK)):
         raise ValueError(f"`log_dir` cannot be written ({probe} is not writable). Received: log_dir={value!r}")
     return os.fspath(value)
+
+
+def reference_data(value):
+    """None, or anything `tfprobe.reference.ReferenceData` takes (its errors name `reference_data`)."""
+    if value is None:
+        return None
+    from tfprobe.reference import ReferenceData
+
+    return value if isinstance(value, ReferenceData) else ReferenceData(value)
+
+
+def reference_embeddings(value, reference):
+    """None, or a layer name or list of them; needs `reference_data`."""
+    if value is None:
+        return ()
+    names = [value] if isinstance(value, str) else value
+    if not isinstance(names, (list, tuple)) or not names or not all(isinstance(n, str) and n for n in names):
+        raise ValueError(f"`reference_embeddings` must be None, a layer name or a list of layer names. "
+                         f"Received: reference_embeddings={value!r}")
+    if reference is None:
+        raise ValueError(f"`reference_embeddings` needs `reference_data` (the examples to embed). "
+                         f"Received: reference_embeddings={value!r} and reference_data=None")
+    return tuple(names)

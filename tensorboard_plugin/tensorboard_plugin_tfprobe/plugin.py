@@ -78,6 +78,7 @@ class TfprobePlugin(base_plugin.TBPlugin):
             ),
             "/pooling": self._route(lambda src, a: queries.pooling(src, a.get("run"), a.get("points"))),
             "/funnel": self._route(lambda src, a: queries.funnel(src, a.get("run"), a.get("step"))),
+            "/representations": self._route(lambda src, a: queries.representations(src, a.getlist("run"))),
             "/health": self._route(
                 lambda src, a: queries.health(
                     src,

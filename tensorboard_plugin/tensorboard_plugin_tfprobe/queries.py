@@ -775,3 +775,71 @@ def looks_image(src: Source, run, tag, step=None):
         raise errors.NotFoundError(f"image {tag!r} of run {run!r} has no value at or before step {step}")
     datum = max(chosen, key=lambda d: d.step)
     return src.provider.read_blob(src.ctx, blob_key=datum.values[2].blob_key)  # [width, height, png]
+
+
+# ---------------------------------------------------------------- representations
+
+
+def _representation_measures(src: Source, run):
+    """`(layers in model order, {stat: {layer: [[step, value], ...]}})` of one run's reference steps."""
+    rtf = provider.RunTagFilter(runs=[run])
+    listing = src.provider.list_scalars(
+        src.ctx, experiment_id=src.experiment_id, plugin_name=metadata.REPR_PLUGIN_NAME, run_tag_filter=rtf
+    ).get(run, {})
+    order, tags = {}, []
+    for tag, ts in listing.items():
+        parsed = metadata.parse_tag(tag)
+        if parsed is None or parsed[1] not in metadata.REPRESENTATION_STATS:
+            continue
+        tags.append(tag)
+        order.setdefault(parsed[0], metadata.decode_content(ts.plugin_content).get("order", -1))
+    layers = sorted(order, key=lambda name: (order[name], name))
+    measures = {s: {} for s in metadata.REPRESENTATION_STATS}
+    if tags:
+        data = src.provider.read_scalars(
+            src.ctx, experiment_id=src.experiment_id, plugin_name=metadata.REPR_PLUGIN_NAME,
+            downsample=ALL_POINTS, run_tag_filter=provider.RunTagFilter(runs=[run], tags=tags),
+        ).get(run, {})
+        for tag, pts in data.items():
+            name, stat = metadata.parse_tag(tag)
+            measures[stat][name] = _pairs(pts)
+    return layers, measures
+
+
+def _cka_matrices(src: Source, run):
+    """`{layers, steps, matrices}`: the CKA matrix of every reference step whose shape matches its layer list."""
+    rtf = provider.RunTagFilter(runs=[run], tags=[metadata.CKA_TAG])
+    listing = src.provider.list_tensors(
+        src.ctx, experiment_id=src.experiment_id, plugin_name=metadata.CKA_PLUGIN_NAME, run_tag_filter=rtf
+    ).get(run, {})
+    if metadata.CKA_TAG not in listing:
+        return {"layers": [], "steps": [], "matrices": []}
+    names = metadata.decode_content(listing[metadata.CKA_TAG].plugin_content).get("layers") or []
+    points = src.provider.read_tensors(
+        src.ctx, experiment_id=src.experiment_id, plugin_name=metadata.CKA_PLUGIN_NAME,
+        downsample=ALL_POINTS, run_tag_filter=rtf,
+    ).get(run, {}).get(metadata.CKA_TAG, [])
+    steps, matrices = [], []
+    for p in points:
+        matrix = np.asarray(p.numpy, dtype=np.float64)
+        if matrix.shape == (len(names), len(names)):
+            steps.append(int(p.step))
+            matrices.append(_json_list(matrix, 3))
+    return {"layers": names, "steps": steps, "matrices": matrices}
+
+
+def representations(src: Source, run_names):
+    """Per run: the representation measures of every reference step and the CKA matrices (empty without them)."""
+    run_names = _check_runs(run_names)
+    found = list_series(src, run_names)
+    out = []
+    for run in run_names:
+        if run not in found:
+            raise errors.NotFoundError(f"run {run!r} has no tfprobe data")
+        layers, measures = _representation_measures(src, run)
+        steps = sorted({s for by_layer in measures.values() for pts in by_layer.values() for s, _ in pts})
+        elements = {name: found[run].get(name, {}).get("elements") for name in layers}  # as in the depth funnel
+        out.append({"run": run, "layers": layers, "elements": elements, "steps": steps, "measures": measures,
+                    "cka": _cka_matrices(src, run)})
+    return {"runs": out, "stats": list(metadata.REPRESENTATION_STATS),
+            "descriptions": metadata.REPRESENTATION_DESCRIPTIONS}

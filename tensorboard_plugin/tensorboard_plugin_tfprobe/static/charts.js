@@ -252,7 +252,8 @@ function niceTicks(lo, hi, n = 5) {
 
 /**
  * A line chart. series: [{name, color, points: [[step, value], ...], raw?: [[step, value]]}].
- * opts: {title, width, height, logScale, yRange?: [lo, hi]}
+ * opts: {title, width, height, logScale, yRange?: [lo, hi], xName?: what x is (default 'step'),
+ *        integerX?: only whole-number x ticks}
  */
 export function lineChart(series, opts) {
   const width = Math.max(200, Math.floor(opts.width));
@@ -313,7 +314,7 @@ export function lineChart(series, opts) {
   ctx.textAlign = 'center';
   ctx.textBaseline = 'top';
   for (const s of niceTicks(x0, x1, 6)) {
-    if (s < x0 || s > x1) continue;
+    if (s < x0 || s > x1 || (opts.integerX && !Number.isInteger(s))) continue;
     ctx.fillText(String(s), X(s), height - m.b + 4);
   }
   ctx.strokeStyle = '#999';
@@ -355,7 +356,7 @@ export function lineChart(series, opts) {
     for (const s of series) {
       let best = null;
       for (const p of s.points) if (best === null || Math.abs(p[0] - step) < Math.abs(best[0] - step)) best = p;
-      if (best) lines.push(`${s.name}: ${fmt(best[1])} @ step ${best[0]}`);
+      if (best) lines.push(`${s.name}: ${fmt(best[1])} @ ${opts.xName ?? 'step'} ${best[0]}`);
     }
     if (lines.length) showTooltip(event, [opts.title, ...lines]);
   });

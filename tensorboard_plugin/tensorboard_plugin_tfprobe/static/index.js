@@ -18,8 +18,9 @@ import * as layer from './views/layer.js';
 import * as looks from './views/looks.js';
 import * as overview from './views/overview.js';
 import * as pooling from './views/pooling.js';
+import * as representations from './views/representations.js';
 
-const VIEW_MODULES = {overview, layer, pooling, health, looks};
+const VIEW_MODULES = {overview, layer, pooling, health, representations, looks};
 const MAX_DEFAULT_RUNS = 4;
 
 let statusEl;

@@ -9,6 +9,7 @@ export const VIEWS = [
   ['layer', 'Layer detail'],
   ['pooling', 'Pooling'],
   ['health', 'Health'],
+  ['representations', 'Representations'],
   ['looks', 'Looks'],
 ];
 
