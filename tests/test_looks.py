@@ -8,6 +8,7 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
+import tfprobe
 from tfprobe import cam, metadata
 from tfprobe.events import read_events
 from tfprobe.looks import LooksAnalysis, colormap, display, enlarge, orient, overlay
@@ -230,3 +231,18 @@ def test_next_to_a_layer_probe_both_record_and_the_model_is_restored(tmp_path):
     assert sorted(images_and_scalars(tmp_path / "run")) == [4, 8]
     stats = tfprobe.read_logdir(tmp_path)
     assert set(stats["run"]) == {"run", "plain"} and "conv2" in set(stats["layer"])
+
+
+def test_layer_probe_writes_looks_at_its_reference_steps(tmp_path):
+    """`LayerProbe(reference_data=..., looks_examples=k)`: the reference steps write the images of the first k."""
+    model = small_cnn()
+    model.compile("adam", "sparse_categorical_crossentropy")
+    rng = np.random.default_rng(0)
+    x, y = rng.normal(size=(24, 12, 12, 1)).astype("float32"), rng.integers(0, 3, 24)
+    probe = tfprobe.LayerProbe(tmp_path, reference_data=(x[:10], y[:10]), reference_freq=1, looks_examples=2)
+    model.fit(x, y, batch_size=8, epochs=2, verbose=0, callbacks=[probe])
+    found = images_and_scalars(tmp_path)
+    assert set(found) == {3, 6}  # the end of each epoch (and of training, the same step)
+    assert {tag.split("/")[1] for tag in found[6]} == {"example_00", "example_01"}
+    with pytest.raises(ValueError, match="`looks_examples` needs `reference_data`"):
+        tfprobe.LayerProbe(tmp_path, looks_examples=2)

@@ -373,10 +373,20 @@ def parse_content(content: bytes, series: str, where: str = "") -> SeriesInfo:
     return SeriesInfo(**fields)
 
 
+def cka_layers(content: bytes) -> list[str] | None:
+    """The layer names (rows and columns, in order) of a CKA matrix's content; None if it does not name them.
+
+    >>> cka_layers(b'{"layers": ["a", "b"]}'), cka_layers(b"[1]")
+    (['a', 'b'], None)
+    """
+    names = decode_content(content).get("layers")
+    return names if isinstance(names, list) and all(isinstance(n, str) for n in names) else None
+
+
 def decode_content(content: bytes) -> dict:
     """Parses `plugin_data.content` as a plain dict; unknown or broken content gives `{}`.
 
-    Kept for callers of older versions; readers use `parse_content`, which checks types.
+    For the plain JSON objects of the other values (`cka_layers`); series use `parse_content`, which checks types.
     """
     try:
         data = json.loads(content.decode("utf-8")) if content else {}

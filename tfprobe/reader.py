@@ -436,9 +436,9 @@ def read_cka(logdir) -> pd.DataFrame:
                 for value in event.summary.value if event.HasField("summary") else ():
                     if value.metadata.plugin_data.plugin_name != metadata.CKA_PLUGIN_NAME:
                         continue
-                    names = metadata.decode_content(value.metadata.plugin_data.content).get("layers")
+                    names = metadata.cka_layers(value.metadata.plugin_data.content)
                     matrix = tensor_util.make_ndarray(value.tensor)
-                    if not isinstance(names, list) or matrix.shape != (len(names), len(names)):
+                    if names is None or matrix.shape != (len(names), len(names)):
                         continue  # a matrix whose rows are not named cannot be read
                     for i, a in enumerate(names):
                         rows += [(run, event.step, event.wall_time, a, b, float(matrix[i, j])) for j, b in enumerate(names)]

@@ -792,7 +792,10 @@ def _representation_measures(src: Source, run):
         if parsed is None or parsed[1] not in metadata.REPRESENTATION_STATS:
             continue
         tags.append(tag)
-        order.setdefault(parsed[0], metadata.decode_content(ts.plugin_content).get("order", -1))
+        try:
+            order.setdefault(parsed[0], metadata.parse_content(ts.plugin_content, parsed[0], run).order)
+        except metadata.FormatError:
+            order.setdefault(parsed[0], -1)
     layers = sorted(order, key=lambda name: (order[name], name))
     measures = {s: {} for s in metadata.REPRESENTATION_STATS}
     if tags:
@@ -814,7 +817,7 @@ def _cka_matrices(src: Source, run):
     ).get(run, {})
     if metadata.CKA_TAG not in listing:
         return {"layers": [], "steps": [], "matrices": []}
-    names = metadata.decode_content(listing[metadata.CKA_TAG].plugin_content).get("layers") or []
+    names = metadata.cka_layers(listing[metadata.CKA_TAG].plugin_content) or []
     points = src.provider.read_tensors(
         src.ctx, experiment_id=src.experiment_id, plugin_name=metadata.CKA_PLUGIN_NAME,
         downsample=ALL_POINTS, run_tag_filter=rtf,
