@@ -29,14 +29,16 @@ import time
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
-import numpy as np  # noqa: E402
-import keras  # noqa: E402
-import tensorflow as tf  # noqa: E402
+import keras
+import numpy as np
+import tensorflow as tf
 
 sys.path.insert(0, os.path.join(os.path.dirname(__file__), ".."))
-from overhead import MODELS  # noqa: E402
-from tfprobe import native, stats  # noqa: E402
-from tfprobe.selection import saturation_bounds, walk  # noqa: E402
+from overhead import MODELS
+
+from tfprobe import native, stats
+from tfprobe.selection import saturation_bounds, walk
+
 
 def median_seconds(fn, reps):
     fn()  # trace and warm up

@@ -61,14 +61,15 @@ def rss_kib():
 
 def child(batch, steps, probe, sample_size=None, kernel="auto"):
     """One measurement; prints one JSON line."""
-    import numpy as np
     import keras
+    import numpy as np
     import tensorflow as tf
 
     sys.path.insert(0, os.path.join(HERE, ".."))
     sys.path.insert(0, HERE)
-    import tfprobe
     from overhead import reference_cnn
+
+    import tfprobe
 
     class Rss(keras.callbacks.Callback):
         def on_train_begin(self, logs=None):

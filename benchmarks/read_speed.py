@@ -25,9 +25,9 @@ import numpy as np
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
-import tfprobe  # noqa: E402
-from tfprobe import metadata  # noqa: E402
-from tfprobe.writer import WindowWriter  # noqa: E402
+import tfprobe
+from tfprobe import metadata
+from tfprobe.writer import WindowWriter
 
 
 def write_run(path, layers, windows, histogram_every):

@@ -28,12 +28,13 @@ import time
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
-import numpy as np  # noqa: E402
-import keras  # noqa: E402
+import keras
+import numpy as np
 
 sys.path.insert(0, os.path.join(os.path.dirname(__file__), ".."))
-import tfprobe  # noqa: E402
-import overhead  # noqa: E402
+import overhead
+
+import tfprobe
 
 
 def dense(n):

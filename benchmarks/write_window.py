@@ -45,13 +45,13 @@ import time
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
-import numpy as np  # noqa: E402
-import keras  # noqa: E402
+import keras
+import numpy as np
 
 sys.path.insert(0, os.path.join(os.path.dirname(__file__), ".."))
-import tfprobe  # noqa: E402
-from tfprobe.events import _frame  # noqa: E402
-from tfprobe.writer import WindowWriter  # noqa: E402
+import tfprobe
+from tfprobe.events import _frame
+from tfprobe.writer import WindowWriter
 
 LAYERS = 500
 WIDTH = 16

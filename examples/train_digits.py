@@ -18,11 +18,11 @@ import os
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
-import keras  # noqa: E402
-import numpy as np  # noqa: E402
-from sklearn.datasets import load_digits  # noqa: E402
+import keras
+import numpy as np
+from sklearn.datasets import load_digits
 
-import tfprobe  # noqa: E402
+import tfprobe
 
 
 def load_data():

@@ -1,10 +1,10 @@
 """Real `fit` with frozen weights: logged windows equal NumPy statistics of the same batches."""
 
-import numpy as np
-import pytest
 import keras
-
+import numpy as np
 import oracle
+import pytest
+
 import tfprobe
 
 NEAR = 1e-3

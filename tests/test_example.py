@@ -3,8 +3,6 @@
 import importlib.util
 import pathlib
 
-import pytest
-
 import tfprobe
 
 EXAMPLE = pathlib.Path(__file__).resolve().parents[1] / "examples" / "train_digits.py"

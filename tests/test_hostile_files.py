@@ -21,9 +21,9 @@ from tensorboard.compat.proto import (
     tensor_shape_pb2,
     types_pb2,
 )
-from tensorboard_plugin_tfprobe import queries
 
 import tfprobe
+from tensorboard_plugin_tfprobe import queries
 from tfprobe import events, metadata
 from tfprobe.writer import WindowWriter
 

@@ -15,7 +15,6 @@ against `expected_steps`, which restates the documented windowing rule:
 
 from __future__ import annotations
 
-import logging
 import math
 import warnings
 

@@ -5,15 +5,15 @@ import logging
 import subprocess
 import threading
 
+import keras
 import numpy as np
 import pytest
 import tensorflow as tf
-import keras
+from test_end_to_end import BATCH, _data, _model
+from test_stats import CASES, OFFSET_FIRST, assert_float64_accurate, offset_activation
 
 import tfprobe
 from tfprobe import metadata, native, stats
-from test_end_to_end import BATCH, _data, _model
-from test_stats import CASES, OFFSET_FIRST, assert_float64_accurate, offset_activation
 
 NEAR = 1e-3
 rng = np.random.default_rng(7)

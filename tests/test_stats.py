@@ -1,10 +1,10 @@
 """Each statistic against the NumPy oracle, eagerly and inside tf.function."""
 
 import numpy as np
+import oracle
 import pytest
 import tensorflow as tf
 
-import oracle
 from tfprobe import metadata, stats
 
 NEAR = 1e-3

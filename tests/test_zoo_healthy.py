@@ -13,7 +13,6 @@ it in from the Keras graph (what the recorder is to write).
 from __future__ import annotations
 
 import pytest
-
 from zoo import not_info, run_healthy
 
 keras = pytest.importorskip("keras")

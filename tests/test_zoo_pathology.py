@@ -10,10 +10,9 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+from zoo import keras_inputs, record_and_diagnose, run_pathology, synthetic
 
 import tfprobe
-
-from zoo import keras_inputs, record_and_diagnose, run_pathology, synthetic
 
 keras = pytest.importorskip("keras")
 L = keras.layers

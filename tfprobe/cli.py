@@ -285,9 +285,9 @@ def export(logdir, path, wide=False, histograms=False, out=None):
         else:
             df.to_parquet(path, index=False)
     except ImportError as e:
-        raise _Fail(f"tfprobe: writing Parquet needs pyarrow or fastparquet ({e})")
+        raise _Fail(f"tfprobe: writing Parquet needs pyarrow or fastparquet ({e})") from None
     except OSError as e:
-        raise _Fail(f"tfprobe: cannot write {path}: {e.strerror or e}")
+        raise _Fail(f"tfprobe: cannot write {path}: {e.strerror or e}") from None
     print(f"wrote {plural(len(df), 'row')} to {path}", file=out)
     return 0
 

@@ -56,13 +56,7 @@ class EventFileWriter:
     def __init__(self, logdir: str, suffix: str = ".tfprobe"):
         _fs.makedirs(logdir)
         EventFileWriter._counter += 1
-        name = "events.out.tfevents.%010d.%s.%d.%d%s" % (
-            int(time.time()),
-            socket.gethostname(),
-            os.getpid(),
-            EventFileWriter._counter,
-            suffix,
-        )
+        name = f"events.out.tfevents.{int(time.time()):010d}.{socket.gethostname()}.{os.getpid()}.{EventFileWriter._counter}{suffix}"
         self.path = _fs.join(logdir, name)
         self._file = _fs.open_file(self.path, "ab")
         self.write(event_pb2.Event(wall_time=time.time(), file_version=_FILE_VERSION))

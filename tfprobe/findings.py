@@ -215,7 +215,7 @@ def _renormalized(series):
     """Series whose every consumer (in the graph) is a normalisation layer: their scale is removed
     right after them (Conv -> BatchNormalization), so it does not matter."""
     consumers = {}
-    for r, l, c, ins in zip(series["run"], series["layer"], series["class"], series["inputs"]):
+    for r, c, ins in zip(series["run"], series["class"], series["inputs"]):
         for i in ins or ():
             consumers.setdefault((r, i), []).append(is_normalization(c))
     return [bool(consumers.get((r, l))) and all(consumers[(r, l)]) for r, l in zip(series["run"], series["layer"])]

@@ -44,7 +44,6 @@ try:
 except ImportError:  # not POSIX: builds are not locked across processes
     fcntl = None
 
-import numpy as np
 import tensorflow as tf
 
 from tfprobe import metadata, stats
@@ -77,7 +76,7 @@ def _compiler():
     return None
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def _compiler_version(cxx) -> str:
     """The first line of `cxx --version` (the compiler's identity and version), or why it could not be read."""
     try:
@@ -249,7 +248,7 @@ def load():
         except NativeUnavailable as e:
             _loaded["error"] = str(e)
             raise
-        except Exception as e:  # noqa: BLE001 - a broken cache or ABI: say so, fall back
+        except Exception as e:
             _loaded["error"] = f"{type(e).__name__}: {e}"
             raise NativeUnavailable(_loaded["error"]) from e
         _loaded["module"] = module

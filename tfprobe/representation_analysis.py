@@ -30,7 +30,6 @@ from tfprobe import metadata, representation
 from tfprobe.analysis import Analysis, AnalysisWriter
 from tfprobe.reference import DEFAULT_MAX_DIM, LayerOutputs, collect
 
-
 MEMORY_BUDGET = 512 * 2**20
 """Bytes of reduced features a reference step may hold (this step's in float64, the previous one's in float32)."""
 

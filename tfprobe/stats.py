@@ -342,7 +342,7 @@ _ROWS = tf.TensorSpec([None, None], _F32)
 _NOINLINE = {"_noinline": True}
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def traced_sums_and_maxes(*, near_zero, bounds, saturation_margin, sample_size, has_units):
     """`sums_and_maxes` as one `tf.function` for every tensor of a kind: `fn(x2d, xu) -> (sums, maxes)`.
 
@@ -379,7 +379,7 @@ def pooling_input_sums(x, sample_size=None):
     return pooling_input_sums_of_rows(as_rows(x), sample_size)
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def traced_pooling_input_sums(sample_size):
     """`pooling_input_sums_of_rows` traced once: `fn(x2d) -> sums`."""
     return tf.function(

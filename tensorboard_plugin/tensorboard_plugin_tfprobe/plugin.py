@@ -122,7 +122,7 @@ class TfprobePlugin(base_plugin.TBPlugin):
         rel = request.path.split(marker, 1)[1] if marker in request.path else ""
         path = static_file(rel)
         if path is None:
-            return http_util.Respond(request, "Not found: %s" % rel, "text/plain", code=404)
+            return http_util.Respond(request, f"Not found: {rel}", "text/plain", code=404)
         ext = os.path.splitext(path)[1]
         ctype = _CONTENT_TYPES.get(ext) or mimetypes.guess_type(path)[0] or "application/octet-stream"
         with open(path, "rb") as f:

@@ -164,7 +164,7 @@ def _check_int(name, value, low, high, default):
     try:
         n = int(value)
     except (TypeError, ValueError):
-        raise errors.InvalidArgumentError(f"`{name}` must be an integer. Received: {name}={value!r}")
+        raise errors.InvalidArgumentError(f"`{name}` must be an integer. Received: {name}={value!r}") from None
     if not low <= n <= high:
         raise errors.InvalidArgumentError(f"`{name}` must be between {low} and {high}. Received: {name}={n}")
     return n
@@ -404,7 +404,9 @@ def layer_selector(filter=None, hide=()):
     try:
         regex = re.compile(filter, re.IGNORECASE) if filter else None
     except re.error as e:
-        raise errors.InvalidArgumentError(f"`filter` must be a valid regular expression ({e}). Received: filter={filter!r}")
+        raise errors.InvalidArgumentError(
+            f"`filter` must be a valid regular expression ({e}). Received: filter={filter!r}"
+        ) from None
     hide = set(hide or ())
     unknown = sorted(hide - set(layout.CATEGORIES))
     if unknown:
@@ -683,7 +685,7 @@ def health(src: Source, run_names, points=HEALTH_POINTS, **thresholds):
     try:
         diagnose_module.check_thresholds(**thresholds)
     except (TypeError, ValueError) as e:
-        raise errors.InvalidArgumentError(str(e))
+        raise errors.InvalidArgumentError(str(e)) from None
     frame, layer_frame = read_frames(src, run_names, diagnose_module.REQUIRED_STATS, points)
     findings = diagnose_module.diagnose(frame, layer_frame, **thresholds)
     records = []
