@@ -23,6 +23,9 @@ _SHARED_ATTR = "_tfprobe_recorders"
 class LayerProbe(keras.callbacks.Callback):
     """Records per-layer activation statistics during `fit`, for TensorBoard and pandas.
 
+    (Its length is Keras' callback protocol and its documented arguments; what each hook does lives in
+    `tfprobe.capture`, `tfprobe.recorder`, `tfprobe.analysis` and `tfprobe.writer`.)
+
     Statistics are computed inside the training step on the activations the
     forward pass already produces, folded into variables, and read back once
     per logging window: no extra forward pass and no per-layer host sync.

@@ -213,6 +213,9 @@ def spread(items, k):
 class LooksAnalysis:
     """Writes where the model looks on reference examples at every reference step (see the module docstring).
 
+    (Its length is its argument checks, made before training starts so that bad input fails early, and the
+    drawing of each kind of input; the maps themselves are `tfprobe.cam`.)
+
     Args:
       log_dir: the run directory (the same as `LayerProbe`'s).
       examples: how many of the first reference examples to show (1 to 100). Defaults to 8.

@@ -119,6 +119,9 @@ def unmasked(x, mask):
 class Recorder:
     """Builds the statistics ops of traced steps and owns their accumulators.
 
+    (It is long because what a step folds when, and the failure policy around it, read best as one unit;
+    the folding itself is `fold_statistics`, `fold_histograms` and `tfprobe.backward`.)
+
     Args:
       record_freq, histogram_freq: record statistics (histograms) on steps
         where `step % freq == 0`, and on the first step of every `fit`;

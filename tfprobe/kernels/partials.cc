@@ -134,6 +134,20 @@ float RowShift(const float* x, int64 m) {
 }
 
 // Adds a row summed about k to a shard (shifted back in double), with the example's Hoyer sparsity.
+// Adds a row's vector lanes (sums, counts, extremes) to the row's scalar partials.
+inline void AddLanes(VD sd, VD sdd, VD sa, VI azero, VI anear, VI asat, VF vmx, VF vmn, Row* r) {
+  r->d += Sum(sd);
+  r->dd += Sum(sdd);
+  r->l1 += Sum(sa);
+  r->zero += Sum(azero);
+  r->near += Sum(anear);
+  r->sat += Sum(asat);
+  for (int l = 0; l < kW; ++l) {
+    r->mx = std::max(r->mx, vmx[l]);
+    r->mn = std::min(r->mn, vmn[l]);
+  }
+}
+
 void AddRow(const Row& r, int64 m, float shift, Acc* acc) {
   const double k = shift, s = r.d + r.fin * k;
   // Within what the L1 norm allows, l1**2 / n <= sq <= l1**2, as stats._within_l1_bounds: float32 squares of
@@ -214,21 +228,13 @@ bool FastRow(const float* x, int64 m, float k, const Params& p, int64 units, Row
       vmn[0] = std::min(vmn[0], v);
     }
   }
-  r->d += Sum(sd);
-  r->dd += Sum(sdd);
-  r->l1 += Sum(sa);
-  r->zero += Sum(azero);
-  r->near += Sum(anear);
-  r->sat += Sum(asat);
-  for (int l = 0; l < kW; ++l) {
-    r->mx = std::max(r->mx, vmx[l]);
-    r->mn = std::min(r->mn, vmn[l]);
-  }
+  AddLanes(sd, sdd, sa, azero, anear, asat, vmx, vmn, r);
   r->fin = m;
   return std::isfinite(r->d) && std::isfinite(r->dd);
 }
 
-// Every statistic of a row over its finite values; NaN and Inf are counted, not summed.
+// Every statistic of a row over its finite values; NaN and Inf are counted, not summed. Its loop scaffolding
+// repeats FastRow's on purpose: merging them would put the masking in the fast path's inner loop.
 void MaskedRow(const float* x, int64 m, float k, const Params& p, Row* r) {
   const VF vk = VF{} + k, nz = VF{} + p.near_zero, lo = VF{} + p.sat_low, hi = VF{} + p.sat_high;
   const VF pinf = VF{} + kInf, ninf = VF{} - kInf;
@@ -279,18 +285,9 @@ void MaskedRow(const float* x, int64 m, float k, const Params& p, Row* r) {
       }
     }
   }
-  r->d += Sum(sd);
-  r->dd += Sum(sdd);
-  r->l1 += Sum(sa);
   r->fin += Sum(afin);
   r->nan += Sum(anan);
-  r->zero += Sum(azero);
-  r->near += Sum(anear);
-  r->sat += Sum(asat);
-  for (int l = 0; l < kW; ++l) {
-    r->mx = std::max(r->mx, vmx[l]);
-    r->mn = std::min(r->mn, vmn[l]);
-  }
+  AddLanes(sd, sdd, sa, azero, anear, asat, vmx, vmn, r);
 }
 
 // max|x| per unit, as float bits clamped at +inf: a NaN or Inf keeps its unit alive.

@@ -164,13 +164,7 @@ export function heatmap(opts) {
   });
   ictx.putImageData(data, 0, 0);
 
-  const dpr = window.devicePixelRatio || 1;
-  const canvas = el('canvas', {class: 'heatmap-canvas'});
-  canvas.width = Math.round(plotW * dpr);
-  canvas.height = Math.round(plotH * dpr);
-  canvas.style.width = `${plotW}px`;
-  canvas.style.height = `${plotH}px`;
-  const ctx = canvas.getContext('2d');
+  const {canvas, ctx, dpr} = hidpiCanvas('heatmap-canvas', plotW, plotH);
   ctx.imageSmoothingEnabled = false;
   ctx.drawImage(img, 0, 0, canvas.width, canvas.height);
   if (rowH >= 6) {
@@ -255,17 +249,22 @@ function niceTicks(lo, hi, n = 5) {
  * opts: {title, width, height, logScale, yRange?: [lo, hi], xName?: what x is (default 'step'),
  *        integerX?: only whole-number x ticks}
  */
-export function lineChart(series, opts) {
-  const width = Math.max(200, Math.floor(opts.width));
-  const height = opts.height ?? 180;
-  const m = {l: 56, r: 12, t: 8, b: 22};
+/** A canvas of `width` x `height` CSS pixels backed by device pixels; returns {canvas, ctx, dpr}. */
+function hidpiCanvas(cls, width, height) {
   const dpr = window.devicePixelRatio || 1;
-  const canvas = el('canvas', {class: 'line-canvas'});
+  const canvas = el('canvas', {class: cls});
   canvas.width = Math.round(width * dpr);
   canvas.height = Math.round(height * dpr);
   canvas.style.width = `${width}px`;
   canvas.style.height = `${height}px`;
-  const ctx = canvas.getContext('2d');
+  return {canvas, ctx: canvas.getContext('2d'), dpr};
+}
+
+export function lineChart(series, opts) {
+  const width = Math.max(200, Math.floor(opts.width));
+  const height = opts.height ?? 180;
+  const m = {l: 56, r: 12, t: 8, b: 22};
+  const {canvas, ctx, dpr} = hidpiCanvas('line-canvas', width, height);
   ctx.scale(dpr, dpr);
 
   const log = !!opts.logScale;
