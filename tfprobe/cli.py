@@ -139,14 +139,17 @@ def short_labels(names, width):
 
 
 def _load(logdir):
-    from tfprobe.reader import read_layers, read_logdir
+    """`(long frame, layers frame)` of `logdir`, from one scan."""
+    from tfprobe.reader import read
 
-    if not os.path.isdir(logdir):
-        raise _Fail(f"tfprobe: no such directory: {logdir}")
-    df = read_logdir(logdir)
+    try:
+        data = read(logdir)
+    except (FileNotFoundError, NotADirectoryError):
+        raise _Fail(f"tfprobe: no such directory: {logdir}") from None
+    df = data.scalars
     if df.empty:
         raise _Fail(f"tfprobe: no tfprobe data under {logdir} (attach tfprobe.LayerProbe(log_dir=...) to model.fit)")
-    return df, read_layers(logdir)
+    return df, data.layers
 
 
 def layer_table(df, run, width=WIDTH, wide=False):

@@ -265,11 +265,8 @@ class LogData:
         """Long frame `run, step, wall_time, layer, stat, value` (see `read_logdir`)."""
         ids, steps, walls, values = self._scalar_points
         keys = self._col.keys
-        return pd.DataFrame(
-            {"run": _key_column(keys, 0, ids), "step": steps, "wall_time": walls,
-             "layer": _key_column(keys, 1, ids), "stat": _key_column(keys, 2, ids), "value": values},
-            columns=_LONG_COLUMNS,
-        )
+        return long_frame(_key_column(keys, 0, ids), steps, walls, _key_column(keys, 1, ids),
+                          _key_column(keys, 2, ids), values)
 
     def wide(self) -> pd.DataFrame:
         """The pivot of `scalars`: one row per run, layer and step, one column per statistic
@@ -295,8 +292,20 @@ class LogData:
             run, series, _, _ = self._col.keys[i]
             if self._good[i] and (run, series) not in seen:
                 seen[(run, series)] = self._info[i]
-        rows = [_layer_row(run, info) for (run, _), info in seen.items()]
-        return pd.DataFrame(rows, columns=_LAYER_COLUMNS)
+        return layers_frame([_layer_row(run, info) for (run, _), info in seen.items()])
+
+
+def long_frame(run, step, wall_time, layer, stat, value) -> pd.DataFrame:
+    """The long frame of `read_logdir` from its columns (built here for the reader, the CLI and the
+    plugin's `/health`, which reads through TensorBoard's data provider)."""
+    frame = pd.DataFrame({"run": run, "step": step, "wall_time": wall_time, "layer": layer, "stat": stat,
+                          "value": value}, columns=_LONG_COLUMNS)
+    return frame.astype({"step": "int64", "wall_time": "float64", "value": "float64"})
+
+
+def layers_frame(rows) -> pd.DataFrame:
+    """The frame of `read_layers` from one dict per series (its columns; a missing one is None)."""
+    return pd.DataFrame([{c: row.get(c) for c in _LAYER_COLUMNS} for row in rows], columns=_LAYER_COLUMNS)
 
 
 def _key_column(keys, field, ids):

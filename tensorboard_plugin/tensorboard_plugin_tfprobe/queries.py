@@ -633,9 +633,10 @@ def funnel(src: Source, run, step=None):
 def read_frames(src: Source, run_names, stats, points=HEALTH_POINTS):
     """Data-provider reads as the `tfprobe.read_logdir` long frame and the `read_layers` frame.
 
-    At most `points` points per series (the provider's uniform sample with the newest point).
+    At most `points` points per series (the provider's uniform sample with the newest point). The frames
+    are built by the reader's own builders (`reader.long_frame`, `reader.layers_frame`).
     """
-    import pandas as pd
+    from tfprobe import reader  # pandas: imported on first use, not when TensorBoard starts
 
     found = list_series(src, run_names)
     rows, layer_rows = [], []
@@ -666,10 +667,8 @@ def read_frames(src: Source, run_names, stats, points=HEALTH_POINTS):
                 continue
             name, stat = parsed
             rows.extend((run, p.step, p.wall_time, name, stat, p.value) for p in pts)
-    frame = pd.DataFrame(rows, columns=["run", "step", "wall_time", "layer", "stat", "value"])
-    frame["step"] = frame["step"].astype("int64")
-    columns = ["run", "layer", "order", "layer_path", "class", "kind", "shape", "bounds", "inputs"]
-    return frame, pd.DataFrame(layer_rows, columns=columns)
+    frame = reader.long_frame(*(list(column) for column in zip(*rows))) if rows else reader.long_frame(*[[]] * 6)
+    return frame, reader.layers_frame(layer_rows)
 
 
 def health(src: Source, run_names, points=HEALTH_POINTS, **thresholds):
