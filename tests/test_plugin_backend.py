@@ -285,6 +285,23 @@ def test_funnel_at_a_step(client, helpers):
     assert latest["step"] == helpers.STEPS[-1]
 
 
+def test_funnel_follows_the_model_graph(tmp_path, helpers):
+    """A pooling layer on a side branch does not reduce the mass kept on the main path (`inputs`)."""
+    def info(order, name, kind="activation", inputs=()):
+        return {**helpers.info_for(order, name, kind=kind, shape=[None, 8]), "inputs": list(inputs)}
+
+    infos = {"stem": info(0, "stem"), "side_pool": info(1, "side_pool", "pooling", ["stem"]),
+             "main": info(2, "main", inputs=["stem"]), "main_pool": info(3, "main_pool", "pooling", ["main"]),
+             "merge": info(4, "merge", inputs=["main_pool", "side_pool"])}
+    stats = {n: {"mean": 1.0} for n in infos}
+    stats["side_pool"].update(size_ratio=0.25, mass_retention=0.1, energy_retention=0.1)
+    stats["main_pool"].update(size_ratio=0.25, mass_retention=0.5, energy_retention=0.5)
+    helpers.write_windows(tmp_path / "branched", infos, [(1, stats, {})])
+    body = get_json(make_client(make_provider(tmp_path)), "funnel", run="branched")
+    kept = {r["name"]: r["cumulative_mass"] for r in body["layers"]}
+    assert kept == {"stem": 1.0, "side_pool": 0.1, "main": 1.0, "main_pool": 0.5, "merge": 0.5}
+
+
 # ---------------------------------------------------------------- health
 
 

@@ -585,7 +585,8 @@ def pooling(src: Source, run, points=DEFAULT_POINTS):
 
 def funnel(src: Source, run, step=None):
     """Per layer in model order at one step: elements per example, and at pooling layers the
-    share of mass and energy that survives (and the running product of mass retention).
+    share of mass and energy that survives; `cumulative_mass` is the product of the mass retentions
+    along the model graph (`inputs`), the best-kept path where branches merge.
 
     `step` picks the newest logged window at or before it; default the newest window.
     """
@@ -614,15 +615,20 @@ def funnel(src: Source, run, step=None):
         idx = np.searchsorted([p.step for p in pts], chosen, side="right") - 1
         return float(round_sig([pts[idx].value])[0]) if idx >= 0 else None
 
-    rows, cumulative = [], 1.0
+    rows, cumulative, previous = [], {}, 1.0
     for n, info in series.items():
         row = {"name": n, "class": info["class"], "kind": info["kind"], "elements": info["elements"]}
+        inputs = [i for i in info.get("inputs") or () if i in cumulative]
+        # Along the model graph: the best-kept path into this layer (the previous layer in model order for
+        # logs written before `inputs` was recorded).
+        kept = max((cumulative[i] for i in inputs), default=1.0) if info.get("inputs") is not None else previous
         if info["kind"] == "pooling":
             for s in wanted:
                 row[s] = value_at(n, s)
             if row["mass_retention"] is not None and math.isfinite(row["mass_retention"]):
-                cumulative *= row["mass_retention"]
-        row["cumulative_mass"] = float(round_sig([cumulative])[0])
+                kept *= row["mass_retention"]
+        cumulative[n] = previous = kept
+        row["cumulative_mass"] = float(round_sig([kept])[0])
         rows.append(row)
     return {"run": run, "step": chosen, "steps": steps, "layers": rows}
 
