@@ -5,7 +5,8 @@
 
 Two runs are written so the dashboard has something to compare: `relu`, a
 healthy network, and `sigmoid_deep`, a deeper sigmoid stack whose upper layers
-saturate. 500 held-out digits are the reference set: every 5th epoch and at
+saturate and whose gradients vanish toward the input (`gradients=True` records
+the backward pass: the dashboard's Gradient flow view). 500 held-out digits are the reference set: every 5th epoch and at
 the end, each layer's representation is measured on them (the dashboard's
 Representations view), and `dense1`'s is written for TensorBoard's Projector
 tab. Runs in well under a minute on 2 CPU cores.
@@ -57,7 +58,8 @@ def build_model(activation="relu", depth=1, init_std=None):
     return model
 
 
-# `sigmoid_deep` starts with large dense weights: its sigmoid units saturate and learning stalls.
+# `sigmoid_deep` starts with large dense weights: its sigmoid units saturate and learning stalls; each
+# sigmoid scales the error signal down by its derivative (at most 1/4), so `grad_rms` falls toward the input.
 RUNS = {
     "relu": dict(activation="relu", depth=1),
     "sigmoid_deep": dict(activation="sigmoid", depth=4, init_std=3.0),
@@ -79,6 +81,7 @@ def train(logdir="logs", epochs=15, runs=tuple(RUNS), verbose=0, record_freq=1, 
             histogram_freq=record_freq * 5,
             reference_data=(x[split:][:500], y[split:][:500]),
             reference_embeddings=["dense1"],
+            gradients=True,
         )
         histories[run] = model.fit(
             x[:split], y[:split], validation_data=(x[split:], y[split:]),

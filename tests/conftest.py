@@ -238,6 +238,7 @@ def helpers():
 # Markers by module (registered in setup.cfg); `slow` is set on the tests themselves.
 MODULE_MARKERS = {
     "tests/test_plugin_browser.py": "browser",
+    "tests/test_gradients_browser.py": "browser",
     "tests/test_native.py": "native",
     "tfprobe/native.py": "native",  # its doctest builds the kernel
 }

@@ -24,6 +24,10 @@ def test_example_trains_and_writes_both_runs(tmp_path):
     sig = wide[(wide.run == "sigmoid_deep") & (wide.layer == "dense4")]
     assert sig.saturation_fraction.notna().all()
     assert not tfprobe.read_histograms(tmp_path).empty
+    # gradients: the sigmoid stack's error signal vanishes toward the input (the Gradient flow view)
+    last = wide[(wide.run == "sigmoid_deep") & (wide.step == 46)].set_index("layer")
+    assert last.grad_rms["conv1"] * 10 <= last.grad_rms["dense4"], last.grad_rms
+    assert last.update_ratio[["conv1", "dense1", "logits"]].gt(0).all()
     # the reference set: measured at the end of training (46), dense1 embedded for the Projector
     assert sorted(set(tfprobe.read_cka(tmp_path).query("run == 'relu'").step)) == [46]
     assert (tmp_path / "relu" / "tfprobe_projector" / "dense1.tsv").exists()

@@ -247,7 +247,8 @@ function niceTicks(lo, hi, n = 5) {
 /**
  * A line chart. series: [{name, color, points: [[step, value], ...], raw?: [[step, value]]}].
  * opts: {title, width, height, logScale, yRange?: [lo, hi], xName?: what x is (default 'step'),
- *        integerX?: only whole-number x ticks}
+ *        integerX?: only whole-number x ticks, xLabels?: names of x = 0, 1, ... (ticks and tooltip
+ *        show them, rotated), markers?: a dot at each point, guides?: [y] dashed horizontal lines}
  */
 /** A canvas of `width` x `height` CSS pixels backed by device pixels; returns {canvas, ctx, dpr}. */
 function hidpiCanvas(cls, width, height) {
@@ -263,7 +264,8 @@ function hidpiCanvas(cls, width, height) {
 export function lineChart(series, opts) {
   const width = Math.max(200, Math.floor(opts.width));
   const height = opts.height ?? 180;
-  const m = {l: 56, r: 12, t: 8, b: 22};
+  const labels = opts.xLabels || null;
+  const m = {l: 56, r: 12, t: 8, b: labels ? 56 : 22};
   const {canvas, ctx, dpr} = hidpiCanvas('line-canvas', width, height);
   ctx.scale(dpr, dpr);
 
@@ -278,6 +280,7 @@ export function lineChart(series, opts) {
       if (ok(y)) ys.push(log ? Math.log10(y) : y);
     }
   }
+  for (const g of opts.guides || []) if (ok(g)) ys.push(log ? Math.log10(g) : g);
   let x0 = Math.min(...xs);
   let x1 = Math.max(...xs);
   if (!Number.isFinite(x0)) [x0, x1] = [0, 1];
@@ -312,12 +315,25 @@ export function lineChart(series, opts) {
   }
   ctx.textAlign = 'center';
   ctx.textBaseline = 'top';
-  for (const s of niceTicks(x0, x1, 6)) {
-    if (s < x0 || s > x1 || (opts.integerX && !Number.isInteger(s))) continue;
-    ctx.fillText(String(s), X(s), height - m.b + 4);
+  if (labels) xLabelTicks(ctx, labels, X, height - m.b + 4, (width - m.l - m.r) / Math.max(1, x1 - x0));
+  else {
+    for (const s of niceTicks(x0, x1, 6)) {
+      if (s < x0 || s > x1 || (opts.integerX && !Number.isInteger(s))) continue;
+      ctx.fillText(String(s), X(s), height - m.b + 4);
+    }
   }
   ctx.strokeStyle = '#999';
   ctx.strokeRect(m.l, m.t, width - m.l - m.r, height - m.t - m.b);
+  ctx.setLineDash([5, 4]);
+  ctx.strokeStyle = '#c62828';
+  for (const g of opts.guides || []) {
+    if (!ok(g)) continue;
+    ctx.beginPath();
+    ctx.moveTo(m.l, Y(g));
+    ctx.lineTo(width - m.r, Y(g));
+    ctx.stroke();
+  }
+  ctx.setLineDash([]);
 
   const draw = (points, color, alpha, lw) => {
     ctx.globalAlpha = alpha;
@@ -337,7 +353,9 @@ export function lineChart(series, opts) {
       open = true;
     }
     ctx.stroke();
-    if (points.length === 1 && ok(num(points[0][1]))) ctx.fillRect(X(points[0][0]) - 2, Y(num(points[0][1])) - 2, 4, 4);
+    for (const [step, v] of opts.markers || points.length === 1 ? points : []) {
+      if (ok(num(v))) ctx.fillRect(X(step) - 2, Y(num(v)) - 2, 4, 4);
+    }
     ctx.globalAlpha = 1;
   };
   for (const s of series) {
@@ -355,12 +373,29 @@ export function lineChart(series, opts) {
     for (const s of series) {
       let best = null;
       for (const p of s.points) if (best === null || Math.abs(p[0] - step) < Math.abs(best[0] - step)) best = p;
-      if (best) lines.push(`${s.name}: ${fmt(best[1])} @ ${opts.xName ?? 'step'} ${best[0]}`);
+      if (best) lines.push(`${s.name}: ${fmt(best[1])} @ ${opts.xName ?? 'step'} ${labels ? labels[best[0]] : best[0]}`);
     }
     if (lines.length) showTooltip(event, [opts.title, ...lines]);
   });
   canvas.addEventListener('mouseleave', hideTooltip);
   return canvas;
+}
+
+/** Category names under the x axis, rotated; every k-th when they would overlap. */
+function xLabelTicks(ctx, labels, X, y, spacing) {
+  const every = Math.max(1, Math.ceil(12 / Math.max(spacing, 1e-9)));
+  ctx.save();
+  ctx.textAlign = 'right';
+  ctx.textBaseline = 'middle';
+  for (let i = 0; i < labels.length; i += every) {
+    const text = labels[i].length > 14 ? `${labels[i].slice(0, 13)}…` : labels[i];
+    ctx.save();
+    ctx.translate(X(i), y);
+    ctx.rotate(-Math.PI / 4);
+    ctx.fillText(text, 0, 0);
+    ctx.restore();
+  }
+  ctx.restore();
 }
 
 /** A legend of coloured swatches with names (textContent). */

@@ -13,6 +13,7 @@ import {assignRunColors, getJSON} from './model.js';
 import {filterBox, renderCategoryBar, renderPicker, renderTabs} from './picker.js';
 import {app, loadStateFromHash, selectedRuns, setMain, state} from './state.js';
 import {emptyState} from './views/common.js';
+import * as gradients from './views/gradients.js';
 import * as health from './views/health.js';
 import * as layer from './views/layer.js';
 import * as looks from './views/looks.js';
@@ -20,7 +21,7 @@ import * as overview from './views/overview.js';
 import * as pooling from './views/pooling.js';
 import * as representations from './views/representations.js';
 
-const VIEW_MODULES = {overview, layer, pooling, health, representations, looks};
+const VIEW_MODULES = {overview, layer, gradients, pooling, health, representations, looks};
 const MAX_DEFAULT_RUNS = 4;
 
 let statusEl;

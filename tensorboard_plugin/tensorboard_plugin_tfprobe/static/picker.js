@@ -7,6 +7,7 @@ import {app, setFilter, setShared, state} from './state.js';
 export const VIEWS = [
   ['overview', 'Overview'],
   ['layer', 'Layer detail'],
+  ['gradients', 'Gradient flow'],
   ['pooling', 'Pooling'],
   ['health', 'Health'],
   ['representations', 'Representations'],

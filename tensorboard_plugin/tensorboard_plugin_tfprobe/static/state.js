@@ -17,6 +17,7 @@ export const state = {
   smoothing: 0,
   logScale: false,
   funnelStep: {},
+  gradStep: null, // the Gradient flow view's step (null = the newest)
   filter: '', // layer-name regex as typed
   filterRegex: null, // compiled; null = no filtering (empty or invalid)
   filterError: null,

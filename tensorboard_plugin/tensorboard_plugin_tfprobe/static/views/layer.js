@@ -24,6 +24,8 @@ export async function load(runs) {
     state.detailStats = DETAIL_DEFAULT.filter((s) => available.includes(s));
     if (info && info.bounds) state.detailStats.push('saturation_fraction');
     if (info && info.kind === 'pooling') state.detailStats.push('mass_retention');
+    // with LayerProbe(gradients=True): the error signal reaching the layer and its weights' update
+    for (const s of ['grad_rms', 'update_ratio']) if (available.includes(s)) state.detailStats.push(s);
   }
   const stats = state.detailStats.filter((s) => available.includes(s));
   const withHist = runs.filter((r) => layerData.runs[r].layers.some((l) => l.name === state.layer && l.histogram));

@@ -49,6 +49,7 @@ function controls(rowH, fitH, blockNames) {
     {class: 'controls'},
     el('label', {}, 'Colour by ', statSelect(state.stat, (s) => { state.stat = s; app.showView(); })),
     el('label', {title: 'value shown when several logged windows share one column'}, 'per column ', agg),
+    logColour(),
     el('label', {title: 'row order inside and between blocks'}, 'sort by ', sort),
     el('label', {title: 'value of a block row in each column, over the block\'s shown layers'}, 'block rows ', blockAgg),
     blockNames.length ? button('collapse-all', 'collapse blocks', 'one row per block', setCollapsed(blockNames)) : null,
@@ -57,6 +58,25 @@ function controls(rowH, fitH, blockNames) {
     button('fit-rows', 'fit', `every row in ${FIT_HEIGHT} px (labels hidden under 9 px)`, () => { state.rowHeight = fitH; app.redraw(); }),
     button('readable-rows', 'readable', 'readable labels; the map scrolls', () => { state.rowHeight = null; app.redraw(); }),
   );
+}
+
+function logColour() {
+  const box = el('input', {type: 'checkbox', id: 'overview-log'});
+  box.checked = state.logScale;
+  box.addEventListener('change', () => { state.logScale = box.checked; app.redraw(); });
+  return el('label', {title: 'log colour scale from the smallest positive value (statistics that are never negative, e.g. grad_rms, update_ratio)'}, box, 'log colour');
+}
+
+/** The colour scale of one run's map: [0, 1] for fractions; log from the smallest positive value
+ * when asked and no value is negative; otherwise linear over the finite range. */
+export function colourScale(res) {
+  if (state.logScale && num(res.min) >= 0) {
+    let lo = Infinity;
+    for (const l of res.layers) for (const v of l.values) { const x = num(v); if (x > 0 && x < lo) lo = x; }
+    if (Number.isFinite(lo) && num(res.max) > lo) return makeScale(lo, res.max, true);
+  }
+  const fraction = /fraction|retention|size_ratio|hoyer/.test(res.stat);
+  return fraction && res.min >= 0 && res.max <= 1 ? makeScale(0, 1) : makeScale(res.min, res.max);
 }
 
 /** The mean of the finite values of a row (NaN if none): the "statistic" sort key. */
@@ -165,8 +185,7 @@ function runBlock(res, arranged, width, rowHeight) {
   if (res.error) return [...nodes, el('div', {class: 'error-box', text: res.error})];
   const {rows, blocks} = arranged;
   const layerRows = rows.filter((r) => !r.isBlock).length + rows.filter((r) => r.isBlock && state.collapsed.has(r.name)).reduce((n, r) => n + r.members.length, 0);
-  const fraction = /fraction|retention|size_ratio|hoyer/.test(res.stat);
-  const scale = fraction && res.min >= 0 && res.max <= 1 ? makeScale(0, 1) : makeScale(res.min, res.max);
+  const scale = colourScale(res);
   nodes.push(
     el('div', {class: 'hint', text: `${res.layers.length} layers${blocks.length ? ` in ${blocks.length} blocks` : ''} × ${res.steps.length} columns (${fmtInt(res.windows_read)} logged windows read; ${res.agg} value per column)`}),
     filterNote(layerRows, res.layers.length),
