@@ -197,6 +197,14 @@ def test_dead_gradient_needs_a_live_output():
     assert found(result) == {("a", "dead_gradient"), ("b", "dead_layer")}
 
 
+def test_dead_gradient_is_not_judged_before_a_max_pooling():
+    # a global max pooling over 16x16 passes the gradient to 1 value in 256
+    df = frame({"conv": {"grad_zero_fraction": 255 / 256, "zero_fraction": 0.0}, "pool": {"grad_zero_fraction": 0.0}})
+    layers = graph({"conv": [], "pool": ["conv"]}).assign(**{"class": ["Conv2D", "GlobalMaxPooling2D"]})
+    assert tfprobe.diagnose(df, layers).empty
+    assert found(tfprobe.diagnose(df, layers.assign(**{"class": ["Conv2D", "Dense"]}))) == {("conv", "dead_gradient")}
+
+
 def test_gradient_ratio_is_cumulative_along_the_graph_and_skips_dead_gradients():
     # each edge loses 20x (below grad_ratio 1000), a -> d loses 8000x; c's gradient is dead and not compared
     layers = graph({"a": [], "b": ["a"], "c": ["b"], "c2": ["b"], "d": ["c", "c2"]})

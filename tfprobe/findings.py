@@ -680,12 +680,30 @@ def check_huge_gradient(ctx):
                   lambda v, _e: f"gradient values up to {_fmt(v)} (threshold {_fmt(limit)})")
 
 
+ROUTING_CLASS = re.compile(r"MaxPool|GetItem|Slice|Cropping", re.IGNORECASE)
+"""Layer classes that hand the gradient to a subset of their input (max pooling: one value per window,
+slicing, cropping): a layer feeding only them has mostly zero gradients by design (`check_dead_gradient`)."""
+
+
+def _routed(ctx):
+    """`(run, layer)` pairs whose every consumer in the graph is a `ROUTING_CLASS` layer."""
+    s = ctx.series
+    consumers = {}
+    for r, c, ins in zip(s["run"], s["class"], s["inputs"]):
+        for i in ins or ():
+            consumers.setdefault((r, i), []).append(bool(ROUTING_CLASS.search(c)))
+    return {key for key, routing in consumers.items() if all(routing)}
+
+
 @register("dead_gradient")
 def check_dead_gradient(ctx):
     """`grad_zero_fraction` at least `dead_gradient_fraction` while the layer's output is not dead: nothing
-    reaches the layer from the loss (a branch multiplied by zero, a zero kernel downstream, dead ReLUs after it)."""
+    reaches the layer from the loss (a branch multiplied by zero, a zero kernel downstream, dead ReLUs after it).
+    Not judged: layers feeding only max pooling, slicing or cropping (`ROUTING_CLASS`): a global max pooling
+    over a 16x16 map passes the gradient to 1 value in 256."""
     zeros = _column(ctx, "grad_zero_fraction")
     mask = (zeros >= ctx.t["dead_gradient_fraction"]).fillna(False) & ctx.wide["alive"].astype(bool)
+    mask &= ~ctx.of_layers(_routed(ctx))
     return _spans(ctx, ctx.rows(mask, zeros), "dead_gradient", "grad_zero_fraction",
                   lambda v, _e: f"{_fmt(100 * v)}% of the gradient dL/da is exactly zero while the output is not")
 
