@@ -12,7 +12,7 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 import pytest
-from test_zoo_healthy import application, recurrent_text, small_cnn
+from test_zoo_healthy import application, conv1d_audio, recurrent_text, small_cnn, transformer_block
 from zoo import not_info, run_healthy, run_pathology
 
 import tfprobe
@@ -165,7 +165,7 @@ def mlp():
 
 
 # MobileNetV2 takes ~50 s on 2 shared cores (tracing 150 layers with their gradients): slow target.
-HEALTHY = [small_cnn, mlp, recurrent_text,
+HEALTHY = [small_cnn, mlp, recurrent_text, transformer_block, conv1d_audio,
            pytest.param(application("MobileNetV2", 32, alpha=0.35), marks=pytest.mark.slow, id="MobileNetV2")]
 
 
@@ -174,6 +174,14 @@ def test_healthy_model_with_gradients_has_no_warning(tmp_path, build):
     result, _ = run_healthy(build, tmp_path / "run", gradients=True, optimizer=adam(1e-3))
     df = tfprobe.read_logdir(tmp_path / "run")
     assert df["stat"].isin(["grad_rms", "update_ratio"]).any()  # the gradient checks had something to judge
+    bad = not_info(result)
+    assert bad.empty, bad[["layer", "kind", "severity", "message"]].to_string()
+
+
+@pytest.mark.parametrize("build", [small_cnn, recurrent_text], ids=lambda b: b.__name__)
+def test_healthy_model_with_gradients_under_sgd_has_no_warning(tmp_path, build):
+    """The zoo's plain SGD 0.01: smaller steps than Adam's, still far from a stall."""
+    result, _ = run_healthy(build, tmp_path / "run", gradients=True)
     bad = not_info(result)
     assert bad.empty, bad[["layer", "kind", "severity", "message"]].to_string()
 
