@@ -590,10 +590,12 @@ def _downstream(inputs):
 
     >>> _downstream({"a": (), "b": ("a",), "c": ("a", "b")})
     (['c', 'b', 'a'], {'a': ['b', 'c'], 'b': ['c'], 'c': []})
+    >>> _downstream({"a": (), "sq": ("a", "a")})[0]  # Multiply()([a, a])
+    ['sq', 'a']
     """
     consumers = {name: [] for name in inputs}
     for name, ins in inputs.items():
-        for i in ins:
+        for i in dict.fromkeys(ins):
             if i in consumers:
                 consumers[i].append(name)
     pending = {name: len(c) for name, c in consumers.items()}
