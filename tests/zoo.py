@@ -27,19 +27,22 @@ def with_graph(layers, model):
     return layers.assign(inputs=[graph.get(name) for name in layers["layer"]])
 
 
-def record_and_diagnose(model, log_dir, x, y, loss="mse", learning_rate=0.0, batch_size=16, graph=True):
+def record_and_diagnose(model, log_dir, x, y, loss="mse", learning_rate=0.0, batch_size=16, graph=True,
+                        gradients=False, optimizer=None):
     """Fits one epoch of `x` (one window per step) and returns `(findings, layers)`.
 
     `learning_rate=0.0` keeps a planted pathology as built (the update is `w - 0 * g`), so each window
     shows the same network; the pathologies are there from the first step. `graph`: fill in the
     `inputs` column from the Keras graph if the recorder did not write it (see `with_graph`).
+    `gradients`: record the backward pass too (`LayerProbe(gradients=True)`); `optimizer`: instead of
+    `SGD(learning_rate)`.
     """
     import keras
 
     from tfprobe.callback import LayerProbe
 
-    model.compile(keras.optimizers.SGD(learning_rate), loss)
-    probe = LayerProbe(log_dir, record_freq=1, log_freq=1, histogram_freq=0, kernel="graph")
+    model.compile(optimizer or keras.optimizers.SGD(learning_rate), loss)
+    probe = LayerProbe(log_dir, record_freq=1, log_freq=1, histogram_freq=0, kernel="graph", gradients=gradients)
     model.fit(x, y, batch_size=batch_size, epochs=1, verbose=0, shuffle=False, callbacks=[probe])
     layers = tfprobe.read_layers(log_dir)
     if graph:
@@ -55,8 +58,9 @@ def synthetic(n, shape, classes=None, seed=0):
     return x, y
 
 
-def run_pathology(build, log_dir, graph=True):
-    """`(findings, layers)` of the pathology model `build()` over 4 steps of 16 examples (learning rate 0)."""
+def run_pathology(build, log_dir, graph=True, **kwargs):
+    """`(findings, layers)` of the pathology model `build()` over 4 steps of 16 examples (learning rate 0
+    unless `kwargs` of `record_and_diagnose` say otherwise)."""
     import keras
 
     keras.utils.set_random_seed(0)
@@ -65,11 +69,12 @@ def run_pathology(build, log_dir, graph=True):
     loss = "mse"
     if isinstance(model.output, dict):  # side outputs outside the loss
         y, loss = {"out": y}, {"out": "mse"}
-    return record_and_diagnose(model, log_dir, x, y, loss=loss, graph=graph)
+    return record_and_diagnose(model, log_dir, x, y, loss=loss, graph=graph, **kwargs)
 
 
-def run_healthy(build, log_dir):
-    """`(findings, layers)` of `build() -> (model, input shape, vocabulary or None)` over 3 SGD steps."""
+def run_healthy(build, log_dir, **kwargs):
+    """`(findings, layers)` of `build() -> (model, input shape, vocabulary or None)` over 3 SGD steps
+    (or as `kwargs` of `record_and_diagnose` say: `gradients=True, optimizer=...`)."""
     import keras
 
     keras.utils.set_random_seed(0)
@@ -77,7 +82,8 @@ def run_healthy(build, log_dir):
     x, y = synthetic(48, shape, classes=10)
     if vocabulary:
         x = (abs(x) * 100).astype("int32") % vocabulary
-    return record_and_diagnose(model, log_dir, x, y, loss="sparse_categorical_crossentropy", learning_rate=0.01)
+    kwargs.setdefault("learning_rate", 0.01)
+    return record_and_diagnose(model, log_dir, x, y, loss="sparse_categorical_crossentropy", **kwargs)
 
 
 def not_info(findings):

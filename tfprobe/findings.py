@@ -1,5 +1,6 @@
 """Health findings over tfprobe statistics: NaN/Inf, dead layers and units, saturation,
-exploding or vanishing activations.
+exploding or vanishing activations, and (with `LayerProbe(gradients=True)`) vanishing, exploding or
+dead gradients and stalled or unstable weight updates.
 
 `diagnose(df, layers)` takes the long frame of `tfprobe.read_logdir` (columns
 `run, step, wall_time, layer, stat, value`) and, optionally, the frame of
@@ -47,6 +48,11 @@ KINDS = {
     "exploding_time": "warning",
     "vanishing_time": "warning",
     "std_drift": "info",
+    "vanishing_gradient": "warning",
+    "exploding_gradient": "warning",
+    "dead_gradient": "warning",
+    "stalled_layer": "warning",
+    "unstable_updates": "warning",
 }
 """Every finding kind and its severity (a transient finding is reported as info, see `diagnose`)."""
 
@@ -59,6 +65,12 @@ REQUIRED_STATS = (
     "near_zero_fraction",
     "dead_unit_fraction",
     "saturation_fraction",
+    "grad_rms",
+    "grad_max_abs",
+    "grad_zero_fraction",
+    "grad_nan_count",
+    "grad_inf_count",
+    "update_ratio",
 )
 """The statistics `diagnose` looks at (others are ignored)."""
 
@@ -69,6 +81,11 @@ _DEFAULTS = {
     "std_ratio": 10.0,
     "min_std": 1e-6,
     "transient_windows": 2,
+    "grad_ratio": 1000.0,
+    "max_grad_abs": 1e6,
+    "dead_gradient_fraction": 0.99,
+    "min_update_ratio": 1e-5,
+    "max_update_ratio": 0.1,
 }
 
 NORMALIZATION_CLASS = re.compile(r"(normali[sz]ation|norm|scale|scaling)$", re.IGNORECASE)
@@ -99,6 +116,9 @@ def thresholds(**overrides) -> dict:
     check_thresholds(**overrides)
     out = dict(_DEFAULTS)
     out.update({k: (int(float(v)) if k == "transient_windows" else float(v)) for k, v in overrides.items()})
+    if not out["min_update_ratio"] < out["max_update_ratio"]:
+        raise ValueError("`min_update_ratio` must be below `max_update_ratio`. "
+                         f"Received: min_update_ratio={out['min_update_ratio']!r}, max_update_ratio={out['max_update_ratio']!r}")
     return out
 
 
@@ -113,8 +133,10 @@ def check_thresholds(**kwargs):
             raise ValueError(f"`{name}` must be a number. Received: {name}={value!r}") from None
         if name.endswith("_fraction") and not 0.0 < v <= 1.0:
             raise ValueError(f"`{name}` must be in (0, 1]. Received: {name}={value!r}")
-        if name == "std_ratio" and not v > 1.0:
-            raise ValueError(f"`std_ratio` must be > 1. Received: std_ratio={value!r}")
+        if name in ("std_ratio", "grad_ratio") and not v > 1.0:
+            raise ValueError(f"`{name}` must be > 1. Received: {name}={value!r}")
+        if name in ("max_grad_abs", "min_update_ratio", "max_update_ratio") and not (v > 0.0 and math.isfinite(v)):
+            raise ValueError(f"`{name}` must be a finite number > 0. Received: {name}={value!r}")
         if name == "min_std" and not v >= 0.0:
             raise ValueError(f"`min_std` must be >= 0. Received: min_std={value!r}")
         if name == "transient_windows" and not (v >= 0 and v == int(v)):
@@ -355,12 +377,15 @@ def register(name):
 
 @register("nan_inf")
 def check_nan_inf(ctx):
-    """NaN or Inf values in a layer's output (`nan_count`/`inf_count` > 0): always an error."""
+    """NaN or Inf values in a layer's output (`nan_count`/`inf_count` > 0) or in its activation gradient
+    (`grad_nan_count`/`grad_inf_count` > 0): always an error."""
     out = []
-    for stat, what in (("nan_count", "NaN"), ("inf_count", "Inf")):
+    for stat, what, where in (("nan_count", "NaN", "output"), ("inf_count", "Inf", "output"),
+                              ("grad_nan_count", "NaN", "gradient dL/da"), ("grad_inf_count", "Inf", "gradient dL/da")):
         if stat in ctx.wide.columns:
             rows = ctx.rows(ctx.wide[stat] > 0, stat)
-            out += _spans(ctx, rows, "nan_inf", stat, lambda v, _e, w=what: f"{w} values in the output (up to {_fmt(v)} per window)")
+            out += _spans(ctx, rows, "nan_inf", stat,
+                          lambda v, _e, w=what, at=where: f"{w} values in the {at} (up to {_fmt(v)} per window)")
     return out
 
 
@@ -538,6 +563,167 @@ def check_drift(ctx):
     return _spans(ctx, rows, "std_drift", "std", lambda v, e: f"std {e}")
 
 
+# ------------------------------------------------------------------ gradients
+
+
+def _column(ctx, stat):
+    """`wide[stat]` as floats, all NaN when the statistic was not recorded."""
+    if stat not in ctx.wide.columns:
+        return pd.Series(np.nan, index=ctx.wide.index)
+    return ctx.wide[stat].astype(float)
+
+
+def _gradient_flows(ctx):
+    """Rows of `wide` whose activation gradient can be compared: `grad_rms` finite and > 0, the gradient
+    not dead (`grad_zero_fraction` below `dead_gradient_fraction`), the layer alive and not `renormalized`:
+    a layer whose every consumer is a normalisation layer gets a gradient as small (large) as its output
+    is large (small), since the normalisation divides by that scale (Conv -> BatchNormalization)."""
+    rms, zeros = _column(ctx, "grad_rms"), _column(ctx, "grad_zero_fraction")
+    usable = np.isfinite(rms) & (rms > 0) & ~(zeros >= ctx.t["dead_gradient_fraction"])
+    return usable & ctx.wide["alive"].astype(bool) & ~ctx.info("renormalized").astype(bool)
+
+
+def _downstream(inputs):
+    """`(order, consumers)`: the series of one run with known inputs, consumers before the series they
+    consume (the gradient's order, output side first), and each series' consumers. Series on a cycle
+    (malformed logs) are left out.
+
+    >>> _downstream({"a": (), "b": ("a",), "c": ("a", "b")})
+    (['c', 'b', 'a'], {'a': ['b', 'c'], 'b': ['c'], 'c': []})
+    >>> _downstream({"a": (), "sq": ("a", "a")})[0]  # Multiply()([a, a])
+    ['sq', 'a']
+    """
+    consumers = {name: [] for name in inputs}
+    for name, ins in inputs.items():
+        for i in dict.fromkeys(ins):
+            if i in consumers:
+                consumers[i].append(name)
+    pending = {name: len(c) for name, c in consumers.items()}
+    ready = [name for name in inputs if pending[name] == 0]
+    order = []
+    while ready:
+        name = ready.pop()
+        order.append(name)
+        for i in dict.fromkeys(inputs[name]):
+            if i in pending:
+                pending[i] -= 1
+                if pending[i] == 0:
+                    ready.append(i)
+    return order, consumers
+
+
+def _gradient_extremes(ctx):
+    """Per (run, layer, step) with a comparable gradient and one downstream: the largest and smallest
+    comparable `grad_rms` among the layers it feeds, directly or not (the output side of the graph),
+    with their names. Layers of unknown inputs take no part: no comparison without the graph."""
+    if "grad_rms" not in ctx.wide.columns:
+        return None
+    flows = _gradient_flows(ctx)
+    g = ctx.wide.loc[flows, ["run", "layer", "step", "grad_rms"]]
+    frames = []
+    for run, s in ctx.series.groupby("run", sort=False):
+        inputs = {l: ins for l, ins in zip(s["layer"], s["inputs"]) if ins is not None}
+        grid = g[g["run"] == run].pivot_table(index="step", columns="layer", values="grad_rms", aggfunc="last")
+        if not inputs or grid.empty:
+            continue
+        order, consumers = _downstream(inputs)
+        grid = grid.reindex(columns=order)
+        hi, lo = {}, {}  # layer -> (values [steps], names [steps]) over its downstream
+        for name in order:
+            parts = [(grid[c].to_numpy(float), np.full(len(grid), c, object)) for c in consumers[name]]
+            parts += [hi[c] for c in consumers[name]] + [lo[c] for c in consumers[name]]
+            hi[name], lo[name] = _extreme(parts, np.fmax, len(grid)), _extreme(parts, np.fmin, len(grid))
+        for name in order:
+            frames.append(pd.DataFrame({"run": run, "layer": name, "step": grid.index, "grad_rms": grid[name].to_numpy(),
+                                        "hi": hi[name][0], "hi_layer": hi[name][1], "lo": lo[name][0], "lo_layer": lo[name][1]}))
+    if not frames:
+        return None
+    m = pd.concat(frames, ignore_index=True).dropna(subset=["grad_rms", "hi"])
+    return m.merge(ctx.wide[["run", "layer", "step", "window", "last_window"]], on=["run", "layer", "step"])
+
+
+def _extreme(parts, pick, n):
+    """Elementwise `pick` (np.fmax/np.fmin) over `(values, names)` pairs of length `n`, NaN ignored, with
+    the name kept; NaN where no part has a value."""
+    best, names = np.full(n, np.nan), np.full(n, None, object)
+    for values, who in parts:
+        better = ~np.isnan(values) & (np.isnan(best) | (pick(best, values) != best))
+        best[better], names[better] = values[better], who[better]
+    return best, names
+
+
+@register("gradient_depth")
+def check_gradient_depth(ctx):
+    """The activation gradient along the graph, from the output side to the input side: `vanishing_gradient`
+    where `grad_rms` is below the largest `grad_rms` of the layers the layer feeds (directly or not) by more
+    than `grad_ratio`, `exploding_gradient` where it is above the smallest by more than `grad_ratio`. Only
+    comparable gradients take part (`_gradient_flows`); no finding without the graph (`inputs`)."""
+    m = _gradient_extremes(ctx)
+    if m is None or m.empty:
+        return []
+    out = []
+    for kind, ratio, other in (("vanishing_gradient", m["hi"] / m["grad_rms"], m["hi_layer"]),
+                               ("exploding_gradient", m["grad_rms"] / m["lo"], m["lo_layer"])):
+        mask = ratio > ctx.t["grad_ratio"]
+        rows = m.loc[mask, ["run", "layer", "step", "window", "last_window"]].assign(value=ratio[mask], extra=other[mask])
+        verb = "falls" if kind == "vanishing_gradient" else "grows"
+        out += _spans(ctx, rows, kind, "grad_rms",
+                      lambda v, e, verb=verb: f"gradient rms {verb} {_fmt(v)}x from {e!r} (on the output side) to this layer")
+    return out
+
+
+@register("huge_gradient")
+def check_huge_gradient(ctx):
+    """`grad_max_abs` above `max_grad_abs` (the largest finite |dL/da|): `exploding_gradient` without the graph."""
+    big = _column(ctx, "grad_max_abs")
+    mask = (big > ctx.t["max_grad_abs"]).fillna(False)
+    limit = ctx.t["max_grad_abs"]
+    return _spans(ctx, ctx.rows(mask, big), "exploding_gradient", "grad_max_abs",
+                  lambda v, _e: f"gradient values up to {_fmt(v)} (threshold {_fmt(limit)})")
+
+
+ROUTING_CLASS = re.compile(r"MaxPool|GetItem|Slice|Cropping", re.IGNORECASE)
+"""Layer classes that hand the gradient to a subset of their input (max pooling: one value per window,
+slicing, cropping): a layer feeding only them has mostly zero gradients by design (`check_dead_gradient`)."""
+
+
+def _routed(ctx):
+    """`(run, layer)` pairs whose every consumer in the graph is a `ROUTING_CLASS` layer."""
+    s = ctx.series
+    consumers = {}
+    for r, c, ins in zip(s["run"], s["class"], s["inputs"]):
+        for i in ins or ():
+            consumers.setdefault((r, i), []).append(bool(ROUTING_CLASS.search(c)))
+    return {key for key, routing in consumers.items() if all(routing)}
+
+
+@register("dead_gradient")
+def check_dead_gradient(ctx):
+    """`grad_zero_fraction` at least `dead_gradient_fraction` while the layer's output is not dead: nothing
+    reaches the layer from the loss (a branch multiplied by zero, a zero kernel downstream, dead ReLUs after it).
+    Not judged: layers feeding only max pooling, slicing or cropping (`ROUTING_CLASS`): a global max pooling
+    over a 16x16 map passes the gradient to 1 value in 256."""
+    zeros = _column(ctx, "grad_zero_fraction")
+    mask = (zeros >= ctx.t["dead_gradient_fraction"]).fillna(False) & ctx.wide["alive"].astype(bool)
+    mask &= ~ctx.of_layers(_routed(ctx))
+    return _spans(ctx, ctx.rows(mask, zeros), "dead_gradient", "grad_zero_fraction",
+                  lambda v, _e: f"{_fmt(100 * v)}% of the gradient dL/da is exactly zero while the output is not")
+
+
+@register("updates")
+def check_updates(ctx):
+    """`update_ratio` (`||w_after - w_before|| / ||w_before||`, only recorded for layers with trainable
+    weights) below `min_update_ratio`: `stalled_layer` (a learning rate of 0 included); above
+    `max_update_ratio`: `unstable_updates`."""
+    ratio = _column(ctx, "update_ratio")
+    low, high = ctx.t["min_update_ratio"], ctx.t["max_update_ratio"]
+    stalled = _spans(ctx, ctx.rows((ratio < low).fillna(False), ratio), "stalled_layer", "update_ratio",
+                     lambda v, _e: f"the weights barely move: update ratio {_fmt(v)} per step (threshold {_fmt(low)})", "min")
+    unstable = _spans(ctx, ctx.rows((ratio > high).fillna(False), ratio), "unstable_updates", "update_ratio",
+                      lambda v, _e: f"each update changes the weights by {_fmt(100 * v)}% of their norm (threshold {_fmt(100 * high)}%)")
+    return stalled + unstable
+
+
 # ------------------------------------------------------------------ diagnose
 
 
@@ -580,6 +766,10 @@ def diagnose(df: pd.DataFrame, layers: pd.DataFrame | None = None, **kwargs) -> 
         logged window is `std_drift` (info). Defaults to `10.0`.
       min_std: standard deviations at or below this are treated as zero and
         not compared. Defaults to `1e-6`.
+      grad_ratio, max_grad_abs, dead_gradient_fraction, min_update_ratio,
+        max_update_ratio: the gradient kinds (`LayerProbe(gradients=True)`,
+        see `check_gradient_depth`, `check_huge_gradient`, `check_dead_gradient`,
+        `check_updates`). Default to `1000.0`, `1e6`, `0.99`, `1e-5`, `0.1`.
       transient_windows: a finding that held only within the first this many
         logged windows of its run, and no longer in a later window, is a
         transient early-training event, reported as `info` (NaN/Inf excepted).
