@@ -71,6 +71,8 @@ class Accumulators:
         self._reader = None  # (layout, tf.function)
 
     def _variable(self, initial, dtype, name):
+        # Created eagerly (`init_scope`) even while a step is traced. Without lifting, `tf.function` does not
+        # count them as created by the trace, which would make it trace the whole step a second time.
         with tf.init_scope(), self.strategy.scope():
             return tf.Variable(
                 initial,
@@ -79,6 +81,7 @@ class Accumulators:
                 name=name,
                 synchronization=tf.VariableSynchronization.ON_READ,
                 aggregation=tf.VariableAggregation.SUM,
+                experimental_enable_variable_lifting=False,
             )
 
     def prepare(self, strategy, initial_step):
