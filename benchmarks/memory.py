@@ -96,7 +96,7 @@ def child(batch, steps, probe, sample_size=None, kernel="auto"):
             r = p._recorder
             series = len(r.series)
             state = r.accumulators.step.numpy().nbytes + sum(
-                v.numpy().nbytes for _, _, v in r.accumulators.layout()
+                v.numpy().nbytes for v, _ in r.accumulators.layout()
             )
     trace = rss.trace
     peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss  # KiB on Linux

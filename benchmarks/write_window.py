@@ -87,7 +87,7 @@ class SaveAccumulators(keras.callbacks.Callback):
 
     def on_train_batch_end(self, batch, logs=None):
         if batch + 1 == self.params["steps"]:
-            self.saved = [v.numpy() for _, _, v in self.recorder.accumulators.layout()]
+            self.saved = [v.numpy() for v, _ in self.recorder.accumulators.layout()]
 
 
 def time_pieces(recorder, saved, windows, logdir):
@@ -106,7 +106,7 @@ def time_pieces(recorder, saved, windows, logdir):
     rows = []
     try:
         for _ in range(windows + 1):  # + the first write, which carries the metadata
-            for (_, _, v), value in zip(accumulators.layout(), saved):
+            for (v, _), value in zip(accumulators.layout(), saved):
                 v.assign(value)
             t0 = time.perf_counter()
             step, results, histograms = recorder.window()

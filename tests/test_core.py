@@ -370,3 +370,30 @@ def test_remote_log_dir_through_gfile():
     model.fit(x, y, batch_size=8, verbose=0, callbacks=[tfprobe.LayerProbe("ram://tfprobe-core/run", record_freq=1, log_freq=1)])
     assert not tf.io.gfile.exists("ram:") and tf.io.gfile.glob("ram://tfprobe-core/run/events.out.tfevents.*")
     assert sorted(set(tfprobe.read_logdir("ram://tfprobe-core").step)) == [1, 2]
+
+
+class CountingTraces(keras.Sequential):
+    """Counts how often its train step is traced (Python calls of `train_step`)."""
+
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        self.traces = 0
+
+    def train_step(self, data):
+        self.traces += 1
+        return super().train_step(data)
+
+
+@pytest.mark.parametrize("histogram_freq", [0, 1])
+def test_probe_traces_the_step_as_often_as_keras(tmp_path, histogram_freq):
+    # Accumulators created while the step is traced once made `tf.function` trace the whole step twice.
+    def traces(callbacks):
+        model = CountingTraces([keras.Input((4,)), keras.layers.Dense(3, activation="relu"), keras.layers.Dense(2)])
+        model.compile("sgd", "mse")
+        x, y = np.ones((8, 4), "float32"), np.zeros((8, 2), "float32")
+        model.fit(x, y, batch_size=4, epochs=1, verbose=0, callbacks=callbacks)
+        return model.traces
+
+    probe = tfprobe.LayerProbe(str(tmp_path), histogram_freq=histogram_freq, record_freq=1, log_freq=2)
+    assert traces([probe]) == traces([]) == 1
+    assert probe.series

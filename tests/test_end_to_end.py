@@ -6,6 +6,7 @@ import oracle
 import pytest
 
 import tfprobe
+import tfprobe.native
 
 NEAR = 1e-3
 BATCH = 16
@@ -135,3 +136,25 @@ def test_sample_size_statistics_use_the_leading_examples_and_extremes_the_whole_
     ins = [_activations(model, x[b * BATCH : b * BATCH + k])["conv_a"] for b in range(3)]
     outs = [_activations(model, x[b * BATCH : b * BATCH + k])["pool"] for b in range(3)]
     oracle.assert_close(pool, oracle.pooling_stats(ins, outs), rtol=1e-5)
+
+
+@pytest.mark.parametrize("kernel", ["native", "graph"])
+def test_histogram_steps_that_are_not_recorded_count_only_histograms(tmp_path, kernel):
+    # The native kernel counts histograms in the statistics' op, turned off at run time on such steps.
+    if kernel == "native" and not tfprobe.native.available():
+        pytest.skip("native kernel unavailable")
+    steps = 4
+    model = _model()
+    x, y = _data(steps)
+    probe = tfprobe.LayerProbe(tmp_path, record_freq=3, log_freq=steps, histogram_freq=1, near_zero=NEAR, kernel=kernel)
+    model.fit(x, y, batch_size=BATCH, epochs=1, shuffle=False, verbose=0, callbacks=[probe])
+
+    wide = tfprobe.read_logdir(tmp_path, pivot=True)
+    hists = tfprobe.read_histograms(tmp_path)
+    recorded = _activations(model, np.concatenate([x[:BATCH], x[2 * BATCH : 3 * BATCH]]))  # steps 1 and 3
+    every = _activations(model, x[: steps * BATCH])
+    for layer in ("conv_a", "pool", "dense_sig"):
+        got = wide[(wide.layer == layer) & (wide.step == steps)].iloc[0].to_dict()
+        oracle.assert_close(got, oracle.activation_stats([recorded[layer]], NEAR), rtol=1e-5, atol=1e-6)
+        h = hists[(hists.layer == layer) & (hists.step == steps)]
+        assert h["count"].sum() == every[layer].size

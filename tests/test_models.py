@@ -24,6 +24,7 @@ import pytest
 import tensorflow as tf
 
 import tfprobe
+import tfprobe.native
 import tfprobe.recorder
 import tfprobe.stats
 from tfprobe.callback import LayerProbe
@@ -621,15 +622,15 @@ def test_nan_and_inf_are_counted(tmp_path):
 
 
 def _failing_partials(monkeypatch, units):
-    """Makes building the statistics ops raise for tensors whose last axis is `units`."""
-    original = tfprobe.stats.as_rows
+    """Makes building the statistics ops raise for tensors whose last axis is `units` (with either kernel)."""
+    for cls in (tfprobe.stats.GraphKernel, tfprobe.native.NativeKernel):
 
-    def as_rows(x):
-        if x.shape.rank and x.shape[-1] == units:
-            raise ZeroDivisionError("injected failure")
-        return original(x)
+        def rows(self, x, original=cls.rows):
+            if x.shape.rank and x.shape[-1] == units:
+                raise ZeroDivisionError("injected failure")
+            return original(self, x)
 
-    monkeypatch.setattr(tfprobe.stats, "as_rows", as_rows)
+        monkeypatch.setattr(cls, "rows", rows)
 
 
 def _model_with_odd_layer():

@@ -97,6 +97,32 @@ def test_histogram_off_and_histogram_only():
 
 
 @needs_compiler
+@pytest.mark.parametrize("name", ["scalar", "vector", "images_4d", "nan_in_16_units"])
+def test_any_rank_reads_as_rows(name):
+    x = {"scalar": np.float32(-2.5), "vector": rng.normal(size=7).astype(np.float32),
+         "images_4d": CASES["normal"].reshape(4, 2, -1, 3)}.get(name, ALL.get(name))
+    x = tf.constant(x)
+    units = stats.num_units(x)
+    want = native.run_op(stats.as_rows(x), True, units=units, near_zero=NEAR, sample_size=2)
+    got = native.run_op(x, True, units=units, near_zero=NEAR, sample_size=2)  # no reshape in the step
+    for g, w in zip(got, want):
+        np.testing.assert_array_equal(g.numpy(), w.numpy())
+
+
+@needs_compiler
+def test_statistics_off_at_run_time_count_only_the_histogram():
+    x2d = stats.as_rows(tf.constant(CASES["normal"]))
+    fn = tf.function(lambda x, on: native.run_op(x, True, units=3, near_zero=NEAR, with_stats=on))
+    sums, maxes, hist = fn(x2d, tf.constant(False))
+    assert not sums.numpy().any() and np.all(maxes.numpy() == -np.inf)
+    np.testing.assert_array_equal(hist.numpy(), stats.histogram(x2d).numpy())
+    on = fn(x2d, tf.constant(True))
+    want = native.run_op(x2d, True, units=3, near_zero=NEAR)
+    for g, w in zip(on, want):
+        np.testing.assert_array_equal(g.numpy(), w.numpy())
+
+
+@needs_compiler
 def test_no_gradient_flows_through_the_kernel():
     x = tf.Variable(np.ones((2, 3), np.float32))
     with tf.GradientTape() as tape:

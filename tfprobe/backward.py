@@ -95,26 +95,28 @@ class BackwardPass:
         applied = tf.constant(True) if iterations is None else tf.not_equal(tf.cast(iterations, tf.int64), t.before)
         record = tf.logical_and(t.record, applied)
         grads, scale = t.grads, t.scale
-        for series, _ in grads:
-            accumulators.create(series.name, {"grad_sums": stats.empty_sums(), "grad_maxes": stats.empty_maxes(None)})
-
-        def fold(series, g):
-            with tf.name_scope("tfprobe_grad"):
-                sums, maxes, _ = kernel.partials(stats.as_rows(g) / tf.cast(scale, tf.float32), None, None, False)
-                slots = accumulators.slots[series.name]
-                slots["grad_sums"].assign_add(sums, read_value=False)
-                slots["grad_maxes"].assign(tf.maximum(slots["grad_maxes"], maxes), read_value=False)
+        empty = {"grad_sums": stats.empty_sums(), "grad_maxes": stats.empty_maxes(None)}
+        accumulators.create_many({series.name: empty for series, _ in grads})
 
         def fold_all():
+            sums, maxes = {}, {}
+
+            def fold(series, g):
+                with tf.name_scope("tfprobe_grad"):
+                    x2d = stats.as_rows(g) / tf.cast(scale, tf.float32)
+                    sums[series.name], maxes[series.name], _ = kernel.partials(x2d, None, None, False)
+
             for series, g in grads:
                 guarded(series, fold, series, g)
+            live = {name for name in sums if name in accumulators.slots}  # a series may have failed meanwhile
+            accumulators.fold("grad_sums", {k: v for k, v in sums.items() if k in live}, "add")
+            accumulators.fold("grad_maxes", {k: v for k, v in maxes.items() if k in live}, "max")
             return tf.constant(True)
 
         tf.cond(record, fold_all, lambda: tf.constant(False))
-        for path, figures in self.weights.sums(record, scale).items():
-            if path in series_by_name:
-                slot = accumulators.create(path, {"weights": np.zeros(4)})["weights"]
-                slot.assign_add(figures, read_value=False)
+        figures = {path: f for path, f in self.weights.sums(record, scale).items() if path in series_by_name}
+        accumulators.create_many({path: {"weights": np.zeros(4)} for path in figures})
+        accumulators.fold("weights", figures, "add")
 
 
 def statistics(slots, near_zero):

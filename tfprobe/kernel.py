@@ -21,19 +21,24 @@ CHOICES = ("auto", "native", "graph")
 
 @runtime_checkable
 class Kernel(Protocol):
-    """Builds the statistics ops of a step. Every method takes `x2d = stats.as_rows(x)`."""
+    """Builds the statistics ops of a step. Every method takes `x2d = kernel.rows(x)`."""
 
     name: str
     fuses_histogram: bool
-    """True if `partials(..., with_histogram)` counts the histogram in the same pass."""
+    """True if `partials(..., with_histogram, with_stats)` counts the histogram in the same pass, and takes
+    `with_stats` (and `input_sums` too) as a boolean tensor: when false, sums are zero and maxes -inf."""
 
-    def partials(self, x2d, units, bounds, with_histogram):
+    def rows(self, x):
+        """`x` as the other methods take it (`stats.as_rows(x)` or what the kernel reads as such), with no
+        gradient flowing back through the kernel's ops."""
+
+    def partials(self, x2d, units, bounds, with_histogram, with_stats=True):
         """`(sums, maxes, histogram or None)` of one tensor with `units` (or None) and saturation `bounds`."""
 
     def histogram(self, x2d):
         """Histogram counts of the (sampled) rows."""
 
-    def input_sums(self, x2d):
+    def input_sums(self, x2d, with_stats=True):
         """The `in_*` partials of a pooling input that no recorded layer produced."""
 
 

@@ -300,18 +300,22 @@ _HIST = {
 }
 
 
-def run_op(x2d, with_histogram, *, units=None, near_zero, bounds=None, saturation_margin=0.01, sample_size=None, stats_=True):
-    """The op's `(sums, maxes, histogram)` tensors for `x2d = stats.as_rows(x)`, as `stats.sums_and_maxes` and `stats.histogram` define them.
+def run_op(x, with_histogram, *, units=None, near_zero, bounds=None, saturation_margin=0.01, sample_size=None, stats_=True,
+           with_stats=True):
+    """The op's `(sums, maxes, histogram)` tensors for a float32 `x` of any rank (rows on its first axis, as
+    `stats.as_rows(x)`), as `stats.sums_and_maxes` and `stats.histogram` define them.
 
     `bounds` as in `stats.partials` (`(None, high)`: one-sided).
     `with_histogram` (a bool or boolean tensor) turns the histogram of the
     sampled rows on; without it the histogram output is zeros. `stats_=False`
-    computes the histogram only (sums zero, maxes -inf).
+    computes the histogram only (sums zero, maxes -inf); `with_stats` (a bool
+    or boolean tensor) does the same when false, decided when the op runs.
     """
     below, above = (0.0, 0.0) if bounds is None else stats.saturation_thresholds(bounds, saturation_margin)
     return load().tfprobe_partials(
-        x=x2d,
+        x=x,
         with_histogram=tf.convert_to_tensor(with_histogram, tf.bool),
+        with_stats=tf.convert_to_tensor(with_stats, tf.bool),
         fields=list(stats.SUM_FIELDS),
         units=units or 0,
         sample_rows=-1 if sample_size is None else int(sample_size),
@@ -330,10 +334,15 @@ class NativeKernel(stats.GraphKernel):
     name = "native"
     fuses_histogram = True
 
-    def partials(self, x2d, units, bounds, with_histogram):
+    def rows(self, x):
+        # The op takes any rank and has no gradient (`tf.no_gradient`): no reshape, no stop_gradient per series.
+        return tf.cast(x, tf.float32)
+
+    def partials(self, x2d, units, bounds, with_histogram, with_stats=True):
         return run_op(
             x2d,
             with_histogram,
+            with_stats=with_stats,
             units=units,
             near_zero=self.near_zero,
             bounds=bounds,
@@ -344,8 +353,8 @@ class NativeKernel(stats.GraphKernel):
     def histogram(self, x2d):
         return run_op(x2d, True, near_zero=self.near_zero, sample_size=self.sample_size, stats_=False)[2]
 
-    def input_sums(self, x2d):
-        sums, _, _ = run_op(x2d, False, near_zero=self.near_zero, sample_size=self.sample_size)
+    def input_sums(self, x2d, with_stats=True):
+        sums, _, _ = run_op(x2d, False, near_zero=self.near_zero, sample_size=self.sample_size, with_stats=with_stats)
         return stats.as_input_sums(sums)
 
 

@@ -37,7 +37,11 @@ class Series:
     units: int | None
     bounds: tuple | None
     pooling: bool
-    slots: dict  # slot name -> variable (`tfprobe.accumulators`)
+    initial: dict  # slot name -> its empty value (`tfprobe.accumulators`)
+
+    @property
+    def histogram(self):
+        return "hist" in self.initial
 
 
 def describe(tap, order, sample_size):
@@ -62,46 +66,64 @@ def describe(tap, order, sample_size):
     }
 
 
-def fold_statistics(taps, kernel, with_histogram, guarded):
+def fold_statistics(taps, kernel, with_histogram, guarded, accumulators, with_stats=True):
     """Folds the partials of every tap (and, with a fusing kernel on histogram steps, its histogram).
 
     A pooling layer's input partials are read off its producer's when that
     was recorded in the same step (one pass fewer). `guarded(series,
-    build, *args)` runs `build(*args)` under the failure policy of the series.
+    build, *args)` runs `build(*args)` under the failure policy of the
+    series. The partials of all taps are folded with one update per
+    accumulator variable (`Accumulators.fold`). A fusing kernel takes
+    `with_stats` as a boolean tensor (false: only histograms count).
     """
     own_sums = {}  # tensor ref -> its partial sums, for a pooling layer fed by it
+    sums, maxes, hists = {}, {}, {}
 
     def build(series, tensor, inputs):
         with tf.name_scope("tfprobe"):
-            x2d = stats.as_rows(tf.stop_gradient(tensor))
-            hist = series.slots.get("hist")
-            own, maxes, counts = kernel.partials(x2d, series.units, series.bounds, with_histogram if hist is not None else False)
-            if counts is not None and hist is not None:
-                hist.assign_add(counts, read_value=False)
-            sums = own
+            hist = with_histogram if series.histogram else False
+            own, extremes, counts = kernel.partials(kernel.rows(tensor), series.units, series.bounds, hist, with_stats)
+            total = own
             if series.pooling:
                 producer = own_sums.get(inputs.ref())
-                pooled = stats.as_rows(tf.stop_gradient(inputs))
-                sums += kernel.input_sums(pooled) if producer is None else stats.as_input_sums(producer)
-            series.slots["sums"].assign_add(sums, read_value=False)
-            series.slots["maxes"].assign(tf.maximum(series.slots["maxes"], maxes), read_value=False)
+                if producer is None:
+                    total += kernel.input_sums(kernel.rows(inputs), with_stats)
+                else:
+                    total += stats.as_input_sums(producer)
+            sums[series.name], maxes[series.name] = total, extremes
+            if counts is not None and series.histogram:
+                hists[series.name] = counts
             own_sums[tensor.ref()] = own
 
     for series, tensor, inputs in taps:
         guarded(series, build, series, tensor, inputs)
+    with tf.name_scope("tfprobe"):
+        fold_partials(accumulators, sums, maxes, hists)
     return tf.constant(True)
 
 
-def fold_histograms(taps, kernel, guarded):
+def fold_partials(accumulators, sums, maxes, hists=None):
+    """Folds `{series: sums}`, `{series: maxes}` and `{series: histogram}` into their slots, one op per variable."""
+    live = lambda d: {k: v for k, v in d.items() if k in accumulators.slots}  # noqa: E731 - failed meanwhile
+    accumulators.fold("sums", live(sums), "add")
+    accumulators.fold("maxes", live(maxes), "max")
+    if hists:
+        accumulators.fold("hist", live(hists), "add")
+
+
+def fold_histograms(taps, kernel, guarded, accumulators):
     """Folds the histogram of every tap that has one (histogram steps that are not recorded steps)."""
+    hists = {}
 
     def build(series, tensor):
         with tf.name_scope("tfprobe_hist"):
-            series.slots["hist"].assign_add(kernel.histogram(stats.as_rows(tf.stop_gradient(tensor))), read_value=False)
+            hists[series.name] = kernel.histogram(kernel.rows(tensor))
 
     for series, tensor, _ in taps:
-        if "hist" in series.slots:
+        if series.histogram:
             guarded(series, build, series, tensor)
+    with tf.name_scope("tfprobe_hist"):
+        fold_partials(accumulators, {}, {}, hists)
     return tf.constant(True)
 
 
@@ -217,9 +239,8 @@ class Recorder:
         initial = {"sums": stats.empty_sums(), "maxes": stats.empty_maxes(units)}
         if self.histogram_freq:
             initial["hist"] = np.zeros(metadata.NUM_BUCKETS)
-        slots = self.accumulators.create(tap.series, initial)
         bounds = tuple(info["bounds"]) if info["bounds"] else None
-        series = Series(tap.series, info, units, bounds, info["kind"] == "pooling", slots)
+        series = Series(tap.series, info, units, bounds, info["kind"] == "pooling", initial)
         return self.series.setdefault(tap.series, series)
 
     def _fail(self, name, error):
@@ -233,27 +254,32 @@ class Recorder:
     def end_step(self, model):
         """Ends a traced step of `model`: the statistics ops of its taps, then the step counter.
 
-        One `tf.cond` holds the statistics of every tap and one the
-        histograms (a cond per tap made building a step slow). The conds are
-        lowered to switches, so each tap's ops still run as soon as its
-        activation exists, not after the optimizer update. On steps that are
-        not recorded only the predicates are evaluated.
+        One `tf.cond` holds the statistics of every tap (a cond per tap made
+        building a step slow); a kernel that fuses histograms counts them in
+        the same ops, on recorded or histogram steps, else a second cond
+        holds the histograms. The conds are lowered to switches, so each
+        tap's ops still run as soon as its activation exists, not after the
+        optimizer update. On steps that are not recorded only the predicates
+        are evaluated.
         """
         taps = self._t.taps
         if not taps:
             return
         no = lambda: tf.constant(False)  # noqa: E731
         iterations = getattr(getattr(model, "optimizer", None), "iterations", None)
+        acc, kernel, record, hist = self.accumulators, self.kernel, self._t.record, self._t.hist
         try:
-            hist = self._t.hist if self.kernel.fuses_histogram else False
-            tf.cond(self._t.record, lambda: fold_statistics(taps, self.kernel, hist, self._guarded), no)
-            if self.histogram_freq:
-                hist_only = self._t.hist
-                if self.kernel.fuses_histogram:  # recorded steps count it in the statistics' pass
-                    hist_only = tf.logical_and(hist_only, tf.logical_not(self._t.record))
-                tf.cond(hist_only, lambda: fold_histograms(taps, self.kernel, self._guarded), no)
+            # The variables of every series seen first in this step, created at once (one per kind).
+            acc.create_many({s.name: s.initial for s, *_ in taps if s.name in self.series})
+            if kernel.fuses_histogram and hist is not None:
+                fold = lambda: fold_statistics(taps, kernel, hist, self._guarded, acc, with_stats=record)  # noqa: E731
+                tf.cond(tf.logical_or(record, hist), fold, no)
+            else:
+                tf.cond(record, lambda: fold_statistics(taps, kernel, False, self._guarded, acc), no)
+                if hist is not None:
+                    tf.cond(hist, lambda: fold_histograms(taps, kernel, self._guarded, acc), no)
             if self.backward is not None:
-                self.backward.end(iterations, self.series, self.accumulators, self.kernel, self._guarded)
+                self.backward.end(iterations, self.series, acc, kernel, self._guarded)
         except Exception as error:  # noqa: BLE001
             for series, *_ in taps:
                 self._fail(series.name, error)

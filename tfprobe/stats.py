@@ -457,7 +457,11 @@ class GraphKernel:
     def __init__(self, *, near_zero, saturation_margin, sample_size):
         self.near_zero, self.saturation_margin, self.sample_size = near_zero, saturation_margin, sample_size
 
-    def partials(self, x2d, units, bounds, with_histogram):
+    def rows(self, x):
+        """`x` as the kernel's other methods take it: `as_rows(x)`, no gradient flowing back through the statistics."""
+        return as_rows(tf.stop_gradient(x))
+
+    def partials(self, x2d, units, bounds, with_histogram, with_stats=True):
         """`(sums, maxes, histogram or None)` of one tensor with `units` (or None) and activation `bounds`."""
         fn = traced_sums_and_maxes(
             near_zero=self.near_zero,
@@ -473,7 +477,7 @@ class GraphKernel:
         """Histogram counts of the sampled rows."""
         return histogram_compiled(tf.reshape(leading(x2d, self.sample_size), [-1]))
 
-    def input_sums(self, x2d):
+    def input_sums(self, x2d, with_stats=True):
         """The `in_*` partials of a pooling input no recorded layer produced."""
         return traced_pooling_input_sums(self.sample_size)(x2d)
 

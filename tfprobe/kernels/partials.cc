@@ -437,14 +437,17 @@ class PartialsOp : public OpKernel {
   void Compute(OpKernelContext* ctx) override {
     const Tensor& x = ctx->input(0);
     const Tensor& with_histogram = ctx->input(1);
-    OP_REQUIRES(ctx, x.dims() == 2,
-                absl::InvalidArgumentError(absl::StrCat("x must be [rows, values], got ", x.shape().DebugString())));
-    const int64 rows = x.dim_size(0), m = x.dim_size(1), units = p_.units;
+    const Tensor& with_stats = ctx->input(2);
+    // Any rank: the first axis holds the rows (examples), the others their values (a scalar is one row of one).
+    const int64 rows = x.dims() == 0 ? 1 : x.dim_size(0), units = p_.units;
+    int64 m = 1;
+    for (int d = 1; d < x.dims(); ++d) m *= x.dim_size(d);
     OP_REQUIRES(ctx, units == 0 || m % units == 0,
                 absl::InvalidArgumentError(
                     absl::StrCat("values per row (", m, ") are not a multiple of units (", units, ")")));
     Params p = p_;
     p.histogram = p.num_buckets > 0 && with_histogram.scalar<bool>()();
+    p.stats = p.stats && with_stats.scalar<bool>()();
     const int64 sampled = p.sample_rows < 0 ? rows : std::min(rows, p.sample_rows);
     const float* data = x.flat<float>().data();
 
@@ -518,6 +521,7 @@ class PartialsOp : public OpKernel {
 REGISTER_OP("TfprobePartials")
     .Input("x: float")
     .Input("with_histogram: bool")
+    .Input("with_stats: bool")  // false: as the attr stats=false (sums zero, maxes -inf), decided at run time
     .Output("sums: double")
     .Output("maxes: float")
     .Output("histogram: double")
@@ -540,8 +544,8 @@ REGISTER_OP("TfprobePartials")
       TF_RETURN_IF_ERROR(c->GetAttr("units", &units));
       TF_RETURN_IF_ERROR(c->GetAttr("num_buckets", &buckets));
       tensorflow::shape_inference::ShapeHandle unused;
-      TF_RETURN_IF_ERROR(c->WithRank(c->input(0), 2, &unused));
       TF_RETURN_IF_ERROR(c->WithRank(c->input(1), 0, &unused));
+      TF_RETURN_IF_ERROR(c->WithRank(c->input(2), 0, &unused));
       c->set_output(0, c->Vector(static_cast<int64>(fields.size())));
       c->set_output(1, c->Vector(2 + units));
       c->set_output(2, c->Vector(buckets));
