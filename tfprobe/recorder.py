@@ -79,15 +79,16 @@ def fold_statistics(taps, kernel, with_histogram, guarded, accumulators, with_st
     own_sums = {}  # tensor ref -> its partial sums, for a pooling layer fed by it
     sums, maxes, hists = {}, {}, {}
 
-    def build(series, tensor, inputs):
+    def build(series, tensor, inputs, masks):
         with tf.name_scope("tfprobe"):
             hist = with_histogram if series.histogram else False
-            own, extremes, counts = kernel.partials(kernel.rows(tensor), series.units, series.bounds, hist, with_stats)
+            rows = kernel.rows(unmasked(tensor, masks[0]))
+            own, extremes, counts = kernel.partials(rows, series.units, series.bounds, hist, with_stats)
             total = own
             if series.pooling:
                 producer = own_sums.get(inputs.ref())
                 if producer is None:
-                    total += kernel.input_sums(kernel.rows(inputs), with_stats)
+                    total += kernel.input_sums(kernel.rows(unmasked(inputs, masks[1])), with_stats)
                 else:
                     total += stats.as_input_sums(producer)
             sums[series.name], maxes[series.name] = total, extremes
@@ -95,8 +96,8 @@ def fold_statistics(taps, kernel, with_histogram, guarded, accumulators, with_st
                 hists[series.name] = counts
             own_sums[tensor.ref()] = own
 
-    for series, tensor, inputs in taps:
-        guarded(series, build, series, tensor, inputs)
+    for series, tensor, inputs, masks in taps:
+        guarded(series, build, series, tensor, inputs, masks)
     with tf.name_scope("tfprobe"):
         fold_partials(accumulators, sums, maxes, hists)
     return tf.constant(True)
@@ -115,13 +116,13 @@ def fold_histograms(taps, kernel, guarded, accumulators):
     """Folds the histogram of every tap that has one (histogram steps that are not recorded steps)."""
     hists = {}
 
-    def build(series, tensor):
+    def build(series, tensor, mask):
         with tf.name_scope("tfprobe_hist"):
-            hists[series.name] = kernel.histogram(kernel.rows(tensor))
+            hists[series.name] = kernel.histogram(kernel.rows(unmasked(tensor, mask)))
 
-    for series, tensor, _ in taps:
+    for series, tensor, _, masks in taps:
         if series.histogram:
-            guarded(series, build, series, tensor)
+            guarded(series, build, series, tensor, masks[0])
     with tf.name_scope("tfprobe_hist"):
         fold_partials(accumulators, {}, {}, hists)
     return tf.constant(True)
@@ -209,7 +210,7 @@ class Recorder:
         self._t.record = tf.logical_or(tf.equal(current % self.record_freq, 0), first)
         hist = tf.logical_or(tf.equal(current % self.histogram_freq, 0), first) if self.histogram_freq else None
         self._t.hist = hist
-        self._t.taps = []  # (series, tensor, pooled input or None)
+        self._t.taps = []  # (series, tensor, pooled input or None, (mask, pooled input mask))
         if self.backward is not None:
             self.backward.begin(optimizer, before, self._t.record)
 
@@ -222,11 +223,10 @@ class Recorder:
         except Exception as error:  # noqa: BLE001 - any failure drops only this series
             self._fail(tap.series, error)
             return
-        tensor, pooled = tap.tensor, tap.inputs if series.pooling else None
-        if not self.include_masked:
-            tensor = unmasked(tensor, tap.mask)
-            pooled = None if pooled is None else unmasked(pooled, getattr(pooled, "_keras_mask", None))
-        self._t.taps.append((series, tensor, pooled))
+        pooled = tap.inputs if series.pooling else None
+        # The masks are applied inside the folds' conds: a `boolean_mask` copies its tensor, on recorded steps only.
+        masks = (None, None) if self.include_masked else (tap.mask, getattr(pooled, "_keras_mask", None))
+        self._t.taps.append((series, tap.tensor, pooled, masks))
         return None if self.backward is None else self.backward.watch(series, tap.tensor)
 
     def _series_for(self, tap):
