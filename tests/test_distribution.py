@@ -47,6 +47,27 @@ SCRIPT = textwrap.dedent(
     cb = ha[ha.run == "single"].drop(columns=["run", "wall_time"]).reset_index(drop=True)
     pd.testing.assert_frame_equal(ca, cb)
     assert ca["count"].sum() > 0
+
+    # A strategy it cannot record exactly: a warning naming it and nothing written (strict: an error).
+    import warnings
+    assert tfprobe.callback.unsupported_strategy(strategy) is None
+    central = tf.distribute.experimental.CentralStorageStrategy(["/cpu:0", "/cpu:1"])
+    with central.scope():
+        model = build()
+    for strict in (False, True):
+        probe = tfprobe.LayerProbe(f"{LOGDIR}/central", strict=strict)
+        probe.set_model(model)
+        try:
+            with warnings.catch_warnings(record=True) as caught:
+                warnings.simplefilter("always")
+                probe.on_train_begin()
+        except NotImplementedError as error:
+            assert strict and "CentralStorageStrategy" in str(error), error
+        else:
+            assert not strict and any("CentralStorageStrategy with 2 replicas" in str(w.message) for w in caught)
+        probe.on_train_end()
+    import os
+    assert not os.path.exists(f"{LOGDIR}/central")
     print("ok")
     """
 )

@@ -195,21 +195,48 @@ class Accumulators:
 
 
 class _ReadAndReset:
-    """Returns `(step and float64 variables, float32 variables)`, each concatenated, and resets every variable."""
+    """Returns `(step and float64 variables, float32 variables)`, each concatenated, and resets every variable.
+
+    A worker of `MultiWorkerMirroredStrategy` holds only its own replicas'
+    components: there each replica takes part in one all-reduce (a sum) of
+    one vector, its sums followed by a row per replica of zeros where it
+    writes its maxima in its own row (adding zeros is exact, so every
+    worker receives every replica's maxima and takes their maximum).
+    Elsewhere every component is local and combined without a collective.
+    Every worker must call it at the same steps (`LayerProbe` does: the
+    same windows close on every worker).
+    """
 
     def __init__(self, strategy, step, layout):
-        self.local = strategy.experimental_local_results
+        self.__name__ = "tfprobe_read_and_reset"  # the name of its traced function
+        self.strategy, self.local = strategy, strategy.experimental_local_results
         self.step, self.layout = step, layout
+        self.across_workers = bool(layout) and len(self.local(step)) < strategy.num_replicas_in_sync
 
     def combine(self, v):
         parts = [c.value() for c in self.local(v)]
         return parts[0] if len(parts) == 1 else _COMBINE[v.dtype](parts)
 
+    def all_reduced(self):
+        """In each replica: the window of every replica of the cluster, combined (float64 sums, float32 maxima)."""
+        context, replicas = tf.distribute.get_replica_context(), self.strategy.num_replicas_in_sync
+        own = {dtype: [tf.cast(v.value(), tf.float64) for v, _ in self.layout if v.dtype == dtype]  # -inf is exact
+               for dtype in (tf.float64, tf.float32)}
+        sums, maxes = (tf.concat(own[dtype] or [tf.zeros([0], tf.float64)], 0) for dtype in (tf.float64, tf.float32))
+        rows = tf.scatter_nd([[context.replica_id_in_sync_group]], maxes[None], [replicas, maxes.shape[0]])
+        total = context.all_reduce(tf.distribute.ReduceOp.SUM, tf.concat([sums, tf.reshape(rows, [-1])], 0))
+        n = sums.shape[0]
+        return total[:n], tf.cast(tf.reduce_max(tf.reshape(total[n:], [replicas, maxes.shape[0]]), 0), tf.float32)
+
     def __call__(self):
-        step = tf.cast(self.local(self.step)[0].value(), tf.float64)  # the same on every replica
-        f64 = [tf.reshape(step, [1])] + [self.combine(v) for v, _ in self.layout if v.dtype == tf.float64]
-        f32 = [self.combine(v) for v, _ in self.layout if v.dtype == tf.float32]
-        out = (tf.concat(f64, 0), tf.concat(f32, 0) if f32 else tf.zeros([0], tf.float32))
+        step = tf.reshape(tf.cast(self.local(self.step)[0].value(), tf.float64), [1])  # the same on every replica
+        if self.across_workers:
+            f64, f32 = (self.local(t)[0] for t in self.strategy.run(self.all_reduced))
+            out = (tf.concat([step, f64], 0), f32)
+        else:
+            f64 = [step] + [self.combine(v) for v, _ in self.layout if v.dtype == tf.float64]
+            f32 = [self.combine(v) for v, _ in self.layout if v.dtype == tf.float32]
+            out = (tf.concat(f64, 0), tf.concat(f32, 0) if f32 else tf.zeros([0], tf.float32))
         for v, empty in self.layout:  # automatic control dependencies order reads before resets
             value = tf.constant(empty, v.dtype)
             for component in self.local(v):

@@ -18,6 +18,57 @@ from tfprobe.writer import WindowWriter
 logger = logging.getLogger("tfprobe")
 
 _SHARED_ATTR = "_tfprobe_recorders"
+_EXACT = (tf.distribute.MirroredStrategy, tf.distribute.MultiWorkerMirroredStrategy)
+
+
+def _classes(*paths):
+    """The strategy classes at `paths` (`"tf.distribute.TPUStrategy"`) that this TensorFlow has."""
+    found = []
+    for path in paths:
+        obj = tf
+        for part in path.split(".")[1:]:
+            obj = getattr(obj, part, None)
+        if isinstance(obj, type):
+            found.append(obj)
+    return tuple(found)
+
+
+_TPU = _classes("tf.distribute.TPUStrategy", "tf.distribute.experimental.TPUStrategy",
+                "tf.compat.v1.distribute.experimental.TPUStrategy")
+_PARAMETER_SERVER = _classes("tf.distribute.experimental.ParameterServerStrategy",
+                             "tf.compat.v1.distribute.experimental.ParameterServerStrategy")
+
+
+def unsupported_strategy(strategy):
+    """Why tfprobe cannot record exactly under `strategy` (a message naming it), or None if it can.
+
+    >>> unsupported_strategy(tf.distribute.get_strategy()) is None
+    True
+    """
+    name, replicas = type(strategy).__name__, getattr(strategy, "num_replicas_in_sync", 1)
+    if isinstance(strategy, _TPU):
+        why = "TPUs have no float64, which the accumulators need to count exactly"
+    elif isinstance(strategy, _PARAMETER_SERVER):
+        why = "its workers run steps asynchronously, with no common step at which to read a window"
+    elif replicas > 1 and not isinstance(strategy, _EXACT):
+        name, why = f"{name} with {replicas} replicas", "combining its replicas' accumulators is not written"
+    else:
+        return None
+    return (f"tfprobe supports the default strategy, MirroredStrategy and MultiWorkerMirroredStrategy but not "
+            f"{name} ({why}); LayerProbe records nothing in this `fit` rather than wrong numbers.")
+
+
+def writes(strategy):
+    """Whether this process writes the windows: the chief under `MultiWorkerMirroredStrategy`, else always.
+
+    >>> writes(tf.distribute.get_strategy())
+    True
+    """
+    try:
+        return bool(strategy.extended.should_save_summary)
+    except (AttributeError, NotImplementedError):
+        return True
+
 
 
 class LayerProbe(keras.callbacks.Callback):
@@ -164,6 +215,7 @@ class LayerProbe(keras.callbacks.Callback):
         self._writer = None
         self._active = False
         self._warned = set()
+        self._chief = True
         self.bytes_written = 0
         """Bytes of event data written so far (all `fit` calls)."""
         self.windows_written = 0
@@ -187,20 +239,10 @@ class LayerProbe(keras.callbacks.Callback):
 
     # -- Keras hooks ----------------------------------------------------------------
 
-    def _unsupported_strategy(self):
-        """A message if the model trains on several replicas in a way tfprobe cannot record exactly, else None."""
-        strategy = getattr(self.model, "distribute_strategy", None)
-        replicas = getattr(strategy, "num_replicas_in_sync", 1)
-        if replicas > 1 and not isinstance(strategy, tf.distribute.MirroredStrategy):
-            return (
-                f"tfprobe supports MirroredStrategy but not yet {type(strategy).__name__} with {replicas} "
-                "replicas; LayerProbe records nothing in this `fit` rather than wrong numbers."
-            )
-        return None
-
     def on_train_begin(self, logs=None):
         self._active = False
-        problem = self._unsupported_strategy()
+        strategy = self.model.distribute_strategy
+        problem = unsupported_strategy(strategy)
         if problem:
             if self.strict:
                 raise NotImplementedError(problem)
@@ -208,7 +250,8 @@ class LayerProbe(keras.callbacks.Callback):
             return
         model = self.model
         chosen = select(model, self.layers)
-        self._analyses = self._make_analyses(chosen)
+        self._chief = writes(strategy)
+        self._analyses = self._make_analyses(chosen) if self._chief else []
         kernel = kernels.make(
             self.kernel,
             jit_compile=bool(getattr(model, "jit_compile", False)),
@@ -220,14 +263,14 @@ class LayerProbe(keras.callbacks.Callback):
         optimizer = getattr(model, "optimizer", None)
         start = int(optimizer.iterations.numpy()) if optimizer is not None else 0
         self._recorder.use(kernel)
-        self._recorder.prepare(model.distribute_strategy, start, chosen)
-        key = (model.distribute_strategy, self._recorder.generation, kernel.name, tuple(chosen))
+        self._recorder.prepare(strategy, start, chosen)
+        key = (strategy, self._recorder.generation, kernel.name, tuple(chosen))
         self._instrumentation.on_error = self._close_writer
         self._instrumentation.attach(model, chosen, key, owner=self)
         if self._recorder.backward is not None:
             self._recorder.backward.attach(optimizer)
         try:
-            self._writer = WindowWriter(self.log_dir)
+            self._writer = WindowWriter(self.log_dir) if self._chief else None
         except OSError as error:
             self._instrumentation.detach()
             raise ValueError(f"`log_dir` cannot be written: {error}. Received: log_dir={self.log_dir!r}") from error
@@ -310,7 +353,7 @@ class LayerProbe(keras.callbacks.Callback):
             self._reference_step()
         finally:
             self.detach()
-        if self._instrumentation.ran and self.windows_written == self._windows_at_start:
+        if self._chief and self._instrumentation.ran and self.windows_written == self._windows_at_start:
             self._warn_nothing_written()
 
     # -- writing --------------------------------------------------------------------
@@ -324,8 +367,8 @@ class LayerProbe(keras.callbacks.Callback):
     def _write_window(self):
         self._pending = False
         try:
-            step, results, histograms = self._recorder.window()
-            if results or histograms:
+            step, results, histograms = self._recorder.window()  # on every worker: it may hold a collective
+            if self._writer is not None and (results or histograms):
                 infos = {name: s.info for name, s in self._recorder.series.items()}
                 self.bytes_written += self._writer.write_window(step, infos, results, histograms)
                 self.windows_written += 1
