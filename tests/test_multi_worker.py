@@ -111,26 +111,38 @@ def free_ports(n):
 
 
 def run_workers(tmp_path, plan, timeout=240):
-    """Runs `WORKER` in two processes; returns `[(returncode, stdout, stderr)]`, failing on a timeout."""
+    """Runs `WORKER` in two processes; returns `[(returncode, stdout, stderr)]`.
+
+    A worker that fails stops the other at once (it would wait for it in a collective); a timeout (a
+    deadlock) fails the test. Output goes to files: a full pipe would block a worker.
+    """
     cluster = {"worker": [f"127.0.0.1:{port}" for port in free_ports(2)]}
-    procs = []
+    procs, files = [], []
     for index in range(2):
         env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="2", OMP_NUM_THREADS="1",
                    TF_CONFIG=json.dumps({"cluster": cluster, "task": {"type": "worker", "index": index}}))
-        procs.append(subprocess.Popen(
-            [sys.executable, "-c", WORKER, str(tmp_path / f"worker{index}"), json.dumps(plan)],
-            env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True))
+        out, err = (open(tmp_path / f"{index}.{name}", "w+") for name in ("out", "err"))
+        files.append((out, err))
+        procs.append(subprocess.Popen([sys.executable, "-c", WORKER, str(tmp_path / f"worker{index}"),
+                                       json.dumps(plan)], env=env, stdout=out, stderr=err, text=True))
     deadline = time.monotonic() + timeout
-    results = []
-    try:
-        for proc in procs:
-            out, err = proc.communicate(timeout=max(1.0, deadline - time.monotonic()))
-            results.append((proc.returncode, out, err))
-    except subprocess.TimeoutExpired:
-        for proc in procs:
+    while any(p.poll() is None for p in procs) and time.monotonic() < deadline:
+        if any(p.poll() not in (None, 0) for p in procs):
+            break
+        time.sleep(0.2)
+    hung = [p.poll() is None for p in procs]
+    for proc in procs:
+        if proc.poll() is None:
             proc.kill()
-        tails = [proc.communicate()[1][-2000:] for proc in procs]
-        pytest.fail(f"the workers did not finish within {timeout} s (a deadlock?): {tails}")
+        proc.wait()
+    results = []
+    for proc, (out, err) in zip(procs, files):
+        out.seek(0), err.seek(0)
+        results.append((proc.returncode, out.read(), err.read()))
+        out.close(), err.close()
+    if any(hung):
+        tails = [(code, err[-2000:]) for code, _, err in results]
+        pytest.fail(f"workers still running after {timeout} s (deadlocked, or waiting for one that failed): {tails}")
     return results
 
 
@@ -146,7 +158,7 @@ def test_two_workers_log_what_one_process_logs(tmp_path):
 
     # Recording adds no collective to the step, and one all-reduce per window (the read-back, traced once).
     for index, (_, out, _) in enumerate(results):
-        traced = json.loads(out.strip().splitlines()[-2])
+        traced = json.loads(next(line for line in out.splitlines() if line.startswith("{")))
         steps = [{kind: ops for kind, ops in functions.items() if "step_on" in kind} for functions in traced.values()]
         assert steps[0] == steps[1], (index, traced)
         read = {name: ops for name, ops in traced["probed"].items() if "tfprobe_read_and_reset" in name}

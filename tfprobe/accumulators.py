@@ -2,7 +2,8 @@
 
 Like a Keras metric's state: created once (under any distribution
 strategy, as per-replica `ON_READ` variables combined on read), updated
-inside the step, and read with one host transfer per window. Each series
+inside the step, and read with one host transfer per window (and, across
+the workers of `MultiWorkerMirroredStrategy`, one all-reduce). Each series
 owns up to three slots (and the backward path's, `tfprobe.backward`):
 
 | slot | dtype | combined with | holds |

@@ -87,6 +87,8 @@ class LayerProbe(keras.callbacks.Callback):
     The statistics and their exact definitions are listed in `tfprobe.stats`
     and the README. Each window's values are written at the step that closed
     it (the global training step, as Keras' `TensorBoard` callback counts).
+    Under `MultiWorkerMirroredStrategy` every worker takes part in reading
+    a window and only the chief writes (README, "Known limitations").
 
     Args:
       log_dir: directory of the run to write (created if needed).
