@@ -61,7 +61,8 @@ WORKER = textwrap.dedent(
     def collectives():  # {name: [collective op, ...]} of the functions traced so far (TensorFlow's registry)
         from tensorflow.python.eager import context
         ctx = context.context()
-        return {name: sorted(node.op for node in ctx.get_function_def(name).node_def if node.op.startswith("Collective"))
+        ops = lambda name: [node.op for node in ctx.get_function_def(name).node_def]
+        return {name: sorted(op for op in ops(name) if op.startswith("Collective"))
                 for name in ctx.list_function_names()}
 
     def kinds(functions):  # "__inference_one_step_on_data_1723" -> "one_step_on_data"
@@ -70,8 +71,10 @@ WORKER = textwrap.dedent(
 
     def run(model, kind):
         for name, log_freq in plan:  # one probe per `fit`; steps go on from the previous `fit`
+            # The last `fit` ends with a reference step, which only the chief runs.
+            reference = (x[:32], (y[:32, 0] > 0).astype("int32")) if name == plan[-1][0] else None
             probe = tfprobe.LayerProbe(f"{root}/{kind}/{name}", record_freq=1, log_freq=log_freq,
-                                       histogram_freq=2, gradients=True)
+                                       histogram_freq=2, gradients=True, reference_data=reference)
             model.fit(batches(), epochs=1, shuffle=False, verbose=0, callbacks=[probe])
 
     with strategy.scope():
@@ -149,7 +152,7 @@ def run_workers(tmp_path, plan, timeout=240):
 def test_two_workers_log_what_one_process_logs(tmp_path):
     # After 8 steps without a probe, "a": steps 9-16 with log_freq=4, the last window closes on the last step
     # (no partial window at the end); "b": steps 17-24 with log_freq=5, a window at 20, a partial one at 24 in
-    # `on_train_end`.
+    # `on_train_end`, then a reference step (run by the chief only).
     results = run_workers(tmp_path, [["a", 4], ["b", 5]])
     for index, (code, out, err) in enumerate(results):
         assert code == 0 and out.strip().endswith("ok"), f"worker {index}: {err[-3000:]}"
@@ -165,10 +168,11 @@ def test_two_workers_log_what_one_process_logs(tmp_path):
         assert list(read.values()) == [["CollectiveReduceV2"]], (index, traced)
 
     chief = tmp_path / "worker0"
-    wide = {kind: tfprobe.read_logdir(chief / kind, pivot=True).drop(columns="wall_time") for kind in ("mwms", "single")}
-    a, b = (wide[kind].reset_index(drop=True) for kind in ("mwms", "single"))
+    a, b = (tfprobe.read_logdir(chief / kind, pivot=True).drop(columns="wall_time").reset_index(drop=True)
+            for kind in ("mwms", "single"))
     assert sorted(set(a[a.run == "a"].step)) == [12, 16] and sorted(set(a[a.run == "b"].step)) == [20, 24]
     assert len(a) == 5 * 4 and a["grad_rms"].notna().all()
+    assert a.loc[a.step == 24, "effective_rank"].notna().all()  # the chief's reference step, at the end of "b"
     # Each worker holds only its share of a weight's gradient: its norm is not recorded (as under MirroredStrategy).
     assert a["weight_grad_norm"].isna().all() and b["weight_grad_norm"].notna().any()
     pd.testing.assert_frame_equal(a.drop(columns="weight_grad_norm"), b.drop(columns="weight_grad_norm"), rtol=1e-5)
