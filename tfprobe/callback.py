@@ -70,7 +70,6 @@ def writes(strategy):
         return True
 
 
-
 class LayerProbe(keras.callbacks.Callback):
     """Records per-layer activation statistics during `fit`, for TensorBoard and pandas.
 
