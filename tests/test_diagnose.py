@@ -65,6 +65,18 @@ def test_dead_layer_suppresses_its_other_findings():
     assert out[["layer", "kind", "stat"]].values.tolist() == [["b", "dead_layer", "zero_fraction"]]
 
 
+def test_a_layer_is_judged_until_the_window_it_dies_in():
+    # examples/find_the_bug.py's exploding_lr run: SGD overshoots, `b`'s std jumps 1e8x at step 20, then its
+    # weights are NaN and its ReLU outputs 0. The explosion was hidden behind the later dead_layer.
+    rows = set_stats(healthy_run(), "b", (20,), std=1e8)
+    rows = set_stats(rows, "b", (30, 40), zero_fraction=1.0, near_zero_fraction=1.0, dead_unit_fraction=1.0, std=0.0)
+    out = tfprobe.diagnose(frame(rows), CHAIN, transient_windows=0)
+    got = out[["layer", "kind", "first_step", "last_step"]].values.tolist()
+    assert ["b", "exploding_time", 20, 20] in got and ["b", "dead_layer", 30, 40] in got
+    assert {k for _l, k, _f, _s in got} == {"exploding_time", "exploding_depth", "vanishing_depth", "std_drift", "dead_layer"}
+    assert all(first <= 20 for layer, kind, first, _s in got if kind != "dead_layer")  # nothing judged once dead
+
+
 @pytest.mark.parametrize("with_layers", [False, True])
 def test_every_layer_dead_reports_every_layer(with_layers):
     # was KeyError: 'run' (no usable std anywhere): `tfprobe report` and /health crashed on a dead network

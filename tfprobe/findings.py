@@ -259,8 +259,8 @@ class Context:
 
     `wide`: one row per (run, layer, step) with one column per statistic, plus
     `window` (0-based index of the step among the run's logged steps),
-    `last_window` (the run's) and `alive` (False for every window of a layer
-    that is dead in some window). `series`: one row per (run, layer) with
+    `last_window` (the run's) and `alive` (False from the first window in which
+    the layer is dead on; the windows before it are judged like any other). `series`: one row per (run, layer) with
     `order, class, bounds, shape, inputs, is_output, scaled, renormalized, one_sided,
     zeros_in_saturation, softmax_k`. `t`: the thresholds.
     """
@@ -316,7 +316,9 @@ def context(df: pd.DataFrame, layers: pd.DataFrame | None = None, **kwargs) -> C
     ctx = Context(wide, _series_table(wide, layers), t)
     if not wide.empty:
         dead = ctx.dead_mask("zero_fraction") | ctx.dead_mask("near_zero_fraction")
-        wide["alive"] = ~dead.groupby([wide["run"], wide["layer"]]).transform("any")
+        # `wide` is sorted by step within each layer: a layer is judged up to the window in which it died
+        # (a learning rate that blows the activations up, then leaves the ReLUs dead, is an explosion first)
+        wide["alive"] = dead.astype(int).groupby([wide["run"], wide["layer"]]).cummax().eq(0)
     return ctx
 
 
@@ -391,8 +393,8 @@ def check_nan_inf(ctx):
 
 @register("dead_layer")
 def check_dead_layer(ctx):
-    """`zero_fraction` (else `near_zero_fraction`) at least `dead_layer_fraction`. A dead layer gets no other
-    finding except NaN/Inf."""
+    """`zero_fraction` (else `near_zero_fraction`) at least `dead_layer_fraction`. From the first window in
+    which a layer is dead on, it gets no other finding except NaN/Inf."""
     out, seen = [], set()
     for stat in ("zero_fraction", "near_zero_fraction"):
         if stat not in ctx.wide.columns:
