@@ -324,10 +324,11 @@ class LayerProbe(keras.callbacks.Callback):
     def _write_window(self):
         self._pending = False
         try:
-            step, results, histograms = self._recorder.window()
-            if results or histograms:
+            step, results, histograms, grad_histograms = self._recorder.window()
+            if results or histograms or grad_histograms:
                 infos = {name: s.info for name, s in self._recorder.series.items()}
-                self.bytes_written += self._writer.write_window(step, infos, results, histograms)
+                self.bytes_written += self._writer.write_window(step, infos, results, histograms,
+                                                                grad_histograms=grad_histograms)
                 self.windows_written += 1
         except RecordingError:
             raise
