@@ -58,12 +58,13 @@ def loss_scale(optimizer):
 class BackwardPass:
     """What a traced step folds of its backward pass: each tap's activation gradient, each layer's weight figures.
 
-    `begin(optimizer, iterations, record)` before the step; `watch(series,
-    tensor)` for each tap (the model goes on with the returned identity);
-    `end(...)` after it folds everything on recorded steps whose update the
+    `begin(optimizer, iterations, record, hist)` before the step;
+    `watch(series, tensor)` for each tap (the model goes on with the
+    returned identity); `end(...)` after it folds everything on recorded
+    steps (the gradient histograms on histogram steps) whose update the
     optimizer applied (a loss-scale optimizer skips steps with non-finite
-    gradients, and `iterations` does not advance then). Gradients are
-    divided by the step's loss scale.
+    gradients, and `iterations` does not advance then; those steps are
+    counted instead, `SKIPPED`). Gradients are divided by the step's loss scale.
     """
 
     def __init__(self, chosen):
