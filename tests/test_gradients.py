@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import warnings
+
 import keras
 import numpy as np
 import pytest
@@ -358,3 +360,29 @@ def test_no_skipped_steps_without_loss_scaling(tmp_path):
               callbacks=[tfprobe.LayerProbe(tmp_path, record_freq=1, gradients=True)])
     wide = tfprobe.read_logdir(tmp_path, pivot=True)
     assert "grad_rms" in wide and "skipped_steps" not in wide
+
+
+def test_windows_of_skipped_steps_only_go_on_until_a_step_is_applied(tmp_path):
+    def build():
+        keras.utils.set_random_seed(3)
+        return keras.Sequential([keras.Input((6,)), keras.layers.Dense(8, activation="relu", name="h"),
+                                 keras.layers.Dense(2, name="out", dtype="float32")])
+
+    model = mixed_model(build)
+    optimizer = keras.optimizers.LossScaleOptimizer(keras.optimizers.SGD(0.0), initial_scale=2.0**19)
+    model.compile(optimizer, "mse")
+    steps, batch = 12, 8
+    log = StepLog()
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # no "written again at the same step" warning on reading either
+        model.fit(data(steps * batch, (6,)), data(steps * batch, (2,), seed=1), batch_size=batch, shuffle=False,
+                  verbose=0, callbacks=[tfprobe.LayerProbe(tmp_path, record_freq=1, log_freq=1, gradients=True), log])
+        wide = tfprobe.read_logdir(tmp_path, pivot=True).set_index("layer").loc["h"]
+    applied = int(optimizer.iterations.numpy())
+    assert 4 <= applied < steps and not log.applied[0]
+    # One window per applied step (a window per batch would repeat steps: the step counts applied updates);
+    # the skipped steps before each are counted in it, and every batch's activations are in some window.
+    assert wide["step"].tolist() == list(range(1, applied + 1))
+    runs = np.split(np.array(log.applied), np.flatnonzero(log.applied) + 1)[:-1]  # skipped..., applied
+    assert wide["skipped_steps"].tolist() == [len(r) - 1 for r in runs]
+    assert wide["grad_rms"].notna().all()

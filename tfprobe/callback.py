@@ -235,6 +235,7 @@ class LayerProbe(keras.callbacks.Callback):
         self._host_step = self._epoch_base = start
         self._next_log = (start // self.log_freq + 1) * self.log_freq
         self._pending = False
+        self._last_step = start  # the step of the last window (a window is written when the step passed it)
         self._windows_at_start = self.windows_written
 
     def _share(self, model, chosen, kernel_name):
@@ -306,7 +307,7 @@ class LayerProbe(keras.callbacks.Callback):
         self._active = False
         try:
             if self._pending:
-                self._write_window()
+                self._write_window(final=True)
             self._reference_step()
         finally:
             self.detach()
@@ -321,10 +322,18 @@ class LayerProbe(keras.callbacks.Callback):
         warnings.warn(f"tfprobe.LayerProbe wrote nothing to {self.log_dir!r} in this `fit` ({why}).", RuntimeWarning,
                       stacklevel=3)
 
-    def _write_window(self):
-        self._pending = False
+    def _write_window(self, final=False):
         try:
+            if self._recorder.counts_skipped_steps and self._recorder.step() == self._last_step:
+                # A loss-scale optimizer skipped every step since the last window (the global step did not
+                # advance): a window at the same step would replace that one. The window goes on; at the end
+                # of training, holding skipped steps only, it is dropped.
+                if final:
+                    self._recorder.window()
+                return
+            self._pending = False
             step, results, histograms, grad_histograms = self._recorder.window()
+            self._last_step = step
             if results or histograms or grad_histograms:
                 infos = {name: s.info for name, s in self._recorder.series.items()}
                 self.bytes_written += self._writer.write_window(step, infos, results, histograms,

@@ -300,6 +300,16 @@ class Recorder:
 
     # -- host side ----------------------------------------------------------------------
 
+    def step(self):
+        """The global step of the last step that ran (the step `window()` writes), read on the host."""
+        acc = self.accumulators
+        return int(acc.strategy.experimental_local_results(acc.step)[0].numpy())
+
+    @property
+    def counts_skipped_steps(self):
+        """Whether the steps a loss-scale optimizer skips are counted (`tfprobe.backward.SKIPPED`)."""
+        return backward.SKIPPED in self.accumulators.slots
+
     def window(self):
         """Reads, resets and finalizes one window.
 
