@@ -386,3 +386,13 @@ def test_windows_of_skipped_steps_only_go_on_until_a_step_is_applied(tmp_path):
     runs = np.split(np.array(log.applied), np.flatnonzero(log.applied) + 1)[:-1]  # skipped..., applied
     assert wide["skipped_steps"].tolist() == [len(r) - 1 for r in runs]
     assert wide["grad_rms"].notna().all()
+
+
+def test_a_fit_whose_every_step_is_skipped_says_so(tmp_path):
+    model = mixed_model(lambda: keras.Sequential([keras.Input((6,)), keras.layers.Dense(8, name="h"),
+                                                  keras.layers.Dense(2, name="out", dtype="float32")]))
+    model.compile(keras.optimizers.LossScaleOptimizer(keras.optimizers.SGD(0.0), initial_scale=2.0**60), "mse")
+    with pytest.warns(RuntimeWarning, match="wrote nothing .*[(]the loss-scale optimizer skipped every step"):
+        model.fit(data(16, (6,)), data(16, (2,), seed=1), batch_size=8, verbose=0,
+                  callbacks=[tfprobe.LayerProbe(tmp_path, record_freq=1, log_freq=1, gradients=True)])
+    assert int(model.optimizer.iterations.numpy()) == 0

@@ -236,6 +236,7 @@ class LayerProbe(keras.callbacks.Callback):
         self._next_log = (start // self.log_freq + 1) * self.log_freq
         self._pending = False
         self._last_step = start  # the step of the last window (a window is written when the step passed it)
+        self._all_skipped = False
         self._windows_at_start = self.windows_written
 
     def _share(self, model, chosen, kernel_name):
@@ -318,7 +319,9 @@ class LayerProbe(keras.callbacks.Callback):
 
     def _warn_nothing_written(self):
         reasons = {**self._recorder.dropped, **self._instrumentation.capture.skipped}
-        why = "; ".join(f"{name}: {reason}" for name, reason in list(reasons.items())[:5]) or "no recorded values"
+        why = "; ".join(f"{name}: {reason}" for name, reason in list(reasons.items())[:5]) or (
+            "the loss-scale optimizer skipped every step: non-finite gradients" if self._all_skipped
+            else "no recorded values")
         warnings.warn(f"tfprobe.LayerProbe wrote nothing to {self.log_dir!r} in this `fit` ({why}).", RuntimeWarning,
                       stacklevel=3)
 
@@ -330,6 +333,7 @@ class LayerProbe(keras.callbacks.Callback):
                 # of training, holding skipped steps only, it is dropped.
                 if final:
                     self._recorder.window()
+                    self._all_skipped = self.windows_written == self._windows_at_start
                 return
             self._pending = False
             step, results, histograms, grad_histograms = self._recorder.window()
