@@ -35,7 +35,7 @@ _LAYER_COLUMNS = [
 ]
 _IGNORED, _SCALAR, _HIST, _GRAD_HIST = 0, 1, 2, 3
 _HIST_KINDS = {_HIST: "activation", _GRAD_HIST: "gradient"}  # key kind -> `quantity` (metadata.HISTOGRAM_QUANTITIES)
-HISTOGRAM_QUANTITIES = ("activation", "gradient", "all")
+HISTOGRAM_QUANTITIES = (*metadata.HISTOGRAM_QUANTITIES, "all")
 """The values of `read_histograms(quantity=...)`."""
 _PROGRESS_DELAY = 2.0  # seconds before a progress bar appears
 
