@@ -109,7 +109,7 @@ def time_pieces(recorder, saved, windows, logdir):
             for (v, _), value in zip(accumulators.layout(), saved):
                 v.assign(value)
             t0 = time.perf_counter()
-            step, results, histograms = recorder.window()
+            step, results, histograms, _grad_histograms = recorder.window()
             t1 = time.perf_counter()
             n = writer.write_window(step, infos, results, histograms)
             t2 = time.perf_counter()

@@ -151,6 +151,23 @@ def test_export_wide_and_histograms(synthetic_logdir, tmp_path, capsys):
     assert {"bucket", "count"} <= set(pd.read_parquet(tmp_path / "h.pq").columns)
 
 
+def test_export_gradient_histograms(tmp_path, capsys, helpers):
+    writer = WindowWriter(str(tmp_path / "logs" / "r"))
+    hist = helpers.hist_for(1)
+    writer.write_window(1, {"h": helpers.info_for(0, "h")}, {"h": {"mean": 1.0}}, {"h": hist}, grad_histograms={"h": 2 * hist})
+    writer.close()
+    logs, out = str(tmp_path / "logs"), tmp_path / "h.csv"
+    for quantity, want in ((None, {"activation"}), ("gradient", {"gradient"}), ("all", {"activation", "gradient"})):
+        args = ["--quantity", quantity] if quantity else []
+        assert run_cli(capsys, "export", logs, str(out), "--histograms", *args)[0] == 0
+        got = pd.read_csv(out)
+        assert set(got["quantity"]) == want
+        for q in want:
+            assert got.loc[got["quantity"] == q, "count"].sum() == hist.sum() * (2 if q == "gradient" else 1)
+    code, _, err = run_cli(capsys, "export", logs, str(out), "--quantity", "gradient")
+    assert code == 2 and err.strip() == "tfprobe: --quantity gradient picks histograms; add --histograms"
+
+
 @pytest.mark.parametrize(
     "target, needle",
     [("missing/dir/stats.csv", "does not exist"), ("dir.csv", "is a directory"), ("a_file/stats.csv", "is not a directory")],

@@ -42,7 +42,8 @@ SCRIPT = textwrap.dedent(
     # The weight-gradient norm is not recorded under several replicas (documented); everything else is equal.
     assert a["weight_grad_norm"].isna().all() and b["weight_grad_norm"].notna().sum() == 3 * 2
     pd.testing.assert_frame_equal(a.drop(columns="weight_grad_norm"), b.drop(columns="weight_grad_norm"), rtol=1e-5)
-    ha = tfprobe.read_histograms(LOGDIR)
+    ha = tfprobe.read_histograms(LOGDIR, quantity="all")  # the activations' and their gradients'
+    assert set(ha["quantity"]) == {"activation", "gradient"}
     ca = ha[ha.run == "mirrored"].drop(columns=["run", "wall_time"]).reset_index(drop=True)
     cb = ha[ha.run == "single"].drop(columns=["run", "wall_time"]).reset_index(drop=True)
     pd.testing.assert_frame_equal(ca, cb)
@@ -68,6 +69,19 @@ SCRIPT = textwrap.dedent(
         probe.on_train_end()
     import os
     assert not os.path.exists(f"{LOGDIR}/central")
+
+    # Steps a loss-scale optimizer skips are counted once, not once per replica.
+    keras.mixed_precision.set_global_policy("mixed_float16")
+    with strategy.scope():
+        mixed = keras.Sequential([keras.Input((6, 6, 2)), keras.layers.Flatten(name="flat"),
+                                  keras.layers.Dense(4, name="h"), keras.layers.Dense(1, name="out", dtype="float32")])
+        optimizer = keras.optimizers.LossScaleOptimizer(keras.optimizers.SGD(0.0), initial_scale=2.0**24)
+        mixed.compile(optimizer, "mse")
+    keras.mixed_precision.set_global_policy("float32")
+    probe = tfprobe.LayerProbe(f"{LOGDIR}/mixed", record_freq=1, log_freq=12, gradients=True)
+    mixed.fit(x, y, batch_size=8, epochs=1, shuffle=False, verbose=0, callbacks=[probe])
+    skipped = tfprobe.read_logdir(f"{LOGDIR}/mixed", pivot=True).set_index("layer")["skipped_steps"]
+    assert 0 < skipped["h"] == skipped["out"] == 12 - int(optimizer.iterations.numpy()) < 12, skipped
     print("ok")
     """
 )

@@ -2,12 +2,16 @@
 
 from __future__ import annotations
 
+import warnings
+
 import keras
 import numpy as np
+import oracle as oracle_module
 import pytest
 import tensorflow as tf
 
 import tfprobe
+from tfprobe import metadata, native
 from tfprobe.capture import Capture
 from tfprobe.selection import select
 
@@ -207,3 +211,188 @@ def test_mixed_float16_gradients_are_unscaled(tmp_path):
         g = tape.gradient(loss, reference.get_layer("h").trainable_weights)
         norms.append(np.sqrt(sum(np.sum(np.asarray(t, np.float64) ** 2) for t in g)))
     assert wide.loc["h", "weight_grad_norm"] == pytest.approx(np.mean(norms), rel=1e-2)  # unscaled, averaged
+
+
+NATIVE = pytest.param("native", marks=pytest.mark.skipif(native._compiler() is None, reason="no C++ compiler"))
+
+
+def scaled_oracle_gradients(model, x, y, scale=None):
+    """`{series: dL/da}` as a loss-scale optimizer's step computes it: of the loss times `scale` (default: the
+    optimizer's), cast to float32, divided by `scale`."""
+    scale = float(model.optimizer.scale_loss(tf.constant(1.0))) if scale is None else scale
+    found = {}
+    with Capture(select(model, None)) as capture, tf.GradientTape(persistent=True) as tape:
+        def on_tap(tap):
+            tape.watch(tap.tensor)
+            found[tap.series] = tap.tensor
+
+        with capture.collecting(on_tap):
+            y_pred = model(x, training=True)
+        loss = model.compute_loss(x=x, y=y, y_pred=y_pred, training=True) * scale
+    grads = {name: tape.gradient(loss, tensor) for name, tensor in found.items()}
+    return {name: None if g is None else tf.cast(g, tf.float32) / scale for name, g in grads.items()}
+
+
+def mixed_model(build):
+    keras.mixed_precision.set_global_policy("mixed_float16")
+    try:
+        return build()
+    finally:
+        keras.mixed_precision.set_global_policy("float32")
+
+
+def histogram_counts(frame, layer):
+    """`{bucket: count}` of one layer's histogram, checking each bucket's range against the metadata."""
+    rows = frame[frame["layer"] == layer]
+    edges = metadata.histogram_buckets()
+    assert all((r.left, r.right) == edges[r.bucket] for r in rows.itertuples()), layer
+    counts = np.zeros(metadata.NUM_BUCKETS, np.int64)
+    np.add.at(counts, rows["bucket"].to_numpy(), rows["count"].to_numpy())
+    return counts
+
+
+@pytest.mark.parametrize("policy", ["float32", "mixed_float16"])
+@pytest.mark.parametrize("kernel", ["graph", NATIVE])
+def test_gradient_histograms_match_the_oracle(tmp_path, kernel, policy):
+    def build():
+        keras.utils.set_random_seed(5)
+        return keras.Sequential([
+            keras.Input((6, 6, 2)),
+            keras.layers.Conv2D(4, 3, activation="relu", name="conv"),
+            keras.layers.MaxPooling2D(name="pool"),
+            keras.layers.Flatten(name="flat"),
+            keras.layers.Dense(3, activation="softmax", name="head", dtype="float32"),
+        ])
+
+    model = mixed_model(build) if policy == "mixed_float16" else build()
+    model.compile(keras.optimizers.SGD(0.0), "sparse_categorical_crossentropy")
+    x, y = data(32, (6, 6, 2)), np.arange(32) % 3
+    # 4 steps: statistics on steps 1 (the first) and 4, histograms on steps 1, 2 and 4 (step 2: histograms only)
+    probe = tfprobe.LayerProbe(tmp_path, record_freq=4, histogram_freq=2, log_freq=4, gradients=True, kernel=kernel)
+    model.fit(x, y, batch_size=8, shuffle=False, verbose=0, callbacks=[probe])
+    oracle = scaled_oracle_gradients if policy == "mixed_float16" else oracle_gradients
+    per_batch = [oracle(model, x[i * 8:(i + 1) * 8], y[i * 8:(i + 1) * 8]) for i in range(4)]
+    grads, acts = (tfprobe.read_histograms(tmp_path, quantity=q) for q in ("gradient", "activation"))
+    assert set(grads["quantity"]) == {"gradient"} and set(acts["quantity"]) == {"activation"}
+    assert set(grads["layer"]) == {"conv", "pool", "flat"}  # the softmax's loss reads its logits: no gradient
+    wide = tfprobe.read_logdir(tmp_path, pivot=True).set_index("layer")
+    for name in ("conv", "pool", "flat"):
+        got = histogram_counts(grads, name)
+        want = oracle_module.histogram(np.concatenate([np.ravel(per_batch[i][name]) for i in (0, 1, 3)]))
+        np.testing.assert_array_equal(got, want, err_msg=name)
+        assert got.sum() == histogram_counts(acts, name).sum()  # the activation histograms' steps
+        stats = oracle_stats([per_batch[i][name] for i in (0, 3)])  # the recorded steps only
+        np.testing.assert_allclose(wide.loc[name, "grad_rms"], stats["grad_rms"], rtol=1e-4, err_msg=name)
+    assert "skipped_steps" not in wide or policy == "mixed_float16"
+
+
+def test_gradient_histograms_are_off_with_histograms_off(tmp_path):
+    model = keras.Sequential([keras.Input((4,)), keras.layers.Dense(3, activation="relu", name="h"),
+                              keras.layers.Dense(1, name="out")])
+    model.compile(keras.optimizers.SGD(0.0), "mse")
+    model.fit(data(16, (4,)), data(16, (1,), seed=1), batch_size=8, verbose=0,
+              callbacks=[tfprobe.LayerProbe(tmp_path, record_freq=1, histogram_freq=0, gradients=True)])
+    assert tfprobe.read_histograms(tmp_path, quantity="all").empty
+    assert "grad_rms" in tfprobe.read_logdir(tmp_path, pivot=True)
+
+
+class StepLog(keras.callbacks.Callback):
+    """Per batch: whether the optimizer applied its update, and the loss scale it was computed with."""
+
+    def on_train_begin(self, logs=None):
+        self.applied, self.scales = [], [self.scale()]
+        self._iterations = int(self.model.optimizer.iterations.numpy())
+
+    def on_train_batch_end(self, batch, logs=None):
+        iterations = int(self.model.optimizer.iterations.numpy())
+        self.applied.append(iterations != self._iterations)
+        self._iterations = iterations
+        self.scales.append(self.scale())
+
+    def scale(self):
+        return float(self.model.optimizer.scale_loss(tf.constant(1.0)))
+
+
+@pytest.mark.parametrize("kernel", ["graph", NATIVE])
+def test_skipped_steps_are_counted_and_left_out(tmp_path, kernel):
+    def build():
+        keras.utils.set_random_seed(3)
+        return keras.Sequential([keras.Input((6,)), keras.layers.Dense(8, activation="relu", name="h"),
+                                 keras.layers.Dense(2, name="out", dtype="float32")])
+
+    model = mixed_model(build)
+    # Gradients of the scaled loss overflow float16 until the optimizer has halved this scale a few times
+    # (here the 1st, 2nd and 5th steps are skipped: not only leading ones).
+    optimizer = keras.optimizers.LossScaleOptimizer(keras.optimizers.SGD(0.0), initial_scale=2.0**19)
+    model.compile(optimizer, "mse")
+    steps, batch = 12, 8
+    x, y = data(steps * batch, (6,)), data(steps * batch, (2,), seed=1)
+    probe = tfprobe.LayerProbe(tmp_path, record_freq=1, histogram_freq=1, log_freq=steps, gradients=True, kernel=kernel)
+    log = StepLog()
+    model.fit(x, y, batch_size=batch, shuffle=False, verbose=0, callbacks=[probe, log])
+    applied = [i for i in range(steps) if log.applied[i]]
+    assert 4 <= len(applied) <= steps - 1
+    wide = tfprobe.read_logdir(tmp_path, pivot=True).set_index("layer")
+    hists = tfprobe.read_histograms(tmp_path, quantity="gradient")
+    batches = [(x[i * batch:(i + 1) * batch], y[i * batch:(i + 1) * batch], log.scales[i]) for i in applied]
+    per_batch = [scaled_oracle_gradients(model, *b) for b in batches]
+    for name in ("h", "out"):
+        assert wide.loc[name, "skipped_steps"] == steps - len(applied)
+        want = oracle_stats([b[name] for b in per_batch])
+        for stat in GRAD_STATS:
+            np.testing.assert_allclose(wide.loc[name, stat], want[stat], rtol=1e-4, err_msg=f"{name} {stat}")
+        assert wide.loc[name, "grad_nan_count"] == 0 and wide.loc[name, "grad_inf_count"] == 0
+        np.testing.assert_array_equal(histogram_counts(hists, name),
+                                      oracle_module.histogram(np.concatenate([np.ravel(b[name]) for b in per_batch])))
+    norms = []
+    for xb, yb, scale in batches:
+        with tf.GradientTape() as tape:
+            loss = model.compute_loss(x=xb, y=yb, y_pred=model(xb, training=True), training=True) * scale
+        g = tape.gradient(loss, model.get_layer("h").trainable_weights)
+        norms.append(np.sqrt(sum(np.sum((np.asarray(t, np.float64) / scale) ** 2) for t in g)))
+    assert wide.loc["h", "weight_grad_norm"] == pytest.approx(np.mean(norms), rel=1e-3)
+
+
+def test_no_skipped_steps_without_loss_scaling(tmp_path):
+    model = keras.Sequential([keras.Input((4,)), keras.layers.Dense(2, name="d")])
+    model.compile(keras.optimizers.SGD(0.0), "mse")
+    model.fit(data(16, (4,)), data(16, (2,), seed=1), batch_size=8, verbose=0,
+              callbacks=[tfprobe.LayerProbe(tmp_path, record_freq=1, gradients=True)])
+    wide = tfprobe.read_logdir(tmp_path, pivot=True)
+    assert "grad_rms" in wide and "skipped_steps" not in wide
+
+
+def test_windows_of_skipped_steps_only_go_on_until_a_step_is_applied(tmp_path):
+    def build():
+        keras.utils.set_random_seed(3)
+        return keras.Sequential([keras.Input((6,)), keras.layers.Dense(8, activation="relu", name="h"),
+                                 keras.layers.Dense(2, name="out", dtype="float32")])
+
+    model = mixed_model(build)
+    optimizer = keras.optimizers.LossScaleOptimizer(keras.optimizers.SGD(0.0), initial_scale=2.0**19)
+    model.compile(optimizer, "mse")
+    steps, batch = 12, 8
+    log = StepLog()
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # no "written again at the same step" warning on reading either
+        model.fit(data(steps * batch, (6,)), data(steps * batch, (2,), seed=1), batch_size=batch, shuffle=False,
+                  verbose=0, callbacks=[tfprobe.LayerProbe(tmp_path, record_freq=1, log_freq=1, gradients=True), log])
+        wide = tfprobe.read_logdir(tmp_path, pivot=True).set_index("layer").loc["h"]
+    applied = int(optimizer.iterations.numpy())
+    assert 4 <= applied < steps and not log.applied[0]
+    # One window per applied step (a window per batch would repeat steps: the step counts applied updates);
+    # the skipped steps before each are counted in it, and every batch's activations are in some window.
+    assert wide["step"].tolist() == list(range(1, applied + 1))
+    runs = np.split(np.array(log.applied), np.flatnonzero(log.applied) + 1)[:-1]  # skipped..., applied
+    assert wide["skipped_steps"].tolist() == [len(r) - 1 for r in runs]
+    assert wide["grad_rms"].notna().all()
+
+
+def test_a_fit_whose_every_step_is_skipped_says_so(tmp_path):
+    model = mixed_model(lambda: keras.Sequential([keras.Input((6,)), keras.layers.Dense(8, name="h"),
+                                                  keras.layers.Dense(2, name="out", dtype="float32")]))
+    model.compile(keras.optimizers.LossScaleOptimizer(keras.optimizers.SGD(0.0), initial_scale=2.0**60), "mse")
+    with pytest.warns(RuntimeWarning, match="wrote nothing .*[(]the loss-scale optimizer skipped every step"):
+        model.fit(data(16, (6,)), data(16, (2,), seed=1), batch_size=8, verbose=0,
+                  callbacks=[tfprobe.LayerProbe(tmp_path, record_freq=1, log_freq=1, gradients=True)])
+    assert int(model.optimizer.iterations.numpy()) == 0

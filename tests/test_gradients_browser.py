@@ -110,7 +110,7 @@ def test_runs_of_different_depth_share_one_layer_axis(page, server):
     assert merge == ["stem", "conv1", "dense1", "dense2", "dense3", "logits"]
 
 
-def test_gradient_statistics_in_overview_and_layer_detail(page, server):
+def test_gradient_statistics_in_overview_and_layer_detail(page, server, helpers):
     frame = open_dashboard(page, server.base)
     options = frame.locator("#stat-select option").all_text_contents()
     assert {"grad_rms", "grad_zero_fraction", "weight_norm", "update_ratio"} <= set(options)
@@ -124,4 +124,11 @@ def test_gradient_statistics_in_overview_and_layer_detail(page, server):
     frame.locator("body[data-view=layer][data-status=ready]").wait_for(timeout=TIMEOUT)
     charts = frame.locator("#layer-charts .chart-card")
     assert {"grad_rms", "update_ratio"} <= {charts.nth(i).get_attribute("data-stat") for i in range(charts.count())}
+    # the first step of the fit has histograms: the activation's, and its gradient's next to it
+    panels = frame.locator(".hist-block .hist-panel")
+    assert [panels.nth(i).get_attribute("data-quantity") for i in range(panels.count())] == ["activation", "gradient"]
+    assert panels.locator(".heatmap-canvas").count() == 2
+    assert "dL/da" in panels.nth(1).locator("h4").text_content()
+    panels.nth(1).scroll_into_view_if_needed()
+    base.shot(page, helpers, "layer_gradient_histogram")
     assert not page.errors

@@ -150,6 +150,9 @@ HOSTILE = {
     "hist_wrong_length": (
         "tfprobe/bad/histogram", "tfprobe_hist", _content(), _tensor(types_pb2.DT_INT64, [4], int64_val=[1, 2, 3, 4])
     ),
+    "scalar_under_grad_hist": ("tfprobe/bad/grad_histogram", "tfprobe_grad_hist", _content(), SCALAR),
+    "grad_hist_wrong_length": ("tfprobe/bad/grad_histogram", "tfprobe_grad_hist", _content(),
+                               _tensor(types_pb2.DT_INT64, [4], int64_val=[1, 2, 3, 4])),
     "not_a_tfprobe_tag": ("loss", "tfprobe", _content(), SCALAR),
     "order_is_a_string": ("tfprobe/bad/mean", "tfprobe", _content(order="1"), SCALAR),
     "order_is_null": ("tfprobe/bad/mean", "tfprobe", _content(order=None), SCALAR),

@@ -144,17 +144,18 @@ def _fit(tmp_path, name, weights=None, **kwargs):
 @needs_compiler
 def test_native_and_graph_kernels_log_the_same_windows(tmp_path):
     weights = _model().get_weights()
-    native_probe = _fit(tmp_path, "native", weights, kernel="native", sample_size=5)
-    graph_probe = _fit(tmp_path, "graph", weights, kernel="graph", sample_size=5)
+    native_probe = _fit(tmp_path, "native", weights, kernel="native", sample_size=5, gradients=True)
+    graph_probe = _fit(tmp_path, "graph", weights, kernel="graph", sample_size=5, gradients=True)
     assert native_probe._recorder.kernel.name == "native" and graph_probe._recorder.kernel.name == "graph"
     a = tfprobe.read_logdir(tmp_path / "native").drop(columns=["run", "wall_time"])
     b = tfprobe.read_logdir(tmp_path / "graph").drop(columns=["run", "wall_time"])
     assert len(a) == len(b) > 0
     np.testing.assert_allclose(a["value"], b["value"], rtol=1e-5, atol=1e-7)
     assert (a.drop(columns="value").values == b.drop(columns="value").values).all()
-    ha = tfprobe.read_histograms(tmp_path / "native").drop(columns=["run", "wall_time"])
-    hb = tfprobe.read_histograms(tmp_path / "graph").drop(columns=["run", "wall_time"])
-    assert len(ha) > 0 and ha.equals(hb)
+    assert "grad_rms" in set(a["stat"])
+    ha = tfprobe.read_histograms(tmp_path / "native", quantity="all").drop(columns=["run", "wall_time"])
+    hb = tfprobe.read_histograms(tmp_path / "graph", quantity="all").drop(columns=["run", "wall_time"])
+    assert len(ha) > 0 and ha.equals(hb) and set(ha["quantity"]) == {"activation", "gradient"}
 
 
 def test_auto_falls_back_to_graph_ops_without_a_compiler(tmp_path, monkeypatch, caplog):

@@ -30,7 +30,8 @@ PREFIX = f"/data/plugin/{metadata.PLUGIN_NAME}"
 
 
 def make_provider(logdir):
-    mux = pem.EventMultiplexer(tensor_size_guidance={metadata.PLUGIN_NAME: 0, metadata.HIST_PLUGIN_NAME: 0})
+    mux = pem.EventMultiplexer(tensor_size_guidance={metadata.PLUGIN_NAME: 0, metadata.HIST_PLUGIN_NAME: 0,
+                                                     metadata.GRAD_HIST_PLUGIN_NAME: 0})
     mux.AddRunsFromDirectory(str(logdir))
     mux.Reload()
     return mdp.MultiplexerDataProvider(mux, str(logdir))
@@ -259,6 +260,30 @@ def test_histogram_buckets_by_steps(client, helpers):
 def test_histogram_absent_is_empty(client, helpers):
     body = get_json(client, "histogram", run=helpers.RUN_TRAIN, layer="split:1")
     assert body["steps"] == [] and body["counts"] == []
+    body = get_json(client, "histogram", run=helpers.RUN_TRAIN, layer="conv2d", quantity="gradient")
+    assert body["quantity"] == "gradient" and body["steps"] == [] and body["counts"] == []
+
+
+def test_gradient_histogram_next_to_the_activation_one(tmp_path, helpers):
+    infos = {name: helpers.info_for(i, name) for i, name in enumerate(("h", "out"))}
+    writer = WindowWriter(str(tmp_path / "run"))
+    grad = np.zeros(metadata.NUM_BUCKETS, np.int64)
+    for step in (5, 10):
+        grad[metadata.HIST_ZERO_BUCKET - 12 : metadata.HIST_ZERO_BUCKET - 9] = [step, 2 * step, 3]
+        writer.write_window(step, infos, {n: {"mean": 1.0, "grad_rms": 0.1} for n in infos},
+                            {n: helpers.hist_for(step) for n in infos}, grad_histograms={"h": grad})
+    writer.close()
+    client = make_client(make_provider(tmp_path))
+    layers = {l["name"]: l for l in get_json(client, "layers", run="run")["runs"]["run"]["layers"]}
+    assert [(l["histogram"], l["grad_histogram"]) for l in layers.values()] == [(True, True), (True, False)]
+    body = get_json(client, "histogram", run="run", layer="h", quantity="gradient")
+    assert body["quantity"] == "gradient" and body["steps"] == [5, 10]
+    assert body["first_bucket"] == metadata.HIST_ZERO_BUCKET - 12 and body["counts"] == [[5, 10, 3], [10, 20, 3]]
+    assert body["buckets"] == [list(metadata.histogram_buckets()[metadata.HIST_ZERO_BUCKET - 12 + k]) for k in range(3)]
+    activation = get_json(client, "histogram", run="run", layer="h")  # the default: unchanged
+    assert activation["quantity"] == "activation" and activation["counts"][1][0] == helpers.hist_for(10)[
+        activation["first_bucket"]]
+    assert get_json(client, "histogram", run="run", layer="out", quantity="gradient")["steps"] == []
 
 
 # ---------------------------------------------------------------- pooling
@@ -339,6 +364,7 @@ def test_health_uses_diagnose(client, helpers):
         ("scalars", {"run": "ghost", "layer": "conv2d", "stat": "mean"}, 404, "'ghost'"),
         ("scalars", {"run": "train", "layer": "conv2d", "stat": "mean", "points": 0}, 400, "points"),
         ("histogram", {"run": "train", "layer": "missing<b>"}, 404, "'missing<b>'"),
+        ("histogram", {"run": "train", "layer": "conv2d", "quantity": "grad"}, 400, "quantity='grad'"),
         ("pooling", {"run": "ghost"}, 404, "'ghost'"),
         ("funnel", {"run": "train", "step": 5}, 404, "step 5"),
         ("funnel", {"run": "train", "step": "abc"}, 400, "step"),
@@ -589,8 +615,10 @@ class _Flags:
 def test_fix_flags_defaults_and_user_values_win():
     flags = _Flags({})
     loader_module.TfprobeLoader().fix_flags(flags)
-    assert flags.samples_per_plugin == {metadata.PLUGIN_NAME: 0, metadata.HIST_PLUGIN_NAME: loader_module.HIST_DEFAULT_SAMPLES,
-                                        metadata.REPR_PLUGIN_NAME: 0, metadata.CKA_PLUGIN_NAME: 0}
+    hist = loader_module.HIST_DEFAULT_SAMPLES
+    assert flags.samples_per_plugin == {metadata.PLUGIN_NAME: 0, metadata.HIST_PLUGIN_NAME: hist,
+                                        metadata.GRAD_HIST_PLUGIN_NAME: hist, metadata.REPR_PLUGIN_NAME: 0,
+                                        metadata.CKA_PLUGIN_NAME: 0}
     flags = _Flags({metadata.PLUGIN_NAME: 50, "scalars": 7})
     loader_module.TfprobeLoader().fix_flags(flags)
     assert flags.samples_per_plugin[metadata.PLUGIN_NAME] == 50 and flags.samples_per_plugin["scalars"] == 7

@@ -46,14 +46,45 @@ def test_pivot_has_one_column_per_statistic(tmp_path):
 
 
 def test_histograms_and_layers(tmp_path):
-    _write_run(tmp_path / "r1", [1, 2])
+    _write_run(tmp_path / "r1", [1, 2])  # as every tfprobe before gradient histograms wrote them
     h = tfprobe.read_histograms(tmp_path)
-    assert h[["layer", "step", "bucket", "left", "right", "count"]].values.tolist() == [
-        ["a", 1, metadata.HIST_ZERO_BUCKET, 0.0, 0.0, 1],
-        ["a", 2, metadata.HIST_ZERO_BUCKET, 0.0, 0.0, 2],
+    assert list(h.columns) == ["run", "step", "wall_time", "layer", "quantity", "bucket", "left", "right", "count"]
+    assert h[["layer", "step", "quantity", "bucket", "left", "right", "count"]].values.tolist() == [
+        ["a", 1, "activation", metadata.HIST_ZERO_BUCKET, 0.0, 0.0, 1],
+        ["a", 2, "activation", metadata.HIST_ZERO_BUCKET, 0.0, 0.0, 2],
     ]
+    assert tfprobe.read_histograms(tmp_path, quantity="gradient").empty
+    assert tfprobe.read_histograms(tmp_path, quantity="all").equals(h)
     layers = tfprobe.read_layers(tmp_path)
     assert layers[["layer", "order", "class"]].values.tolist() == [["a", 0, "Dense"], ["b", 1, "Dense"]]
+
+
+def test_gradient_histograms_have_their_own_quantity(tmp_path):
+    w = WindowWriter(str(tmp_path))
+    infos = {name: {"series": name, "layer": name, "order": i} for i, name in enumerate("ab")}
+    for step in (1, 2):
+        act, grad = np.zeros(metadata.NUM_BUCKETS, np.int64), np.zeros(metadata.NUM_BUCKETS, np.int64)
+        act[metadata.HIST_ZERO_BUCKET + 3], grad[metadata.HIST_ZERO_BUCKET - 7] = step, 10 * step
+        w.write_window(step, infos, {"a": {"mean": 1.0}, "b": {"mean": 2.0}}, {"a": act, "b": act},
+                       grad_histograms={"b": grad})
+    w.close()
+    edges = metadata.histogram_buckets()
+    rows = lambda frame: frame[["layer", "step", "quantity", "bucket", "count"]].values.tolist()  # noqa: E731
+    up, down = metadata.HIST_ZERO_BUCKET + 3, metadata.HIST_ZERO_BUCKET - 7
+    acts = [[name, step, "activation", up, step] for name in "ab" for step in (1, 2)]
+    grads = [["b", step, "gradient", down, 10 * step] for step in (1, 2)]
+    assert rows(tfprobe.read_histograms(tmp_path)) == acts  # the default: the activations, as before
+    g = tfprobe.read_histograms(tmp_path, quantity="gradient")
+    assert rows(g) == grads and g[["left", "right"]].values.tolist() == [list(edges[down])] * 2
+    assert sorted(rows(tfprobe.read_histograms(tmp_path, quantity="all"))) == sorted(acts + grads)
+    assert set(tfprobe.read_logdir(tmp_path)["stat"]) == {"mean"}  # histograms are no statistics
+    assert tfprobe.read_layers(tmp_path)["layer"].tolist() == ["a", "b"]
+
+
+def test_histogram_quantity_is_checked(tmp_path):
+    with pytest.raises(ValueError, match="`quantity` must be one of 'activation', 'gradient', 'all'. "
+                                         "Received: quantity='grad'"):
+        tfprobe.read_histograms(tmp_path, quantity="grad")
 
 
 def test_empty_logdir(tmp_path):

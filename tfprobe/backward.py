@@ -24,10 +24,11 @@ from __future__ import annotations
 import functools
 import threading
 
+import keras
 import numpy as np
 import tensorflow as tf
 
-from tfprobe import stats
+from tfprobe import metadata, stats
 
 
 def watch(tensor, on_gradient):
@@ -57,12 +58,13 @@ def loss_scale(optimizer):
 class BackwardPass:
     """What a traced step folds of its backward pass: each tap's activation gradient, each layer's weight figures.
 
-    `begin(optimizer, iterations, record)` before the step; `watch(series,
-    tensor)` for each tap (the model goes on with the returned identity);
-    `end(...)` after it folds everything on recorded steps whose update the
+    `begin(optimizer, iterations, record, hist)` before the step;
+    `watch(series, tensor)` for each tap (the model goes on with the
+    returned identity); `end(...)` after it folds everything on recorded
+    steps (the gradient histograms on histogram steps) whose update the
     optimizer applied (a loss-scale optimizer skips steps with non-finite
-    gradients, and `iterations` does not advance then). Gradients are
-    divided by the step's loss scale.
+    gradients, and `iterations` does not advance then; those steps are
+    counted instead, `SKIPPED`). Gradients are divided by the step's loss scale.
     """
 
     def __init__(self, chosen):
@@ -79,11 +81,13 @@ class BackwardPass:
     def detach(self):
         self.weights.detach()
 
-    def begin(self, optimizer, iterations, record):
+    def begin(self, optimizer, iterations, record, hist=None):
+        """Starts a traced step: `record` and `hist` (None: no histograms) are the step's predicates."""
         self._t.grads, self._t.before = [], iterations
         self._t.scale = loss_scale(optimizer)
+        self._t.skips = isinstance(optimizer, keras.optimizers.LossScaleOptimizer)
         self.weights.begin(record)
-        self._t.record = record
+        self._t.record, self._t.hist = record, hist
 
     def watch(self, series, tensor):
         grads = self._t.grads
@@ -94,34 +98,81 @@ class BackwardPass:
         t = self._t
         applied = tf.constant(True) if iterations is None else tf.not_equal(tf.cast(iterations, tf.int64), t.before)
         record = tf.logical_and(t.record, applied)
+        hist = None if t.hist is None else tf.logical_and(t.hist, applied)
         grads, scale = t.grads, t.scale
         empty = {"grad_sums": stats.empty_sums(), "grad_maxes": stats.empty_maxes(None)}
+        if hist is not None:
+            empty["grad_hist"] = np.zeros(metadata.NUM_BUCKETS)
         accumulators.create_many({series.name: empty for series, _ in grads})
-
-        def fold_all():
-            sums, maxes = {}, {}
-
-            def fold(series, g):
-                with tf.name_scope("tfprobe_grad"):
-                    x2d = stats.as_rows(g) / tf.cast(scale, tf.float32)
-                    sums[series.name], maxes[series.name], _ = kernel.partials(x2d, None, None, False)
-
-            for series, g in grads:
-                guarded(series, fold, series, g)
-            live = {name for name in sums if name in accumulators.slots}  # a series may have failed meanwhile
-            accumulators.fold("grad_sums", {k: v for k, v in sums.items() if k in live}, "add")
-            accumulators.fold("grad_maxes", {k: v for k, v in maxes.items() if k in live}, "max")
-            return tf.constant(True)
-
-        tf.cond(record, fold_all, lambda: tf.constant(False))
+        no = lambda: tf.constant(False)  # noqa: E731
+        fold = functools.partial(_fold_gradients, grads, scale, kernel, guarded, accumulators)
+        if hist is not None and kernel.fuses_histogram:
+            tf.cond(tf.logical_or(record, hist), lambda: fold(with_stats=record, with_histogram=hist), no)
+        else:
+            tf.cond(record, lambda: fold(with_stats=True, with_histogram=False), no)
+            if hist is not None:
+                tf.cond(hist, lambda: fold(with_stats=False, with_histogram=True), no)
+        if t.skips and grads:
+            _count_skipped(accumulators, applied)
         figures = {path: f for path, f in self.weights.sums(record, scale).items() if path in series_by_name}
         accumulators.create_many({path: {"weights": np.zeros(4)} for path in figures})
         accumulators.fold("weights", figures, "add")
 
 
-def statistics(slots, near_zero):
-    """The gradient and weight statistics of one series' window (`tfprobe.metadata.GRADIENT_STATS`)."""
+SKIPPED = "\0skipped_steps"
+"""The accumulator entry (no series can be named so) counting a window's skipped steps, shared by every series."""
+
+
+def _count_skipped(accumulators, applied):
+    """Adds 1 to the window's skipped steps if the optimizer did not apply this step's update.
+
+    Each replica adds its share, so that the sum over replicas (how
+    accumulators combine) is 1 per skipped step.
+    """
+    accumulators.create_many({SKIPPED: {"skipped_steps": np.zeros(1)}})
+    context = tf.distribute.get_replica_context()
+    replicas = context.num_replicas_in_sync if context is not None else 1
+    skipped = tf.cast(tf.logical_not(applied), tf.float64) / replicas
+    accumulators.fold("skipped_steps", {SKIPPED: tf.reshape(skipped, [1])}, "add")
+
+
+def _fold_gradients(grads, scale, kernel, guarded, accumulators, *, with_stats, with_histogram):
+    """Folds each `(series, g)` of `grads`, divided by the loss `scale`: its partials, its histogram or both.
+
+    `with_stats=False` counts histograms only (`kernel.histogram`); else
+    `kernel.partials` counts the histogram too when `with_histogram` (a
+    tensor for a fusing kernel, which also takes `with_stats` as one).
+    """
+    sums, maxes, hists = {}, {}, {}
+
+    def build(series, g):
+        with tf.name_scope("tfprobe_grad"):
+            x2d = stats.as_rows(g) / tf.cast(scale, tf.float32)
+            if with_stats is False:
+                hists[series.name] = kernel.histogram(x2d)
+                return
+            sums[series.name], maxes[series.name], counts = kernel.partials(x2d, None, None, with_histogram, with_stats)
+            if counts is not None and with_histogram is not False:
+                hists[series.name] = counts
+
+    for series, g in grads:
+        guarded(series, build, series, g)
+    live = lambda d: {k: v for k, v in d.items() if k in accumulators.slots}  # noqa: E731 - a series may have failed
+    accumulators.fold("grad_sums", live(sums), "add")
+    accumulators.fold("grad_maxes", live(maxes), "max")
+    accumulators.fold("grad_hist", live(hists), "add")
+    return tf.constant(True)
+
+
+def statistics(slots, near_zero, skipped=None):
+    """The gradient and weight statistics of one series' window (`tfprobe.metadata.GRADIENT_STATS`).
+
+    `skipped` is the window's `SKIPPED` entry (None without a loss-scale
+    optimizer), written for every series with an activation gradient.
+    """
     out = {}
+    if skipped is not None and "grad_sums" in slots:
+        out["skipped_steps"] = round(float(skipped["skipped_steps"][0]))
     sums = slots.get("grad_sums")
     if sums is not None and sums[stats.S["steps"]] > 0:
         g = stats.finalize(sums, slots["grad_maxes"], near_zero=near_zero, hoyer=False)

@@ -279,6 +279,8 @@ class LayerProbe(keras.callbacks.Callback):
         self._host_step = self._epoch_base = start
         self._next_log = (start // self.log_freq + 1) * self.log_freq
         self._pending = False
+        self._last_step = start  # the step of the last window (a window is written when the step passed it)
+        self._all_skipped = False
         self._windows_at_start = self.windows_written
 
     def _share(self, model, chosen, kernel_name):
@@ -350,7 +352,7 @@ class LayerProbe(keras.callbacks.Callback):
         self._active = False
         try:
             if self._pending:
-                self._write_window()
+                self._write_window(final=True)
             self._reference_step()
         finally:
             self.detach()
@@ -361,17 +363,29 @@ class LayerProbe(keras.callbacks.Callback):
 
     def _warn_nothing_written(self):
         reasons = {**self._recorder.dropped, **self._instrumentation.capture.skipped}
-        why = "; ".join(f"{name}: {reason}" for name, reason in list(reasons.items())[:5]) or "no recorded values"
+        why = "; ".join(f"{name}: {reason}" for name, reason in list(reasons.items())[:5]) or (
+            "the loss-scale optimizer skipped every step: non-finite gradients" if self._all_skipped
+            else "no recorded values")
         warnings.warn(f"tfprobe.LayerProbe wrote nothing to {self.log_dir!r} in this `fit` ({why}).", RuntimeWarning,
                       stacklevel=3)
 
-    def _write_window(self):
-        self._pending = False
+    def _write_window(self, final=False):
         try:
-            step, results, histograms = self._recorder.window()  # on every worker: it may hold a collective
-            if self._writer is not None and (results or histograms):
+            if self._recorder.counts_skipped_steps and self._recorder.step() == self._last_step:
+                # A loss-scale optimizer skipped every step since the last window (the global step did not
+                # advance): a window at the same step would replace that one. The window goes on; at the end
+                # of training, holding skipped steps only, it is dropped.
+                if final:
+                    self._recorder.window()
+                    self._all_skipped = self.windows_written == self._windows_at_start
+                return
+            self._pending = False
+            step, results, histograms, grad_histograms = self._recorder.window()  # every worker: it may hold a collective
+            self._last_step = step
+            if self._writer is not None and (results or histograms or grad_histograms):
                 infos = {name: s.info for name, s in self._recorder.series.items()}
-                self.bytes_written += self._writer.write_window(step, infos, results, histograms)
+                self.bytes_written += self._writer.write_window(step, infos, results, histograms,
+                                                                grad_histograms=grad_histograms)
                 self.windows_written += 1
         except RecordingError:
             raise

@@ -275,8 +275,11 @@ def _check_output_path(path):
         raise _Fail(f"tfprobe: cannot write {path}: the directory {os.path.dirname(path) or parent} {what}")
 
 
-def export(logdir, path, wide=False, histograms=False, out=None):
-    """Writes every point to `path` (.csv, .parquet or .pq); returns the exit code."""
+def export(logdir, path, wide=False, histograms=False, out=None, quantity=None):
+    """Writes every point to `path` (.csv, .parquet or .pq); returns the exit code.
+
+    With `histograms`, `quantity` picks them as `read_histograms` does (default `"activation"`).
+    """
     from tfprobe.reader import read_histograms, read_logdir
 
     out = out or sys.stdout
@@ -285,8 +288,10 @@ def export(logdir, path, wide=False, histograms=False, out=None):
         raise _Fail(f"tfprobe: cannot tell the format of {path!r}; use a .csv, .parquet or .pq file name")
     if not os.path.isdir(logdir):
         raise _Fail(f"tfprobe: no such directory: {logdir}")
+    if quantity is not None and not histograms:
+        raise _Fail(f"tfprobe: --quantity {quantity} picks histograms; add --histograms")
     _check_output_path(path)
-    df = read_histograms(logdir) if histograms else read_logdir(logdir, pivot=wide)
+    df = read_histograms(logdir, quantity=quantity or "activation") if histograms else read_logdir(logdir, pivot=wide)
     if df.empty:
         raise _Fail(f"tfprobe: no tfprobe data under {logdir}")
     try:
@@ -304,6 +309,7 @@ def export(logdir, path, wide=False, histograms=False, out=None):
 
 def build_parser():
     from tfprobe.findings import SEVERITIES
+    from tfprobe.reader import HISTOGRAM_QUANTITIES
 
     parser = argparse.ArgumentParser(prog="tfprobe", description="Inspect tfprobe logs (per-layer activation statistics).")
     sub = parser.add_subparsers(dest="command", required=True)
@@ -318,6 +324,8 @@ def build_parser():
     exp.add_argument("out", help="output file: .csv, .parquet or .pq")
     exp.add_argument("--wide", action="store_true", help="one column per statistic instead of long format")
     exp.add_argument("--histograms", action="store_true", help="export the histograms instead of the statistics")
+    exp.add_argument("--quantity", choices=HISTOGRAM_QUANTITIES, default=None,
+                     help="with --histograms: the layers' outputs (activation, the default), their gradients, or all")
     return parser
 
 
@@ -326,7 +334,7 @@ def main(argv=None):
     try:
         if args.command == "report":
             return report(args.logdir, args.fail_on, args.run, wide=args.wide)
-        return export(args.logdir, args.out, wide=args.wide, histograms=args.histograms)
+        return export(args.logdir, args.out, wide=args.wide, histograms=args.histograms, quantity=args.quantity)
     except _Fail as e:
         print(str(e), file=sys.stderr)
         return 2

@@ -21,6 +21,7 @@ holds one value per (series, statistic) and one per histogram:
 | --- | --- | --- | --- | --- |
 | statistic | `tfprobe/<series>/<stat>` | `tfprobe` | `DATA_CLASS_SCALAR` | rank-0 `DT_FLOAT` |
 | histogram | `tfprobe/<series>/histogram` | `tfprobe_hist` | `DATA_CLASS_TENSOR` | `[NUM_BUCKETS]` `DT_INT64` counts |
+| gradient histogram | `tfprobe/<series>/grad_histogram` | `tfprobe_grad_hist` | `DATA_CLASS_TENSOR` | `[NUM_BUCKETS]` `DT_INT64` counts |
 
 `data_class` is always set (TensorBoard drops custom data without one) and
 scalars are float32 (TensorBoard's data server drops float64 scalars). The
@@ -48,6 +49,13 @@ content whose `v` is at most `FORMAT_VERSION` (a missing `v` means 1); new
 optional fields do not change `v` (readers keep unknown keys in
 `SeriesInfo.extra`), a change that older readers would misread raises it,
 and such content is refused with a message naming the versions.
+
+The histogram counts the series' values `a`, the gradient histogram (with
+`LayerProbe(gradients=True)`, added later) the activation gradient `g = dL/da`,
+unscaled, of the same steps (`HISTOGRAM_QUANTITIES` maps each quantity to its
+plugin name and tag suffix). The gradient histogram has a plugin name of its
+own, so readers that predate it ignore it instead of mixing it into the
+activation histograms: it did not change `v`.
 
 Histogram buckets (`histogram_buckets()`) are fixed: exact zeros, and for each
 sign one bucket per power of two of the magnitude from 2**-20 (~9.5e-7) to
@@ -97,9 +105,17 @@ PLUGIN_NAME = "tfprobe"
 """`plugin_name` of the scalar statistics and the name of the dashboard."""
 HIST_PLUGIN_NAME = "tfprobe_hist"
 """`plugin_name` of the histograms (a second name so TensorBoard's sampling can differ)."""
+GRAD_HIST_PLUGIN_NAME = "tfprobe_grad_hist"
+"""`plugin_name` of the activation-gradient histograms (older readers, which know only `tfprobe_hist`, skip them)."""
 FORMAT_VERSION = 1
 TAG_PREFIX = "tfprobe/"
 HISTOGRAM_TAG_SUFFIX = "histogram"
+GRAD_HISTOGRAM_TAG_SUFFIX = "grad_histogram"
+HISTOGRAM_QUANTITIES = {
+    "activation": (HIST_PLUGIN_NAME, HISTOGRAM_TAG_SUFFIX),
+    "gradient": (GRAD_HIST_PLUGIN_NAME, GRAD_HISTOGRAM_TAG_SUFFIX),
+}
+"""What a histogram counts -> `(plugin_name, tag suffix)`: a series' values, or its activation gradient."""
 
 ACTIVATION_STATS = (
     "mean",
@@ -124,6 +140,7 @@ GRADIENT_STATS = (
     "grad_zero_fraction",
     "grad_nan_count",
     "grad_inf_count",
+    "skipped_steps",
     "weight_norm",
     "weight_grad_norm",
     "update_ratio",
@@ -154,6 +171,8 @@ STAT_DESCRIPTIONS = {
     "grad_zero_fraction": "share of the activation gradient's finite values with g == 0",
     "grad_nan_count": "number of NaN values in the activation gradient",
     "grad_inf_count": "number of +-Inf values in the activation gradient",
+    "skipped_steps": "steps of the window whose update the loss-scale optimizer skipped (non-finite gradients); "
+    "left out of every gradient statistic",
     "weight_norm": "L2 norm of the layer's trainable weights before the update, averaged over recorded steps",
     "weight_grad_norm": "L2 norm of the gradient of the layer's trainable weights (unscaled), averaged",
     "update_ratio": "||w_after - w_before|| / ||w_before|| of the update the optimizer applied, averaged",

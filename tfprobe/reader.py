@@ -28,17 +28,20 @@ from tfprobe import _decode, _fs, metadata
 from tfprobe.events import event_files, iter_records, parse_event
 
 _LONG_COLUMNS = ["run", "step", "wall_time", "layer", "stat", "value"]
-_HIST_COLUMNS = ["run", "step", "wall_time", "layer", "bucket", "left", "right", "count"]
+_HIST_COLUMNS = ["run", "step", "wall_time", "layer", "quantity", "bucket", "left", "right", "count"]
 _LAYER_COLUMNS = [
     "run", "layer", "order", "layer_path", "class", "kind", "output", "call", "shape", "bounds", "sample_size",
     "inputs",
 ]
-_IGNORED, _SCALAR, _HIST = 0, 1, 2
+_IGNORED, _SCALAR, _HIST, _GRAD_HIST = 0, 1, 2, 3
+_HIST_KINDS = {_HIST: "activation", _GRAD_HIST: "gradient"}  # key kind -> `quantity` (metadata.HISTOGRAM_QUANTITIES)
+HISTOGRAM_QUANTITIES = (*metadata.HISTOGRAM_QUANTITIES, "all")
+"""The values of `read_histograms(quantity=...)`."""
 _PROGRESS_DELAY = 2.0  # seconds before a progress bar appears
 
 
 _SCALAR_PLUGINS = (metadata.PLUGIN_NAME, metadata.REPR_PLUGIN_NAME)
-_TFPROBE_PLUGINS = _SCALAR_PLUGINS + (metadata.HIST_PLUGIN_NAME,)
+_TFPROBE_PLUGINS = _SCALAR_PLUGINS + (metadata.HIST_PLUGIN_NAME, metadata.GRAD_HIST_PLUGIN_NAME)
 _CKA_COLUMNS = ["run", "step", "wall_time", "layer_a", "layer_b", "cka"]
 
 class _Keys:
@@ -82,7 +85,8 @@ class _Keys:
                 )
             else:
                 series, stat = parsed
-                kind = _SCALAR if plugin in _SCALAR_PLUGINS else _HIST
+                kind = (_SCALAR if plugin in _SCALAR_PLUGINS
+                        else _GRAD_HIST if plugin == metadata.GRAD_HIST_PLUGIN_NAME else _HIST)
                 # The training windows describe a series fully; a reference measure's content stands in until then.
                 stand_in = (run, series) in self.stand_ins
                 if content and ((run, series) not in self.infos or (stand_in and plugin != metadata.REPR_PLUGIN_NAME)):
@@ -211,12 +215,14 @@ class LogData:
     """Everything tfprobe wrote under a logdir, from one scan of its event files (see `read`).
 
     Frames are built on first use: `scalars` (the long frame of `read_logdir`),
-    `wide()` (its pivot), `histograms` (`read_histograms`) and `layers`
+    `wide()` (its pivot), `histograms` (`read_histograms`: activation
+    histograms; `histogram_frame(quantity)` for the others) and `layers`
     (`read_layers`).
     """
 
     def __init__(self, collector: _Collector):
         self._col = collector
+        self._hist_frames = {}  # quantity -> frame
         keys = collector.keys
         self._info = [self._series_info(run, series) for run, series, _, _ in keys]
         self._good = np.array(
@@ -232,11 +238,11 @@ class LogData:
             return None
         return self._col.infos.get((run, series)) or metadata.SeriesInfo(series=series, layer=series)
 
-    def _select(self, ids, steps, kind):
-        """Indices of the points to keep, in frame order: good series of `kind`, the newest write
-        of each step, sorted by key rank (a kept key's steps increase in write order)."""
+    def _select(self, ids, steps, kinds):
+        """Indices of the points to keep, in frame order: good series of a kind in `kinds`, the newest
+        write of each step, sorted by key rank (a kept key's steps increase in write order)."""
         keys = self._col.keys
-        ok = np.flatnonzero(self._good[ids] & (np.array([k[3] == kind for k in keys] or [False], bool)[ids]))
+        ok = np.flatnonzero(self._good[ids] & (np.array([k[3] in kinds for k in keys] or [False], bool)[ids]))
         rank = self._rank.astype(np.uint16 if len(keys) < 2**16 else np.int64)  # uint16: a radix sort
         ok = ok[np.argsort(rank[ids[ok]], kind="stable")]
         keep, dropped = metadata.newest_write_wins(ids[ok], steps[ok], grouped=True)
@@ -257,7 +263,7 @@ class LogData:
             (np.concatenate(c) for c in zip(*chunks)) if chunks
             else (np.zeros(0, np.int64), np.zeros(0, np.int64), np.zeros(0), np.zeros(0))
         )
-        idx = self._select(ids, steps, _SCALAR)
+        idx = self._select(ids, steps, (_SCALAR,))
         return ids[idx], steps[idx], walls[idx], values[idx]
 
     @functools.cached_property
@@ -273,15 +279,24 @@ class LogData:
         (tfprobe's in `metadata.STATS` order, then others by name); `wall_time` is the row's latest."""
         return _wide_frame(self._col.keys, self._rank, *self._scalar_points)
 
-    @functools.cached_property
+    @property
     def histograms(self) -> pd.DataFrame:
-        """Long frame `run, step, wall_time, layer, bucket, left, right, count` (see `read_histograms`)."""
+        """The activation histograms: `histogram_frame("activation")` (see `read_histograms`)."""
+        return self.histogram_frame("activation")
+
+    def histogram_frame(self, quantity="activation") -> pd.DataFrame:
+        """Long frame `run, step, wall_time, layer, quantity, bucket, left, right, count` (see `read_histograms`)."""
+        if quantity not in self._hist_frames:
+            self._hist_frames[quantity] = self._histograms(_histogram_kinds(quantity))
+        return self._hist_frames[quantity]
+
+    def _histograms(self, kinds):
         hists = self._col.hists
         ids = np.array([h[0] for h in hists], np.int64)
         steps = np.array([h[1] for h in hists], np.int64)
         walls = np.array([h[2] for h in hists], np.float64)
         counts = np.stack([h[3] for h in hists]) if hists else np.zeros((0, metadata.NUM_BUCKETS), np.int64)
-        idx = self._select(ids, steps, _HIST)
+        idx = self._select(ids, steps, kinds)
         return _histogram_frame(self._col.keys, ids[idx], steps[idx], walls[idx], counts[idx])
 
     @functools.cached_property
@@ -339,13 +354,25 @@ def _wide_frame(keys, rank, ids, steps, walls, values):
     return pd.DataFrame(frame, columns=["run", "step", "wall_time", "layer", *stats])
 
 
+def _histogram_kinds(quantity):
+    """The key kinds of `read_histograms(quantity=...)`; a clear error for another value."""
+    if quantity == "all":
+        return tuple(_HIST_KINDS)
+    kinds = tuple(k for k, q in _HIST_KINDS.items() if q == quantity)
+    if not kinds:
+        raise ValueError(f"`quantity` must be one of {', '.join(map(repr, HISTOGRAM_QUANTITIES))}. "
+                         f"Received: quantity={quantity!r}")
+    return kinds
+
+
 def _histogram_frame(keys, ids, steps, walls, counts):
     """One row per non-empty bucket of the histograms `counts` (one row of counts per point, in frame order)."""
     point, bucket = np.nonzero(counts)
     edges = np.array(metadata.histogram_buckets(), np.float64).reshape(-1, 2)
+    quantity = pd.Series([_HIST_KINDS.get(k[3], "") for k in keys] or [""]).array.take(ids[point])
     return pd.DataFrame(
         {"run": _key_column(keys, 0, ids[point]), "step": steps[point], "wall_time": walls[point],
-         "layer": _key_column(keys, 1, ids[point]), "bucket": bucket.astype(np.int64),
+         "layer": _key_column(keys, 1, ids[point]), "quantity": quantity, "bucket": bucket.astype(np.int64),
          "left": edges[bucket, 0], "right": edges[bucket, 1], "count": counts[point, bucket]},
         columns=_HIST_COLUMNS,
     )
@@ -405,15 +432,25 @@ def read_logdir(logdir, pivot: bool = False, progress: bool = True) -> pd.DataFr
     return data.wide() if pivot else data.scalars
 
 
-def read_histograms(logdir, progress: bool = True) -> pd.DataFrame:
-    """Reads every tfprobe histogram under `logdir`.
+def read_histograms(logdir, progress: bool = True, quantity: str = "activation") -> pd.DataFrame:
+    """Reads the tfprobe histograms under `logdir`.
+
+    Args:
+      logdir: a directory; runs are its sub-directories holding event files.
+      progress: show a progress bar on long reads (see `read`). Defaults to `True`.
+      quantity: which histograms: `"activation"` (the layers' outputs, the
+        default), `"gradient"` (their activation gradients `dL/da`, unscaled,
+        from `LayerProbe(gradients=True)`) or `"all"`.
 
     Returns:
-      Long format: columns `run, step, wall_time, layer, bucket, left, right,
-      count`, one row per non-empty bucket per logged window. `left`/`right`
-      are the bucket's value range (`metadata.histogram_buckets()`).
+      Long format: columns `run, step, wall_time, layer, quantity, bucket,
+      left, right, count`, one row per non-empty bucket per logged window
+      and quantity (`quantity` is `"activation"` or `"gradient"`).
+      `left`/`right` are the bucket's value range
+      (`metadata.histogram_buckets()`), the same for both quantities.
     """
-    return read(logdir, progress).histograms
+    _histogram_kinds(quantity)  # a bad value fails before the read
+    return read(logdir, progress).histogram_frame(quantity)
 
 
 def read_layers(logdir, progress: bool = True) -> pd.DataFrame:

@@ -212,7 +212,7 @@ class Recorder:
         self._t.hist = hist
         self._t.taps = []  # (series, tensor, pooled input or None, (mask, pooled input mask))
         if self.backward is not None:
-            self.backward.begin(optimizer, before, self._t.record)
+            self.backward.begin(optimizer, before, self._t.record, hist)
 
     def on_tap(self, tap):
         """Takes note of one tap; `end_step` builds the ops of every tap of the step."""
@@ -300,10 +300,25 @@ class Recorder:
 
     # -- host side ----------------------------------------------------------------------
 
+    def step(self):
+        """The global step of the last step that ran (the step `window()` writes), read on the host."""
+        acc = self.accumulators
+        return int(acc.strategy.experimental_local_results(acc.step)[0].numpy())
+
+    @property
+    def counts_skipped_steps(self):
+        """Whether the steps a loss-scale optimizer skips are counted (`tfprobe.backward.SKIPPED`)."""
+        return backward.SKIPPED in self.accumulators.slots
+
     def window(self):
-        """Reads, resets and finalizes one window: `(step, {series: {stat: value}}, {series: counts})`."""
+        """Reads, resets and finalizes one window.
+
+        Returns `(step, {series: {stat: value}}, {series: counts},
+        {series: gradient counts})`: statistics, histograms and activation-gradient histograms.
+        """
         step, values = self.accumulators.read_and_reset()
-        results, histograms = {}, {}
+        skipped = values.get(backward.SKIPPED)
+        results, histograms, grad_histograms = {}, {}, {}
         for name, slots in values.items():
             s = self.series.get(name)
             if s is None:
@@ -312,11 +327,12 @@ class Recorder:
                 results[name] = stats.finalize(
                     slots["sums"], slots["maxes"], near_zero=self.near_zero, bounded=s.bounds is not None, pooling=s.pooling
                 )
-            hist = slots.get("hist")
-            if hist is not None and hist.sum() > 0:
-                histograms[name] = hist.astype(np.int64)
+            for slot, out in (("hist", histograms), ("grad_hist", grad_histograms)):
+                hist = slots.get(slot)
+                if hist is not None and hist.sum() > 0:
+                    out[name] = hist.astype(np.int64)
             if name in results:
-                results[name].update(backward.statistics(slots, self.near_zero))
-        return step, results, histograms
+                results[name].update(backward.statistics(slots, self.near_zero, skipped))
+        return step, results, histograms, grad_histograms
 
 

@@ -63,7 +63,7 @@ class WindowWriter:
             self._described.add(tag)
         return md
 
-    def write_window(self, step, infos, stats, histograms, wall_time=None):
+    def write_window(self, step, infos, stats, histograms, wall_time=None, grad_histograms=None):
         """Writes one window; returns the bytes written.
 
         Args:
@@ -71,6 +71,7 @@ class WindowWriter:
           infos: `{series: info dict}` (see `metadata`), used for the content.
           stats: `{series: {stat: float}}`. Non-finite values are written as is.
           histograms: `{series: counts}` with `metadata.NUM_BUCKETS` counts.
+          grad_histograms: the same for the series' activation gradients (optional).
         """
         event = event_pb2.Event(step=int(step), wall_time=time.time() if wall_time is None else wall_time)
         for series, values in stats.items():
@@ -80,12 +81,12 @@ class WindowWriter:
                 tag = metadata.tag_for(series, stat)
                 md = self._metadata(tag, infos[series], stat, metadata.PLUGIN_NAME, metadata.DATA_CLASS_SCALAR)
                 event.summary.value.add(tag=tag, metadata=md, tensor=_scalar_tensor(value))
-        for series, counts in histograms.items():
-            tag = metadata.tag_for(series, metadata.HISTOGRAM_TAG_SUFFIX)
-            md = self._metadata(
-                tag, infos[series], metadata.HISTOGRAM_TAG_SUFFIX, metadata.HIST_PLUGIN_NAME, metadata.DATA_CLASS_TENSOR
-            )
-            event.summary.value.add(tag=tag, metadata=md, tensor=_counts_tensor(counts))
+        for quantity, hists in (("activation", histograms), ("gradient", grad_histograms or {})):
+            plugin_name, suffix = metadata.HISTOGRAM_QUANTITIES[quantity]
+            for series, counts in hists.items():
+                tag = metadata.tag_for(series, suffix)
+                md = self._metadata(tag, infos[series], suffix, plugin_name, metadata.DATA_CLASS_TENSOR)
+                event.summary.value.add(tag=tag, metadata=md, tensor=_counts_tensor(counts))
         n = self._file.write(event)
         self._file.flush()
         self.bytes_written += n

@@ -10,7 +10,8 @@ the defaults or without the tab (`load` returns None).
 Sampling defaults (`fix_flags`): without flags TensorBoard keeps only 1000
 (data server) or 10 (`--load_fast=false`) points per series of a third-party
 plugin. The loader adds `tfprobe=0` (keep every statistic point) and
-`tfprobe_hist=1000` (histograms: the newest point plus a uniform sample of 999),
+`tfprobe_hist=1000` and `tfprobe_grad_hist=1000` (histograms: the newest point plus a uniform
+sample of 999),
 `tfprobe_repr=0` and `tfprobe_cka=0` (every reference step: a few per run) to
 `--samples_per_plugin`, unless the user set those names explicitly.
 """
@@ -32,7 +33,8 @@ def default_samples():
     from tfprobe import metadata
 
     return {metadata.PLUGIN_NAME: 0, metadata.HIST_PLUGIN_NAME: HIST_DEFAULT_SAMPLES,
-            metadata.REPR_PLUGIN_NAME: 0, metadata.CKA_PLUGIN_NAME: 0}
+            metadata.GRAD_HIST_PLUGIN_NAME: HIST_DEFAULT_SAMPLES, metadata.REPR_PLUGIN_NAME: 0,
+            metadata.CKA_PLUGIN_NAME: 0}
 
 
 class TfprobeLoader(base_plugin.TBLoader):

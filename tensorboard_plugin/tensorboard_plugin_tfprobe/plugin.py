@@ -49,7 +49,7 @@ class TfprobePlugin(base_plugin.TBPlugin):
         return False
 
     def data_plugin_names(self):
-        return (metadata.PLUGIN_NAME, metadata.HIST_PLUGIN_NAME)
+        return (metadata.PLUGIN_NAME, metadata.HIST_PLUGIN_NAME, metadata.GRAD_HIST_PLUGIN_NAME)
 
     def frontend_metadata(self):
         return base_plugin.FrontendMetadata(es_module_path="/static/index.js", tab_name="tfprobe")
@@ -74,7 +74,7 @@ class TfprobePlugin(base_plugin.TBPlugin):
                 lambda src, a: queries.scalars(src, a.getlist("run"), a.get("layer"), a.getlist("stat"), a.get("points"))
             ),
             "/histogram": self._route(
-                lambda src, a: queries.histogram(src, a.get("run"), a.get("layer"), a.get("columns"))
+                lambda src, a: queries.histogram(src, a.get("run"), a.get("layer"), a.get("columns"), a.get("quantity"))
             ),
             "/pooling": self._route(lambda src, a: queries.pooling(src, a.get("run"), a.get("points"))),
             "/funnel": self._route(lambda src, a: queries.funnel(src, a.get("run"), a.get("step"))),

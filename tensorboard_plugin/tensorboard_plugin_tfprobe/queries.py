@@ -221,7 +221,8 @@ def list_series(src: Source, runs=None):
     `info` is the series' metadata (`metadata.parse_content`: `layer, class,
     kind, order, shape, bounds, inputs`) plus `name`, `stats` (recorded
     statistics, in `metadata.STATS` order), `elements` (per example),
-    `histogram` (bool) and `max_step`. A series whose metadata is not
+    `histogram` and `grad_histogram` (bools: whether `histogram` has data for
+    the activation, for its gradient) and `max_step`. A series whose metadata is not
     tfprobe's format is left out (and logged once). The dashboard's arrangement
     (`layout`): `category`, `block` and `depth`.
     """
@@ -229,9 +230,11 @@ def list_series(src: Source, runs=None):
     listing = src.provider.list_scalars(
         src.ctx, experiment_id=src.experiment_id, plugin_name=metadata.PLUGIN_NAME, run_tag_filter=rtf
     )
-    hists = src.provider.list_tensors(
-        src.ctx, experiment_id=src.experiment_id, plugin_name=metadata.HIST_PLUGIN_NAME, run_tag_filter=rtf
-    )
+    hists = {
+        quantity: (src.provider.list_tensors(src.ctx, experiment_id=src.experiment_id, plugin_name=plugin,
+                                             run_tag_filter=rtf) or {}, suffix)
+        for quantity, (plugin, suffix) in metadata.HISTOGRAM_QUANTITIES.items()
+    }
     out = {}
     for run, tags in (listing or {}).items():
         series = {}
@@ -260,13 +263,16 @@ def list_series(src: Source, runs=None):
                 }
             info["stats"].add(stat)
             info["max_step"] = max(info["max_step"], ts.max_step)
-        run_hists = (hists or {}).get(run, {})
-        hist_series = {p[0] for p in map(metadata.parse_tag, run_hists) if p and p[1] == metadata.HISTOGRAM_TAG_SUFFIX}
+        hist_series = {
+            quantity: {p[0] for p in map(metadata.parse_tag, listed.get(run, {})) if p and p[1] == suffix}
+            for quantity, (listed, suffix) in hists.items()
+        }
         for info in series.values():
             info["stats"] = [s for s in metadata.STATS if s in info["stats"]] + sorted(
                 s for s in info["stats"] if s not in metadata.STATS
             )
-            info["histogram"] = info["name"] in hist_series
+            info["histogram"] = info["name"] in hist_series["activation"]
+            info["grad_histogram"] = info["name"] in hist_series["gradient"]
         if series:
             out[run] = _arrange(dict(sorted(series.items(), key=lambda kv: (kv[1]["order"], kv[0]))))
     return out
@@ -524,25 +530,34 @@ def scalars(src: Source, run_names, layer, stats, points=DEFAULT_POINTS):
     }
 
 
-def histogram(src: Source, run, layer, columns=DEFAULT_POINTS):
-    """The histogram of one layer over time: counts per bucket (rows) and logged step (columns)."""
+def histogram(src: Source, run, layer, columns=DEFAULT_POINTS, quantity=None):
+    """The histogram of one layer over time: counts per bucket (rows) and logged step (columns).
+
+    `quantity`: `"activation"` (default) for the layer's values, `"gradient"` for its activation gradient.
+    """
     require("run", run)
     require("layer", layer)
     columns = _check_int("columns", columns, 1, MAX_COLUMNS, DEFAULT_POINTS)
+    quantity = quantity or "activation"
+    if quantity not in metadata.HISTOGRAM_QUANTITIES:
+        raise errors.InvalidArgumentError(
+            f"`quantity` must be one of {', '.join(metadata.HISTOGRAM_QUANTITIES)}. Received: quantity={quantity!r}"
+        )
+    plugin_name, suffix = metadata.HISTOGRAM_QUANTITIES[quantity]
     series = _run_series(src, run)
     _find_layer({run: series}, [run], layer)
-    tag = metadata.tag_for(layer, metadata.HISTOGRAM_TAG_SUFFIX)
+    tag = metadata.tag_for(layer, suffix)
     data = src.provider.read_tensors(
         src.ctx,
         experiment_id=src.experiment_id,
-        plugin_name=metadata.HIST_PLUGIN_NAME,
+        plugin_name=plugin_name,
         downsample=columns,
         run_tag_filter=provider.RunTagFilter(runs=[run], tags=[tag]),
     )
     points = _newest_points(data.get(run, {}).get(tag, []))
     edges = metadata.histogram_buckets()
     if not points:
-        return {"run": run, "layer": layer, "steps": [], "buckets": [], "counts": []}
+        return {"run": run, "layer": layer, "quantity": quantity, "steps": [], "buckets": [], "counts": []}
     counts = np.zeros((len(points), len(edges)), dtype=np.int64)
     for i, p in enumerate(points):
         c = np.asarray(p.numpy, dtype=np.int64).reshape(-1)[: len(edges)]
@@ -552,6 +567,7 @@ def histogram(src: Source, run, layer, columns=DEFAULT_POINTS):
     return {
         "run": run,
         "layer": layer,
+        "quantity": quantity,
         "steps": [int(p.step) for p in points],
         "first_bucket": lo,
         "buckets": [list(e) for e in edges[lo:hi]],

@@ -1,5 +1,6 @@
 // Layer detail: statistics of one layer over steps (all selected runs overlaid) and its
-// histogram over time. Smoothing and log scale only redraw the charts (no request).
+// histogram over time, with its activation gradient's next to it when recorded (LayerProbe
+// gradients=True). Smoothing and log scale only redraw the charts (no request).
 
 import {el, fmt, fmtInt, heatmap, lineChart, makeScale, seriesLegend} from '../charts.js';
 import {getJSON, num, runColor, smooth} from '../model.js';
@@ -7,6 +8,9 @@ import {app, filterDescription, layerMatches, mainWidth, state} from '../state.j
 import {chartGrid, runHeading} from './common.js';
 
 const DETAIL_DEFAULT = ['mean', 'std', 'zero_fraction', 'dead_unit_fraction'];
+// `quantity` of /histogram and the flag of /layers saying it was recorded
+const HIST_QUANTITIES = [['activation', 'histogram'], ['gradient', 'grad_histogram']];
+const HIST_TITLES = {activation: 'activation a', gradient: 'activation gradient dL/da (unscaled)'};
 
 export async function load(runs) {
   const layerData = await getJSON('layers', {run: runs});
@@ -28,10 +32,18 @@ export async function load(runs) {
     for (const s of ['grad_rms', 'update_ratio']) if (available.includes(s)) state.detailStats.push(s);
   }
   const stats = state.detailStats.filter((s) => available.includes(s));
-  const withHist = runs.filter((r) => layerData.runs[r].layers.some((l) => l.name === state.layer && l.histogram));
+  // per run: the histogram of the layer's values and of its activation gradient, each if recorded
+  const has = (run, key) => layerData.runs[run].layers.some((l) => l.name === state.layer && l[key]);
+  const fetchHist = (run, quantity) => getJSON('histogram', {run, layer: state.layer, columns: 400, quantity})
+    .catch((e) => ({run, quantity, error: e.message}));
+  const histsOf = async (run) => {
+    const [activation, gradient] = await Promise.all(HIST_QUANTITIES.map(([q, key]) => (has(run, key) ? fetchHist(run, q) : null)));
+    return {run, activation, gradient};
+  };
+  const withHist = runs.filter((r) => HIST_QUANTITIES.some(([, key]) => has(r, key)));
   const [scalars, hists] = await Promise.all([
     stats.length ? getJSON('scalars', {run: runs, layer: state.layer, stat: stats, points: 1000}) : null,
-    Promise.all(withHist.map((run) => getJSON('histogram', {run, layer: state.layer, columns: 400}).catch((e) => ({run, error: e.message})))),
+    Promise.all(withHist.map(histsOf)),
   ]);
   return {runs, layers, info, available, stats, scalars, hists};
 }
@@ -134,10 +146,23 @@ function bucketLabel([lo, hi]) {
   return `[${fmt(a)}, ${fmt(b)})`;
 }
 
+/** One run's histograms: the activation's and, when recorded, its gradient's side by side. */
 function histogramBlock(h) {
   const block = el('div', {class: 'hist-block'}, runHeading(h.run, 'h3'));
-  if (h.error) return block.appendChild(el('div', {class: 'error-box', text: h.error})), block;
-  if (!h.steps.length) return block.appendChild(el('p', {class: 'hint', text: 'no histogram points'})), block;
+  const shown = HIST_QUANTITIES.map(([q]) => h[q]).filter(Boolean);
+  const width = shown.length > 1 ? Math.floor((mainWidth() - 12) / 2) : mainWidth();
+  block.append(
+    el('div', {class: 'hint', text: 'Rows: value buckets (powers of two of |x|, positive at the top; "0" = exact zeros). Colour: sqrt of the share of values in the bucket.'}),
+    el('div', {class: 'hist-pair'}, ...shown.map((one) => histogramPanel(one, width, Boolean(h.gradient)))),
+  );
+  return block;
+}
+
+function histogramPanel(h, width, titled) {
+  const panel = el('div', {class: 'hist-panel', dataset: {quantity: h.quantity}});
+  if (titled) panel.append(el('h4', {text: HIST_TITLES[h.quantity] || h.quantity}));
+  if (h.error) return panel.appendChild(el('div', {class: 'error-box', text: h.error})), panel;
+  if (!h.steps.length) return panel.appendChild(el('p', {class: 'hint', text: 'no histogram points'})), panel;
   // rows: buckets, largest values at the top; colour: share of the column's values (sqrt scale)
   const nb = h.buckets.length;
   const totals = h.counts.map((c) => c.reduce((a, b) => a + b, 0) || 1);
@@ -145,13 +170,12 @@ function histogramBlock(h) {
   for (let b = nb - 1; b >= 0; b--) {
     rows.push({name: bucketLabel(h.buckets[b]), values: h.counts.map((c, j) => Math.sqrt(c[b] / totals[j])), counts: h.counts.map((c) => c[b])});
   }
-  block.append(
-    el('div', {class: 'hint', text: 'Rows: value buckets (powers of two of |x|, positive at the top; "0" = exact zeros). Colour: sqrt of the share of values in the bucket.'}),
+  panel.append(
     heatmap({
       rows,
       columns: h.steps,
       scale: makeScale(0, 1),
-      width: mainWidth(),
+      width,
       labelWidth: 170,
       rowHeight: Math.max(4, Math.min(12, Math.floor(320 / rows.length))),
       cellTitle: (row, step, v) => {
@@ -160,5 +184,5 @@ function histogramBlock(h) {
       },
     }),
   );
-  return block;
+  return panel;
 }
