@@ -45,7 +45,8 @@ SCRIPT = textwrap.dedent(
     # ... so it is no `nan_weights` finding: the two runs get the same findings (the learning rate 0 stalls)
     found = tfprobe.diagnose(tfprobe.read_logdir(LOGDIR), tfprobe.read_layers(LOGDIR))
     assert set(found.kind) == {"stalled_layer"}, found.to_string()
-    assert sorted(found[found.run == "mirrored"].layer) == sorted(found[found.run == "single"].layer) == ["conv", "out", "sig"]
+    stalled = {run: sorted(found[found.run == run].layer) for run in ("mirrored", "single")}
+    assert stalled == {"mirrored": ["conv", "out", "sig"], "single": ["conv", "out", "sig"]}, stalled
     ha = tfprobe.read_histograms(LOGDIR)
     ca = ha[ha.run == "mirrored"].drop(columns=["run", "wall_time"]).reset_index(drop=True)
     cb = ha[ha.run == "single"].drop(columns=["run", "wall_time"]).reset_index(drop=True)
