@@ -14,7 +14,8 @@ The same MLP on scikit-learn's bundled digits is trained four times, each run wi
   the first step on and their error signal shrinks at every layer toward the input.
 - `exploding_lr`: the healthy network trained by SGD with momentum 0.9 and a learning rate of 1.0: it
   trains for a window, then the updates overshoot, every layer's activations grow by orders of
-  magnitude within one window (std by 1e8 or more) and the weights turn to NaN (whose ReLU outputs are 0).
+  magnitude within one window (std by 1e8 or more) and the weights turn to NaN (`nan_weights`; their
+  fused Dense+ReLU kernels output 0 for them, which is not reported as a dead layer).
 
 For each run the script calls `tfprobe report <logdir> --run <run> --fail-on warning` (the command a CI
 job would run, through its `main` function) and prints its exit status, the first step with a warning or

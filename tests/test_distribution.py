@@ -42,6 +42,11 @@ SCRIPT = textwrap.dedent(
     # The weight-gradient norm is not recorded under several replicas (documented); everything else is equal.
     assert a["weight_grad_norm"].isna().all() and b["weight_grad_norm"].notna().sum() == 3 * 2
     pd.testing.assert_frame_equal(a.drop(columns="weight_grad_norm"), b.drop(columns="weight_grad_norm"), rtol=1e-5)
+    # ... so it is no `nan_weights` finding: the two runs get the same findings (the learning rate 0 stalls)
+    found = tfprobe.diagnose(tfprobe.read_logdir(LOGDIR), tfprobe.read_layers(LOGDIR))
+    assert set(found.kind) == {"stalled_layer"}, found.to_string()
+    stalled = {run: sorted(found[found.run == run].layer) for run in ("mirrored", "single")}
+    assert stalled == {"mirrored": ["conv", "out", "sig"], "single": ["conv", "out", "sig"]}, stalled
     ha = tfprobe.read_histograms(LOGDIR, quantity="all")  # the activations' and their gradients'
     assert set(ha["quantity"]) == {"activation", "gradient"}
     ca = ha[ha.run == "mirrored"].drop(columns=["run", "wall_time"]).reset_index(drop=True)

@@ -78,4 +78,7 @@ def test_find_the_bug_fails_each_broken_run_at_its_layer(tmp_path, capsys):
     assert lr["kinds"]["unstable_updates"] == ["hidden1", "hidden2", "hidden3", "logits"]
     assert len(lr["kinds"]["exploding_time"]) >= 3 and "nan_inf" in lr["kinds"]
     assert lr["first_steps"]["unstable_updates"] < lr["first_steps"]["exploding_time"] <= lr["first_steps"]["nan_inf"]
+    # then the weights of every layer are NaN; the fused ReLUs output zeros for them, which is not a dead layer
+    assert lr["kinds"]["nan_weights"] == ["hidden1", "hidden2", "hidden3", "logits"] and "dead_layer" not in lr["kinds"]
+    assert lr["first_steps"]["exploding_time"] <= lr["first_steps"]["nan_weights"]
     assert "culprit" in capsys.readouterr().out

@@ -186,6 +186,77 @@ def test_healthy_model_with_gradients_under_sgd_has_no_warning(tmp_path, build):
     assert bad.empty, bad[["layer", "kind", "severity", "message"]].to_string()
 
 
+# ------------------------------------------------------------------ non-finite weights
+
+
+class FirstNonFinite(keras.callbacks.Callback):
+    """The oracle: `{layer: first step}` whose recorded window sees the layer's weights NaN or Inf: step 1
+    for weights broken before `fit`, else the step whose update broke them (its `update_ratio` is NaN)."""
+
+    def __init__(self):
+        super().__init__()
+        self.first = {}
+
+    def check(self, step):
+        for layer in self.model.layers:
+            weights = layer.get_weights() if layer.trainable_weights else []
+            if weights and layer.name not in self.first and not all(np.isfinite(w).all() for w in weights):
+                self.first[layer.name] = step
+
+    def on_train_begin(self, logs=None):
+        self.check(1)
+
+    def on_train_batch_end(self, batch, logs=None):
+        self.check(batch + 1)
+
+
+def nan_kernel():
+    """`mid`'s kernel is NaN before `fit`; TensorFlow fuses its ReLU into the matrix product (`_FusedMatMul`),
+    which outputs exact zeros for NaN: without `nan_weights` it looked like a dead layer."""
+    model = chain(L.Dense(32, activation="relu", name="mid"))
+    kernel, bias = model.get_layer("mid").get_weights()
+    model.get_layer("mid").set_weights([np.full_like(kernel, np.nan), bias])
+    return model
+
+
+def fit_to_nan(tmp_path, model, optimizer):
+    """Eight steps of 16 examples, one window each; `(findings, oracle first steps)`."""
+    x, y = np.random.default_rng(0).normal(size=(2, 128, 16)).astype("float32")
+    model.compile(optimizer, "mse")
+    oracle = FirstNonFinite()
+    probe = tfprobe.LayerProbe(tmp_path, record_freq=1, log_freq=1, histogram_freq=0, kernel="graph", gradients=True)
+    model.fit(x, y[:, :4], batch_size=16, epochs=1, verbose=0, shuffle=False, callbacks=[oracle, probe])
+    return tfprobe.diagnose(tfprobe.read_logdir(tmp_path), tfprobe.read_layers(tmp_path)), oracle.first
+
+
+def test_nan_kernel_is_nan_weights_not_a_dead_layer(tmp_path):
+    keras.utils.set_random_seed(0)
+    result, oracle = fit_to_nan(tmp_path, nan_kernel(), keras.optimizers.SGD(0.0))
+    # the NaN gradient through `mid`'s kernel reaches `hidden`, whose update at step 1 turns it NaN too
+    assert oracle == {"mid": 1, "hidden": 1}
+    nan = result[result["kind"] == "nan_weights"]
+    assert dict(zip(nan["layer"], nan["first_step"])) == oracle, result.to_string()
+    assert (nan["severity"] == "error").all() and (nan["stat"] == "weight_norm").all() and (nan["windows"] == 8).all()
+    # `out` is fed only zeros: its output is its bias, 0 (a genuinely dead layer, with finite weights)
+    expected = {("mid", "nan_weights"), ("hidden", "nan_weights"), ("out", "dead_layer"), ("out", "stalled_layer")}
+    assert found(result) - {("hidden", "nan_inf")} == expected, result.to_string()
+    # errors in model order, a layer's NaN weights before the NaN gradient they cause
+    assert result[["layer", "kind"]].values.tolist()[:4] == [["hidden", "nan_weights"], ["hidden", "nan_inf"],
+                                                            ["mid", "nan_weights"], ["out", "dead_layer"]]
+
+
+def test_a_learning_rate_that_turns_the_weights_nan_is_found_at_the_step_it_does(tmp_path):
+    keras.utils.set_random_seed(0)
+    model = chain(L.Dense(32, activation="relu", name="mid"))
+    result, oracle = fit_to_nan(tmp_path, model, keras.optimizers.SGD(10.0, momentum=0.9))
+    assert {"hidden", "mid"} <= set(oracle) and min(oracle.values()) > 1  # trained a few steps first
+    nan = result[result["kind"] == "nan_weights"]
+    assert dict(zip(nan["layer"], nan["first_step"])) == oracle, result.to_string()
+    assert (nan["last_step"] == 8).all()
+    dead = result[result["kind"] == "dead_layer"]  # a layer the explosion killed before: genuinely dead
+    assert (dead["first_step"] < min(oracle.values())).all(), result.to_string()
+
+
 # ------------------------------------------------------------------ rules on hand-made frames
 
 
@@ -266,3 +337,33 @@ def test_bad_gradient_thresholds(kwargs, match):
 def test_gradient_kinds_are_registered():
     assert GRADIENT_KINDS <= set(findings.KINDS)
     assert np.all([findings.KINDS[k] == "warning" for k in GRADIENT_KINDS])
+
+
+def test_non_finite_weights_are_nan_weights_and_not_dead():
+    df = frame({"a": {"weight_norm": np.nan, "update_ratio": np.nan, "zero_fraction": 1.0},
+                "b": {"weight_norm": np.inf, "update_ratio": 1e-3, "zero_fraction": 0.2},
+                "relu": {"zero_fraction": 1.0}})  # no weights: genuinely dead
+    result = tfprobe.diagnose(df)
+    assert found(result) == {("a", "nan_weights"), ("b", "nan_weights"), ("relu", "dead_layer")}, result.to_string()
+    assert set(result.loc[result["kind"] == "nan_weights", "severity"]) == {"error"}
+
+
+def test_an_update_that_turns_the_weights_nan_is_found_in_its_window():
+    # the last update of window 2 makes the weights NaN: update_ratio NaN at 2, weight_norm NaN from 3 on;
+    # the ReLU outputs zeros from 3 on; a nan_weights at window 1 only is still an error (never transient)
+    window = [(2.0, 1e-3, 0.3, (1,)), (2.0, np.nan, 0.3, (2,)), (np.nan, np.nan, 1.0, (3, 4, 5))]
+    df = pd.concat([frame({"a": {"weight_norm": w, "update_ratio": u, "zero_fraction": z}}, steps=steps)
+                    for w, u, z, steps in window])
+    result = tfprobe.diagnose(df)
+    assert result[["kind", "first_step", "last_step", "windows"]].values.tolist() == [["nan_weights", 2, 5, 4]]
+    early = tfprobe.diagnose(frame({"a": {"weight_norm": np.nan}}, steps=(1,)).pipe(
+        lambda d: pd.concat([d, frame({"a": {"weight_norm": 1.0}}, steps=(2, 3, 4))])))
+    assert early[["kind", "severity"]].values.tolist() == [["nan_weights", "error"]]
+
+
+def test_a_nan_weight_gradient_norm_alone_is_no_finding():
+    # under MirroredStrategy `weight_grad_norm` is NaN by design (backward.WeightWatch); with `gradients=False`
+    # no weight statistic is recorded at all
+    df = frame({"a": {"weight_norm": 2.0, "weight_grad_norm": np.nan, "update_ratio": 1e-3, "zero_fraction": 0.2}})
+    assert tfprobe.diagnose(df).empty
+    assert tfprobe.diagnose(frame({"a": {"zero_fraction": 0.2, "std": 1.0}})).empty

@@ -1,4 +1,4 @@
-"""Health findings over tfprobe statistics: NaN/Inf, dead layers and units, saturation,
+"""Health findings over tfprobe statistics: NaN/Inf, NaN/Inf weights, dead layers and units, saturation,
 exploding or vanishing activations, and (with `LayerProbe(gradients=True)`) vanishing, exploding or
 dead gradients and stalled or unstable weight updates.
 
@@ -40,6 +40,7 @@ of the run in which the condition held."""
 
 KINDS = {
     "nan_inf": "error",
+    "nan_weights": "error",
     "dead_layer": "error",
     "dead_units": "warning",
     "saturation": "warning",
@@ -56,6 +57,15 @@ KINDS = {
 }
 """Every finding kind and its severity (a transient finding is reported as info, see `diagnose`)."""
 
+NEVER_TRANSIENT = ("nan_inf", "nan_weights")
+"""Kinds that keep their severity however early they held: non-finite values are never a settling scale."""
+
+WEIGHT_STATS = ("weight_norm", "update_ratio")
+"""Weight statistics (`LayerProbe(gradients=True)`) that are non-finite only when the layer's weights are, or
+an update made them so (norms in float64, `update_ratio` 0 for zero weights): `nan_weights`. Not
+`weight_grad_norm`: it is NaN by design under a multi-replica strategy, and a non-finite gradient the
+optimizer applies shows in `update_ratio` in the same window."""
+
 REQUIRED_STATS = (
     "nan_count",
     "inf_count",
@@ -71,6 +81,7 @@ REQUIRED_STATS = (
     "grad_nan_count",
     "grad_inf_count",
     "update_ratio",
+    "weight_norm",
 )
 """The statistics `diagnose` looks at (others are ignored)."""
 
@@ -259,10 +270,11 @@ class Context:
 
     `wide`: one row per (run, layer, step) with one column per statistic, plus
     `window` (0-based index of the step among the run's logged steps),
-    `last_window` (the run's) and `alive` (False from the first window in which
-    the layer is dead on; the windows before it are judged like any other). `series`: one row per (run, layer) with
-    `order, class, bounds, shape, inputs, is_output, scaled, renormalized, one_sided,
-    zeros_in_saturation, softmax_k`. `t`: the thresholds.
+    `last_window` (the run's), `nonfinite_<stat>` for the `WEIGHT_STATS` (1.0 where the recorded value
+    is NaN or Inf, 0.0 where finite: the pivot keeps no NaN) and `alive` (False from the first window in which
+    the layer is dead on, and after the first in which its weights are not finite; the windows before are
+    judged like any other). `series`: one row per (run, layer) with `order, class, bounds, shape, inputs,
+    is_output, scaled, renormalized, one_sided, zeros_in_saturation, softmax_k`. `t`: the thresholds.
     """
 
     wide: pd.DataFrame
@@ -279,6 +291,15 @@ class Context:
         """True for the rows of `wide` whose `(run, layer)` is in `pairs`."""
         keys = pd.MultiIndex.from_frame(self.wide[["run", "layer"]])
         return pd.Series(keys.isin(list(pairs)), index=self.wide.index)
+
+    def nonfinite_weights(self):
+        """Rows of `wide` in which the layer's weights are NaN or Inf (`weight_norm`), or the window's
+        updates made them so (`update_ratio`)."""
+        mask = pd.Series(False, index=self.wide.index)
+        for stat in WEIGHT_STATS:
+            if f"nonfinite_{stat}" in self.wide.columns:
+                mask |= self.wide[f"nonfinite_{stat}"] > 0
+        return mask
 
     def dead_mask(self, stat):
         """Rows of `wide` where `stat` (`zero_fraction` or `near_zero_fraction`) says the layer is dead.
@@ -305,6 +326,9 @@ def context(df: pd.DataFrame, layers: pd.DataFrame | None = None, **kwargs) -> C
     _check_frames(df, layers)
     df = df[df["stat"].isin(REQUIRED_STATS)]
     df = df.assign(value=pd.to_numeric(df["value"], errors="coerce").astype(float))
+    flags = _nonfinite_flags(df)
+    if not flags.empty:
+        df = pd.concat([df, flags], ignore_index=True)
     if df.empty:
         wide = pd.DataFrame(columns=["run", "layer", "step", "window", "last_window", "alive"])
     else:
@@ -315,11 +339,22 @@ def context(df: pd.DataFrame, layers: pd.DataFrame | None = None, **kwargs) -> C
         wide["last_window"] = wide.groupby("run")["window"].transform("max")
     ctx = Context(wide, _series_table(wide, layers), t)
     if not wide.empty:
+        by_layer = [wide["run"], wide["layer"]]
         dead = ctx.dead_mask("zero_fraction") | ctx.dead_mask("near_zero_fraction")
         # `wide` is sorted by step within each layer: a layer is judged up to the window in which it died
-        # (a learning rate that blows the activations up, then leaves the ReLUs dead, is an explosion first)
-        wide["alive"] = dead.astype(int).groupby([wide["run"], wide["layer"]]).cummax().eq(0)
+        # (a learning rate that blows the activations up, then leaves the ReLUs dead, is an explosion first),
+        # or in which its weights turned non-finite (that window's outputs still come from finite weights too)
+        after_nan = ctx.nonfinite_weights().astype(int).groupby(by_layer).shift(fill_value=0).astype(bool)
+        wide["alive"] = (dead | after_nan).astype(int).groupby(by_layer).cummax().eq(0)
     return ctx
+
+
+def _nonfinite_flags(df):
+    """`nonfinite_<stat>` rows for the `WEIGHT_STATS` rows of `df`: 1.0 where the value is NaN or Inf, else 0.0.
+    The pivot of `context` keeps the last non-NaN value, so a recorded NaN would be lost (or look like a
+    layer without weights) before any check saw it."""
+    w = df[df["stat"].isin(WEIGHT_STATS)]
+    return w.assign(stat="nonfinite_" + w["stat"], value=(~np.isfinite(w["value"].to_numpy(float))).astype(float))
 
 
 # ------------------------------------------------------------------ spans
@@ -354,7 +389,7 @@ def _spans(ctx, rows, kind, stat, message, extreme="max"):
             text += f" ({held} consecutive windows)" if streak == held else f" ({held} windows, at most {streak} consecutive)"
         severity = KINDS[kind]
         n = ctx.t["transient_windows"]
-        if kind != "nan_inf" and windows[-1] < n <= last_window:
+        if kind not in NEVER_TRANSIENT and windows[-1] < n <= last_window:
             severity = "info"
             text += f"; transient: only within the first {n} windows after initialisation"
         out.append((run, layer, stat, kind, severity, first, last, streak, text))
@@ -391,15 +426,33 @@ def check_nan_inf(ctx):
     return out
 
 
+@register("nan_weights")
+def check_nan_weights(ctx):
+    """NaN or Inf in a layer's trainable weights: `weight_norm` (the weights before a recorded update) or
+    `update_ratio` (an update of the window made them so) not finite. Always an error; reported with the
+    statistic `weight_norm`. Its outputs are not judged after that window (`alive`), and it is no `dead_layer`
+    while its weights are not finite: a NaN kernel under a ReLU that TensorFlow fuses into its matrix product
+    (`_FusedMatMul`, in a traced step) gives exact zeros, not NaN.
+    `weight_grad_norm` is not judged (see `WEIGHT_STATS`)."""
+    broken = ctx.nonfinite_weights()
+    if not broken.any():
+        return []
+    norm = _column(ctx, "weight_norm")
+    return _spans(ctx, ctx.rows(broken, norm), "nan_weights", "weight_norm",
+                  lambda _v, _e: "NaN or Inf in the trainable weights (their norm or the update ratio is not finite)")
+
+
 @register("dead_layer")
 def check_dead_layer(ctx):
-    """`zero_fraction` (else `near_zero_fraction`) at least `dead_layer_fraction`. From the first window in
-    which a layer is dead on, it gets no other finding except NaN/Inf."""
+    """`zero_fraction` (else `near_zero_fraction`) at least `dead_layer_fraction`, in windows in which the
+    layer's weights are finite (else that is `nan_weights`). From the first window in which a layer is dead
+    on, it gets no other finding except NaN/Inf (`nan_inf`, `nan_weights`)."""
     out, seen = [], set()
+    broken = ctx.nonfinite_weights()
     for stat in ("zero_fraction", "near_zero_fraction"):
         if stat not in ctx.wide.columns:
             continue
-        mask = ctx.dead_mask(stat)
+        mask = ctx.dead_mask(stat) & ~broken
         mask &= ~ctx.of_layers(seen)
         what = "zero" if stat == "zero_fraction" else "near zero"
         spans = _spans(ctx, ctx.rows(mask, stat), "dead_layer", stat,
@@ -735,8 +788,9 @@ def _finish(ctx, findings):
         order = dict(zip(zip(ctx.series["run"], ctx.series["layer"]), ctx.series["order"]))
         out["_sev"] = [-severity_rank(s) for s in out["severity"]]
         out["_order"] = [order.get(k, 10**9) for k in zip(out["run"], out["layer"])]
-        out = out.sort_values(["_sev", "first_step", "run", "_order", "kind"], kind="stable")
-        out = out.drop(columns=["_sev", "_order"]).reset_index(drop=True)
+        out["_effect"] = out["kind"] != "nan_weights"  # NaN weights make NaN outputs and gradients: the cause first
+        out = out.sort_values(["_sev", "first_step", "run", "_order", "_effect", "kind"], kind="stable")
+        out = out.drop(columns=["_sev", "_order", "_effect"]).reset_index(drop=True)
     return out.astype({"first_step": "int64", "last_step": "int64", "windows": "int64"})
 
 
@@ -776,6 +830,10 @@ def diagnose(df: pd.DataFrame, layers: pd.DataFrame | None = None, **kwargs) -> 
         logged windows of its run, and no longer in a later window, is a
         transient early-training event, reported as `info` (NaN/Inf excepted).
         Defaults to `2`.
+
+    Non-finite values are errors: `nan_inf` in a layer's output or activation
+    gradient, `nan_weights` in its trainable weights (`weight_norm` or
+    `update_ratio` NaN or Inf, with `gradients=True`).
 
     Returns:
       A DataFrame with columns `FINDING_COLUMNS` (`run, layer, stat, kind,
