@@ -5,7 +5,8 @@ directory, opened in Debian's chromium through playwright (never `playwright ins
     python scripts/screenshots.py --logs logs find_the_bug   # reuse logs/find_the_bug
 
 Writes `docs/images/<example>.png` (1280 wide, the dashboard view that shows the example's answer;
-find_the_bug also `find_the_bug_gradients.png`).
+find_the_bug also `find_the_bug_gradients.png`). An image over 300 KB is saved with a 256-colour palette
+(the dashboard's flat colours and text survive it; scaling down would blur the text).
 """
 
 from __future__ import annotations
@@ -27,6 +28,7 @@ ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-f
         "--disable-background-networking", "--disable-component-update", "--disable-sync"]
 IFRAME = 'iframe[src="data/plugin_entry.html?name=tfprobe"]'
 TIMEOUT = 90_000
+MAX_BYTES = 300_000
 
 
 def free_port():
@@ -84,10 +86,12 @@ def pooling_information(frame):
 
 
 def find_the_bug(frame):
-    """The Health view without the info findings: the warnings and errors of the broken runs, by kind."""
+    """The Health view without the info findings: the warnings and errors of the broken runs, by kind, down to
+    `nan_weights` (the exploding run's weights turning NaN at step 20)."""
     switch(frame, "health")
     frame.locator("#severity-filter input[value=info]").uncheck()
     frame.locator("body[data-view=health][data-status=ready]").wait_for(timeout=TIMEOUT)
+    frame.locator("details.finding-group[data-kind=nan_weights]").wait_for(timeout=TIMEOUT)
 
 
 def find_the_bug_gradients(frame):
@@ -101,8 +105,16 @@ EXAMPLES = {  # example: its runs, then (image name, what to show, the image's h
     "sparse_codes": (["l1_none", "l1_weak", "l1_strong"], [("sparse_codes", sparse_codes, 800)]),
     "pooling_information": (["max_pool", "avg_pool", "strided"], [("pooling_information", pooling_information, 1250)]),
     "find_the_bug": (["healthy", "dying_relu", "saturated_sigmoid", "exploding_lr"],
-                     [("find_the_bug", find_the_bug, 1400), ("find_the_bug_gradients", find_the_bug_gradients, 1000)]),
+                     [("find_the_bug", find_the_bug, 1922), ("find_the_bug_gradients", find_the_bug_gradients, 1000)]),
 }
+
+
+def keep_small(path):
+    """Re-saves the PNG at `path` with a 256-colour palette if it is over `MAX_BYTES`."""
+    if os.path.getsize(path) > MAX_BYTES:
+        from PIL import Image
+
+        Image.open(path).convert("RGB").quantize(colors=256).save(path, optimize=True)
 
 
 def shoot(name, logdir, out_dir):
@@ -122,6 +134,7 @@ def shoot(name, logdir, out_dir):
             out = os.path.join(out_dir, f"{image}.png")
             page.screenshot(path=out)
             page.close()
+            keep_small(out)
             print(f"{out}: {os.path.getsize(out) // 1024} KB")
         browser.close()
 
