@@ -128,30 +128,6 @@ def spectrogram_model(shape):
     return _compile(keras.Sequential(layers, name="spectrogram"))
 
 
-class SpectrogramLooks(keras.callbacks.Callback):
-    """Grad-CAM of the first reference spectrograms drawn as time x frequency (`input_kind="spectrogram"`).
-
-    `LayerProbe(looks_examples=...)` draws 2D inputs as images; this writes
-    the same Looks images with time across and low frequencies at the
-    bottom, at the end of training, into the run's directory.
-    """
-
-    def __init__(self, log_dir, reference, examples):
-        super().__init__()
-        from tfprobe.looks import LooksAnalysis
-        from tfprobe.reference import ReferenceData
-
-        self.looks = LooksAnalysis(log_dir, examples=examples, input_kind="spectrogram")
-        self.reference = ReferenceData(reference)
-
-    def on_train_begin(self, logs=None):
-        self.looks.check(self.model, self.reference)
-
-    def on_train_end(self, logs=None):
-        self.looks.run(self.model, self.reference, int(self.model.optimizer.iterations.numpy()))
-        self.looks.close()
-
-
 # ---------------------------------------------------------------- the answer
 
 
@@ -241,15 +217,15 @@ RUNS = {"waveform": (waveform, waveform_model), "spectrogram": (spectrogram, spe
 
 
 def train_run(logdir, run, model, train, reference, epochs, looks_examples):
-    """Trains `model` with a `LayerProbe` (representations and Looks on `reference`); returns val accuracy."""
+    """Trains `model` with a `LayerProbe` (representations and Looks on `reference`; spectrograms drawn with time
+    across and low frequencies at the bottom); returns val accuracy."""
     x, y = train
-    callbacks = [tfprobe.LayerProbe(
+    probe = tfprobe.LayerProbe(
         os.path.join(logdir, run), record_freq=2, log_freq=10, histogram_freq=10, reference_data=reference,
-        reference_freq=max(1, epochs // 3), looks_examples=0 if run == "spectrogram" else looks_examples)]
-    if run == "spectrogram":
-        callbacks.append(SpectrogramLooks(os.path.join(logdir, run), reference, looks_examples))
+        reference_freq=max(1, epochs // 3), looks_examples=looks_examples,
+        looks_input_kind="spectrogram" if run == "spectrogram" else "auto")
     history = model.fit(x, y, validation_data=reference, batch_size=32, epochs=epochs, verbose=0,
-                        callbacks=callbacks)
+                        callbacks=[probe])
     return float(history.history["val_accuracy"][-1])
 
 

@@ -50,6 +50,21 @@ def test_bad_thresholds(tmp_path, kwargs):
         tfprobe.LayerProbe(tmp_path, **kwargs)
 
 
+@pytest.mark.parametrize("value", ["spectogram", "Image", None, 2])
+def test_bad_looks_input_kind(tmp_path, value):
+    reference = (np.zeros((4, 4)), np.zeros(4, "int32"))
+    with pytest.raises(ValueError, match=r"`looks_input_kind` must be one of 'auto', 'image', 'spectrogram', "
+                                         rf"'waveform'. Received: looks_input_kind={re.escape(repr(value))}$"):
+        tfprobe.LayerProbe(tmp_path, reference_data=reference, looks_examples=2, looks_input_kind=value)
+
+
+def test_looks_input_kind_needs_looks_examples(tmp_path):
+    assert tfprobe.LayerProbe(tmp_path).looks_input_kind == "auto"
+    with pytest.raises(ValueError, match=r"`looks_input_kind` needs `looks_examples`.*"
+                                         r"looks_input_kind='spectrogram' and looks_examples=0"):
+        tfprobe.LayerProbe(tmp_path, looks_input_kind="spectrogram")
+
+
 def test_unwritable_log_dir_fails_before_training(tmp_path):
     blocker = tmp_path / "file"
     blocker.write_text("not a directory")

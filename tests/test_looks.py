@@ -246,3 +246,36 @@ def test_layer_probe_writes_looks_at_its_reference_steps(tmp_path):
     assert {tag.split("/")[1] for tag in found[6]} == {"example_00", "example_01"}
     with pytest.raises(ValueError, match="`looks_examples` needs `reference_data`"):
         tfprobe.LayerProbe(tmp_path, looks_examples=2)
+
+
+@pytest.mark.parametrize("kwargs, drawn", [({}, "image"), ({"looks_input_kind": "spectrogram"}, "spectrogram")])
+def test_layer_probe_draws_looks_as_its_looks_input_kind(tmp_path, kwargs, drawn):
+    """`LayerProbe(looks_input_kind=...)` is `LooksAnalysis(input_kind=...)`; the default draws 2D inputs as images."""
+    model = small_cnn((20, 10, 1))  # (time, frequency): not square, so a spectrogram's image is the transpose
+    model.compile("adam", "sparse_categorical_crossentropy")
+    rng = np.random.default_rng(0)
+    x, y = rng.normal(size=(16, 20, 10, 1)).astype("float32"), rng.integers(0, 3, 16)
+    probe = tfprobe.LayerProbe(tmp_path, reference_data=(x[:4], y[:4]), looks_examples=2, **kwargs)
+    assert probe.looks_input_kind == kwargs.get("looks_input_kind", "auto")
+    model.fit(x, y, batch_size=8, epochs=1, verbose=0, callbacks=[probe])
+    got = images_and_scalars(tmp_path)[2]
+    heat = cam.grad_cam(model, x[:2])  # the weights of the last reference step, at the end of training
+    for i in range(2):
+        background = display(x[i], drawn)
+        assert background.shape[:2] == ((10, 20) if drawn == "spectrogram" else (20, 10))
+        np.testing.assert_allclose(shrink(got[metadata.looks_tag(i, "input")], background), background,
+                                   atol=1 / 255 + 1e-6)
+        expected = overlay(background, orient(heat[i]) if drawn == "spectrogram" else heat[i])
+        np.testing.assert_allclose(shrink(got[metadata.looks_tag(i, "gradcam", "conv2")], background), expected,
+                                   atol=1 / 255 + 1e-6)
+
+
+def test_layer_probe_names_looks_input_kind_when_the_model_cannot_be_drawn_so(tmp_path):
+    model = small_cnn()
+    model.compile("adam", "sparse_categorical_crossentropy")
+    x, y = np.zeros((8, 12, 12, 1), "float32"), np.zeros(8, "int32")
+    probe = tfprobe.LayerProbe(tmp_path, reference_data=(x, y), looks_examples=2, looks_input_kind="waveform")
+    with pytest.raises(ValueError, match=r"^`looks_input_kind` 'waveform' needs a 1D Grad-CAM layer; 'conv2' has a "
+                                         r"2D output. Received: looks_input_kind='waveform'$"):
+        model.fit(x, y, batch_size=8, epochs=1, verbose=0, callbacks=[probe])
+    assert not any("call" in layer.__dict__ for layer in model.layers)  # the model was not instrumented

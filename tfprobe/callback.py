@@ -147,6 +147,12 @@ class LayerProbe(keras.callbacks.Callback):
         TensorBoard's Images tab and the dashboard's Looks view show
         (`tfprobe.looks`, README "Where the model looks"). Defaults to `0`
         (off).
+      looks_input_kind: how those examples are drawn (`LooksAnalysis`'s
+        `input_kind`): `"image"` (the maps overlaid), `"spectrogram"`
+        (`(time, frequency, 1)` inputs: time across, low frequencies at the
+        bottom), `"waveform"` (1D inputs: a heat strip under the signal) or
+        `"auto"` (default): waveform when the Grad-CAM layer is 1D, image
+        otherwise. Needs `looks_examples`.
 
     Example:
 
@@ -179,6 +185,7 @@ class LayerProbe(keras.callbacks.Callback):
         reference_embeddings=None,
         reference_max_dim=512,
         looks_examples=0,
+        looks_input_kind="auto",
     ):
         super().__init__()
         self.log_dir = validation.log_dir(log_dir)
@@ -201,6 +208,10 @@ class LayerProbe(keras.callbacks.Callback):
         if self.looks_examples and self.reference_data is None:
             raise ValueError(f"`looks_examples` needs `reference_data` (the examples are its first ones). "
                              f"Received: looks_examples={looks_examples!r} and reference_data=None")
+        self.looks_input_kind = validation.looks_input_kind(looks_input_kind)
+        if self.looks_input_kind != "auto" and not self.looks_examples:
+            raise ValueError(f"`looks_input_kind` needs `looks_examples` (the examples it draws). "
+                             f"Received: looks_input_kind={looks_input_kind!r} and looks_examples={looks_examples!r}")
         self._analyses = []
         self._last_reference = None
         self._recorder = Recorder(
@@ -311,8 +322,15 @@ class LayerProbe(keras.callbacks.Callback):
         if self.looks_examples:
             from tfprobe.looks import LooksAnalysis
 
-            looks = LooksAnalysis(self.log_dir, examples=self.looks_examples)
-            looks.check(self.model, self.reference_data)  # bad input fails before training starts
+            looks = LooksAnalysis(self.log_dir, examples=self.looks_examples, input_kind=self.looks_input_kind)
+            try:
+                looks.check(self.model, self.reference_data)  # bad input fails before training starts
+            except ValueError as error:  # LooksAnalysis names its own `input_kind`: here it is `looks_input_kind`
+                renamed = str(error).replace("`input_kind`", "`looks_input_kind`").replace(
+                    " input_kind=", " looks_input_kind=")
+                if renamed == str(error):
+                    raise
+                raise ValueError(renamed) from None
             analyses.append(looks)
         return analyses
 

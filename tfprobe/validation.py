@@ -63,6 +63,21 @@ def choice(name, value, choices):
     return value
 
 
+def looks_input_kind(value):
+    """How `LayerProbe`'s Looks draw inputs: one of `tfprobe.looks.INPUT_KINDS` (`LooksAnalysis(input_kind=...)`).
+
+    >>> looks_input_kind("spectrogram")
+    'spectrogram'
+    >>> looks_input_kind("audio")
+    Traceback (most recent call last):
+    ...
+    ValueError: `looks_input_kind` must be one of 'auto', 'image', 'spectrogram', 'waveform'. Received: looks_input_kind='audio'
+    """
+    from tfprobe.looks import INPUT_KINDS
+
+    return choice("looks_input_kind", value, INPUT_KINDS)
+
+
 def log_dir(value):
     """A path of a directory that exists or can be created and written; a URL (`gs://...`) is taken as is."""
     if not isinstance(value, (str, os.PathLike)) or not str(value):
