@@ -207,3 +207,23 @@ def test_mixed_float16_gradients_are_unscaled(tmp_path):
         g = tape.gradient(loss, reference.get_layer("h").trainable_weights)
         norms.append(np.sqrt(sum(np.sum(np.asarray(t, np.float64) ** 2) for t in g)))
     assert wide.loc["h", "weight_grad_norm"] == pytest.approx(np.mean(norms), rel=1e-2)  # unscaled, averaged
+
+
+def test_gradient_step_builds_no_extra_pass(tmp_path, monkeypatch):
+    """With gradients on, a pooling layer still reuses its producer's partials (the model goes on with an
+    identity, not the producer's own tensor), and without loss scaling no gradient is divided (copied)."""
+    from tfprobe import native, stats
+
+    calls = {"input_sums": 0, "grad_rows": []}
+    for cls in (stats.GraphKernel, native.NativeKernel):
+        monkeypatch.setattr(cls, "input_sums", lambda self, *a, _f=cls.input_sums, **k: (
+            calls.__setitem__("input_sums", calls["input_sums"] + 1), _f(self, *a, **k))[1])
+        monkeypatch.setattr(cls, "partials", lambda self, x2d, *a, _f=cls.partials, **k: (
+            "tfprobe_grad" in tf.get_current_name_scope() and calls["grad_rows"].append(x2d.op.type), _f(self, x2d, *a, **k))[1])
+    model = keras.Sequential([keras.Input((6, 6, 2)), keras.layers.Conv2D(3, 3, name="conv"),
+                              keras.layers.MaxPooling2D(name="pool"), keras.layers.Flatten(), keras.layers.Dense(2)])
+    model.compile(keras.optimizers.SGD(0.01), "mse")
+    model.fit(data(8, (6, 6, 2)), data(8, (2,)), verbose=0,
+              callbacks=[tfprobe.LayerProbe(tmp_path, record_freq=1, log_freq=1, gradients=True)])
+    assert calls["input_sums"] == 0
+    assert calls["grad_rows"] and "RealDiv" not in calls["grad_rows"], calls["grad_rows"]

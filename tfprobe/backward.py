@@ -54,6 +54,21 @@ def loss_scale(optimizer):
     return tf.cast(optimizer.scale_loss(tf.constant(1.0, tf.float32)), tf.float32)
 
 
+def may_skip_steps(optimizer):
+    """Whether `optimizer` may skip a step's update (a Keras loss-scale optimizer does on non-finite gradients).
+
+    Keras' other optimizers always apply the update; an optimizer tfprobe
+    does not know may skip.
+
+    >>> import keras
+    >>> may_skip_steps(keras.optimizers.SGD()), may_skip_steps(keras.optimizers.LossScaleOptimizer(keras.optimizers.SGD()))
+    (False, True)
+    """
+    import keras
+
+    return isinstance(optimizer, keras.optimizers.LossScaleOptimizer) or not isinstance(optimizer, keras.optimizers.Optimizer)
+
+
 class BackwardPass:
     """What a traced step folds of its backward pass: each tap's activation gradient, each layer's weight figures.
 
@@ -80,8 +95,11 @@ class BackwardPass:
         self.weights.detach()
 
     def begin(self, optimizer, iterations, record):
-        self._t.grads, self._t.before = [], iterations
+        # Without a loss-scale optimizer every update is applied (no wait for `iterations`), and a loss scale that
+        # is statically 1 divides nothing (no copy of each gradient).
+        self._t.grads, self._t.before = [], iterations if may_skip_steps(optimizer) else None
         self._t.scale = loss_scale(optimizer)
+        self._t.unscaled = tf.get_static_value(self._t.scale) == 1
         self.weights.begin(record)
         self._t.record = record
 
@@ -92,8 +110,10 @@ class BackwardPass:
     def end(self, iterations, series_by_name, accumulators, kernel, guarded):
         """Folds the step's gradients and weight figures into `accumulators`; `guarded(series, build, *args)` runs each."""
         t = self._t
-        applied = tf.constant(True) if iterations is None else tf.not_equal(tf.cast(iterations, tf.int64), t.before)
-        record = tf.logical_and(t.record, applied)
+        if iterations is None or t.before is None:
+            record = t.record
+        else:
+            record = tf.logical_and(t.record, tf.not_equal(tf.cast(iterations, tf.int64), t.before))
         grads, scale = t.grads, t.scale
         empty = {"grad_sums": stats.empty_sums(), "grad_maxes": stats.empty_maxes(None)}
         accumulators.create_many({series.name: empty for series, _ in grads})
@@ -103,7 +123,7 @@ class BackwardPass:
 
             def fold(series, g):
                 with tf.name_scope("tfprobe_grad"):
-                    x2d = stats.as_rows(g) / tf.cast(scale, tf.float32)
+                    x2d = kernel.rows(g) if t.unscaled else kernel.rows(g) / scale
                     sums[series.name], maxes[series.name], _ = kernel.partials(x2d, None, None, False)
 
             for series, g in grads:
