@@ -227,3 +227,23 @@ def test_gradient_step_builds_no_extra_pass(tmp_path, monkeypatch):
               callbacks=[tfprobe.LayerProbe(tmp_path, record_freq=1, log_freq=1, gradients=True)])
     assert calls["input_sums"] == 0
     assert calls["grad_rows"] and "RealDiv" not in calls["grad_rows"], calls["grad_rows"]
+
+
+def test_a_gradient_shared_by_series_is_read_once(tmp_path, monkeypatch):
+    """An `Add`'s gradient reaches both inputs as the same tensor: its partials are computed once, for both series."""
+    from tfprobe import native, stats
+
+    scopes = []
+    for cls in (stats.GraphKernel, native.NativeKernel):
+        monkeypatch.setattr(cls, "partials", lambda self, x2d, *a, _f=cls.partials, **k: (
+            scopes.append(tf.get_current_name_scope()), _f(self, x2d, *a, **k))[1])
+    inp = keras.Input((4,))
+    h = keras.layers.Dense(4, name="h")(inp)
+    out = keras.layers.Add(name="add")([keras.layers.Dense(4, name="branch")(h), h])
+    model = keras.Model(inp, keras.layers.Dense(2, name="out")(out))
+    model.compile(keras.optimizers.SGD(0.0), "mse")
+    x, y = data(16, (4,)), data(16, (2,), seed=1)
+    wide, checked = check_against_oracle(model, x, y, tmp_path)
+    assert checked == 4
+    assert wide.loc["branch", "grad_rms"] == wide.loc["add", "grad_rms"]
+    assert sum("tfprobe_grad" in s for s in scopes) == 3  # out, add (= branch), h

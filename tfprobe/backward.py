@@ -120,11 +120,14 @@ class BackwardPass:
 
         def fold_all():
             sums, maxes = {}, {}
+            partials = {}  # gradient tensor -> its partials: an `Add`'s gradient reaches each input as the same tensor
 
             def fold(series, g):
-                with tf.name_scope("tfprobe_grad"):
-                    x2d = kernel.rows(g) if t.unscaled else kernel.rows(g) / scale
-                    sums[series.name], maxes[series.name], _ = kernel.partials(x2d, None, None, False)
+                if g.ref() not in partials:
+                    with tf.name_scope("tfprobe_grad"):
+                        x2d = kernel.rows(g) if t.unscaled else kernel.rows(g) / scale
+                        partials[g.ref()] = kernel.partials(x2d, None, None, False)
+                sums[series.name], maxes[series.name], _ = partials[g.ref()]
 
             for series, g in grads:
                 guarded(series, fold, series, g)
