@@ -213,41 +213,28 @@ class WeightWatch:
         self._patched = None
 
     def begin(self, record):
-        """Reads the weights before the step, on recorded steps only (empty tensors otherwise), flattened in groups."""
+        """Reads the weights before the step, on recorded steps only (empty tensors otherwise)."""
+        variables = [v for vs in self.layers.values() for v in vs]
         self._t.grads = {}
-        groups = self._groups()
+        if not variables:
+            self._t.before = []
+            return
 
         def read():
-            return [_flat([_value(v) for v in group], dtype) for group, _, _, dtype in groups]
+            return [tf.identity(_value(v)) for v in variables]
 
         def empty():
-            return [tf.zeros([0], dtype) for *_, dtype in groups]
+            return [tf.zeros([0], _value(v).dtype) for v in variables]
 
-        self._t.before = tf.cond(record, read, empty) if groups else []
-
-    def _groups(self):
-        """The variables in consecutive groups of at most `GROUP_VALUES` values (a larger one alone), each with
-        its owners (layer indices), sizes and dtype: `[(variables, owners, sizes, dtype)]`."""
-        out, group, size = [], [], 0
-        entries = [(v, i) for i, vs in enumerate(self.layers.values()) for v in vs]
-        for v, owner in entries:
-            n = v.shape.num_elements() if hasattr(v.shape, "num_elements") else int(np.prod(v.shape))
-            if group and size + n > GROUP_VALUES:
-                out.append(group)
-                group, size = [], 0
-            group.append((v, owner, n))
-            size += n
-        if group:
-            out.append(group)
-        return [([v for v, _, _ in g], [o for _, o, _ in g], [n for _, _, n in g],
-                 tf.float64 if any(v.dtype in ("float64", tf.float64) for v, _, _ in g) else tf.float32)
-                for g in out]
+        self._t.before = tf.cond(record, read, empty)
 
     def sums(self, record, scale):
         if not self.layers:
             return {}
         grads, befores = self._t.grads, self._t.before
         self._t.grads = None
+        variables = [v for vs in self.layers.values() for v in vs]
+        owners = [i for i, vs in enumerate(self.layers.values()) for _ in vs]
         count = len(self.layers)
 
         # Under several replicas each sees only its share of the gradient; summing it would need a collective
@@ -256,42 +243,37 @@ class WeightWatch:
         replicated = context is not None and context.num_replicas_in_sync > 1
 
         def figures():
-            w2 = d2 = g2 = tf.zeros([count], tf.float64)
-            for (variables, owners, sizes, dtype), before in zip(self._groups(), befores):
-                w2 += sum_squares(before, owners, sizes, count)
-                d2 += sum_squares(_flat([_value(v) for v in variables], dtype) - before, owners, sizes, count)
-                if not replicated:
-                    g = [grads[id(v)] if id(v) in grads else tf.zeros(v.shape, dtype) for v in variables]
-                    g2 += sum_squares(_flat(g, dtype), owners, sizes, count)
+            w2 = sum_squares(befores, owners, count)
+            d2 = sum_squares([tf.cast(_value(v), b.dtype) - b for v, b in zip(variables, befores)], owners, count)
+            if replicated:
+                g = tf.fill([count], tf.constant(np.nan, tf.float64))
+            else:
+                present = [(grads[id(v)], o) for v, o in zip(variables, owners) if id(v) in grads]
+                g2 = sum_squares([t for t, _ in present], [o for _, o in present], count)
+                g = tf.sqrt(g2) / tf.cast(scale, tf.float64)
             w = tf.sqrt(w2)
-            g = tf.fill([count], tf.constant(np.nan, tf.float64)) if replicated else tf.sqrt(g2) / tf.cast(scale, tf.float64)
             return tf.stack([tf.ones([count], tf.float64), w, g, tf.math.divide_no_nan(tf.sqrt(d2), w)], axis=1)
 
         rows = tf.cond(record, figures, lambda: tf.zeros([count, 4], tf.float64))
         return dict(zip(self.layers, tf.unstack(rows)))
 
 
-GROUP_VALUES = 1 << 22
-"""Values flattened into one tensor per fused reduction at most (a larger variable is a group of its own)."""
+def sum_squares(tensors, owners, count):
+    """`float64[count]`: the sum of squares of each of `tensors`, added up at its `owners[i]`.
 
+    One `L2Loss` op per tensor (its squares summed in its own precision,
+    float32 at least; each tensor's sum then in float64), then one segment
+    sum: a cast, a square and a sum in float64 per tensor made a recorded
+    step of a model with hundreds of variables slow.
 
-def sum_squares(flat, owners, sizes, count):
-    """`float64[count]`: the sum of squares of consecutive pieces of `flat` (`sizes[i]` values each), added at `owners[i]`.
-
-    One segment sum for many tensors flattened into one (an op or three per
-    variable made a recorded step of a model with hundreds of variables slow).
-
-    >>> sum_squares(tf.constant([3.0, 1.0, 2.0, 2.0]), [0, 1, 0], [1, 2, 1], 2).numpy().tolist()
+    >>> sum_squares([tf.constant([3.0]), tf.constant([[1.0, 2.0]]), tf.constant(2.0)], [0, 1, 0], 2).numpy().tolist()
     [13.0, 5.0]
     """
-    ids = tf.repeat(tf.constant(owners, tf.int32), tf.constant(sizes, tf.int64))
-    return tf.math.unsorted_segment_sum(tf.square(tf.cast(flat, tf.float64)), ids, count)
-
-
-def _flat(tensors, dtype):
-    """`tensors` flattened and concatenated as one `dtype` vector."""
-    pieces = [tf.reshape(tf.cast(t, dtype), [-1]) for t in tensors]
-    return pieces[0] if len(pieces) == 1 else tf.concat(pieces, 0)
+    if not tensors:
+        return tf.zeros([count], tf.float64)
+    halves = [tf.nn.l2_loss(t if t.dtype in (tf.float32, tf.float64) else tf.cast(t, tf.float32)) for t in tensors]
+    per_tensor = 2.0 * tf.stack([tf.cast(h, tf.float64) for h in halves])
+    return tf.math.unsorted_segment_sum(per_tensor, tf.constant(owners, tf.int32), count)
 
 
 def _value(variable):
