@@ -160,7 +160,8 @@ def main(argv=None):
     print(f"{args.model}: {len(acts)} recorded activations, {values / 1e6:.1f} M values ({values * 4 / 2**20:.0f} MiB) "
           f"per batch of {batch}; plain training step {1000 * step:.1f} ms (median of {len(times) - 3})")
     if grads:
-        print(f"gradients: {len(grads)} activation gradients, {sum(int(np.prod(g.shape)) for g in grads) / 1e6:.1f} M values")
+        grad_values = sum(int(np.prod(g.shape)) for g in grads)
+        print(f"gradients: {len(grads)} activation gradients, {grad_values / 1e6:.1f} M values")
     print(f"{'work':26s} {'ms':>8s} {'1 + t/step':>10s}")
     for name, fn in [
         ("one pass (reduce_sum)", one_pass),

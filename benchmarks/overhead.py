@@ -12,6 +12,7 @@ each, with the min and max of the median-step ratio.
     python benchmarks/overhead.py --config default --reps 9
     python benchmarks/overhead.py --model mobilenetv2 --config sampled_every_step
     python benchmarks/overhead.py --model lstm --config all_stats_every_step
+    python benchmarks/overhead.py --model mobilenetv2 --config gradients_every_step --paired --steps 12 --warmup 3
     python benchmarks/overhead.py --kernel graph           # the graph ops instead of the native kernel
 
 Models (synthetic data):

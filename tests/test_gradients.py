@@ -230,7 +230,7 @@ def test_gradient_step_builds_no_extra_pass(tmp_path, monkeypatch):
 
 
 def test_a_gradient_shared_by_series_is_read_once(tmp_path, monkeypatch):
-    """An `Add`'s gradient reaches both inputs as the same tensor: its partials are computed once, for both series."""
+    """An `Add`'s gradient reaches both inputs as the same tensor: its partials are computed once, for both."""
     from tfprobe import native, stats
 
     scopes = []

@@ -61,12 +61,14 @@ def may_skip_steps(optimizer):
     does not know may skip.
 
     >>> import keras
-    >>> may_skip_steps(keras.optimizers.SGD()), may_skip_steps(keras.optimizers.LossScaleOptimizer(keras.optimizers.SGD()))
+    >>> sgd = keras.optimizers.SGD()
+    >>> may_skip_steps(sgd), may_skip_steps(keras.optimizers.LossScaleOptimizer(sgd))
     (False, True)
     """
     import keras
 
-    return isinstance(optimizer, keras.optimizers.LossScaleOptimizer) or not isinstance(optimizer, keras.optimizers.Optimizer)
+    optimizers = keras.optimizers
+    return isinstance(optimizer, optimizers.LossScaleOptimizer) or not isinstance(optimizer, optimizers.Optimizer)
 
 
 class BackwardPass:
@@ -120,7 +122,7 @@ class BackwardPass:
 
         def fold_all():
             sums, maxes = {}, {}
-            partials = {}  # gradient tensor -> its partials: an `Add`'s gradient reaches each input as the same tensor
+            partials = {}  # gradient -> its partials (an `Add`'s gradient reaches each input as the same tensor)
 
             def fold(series, g):
                 if g.ref() not in partials:
