@@ -16,6 +16,7 @@ measure of what tfprobe adds to building the step (not against Keras' first
 
     python benchmarks/build_time.py --model mobilenetv2 --reps 3
     python benchmarks/build_time.py --model densenet121 --model inceptionv3 --reps 3
+    python benchmarks/build_time.py --model mobilenetv2 --gradients   # with the backward path recorded too
 """
 
 from __future__ import annotations
@@ -59,7 +60,7 @@ def one_step(model, x, y, callbacks=()):
     return time.perf_counter() - started
 
 
-def measure(name, reps, kernel):
+def measure(name, reps, kernel, gradients=False):
     build, shape = MODELS[name]
     model = build()
     rng = np.random.default_rng(0)
@@ -73,7 +74,7 @@ def measure(name, reps, kernel):
         times["keras"].append(one_step(model, x, y))
         model.__dict__.pop("_tfprobe_recorders", None)  # a new probe on its own: no reuse of a traced step
         model.train_function = None
-        probe = tfprobe.LayerProbe(os.path.join(logdir, str(rep)), kernel=kernel)
+        probe = tfprobe.LayerProbe(os.path.join(logdir, str(rep)), kernel=kernel, gradients=gradients)
         times["probe"].append(one_step(model, x, y, [probe]))
     keras_s, probe_s = statistics.median(times["keras"]), statistics.median(times["probe"])
     return keras_s, probe_s, len(probe.series)
@@ -84,10 +85,11 @@ def main(argv=None):
     parser.add_argument("--model", action="append", choices=sorted(MODELS), help="default: mobilenetv2")
     parser.add_argument("--reps", type=int, default=3)
     parser.add_argument("--kernel", choices=["auto", "native", "graph"], default="auto")
+    parser.add_argument("--gradients", action="store_true", help="LayerProbe(gradients=True): the backward path too")
     args = parser.parse_args(argv)
     print(f"{'model':14s} {'series':>6s} {'keras s':>8s} {'probe s':>8s} {'ratio':>6s}")
     for name in args.model or ["mobilenetv2"]:
-        keras_s, probe_s, series = measure(name, args.reps, args.kernel)
+        keras_s, probe_s, series = measure(name, args.reps, args.kernel, args.gradients)
         print(f"{name:14s} {series:6d} {keras_s:8.2f} {probe_s:8.2f} {probe_s / keras_s:6.2f}", flush=True)
 
 

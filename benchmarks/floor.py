@@ -11,12 +11,17 @@ own `tf.function` over all of them (median of `--reps` calls):
   native            tfprobe's one-pass kernel (`tfprobe.native`), whole batch; and k=16;
                     and with the histogram counted in the same pass
 
-and prints each next to the model's plain training step (median of `--steps`
+With `--gradients`, the same for the backward path (`LayerProbe(gradients=True)`): the
+gradient of the loss with respect to every recorded activation (one batch, held as
+tensors), read once (`reduce_sum`: the gradient floor) and through the native kernel.
+
+Prints each next to the model's plain training step (median of `--steps`
 steps of `fit`): the ratio 1 + t / step is what that much work would cost a
 recorded step if nothing else did.
 
     python benchmarks/floor.py                       # reference CNN
     python benchmarks/floor.py --model mobilenetv2
+    python benchmarks/floor.py --gradients           # and the floor of the activation gradients
 """
 
 from __future__ import annotations
@@ -50,11 +55,42 @@ def median_seconds(fn, reps):
     return statistics.median(times)
 
 
+def activation_gradients(model, layers, x, y):
+    """dL/da of one batch for every output of `layers` that has one (the loss `fit` differentiates)."""
+    taps = keras.Model(model.inputs, [layer.output for layer in layers] + list(model.outputs))
+    with tf.GradientTape() as tape:
+        outs = taps(tf.constant(x), training=True)
+        y_pred = outs[len(layers):]
+        loss = model.compute_loss(x=x, y=y, y_pred=y_pred[0] if len(y_pred) == 1 else y_pred, training=True)
+    return [tf.identity(g) for g in tape.gradient(loss, outs[: len(layers)]) if g is not None]
+
+
+def gradient_work(grads):
+    """The rows of the gradient floor: one `reduce_sum` over every activation gradient, and the native kernel."""
+    if not grads:
+        return []
+
+    @tf.function
+    def one_pass():
+        return tf.add_n([tf.reduce_sum(g) for g in grads])
+
+    @tf.function
+    def kernel():
+        out = []
+        for g in grads:
+            sums, maxes, _ = native.run_op(g, False, near_zero=1e-3)
+            out.append(tf.reduce_sum(sums) + tf.cast(tf.reduce_sum(maxes), tf.float64))
+        return tf.add_n(out)
+
+    return [("gradients: one pass", one_pass), ("gradients: native", kernel)]
+
+
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--model", choices=["cnn", "mobilenetv2"], default="cnn")
     parser.add_argument("--reps", type=int, default=15)
     parser.add_argument("--steps", type=int, default=15)
+    parser.add_argument("--gradients", action="store_true", help="also the floor of every activation gradient")
     args = parser.parse_args(argv)
     build, batch, data = MODELS[args.model]
     model = build()
@@ -75,6 +111,7 @@ def main(argv=None):
     layers = [layer for _, layer in walk(model)]
     taps = keras.Model(model.inputs, [layer.output for layer in layers])
     acts = [tf.constant(a) for a in taps.predict(x[:batch], verbose=0)]
+    grads = activation_gradients(model, layers, x[:batch], y[:batch]) if args.gradients else []
     bounds = [saturation_bounds(layer) for layer in layers]
     values = sum(int(np.prod(a.shape)) for a in acts)
 
@@ -122,6 +159,9 @@ def main(argv=None):
 
     print(f"{args.model}: {len(acts)} recorded activations, {values / 1e6:.1f} M values ({values * 4 / 2**20:.0f} MiB) "
           f"per batch of {batch}; plain training step {1000 * step:.1f} ms (median of {len(times) - 3})")
+    if grads:
+        grad_values = sum(int(np.prod(g.shape)) for g in grads)
+        print(f"gradients: {len(grads)} activation gradients, {grad_values / 1e6:.1f} M values")
     print(f"{'work':26s} {'ms':>8s} {'1 + t/step':>10s}")
     for name, fn in [
         ("one pass (reduce_sum)", one_pass),
@@ -131,7 +171,7 @@ def main(argv=None):
         ("native, whole batch", native_of(None)),
         ("native, k=16", native_of(16)),
         ("native + histogram", native_of(None, True)),
-    ]:
+    ] + gradient_work(grads):
         t = median_seconds(fn, args.reps)
         print(f"{name:26s} {1000 * t:8.1f} {1 + t / step:10.3f}", flush=True)
 

@@ -27,6 +27,7 @@ smallest batch (`--full` for the whole product; 256 x 200 costs ~3 min a repetit
 
     python benchmarks/memory.py            # batch 32, 256 at 20 steps; steps 20, 200 at batch 32; 3 reps (~6 min)
     python benchmarks/memory.py --quick    # batch 32, 128; steps 20, 60; 2 reps (~3 min)
+    python benchmarks/memory.py --quick --gradients   # the same with the backward path recorded too
 
 How to read it: "increase" is what tfprobe costs at peak. The last line
 compares how much it moves along each axis with the spread of a peak over
@@ -59,7 +60,7 @@ def rss_kib():
     return 0
 
 
-def child(batch, steps, probe, sample_size=None, kernel="auto"):
+def child(batch, steps, probe, sample_size=None, kernel="auto", gradients=False):
     """One measurement; prints one JSON line."""
     import keras
     import numpy as np
@@ -89,7 +90,7 @@ def child(batch, steps, probe, sample_size=None, kernel="auto"):
     with tempfile.TemporaryDirectory(prefix="tfprobe-mem-") as logdir:
         if probe:
             p = tfprobe.LayerProbe(logdir, record_freq=1, log_freq=10, histogram_freq=1, sample_size=sample_size,
-                                   kernel=kernel)
+                                   kernel=kernel, gradients=gradients)
             callbacks.insert(0, p)  # before `Rss`: a window is written before the RSS is read
         model.fit(data, epochs=1, steps_per_epoch=steps, verbose=0, callbacks=callbacks)
         if probe:
@@ -107,13 +108,13 @@ def child(batch, steps, probe, sample_size=None, kernel="auto"):
     print(json.dumps({"peak": peak, "steady": steady, "growth": growth, "state": state, "series": series}))
 
 
-def measure(batch, steps, probe, sample_size=None, kernel="auto"):
+def measure(batch, steps, probe, sample_size=None, kernel="auto", gradients=False):
     cmd = [sys.executable, os.path.abspath(__file__), "--child", "--batch", str(batch), "--steps", str(steps)]
     if probe:
         cmd.append("--probe")
     if sample_size:
         cmd += ["--sample-size", str(sample_size)]
-    cmd += ["--kernel", kernel]
+    cmd += ["--kernel", kernel] + (["--gradients"] if gradients else [])
     out = subprocess.run(cmd, check=True, capture_output=True, text=True).stdout
     return json.loads(out.strip().splitlines()[-1])
 
@@ -131,12 +132,13 @@ def main(argv=None):
     parser.add_argument("--quick", action="store_true", help="batch 32, 128; steps 20, 60; 2 reps")
     parser.add_argument("--sample-size", type=int, default=None, help="LayerProbe(sample_size=...)")
     parser.add_argument("--kernel", choices=["auto", "native", "graph"], default="auto", help="LayerProbe(kernel=...)")
+    parser.add_argument("--gradients", action="store_true", help="LayerProbe(gradients=True): the backward path too")
     parser.add_argument("--child", action="store_true", help=argparse.SUPPRESS)
     parser.add_argument("--batch", type=int, help=argparse.SUPPRESS)
     parser.add_argument("--probe", action="store_true", help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
     if args.child:
-        return child(args.batch, args.steps[0], args.probe, args.sample_size, args.kernel)
+        return child(args.batch, args.steps[0], args.probe, args.sample_size, args.kernel, args.gradients)
     if args.quick:
         args.batches, args.steps, args.reps = [32, 128], [20, 60], 2
     if min(args.steps) < 2 * WARMUP:
@@ -154,13 +156,13 @@ def main(argv=None):
     for rep in range(args.reps):
         for i, cell in enumerate(cells):
             for probe in (False, True) if (rep + i) % 2 == 0 else (True, False):
-                runs[cell, probe].append(measure(*cell, probe, args.sample_size, args.kernel))
+                runs[cell, probe].append(measure(*cell, probe, args.sample_size, args.kernel, args.gradients))
 
     state = max(r["state"] for cell in cells for r in runs[cell, True])
     series = max(r["series"] for cell in cells for r in runs[cell, True])
     print("    " + " ".join([os.path.relpath(__file__)] + (argv if argv is not None else sys.argv[1:])))
     print(f"reference CNN, LayerProbe(record_freq=1, log_freq=10, histogram_freq=1, sample_size={args.sample_size}, "
-          f"kernel={args.kernel!r}); "
+          f"kernel={args.kernel!r}, gradients={args.gradients}); "
           f"{args.reps} reps per cell; "
           f"MB = MiB of RSS")
     print(f"tfprobe state (the accumulators of its {series} series): {state / 1024:.1f} KiB")

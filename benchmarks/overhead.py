@@ -12,7 +12,9 @@ each, with the min and max of the median-step ratio.
     python benchmarks/overhead.py --config default --reps 9
     python benchmarks/overhead.py --model mobilenetv2 --config sampled_every_step
     python benchmarks/overhead.py --model lstm --config all_stats_every_step
+    python benchmarks/overhead.py --model mobilenetv2 --config gradients_every_step --paired --steps 12 --warmup 3
     python benchmarks/overhead.py --kernel graph           # the graph ops instead of the native kernel
+    python benchmarks/overhead.py --clock cpu              # CPU time of the process per step (a busy machine)
 
 Models (synthetic data):
   cnn (reference CNN of issue 2): input 32x32x3, Conv2D(32,3,relu), MaxPooling2D,
@@ -109,12 +111,16 @@ MODELS = {  # name: (build, batch size, data(n, rng))
 }
 
 
+CLOCKS = {"wall": time.perf_counter, "cpu": time.process_time}
+CLOCK = ["wall"]  # `--clock cpu`: the process's CPU time per step (all its threads), less moved by other jobs
+
+
 class StepTimer(keras.callbacks.Callback):
     def on_train_begin(self, logs=None):
         self.times = []
 
     def on_train_batch_end(self, batch, logs=None):
-        self.times.append(time.perf_counter())
+        self.times.append(CLOCKS[CLOCK[0]]())
 
 
 def run(model, x, y, batch, steps, callbacks, warmup):
@@ -210,15 +216,19 @@ def main(argv=None):
     parser.add_argument("--no-bytes", action="store_true", help="skip the log-size measurement")
     parser.add_argument("--paired", action="store_true",
                         help="also the recorded/unrecorded step ratio within the same fits (every-step configs)")
+    parser.add_argument("--clock", choices=sorted(CLOCKS), default="wall",
+                        help="time steps by the wall clock or by the process's CPU time (on a machine shared with "
+                             "other jobs)")
     parser.add_argument("--reps", type=int, default=9)
     parser.add_argument("--steps", type=int, default=40)
     parser.add_argument("--warmup", type=int, default=5)
     args = parser.parse_args(argv)
+    CLOCK[0] = args.clock
     if not args.no_bytes:
         steady, first = bytes_per_layer_window()
         print(f"event bytes per layer per window (histograms included): {steady:.0f} "
               f"(first window, with metadata: {first:.0f})")
-    print(f"model: {args.model}, kernel: {args.kernel}, {args.reps} repetitions of {args.steps} steps")
+    print(f"model: {args.model}, kernel: {args.kernel}, {args.reps} repetitions of {args.steps} steps, {args.clock} clock")
     print(f"{'configuration':40s} {'plain ms':>9s} {'probe ms':>9s} {'ratio':>7s} {'min':>6s} {'max':>6s} {'mean ratio':>10s}")
     for name in args.config or list(CONFIGS):
         r = measure(name, {**CONFIGS[name], "kernel": args.kernel}, args.reps, args.steps, args.warmup, args.model)

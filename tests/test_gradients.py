@@ -396,3 +396,43 @@ def test_a_fit_whose_every_step_is_skipped_says_so(tmp_path):
         model.fit(data(16, (6,)), data(16, (2,), seed=1), batch_size=8, verbose=0,
                   callbacks=[tfprobe.LayerProbe(tmp_path, record_freq=1, log_freq=1, gradients=True)])
     assert int(model.optimizer.iterations.numpy()) == 0
+
+
+def test_gradient_step_builds_no_extra_pass(tmp_path, monkeypatch):
+    """With gradients on, a pooling layer still reuses its producer's partials (the model goes on with an
+    identity, not the producer's own tensor), and without loss scaling no gradient is divided (copied)."""
+    from tfprobe import native, stats
+
+    calls = {"input_sums": 0, "grad_rows": []}
+    for cls in (stats.GraphKernel, native.NativeKernel):
+        monkeypatch.setattr(cls, "input_sums", lambda self, *a, _f=cls.input_sums, **k: (
+            calls.__setitem__("input_sums", calls["input_sums"] + 1), _f(self, *a, **k))[1])
+        monkeypatch.setattr(cls, "partials", lambda self, x2d, *a, _f=cls.partials, **k: (
+            "tfprobe_grad" in tf.get_current_name_scope() and calls["grad_rows"].append(x2d.op.type), _f(self, x2d, *a, **k))[1])
+    model = keras.Sequential([keras.Input((6, 6, 2)), keras.layers.Conv2D(3, 3, name="conv"),
+                              keras.layers.MaxPooling2D(name="pool"), keras.layers.Flatten(), keras.layers.Dense(2)])
+    model.compile(keras.optimizers.SGD(0.01), "mse")
+    model.fit(data(8, (6, 6, 2)), data(8, (2,)), verbose=0,
+              callbacks=[tfprobe.LayerProbe(tmp_path, record_freq=1, log_freq=1, gradients=True)])
+    assert calls["input_sums"] == 0
+    assert calls["grad_rows"] and "RealDiv" not in calls["grad_rows"], calls["grad_rows"]
+
+
+def test_a_gradient_shared_by_series_is_read_once(tmp_path, monkeypatch):
+    """An `Add`'s gradient reaches both inputs as the same tensor: its partials are computed once, for both."""
+    from tfprobe import native, stats
+
+    scopes = []
+    for cls in (stats.GraphKernel, native.NativeKernel):
+        monkeypatch.setattr(cls, "partials", lambda self, x2d, *a, _f=cls.partials, **k: (
+            scopes.append(tf.get_current_name_scope()), _f(self, x2d, *a, **k))[1])
+    inp = keras.Input((4,))
+    h = keras.layers.Dense(4, name="h")(inp)
+    out = keras.layers.Add(name="add")([keras.layers.Dense(4, name="branch")(h), h])
+    model = keras.Model(inp, keras.layers.Dense(2, name="out")(out))
+    model.compile(keras.optimizers.SGD(0.0), "mse")
+    x, y = data(16, (4,)), data(16, (2,), seed=1)
+    wide, checked = check_against_oracle(model, x, y, tmp_path)
+    assert checked == 4
+    assert wide.loc["branch", "grad_rms"] == wide.loc["add", "grad_rms"]
+    assert sum("tfprobe_grad" in s for s in scopes) == 3  # out, add (= branch), h

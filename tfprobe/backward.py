@@ -55,6 +55,23 @@ def loss_scale(optimizer):
     return tf.cast(optimizer.scale_loss(tf.constant(1.0, tf.float32)), tf.float32)
 
 
+def may_skip_steps(optimizer):
+    """Whether `optimizer` may skip a step's update (a Keras loss-scale optimizer does on non-finite gradients).
+
+    Keras' other optimizers always apply the update; an optimizer tfprobe
+    does not know may skip.
+
+    >>> import keras
+    >>> sgd = keras.optimizers.SGD()
+    >>> may_skip_steps(sgd), may_skip_steps(keras.optimizers.LossScaleOptimizer(sgd))
+    (False, True)
+    """
+    import keras
+
+    optimizers = keras.optimizers
+    return isinstance(optimizer, optimizers.LossScaleOptimizer) or not isinstance(optimizer, optimizers.Optimizer)
+
+
 class BackwardPass:
     """What a traced step folds of its backward pass: each tap's activation gradient, each layer's weight figures.
 
@@ -83,8 +100,11 @@ class BackwardPass:
 
     def begin(self, optimizer, iterations, record, hist=None):
         """Starts a traced step: `record` and `hist` (None: no histograms) are the step's predicates."""
-        self._t.grads, self._t.before = [], iterations
+        # Without a loss-scale optimizer every update is applied (no wait for `iterations`), and a loss scale that
+        # is statically 1 divides nothing (no copy of each gradient).
+        self._t.grads, self._t.before = [], iterations if may_skip_steps(optimizer) else None
         self._t.scale = loss_scale(optimizer)
+        self._t.unscaled = tf.get_static_value(self._t.scale) == 1
         self._t.skips = isinstance(optimizer, keras.optimizers.LossScaleOptimizer)
         self.weights.begin(record)
         self._t.record, self._t.hist = record, hist
@@ -96,7 +116,10 @@ class BackwardPass:
     def end(self, iterations, series_by_name, accumulators, kernel, guarded):
         """Folds the step's gradients and weight figures into `accumulators`; `guarded(series, build, *args)` runs each."""
         t = self._t
-        applied = tf.constant(True) if iterations is None else tf.not_equal(tf.cast(iterations, tf.int64), t.before)
+        if iterations is None or t.before is None:
+            applied = tf.constant(True)
+        else:
+            applied = tf.not_equal(tf.cast(iterations, tf.int64), t.before)
         record = tf.logical_and(t.record, applied)
         hist = None if t.hist is None else tf.logical_and(t.hist, applied)
         grads, scale = t.grads, t.scale
@@ -105,7 +128,7 @@ class BackwardPass:
             empty["grad_hist"] = np.zeros(metadata.NUM_BUCKETS)
         accumulators.create_many({series.name: empty for series, _ in grads})
         no = lambda: tf.constant(False)  # noqa: E731
-        fold = functools.partial(_fold_gradients, grads, scale, kernel, guarded, accumulators)
+        fold = functools.partial(_fold_gradients, grads, None if t.unscaled else scale, kernel, guarded, accumulators)
         if hist is not None and kernel.fuses_histogram:
             tf.cond(tf.logical_or(record, hist), lambda: fold(with_stats=record, with_histogram=hist), no)
         else:
@@ -137,23 +160,30 @@ def _count_skipped(accumulators, applied):
 
 
 def _fold_gradients(grads, scale, kernel, guarded, accumulators, *, with_stats, with_histogram):
-    """Folds each `(series, g)` of `grads`, divided by the loss `scale`: its partials, its histogram or both.
+    """Folds each `(series, g)` of `grads`, divided by the loss `scale` (None: 1): its partials, its histogram or both.
 
     `with_stats=False` counts histograms only (`kernel.histogram`); else
     `kernel.partials` counts the histogram too when `with_histogram` (a
     tensor for a fusing kernel, which also takes `with_stats` as one).
+    A gradient reaching several series (an `Add`'s inputs get the same
+    tensor) is read once.
     """
     sums, maxes, hists = {}, {}, {}
+    done = {}  # gradient -> (sums, maxes, counts)
 
     def build(series, g):
-        with tf.name_scope("tfprobe_grad"):
-            x2d = stats.as_rows(g) / tf.cast(scale, tf.float32)
-            if with_stats is False:
-                hists[series.name] = kernel.histogram(x2d)
-                return
-            sums[series.name], maxes[series.name], counts = kernel.partials(x2d, None, None, with_histogram, with_stats)
-            if counts is not None and with_histogram is not False:
-                hists[series.name] = counts
+        if g.ref() not in done:
+            with tf.name_scope("tfprobe_grad"):
+                x2d = kernel.rows(g) if scale is None else kernel.rows(g) / tf.cast(scale, tf.float32)
+                if with_stats is False:
+                    done[g.ref()] = (None, None, kernel.histogram(x2d))
+                else:
+                    done[g.ref()] = kernel.partials(x2d, None, None, with_histogram, with_stats)
+        s, m, counts = done[g.ref()]
+        if s is not None:
+            sums[series.name], maxes[series.name] = s, m
+        if counts is not None and with_histogram is not False:
+            hists[series.name] = counts
 
     for series, g in grads:
         guarded(series, build, series, g)
@@ -241,7 +271,7 @@ class WeightWatch:
         self._patched = None
 
     def begin(self, record):
-        """Reads the weights before the step, on recorded steps only (an empty tensor otherwise)."""
+        """Reads the weights before the step, on recorded steps only (empty tensors otherwise)."""
         variables = [v for vs in self.layers.values() for v in vs]
         self._t.grads = {}
         if not variables:
@@ -259,9 +289,11 @@ class WeightWatch:
     def sums(self, record, scale):
         if not self.layers:
             return {}
-        grads, before = self._t.grads, iter(self._t.before)
+        grads, befores = self._t.grads, self._t.before
         self._t.grads = None
-        befores = {path: [next(before) for _ in vs] for path, vs in self.layers.items()}
+        variables = [v for vs in self.layers.values() for v in vs]
+        owners = [i for i, vs in enumerate(self.layers.values()) for _ in vs]
+        count = len(self.layers)
 
         # Under several replicas each sees only its share of the gradient; summing it would need a collective
         # inside the recorded branch, which TensorFlow does not allow: the gradient norm is not recorded there.
@@ -269,23 +301,46 @@ class WeightWatch:
         replicated = context is not None and context.num_replicas_in_sync > 1
 
         def figures():
-            out = []
-            for path, variables in self.layers.items():
-                w2 = d2 = g2 = tf.constant(0.0, tf.float64)
-                for v, b in zip(variables, befores[path]):
-                    w2 += _sumsq(b)
-                    d2 += _sumsq(tf.cast(_value(v), b.dtype) - b)
-                    if id(v) in grads:
-                        g2 += _sumsq(grads[id(v)])
-                w = tf.sqrt(w2)
-                g = tf.constant(np.nan, tf.float64) if replicated else tf.sqrt(g2) / tf.cast(scale, tf.float64)
-                out.append(tf.stack([tf.constant(1.0, tf.float64), w, g, tf.math.divide_no_nan(tf.sqrt(d2), w)]))
-            return out
+            w2 = sum_squares(befores, owners, count)
+            d2 = sum_squares([tf.cast(_value(v), b.dtype) - b for v, b in zip(variables, befores)], owners, count)
+            if replicated:
+                g = tf.fill([count], tf.constant(np.nan, tf.float64))
+            else:
+                present = [(grads[id(v)], o) for v, o in zip(variables, owners) if id(v) in grads]
+                g2 = sum_squares([t for t, _ in present], [o for _, o in present], count)
+                g = tf.sqrt(g2) / tf.cast(scale, tf.float64)
+            w = tf.sqrt(w2)
+            return tf.stack([tf.ones([count], tf.float64), w, g, tf.math.divide_no_nan(tf.sqrt(d2), w)], axis=1)
 
-        def zeros():
-            return [tf.zeros([4], tf.float64) for _ in self.layers]
+        rows = tf.cond(record, figures, lambda: tf.zeros([count, 4], tf.float64))
+        return dict(zip(self.layers, tf.unstack(rows)))
 
-        return dict(zip(self.layers, tf.cond(record, figures, zeros)))
+
+def sum_squares(tensors, owners, count):
+    """`float64[count]`: the sum of squares of each of `tensors`, added up at its `owners[i]`.
+
+    One `L2Loss` op per tensor (its squares summed in its own precision,
+    float32 at least; each tensor's sum then in float64), then one segment
+    sum: a cast, a square and a sum in float64 per tensor made a recorded
+    step of a model with hundreds of variables slow. If a float32 sum
+    overflows (values beyond about 1e19: finite weights must not read as
+    Inf), all are summed again in float64.
+
+    >>> sum_squares([tf.constant([3.0]), tf.constant([[1.0, 2.0]]), tf.constant(2.0)], [0, 1, 0], 2).numpy().tolist()
+    [13.0, 5.0]
+    >>> sum_squares([tf.constant([2.0**70, 2.0**70])], [0], 1).numpy().tolist() == [2.0**141]
+    True
+    """
+    if not tensors:
+        return tf.zeros([count], tf.float64)
+    halves = [tf.nn.l2_loss(t if t.dtype in (tf.float32, tf.float64) else tf.cast(t, tf.float32)) for t in tensors]
+    fast = 2.0 * tf.stack([tf.cast(h, tf.float64) for h in halves])
+
+    def exact():
+        return tf.stack([tf.reduce_sum(tf.square(tf.cast(t, tf.float64))) for t in tensors])
+
+    per_tensor = tf.cond(tf.reduce_all(tf.math.is_finite(fast)), lambda: fast, exact)
+    return tf.math.unsorted_segment_sum(per_tensor, tf.constant(owners, tf.int32), count)
 
 
 def _value(variable):
@@ -293,6 +348,3 @@ def _value(variable):
     value = getattr(variable, "value", variable)
     return value() if callable(value) else tf.convert_to_tensor(value)
 
-
-def _sumsq(x):
-    return tf.reduce_sum(tf.square(tf.cast(x, tf.float64)))

@@ -211,6 +211,7 @@ class Recorder:
         hist = tf.logical_or(tf.equal(current % self.histogram_freq, 0), first) if self.histogram_freq else None
         self._t.hist = hist
         self._t.taps = []  # (series, tensor, pooled input or None, (mask, pooled input mask))
+        self._t.watched = {}  # the identity the model goes on with (backward path) -> the tap's own tensor
         if self.backward is not None:
             self.backward.begin(optimizer, before, self._t.record, hist)
 
@@ -226,8 +227,14 @@ class Recorder:
         pooled = tap.inputs if series.pooling else None
         # The masks are applied inside the folds' conds: a `boolean_mask` copies its tensor, on recorded steps only.
         masks = (None, None) if self.include_masked else (tap.mask, getattr(pooled, "_keras_mask", None))
+        if pooled is not None:  # the producer's own output, so that its partials are reused (one pass fewer)
+            pooled = self._t.watched.get(pooled.ref(), pooled)
         self._t.taps.append((series, tap.tensor, pooled, masks))
-        return None if self.backward is None else self.backward.watch(series, tap.tensor)
+        if self.backward is None:
+            return None
+        watched = self.backward.watch(series, tap.tensor)
+        self._t.watched[watched.ref()] = tap.tensor
+        return watched
 
     def _series_for(self, tap):
         found = self.series.get(tap.series)
