@@ -60,10 +60,11 @@ def time_distributed():
 
 
 def conv1d_audio():
-    """Raw audio: Conv1D, max and average pooling, global average pooling."""
+    """Raw audio: Conv1D, max and average pooling, global average pooling; a nested Sequential block."""
     inp = keras.Input((128, 1))
     x = L.MaxPooling1D(4, name="maxpool")(L.Conv1D(8, 9, activation="relu", name="conv1")(inp))
-    x = L.AveragePooling1D(2, name="avgpool")(L.Conv1D(16, 5, activation="relu", name="conv2")(x))
+    block = keras.Sequential([L.Conv1D(16, 5, name="conv2"), L.ReLU(name="relu")], name="block")
+    x = L.AveragePooling1D(2, name="avgpool")(block(x))
     x = L.GlobalAveragePooling1D(name="gap")(x)
     return keras.Model(inp, L.Dense(10, activation="softmax", name="predictions")(x)), (128, 1), None
 
@@ -116,6 +117,9 @@ OBSERVER_EFFECT = {
     # chains (`Rescaling`, `ReLU(6)(x + 3) * (1 / 6)`); the remapper's fusions for the other applications
     **{build.__name__: ("arithmetic_optimization", "constant_folding", "remapping") for build in APPLICATIONS},
     "MobileNetV3Small_minimalistic": ("arithmetic_optimization", "constant_folding", "remapping"),
+    # InceptionV3 (measured): with the three off the losses are equal but the weights differ in the last bits,
+    # until the dependency optimizer is off too (with Grappler off, or these four off, both runs are bitwise equal)
+    "InceptionV3": ("arithmetic_optimization", "constant_folding", "remapping", "dependency_optimization"),
 }
 
 
@@ -152,9 +156,8 @@ def assert_everything_recorded(model, log_dir):
 def check_zoo_model(build, tmp_path):
     with grappler_off(*OBSERVER_EFFECT.get(build.__name__, ())):
         model, runs = fit_with_and_without_probe(build, tmp_path / "run")
-    expected = assert_everything_recorded(model, tmp_path / "run")
+    assert_everything_recorded(model, tmp_path / "run")
     assert_bitwise_equal(runs)
-    return expected
 
 
 @pytest.mark.parametrize("build", FAST, ids=lambda b: b.__name__)

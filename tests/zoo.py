@@ -169,13 +169,15 @@ def expected_stats(operation, tensor, n_outputs):
 
 def graph_series(model, prefix=""):
     """`{series: {"operation", "stats", "pooling"}}` for every floating output of every node of the functional
-    `model` (layers and the operations that are not layers; nested functional models entered), read off the
+    `model` (layers and the operations that are not layers; nested models entered), read off the
     Keras graph (`_nodes_by_depth`, each operation's `_inbound_nodes`) independently of tfprobe's selection,
     named as `tfprobe.metadata.series_name` names them (`:k` output, `#c` call of a shared layer)."""
     import keras
 
     from tfprobe import metadata
 
+    if isinstance(model, keras.Sequential):  # its graph is the functional model it builds
+        model = model._functional
     out = {}
     for depth in sorted(model._nodes_by_depth, reverse=True):  # the order the model runs them in
         for node in model._nodes_by_depth[depth]:
