@@ -215,11 +215,12 @@ def zoo_data(n, shape, vocabulary=None, classes=10, seed=0):
 
 @contextlib.contextmanager
 def grappler_off(*optimizers):
-    """Turns TensorFlow graph optimizers off (`"arithmetic_optimization"`, `"remapping"`) for the block.
+    """Turns Grappler optimizers off (`"arithmetic_optimization"`, `"constant_folding"`, `"remapping"`, ...)
+    for the block, then restores them.
 
     The README's workaround for the probe's observer effect: a rewrite that needs an intermediate result to
-    have a single consumer (BatchNormalization's arithmetic, a MatMul/Conv + BiasAdd + Add fusion) does not
-    happen once the probe reads that result, and the float32 results differ in the last bits.
+    have a single consumer (BatchNormalization's arithmetic, scalar chains, a MatMul + BiasAdd + Add fusion)
+    does not happen once the probe reads that result, and the float32 results differ in the last bits.
     """
     import tensorflow as tf
 
