@@ -13,7 +13,7 @@ it in from the Keras graph (what the recorder is to write).
 from __future__ import annotations
 
 import pytest
-from zoo import not_info, run_healthy
+from zoo import APPLICATIONS, application, not_info, run_healthy
 
 keras = pytest.importorskip("keras")
 L = keras.layers
@@ -56,15 +56,6 @@ def conv1d_audio():
     return keras.Model(inp, L.Dense(10, activation="softmax", name="predictions")(x)), (256, 1), None
 
 
-def application(name, size, **kwargs):
-    def build():
-        model = getattr(keras.applications, name)(weights=None, input_shape=(size, size, 3), classes=10, **kwargs)
-        return model, (size, size, 3), None
-
-    build.__name__ = name
-    return build
-
-
 def assert_healthy(build, tmp_path):
     findings, _ = run_healthy(build, tmp_path / "run")
     bad = not_info(findings)
@@ -72,20 +63,7 @@ def assert_healthy(build, tmp_path):
 
 
 FAST = [small_cnn, transformer_block, recurrent_text, conv1d_audio, application("MobileNetV2", 32, alpha=0.35)]
-SLOW = [
-    application("MobileNetV2", 32),
-    application("MobileNetV3Small", 32),
-    application("ResNet50", 32),
-    application("ResNet50V2", 32),
-    application("DenseNet121", 32),
-    application("EfficientNetB0", 32),
-    application("EfficientNetV2B0", 32),
-    application("ConvNeXtTiny", 32),
-    application("Xception", 71),
-    application("NASNetMobile", 32),
-    application("VGG16", 32),
-    application("InceptionV3", 75),
-]
+SLOW = APPLICATIONS
 
 
 @pytest.mark.parametrize("build", FAST, ids=lambda b: b.__name__)

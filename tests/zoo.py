@@ -1,11 +1,44 @@
-"""Shared helpers of the model zoos (`test_zoo_healthy.py`, `test_zoo_pathology.py`): record a short
-`fit` with `LayerProbe(record_freq=1, log_freq=1)` (one window per step) and diagnose it."""
+"""Shared helpers of the model zoos (`test_zoo_healthy.py`, `test_zoo_pathology.py`, `test_zoo_recording.py`):
+the twelve `keras.applications` models, a short `fit` with `LayerProbe(record_freq=1, log_freq=1)` (one
+window per step) and its diagnosis, and what the Keras graph says must be recorded."""
 
 from __future__ import annotations
+
+import contextlib
 
 import numpy as np
 
 import tfprobe
+
+
+def application(name, size, **kwargs):
+    """A builder `() -> (model, input shape, None)` of `keras.applications.<name>` (`weights=None`, 10 classes)."""
+
+    def build():
+        import keras
+
+        model = getattr(keras.applications, name)(weights=None, input_shape=(size, size, 3), classes=10, **kwargs)
+        return model, (size, size, 3), None
+
+    build.__name__ = name
+    return build
+
+
+# The twelve families, each at the smallest input it accepts (Xception 71, InceptionV3 75, the others 32).
+APPLICATIONS = [
+    application("MobileNetV2", 32),
+    application("MobileNetV3Small", 32),
+    application("ResNet50", 32),
+    application("ResNet50V2", 32),
+    application("DenseNet121", 32),
+    application("EfficientNetB0", 32),
+    application("EfficientNetV2B0", 32),
+    application("ConvNeXtTiny", 32),
+    application("Xception", 71),
+    application("NASNetMobile", 32),
+    application("VGG16", 32),
+    application("InceptionV3", 75),
+]
 
 
 def keras_inputs(model):
@@ -88,3 +121,141 @@ def run_healthy(build, log_dir, **kwargs):
 
 def not_info(findings):
     return findings[findings["severity"] != "info"]
+
+
+# -- what the Keras graph says must be recorded (test_zoo_recording.py) ------------------------------------
+
+# The README's rule for `saturation_fraction` (bounded activations), restated here as the oracle.
+BOUNDED_ACTIVATIONS = {"sigmoid", "hard_sigmoid", "softmax", "tanh", "softsign", "hard_tanh", "relu6"}
+
+
+def unwrapped(layer):
+    """The layer a `TimeDistributed` or `Bidirectional` applies (the README: wrappers are judged as it)."""
+    import keras
+
+    while isinstance(layer, (keras.layers.TimeDistributed, keras.layers.Bidirectional)):
+        layer = layer.layer if isinstance(layer, keras.layers.TimeDistributed) else layer.forward_layer
+    return layer
+
+
+def bounded(operation):
+    """True if the README says `saturation_fraction` is recorded for the (single) output of `operation`."""
+    import keras
+
+    layer = unwrapped(operation)
+    if isinstance(layer, keras.layers.ReLU):
+        return layer.max_value is not None and not layer.negative_slope and not layer.threshold
+    activation = getattr(getattr(layer, "activation", None), "__name__", None)
+    return isinstance(layer, keras.layers.Softmax) or activation in BOUNDED_ACTIVATIONS
+
+
+def expected_stats(operation, tensor, n_outputs):
+    """The statistics `tfprobe.metadata` documents for one floating output `tensor` (a KerasTensor)."""
+    from tfprobe import metadata
+
+    shape = tuple(tensor.shape)
+    masked = getattr(tensor, "_keras_mask", None) is not None
+    names = set(metadata.ACTIVATION_STATS) - {"dead_unit_fraction", "hoyer_sparsity", "saturation_fraction"}
+    if len(shape) >= 2 and shape[-1]:
+        names.add("dead_unit_fraction")
+    if np.prod(shape[2 if masked else 1:], dtype=int) > 1:  # values per example (per position under a mask)
+        names.add("hoyer_sparsity")
+    if n_outputs == 1 and bounded(operation):
+        names.add("saturation_fraction")
+    if "Pooling" in type(unwrapped(operation)).__name__:
+        names.update(metadata.POOLING_STATS)
+    return names
+
+
+def graph_series(model, prefix=""):
+    """`{series: {"operation", "stats", "pooling"}}` for every floating output of every node of the functional
+    `model` (layers and the operations that are not layers; nested models entered), read off the
+    Keras graph (`_nodes_by_depth`, each operation's `_inbound_nodes`) independently of tfprobe's selection,
+    named as `tfprobe.metadata.series_name` names them (`:k` output, `#c` call of a shared layer)."""
+    import keras
+
+    from tfprobe import metadata
+
+    if isinstance(model, keras.Sequential):  # its graph is the functional model it builds
+        model = model._functional
+    out = {}
+    for depth in sorted(model._nodes_by_depth, reverse=True):  # the order the model runs them in
+        for node in model._nodes_by_depth[depth]:
+            operation = node.operation
+            if isinstance(operation, keras.layers.InputLayer):
+                continue
+            path = prefix + operation.name
+            if isinstance(operation, keras.Model):
+                out.update(graph_series(operation, path + "/"))
+                continue
+            index = operation._inbound_nodes.index(node)
+            call = sum(f"{id(operation)}_ib-{i}" in model._nodes for i in range(index))
+            for k, tensor in enumerate(node.outputs):
+                if "float" in str(tensor.dtype):
+                    out[metadata.series_name(path, k, len(node.outputs), call)] = {
+                        "operation": operation,
+                        "stats": expected_stats(operation, tensor, len(node.outputs)),
+                        "pooling": "Pooling" in type(unwrapped(operation)).__name__,
+                    }
+    return out
+
+
+def zoo_data(n, shape, vocabulary=None, classes=10, seed=0):
+    """`n` inputs of `shape` with class labels: standard-normal floats, or token ids in `[1, vocabulary)` with
+    example `i` padded by `i % (length // 2)` trailing zeros (what `Embedding(mask_zero=True)` masks)."""
+    x, y = synthetic(n, shape, classes=classes, seed=seed)
+    if vocabulary:
+        x = 1 + (abs(x) * 100).astype("int32") % (vocabulary - 1)
+        for i in range(n):
+            padding = i % (shape[0] // 2)
+            if padding:
+                x[i, -padding:] = 0
+    return x, y
+
+
+@contextlib.contextmanager
+def grappler_off(*optimizers):
+    """Turns Grappler optimizers off (`"arithmetic_optimization"`, `"constant_folding"`, `"remapping"`, ...)
+    for the block, then restores them.
+
+    The README's workaround for the probe's observer effect: a rewrite that needs an intermediate result to
+    have a single consumer (BatchNormalization's arithmetic, scalar chains, a MatMul + BiasAdd + Add fusion)
+    does not happen once the probe reads that result, and the float32 results differ in the last bits.
+    """
+    import tensorflow as tf
+
+    before = tf.config.optimizer.get_experimental_options()
+    tf.config.optimizer.set_experimental_options({name: False for name in optimizers})
+    try:
+        yield
+    finally:
+        tf.config.optimizer.set_experimental_options({name: before.get(name, True) for name in optimizers})
+
+
+def fit_with_and_without_probe(build, log_dir, steps=2, batch_size=4, **probe_kwargs):
+    """Trains `build() -> (model, input shape, vocabulary)` for `steps` steps twice from the same seeds, weights
+    and data, without then with `LayerProbe(log_dir, record_freq=1, log_freq=1, **probe_kwargs)`.
+
+    Returns `(probed model, runs)`, `runs` a `[plain, probed]` list of `(losses per step, History, weights)`:
+    the weights are the model's (trainable and not) and the optimizer's.
+    """
+    import keras
+
+    from tfprobe.callback import LayerProbe
+
+    runs, initial, model = [], None, None
+    for probe in (None, LayerProbe(log_dir, record_freq=1, log_freq=1, **probe_kwargs)):
+        keras.utils.set_random_seed(0)
+        model, shape, vocabulary = build()
+        initial = initial if initial is not None else model.get_weights()
+        model.set_weights(initial)
+        if not model.compiled:
+            model.compile(keras.optimizers.Adam(1e-3), "sparse_categorical_crossentropy")
+        x, y = zoo_data(steps * batch_size, shape, vocabulary)
+        losses = []
+        per_step = keras.callbacks.LambdaCallback(on_train_batch_end=lambda _, logs, out=losses: out.append(float(logs["loss"])))
+        callbacks = [per_step] + ([probe] if probe else [])
+        history = model.fit(x, y, batch_size=batch_size, epochs=1, verbose=0, shuffle=False, callbacks=callbacks)
+        weights = model.get_weights() + [np.asarray(v) for v in model.optimizer.variables]
+        runs.append((losses, history.history, weights))
+    return model, runs
