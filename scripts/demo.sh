@@ -11,8 +11,8 @@ cat <<MSG
 The other worked examples (README, "Worked examples"), each into its own log directory:
   python examples/sparse_codes.py --logdir logs/sparse_codes                  # L1 on a bottleneck: sparsity, rank, cost
   python examples/pooling_information.py --logdir logs/pooling_information    # max vs average pooling vs strided convs
-  python examples/audio_features.py --logdir logs/audio_features
-  python examples/frozen_backbone.py --logdir logs/frozen_backbone
+  python examples/audio_features.py --logdir logs/audio_features              # waveform vs spectrogram: depth, Grad-CAM in time
+  python examples/frozen_backbone.py --logdir logs/frozen_backbone            # frozen MobileNetV2: probe accuracy per depth
   python examples/train_digits.py --logdir logs/digits                        # the CNN of the dashboard section
 then: tensorboard --logdir logs/<example>
 
