@@ -66,7 +66,8 @@ def activation_gradients(model, layers, x, y):
 
 
 def gradient_work(grads):
-    """The rows of the gradient floor: one `reduce_sum` over every activation gradient, and the native kernel."""
+    """The rows of the gradient floor: one `reduce_sum` over every activation gradient, and the native kernel (the
+    partials a step computes of a gradient, with and without its histogram, and an activation's full partials)."""
     if not grads:
         return []
 
@@ -74,15 +75,20 @@ def gradient_work(grads):
     def one_pass():
         return tf.add_n([tf.reduce_sum(g) for g in grads])
 
-    @tf.function
-    def kernel():
-        out = []
-        for g in grads:
-            sums, maxes, _ = native.run_op(g, False, near_zero=1e-3)
-            out.append(tf.reduce_sum(sums) + tf.cast(tf.reduce_sum(maxes), tf.float64))
-        return tf.add_n(out)
+    def kernel(gradient, histogram=False):
+        @tf.function
+        def run():
+            out = []
+            for g in grads:
+                sums, maxes, hist = native.run_op(g, histogram, near_zero=1e-3, gradient=gradient)
+                out.append(tf.reduce_sum(sums) + tf.cast(tf.reduce_sum(maxes), tf.float64) + tf.reduce_sum(hist))
+            return tf.add_n(out)
 
-    return [("gradients: one pass", one_pass), ("gradients: native", kernel)]
+        return run
+
+    # "gradient mode" is what a step runs (`Kernel.gradient_partials`); "all partials" is an activation's full set.
+    return [("gradients: one pass", one_pass), ("gradients: native, all partials", kernel(False)),
+            ("gradients: native", kernel(True)), ("gradients: native + hist.", kernel(True, True))]
 
 
 def main(argv=None):
@@ -162,7 +168,7 @@ def main(argv=None):
     if grads:
         grad_values = sum(int(np.prod(g.shape)) for g in grads)
         print(f"gradients: {len(grads)} activation gradients, {grad_values / 1e6:.1f} M values")
-    print(f"{'work':26s} {'ms':>8s} {'1 + t/step':>10s}")
+    print(f"{'work':32s} {'ms':>8s} {'1 + t/step':>10s}")
     for name, fn in [
         ("one pass (reduce_sum)", one_pass),
         ("extremes (max, min)", extremes),
@@ -173,7 +179,7 @@ def main(argv=None):
         ("native + histogram", native_of(None, True)),
     ] + gradient_work(grads):
         t = median_seconds(fn, args.reps)
-        print(f"{name:26s} {1000 * t:8.1f} {1 + t / step:10.3f}", flush=True)
+        print(f"{name:32s} {1000 * t:8.1f} {1 + t / step:10.3f}", flush=True)
 
 
 if __name__ == "__main__":

@@ -407,8 +407,8 @@ def test_gradient_step_builds_no_extra_pass(tmp_path, monkeypatch):
     for cls in (stats.GraphKernel, native.NativeKernel):
         monkeypatch.setattr(cls, "input_sums", lambda self, *a, _f=cls.input_sums, **k: (
             calls.__setitem__("input_sums", calls["input_sums"] + 1), _f(self, *a, **k))[1])
-        monkeypatch.setattr(cls, "partials", lambda self, x2d, *a, _f=cls.partials, **k: (
-            "tfprobe_grad" in tf.get_current_name_scope() and calls["grad_rows"].append(x2d.op.type), _f(self, x2d, *a, **k))[1])
+        monkeypatch.setattr(cls, "gradient_partials", lambda self, x2d, *a, _f=cls.gradient_partials, **k: (
+            calls["grad_rows"].append(x2d.op.type), _f(self, x2d, *a, **k))[1])
     model = keras.Sequential([keras.Input((6, 6, 2)), keras.layers.Conv2D(3, 3, name="conv"),
                               keras.layers.MaxPooling2D(name="pool"), keras.layers.Flatten(), keras.layers.Dense(2)])
     model.compile(keras.optimizers.SGD(0.01), "mse")
@@ -424,7 +424,7 @@ def test_a_gradient_shared_by_series_is_read_once(tmp_path, monkeypatch):
 
     scopes = []
     for cls in (stats.GraphKernel, native.NativeKernel):
-        monkeypatch.setattr(cls, "partials", lambda self, x2d, *a, _f=cls.partials, **k: (
+        monkeypatch.setattr(cls, "gradient_partials", lambda self, x2d, *a, _f=cls.gradient_partials, **k: (
             scopes.append(tf.get_current_name_scope()), _f(self, x2d, *a, **k))[1])
     inp = keras.Input((4,))
     h = keras.layers.Dense(4, name="h")(inp)

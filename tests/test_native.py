@@ -279,3 +279,47 @@ def test_xla_steps_use_the_graph_ops(tmp_path):
 def test_bad_kernel_value(tmp_path):
     with pytest.raises(ValueError, match="`kernel` must be one of 'auto', 'native', 'graph'. Received: kernel='fast'"):
         tfprobe.LayerProbe(tmp_path, kernel="fast")
+
+
+@needs_compiler
+@pytest.mark.parametrize("sample", [None, 3])
+@pytest.mark.parametrize("name", sorted(ALL))
+def test_gradient_partials_equal_graph_ops(name, sample):
+    """The kernel's gradient mode (what gradient statistics read, about half the work) equals the graph ops'."""
+    x2d = stats.as_rows(tf.constant(ALL[name]))
+    graph = stats.GraphKernel(near_zero=NEAR, saturation_margin=0.01, sample_size=sample)
+    want_sums, want_maxes, none = graph.gradient_partials(x2d, True)
+    assert none is None  # the graph ops count histograms on their own
+    want_sums, want_maxes = want_sums.numpy(), want_maxes.numpy()
+    sums, maxes, hist = (t.numpy() for t in native.NativeKernel(
+        near_zero=NEAR, saturation_margin=0.01, sample_size=sample).gradient_partials(x2d, True))
+    unread = [i for i, f in enumerate(stats.SUM_FIELDS) if f not in stats.GRADIENT_FIELDS]
+    assert not sums[unread].any() and not want_sums[unread].any()
+    with np.errstate(invalid="ignore"):
+        error = np.where(sums == want_sums, 0.0, np.abs(sums - want_sums))
+    assert np.all(error <= 2e-6 * np.abs(want_sums)), (sums, want_sums)
+    counts = [stats.S[k] for k in ("steps", "count", "finite", "zeros", "nan", "inf")]
+    np.testing.assert_array_equal(sums[counts], want_sums[counts])
+    np.testing.assert_array_equal(maxes, want_maxes)
+    np.testing.assert_array_equal(hist, stats.histogram(stats.leading(x2d, sample)).numpy())
+
+
+@needs_compiler
+@pytest.mark.parametrize("name", ["normal", "nan_in_16_units", "nan_outside_sample", "tiny", "huge", "long_rows"])
+def test_gradient_partials_give_the_same_gradient_statistics(name):
+    """Only fields the gradient statistics never read are skipped: they come out as from the full partials."""
+    from tfprobe import backward
+
+    x2d = stats.as_rows(tf.constant(ALL[name]))
+    full = native.run_op(x2d, False, near_zero=NEAR, sample_size=3)
+    lean = native.run_op(x2d, False, near_zero=NEAR, sample_size=3, gradient=True)
+    got, want = ({"grad_sums": s.numpy(), "grad_maxes": m.numpy()} for s, m, _ in (lean, full))
+    got, want = backward.statistics(got, NEAR), backward.statistics(want, NEAR)
+    assert got.keys() == want.keys() and "grad_rms" in got
+    np.testing.assert_allclose(list(got.values()), list(want.values()), rtol=2e-6)
+
+
+@needs_compiler
+def test_gradient_mode_takes_no_units():
+    with pytest.raises(tf.errors.InvalidArgumentError, match="gradient=true takes no units; got units=3"):
+        native.run_op(tf.ones([2, 3]), False, units=3, near_zero=NEAR, gradient=True)

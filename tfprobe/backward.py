@@ -163,7 +163,7 @@ def _fold_gradients(grads, scale, kernel, guarded, accumulators, *, with_stats, 
     """Folds each `(series, g)` of `grads`, divided by the loss `scale` (None: 1): its partials, its histogram or both.
 
     `with_stats=False` counts histograms only (`kernel.histogram`); else
-    `kernel.partials` counts the histogram too when `with_histogram` (a
+    `kernel.gradient_partials` (only what `statistics` reads) counts the histogram too when `with_histogram` (a
     tensor for a fusing kernel, which also takes `with_stats` as one).
     A gradient reaching several series (an `Add`'s inputs get the same
     tensor) is read once.
@@ -178,7 +178,7 @@ def _fold_gradients(grads, scale, kernel, guarded, accumulators, *, with_stats, 
                 if with_stats is False:
                     done[g.ref()] = (None, None, kernel.histogram(x2d))
                 else:
-                    done[g.ref()] = kernel.partials(x2d, None, None, with_histogram, with_stats)
+                    done[g.ref()] = kernel.gradient_partials(x2d, with_histogram, with_stats)
         s, m, counts = done[g.ref()]
         if s is not None:
             sums[series.name], maxes[series.name] = s, m

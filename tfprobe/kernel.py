@@ -35,6 +35,9 @@ class Kernel(Protocol):
     def partials(self, x2d, units, bounds, with_histogram, with_stats=True):
         """`(sums, maxes, histogram or None)` of one tensor with `units` (or None) and saturation `bounds`."""
 
+    def gradient_partials(self, x2d, with_histogram, with_stats=True):
+        """`partials(x2d, None, None, ...)` reduced to what gradient statistics read (`stats.gradient_partials`)."""
+
     def histogram(self, x2d):
         """Histogram counts of the (sampled) rows."""
 

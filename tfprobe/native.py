@@ -301,7 +301,7 @@ _HIST = {
 
 
 def run_op(x, with_histogram, *, units=None, near_zero, bounds=None, saturation_margin=0.01, sample_size=None, stats_=True,
-           with_stats=True):
+           with_stats=True, gradient=False):
     """The op's `(sums, maxes, histogram)` tensors for a float32 `x` of any rank (rows on its first axis, as
     `stats.as_rows(x)`), as `stats.sums_and_maxes` and `stats.histogram` define them.
 
@@ -310,6 +310,8 @@ def run_op(x, with_histogram, *, units=None, near_zero, bounds=None, saturation_
     sampled rows on; without it the histogram output is zeros. `stats_=False`
     computes the histogram only (sums zero, maxes -inf); `with_stats` (a bool
     or boolean tensor) does the same when false, decided when the op runs.
+    `gradient=True` computes only what gradient statistics read, as
+    `stats.gradient_partials` defines it (no `units` nor `bounds`).
     """
     below, above = (0.0, 0.0) if bounds is None else stats.saturation_thresholds(bounds, saturation_margin)
     return load().tfprobe_partials(
@@ -324,6 +326,7 @@ def run_op(x, with_histogram, *, units=None, near_zero, bounds=None, saturation_
         saturated_below=below,
         saturated_above=above,
         stats=stats_,
+        gradient=gradient,
         **_HIST,
     )
 
@@ -348,6 +351,12 @@ class NativeKernel(stats.GraphKernel):
             bounds=bounds,
             saturation_margin=self.saturation_margin,
             sample_size=self.sample_size,
+        )
+
+    def gradient_partials(self, x2d, with_histogram, with_stats=True):
+        return run_op(
+            x2d, with_histogram, with_stats=with_stats, near_zero=self.near_zero, sample_size=self.sample_size,
+            gradient=True,
         )
 
     def histogram(self, x2d):

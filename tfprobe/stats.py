@@ -432,6 +432,29 @@ histogram_compiled = tf.function(
 )
 
 
+GRADIENT_FIELDS = ("steps", "count", "finite", "sumsq", "sum_abs", "zeros", "nan", "inf")
+"""The sum fields that activation-gradient statistics read (`tfprobe.backward.statistics`); the others are zero."""
+
+
+def gradient_partials(sums, maxes):
+    """`(sums, maxes)` of a tensor (no units) reduced to what its gradient statistics read.
+
+    Sums outside `GRADIENT_FIELDS` are zero and both maxima are max|x| (so
+    `max(max, -min)` is still max|x|). The native kernel computes this
+    directly with about half the work per value (its sum of squares is not
+    shifted: its terms do not cancel).
+
+    >>> sums, maxes = gradient_partials(*sums_and_maxes(
+    ...     tf.constant([[0.5, -2.0]]), tf.constant([[0.5], [-2.0]]), False, near_zero=1e-3, bounds=None,
+    ...     saturation_margin=0.01, sample_size=None))
+    >>> float(sums[S["sum"]]), float(sums[S["sumsq"]]), maxes.numpy().tolist()
+    (0.0, 4.25, [2.0, 2.0])
+    """
+    keep = tf.constant([name in GRADIENT_FIELDS for name in SUM_FIELDS])
+    top = tf.maximum(maxes[0], maxes[1])
+    return tf.where(keep, sums, tf.zeros_like(sums)), tf.stack([top, top])
+
+
 def as_input_sums(sums):
     """The `in_*` partials of a pooling input from the partials of that tensor (its own sums)."""
     src = [S[k] for k in ("count", "finite", "sum_abs", "sumsq", "zeros")]
@@ -472,6 +495,11 @@ class GraphKernel:
         )
         sums, maxes = fn(x2d, by_unit(x2d, units))
         return sums, maxes, None
+
+    def gradient_partials(self, x2d, with_histogram, with_stats=True):
+        """`partials(x2d, None, None, ...)` reduced to what gradient statistics read (`gradient_partials`)."""
+        sums, maxes, _ = self.partials(x2d, None, None, with_histogram, with_stats)
+        return (*gradient_partials(sums, maxes), None)
 
     def histogram(self, x2d):
         """Histogram counts of the sampled rows."""

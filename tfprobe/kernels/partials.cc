@@ -45,6 +45,7 @@ constexpr float kInf = std::numeric_limits<float>::infinity();
 constexpr uint32_t kExpMask = 0x7f800000u;  // bits of +inf; larger magnitudes are NaN
 constexpr int64 kBlock = 256;                // values summed in float lanes before adding to double
 constexpr int64 kChunk = 4096;               // values bucketed at a time by HistogramRow
+constexpr int kTables = 8;                   // HistogramRow's counting tables
 
 enum Field { kSteps, kCount, kFinite, kSum, kSumsq, kSumAbs, kZeros, kNear, kNan, kInfs, kHoyerSum, kHoyerN, kSaturated, kNumFields };
 const char* const kFieldNames[kNumFields] = {"steps", "count", "finite", "sum", "sumsq", "sum_abs", "zeros",
@@ -60,7 +61,7 @@ struct Params {
   float near_zero, sat_low, sat_high;
   int64 units;  // 0: no per-unit maxima
   int64 sample_rows;
-  bool stats, histogram;
+  bool stats, histogram, gradient;
   int hist_min_exp, hist_max_exp, hist_zero, num_buckets;
 };
 
@@ -148,7 +149,7 @@ inline void AddLanes(VD sd, VD sdd, VD sa, VI azero, VI anear, VI asat, VF vmx, 
   }
 }
 
-void AddRow(const Row& r, int64 m, float shift, Acc* acc) {
+void AddRow(const Row& r, int64 m, float shift, bool hoyer, Acc* acc) {
   const double k = shift, s = r.d + r.fin * k;
   // Within what the L1 norm allows, l1**2 / n <= sq <= l1**2, as stats._within_l1_bounds: float32 squares of
   // values under ~1e-19 flush to zero and the shifted sums cancel to noise.
@@ -164,7 +165,7 @@ void AddRow(const Row& r, int64 m, float shift, Acc* acc) {
   f[kNan] += r.nan;
   f[kInfs] += m - r.fin - r.nan;
   f[kSaturated] += r.sat;
-  if (r.fin > 1) {  // Hoyer sparsity of the example (1 for an all-zero one)
+  if (hoyer && r.fin > 1) {  // Hoyer sparsity of the example (1 for an all-zero one)
     const double sqrt_m = std::sqrt(r.fin), l2 = std::sqrt(sq);
     f[kHoyerSum] += l2 > 0 ? (sqrt_m - r.l1 / l2) / (sqrt_m - 1.0) : 1.0;
     f[kHoyerN] += 1;
@@ -360,7 +361,80 @@ void FullRow(const float* x, int64 m, const Params& p, Acc* acc) {
                             : FastRow<kBounded, false>(x, m, k, p, units, &r, nullptr);
   if (!finite) MaskedRow(x, m, k, p, &r);
   if (units > 0 && !fused) UnitRow(x, m, units, acc->unit.data());
-  AddRow(r, m, k, acc);
+  AddRow(r, m, k, true, acc);
+}
+
+// What an activation gradient's statistics read of a row of the sample (tfprobe.backward.statistics): sums of
+// x**2 (not shifted: its terms do not cancel) and |x|, zeros, NaN/Inf counts and max|x| (r->mx, -r->mn), about
+// half the vector ops of FastRow. kMasked counts NaN and Inf and leaves them out; without it, returns false if
+// a value is NaN or Inf (max|x|'s bits reach +inf's), and the caller redoes the row masked.
+template <bool kMasked>
+bool GradientRow(const float* x, int64 m, Row* r) {
+  const VI abs_mask = VI{} + 0x7fffffff, exp_mask = VI{} + static_cast<int32_t>(kExpMask);
+  *r = Row();
+  VD sdd{}, sa{};
+  VI amax{}, azero{}, afin{}, anan{};  // amax: |x|'s bits, which order as the values
+  uint32_t tail_max = 0;
+  // Two sets of float lanes: one would chain every vector on the previous add's latency.
+  auto step = [&](const float* at, VF* add, VF* aa) {
+    VI mag = (VI)Load(at) & abs_mask;
+    azero -= mag == 0;
+    if (kMasked) {
+      const VI f = mag < exp_mask;
+      afin -= f;
+      anan -= mag > exp_mask;
+      mag &= f;
+    }
+    const VF a = (VF)mag;
+    *aa += a;
+    *add += a * a;
+    amax = SelectI(amax > mag, amax, mag);
+  };
+  for (int64 c0 = 0; c0 < m; c0 += kBlock) {
+    const int64 c1 = std::min(m, c0 + kBlock);
+    VF add0{}, aa0{}, add1{}, aa1{};
+    int64 j = c0;
+    for (; j + 2 * kW <= c1; j += 2 * kW) {
+      step(x + j, &add0, &aa0);
+      step(x + j + kW, &add1, &aa1);
+    }
+    for (; j + kW <= c1; j += kW) step(x + j, &add0, &aa0);
+    sdd += __builtin_convertvector(add0, VD) + __builtin_convertvector(add1, VD);
+    sa += __builtin_convertvector(aa0, VD) + __builtin_convertvector(aa1, VD);
+    for (; j < c1; ++j) {
+      uint32_t mag = Bits(x[j]) & 0x7fffffffu;
+      r->zero += mag == 0;
+      if (kMasked) {
+        r->fin += mag < kExpMask;
+        r->nan += mag > kExpMask;
+        mag = mag < kExpMask ? mag : 0;
+      }
+      float a;
+      std::memcpy(&a, &mag, sizeof(a));
+      r->dd += static_cast<double>(a) * a;
+      r->l1 += a;
+      tail_max = std::max(tail_max, mag);
+    }
+  }
+  r->dd += Sum(sdd);
+  r->l1 += Sum(sa);
+  r->zero += Sum(azero);
+  r->fin = kMasked ? r->fin + Sum(afin) : m;
+  r->nan += Sum(anan);
+  for (int l = 0; l < kW; ++l) tail_max = std::max(tail_max, static_cast<uint32_t>(amax[l]));
+  if (!kMasked && tail_max >= kExpMask) return false;
+  float a;
+  std::memcpy(&a, &tail_max, sizeof(a));
+  r->mx = r->fin > 0 ? a : -kInf;
+  r->mn = -r->mx;
+  return true;
+}
+
+// The gradient statistics' partials of a row of the sample (its other sums stay zero).
+void GradientFullRow(const float* x, int64 m, Acc* acc) {
+  Row r;
+  if (!GradientRow<false>(x, m, &r)) GradientRow<true>(x, m, &r);
+  AddRow(r, m, 0.0f, false, acc);
 }
 
 void HistogramRow(const float* x, int64 m, const Params& p, int64* hist) {
@@ -369,7 +443,7 @@ void HistogramRow(const float* x, int64 m, const Params& p, int64* hist) {
   const VI abs_mask = VI{} + 0x7fffffff, exp_mask = VI{} + static_cast<int32_t>(kExpMask);
   const int slots = nan_slot + 1;
   // Four tables: consecutive values often fall in one bucket, and one table would chain every increment on the last.
-  std::vector<uint32_t> tables(4 * slots, 0);
+  std::vector<uint32_t> tables(kTables * slots, 0);
   uint32_t* t = tables.data();
   alignas(32) int32_t idx[kChunk];
   auto bucket = [&](uint32_t b) {
@@ -395,15 +469,12 @@ void HistogramRow(const float* x, int64 m, const Params& p, int64* hist) {
     }
     for (; j < n; ++j) idx[j] = bucket(Bits(x[c0 + j]));
     j = 0;
-    for (; j + 4 <= n; j += 4) {
-      ++t[idx[j]];
-      ++t[slots + idx[j + 1]];
-      ++t[2 * slots + idx[j + 2]];
-      ++t[3 * slots + idx[j + 3]];
-    }
+    for (; j + kTables <= n; j += kTables)
+      for (int k = 0; k < kTables; ++k) ++t[k * slots + idx[j + k]];
     for (; j < n; ++j) ++t[idx[j]];
   }
-  for (int i = 0; i < slots; ++i) hist[i] += t[i] + t[slots + i] + t[2 * slots + i] + t[3 * slots + i];
+  for (int i = 0; i < slots; ++i)
+    for (int k = 0; k < kTables; ++k) hist[i] += t[k * slots + i];
 }
 
 
@@ -424,6 +495,9 @@ class PartialsOp : public OpKernel {
     OP_REQUIRES_OK(c, c->GetAttr("saturated_below", &p_.sat_low));
     OP_REQUIRES_OK(c, c->GetAttr("saturated_above", &p_.sat_high));
     OP_REQUIRES_OK(c, c->GetAttr("stats", &p_.stats));
+    OP_REQUIRES_OK(c, c->GetAttr("gradient", &p_.gradient));
+    OP_REQUIRES(c, !p_.gradient || p_.units == 0,
+                absl::InvalidArgumentError(absl::StrCat("gradient=true takes no units; got units=", p_.units)));
     OP_REQUIRES_OK(c, c->GetAttr("hist_min_exp", &p_.hist_min_exp));
     OP_REQUIRES_OK(c, c->GetAttr("hist_max_exp", &p_.hist_max_exp));
     OP_REQUIRES_OK(c, c->GetAttr("num_buckets", &p_.num_buckets));
@@ -464,6 +538,8 @@ class PartialsOp : public OpKernel {
         if (p.stats) {
           if (r >= sampled)
             ExtremesRow(row, m, units, &acc);
+          else if (p.gradient)
+            GradientFullRow(row, m, &acc);
           else if (bounded_)
             FullRow<true>(row, m, p, &acc);
           else
@@ -476,7 +552,7 @@ class PartialsOp : public OpKernel {
     };
     // Rows outside the sample add only extremes, per-unit maxima and NaN/Inf counts; a histogram covers the sample.
     const int64 work_rows = p.stats ? rows : sampled;
-    const int64 cost = m * ((p.stats ? 12 : 0) + (p.histogram ? 8 : 0)) + 1;
+    const int64 cost = m * ((p.stats ? (p.gradient ? 6 : 12) : 0) + (p.histogram ? 8 : 0)) + 1;
     auto* threads = ctx->device()->tensorflow_cpu_worker_threads();
     tensorflow::Shard(threads->num_threads, threads->workers, work_rows, cost, work);
 
@@ -495,8 +571,8 @@ class PartialsOp : public OpKernel {
         if (position_[i] >= 0) s(position_[i]) = total.f[i];
     }
     auto mx = maxes->flat<float>();
-    mx(0) = total.max;
-    mx(1) = total.neg_min;
+    mx(0) = p.gradient ? std::max(total.max, total.neg_min) : total.max;  // gradient: max|x| in both
+    mx(1) = p.gradient ? mx(0) : total.neg_min;
     for (int64 u = 0; u < units; ++u) {
       float v = -kInf;  // no rows: nothing seen, as the graph's empty reductions
       if (p.stats && rows > 0) {
@@ -533,6 +609,7 @@ REGISTER_OP("TfprobePartials")
     .Attr("saturated_below: float = 0")  // x <= this is saturated (-inf: one-sided; stats.saturation_thresholds)
     .Attr("saturated_above: float = 0")  // x >= this is saturated (high - margin)
     .Attr("stats: bool = true")
+    .Attr("gradient: bool = false")  // only what gradient statistics read: see GradientRow
     .Attr("hist_min_exp: int = 0")
     .Attr("hist_max_exp: int = 0")
     .Attr("hist_zero_bucket: int = 0")
