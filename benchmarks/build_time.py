@@ -22,7 +22,9 @@ measure of what tfprobe adds to building the step (not against Keras' first
 from __future__ import annotations
 
 import argparse
+import atexit
 import os
+import shutil
 import statistics
 import sys
 import tempfile
@@ -69,6 +71,7 @@ def measure(name, reps, kernel, gradients=False):
     one_step(model, x, y)  # TensorFlow warm, the optimizer built
     times = {"keras": [], "probe": []}
     logdir = tempfile.mkdtemp(prefix="tfprobe-build-")
+    atexit.register(shutil.rmtree, logdir, ignore_errors=True)
     for rep in range(reps):
         model.train_function = None
         times["keras"].append(one_step(model, x, y))

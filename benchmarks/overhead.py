@@ -27,7 +27,9 @@ Models (synthetic data):
 from __future__ import annotations
 
 import argparse
+import atexit
 import os
+import shutil
 import statistics
 import sys
 import tempfile
@@ -123,6 +125,13 @@ class StepTimer(keras.callbacks.Callback):
         self.times.append(CLOCKS[CLOCK[0]]())
 
 
+def scratch(prefix):
+    """A temporary log directory, removed when the benchmark exits."""
+    logdir = tempfile.mkdtemp(prefix=prefix)
+    atexit.register(shutil.rmtree, logdir, ignore_errors=True)
+    return logdir
+
+
 def run(model, x, y, batch, steps, callbacks, warmup):
     timer = StepTimer()
     model.fit(x, y, batch_size=batch, epochs=1, steps_per_epoch=steps, verbose=0, shuffle=False,
@@ -135,7 +144,7 @@ def measure(name, kwargs, reps, steps, warmup, model_name="cnn"):
     build, batch, data = MODELS[model_name]
     x, y = data(batch * steps, np.random.default_rng(0))
     model = build()
-    logdir = tempfile.mkdtemp(prefix="tfprobe-bench-")
+    logdir = scratch("tfprobe-bench-")
     probe = tfprobe.LayerProbe(os.path.join(logdir, name), **kwargs)
     run(model, x, y, batch, steps, [], warmup)  # warm-up: trace both functions once
     run(model, x, y, batch, steps, [probe], warmup)
@@ -175,7 +184,7 @@ def paired(name, kwargs, steps, model_name="cnn", fits=3):
     kwargs = dict(kwargs, record_freq=2, log_freq=steps)
     if kwargs.get("histogram_freq"):
         kwargs["histogram_freq"] = 2
-    probe = tfprobe.LayerProbe(os.path.join(tempfile.mkdtemp(prefix="tfprobe-paired-"), name), **kwargs)
+    probe = tfprobe.LayerProbe(os.path.join(scratch("tfprobe-paired-"), name), **kwargs)
     run(model, x, y, batch, steps, [probe], 0)  # trace
     on, off = [], []
     for _ in range(fits):
@@ -198,7 +207,7 @@ def bytes_per_layer_window(steps=50, batch=128):
     x = rng.random((batch * steps, 32, 32, 3), dtype=np.float32)
     y = rng.integers(0, 10, batch * steps)
     model = reference_cnn()
-    logdir = tempfile.mkdtemp(prefix="tfprobe-bytes-")
+    logdir = scratch("tfprobe-bytes-")
     probe = tfprobe.LayerProbe(logdir, record_freq=1, log_freq=10, histogram_freq=10)
     model.fit(x, y, batch_size=batch, epochs=1, verbose=0, callbacks=[probe])
     (path,) = [os.path.join(logdir, f) for f in os.listdir(logdir)]

@@ -37,7 +37,9 @@ Times are ms: median, min and max over n calls.
 from __future__ import annotations
 
 import argparse
+import atexit
 import os
+import shutil
 import statistics
 import sys
 import tempfile
@@ -141,6 +143,7 @@ def main(argv=None):
         parser.error(f"--steps must be at least {2 * LOG_FREQ}")
     started = time.perf_counter()
     logdir = tempfile.mkdtemp(prefix="tfprobe-window-")
+    atexit.register(shutil.rmtree, logdir, ignore_errors=True)
     rng = np.random.default_rng(0)
     x = rng.standard_normal((BATCH * args.steps, WIDTH), dtype=np.float32)
     y = rng.random((BATCH * args.steps, WIDTH), dtype=np.float32)
