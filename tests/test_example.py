@@ -1,17 +1,12 @@
 """The example a user runs first: trains on the bundled digits and writes both runs."""
 
-import importlib.util
-import pathlib
+from example_scripts import load_example
 
 import tfprobe
 
-EXAMPLE = pathlib.Path(__file__).resolve().parents[1] / "examples" / "train_digits.py"
-
 
 def test_example_trains_and_writes_both_runs(tmp_path):
-    spec = importlib.util.spec_from_file_location("train_digits", EXAMPLE)
-    example = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(example)
+    example = load_example("train_digits")
     histories = example.train(str(tmp_path), epochs=2)
     assert set(histories) == {"relu", "sigmoid_deep"}
     layers = tfprobe.read_layers(tmp_path)

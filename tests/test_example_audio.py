@@ -6,24 +6,14 @@ against a band share of 0.15; a tone's half-mass time 0.43-0.47). Seed 0 runs in
 and 2 with `-m slow`.
 """
 
-import importlib.util
-import pathlib
 
 import pytest
-
-EXAMPLE = pathlib.Path(__file__).resolve().parents[1] / "examples" / "audio_features.py"
-
-
-def load_example():
-    spec = importlib.util.spec_from_file_location("audio_features", EXAMPLE)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+from example_scripts import load_example
 
 
 @pytest.mark.parametrize("seed", [0, pytest.param(1, marks=pytest.mark.slow), pytest.param(2, marks=pytest.mark.slow)])
 def test_audio_example_answers_where_each_model_looks(tmp_path, seed, capsys):
-    answer = load_example().main(["--logdir", str(tmp_path), "--fast", "--seed", str(seed)])
+    answer = load_example("audio_features").main(["--logdir", str(tmp_path), "--fast", "--seed", str(seed)])
     wave, spec = answer["waveform"], answer["spectrogram"]
     assert wave["val_accuracy"] >= 0.6 and spec["val_accuracy"] >= 0.9  # chance: 1/3
     for run in (wave, spec):

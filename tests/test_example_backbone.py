@@ -5,24 +5,14 @@ Measured on seeds 0-2 (fast): the probe accuracy of the pretrained backbone peak
 layer. The margins below hold on all three. Seed 0 runs in the default suite, seeds 1 and 2 with `-m slow`.
 """
 
-import importlib.util
-import pathlib
 
 import pytest
-
-EXAMPLE = pathlib.Path(__file__).resolve().parents[1] / "examples" / "frozen_backbone.py"
-
-
-def load_example():
-    spec = importlib.util.spec_from_file_location("frozen_backbone", EXAMPLE)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+from example_scripts import load_example
 
 
 @pytest.mark.parametrize("seed", [0, pytest.param(1, marks=pytest.mark.slow), pytest.param(2, marks=pytest.mark.slow)])
 def test_backbone_example_finds_where_the_frozen_layers_know_the_new_task(tmp_path, seed, capsys):
-    example = load_example()
+    example = load_example("frozen_backbone")
     answer = example.main(["--logdir", str(tmp_path), "--fast", "--seed", str(seed)])
     table = answer["table"]
     layers = [name for name in table.index if name not in example.HEAD]

@@ -4,23 +4,12 @@ comments give the range measured over those seeds."""
 
 from __future__ import annotations
 
-import importlib.util
-import pathlib
-
 import pytest
-
-EXAMPLES = pathlib.Path(__file__).resolve().parents[1] / "examples"
-
-
-def load(name):
-    spec = importlib.util.spec_from_file_location(name, EXAMPLES / f"{name}.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+from example_scripts import load_example
 
 
 def run(name, tmp_path, seed=0):
-    return load(name).main(["--fast", "--logdir", str(tmp_path), "--seed", str(seed)])
+    return load_example(name).main(["--fast", "--logdir", str(tmp_path), "--seed", str(seed)])
 
 
 def test_sparse_codes_l1_buys_sparsity_and_costs_rank_and_reconstruction(tmp_path, capsys):

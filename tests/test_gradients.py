@@ -313,18 +313,23 @@ class StepLog(keras.callbacks.Callback):
         return float(self.model.optimizer.scale_loss(tf.constant(1.0)))
 
 
-@pytest.mark.parametrize("kernel", ["graph", NATIVE])
-def test_skipped_steps_are_counted_and_left_out(tmp_path, kernel):
+def overflowing_model():
+    """A mixed-precision model compiled with a loss-scale optimizer (SGD, learning rate 0) whose scaled
+    gradients overflow float16 until it has halved its scale a few times: with 12 batches of 8 from `data`,
+    the 1st, 2nd and 5th steps are skipped (not only leading ones)."""
     def build():
         keras.utils.set_random_seed(3)
         return keras.Sequential([keras.Input((6,)), keras.layers.Dense(8, activation="relu", name="h"),
                                  keras.layers.Dense(2, name="out", dtype="float32")])
 
     model = mixed_model(build)
-    # Gradients of the scaled loss overflow float16 until the optimizer has halved this scale a few times
-    # (here the 1st, 2nd and 5th steps are skipped: not only leading ones).
-    optimizer = keras.optimizers.LossScaleOptimizer(keras.optimizers.SGD(0.0), initial_scale=2.0**19)
-    model.compile(optimizer, "mse")
+    model.compile(keras.optimizers.LossScaleOptimizer(keras.optimizers.SGD(0.0), initial_scale=2.0**19), "mse")
+    return model
+
+
+@pytest.mark.parametrize("kernel", ["graph", NATIVE])
+def test_skipped_steps_are_counted_and_left_out(tmp_path, kernel):
+    model = overflowing_model()
     steps, batch = 12, 8
     x, y = data(steps * batch, (6,)), data(steps * batch, (2,), seed=1)
     probe = tfprobe.LayerProbe(tmp_path, record_freq=1, histogram_freq=1, log_freq=steps, gradients=True, kernel=kernel)
@@ -363,14 +368,7 @@ def test_no_skipped_steps_without_loss_scaling(tmp_path):
 
 
 def test_windows_of_skipped_steps_only_go_on_until_a_step_is_applied(tmp_path):
-    def build():
-        keras.utils.set_random_seed(3)
-        return keras.Sequential([keras.Input((6,)), keras.layers.Dense(8, activation="relu", name="h"),
-                                 keras.layers.Dense(2, name="out", dtype="float32")])
-
-    model = mixed_model(build)
-    optimizer = keras.optimizers.LossScaleOptimizer(keras.optimizers.SGD(0.0), initial_scale=2.0**19)
-    model.compile(optimizer, "mse")
+    model = overflowing_model()
     steps, batch = 12, 8
     log = StepLog()
     with warnings.catch_warnings():
@@ -378,7 +376,7 @@ def test_windows_of_skipped_steps_only_go_on_until_a_step_is_applied(tmp_path):
         model.fit(data(steps * batch, (6,)), data(steps * batch, (2,), seed=1), batch_size=batch, shuffle=False,
                   verbose=0, callbacks=[tfprobe.LayerProbe(tmp_path, record_freq=1, log_freq=1, gradients=True), log])
         wide = tfprobe.read_logdir(tmp_path, pivot=True).set_index("layer").loc["h"]
-    applied = int(optimizer.iterations.numpy())
+    applied = int(model.optimizer.iterations.numpy())
     assert 4 <= applied < steps and not log.applied[0]
     # One window per applied step (a window per batch would repeat steps: the step counts applied updates);
     # the skipped steps before each are counted in it, and every batch's activations are in some window.
