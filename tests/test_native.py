@@ -96,6 +96,31 @@ def test_histogram_off_and_histogram_only():
     assert hist.shape == (metadata.NUM_BUCKETS,)
 
 
+def _histogram_rows():
+    """Rows that take every path of the kernel's histogram counting (its window of 16 octaves, partial blocks)."""
+    n = 9001  # more than one block of 255 vectors, not a multiple of the vector width
+    wide = (rng.normal(size=n) * 2.0 ** rng.integers(-60, 60, size=n)).astype(np.float32)  # most outside the window
+    wide[:50] = [0.0, -0.0, np.nan, -np.nan, np.inf, -np.inf, 1e-45, -1e-42, 3e38, -3e38] * 5  # subnormals, extremes
+    moves = np.concatenate([rng.normal(size=4500) * 1e-30, rng.normal(size=n - 4500) * 1e10]).astype(np.float32)
+    late_zeros = np.concatenate([np.zeros(3000), rng.normal(size=n - 3000) * 1e-3]).astype(np.float32)
+    relu = np.maximum(rng.normal(size=n), 0).astype(np.float32)
+    return np.stack([wide, moves, late_zeros, relu, -relu, wide[::-1].copy()])
+
+
+@needs_compiler
+@pytest.mark.parametrize("stats_", [True, False])
+def test_histogram_counts_every_value_in_its_bucket(stats_):
+    """Counted in vector lanes within a window of octaves and one at a time outside it: equal to the graph's counts."""
+    x2d = tf.constant(_histogram_rows())
+    _, _, hist = native.run_op(x2d, True, near_zero=NEAR, stats_=stats_, gradient=stats_)
+    want = stats.histogram(x2d).numpy()
+    np.testing.assert_array_equal(hist.numpy(), want)
+    assert want.sum() == x2d.shape.num_elements() - 20  # all but the NaNs
+    for row in _histogram_rows():
+        np.testing.assert_array_equal(native.run_op(tf.constant(row[None]), True, near_zero=NEAR)[2].numpy(),
+                                      stats.histogram(tf.constant(row[None])).numpy())
+
+
 @needs_compiler
 @pytest.mark.parametrize("name", ["scalar", "vector", "images_4d", "nan_in_16_units"])
 def test_any_rank_reads_as_rows(name):
