@@ -101,10 +101,10 @@ def _histogram_rows():
     n = 9001  # more than one block of 255 vectors, not a multiple of the vector width
     wide = (rng.normal(size=n) * 2.0 ** rng.integers(-60, 60, size=n)).astype(np.float32)  # most outside the window
     wide[:50] = [0.0, -0.0, np.nan, -np.nan, np.inf, -np.inf, 1e-45, -1e-42, 3e38, -3e38] * 5  # subnormals, extremes
-    moves = np.concatenate([rng.normal(size=4500) * 1e-30, rng.normal(size=n - 4500) * 1e10]).astype(np.float32)
+    two_scales = np.concatenate([rng.normal(size=4500) * 1e-30, rng.normal(size=n - 4500) * 1e10]).astype(np.float32)
     late_zeros = np.concatenate([np.zeros(3000), rng.normal(size=n - 3000) * 1e-3]).astype(np.float32)
     relu = np.maximum(rng.normal(size=n), 0).astype(np.float32)
-    return np.stack([wide, moves, late_zeros, relu, -relu, wide[::-1].copy()])
+    return np.stack([wide, two_scales, late_zeros, relu, -relu, wide[::-1].copy()])
 
 
 @needs_compiler

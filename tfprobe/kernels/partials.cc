@@ -465,45 +465,71 @@ inline uint32_t LaneBits(VI v) {
 #endif
 }
 
-// The lowest biased exponent of a 16-octave window that holds the largest of a strided sample of a row's
-// magnitudes two octaves below its top, clamped so that NaN and Inf (exponent 255) always fall outside it.
-int WindowBase(const float* x, int64 m, int64 stride) {
-  uint32_t top = 0;
-  for (int64 j = 0; j < m; j += stride) {
-    const uint32_t mag = Bits(x[j]) & 0x7fffffffu;
-    if (mag < kExpMask) top = std::max(top, mag);
+// Appends the lanes of `v` selected by `mask` (all ones) to `out`; returns how many.
+inline int Compress(VI v, VI mask, int32_t* out) {
+#if defined(__AVX512F__)
+  const __mmask16 k = _mm512_cmplt_epi32_mask((__m512i)mask, _mm512_setzero_si512());
+  _mm512_storeu_si512(out, _mm512_maskz_compress_epi32(k, (__m512i)v));  // to a register: fast on every AVX-512 CPU
+  return __builtin_popcount(k);
+#elif defined(__AVX2__)
+  // A permutation per 8-bit mask moves the selected lanes to the front.
+  static const auto kPermutations = [] {
+    std::vector<int32_t> t(256 * 8);
+    for (int k = 0; k < 256; ++k)
+      for (int l = 0, n = 0; l < 8; ++l)
+        if (k >> l & 1) t[k * 8 + n++] = l;
+    return t;
+  }();
+  const int k = _mm256_movemask_ps((__m256)mask);
+  const __m256i order = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(kPermutations.data() + k * 8));
+  _mm256_storeu_si256(reinterpret_cast<__m256i*>(out), _mm256_permutevar8x32_epi32((__m256i)v, order));
+  return __builtin_popcount(k);
+#else
+  int n = 0;
+  for (int l = 0; l < kW; ++l)
+    if (mask[l]) out[n++] = v[l];
+  return n;
+#endif
+}
+
+// The lowest biased exponent of the 16-octave window that holds the most of a strided sample of a row's nonzero
+// finite magnitudes, clamped so that NaN and Inf (exponent 255) and zeros and subnormals (0) fall outside it.
+int WindowBase(const float* x, int64 m) {
+  int counts[256] = {0};
+  const int64 stride = std::max<int64>(1, m / 512);
+  for (int64 j = 0; j < m; j += stride) ++counts[Bits(x[j]) >> 23 & 0xff];
+  counts[0] = counts[255] = 0;
+  int best = 1, covered = 0, run = 0;
+  for (int e = 1; e < 255; ++e) {
+    run += counts[e] - (e >= 17 ? counts[e - 16] : 0);  // the window [e - 15, e]
+    if (run > covered) {
+      covered = run;
+      best = e - 15;
+    }
   }
-  return std::min(std::max(static_cast<int>(top >> 23) - 13, 1), 255 - 16);
+  return std::min(std::max(best, 1), 255 - 16);
 }
 
 // Counts a row into `hist`. A value's bucket depends only on its sign and octave, and most of a row's values lie
-// within 16 octaves (a factor 65536) below its largest: those are counted in the vector lanes, eight 4-bit counters
-// per 32-bit lane (a one shifted by 4 x octave, added to one of four accumulators by sign and upper or lower eight
+// within 16 octaves (a factor 65536) of each other: those are counted in the vector lanes, eight 4-bit counters per
+// 32-bit lane (a one shifted by 4 x octave, added to one of four accumulators by sign and upper or lower eight
 // octaves), widened to bytes every 15 vectors and to 32-bit lanes every 255. Zeros are counted apart; any other
-// value (smaller, subnormal, NaN, Inf) one at a time. If those are many in a block, the window moves to the block's
-// largest value. Several times faster than a table increment per value (benchmarks/RESULTS.md).
+// value (outside the window, subnormal, NaN, Inf) is set aside and bucketed one at a time. Several times faster
+// than a table increment per value (benchmarks/RESULTS.md).
 void HistogramRow(const float* x, int64 m, const Params& p, int64* hist) {
   constexpr int64 kNibbleSteps = 15;  // vectors before a 4-bit counter may overflow
   constexpr int kByteSteps = 17;      // nibble flushes before a byte may overflow (17 x 15 = 255)
   constexpr int64 kOuter = kByteSteps * kNibbleSteps * kW;
   const VI abs_mask = VI{} + 0x7fffffff, nibbles = VI{} + 0x0f0f0f0f, byte = VI{} + 0xff;
   const VU fifteen = VU{} + 15;
-  int base = WindowBase(x, std::min(m, kBlock), 1);
-  base = std::max(base, WindowBase(x, m, 1024));
+  const int base = WindowBase(x, m);
   VI wide[32] = {};  // per lane, the count of octave base + 8 * (a & 1) + k, negative if a & 2: wide[8 * a + k]
   VI zeros{};
-  auto flush = [&]() {
-    for (int a = 0; a < 4; ++a)
-      for (int k = 0; k < 8; ++k) {
-        const uint32_t e = static_cast<uint32_t>(base + ((a & 1) ? 8 : 0) + k);
-        hist[BucketOf((e << 23) | ((a & 2) ? 0x80000000u : 0u), p)] += static_cast<int64>(Sum(wide[8 * a + k]));
-        wide[8 * a + k] = VI{};
-      }
-  };
+  int32_t aside[kOuter + kW];  // values set aside in a block (uninitialized: written before read)
   int64 j = 0;
   while (j + kW <= m) {
-    const int64 start = j, outer_end = j + std::min((m - j) / kW * kW, kOuter);
-    int64 outside = 0;
+    const int64 outer_end = j + std::min((m - j) / kW * kW, kOuter);
+    int n_aside = 0;
     VI bytes[8] = {};  // accumulator a's even nibbles in bytes[2a], its odd ones in bytes[2a + 1]
     while (j < outer_end) {
       VI n0{}, n1{}, n2{}, n3{};
@@ -519,12 +545,8 @@ void HistogramRow(const float* x, int64 m, const Params& p, int64* hist) {
         n2 += one & ~upper & neg;
         n3 += one & upper & neg;
         zeros -= mag == 0;
-        uint32_t out = LaneBits(~in & (mag != 0));
-        while (__builtin_expect(out != 0, 0)) {
-          ++hist[BucketOf(Bits(x[j + __builtin_ctz(out)]), p)];
-          out &= out - 1;
-          ++outside;
-        }
+        const VI out = ~in & (mag != 0);
+        if (LaneBits(out) != 0) n_aside += Compress(b, out, aside + n_aside);
       }
       const VI n[4] = {n0, n1, n2, n3};
       for (int a = 0; a < 4; ++a) {
@@ -534,16 +556,14 @@ void HistogramRow(const float* x, int64 m, const Params& p, int64* hist) {
     }
     for (int a = 0; a < 4; ++a)
       for (int k = 0; k < 8; ++k) wide[8 * a + k] += (bytes[2 * a + (k & 1)] >> (8 * (k >> 1))) & byte;
-    if (outside > (j - start) / 8 && j < m) {  // the window misses this block: move it
-      const int moved = WindowBase(x + start, j - start, 1);
-      if (moved != base) {
-        flush();
-        base = moved;
-      }
-    }
+    for (int i = 0; i < n_aside; ++i) ++hist[BucketOf(static_cast<uint32_t>(aside[i]), p)];
   }
-  flush();
   for (; j < m; ++j) ++hist[BucketOf(Bits(x[j]), p)];
+  for (int a = 0; a < 4; ++a)
+    for (int k = 0; k < 8; ++k) {
+      const uint32_t e = static_cast<uint32_t>(base + ((a & 1) ? 8 : 0) + k);
+      hist[BucketOf((e << 23) | ((a & 2) ? 0x80000000u : 0u), p)] += static_cast<int64>(Sum(wide[8 * a + k]));
+    }
   hist[p.hist_zero] += static_cast<int64>(Sum(zeros));
 }
 
