@@ -105,6 +105,35 @@ inline VF Load(const float* x) {
 }
 inline VF Select(VI mask, VF a, VF b) { return (VF)(((VI)a & mask) | ((VI)b & ~mask)); }
 inline VI SelectI(VI mask, VI a, VI b) { return (a & mask) | (b & ~mask); }
+// a > b ? a : b and a < b ? a : b per lane, in one instruction where the target has it (x86's max and min are
+// exactly these, NaN included): the Select forms chain a compare and two logic ops on the previous value.
+inline VF Max(VF a, VF b) {
+#if defined(__AVX512F__)
+  return (VF)_mm512_max_ps((__m512)a, (__m512)b);
+#elif defined(__AVX__)
+  return (VF)_mm256_max_ps((__m256)a, (__m256)b);
+#else
+  return Select(a > b, a, b);
+#endif
+}
+inline VF Min(VF a, VF b) {
+#if defined(__AVX512F__)
+  return (VF)_mm512_min_ps((__m512)a, (__m512)b);
+#elif defined(__AVX__)
+  return (VF)_mm256_min_ps((__m256)a, (__m256)b);
+#else
+  return Select(a < b, a, b);
+#endif
+}
+inline VI MaxI(VI a, VI b) {
+#if defined(__AVX512F__)
+  return (VI)_mm512_max_epi32((__m512i)a, (__m512i)b);
+#elif defined(__AVX2__)
+  return (VI)_mm256_max_epi32((__m256i)a, (__m256i)b);
+#else
+  return SelectI(a > b, a, b);
+#endif
+}
 // The lanes' total, in double: lanes hold float32 block sums or int32 counts.
 template <typename V>
 inline double Sum(V v) {
@@ -182,7 +211,7 @@ void AddRow(const Row& r, int64 m, float shift, bool hoyer, Acc* acc) {
 inline void MaxUnits(VI a, int64 u, uint32_t* unit) {
   VI cur;
   std::memcpy(&cur, unit + u, sizeof(cur));
-  cur = SelectI(cur > a, cur, a);
+  cur = MaxI(cur, a);
   std::memcpy(unit + u, &cur, sizeof(cur));
 }
 
@@ -213,8 +242,8 @@ bool FastRow(const float* x, int64 m, float k, const Params& p, int64 units, Row
       azero -= v == 0.0f;
       anear -= a <= nz;
       if (kBounded) asat -= (v <= lo) | (v >= hi);
-      vmx = Select(vmx > v, vmx, v);
-      vmn = Select(vmn < v, vmn, v);
+      vmx = Max(vmx, v);
+      vmn = Min(vmn, v);
       if (kUnits) {
         MaxUnits(abits, u, unit);
         u += kW;
@@ -311,8 +340,8 @@ bool ExtremesFastRow(const float* x, int64 m, Row* r) {
   for (; j + kW <= m; j += kW) {
     const VF v = Load(x + j);
     check += v * 0.0f;  // NaN once any value is NaN or Inf
-    vmx = Select(vmx > v, vmx, v);
-    vmn = Select(vmn < v, vmn, v);
+    vmx = Max(vmx, v);
+    vmn = Min(vmn, v);
   }
   float c = Sum(check);
   for (; j < m; ++j) {
@@ -393,7 +422,7 @@ bool GradientRow(const float* x, int64 m, Row* r) {
     const VF a = (VF)mag;
     *aa += a;
     *add += a * a;
-    amax = SelectI(amax > mag, amax, mag);
+    amax = MaxI(amax, mag);
   };
   for (int64 c0 = 0; c0 < m; c0 += kBlock) {
     const int64 c1 = std::min(m, c0 + kBlock);
@@ -452,25 +481,10 @@ inline int BucketOf(uint32_t bits, const Params& p) {
   return mag > kExpMask ? p.num_buckets : mag == 0 ? zero : i;
 }
 
-// One bit per lane: set where the lane's sign bit is (comparisons give all ones).
-inline uint32_t LaneBits(VI v) {
+// Appends the lanes of `v` whose bit is set in `bits` to `out` (which has room for a whole vector); returns how many.
+inline int Compress(VI v, uint32_t bits, int32_t* out) {
 #if defined(__AVX512F__)
-  return _mm512_cmplt_epi32_mask((__m512i)v, _mm512_setzero_si512());
-#elif defined(__AVX__)
-  return _mm256_movemask_ps((__m256)v);
-#else
-  uint32_t bits = 0;
-  for (int l = 0; l < kW; ++l) bits |= static_cast<uint32_t>(v[l] < 0) << l;
-  return bits;
-#endif
-}
-
-// Appends the lanes of `v` selected by `mask` (all ones) to `out`; returns how many.
-inline int Compress(VI v, VI mask, int32_t* out) {
-#if defined(__AVX512F__)
-  const __mmask16 k = _mm512_cmplt_epi32_mask((__m512i)mask, _mm512_setzero_si512());
-  _mm512_storeu_si512(out, _mm512_maskz_compress_epi32(k, (__m512i)v));  // to a register: fast on every AVX-512 CPU
-  return __builtin_popcount(k);
+  _mm512_storeu_si512(out, _mm512_maskz_compress_epi32(bits, (__m512i)v));  // to a register: fast on every AVX-512 CPU
 #elif defined(__AVX2__)
   // A permutation per 8-bit mask moves the selected lanes to the front.
   static const auto kPermutations = [] {
@@ -480,17 +494,57 @@ inline int Compress(VI v, VI mask, int32_t* out) {
         if (k >> l & 1) t[k * 8 + n++] = l;
     return t;
   }();
-  const int k = _mm256_movemask_ps((__m256)mask);
-  const __m256i order = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(kPermutations.data() + k * 8));
+  const __m256i order = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(kPermutations.data() + bits * 8));
   _mm256_storeu_si256(reinterpret_cast<__m256i*>(out), _mm256_permutevar8x32_epi32((__m256i)v, order));
-  return __builtin_popcount(k);
 #else
-  int n = 0;
-  for (int l = 0; l < kW; ++l)
-    if (mask[l]) out[n++] = v[l];
-  return n;
+  for (int l = 0, n = 0; l < kW; ++l)
+    if (bits >> l & 1) out[n++] = v[l];
+#endif
+  return __builtin_popcount(bits);
+}
+
+// Counts one vector of float bits `b` in the window of 16 octaves from biased exponent `base`: a one at nibble
+// (octave & 7) of the accumulator n[2 * negative + (octave >= 8)], zeros into `zeros` (subtracting -1). Returns the
+// lanes outside the window that are not zero (smaller, subnormal, larger, NaN, Inf) as bits.
+#if defined(__AVX512F__) && defined(__AVX512DQ__)
+inline uint32_t CountVector(VI b, int base, VI* n, VI* zeros) {
+  const __m512i v = (__m512i)b, mag = _mm512_and_si512(v, _mm512_set1_epi32(0x7fffffff));
+  const __m512i rel = _mm512_sub_epi32(_mm512_srli_epi32(mag, 23), _mm512_set1_epi32(base));
+  const __mmask16 in = _mm512_cmple_epu32_mask(rel, _mm512_set1_epi32(15));
+  const __m512i shift = _mm512_slli_epi32(_mm512_and_si512(rel, _mm512_set1_epi32(7)), 2);
+  const __m512i one = _mm512_maskz_sllv_epi32(in, _mm512_set1_epi32(1), shift);
+  const __mmask16 neg = _mm512_movepi32_mask(v), upper = _mm512_test_epi32_mask(rel, _mm512_set1_epi32(8));
+  const __mmask16 masks[4] = {static_cast<__mmask16>(~(neg | upper)), static_cast<__mmask16>(upper & ~neg),
+                              static_cast<__mmask16>(neg & ~upper), static_cast<__mmask16>(neg & upper)};
+  for (int a = 0; a < 4; ++a) n[a] = (VI)_mm512_mask_add_epi32((__m512i)n[a], masks[a], (__m512i)n[a], one);
+  const __mmask16 zero = _mm512_testn_epi32_mask(mag, mag);
+  *zeros = (VI)_mm512_mask_sub_epi32((__m512i)*zeros, zero, (__m512i)*zeros, _mm512_set1_epi32(-1));
+  return static_cast<uint16_t>(~(in | zero));
+}
+#else
+inline uint32_t LaneBits(VI mask) {  // one bit per lane of a comparison's result
+#if defined(__AVX__)
+  return _mm256_movemask_ps((__m256)mask);
+#else
+  uint32_t bits = 0;
+  for (int l = 0; l < kW; ++l) bits |= static_cast<uint32_t>(mask[l] != 0) << l;
+  return bits;
 #endif
 }
+
+inline uint32_t CountVector(VI b, int base, VI* n, VI* zeros) {
+  const VI mag = b & 0x7fffffff, rel = (mag >> 23) - base;
+  const VI in = (VI)((VU)rel <= 15u);
+  const VI one = ((VI{} + 1) << ((rel & 7) << 2)) & in;
+  const VI upper = (rel << 28) >> 31, neg = b >> 31;
+  n[0] += one & ~(upper | neg);
+  n[1] += one & upper & ~neg;
+  n[2] += one & ~upper & neg;
+  n[3] += one & upper & neg;
+  *zeros -= mag == 0;
+  return LaneBits(~in & (mag != 0));
+}
+#endif
 
 // The lowest biased exponent of the 16-octave window that holds the most of a strided sample of a row's nonzero
 // finite magnitudes, clamped so that NaN and Inf (exponent 255) and zeros and subnormals (0) fall outside it.
@@ -520,8 +574,7 @@ void HistogramRow(const float* x, int64 m, const Params& p, int64* hist) {
   constexpr int64 kNibbleSteps = 15;  // vectors before a 4-bit counter may overflow
   constexpr int kByteSteps = 17;      // nibble flushes before a byte may overflow (17 x 15 = 255)
   constexpr int64 kOuter = kByteSteps * kNibbleSteps * kW;
-  const VI abs_mask = VI{} + 0x7fffffff, nibbles = VI{} + 0x0f0f0f0f, byte = VI{} + 0xff;
-  const VU fifteen = VU{} + 15;
+  const VI nibbles = VI{} + 0x0f0f0f0f, byte = VI{} + 0xff;
   const int base = WindowBase(x, m);
   VI wide[32] = {};  // per lane, the count of octave base + 8 * (a & 1) + k, negative if a & 2: wide[8 * a + k]
   VI zeros{};
@@ -532,23 +585,12 @@ void HistogramRow(const float* x, int64 m, const Params& p, int64* hist) {
     int n_aside = 0;
     VI bytes[8] = {};  // accumulator a's even nibbles in bytes[2a], its odd ones in bytes[2a + 1]
     while (j < outer_end) {
-      VI n0{}, n1{}, n2{}, n3{};
+      VI n[4] = {};
       for (const int64 stop = std::min(outer_end, j + kNibbleSteps * kW); j < stop; j += kW) {
         const VI b = (VI)Load(x + j);
-        const VI mag = b & abs_mask;
-        const VI rel = (mag >> 23) - base;
-        const VI in = (VI)((VU)rel <= fifteen);
-        const VI one = ((VI{} + 1) << ((rel & 7) << 2)) & in;
-        const VI upper = (rel << 28) >> 31, neg = b >> 31;
-        n0 += one & ~(upper | neg);
-        n1 += one & upper & ~neg;
-        n2 += one & ~upper & neg;
-        n3 += one & upper & neg;
-        zeros -= mag == 0;
-        const VI out = ~in & (mag != 0);
-        if (LaneBits(out) != 0) n_aside += Compress(b, out, aside + n_aside);
+        const uint32_t out = CountVector(b, base, n, &zeros);
+        if (out != 0) n_aside += Compress(b, out, aside + n_aside);
       }
-      const VI n[4] = {n0, n1, n2, n3};
       for (int a = 0; a < 4; ++a) {
         bytes[2 * a] += n[a] & nibbles;
         bytes[2 * a + 1] += (n[a] >> 4) & nibbles;
