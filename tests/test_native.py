@@ -280,8 +280,10 @@ def test_an_interrupted_build_leaves_no_files(tmp_path, monkeypatch, error):
 
 
 @needs_compiler
-def test_kernel_source_compiles_without_warnings():
-    command = native._command(native._compiler(), native.SOURCE, "unused.so", native_arch=False)
+@pytest.mark.parametrize("native_arch", [False, True], ids=["portable", "this_cpu"])
+def test_kernel_source_compiles_without_warnings(native_arch):
+    """Both builds `native.build` tries: for this CPU's vectors (AVX-512 here), and the portable fallback."""
+    command = native._command(native._compiler(), native.SOURCE, "unused.so", native_arch=native_arch)
     command = command[: command.index("-o")] + ["-fsyntax-only", "-Werror"]
     assert "-Wall" in command and "-Wextra" in command
     done = subprocess.run(command, capture_output=True, text=True, timeout=native.BUILD_TIMEOUT)
