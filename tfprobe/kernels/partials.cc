@@ -508,26 +508,36 @@ inline int Compress(VI v, uint32_t bits, int32_t* out) {
 // Counts one vector of float bits `b` in the window of 16 octaves from biased exponent `base`: a one at nibble
 // (octave & 7) of the accumulator n[2 * negative + (octave >= 8)], zeros into `zeros` (subtracting -1). Returns the
 // lanes outside the window that are not zero (smaller, subnormal, larger, NaN, Inf) as bits.
-#if defined(__AVX512F__) && defined(__AVX512DQ__)
+#if defined(__AVX512F__)
+// With AVX-512, each accumulator's one comes from a 32-entry table indexed by octave + 16 x negative (one
+// two-table permutation each): selecting the accumulator with mask logic instead made the loop twice as slow.
+struct OneTables {
+  int32_t t[4][32];  // [accumulator][index]: 1 << 4 x (octave & 7) if the index is that accumulator's, else 0
+};
+constexpr OneTables MakeOneTables() {
+  OneTables o{};
+  for (int a = 0; a < 4; ++a)
+    for (int i = 0; i < 32; ++i) o.t[a][i] = 2 * (i >> 4) + ((i & 15) >> 3) == a ? 1 << (4 * (i & 7)) : 0;
+  return o;
+}
+alignas(64) constexpr OneTables kOnes = MakeOneTables();
+
 inline uint32_t CountVector(VI b, int base, VI* n, VI* zeros) {
   const __m512i v = (__m512i)b, mag = _mm512_and_si512(v, _mm512_set1_epi32(0x7fffffff));
   const __m512i rel = _mm512_sub_epi32(_mm512_srli_epi32(mag, 23), _mm512_set1_epi32(base));
   const __mmask16 in = _mm512_cmple_epu32_mask(rel, _mm512_set1_epi32(15));
-  const __m512i shift = _mm512_slli_epi32(_mm512_and_si512(rel, _mm512_set1_epi32(7)), 2);
-  const __m512i one = _mm512_maskz_sllv_epi32(in, _mm512_set1_epi32(1), shift);
-  const __mmask16 neg = _mm512_movepi32_mask(v), upper = _mm512_test_epi32_mask(rel, _mm512_set1_epi32(8));
-  const __mmask16 masks[4] = {static_cast<__mmask16>(~(neg | upper)), static_cast<__mmask16>(upper & ~neg),
-                              static_cast<__mmask16>(neg & ~upper), static_cast<__mmask16>(neg & upper)};
-  for (int a = 0; a < 4; ++a) n[a] = (VI)_mm512_mask_add_epi32((__m512i)n[a], masks[a], (__m512i)n[a], one);
+  const __m512i index = _mm512_or_si512(rel, _mm512_and_si512(_mm512_srli_epi32(v, 27), _mm512_set1_epi32(16)));
+  for (int a = 0; a < 4; ++a) {
+    const __m512i low = _mm512_load_si512(kOnes.t[a]), high = _mm512_load_si512(kOnes.t[a] + 16);
+    n[a] = (VI)_mm512_add_epi32((__m512i)n[a], _mm512_maskz_permutex2var_epi32(in, low, index, high));
+  }
   const __mmask16 zero = _mm512_testn_epi32_mask(mag, mag);
   *zeros = (VI)_mm512_mask_sub_epi32((__m512i)*zeros, zero, (__m512i)*zeros, _mm512_set1_epi32(-1));
   return static_cast<uint16_t>(~(in | zero));
 }
 #else
 inline uint32_t LaneBits(VI mask) {  // one bit per lane of a comparison's result
-#if defined(__AVX512F__)  // without AVX512DQ
-  return _mm512_cmplt_epi32_mask((__m512i)mask, _mm512_setzero_si512());
-#elif defined(__AVX__)
+#if defined(__AVX__)
   return _mm256_movemask_ps((__m256)mask);
 #else
   uint32_t bits = 0;
