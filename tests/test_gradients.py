@@ -18,8 +18,12 @@ from tfprobe.selection import select
 GRAD_STATS = ("grad_rms", "grad_mean_abs", "grad_max_abs", "grad_zero_fraction")
 
 
-def oracle_gradients(model, x, y):
-    """`{series: dL/da}` of one batch, with the loss `fit` differentiates (reductions and regularisers)."""
+def oracle_gradients(model, x, y, scale=None):
+    """`{series: dL/da}` of one batch, with the loss `fit` differentiates (reductions and regularisers).
+
+    With a `scale`, as a loss-scale optimizer's step computes it: of the loss times `scale`, cast to float32,
+    divided by `scale`.
+    """
     found = {}
     with Capture(select(model, None)) as capture, tf.GradientTape(persistent=True) as tape:
         def on_tap(tap):
@@ -29,7 +33,12 @@ def oracle_gradients(model, x, y):
         with capture.collecting(on_tap):
             y_pred = model(x, training=True)
         loss = model.compute_loss(x=x, y=y, y_pred=y_pred, training=True)
-    return {name: tape.gradient(loss, tensor) for name, tensor in found.items()}
+        if scale is not None:
+            loss = loss * scale
+    grads = {name: tape.gradient(loss, tensor) for name, tensor in found.items()}
+    if scale is None:
+        return grads
+    return {name: None if g is None else tf.cast(g, tf.float32) / scale for name, g in grads.items()}
 
 
 def oracle_stats(grads):
@@ -217,20 +226,9 @@ NATIVE = pytest.param("native", marks=pytest.mark.skipif(native._compiler() is N
 
 
 def scaled_oracle_gradients(model, x, y, scale=None):
-    """`{series: dL/da}` as a loss-scale optimizer's step computes it: of the loss times `scale` (default: the
-    optimizer's), cast to float32, divided by `scale`."""
+    """`oracle_gradients` scaled by `scale` (default: the optimizer's loss scale)."""
     scale = float(model.optimizer.scale_loss(tf.constant(1.0))) if scale is None else scale
-    found = {}
-    with Capture(select(model, None)) as capture, tf.GradientTape(persistent=True) as tape:
-        def on_tap(tap):
-            tape.watch(tap.tensor)
-            found[tap.series] = tap.tensor
-
-        with capture.collecting(on_tap):
-            y_pred = model(x, training=True)
-        loss = model.compute_loss(x=x, y=y, y_pred=y_pred, training=True) * scale
-    grads = {name: tape.gradient(loss, tensor) for name, tensor in found.items()}
-    return {name: None if g is None else tf.cast(g, tf.float32) / scale for name, g in grads.items()}
+    return oracle_gradients(model, x, y, scale)
 
 
 def mixed_model(build):
