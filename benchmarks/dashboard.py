@@ -6,7 +6,7 @@ payload < 5 MB.
     python benchmarks/dashboard.py --layers 50 --windows 1000 --stats zero_fraction
 
 It writes the run once (cached under --logdir; the first window through
-`tfprobe.writer.WindowWriter`, the rest by updating a template `Summary`, since
+`tfprobe.logs.writer.WindowWriter`, the rest by updating a template `Summary`, since
 the format is the same and building ~millions of protos one by one is slow),
 starts `tensorboard --logdir ...` on 127.0.0.1, waits until every point is
 ingested, then times `GET /data/plugin/tfprobe/overview` (wall time per request,
@@ -33,7 +33,7 @@ sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."
 import conftest as helpers
 
 from tfprobe import metadata
-from tfprobe.events import EventFileWriter
+from tfprobe.logs.events import EventFileWriter
 
 DEFAULT_STATS = ("zero_fraction", "mean", "std", "dead_unit_fraction")
 

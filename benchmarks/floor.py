@@ -8,7 +8,7 @@ own `tf.function` over all of them (median of `--reps` calls):
   extremes          per-unit max and min over the whole batch (what exact max, min,
                     dead units and NaN/Inf detection take)
   graph statistics  tfprobe's graph ops (`stats.traced_sums_and_maxes`), whole batch; and k=16
-  native            tfprobe's one-pass kernel (`tfprobe.native`), whole batch; and k=16;
+  native            tfprobe's one-pass kernel (`tfprobe.kernels.native`), whole batch; and k=16;
                     and with the histogram counted in the same pass
 
 With `--gradients`, the same for the backward path (`LayerProbe(gradients=True)`): the
@@ -41,8 +41,8 @@ import tensorflow as tf
 sys.path.insert(0, os.path.join(os.path.dirname(__file__), ".."))
 from overhead import MODELS
 
-from tfprobe import native, stats
-from tfprobe.selection import saturation_bounds, walk
+from tfprobe.kernels import native, stats
+from tfprobe.recording.selection import saturation_bounds, walk
 
 
 def median_seconds(fn, reps):

@@ -42,7 +42,7 @@ import numpy as np
 
 sys.path.insert(0, os.path.join(os.path.dirname(__file__), ".."))
 import tfprobe
-from tfprobe.events import read_records
+from tfprobe.logs.events import read_records
 
 CONFIGS = {
     "default": {},

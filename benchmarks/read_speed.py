@@ -27,7 +27,7 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 import tfprobe
 from tfprobe import metadata
-from tfprobe.writer import WindowWriter
+from tfprobe.logs.writer import WindowWriter
 
 
 def write_run(path, layers, windows, histogram_every):

@@ -41,9 +41,8 @@ import keras  # noqa: E402
 import numpy as np  # noqa: E402
 
 import tfprobe  # noqa: E402
-from tfprobe import analysis  # noqa: E402
-from tfprobe.reference import ReferenceData  # noqa: E402
-from tfprobe.representation_analysis import RepresentationAnalysis  # noqa: E402
+from tfprobe.reference import ReferenceData, analysis  # noqa: E402
+from tfprobe.reference.representations import RepresentationAnalysis  # noqa: E402
 
 N_REFERENCE = 500
 

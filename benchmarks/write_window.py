@@ -20,7 +20,7 @@ times restored (not timed) and turned into one window:
   finalize   the rest of `Recorder.window()`: the NumPy statistics of every series
   write      `WindowWriter.write_window(...)` on a writer of its own (the first write,
              which also carries the metadata, reported apart); "of which framing" is
-             the TFRecord CRC32C framing of that many bytes (`tfprobe.events._frame`)
+             the TFRecord CRC32C framing of that many bytes (`tfprobe.logs.events._frame`)
   total      snapshot + finalize + write
 
 The model trains compiled (the usual way); building its step with tfprobe
@@ -52,8 +52,8 @@ import numpy as np
 
 sys.path.insert(0, os.path.join(os.path.dirname(__file__), ".."))
 import tfprobe
-from tfprobe.events import _frame
-from tfprobe.writer import WindowWriter
+from tfprobe.logs.events import _frame
+from tfprobe.logs.writer import WindowWriter
 
 LAYERS = 500
 WIDTH = 16

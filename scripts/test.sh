@@ -11,7 +11,7 @@ if [ "${1:-}" = "--fast" ]; then
   markers=(-m "not slow and not browser and not native")
 fi
 
-have_compiler() {  # the compilers tfprobe.native looks for
+have_compiler() {  # the compilers tfprobe.kernels.native looks for
   for c in "${CXX:-}" g++ c++ clang++; do
     [ -n "$c" ] && command -v "$c" >/dev/null 2>&1 && return 0
   done

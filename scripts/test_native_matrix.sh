@@ -28,7 +28,7 @@ for minor in "${MINORS[@]}"; do
   fi
   # The source tree, not an installed copy: what is tested is this checkout.
   if TFPROBE_CACHE_DIR="$WORK/cache-$minor" PYTHONPATH="$PWD:$PWD/tensorboard_plugin" TF_CPP_MIN_LOG_LEVEL=2 \
-    "$venv/bin/python" -m tfprobe.native &&
+    "$venv/bin/python" -m tfprobe.kernels.native &&
     TFPROBE_CACHE_DIR="$WORK/cache-$minor" PYTHONPATH="$PWD:$PWD/tensorboard_plugin" TF_CPP_MIN_LOG_LEVEL=2 \
       "$venv/bin/python" -m pytest -q -p no:cacheprovider tests/test_native.py; then
     echo "--- TensorFlow $minor: passed ($("$venv/bin/python" -c 'import tensorflow as tf; print(tf.__version__)' 2>/dev/null))"

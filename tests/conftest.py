@@ -19,8 +19,8 @@ import numpy as np
 import pytest
 
 from tfprobe import metadata
-from tfprobe.events import EventFileWriter
-from tfprobe.writer import WindowWriter
+from tfprobe.logs.events import EventFileWriter
+from tfprobe.logs.writer import WindowWriter
 
 RUN_TRAIN, RUN_EVAL, RUN_XSS, RUN_OTHER = "train", "eval", "xss", "other"
 XSS_LAYER = "<img src=x onerror=alert(1)>"
@@ -240,7 +240,7 @@ MODULE_MARKERS = {
     "tests/test_plugin_browser.py": "browser",
     "tests/test_gradients_browser.py": "browser",
     "tests/test_native.py": "native",
-    "tfprobe/native.py": "native",  # its doctest builds the kernel
+    "tfprobe/kernels/native.py": "native",  # its doctest builds the kernel
 }
 
 
@@ -255,7 +255,7 @@ def pytest_collection_modifyitems(config, items):
         if marker == "native":
             native_items.append(item)
     if native_items:
-        from tfprobe import native
+        from tfprobe.kernels import native
 
         if native._compiler() is None:
             skip = pytest.mark.skip(reason="no C++ compiler ($CXX, g++, c++ or clang++): apt-get install g++")

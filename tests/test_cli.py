@@ -10,7 +10,7 @@ import pytest
 
 import tfprobe
 from tfprobe import cli
-from tfprobe.writer import WindowWriter
+from tfprobe.logs.writer import WindowWriter
 
 
 def run_cli(capsys, *argv):

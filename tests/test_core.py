@@ -15,9 +15,9 @@ import pytest
 import tensorflow as tf
 
 import tfprobe
-import tfprobe.native
-from tfprobe import events
-from tfprobe.capture import layer_outputs
+import tfprobe.kernels.native
+from tfprobe.logs import events
+from tfprobe.recording.capture import layer_outputs
 
 
 def mlp():
@@ -275,7 +275,7 @@ def reference_cnn():
 def test_the_probe_does_not_change_what_training_computes(tmp_path, kernel, with_nan, gradients):
     """Weights and losses after training are bitwise those of a run without the probe (same seeds; the CPU
     kernels of this model are deterministic), also with a NaN in the inputs, which a fused Conv+ReLU maps to 0."""
-    if kernel == "native" and not tfprobe.native.available():
+    if kernel == "native" and not tfprobe.kernels.native.available():
         pytest.skip("no C++ compiler for the native kernel")
     rng = np.random.default_rng(0)
     x = rng.normal(size=(64, 16, 16, 3)).astype("float32")

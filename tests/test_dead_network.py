@@ -8,7 +8,7 @@ import pytest
 
 import tfprobe
 from tfprobe import cli
-from tfprobe.writer import WindowWriter
+from tfprobe.logs.writer import WindowWriter
 
 LAYERS = ["dense", "relu"]
 DEAD = {"mean": 0.0, "std": 0.0, "min": 0.0, "max": 0.0, "zero_fraction": 1.0, "near_zero_fraction": 1.0,

@@ -6,7 +6,7 @@ import oracle
 import pytest
 
 import tfprobe
-import tfprobe.native
+import tfprobe.kernels.native
 
 NEAR = 1e-3
 BATCH = 16
@@ -141,7 +141,7 @@ def test_sample_size_statistics_use_the_leading_examples_and_extremes_the_whole_
 @pytest.mark.parametrize("kernel", ["native", "graph"])
 def test_histogram_steps_that_are_not_recorded_count_only_histograms(tmp_path, kernel):
     # The native kernel counts histograms in the statistics' op, turned off at run time on such steps.
-    if kernel == "native" and not tfprobe.native.available():
+    if kernel == "native" and not tfprobe.kernels.native.available():
         pytest.skip("native kernel unavailable")
     steps = 4
     model = _model()

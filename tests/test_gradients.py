@@ -11,9 +11,10 @@ import pytest
 import tensorflow as tf
 
 import tfprobe
-from tfprobe import metadata, native
-from tfprobe.capture import Capture
-from tfprobe.selection import select
+from tfprobe import metadata
+from tfprobe.kernels import native
+from tfprobe.recording.capture import Capture
+from tfprobe.recording.selection import select
 
 GRAD_STATS = ("grad_rms", "grad_mean_abs", "grad_max_abs", "grad_zero_fraction")
 
@@ -397,7 +398,7 @@ def test_a_fit_whose_every_step_is_skipped_says_so(tmp_path):
 def test_gradient_step_builds_no_extra_pass(tmp_path, monkeypatch):
     """With gradients on, a pooling layer still reuses its producer's partials (the model goes on with an
     identity, not the producer's own tensor), and without loss scaling no gradient is divided (copied)."""
-    from tfprobe import native, stats
+    from tfprobe.kernels import native, stats
 
     calls = {"input_sums": 0, "grad_rows": []}
     for cls in (stats.GraphKernel, native.NativeKernel):
@@ -416,7 +417,7 @@ def test_gradient_step_builds_no_extra_pass(tmp_path, monkeypatch):
 
 def test_a_gradient_shared_by_series_is_read_once(tmp_path, monkeypatch):
     """An `Add`'s gradient reaches both inputs as the same tensor: its partials are computed once, for both."""
-    from tfprobe import native, stats
+    from tfprobe.kernels import native, stats
 
     scopes = []
     for cls in (stats.GraphKernel, native.NativeKernel):

@@ -24,8 +24,9 @@ from tensorboard.compat.proto import (
 
 import tfprobe
 from tensorboard_plugin_tfprobe import queries
-from tfprobe import events, metadata
-from tfprobe.writer import WindowWriter
+from tfprobe import metadata
+from tfprobe.logs import events
+from tfprobe.logs.writer import WindowWriter
 
 READERS = [tfprobe.read_logdir, tfprobe.read_histograms, tfprobe.read_layers]
 GOOD = {"series": "good", "layer": "good", "class": "Dense", "order": 0}
@@ -216,7 +217,7 @@ def test_plugin_listing_skips_series_not_in_tfprobe_format(tmp_path, case):
 def test_the_typed_parser_is_the_only_one():
     """The reader and the plugin both parse content with `metadata.parse_content`."""
     root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-    for rel in ("tfprobe/reader.py", "tensorboard_plugin/tensorboard_plugin_tfprobe/queries.py"):
+    for rel in ("tfprobe/logs/reader.py", "tensorboard_plugin/tensorboard_plugin_tfprobe/queries.py"):
         source = open(os.path.join(root, rel)).read()
         assert "decode_content" not in source and "parse_content" in source, rel
 
@@ -282,7 +283,7 @@ def test_plugin_restart_newest_write_wins_like_the_reader(tmp_path):
 
 
 def test_a_file_that_cannot_be_opened_is_skipped_with_one_warning(tmp_path, monkeypatch):
-    from tfprobe import _fs
+    from tfprobe.logs import _fs
 
     write_good(tmp_path / "run")
     locked = write_good(tmp_path / "run", steps=(4, 5))

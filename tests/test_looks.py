@@ -10,9 +10,10 @@ import tensorflow as tf
 
 import tfprobe
 from tfprobe import cam, metadata
-from tfprobe.events import read_events
-from tfprobe.looks import LooksAnalysis, colormap, display, enlarge, orient, overlay
+from tfprobe.logs.events import read_events
+from tfprobe.looks import LooksAnalysis
 from tfprobe.reference import ReferenceData
+from tfprobe.reference.looks import colormap, display, enlarge, orient, overlay
 
 
 def small_cnn(shape=(12, 12, 1), classes=3):

@@ -24,11 +24,11 @@ import pytest
 import tensorflow as tf
 
 import tfprobe
-import tfprobe.native
-import tfprobe.recorder
-import tfprobe.stats
+import tfprobe.kernels.native
+import tfprobe.kernels.stats
+import tfprobe.recording.recorder
 from tfprobe.callback import LayerProbe
-from tfprobe.recorder import RecordingError
+from tfprobe.recording.recorder import RecordingError
 
 # Statistics that must be finite for any finite activation; the others are
 # optional (hoyer_sparsity, saturation_fraction, pooling stats) or counts.
@@ -512,8 +512,8 @@ def test_one_probe_reused_across_fits(tmp_path):
 def test_fits_reuse_traced_steps_until_keras_rebuilds(tmp_path, monkeypatch):
     """Probe, plain and probe `fit` again: each step is traced once; `compile` makes both trace again."""
     traces = []
-    begin_step = tfprobe.recorder.Recorder.begin_step
-    monkeypatch.setattr(tfprobe.recorder.Recorder, "begin_step", lambda self, *a: traces.append(1) or begin_step(self, *a))
+    begin_step = tfprobe.recording.recorder.Recorder.begin_step
+    monkeypatch.setattr(tfprobe.recording.recorder.Recorder, "begin_step", lambda self, *a: traces.append(1) or begin_step(self, *a))
     model = mlp()
     model.compile("sgd", "mse")
     x, y = data()
@@ -623,7 +623,7 @@ def test_nan_and_inf_are_counted(tmp_path):
 
 def _failing_partials(monkeypatch, units):
     """Makes building the statistics ops raise for tensors whose last axis is `units` (with either kernel)."""
-    for cls in (tfprobe.stats.GraphKernel, tfprobe.native.NativeKernel):
+    for cls in (tfprobe.kernels.stats.GraphKernel, tfprobe.kernels.native.NativeKernel):
 
         def rows(self, x, original=cls.rows):
             if x.shape.rank and x.shape[-1] == units:

@@ -13,7 +13,8 @@ from test_end_to_end import BATCH, _data, _model
 from test_stats import CASES, OFFSET_FIRST, assert_float64_accurate, offset_activation
 
 import tfprobe
-from tfprobe import metadata, native, stats
+from tfprobe import metadata
+from tfprobe.kernels import native, stats
 
 NEAR = 1e-3
 rng = np.random.default_rng(7)
@@ -335,7 +336,7 @@ def test_gradient_partials_equal_graph_ops(name, sample):
 @pytest.mark.parametrize("name", ["normal", "nan_in_16_units", "nan_outside_sample", "tiny", "huge", "long_rows"])
 def test_gradient_partials_give_the_same_gradient_statistics(name):
     """Only fields the gradient statistics never read are skipped: they come out as from the full partials."""
-    from tfprobe import backward
+    from tfprobe.recording import backward
 
     x2d = stats.as_rows(tf.constant(ALL[name]))
     full = native.run_op(x2d, False, near_zero=NEAR, sample_size=3)

@@ -24,7 +24,7 @@ from tensorboard_plugin_tfprobe import loader as loader_module
 from tensorboard_plugin_tfprobe import queries
 from tensorboard_plugin_tfprobe.plugin import TfprobePlugin
 from tfprobe import metadata
-from tfprobe.writer import WindowWriter
+from tfprobe.logs.writer import WindowWriter
 
 PREFIX = f"/data/plugin/{metadata.PLUGIN_NAME}"
 

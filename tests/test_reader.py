@@ -10,7 +10,7 @@ import pytest
 
 import tfprobe
 from tfprobe import metadata
-from tfprobe.writer import WindowWriter
+from tfprobe.logs.writer import WindowWriter
 
 
 def _write_run(path, steps, layers=("a", "b")):
@@ -113,7 +113,7 @@ def test_event_framing_crc_matches_tensorboards():
         masked_crc32c as reference,
     )
 
-    from tfprobe.events import masked_crc32c
+    from tfprobe.logs.events import masked_crc32c
 
     rng = np.random.default_rng(0)
     for n in (0, 1, 7, 8, 1000, 65537):
@@ -128,7 +128,7 @@ def _write_values(path, values, step=1):
     """One event holding `values`: `(tag, plugin, TensorProto)`; metadata content for each tag."""
     from tensorboard.compat.proto import event_pb2, summary_pb2
 
-    from tfprobe.events import EventFileWriter
+    from tfprobe.logs.events import EventFileWriter
 
     w = EventFileWriter(str(path))
     ev = event_pb2.Event(step=step, wall_time=2.0)
@@ -183,7 +183,7 @@ def test_steps_that_the_fast_path_does_not_cover(tmp_path, step):
 
 
 def test_a_tag_holding_the_fast_path_delimiter_is_read_exactly(tmp_path):
-    from tfprobe import _decode
+    from tfprobe.logs import _decode
 
     name = "x" + _decode._FAST_END.decode() + "y"
     w = WindowWriter(str(tmp_path))
@@ -222,7 +222,7 @@ def test_unknown_content_keys_are_kept_in_extra():
 
 
 def test_read_gives_every_frame_from_one_scan(tmp_path, monkeypatch):
-    from tfprobe import reader
+    from tfprobe.logs import reader
 
     _write_run(tmp_path / "r1", [1, 2, 3])
     scans = []
@@ -253,7 +253,7 @@ class _Terminal:
 
 @pytest.mark.parametrize("progress", [True, False])
 def test_progress_bar_on_a_terminal_unless_turned_off(tmp_path, monkeypatch, progress):
-    from tfprobe import reader
+    from tfprobe.logs import reader
 
     _write_run(tmp_path / "r1", [1, 2])
     terminal = _Terminal()

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from tfprobe.analysis import AnalysisWriter
-from tfprobe.writer import WindowWriter
+from tfprobe.logs.writer import WindowWriter
+from tfprobe.reference.analysis import AnalysisWriter
 
 INFO = {"series": "d", "layer": "d", "class": "Dense", "order": 0}
 WINDOWS = "/data/plugin/tfprobe/scalars?run=run&layer=d&stat=mean"

@@ -14,8 +14,8 @@ from sklearn.datasets import load_digits
 
 import tfprobe
 from tfprobe import cli, metadata
-from tfprobe.analysis import REFERENCE_SUFFIX
-from tfprobe.representation import probe_accuracy
+from tfprobe.reference.analysis import REFERENCE_SUFFIX
+from tfprobe.reference.measures import probe_accuracy
 
 STATS = set(metadata.REPRESENTATION_STATS)
 
@@ -144,7 +144,7 @@ def test_reference_steps_leave_training_unchanged(tmp_path):
 
 
 def test_a_failing_analysis_warns_once_and_training_goes_on(tmp_path, monkeypatch):
-    from tfprobe import representation_analysis
+    from tfprobe.reference import representations as representation_analysis
 
     def broken(*args, **kwargs):
         raise RuntimeError("boom")
@@ -190,7 +190,7 @@ def test_older_logs_have_no_cka_and_still_read(synthetic_logdir):
 
 
 def test_cka_content_names_rows_at_every_step(tmp_path):
-    from tfprobe.events import read_events
+    from tfprobe.logs.events import read_events
 
     small_fit(tmp_path, reference_data=np.random.default_rng(0).normal(size=(12, 8)).astype("float32"))
     path = next(p for p in os.listdir(tmp_path) if p.endswith(REFERENCE_SUFFIX))
@@ -278,7 +278,7 @@ def test_mirrored_strategy_gives_the_single_device_measures(tmp_path):
 
 
 def test_the_reduction_is_lowered_to_the_memory_budget(tmp_path, monkeypatch):
-    from tfprobe import representation_analysis
+    from tfprobe.reference import representations as representation_analysis
 
     monkeypatch.setattr(representation_analysis, "MEMORY_BUDGET", 12 * 40 * 4 * 3)  # 40 examples, 4 layers, D=3
     x = np.random.default_rng(0).normal(size=(40, 8)).astype("float32")
@@ -287,7 +287,7 @@ def test_the_reduction_is_lowered_to_the_memory_budget(tmp_path, monkeypatch):
     dims = {}
     for path in os.listdir(tmp_path):
         if path.endswith(REFERENCE_SUFFIX):
-            from tfprobe.events import read_events
+            from tfprobe.logs.events import read_events
 
             for event in read_events(str(tmp_path / path)):
                 for v in event.summary.value:

@@ -3,7 +3,7 @@
 import numpy as np
 import pytest
 
-from tfprobe.representation import (
+from tfprobe.reference.measures import (
     cka_matrix,
     cka_noise_floor,
     effective_rank,

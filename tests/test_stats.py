@@ -5,7 +5,8 @@ import oracle
 import pytest
 import tensorflow as tf
 
-from tfprobe import metadata, stats
+from tfprobe import metadata
+from tfprobe.kernels import stats
 
 NEAR = 1e-3
 rng = np.random.default_rng(0)

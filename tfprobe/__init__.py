@@ -1,7 +1,7 @@
 """tfprobe: per-layer activation statistics for Keras training, in TensorBoard and pandas."""
 
 from tfprobe.findings import diagnose
-from tfprobe.reader import read_cka, read_histograms, read_layers, read_logdir
+from tfprobe.logs.reader import read_cka, read_histograms, read_layers, read_logdir
 
 __version__ = "0.1.0"
 

@@ -8,12 +8,12 @@ import warnings
 import keras
 import tensorflow as tf
 
-from tfprobe import analysis, validation
-from tfprobe import kernel as kernels
-from tfprobe.capture import Instrumentation
-from tfprobe.recorder import Recorder, RecordingError
-from tfprobe.selection import select
-from tfprobe.writer import WindowWriter
+from tfprobe import kernels, validation
+from tfprobe.logs.writer import WindowWriter
+from tfprobe.recording.capture import Instrumentation
+from tfprobe.recording.recorder import Recorder, RecordingError
+from tfprobe.recording.selection import select
+from tfprobe.reference import analysis
 
 logger = logging.getLogger("tfprobe")
 
@@ -74,7 +74,7 @@ class LayerProbe(keras.callbacks.Callback):
     """Records per-layer activation statistics during `fit`, for TensorBoard and pandas.
 
     (Its length is Keras' callback protocol and its documented arguments; what each hook does lives in
-    `tfprobe.capture`, `tfprobe.recorder`, `tfprobe.analysis` and `tfprobe.writer`.)
+    `tfprobe.recording.capture`, `tfprobe.recording.recorder`, `tfprobe.reference.analysis` and `tfprobe.logs.writer`.)
 
     Statistics are computed inside the training step on the activations the
     forward pass already produces, folded into variables, and read back once
@@ -83,7 +83,7 @@ class LayerProbe(keras.callbacks.Callback):
     was when `fit` ends. One probe can be reused across `fit` calls; steps
     continue from `model.optimizer.iterations`.
 
-    The statistics and their exact definitions are listed in `tfprobe.stats`
+    The statistics and their exact definitions are listed in `tfprobe.kernels.stats`
     and the README. Each window's values are written at the step that closed
     it (the global training step, as Keras' `TensorBoard` callback counts).
     Under `MultiWorkerMirroredStrategy` every worker takes part in reading
@@ -121,7 +121,7 @@ class LayerProbe(keras.callbacks.Callback):
         per layer and dropping it. Defaults to `False`.
       kernel: how the statistics are computed; every choice gives the same
         numbers. `"auto"` (default): tfprobe's one-pass C++ kernel
-        (`tfprobe.native`, compiled on first use) where it can run, that is
+        (`tfprobe.kernels.native`, compiled on first use) where it can run, that is
         in steps that are not XLA-compiled on a machine without a GPU, and
         TensorFlow graph ops elsewhere. `"native"`: the kernel, or an error
         saying why it cannot run. `"graph"`: graph ops only.
@@ -131,7 +131,7 @@ class LayerProbe(keras.callbacks.Callback):
         class labels, optional). At every reference step the model runs in
         inference mode over it, outside the training step, and the
         representation measures of the recorded layers are written
-        (`tfprobe.representation`, README "Representations"). Defaults to
+        (`tfprobe.reference.measures`, README "Representations"). Defaults to
         None (no reference steps).
       reference_freq: a reference step runs at the end of every
         `reference_freq`-th epoch and at the end of training. Defaults to `5`.
@@ -311,7 +311,7 @@ class LayerProbe(keras.callbacks.Callback):
 
     def _make_analyses(self, chosen):
         """The analyses of the reference steps (none without `reference_data`); same layers as the recording."""
-        from tfprobe.representation_analysis import RepresentationAnalysis
+        from tfprobe.reference.representations import RepresentationAnalysis
 
         self._last_reference = None
         if self.reference_data is None:
@@ -320,7 +320,7 @@ class LayerProbe(keras.callbacks.Callback):
                                            embeddings=self.reference_embeddings, known=[p for p, _ in chosen],
                                            examples=len(self.reference_data))]
         if self.looks_examples:
-            from tfprobe.looks import LooksAnalysis
+            from tfprobe.reference.looks import LooksAnalysis
 
             looks = LooksAnalysis(self.log_dir, examples=self.looks_examples, input_kind=self.looks_input_kind)
             try:

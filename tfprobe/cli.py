@@ -140,7 +140,7 @@ def short_labels(names, width):
 
 def _load(logdir):
     """`(long frame, layers frame)` of `logdir`, from one scan."""
-    from tfprobe.reader import read
+    from tfprobe.logs.reader import read
 
     try:
         data = read(logdir)
@@ -280,7 +280,7 @@ def export(logdir, path, wide=False, histograms=False, out=None, quantity=None):
 
     With `histograms`, `quantity` picks them as `read_histograms` does (default `"activation"`).
     """
-    from tfprobe.reader import read_histograms, read_logdir
+    from tfprobe.logs.reader import read_histograms, read_logdir
 
     out = out or sys.stdout
     ext = os.path.splitext(path)[1].lower()
@@ -309,7 +309,7 @@ def export(logdir, path, wide=False, histograms=False, out=None, quantity=None):
 
 def build_parser():
     from tfprobe.findings import SEVERITIES
-    from tfprobe.reader import HISTOGRAM_QUANTITIES
+    from tfprobe.logs.reader import HISTOGRAM_QUANTITIES
 
     parser = argparse.ArgumentParser(prog="tfprobe", description="Inspect tfprobe logs (per-layer activation statistics).")
     sub = parser.add_subparsers(dest="command", required=True)

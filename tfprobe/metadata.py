@@ -66,7 +66,7 @@ the overflow buckets.
 Reference-set analyses (format version 1, added later; older readers ignore them)
 -----------------------------------------------------------------------------------
 `LayerProbe(reference_data=...)` also writes, at each *reference step* (see
-`tfprobe.analysis`), into its own file of the run (`*.tfprobe-reference`),
+`tfprobe.reference.analysis`), into its own file of the run (`*.tfprobe-reference`),
 one `Event` per reference step (`step` = the global training step):
 
 | what | tag | `plugin_data.plugin_name` | `data_class` | tensor |
@@ -179,7 +179,7 @@ STAT_DESCRIPTIONS = {
 }
 
 REPR_PLUGIN_NAME = "tfprobe_repr"
-"""`plugin_name` of the per-layer measures of the reference-set analysis (`tfprobe.representation`)."""
+"""`plugin_name` of the per-layer measures of the reference-set analysis (`tfprobe.reference.measures`)."""
 CKA_PLUGIN_NAME = "tfprobe_cka"
 """`plugin_name` of the per-reference-step layers x layers CKA matrix."""
 CKA_TAG = "tfprobe/cka_matrix"

@@ -16,7 +16,7 @@ from __future__ import annotations
 import numbers
 import os
 
-from tfprobe import _fs
+from tfprobe.logs import _fs
 
 MAX_FREQ = 2**62  # step counters are int64 in the graph
 
@@ -73,7 +73,7 @@ def looks_input_kind(value):
     ...
     ValueError: `looks_input_kind` must be one of 'auto', 'image', 'spectrogram', 'waveform'. Received: looks_input_kind='audio'
     """
-    from tfprobe.looks import INPUT_KINDS
+    from tfprobe.reference.looks import INPUT_KINDS
 
     return choice("looks_input_kind", value, INPUT_KINDS)
 

@@ -658,7 +658,7 @@ def read_frames(src: Source, run_names, stats, points=HEALTH_POINTS):
     At most `points` points per series (the provider's uniform sample with the newest point). The frames
     are built by the reader's own builders (`reader.long_frame`, `reader.layers_frame`).
     """
-    from tfprobe import reader  # pandas: imported on first use, not when TensorBoard starts
+    from tfprobe.logs import reader  # pandas: imported on first use, not when TensorBoard starts
 
     found = list_series(src, run_names)
     rows, layer_rows = [], []

@@ -3,7 +3,7 @@
 Every point on disk is returned: nothing is downsampled.
 
 >>> import tempfile
->>> from tfprobe.writer import WindowWriter
+>>> from tfprobe.logs.writer import WindowWriter
 >>> d = tempfile.mkdtemp()
 >>> w = WindowWriter(d + "/run1")
 >>> info = {"series": "relu", "layer": "relu", "class": "ReLU", "order": 0}
@@ -24,8 +24,9 @@ import pandas as pd
 from google.protobuf.message import DecodeError
 from tensorboard.compat.proto import summary_pb2
 
-from tfprobe import _decode, _fs, metadata
-from tfprobe.events import event_files, iter_records, parse_event
+from tfprobe import metadata
+from tfprobe.logs import _decode, _fs
+from tfprobe.logs.events import event_files, iter_records, parse_event
 
 _LONG_COLUMNS = ["run", "step", "wall_time", "layer", "stat", "value"]
 _HIST_COLUMNS = ["run", "step", "wall_time", "layer", "quantity", "bucket", "left", "right", "count"]
@@ -473,7 +474,7 @@ def read_cka(logdir) -> pd.DataFrame:
     """
     from tensorboard.util import tensor_util
 
-    from tfprobe.events import check_logdir, read_events
+    from tfprobe.logs.events import check_logdir, read_events
 
     rows = []
     for run, paths in event_files(check_logdir(logdir)).items():

@@ -1,9 +1,9 @@
 """The statistics kernel interface, and choosing the kernel a step is built with.
 
 A kernel builds the ops that turn one activation into its partials (see
-`tfprobe.stats`). Two implement `Kernel`: `tfprobe.stats.GraphKernel`
+`tfprobe.kernels.stats`). Two implement `Kernel`: `tfprobe.kernels.stats.GraphKernel`
 (TensorFlow graph ops: the reference, runs anywhere, XLA and GPU included)
-and `tfprobe.native.NativeKernel` (a one-pass C++ op for the CPU). Both
+and `tfprobe.kernels.native.NativeKernel` (a one-pass C++ op for the CPU). Both
 compute the same numbers. The recorder sees only this interface.
 
 >>> k = make("graph", jit_compile=False, near_zero=1e-3, saturation_margin=0.01, sample_size=None)
@@ -52,7 +52,7 @@ def make(choice, *, jit_compile, near_zero, saturation_margin, sample_size) -> K
     the graph ops elsewhere or when it cannot be built; `"native"` raises
     if it cannot run; `"graph"` is always the graph ops.
     """
-    from tfprobe import native, stats
+    from tfprobe.kernels import native, stats
 
     cls = native.NativeKernel if native.choose(choice, jit_compile=jit_compile) else stats.GraphKernel
     return cls(near_zero=near_zero, saturation_margin=saturation_margin, sample_size=sample_size)

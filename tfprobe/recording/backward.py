@@ -28,7 +28,8 @@ import keras
 import numpy as np
 import tensorflow as tf
 
-from tfprobe import metadata, stats
+from tfprobe import metadata
+from tfprobe.kernels import stats
 
 
 def watch(tensor, on_gradient):

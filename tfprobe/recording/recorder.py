@@ -2,10 +2,10 @@
 
 The `Recorder` decides what to fold when: on a recorded step (every
 `record_freq`-th global step, and the first step of every `fit`) the
-partials of every tap (`tfprobe.kernel`), on a histogram step the
+partials of every tap (`tfprobe.kernels`), on a histogram step the
 histograms, each folded into the series' accumulators
-(`tfprobe.accumulators`). `window()` reads them back and finalizes the
-statistics (`tfprobe.stats.finalize`). A failure while building one
+(`tfprobe.recording.accumulators`). `window()` reads them back and finalizes the
+statistics (`tfprobe.kernels.stats.finalize`). A failure while building one
 series drops that series with one warning (or raises in strict mode);
 training goes on.
 """
@@ -19,9 +19,11 @@ import warnings
 import numpy as np
 import tensorflow as tf
 
-from tfprobe import backward, metadata, stats
-from tfprobe.accumulators import Accumulators
-from tfprobe.selection import is_pooling, saturation_bounds
+from tfprobe import metadata
+from tfprobe.kernels import stats
+from tfprobe.recording import backward
+from tfprobe.recording.accumulators import Accumulators
+from tfprobe.recording.selection import is_pooling, saturation_bounds
 
 
 class RecordingError(RuntimeError):
@@ -37,7 +39,7 @@ class Series:
     units: int | None
     bounds: tuple | None
     pooling: bool
-    initial: dict  # slot name -> its empty value (`tfprobe.accumulators`)
+    initial: dict  # slot name -> its empty value (`tfprobe.recording.accumulators`)
 
     @property
     def histogram(self):
@@ -143,22 +145,22 @@ class Recorder:
     """Builds the statistics ops of traced steps and owns their accumulators.
 
     (It is long because what a step folds when, and the failure policy around it, read best as one unit;
-    the folding itself is `fold_statistics`, `fold_histograms` and `tfprobe.backward`.)
+    the folding itself is `fold_statistics`, `fold_histograms` and `tfprobe.recording.backward`.)
 
     Args:
       record_freq, histogram_freq: record statistics (histograms) on steps
         where `step % freq == 0`, and on the first step of every `fit`;
         `histogram_freq=0` turns histograms off.
-      near_zero: the threshold of dead units (`tfprobe.stats.finalize`).
+      near_zero: the threshold of dead units (`tfprobe.kernels.stats.finalize`).
       sample_size: recorded in each series' metadata.
       strict: raise `RecordingError` instead of warning and dropping a series.
-      gradients: also record the backward pass (`tfprobe.backward`): the
+      gradients: also record the backward pass (`tfprobe.recording.backward`): the
         statistics of each series' activation gradient, and the weight and
         update norms of each layer with trainable weights.
       include_masked: compute statistics over the positions Keras masks too
         (padding); by default they cover only the unmasked positions.
 
-    `use(kernel)` (a `tfprobe.kernel.Kernel`) and `prepare(strategy,
+    `use(kernel)` (a `tfprobe.kernels.Kernel`) and `prepare(strategy,
     initial_step, chosen)` come before a step is traced; with gradients,
     `backward.attach(optimizer)` during `fit`.
     """
@@ -314,7 +316,7 @@ class Recorder:
 
     @property
     def counts_skipped_steps(self):
-        """Whether the steps a loss-scale optimizer skips are counted (`tfprobe.backward.SKIPPED`)."""
+        """Whether the steps a loss-scale optimizer skips are counted (`tfprobe.recording.backward.SKIPPED`)."""
         return backward.SKIPPED in self.accumulators.slots
 
     def window(self):

@@ -20,7 +20,7 @@ directory through its own event file, so reference results never
 interleave with the training windows' file.
 
 >>> import tempfile
->>> from tfprobe.reader import read_logdir
+>>> from tfprobe.logs.reader import read_logdir
 >>> d = tempfile.mkdtemp()
 >>> w = AnalysisWriter(d)
 >>> w.write(7, scalars=[("tfprobe/dense/effective_rank", 3.5, {"series": "dense", "stat": "effective_rank"})])
@@ -41,7 +41,7 @@ from tensorboard.compat.proto import event_pb2, summary_pb2
 from tensorboard.util import tensor_util
 
 from tfprobe import metadata
-from tfprobe.events import EventFileWriter
+from tfprobe.logs.events import EventFileWriter
 
 logger = logging.getLogger("tfprobe")
 

@@ -9,7 +9,7 @@ models alike. Two paths use it:
 
 * in the training step: `Instrumentation` attaches the capture and wraps
   `model.train_step` for the duration of `fit`, so that the recorder builds
-  the statistics ops next to each activation (see `tfprobe.recorder`);
+  the statistics ops next to each activation (see `tfprobe.recording.recorder`);
 * on given data, outside training: `layer_outputs(model, x)` runs the model
   in inference mode and returns what each layer produced.
 
@@ -39,7 +39,7 @@ import numpy as np
 import tensorflow as tf
 
 from tfprobe import metadata
-from tfprobe.selection import is_pooling, select
+from tfprobe.recording.selection import is_pooling, select
 
 logger = logging.getLogger("tfprobe")
 

@@ -19,7 +19,7 @@ import numpy as np
 from tensorboard.compat.proto import event_pb2, summary_pb2, tensor_pb2, tensor_shape_pb2, types_pb2
 
 from tfprobe import metadata
-from tfprobe.events import EventFileWriter
+from tfprobe.logs.events import EventFileWriter
 
 
 def _scalar_tensor(value: float):

@@ -4,7 +4,7 @@
 `(x, y)` NumPy arrays (or anything `np.asarray` takes), or a finite
 `tf.data.Dataset` yielding `x` or `(x, y)` batches, and iterates it in
 batches of at most `batch_size` examples. Analyses run the model on these
-batches in inference mode through `tfprobe.capture` (no sub-model built), so
+batches in inference mode through `tfprobe.recording.capture` (no sub-model built), so
 they work on every model kind that tfprobe records; `features` does that
 and reduces each layer's output to at most `max_dim` values per example, so
 memory stays bounded by `examples x layers x max_dim` floats.
@@ -170,7 +170,7 @@ def features(model, reference, layers=None, max_dim=DEFAULT_MAX_DIM):
 
     Runs the model in inference mode, batch by batch, capturing the layers'
     outputs as it computes them (`LayerOutputs`, the capture of
-    `tfprobe.capture.layer_outputs` in a traced function); each batch is
+    `tfprobe.recording.capture.layer_outputs` in a traced function); each batch is
     reduced (`reduce_features`) before the next one runs.
     """
     return collect(model, reference, layers, max_dim).features
@@ -188,7 +188,7 @@ class Collected:
 class LayerOutputs:
     """The chosen layers' outputs on one batch, in inference mode, through one traced function.
 
-    The same capture as `tfprobe.capture.layer_outputs` (no sub-model
+    The same capture as `tfprobe.recording.capture.layer_outputs` (no sub-model
     built), traced once for a batch of any size and then run as a graph:
     calling a model eagerly costs several times more per batch. Spatial
     maps are averaged over space in the graph (the first step of
@@ -200,8 +200,8 @@ class LayerOutputs:
     """
 
     def __init__(self, model, layers=None):
-        from tfprobe.capture import Capture
-        from tfprobe.selection import select
+        from tfprobe.recording.capture import Capture
+        from tfprobe.recording.selection import select
 
         self.model, self.layers = model, layers
         self._capture = Capture(select(model, layers))

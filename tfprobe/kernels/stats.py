@@ -433,7 +433,7 @@ histogram_compiled = tf.function(
 
 
 GRADIENT_FIELDS = ("steps", "count", "finite", "sumsq", "sum_abs", "zeros", "nan", "inf")
-"""The sum fields that activation-gradient statistics read (`tfprobe.backward.statistics`); the others are zero."""
+"""The sum fields that activation-gradient statistics read (`tfprobe.recording.backward.statistics`); the others are zero."""
 
 
 def gradient_partials(sums, maxes):
@@ -465,7 +465,7 @@ def as_input_sums(sums):
 class GraphKernel:
     """The partials as TensorFlow graph ops: the reference, which runs anywhere (XLA and GPU included).
 
-    A kernel builds a step's statistics ops; `tfprobe.native.NativeKernel`
+    A kernel builds a step's statistics ops; `tfprobe.kernels.native.NativeKernel`
     has the same methods. All take `x2d = as_rows(x)`.
 
     >>> k = GraphKernel(near_zero=1e-3, saturation_margin=0.01, sample_size=None)

@@ -11,7 +11,7 @@ version and the CPU (not the install location: environments with the same
 TensorFlow share a build). Concurrent processes build it once (a lock file);
 a failed build is recorded (`*.failed.json`) and later processes fall back
 at once with its reason until the key changes.
-`python -m tfprobe.native` builds it ahead of time.
+`python -m tfprobe.kernels.native` builds it ahead of time.
 
 The graph ops stay the reference and the fallback: `LayerProbe(kernel="auto")`
 uses the kernel where it can run (a step that is not XLA-compiled, no GPU)
@@ -46,11 +46,12 @@ except ImportError:  # not POSIX: builds are not locked across processes
 
 import tensorflow as tf
 
-from tfprobe import metadata, stats
+from tfprobe import metadata
+from tfprobe.kernels import stats
 
 logger = logging.getLogger("tfprobe")
 
-SOURCE = Path(__file__).parent / "kernels" / "partials.cc"
+SOURCE = Path(__file__).parent / "partials.cc"
 OP_NAME = "TfprobePartials"
 KERNELS = ("auto", "native", "graph")
 
@@ -368,7 +369,7 @@ class NativeKernel(stats.GraphKernel):
 
 
 def main() -> int:
-    """`python -m tfprobe.native`: builds (or finds) the kernel; exit status 1 with the reason if it cannot."""
+    """`python -m tfprobe.kernels.native`: builds (or finds) the kernel; exit status 1 with the reason if it cannot."""
     logging.basicConfig(level=logging.INFO, format="%(message)s")
     started = time.perf_counter()
     try:

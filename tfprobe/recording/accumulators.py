@@ -4,11 +4,11 @@ Like a Keras metric's state: created once (under any distribution
 strategy, as per-replica `ON_READ` variables combined on read), updated
 inside the step, and read with one host transfer per window (and, across
 the workers of `MultiWorkerMirroredStrategy`, one all-reduce). Each series
-owns up to three slots (and the backward path's, `tfprobe.backward`):
+owns up to three slots (and the backward path's, `tfprobe.recording.backward`):
 
 | slot | dtype | combined with | holds |
 | --- | --- | --- | --- |
-| `sums` | float64 | `+` | `tfprobe.stats.SUM_FIELDS` |
+| `sums` | float64 | `+` | `tfprobe.kernels.stats.SUM_FIELDS` |
 | `maxes` | float32 | `maximum` | max, -min, then the per-unit max abs value |
 | `hist` | float64 | `+` | histogram counts (`tfprobe.metadata.NUM_BUCKETS`) |
 

@@ -5,7 +5,7 @@ A record is `uint64 length | uint32 masked_crc(length) | data | uint32 masked_cr
 >>> import tempfile, os
 >>> from tensorboard.compat.proto import event_pb2
 
-from tfprobe import _fs
+from tfprobe.logs import _fs
 >>> d = tempfile.mkdtemp()
 >>> w = EventFileWriter(d)
 >>> _ = w.write(event_pb2.Event(step=3, wall_time=1.0)); w.close()
@@ -24,7 +24,7 @@ import warnings
 from google.protobuf.message import DecodeError
 from tensorboard.compat.proto import event_pb2
 
-from tfprobe import _fs
+from tfprobe.logs import _fs
 
 try:  # a C implementation; TensorBoard's own is pure Python (about half the time of writing a window)
     import google_crc32c

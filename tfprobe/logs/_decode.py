@@ -1,4 +1,4 @@
-"""Decoding the values of tfprobe event records into columns (used by `tfprobe.reader`).
+"""Decoding the values of tfprobe event records into columns (used by `tfprobe.logs.reader`).
 
 Two paths give the same result:
 

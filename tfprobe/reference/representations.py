@@ -1,15 +1,15 @@
 """`RepresentationAnalysis`: the reference-step analysis that measures what each recorded layer represents.
 
-At each reference step (`tfprobe.analysis`) it runs the model in inference
+At each reference step (`tfprobe.reference.analysis`) it runs the model in inference
 mode over the reference set, reduces each chosen layer's output to at most
 `max_dim` values per example (`tfprobe.reference.reduce_features`), and
-writes, per layer, the measures of `tfprobe.representation.layer_measures`
+writes, per layer, the measures of `tfprobe.reference.measures.layer_measures`
 (`effective_rank`, `stable_rank`, `probe_accuracy` and `label_information`
 when the reference set has class labels, `cka_drift` from the second
 reference step on), and the layers x layers linear CKA matrix (format in
 `tfprobe.metadata`). With `embeddings`, the last reference step's features
 of those layers are written for TensorBoard's Projector when it closes
-(`tfprobe.projector`).
+(`tfprobe.reference.projector`).
 
 Memory: one step holds every chosen layer's reduced features in float64
 and the previous step's in float32, about `12 * N * L * D` bytes for N
@@ -26,9 +26,9 @@ import warnings
 
 import numpy as np
 
-from tfprobe import metadata, representation
-from tfprobe.analysis import Analysis, AnalysisWriter
-from tfprobe.reference import DEFAULT_MAX_DIM, LayerOutputs, collect
+from tfprobe import metadata
+from tfprobe.reference import DEFAULT_MAX_DIM, LayerOutputs, collect, measures
+from tfprobe.reference.analysis import Analysis, AnalysisWriter
 
 MEMORY_BUDGET = 512 * 2**20
 """Bytes of reduced features a reference step may hold (this step's in float64, the previous one's in float32)."""
@@ -96,9 +96,9 @@ class RepresentationAnalysis(Analysis):
         for series, feats in got.features.items():
             info = {**got.infos[series], "reference_size": len(feats), "dim": int(feats.shape[1])}
             before = previous.get(series) if previous else None
-            for stat, value in representation.layer_measures(feats, labels, before).items():
+            for stat, value in measures.layer_measures(feats, labels, before).items():
                 scalars.append((metadata.tag_for(series, stat), value, {**info, "stat": stat}))
-        matrix = representation.cka_matrix([got.features[n] for n in names])
+        matrix = measures.cka_matrix([got.features[n] for n in names])
         cka_info = {"layers": names, "reference_size": len(reference)}
         self.writer.write(step, scalars, [(metadata.CKA_TAG, matrix, metadata.CKA_PLUGIN_NAME, cka_info)])
         self.steps_written += 1
@@ -111,7 +111,7 @@ class RepresentationAnalysis(Analysis):
         if labels is None:
             return None
         try:
-            representation._class_indices(labels, len(labels))
+            measures._class_indices(labels, len(labels))
         except ValueError as error:
             if self._label_problem is None:
                 self._label_problem = str(error)
@@ -137,7 +137,7 @@ class RepresentationAnalysis(Analysis):
             if self._last is not None and self._last[0]:
                 feats, labels, reference = self._last
                 x, _ = reference.head(len(reference))
-                from tfprobe.projector import write_projector
+                from tfprobe.reference.projector import write_projector
 
                 write_projector(self.log_dir, feats, labels, x)
         finally:

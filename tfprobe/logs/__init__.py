@@ -1,0 +1,1 @@
+"""The log files: TFRecord framing, the window writer, and the readers."""

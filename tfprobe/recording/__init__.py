@@ -1,0 +1,1 @@
+"""Recording inside the training step: capture, recorder, backward pass, accumulators, layer selection."""
