@@ -73,9 +73,6 @@ def writes(strategy):
 class LayerProbe(keras.callbacks.Callback):
     """Records per-layer activation statistics during `fit`, for TensorBoard and pandas.
 
-    (Its length is Keras' callback protocol and its documented arguments; what each hook does lives in
-    `tfprobe.recording.capture`, `tfprobe.recording.recorder`, `tfprobe.reference.analysis` and `tfprobe.logs.writer`.)
-
     Statistics are computed inside the training step on the activations the
     forward pass already produces, folded into variables, and read back once
     per logging window: no extra forward pass and no per-layer host sync.
@@ -84,10 +81,10 @@ class LayerProbe(keras.callbacks.Callback):
     continue from `model.optimizer.iterations`.
 
     The statistics and their exact definitions are listed in `tfprobe.kernels.stats`
-    and the README. Each window's values are written at the step that closed
+    and the documentation (docs/guide/statistics.md). Each window's values are written at the step that closed
     it (the global training step, as Keras' `TensorBoard` callback counts).
     Under `MultiWorkerMirroredStrategy` every worker takes part in reading
-    a window and only the chief writes (README, "Known limitations").
+    a window and only the chief writes (docs/limitations.md).
 
     Args:
       log_dir: directory of the run to write (created if needed).
@@ -125,13 +122,22 @@ class LayerProbe(keras.callbacks.Callback):
         in steps that are not XLA-compiled on a machine without a GPU, and
         TensorFlow graph ops elsewhere. `"native"`: the kernel, or an error
         saying why it cannot run. `"graph"`: graph ops only.
+      gradients: also record the backward pass of the same steps: the
+        statistics of each layer's activation gradient `dL/da` (folded in the
+        step through the same kernel, passed on unchanged) and of its weights'
+        gradients and updates (`grad_rms`, `update_ratio`, ...;
+        docs/guide/gradients.md). Defaults to `False`.
+      include_masked: include the positions Keras masks (padding, where an
+        `Embedding(mask_zero=True)` or `Masking` propagates a mask to the
+        output) in the statistics. Defaults to `False`: masked positions are
+        left out.
       reference_data: a fixed reference set, `x`, `(x,)` or `(x, y)` arrays
         or a finite `tf.data.Dataset` yielding the same batches in the same
         order every time (a few hundred to a few thousand examples; `y`:
         class labels, optional). At every reference step the model runs in
         inference mode over it, outside the training step, and the
         representation measures of the recorded layers are written
-        (`tfprobe.reference.measures`, README "Representations"). Defaults to
+        (`tfprobe.reference.measures`, docs/guide/representations.md). Defaults to
         None (no reference steps).
       reference_freq: a reference step runs at the end of every
         `reference_freq`-th epoch and at the end of training. Defaults to `5`.
@@ -145,7 +151,7 @@ class LayerProbe(keras.callbacks.Callback):
         writes, for its first `looks_examples` examples, the Grad-CAM (and
         CAM) maps of a classifier and feature-map grids as images that
         TensorBoard's Images tab and the dashboard's Looks view show
-        (`tfprobe.looks`, README "Where the model looks"). Defaults to `0`
+        (`tfprobe.looks`, docs/guide/looks.md). Defaults to `0`
         (off).
       looks_input_kind: how those examples are drawn (`LooksAnalysis`'s
         `input_kind`): `"image"` (the maps overlaid), `"spectrogram"`

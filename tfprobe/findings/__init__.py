@@ -822,10 +822,17 @@ def diagnose(df: pd.DataFrame, layers: pd.DataFrame | None = None, **kwargs) -> 
         logged window is `std_drift` (info). Defaults to `10.0`.
       min_std: standard deviations at or below this are treated as zero and
         not compared. Defaults to `1e-6`.
-      grad_ratio, max_grad_abs, dead_gradient_fraction, min_update_ratio,
-        max_update_ratio: the gradient kinds (`LayerProbe(gradients=True)`,
-        see `check_gradient_depth`, `check_huge_gradient`, `check_dead_gradient`,
-        `check_updates`). Default to `1000.0`, `1e6`, `0.99`, `1e-5`, `0.1`.
+      grad_ratio: `vanishing_gradient`/`exploding_gradient` when `grad_rms` is
+        below 1/this (above this) of the layers it feeds (`check_gradient_depth`;
+        `LayerProbe(gradients=True)`, as every gradient threshold). Defaults to `1000.0`.
+      max_grad_abs: `exploding_gradient` when `grad_max_abs` exceeds this
+        (`check_huge_gradient`). Defaults to `1e6`.
+      dead_gradient_fraction: `dead_gradient` when `grad_zero_fraction` is at
+        least this (`check_dead_gradient`). Defaults to `0.99`.
+      min_update_ratio: `stalled_layer` when `update_ratio` is below this
+        (`check_updates`). Defaults to `1e-5`.
+      max_update_ratio: `unstable_updates` when `update_ratio` exceeds this
+        (`check_updates`). Defaults to `0.1`.
       transient_windows: a finding that held only within the first this many
         logged windows of its run, and no longer in a later window, is a
         transient early-training event, reported as `info` (NaN/Inf excepted).
