@@ -886,6 +886,7 @@ def health(src: Source, run_names, points=HEALTH_POINTS, **thresholds):
         diagnose_module.check_thresholds(**thresholds)
     except (TypeError, ValueError) as e:
         raise errors.InvalidArgumentError(str(e)) from None
+    deadline = time.monotonic() + SCAN_TIME_BUDGET
     frame, layer_frame = read_frames(src, run_names, diagnose_module.REQUIRED_STATS, points)
     findings = diagnose_module.diagnose(frame, layer_frame, **thresholds)
     records = []
@@ -893,7 +894,7 @@ def health(src: Source, run_names, points=HEALTH_POINTS, **thresholds):
         records.append({k: (int(v) if k.endswith("_step") and v is not None else v) for k, v in rec.items()})
     return {
         "runs": run_names,
-        "file_warnings": {run: w for run in run_names if (w := file_warnings(src, run))},
+        "file_warnings": {run: w for run in run_names if (w := file_warnings(src, run, deadline))},
         "points": points,
         "thresholds": diagnose_module.thresholds(**thresholds),
         "findings": records,

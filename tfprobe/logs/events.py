@@ -51,12 +51,12 @@ class EventFileWriter:
     unwritable `logdir` fails at once with an `OSError` that names it.
     """
 
-    _counter = 0
+    _counter = 0  # zero-padded in the name: files of one process and second sort in write order (9 before 10)
 
     def __init__(self, logdir: str, suffix: str = ".tfprobe"):
         _fs.makedirs(logdir)
         EventFileWriter._counter += 1
-        name = f"events.out.tfevents.{int(time.time()):010d}.{socket.gethostname()}.{os.getpid()}.{EventFileWriter._counter}{suffix}"
+        name = f"events.out.tfevents.{int(time.time()):010d}.{socket.gethostname()}.{os.getpid()}.{EventFileWriter._counter:06d}{suffix}"
         self.path = _fs.join(logdir, name)
         self._file = _fs.open_file(self.path, "ab")
         self.write(event_pb2.Event(wall_time=time.time(), file_version=_FILE_VERSION))
