@@ -10,6 +10,7 @@ import json
 import os
 import struct
 import time
+import urllib.error
 import urllib.parse
 import warnings
 
@@ -490,3 +491,31 @@ def test_records_whose_checksum_fails_are_flagged_per_run(tmp_path):
     for _ in range(2):
         body = client.get(f"{PREFIX}/runs").get_json()
         assert [len(r["warnings"]) for r in body["runs"]] == [1, 0]
+
+
+def test_a_real_tensorboard_server_flags_crc_failures_and_survives_hostile_filters(tmp_path, helpers):
+    """Under the data server (the default loader), a record whose data checksum fails is still shown (with its
+    changed value), and the plugin's own scan flags the run; a backtracking filter answers at once."""
+    path = write_windows(tmp_path / "damaged", ["x", KERAS_NAME], [1, 2, 3], value=0.25, hist=False)
+    write_windows(tmp_path / "healthy", ["x"], [1, 2, 3], hist=False)
+    data = bytearray(open(path, "rb").read())
+    data[data.index(struct.pack("<f", 2.25)) + 1] ^= 0x40
+    open(path, "wb").write(bytes(data))
+    with helpers.tensorboard_server(tmp_path, "--load_fast=true") as tb:
+        body = tb.wait_until(lambda b: {r["name"] for r in b["runs"]} == {"damaged", "healthy"})
+        warned = {r["name"]: r["warnings"] for r in body["runs"]}
+        assert warned["healthy"] == [] and len(warned["damaged"]) == 1 and "CRC" in warned["damaged"][0]
+        for pattern in (r"(\w+)+!", "(a+)+$", "a{99999999999}", "a" * 300):
+            start = time.perf_counter()
+            try:
+                status, _ = helpers.http_get(f"{tb.base}{PREFIX}/overview?" + urllib.parse.urlencode(
+                    {"run": "damaged", "stat": "mean", "filter": pattern}))
+            except urllib.error.HTTPError as e:
+                status = e.code
+            assert status in (200, 400) and time.perf_counter() - start < 1.0, (pattern, status)
+        shown = tb.wait_until(lambda b: len(b["series"]["mean"].get("damaged", [])) == 3, timeout=30,
+                              route=f"{PREFIX}/scalars?run=damaged&layer=x&stat=mean")["series"]["mean"]["damaged"]
+    long, _ = caught_warnings(tfprobe.read_logdir, tmp_path, progress=False)
+    assert long[(long.run == "damaged") & (long.stat == "mean") & (long.layer == "x")].step.tolist() == [1]
+    # what TensorBoard shows beyond the readers (written to the docs): the damaged record, its value changed
+    assert [s for s, _ in shown] == [1, 2, 3] and shown[1][1] != 2.25
