@@ -519,3 +519,21 @@ def test_a_real_tensorboard_server_flags_crc_failures_and_survives_hostile_filte
     assert long[(long.run == "damaged") & (long.stat == "mean") & (long.layer == "x")].step.tolist() == [1]
     # what TensorBoard shows beyond the readers (written to the docs): the damaged record, its value changed
     assert [s for s, _ in shown] == [1, 2, 3] and shown[1][1] != 2.25
+
+
+@pytest.mark.parametrize("case, route, args", [
+    ("7_byte_histogram", "histogram", {"layer": "bad"}),
+    ("3_byte_statistic", "scalars", {"layer": "bad", "stat": "mean"}),
+])
+def test_a_route_logs_the_file_and_step_of_a_value_tensorboard_cannot_decode(tmp_path, caplog, case, route, args):
+    bad = _foreign_logdir(tmp_path, FOREIGN_SERIES[case])
+    if route == "histogram":  # a series needs a statistic to be listed
+        write_events(tmp_path / "run", [(1, [_bad_scalar(tensor=_tensor(types_pb2.DT_FLOAT, [], float_val=[1]))])])
+    queries._warned_series.clear()  # logged once per process and (run, tag): start afresh
+    client = make_client(tmp_path)
+    with caplog.at_level("WARNING", logger=queries.logger.name):
+        for _ in range(2):
+            r = client.get(f"{PREFIX}/{route}?" + urllib.parse.urlencode({"run": "run", **args}))
+            assert r.status_code == 200
+    logged = [rec.getMessage() for rec in caplog.records if rec.name == queries.logger.name]
+    assert len(logged) == 1 and bad in logged[0] and "step 1" in logged[0] and "'run'" in logged[0], logged

@@ -23,6 +23,7 @@ Downsampling for the view (documented in `http_api.md`):
 
 from __future__ import annotations
 
+import functools
 import logging
 import math
 import os
@@ -98,7 +99,9 @@ class Source(NamedTuple):
                     try:
                         data.setdefault(run, {}).update(read([run], [tag]).get(run, {}))
                     except _DECODE_ERRORS as e:
-                        _warn_series(run, tag, f"run {run!r}, tag {tag!r}: a value is not a scalar ({e})")
+                        if (run, tag) not in _warned_series:
+                            where = _locate_bad_value(self, run, tag)
+                            _warn_series(run, tag, f"run {run!r}, tag {tag!r}{where}: a value is not a scalar ({e})")
         return {run: {tag: _newest_points(pts) for tag, pts in by_tag.items()} for run, by_tag in data.items()}
 
 
@@ -226,7 +229,7 @@ def _warn_series(run, name, message, skipped="this series is skipped"):
         logger.warning("tfprobe: %s; %s", message, skipped)
 
 
-def _provider_read(what, run, tag, read, default):
+def _provider_read(src, what, run, tag, read, default):
     """`read()`, or `default` (logged once per run and tag) if the data provider cannot decode a value.
 
     TensorBoard's data providers decode tensors themselves: a foreign value under a tfprobe tag (3 bytes
@@ -236,9 +239,68 @@ def _provider_read(what, run, tag, read, default):
     try:
         return read()
     except _DECODE_ERRORS as e:
-        _warn_series(run, tag, f"run {run!r}, tag {tag!r}: TensorBoard cannot decode a {what} value "
-                               f"({type(e).__name__}: {str(e)[:200]})", "this tag is left out")
+        if (run, tag) not in _warned_series:
+            where = _locate_bad_value(src, run, tag)
+            _warn_series(run, tag, f"run {run!r}, tag {tag!r}{where}: TensorBoard cannot decode a {what} value "
+                                   f"({type(e).__name__}: {str(e)[:200]})", "this tag is left out")
         return default
+
+
+def _locate_bad_value(src, run, tag, budget=1.0):
+    """`", file F, step S: why"` of the first value of `tag` in `run`'s event files that tfprobe's typed
+    decoding layer refuses (local log dirs only, at most `budget` s of reading); `""` if not found."""
+    import warnings
+
+    from tfprobe.logs import events
+
+    directory = _run_directory(src, run)
+    if directory is None:
+        return ""
+    decoders = {metadata.HIST_PLUGIN_NAME: _decode.histogram_counts, metadata.GRAD_HIST_PLUGIN_NAME:
+                _decode.histogram_counts, metadata.PLUGIN_NAME: _decode.scalar_value,
+                metadata.REPR_PLUGIN_NAME: _decode.scalar_value}
+    deadline = time.monotonic() + budget
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        for name in sorted(os.listdir(directory)):
+            path = os.path.join(directory, name)
+            if not events.is_event_file(name) or not os.path.isfile(path):
+                continue
+            decode = None
+            for event in events.read_events(path):
+                if time.monotonic() > deadline:
+                    return ""
+                for value in event.summary.value if event.HasField("summary") else ():
+                    if value.tag != tag:
+                        continue
+                    if value.metadata.plugin_data.plugin_name:
+                        decode = decoders.get(value.metadata.plugin_data.plugin_name)
+                        if value.metadata.plugin_data.plugin_name == metadata.CKA_PLUGIN_NAME:
+                            names = metadata.cka_layers(value.metadata.plugin_data.content) or []
+                            decode = functools.partial(_cka_decode, n_layers=len(names))
+                    try:
+                        if decode is not None:
+                            decode(value.tensor)
+                    except _DECODE_ERRORS as e:
+                        return f", file {path}, step {event.step}: {e}"
+    return ""
+
+
+def _cka_decode(tensor, n_layers):
+    return _decode.cka_matrix(tensor, n_layers)
+
+
+def _run_directory(src, run):
+    """The local directory of `run` under `src.logdir`, or None (no local log dir, or outside it)."""
+    from tfprobe.logs import _fs
+
+    if not src.logdir or _fs.is_remote(src.logdir) or not os.path.isdir(src.logdir):
+        return None
+    root = os.path.normpath(src.logdir)
+    directory = os.path.normpath(os.path.join(root, run))
+    if os.path.commonpath([root, directory]) != root or not os.path.isdir(directory):
+        return None
+    return directory
 
 
 def _checked_points(run, tag, points, check):
@@ -404,13 +466,10 @@ def file_warnings(src: Source, run, deadline=None):
     fails (TensorBoard's data server keeps them, possibly with a wrong value, where tfprobe's readers
     stop the file) and two tfprobe files of one kind written at the same time (two processes writing
     one run). Local log dirs only (`src.logdir`); empty otherwise."""
-    from tfprobe.logs import _fs, events
+    from tfprobe.logs import events
 
-    if not src.logdir or _fs.is_remote(src.logdir) or not os.path.isdir(src.logdir):
-        return []
-    directory = os.path.normpath(os.path.join(src.logdir, run))
-    root = os.path.normpath(src.logdir)
-    if os.path.commonpath([root, directory]) != root or not os.path.isdir(directory):
+    directory = _run_directory(src, run)
+    if directory is None:
         return []
     out, spans = [], {}
     deadline = time.monotonic() + SCAN_TIME_BUDGET if deadline is None else deadline
@@ -727,7 +786,7 @@ def histogram(src: Source, run, layer, columns=DEFAULT_POINTS, quantity=None):
     series = _run_series(src, run)
     _find_layer({run: series}, [run], layer)
     tag = metadata.tag_for(layer, suffix)
-    data = _provider_read("histogram", run, tag, lambda: src.provider.read_tensors(
+    data = _provider_read(src, "histogram", run, tag, lambda: src.provider.read_tensors(
         src.ctx,
         experiment_id=src.experiment_id,
         plugin_name=plugin_name,
@@ -937,7 +996,7 @@ def looks(src: Source, run):
         src.ctx, experiment_id=src.experiment_id, plugin_name=SCALARS_PLUGIN, run_tag_filter=rtf
     )
     scalar_tags = _looks_tags(scalar_listing, run, metadata.LOOKS_SCALAR_KINDS)
-    points = _provider_read("looks scalar", run, "looks/", lambda: src.provider.read_scalars(
+    points = _provider_read(src, "looks scalar", run, "looks/", lambda: src.provider.read_scalars(
         src.ctx, experiment_id=src.experiment_id, plugin_name=SCALARS_PLUGIN, downsample=ALL_POINTS,
         run_tag_filter=provider.RunTagFilter(runs=[run], tags=list(scalar_tags)),
     ), {}).get(run, {}) if scalar_tags else {}
@@ -983,7 +1042,7 @@ def _check_image(datum):
 def _looks_blobs(src: Source, run, tag):
     """The images of looks tag `tag` of `run`: `[width, height, png]` blob sequences only (others are logged
     once and skipped), the newest write of each step (a run restarted into its log dir)."""
-    blobs = _provider_read("looks image", run, tag, lambda: src.provider.read_blob_sequences(
+    blobs = _provider_read(src, "looks image", run, tag, lambda: src.provider.read_blob_sequences(
         src.ctx, experiment_id=src.experiment_id, plugin_name=IMAGES_PLUGIN, downsample=ALL_POINTS,
         run_tag_filter=provider.RunTagFilter(runs=[run], tags=[tag]),
     ), {}).get(run, {}).get(tag) or []
@@ -1012,7 +1071,7 @@ def _representation_measures(src: Source, run):
     layers = sorted(order, key=lambda name: (order[name], name))
     measures = {s: {} for s in metadata.REPRESENTATION_STATS}
     for tag in tags:  # one read per tag: a tag whose values TensorBoard cannot decode leaves only itself out
-        pts = _provider_read("representation measure", run, tag, lambda tag=tag: src.provider.read_scalars(
+        pts = _provider_read(src, "representation measure", run, tag, lambda tag=tag: src.provider.read_scalars(
             src.ctx, experiment_id=src.experiment_id, plugin_name=metadata.REPR_PLUGIN_NAME,
             downsample=ALL_POINTS, run_tag_filter=provider.RunTagFilter(runs=[run], tags=[tag]),
         ), {}).get(run, {}).get(tag)
@@ -1031,7 +1090,7 @@ def _cka_matrices(src: Source, run):
     if metadata.CKA_TAG not in listing:
         return {"layers": [], "steps": [], "matrices": []}
     names = metadata.cka_layers(listing[metadata.CKA_TAG].plugin_content) or []
-    points = _provider_read("CKA matrix", run, metadata.CKA_TAG, lambda: src.provider.read_tensors(
+    points = _provider_read(src, "CKA matrix", run, metadata.CKA_TAG, lambda: src.provider.read_tensors(
         src.ctx, experiment_id=src.experiment_id, plugin_name=metadata.CKA_PLUGIN_NAME,
         downsample=ALL_POINTS, run_tag_filter=rtf,
     ), {}).get(run, {}).get(metadata.CKA_TAG, [])
