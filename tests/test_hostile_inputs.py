@@ -537,3 +537,14 @@ def test_a_route_logs_the_file_and_step_of_a_value_tensorboard_cannot_decode(tmp
             assert r.status_code == 200
     logged = [rec.getMessage() for rec in caplog.records if rec.name == queries.logger.name]
     assert len(logged) == 1 and bad in logged[0] and "step 1" in logged[0] and "'run'" in logged[0], logged
+
+
+def test_event_files_of_one_process_sort_in_write_order(tmp_path):
+    """Readers and TensorBoard take a run's files in name order (the newest write wins by it): the 10th file
+    of a process within one second must sort after the 9th."""
+    paths = []
+    for _ in range(12):
+        w = events.EventFileWriter(str(tmp_path))
+        w.close()
+        paths.append(w.path)
+    assert sorted(paths) == paths or len({os.path.basename(p).split(".")[3] for p in paths}) > 1  # a second passed
