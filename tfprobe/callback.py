@@ -289,9 +289,17 @@ class LayerProbe(keras.callbacks.Callback):
             self._recorder.backward.attach(optimizer)
         try:
             self._writer = WindowWriter(self.log_dir) if self._chief else None
-        except OSError as error:
-            self._instrumentation.detach()
-            raise ValueError(f"`log_dir` cannot be written: {error}. Received: log_dir={self.log_dir!r}") from error
+        except Exception as error:  # OSError, a TensorFlow OpError of a remote store, ...
+            # The probe detaches fully (instrumentation, apply_gradients wrapper, analysis files); training
+            # goes on without it, unless strict.
+            self.detach()
+            first = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
+            message = f"`log_dir` cannot be written: {first}. Received: log_dir={self.log_dir!r}"
+            if self.strict:
+                raise ValueError(message) from error
+            warnings.warn(f"tfprobe.LayerProbe: {message}; training goes on without the probe", RuntimeWarning,
+                          stacklevel=2)
+            return
         self._active = True
         self._host_step = self._epoch_base = start
         self._next_log = (start // self.log_freq + 1) * self.log_freq

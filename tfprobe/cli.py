@@ -138,14 +138,29 @@ def short_labels(names, width):
     return (prefix if used else ""), [labels[n] for n in names]
 
 
+def _open_logdir(logdir):
+    """Checks `logdir` as the readers do (local paths and every URL scheme they read); `_Fail` with one line."""
+    from tfprobe.logs.events import check_logdir
+
+    try:
+        return check_logdir(logdir)
+    except (FileNotFoundError, NotADirectoryError):
+        raise _Fail(f"tfprobe: no such directory: {logdir}") from None
+    except (OSError, ValueError, TypeError) as e:  # an unknown URL scheme, a remote store that cannot be reached
+        raise _Fail(f"tfprobe: cannot read {logdir}: {_one_line(e)}") from None
+
+
+def _one_line(error):
+    text = str(error).strip()
+    return text.splitlines()[0] if text else type(error).__name__
+
+
 def _load(logdir):
     """`(long frame, layers frame)` of `logdir`, from one scan."""
     from tfprobe.logs.reader import read
 
-    try:
-        data = read(logdir)
-    except (FileNotFoundError, NotADirectoryError):
-        raise _Fail(f"tfprobe: no such directory: {logdir}") from None
+    _open_logdir(logdir)
+    data = read(logdir)
     df = data.scalars
     if df.empty:
         raise _Fail(f"tfprobe: no tfprobe data under {logdir} (attach tfprobe.LayerProbe(log_dir=...) to model.fit)")
@@ -286,8 +301,7 @@ def export(logdir, path, wide=False, histograms=False, out=None, quantity=None):
     ext = os.path.splitext(path)[1].lower()
     if ext not in (".csv", ".parquet", ".pq"):
         raise _Fail(f"tfprobe: cannot tell the format of {path!r}; use a .csv, .parquet or .pq file name")
-    if not os.path.isdir(logdir):
-        raise _Fail(f"tfprobe: no such directory: {logdir}")
+    _open_logdir(logdir)
     if quantity is not None and not histograms:
         raise _Fail(f"tfprobe: --quantity {quantity} picks histograms; add --histograms")
     _check_output_path(path)
@@ -340,6 +354,11 @@ def main(argv=None):
         return 2
     except BrokenPipeError:  # e.g. `tfprobe report logs | head`
         return 0
+    except Exception as e:  # e.g. a remote store failing mid-read: one line, no traceback
+        if type(e).__module__.startswith("tensorflow") or isinstance(e, OSError):
+            print(f"tfprobe: cannot read {args.logdir}: {_one_line(e)}", file=sys.stderr)
+            return 2
+        raise
 
 
 if __name__ == "__main__":

@@ -434,6 +434,8 @@ Images use TensorBoard's `images` plugin format (`DATA_CLASS_BLOB_SEQUENCE`, a s
 
 `<i>` is the example's position in the reference set, two digits at least; `<layer>` a layer path.
 """
+MAX_LOOKS_INDEX_DIGITS = 6
+"""The most digits of `<i>` in a looks tag that readers accept."""
 LOOKS_IMAGE_KINDS = ("input", "gradcam", "gradcam_true", "cam", "features")
 LOOKS_SCALAR_KINDS = ("predicted_class", "probability", "true_class")
 
@@ -452,11 +454,16 @@ def parse_looks_tag(tag: str):
 
     >>> parse_looks_tag("looks/example_03/gradcam/backbone/conv5"), parse_looks_tag("tfprobe/a/mean")
     ((3, 'gradcam', 'backbone/conv5'), None)
+    >>> parse_looks_tag("looks/example_" + "9" * 5000 + "/input"), parse_looks_tag("looks/example_\u00b2/input")
+    (None, None)
     """
     if not tag.startswith(LOOKS_PREFIX):
         return None
     parts = tag[len(LOOKS_PREFIX) :].split("/", 2)
-    if len(parts) < 2 or not parts[0].startswith("example_") or not parts[0][8:].isdigit():
+    index = parts[0][8:] if parts[0].startswith("example_") else ""
+    # ASCII digits only (`str.isdigit` accepts "²", which `int` refuses), and few of them: an index
+    # of 5000 digits is no example of tfprobe's (and `int` would refuse it too)
+    if len(parts) < 2 or not 1 <= len(index) <= MAX_LOOKS_INDEX_DIGITS or not index.isascii() or not index.isdigit():
         return None
     kind = parts[1]
     if kind not in LOOKS_IMAGE_KINDS + LOOKS_SCALAR_KINDS:

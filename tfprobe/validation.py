@@ -83,7 +83,7 @@ def log_dir(value):
     if not isinstance(value, (str, os.PathLike)) or not str(value):
         raise TypeError(f"`log_dir` must be a non-empty path. Received: log_dir={value!r}")
     if _fs.is_remote(value):  # written through tf.io.gfile; checked when the event file is created
-        return os.fspath(value)
+        return _fs.check_url(os.fspath(value), "log_dir")
     path = os.path.abspath(os.fspath(value))
     probe = path
     while not os.path.exists(probe):
