@@ -44,6 +44,19 @@ def number(name, value, low, high=None, high_open=True):
     return float(value)
 
 
+def integer(name, value, low, high, what=""):
+    """An integer (not a bool) in `[low, high]`.
+
+    >>> integer("looks_examples", 1000, 0, 100, " (0 turns it off)")
+    Traceback (most recent call last):
+    ...
+    ValueError: `looks_examples` must be an integer in [0, 100] (0 turns it off). Received: looks_examples=1000
+    """
+    if not _is_int(value) or not low <= value <= high:
+        raise ValueError(f"`{name}` must be an integer in [{low}, {high}]{what}. Received: {name}={value!r}")
+    return int(value)
+
+
 def optional_positive_int(name, value):
     if value is not None and (not _is_int(value) or value < 1):
         raise ValueError(f"`{name}` must be None or a positive integer. Received: {name}={value!r}")

@@ -48,6 +48,7 @@ from tfprobe.recording.selection import select, walk
 from tfprobe.reference import saliency
 
 INPUT_KINDS = ("auto", "image", "spectrogram", "waveform")
+MAX_EXAMPLES = 100  # examples drawn per reference step (each a few images)
 MAX_FEATURE_LAYERS = 4
 _MIN_SIDE = 128  # small inputs are enlarged (nearest neighbour, integer factor) to at least this many pixels
 _MAX_WIDTH = 512  # waveforms wider than this are drawn as per-column envelopes
@@ -241,11 +242,10 @@ class LooksAnalysis:
 
     name = "looks"  # for `tfprobe.reference.analysis.run_all` messages
 
-    def __init__(self, log_dir, examples=8, layer=None, feature_layers=None, channels=saliency.DEFAULT_CHANNELS,
+    def __init__(self, log_dir, *, examples=8, layer=None, feature_layers=None, channels=saliency.DEFAULT_CHANNELS,
                  input_kind="auto"):
         self.log_dir = validation.log_dir(log_dir)
-        if isinstance(examples, bool) or not isinstance(examples, (int, np.integer)) or not 1 <= examples <= 100:
-            raise ValueError(f"`examples` must be an integer in [1, 100]. Received: examples={examples!r}")
+        validation.integer("examples", examples, 1, MAX_EXAMPLES)
         if isinstance(channels, bool) or not isinstance(channels, (int, np.integer)) or channels < 1:
             raise ValueError(f"`channels` must be a positive integer. Received: channels={channels!r}")
         self.examples, self.channels = int(examples), int(channels)

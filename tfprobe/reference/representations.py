@@ -144,6 +144,11 @@ class RepresentationAnalysis(Analysis):
             self.writer.close()
 
 
+    def discard(self):
+        """Ends an analysis that never ran: its event file, still empty, is removed (`AnalysisWriter.discard`)."""
+        self.writer.discard()
+
+
 _BLAS = []  # the threadpoolctl controller, found once: looking for the BLAS libraries costs ~50 ms in a TF process
 
 
