@@ -294,9 +294,6 @@ def _pairs(model, inputs, specs):
                              f"(N, {', '.join(map(str, specs.shape or ()))})")
         return [(inputs[0], "x", specs)]
     if isinstance(specs, dict):
-        if len(inputs) == 1 and len(specs) == 1 and names[0] not in specs:
-            (key, spec), = specs.items()
-            return [(inputs[0], f"x[{key!r}]", spec)]
         missing = [n for n in names if n not in specs]
         if missing:
             raise ValueError(f"`reference_data` must hold every input of model {model.name!r} by name "
