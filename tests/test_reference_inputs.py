@@ -246,3 +246,22 @@ def test_looks_on_a_model_it_cannot_explain_is_turned_off_with_one_warning(tmp_p
     with pytest.raises(ValueError, match="`looks_examples` is turned off"):
         train(model, x, y, strict)
     assert not list((tmp_path / "strict").glob("*.tfprobe-*"))
+
+
+def test_models_that_can_be_called_are_recognised():
+    from tfprobe.reference import has_call
+
+    class Subclassed(keras.Model):
+        def __init__(self):
+            super().__init__()
+            self.d = keras.layers.Dense(2)
+
+        def call(self, x):
+            return self.d(x)
+
+    class FromSubclassed(Subclassed):
+        pass
+
+    unbuilt = keras.Sequential([keras.layers.Dense(2)])
+    assert has_call(unbuilt) and has_call(Subclassed()) and has_call(FromSubclassed()) and has_call(heart_model())
+    assert not has_call(distiller())

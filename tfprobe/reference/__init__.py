@@ -294,12 +294,14 @@ def _pairs(model, inputs, specs):
                              f"(N, {', '.join(map(str, specs.shape or ()))})")
         return [(inputs[0], "x", specs)]
     if isinstance(specs, dict):
-        missing = [n for n in names if n not in specs]
+        struct = getattr(model, "_inputs_struct", None)
+        keyed = dict(struct) if isinstance(struct, dict) else {t.name: t for t in inputs}  # Keras maps dicts so
+        missing = [n for n in keyed if n not in specs]
         if missing:
             raise ValueError(f"`reference_data` must hold every input of model {model.name!r} by name "
-                             f"({', '.join(names)}); missing: {', '.join(missing)}. Received: x with keys "
+                             f"({', '.join(keyed)}); missing: {', '.join(missing)}. Received: x with keys "
                              f"{', '.join(map(str, specs))}")
-        return [(t, f"x[{t.name!r}]", specs[t.name]) for t in inputs]
+        return [(t, f"x[{key!r}]", specs[key]) for key, t in keyed.items()]
     if isinstance(specs, (list, tuple)):
         if len(specs) != len(inputs):
             raise ValueError(f"`reference_data` must hold the {len(inputs)} inputs of model {model.name!r} "
@@ -314,8 +316,8 @@ def has_call(model):
 
     if _model_inputs(model):
         return True
-    return any("call" in vars(cls) for cls in type(model).__mro__
-               if cls not in (keras.Model, keras.layers.Layer) and not cls.__module__.startswith(("keras.", "tf_keras.")))
+    call = getattr(type(model), "call", None)
+    return call is not None and call not in (keras.Model.call, keras.layers.Layer.call)
 
 
 def check_inputs(model, reference):
