@@ -92,11 +92,11 @@ def test_unknown_layer_names_are_listed_with_the_available_ones(tmp_path):
     assert "call" not in model.get_layer("hidden").__dict__  # nothing left patched
 
 
-def test_bad_layer_spec_type(tmp_path):
-    model = _model()
-    probe = tfprobe.LayerProbe(tmp_path, layers=[3.5])
-    with pytest.raises(TypeError, match=r"layers=\[3.5\]"):
-        model.fit(np.ones((8, 4)), np.ones((8, 1)), verbose=0, callbacks=[probe])
+@pytest.mark.parametrize("value, error", [([3.5], TypeError), (3, TypeError), ([""], TypeError), ([], ValueError),
+                                          (("hidden", None), TypeError)])
+def test_bad_layer_spec_type_is_named_at_construction(tmp_path, value, error):
+    with pytest.raises(error, match=rf"`layers`.*Received: layers={re.escape(repr(value))}"):
+        tfprobe.LayerProbe(tmp_path, layers=value)
 
 
 def test_layer_selection_by_class_regex_and_predicate(tmp_path):

@@ -204,7 +204,7 @@ class LayerProbe(keras.callbacks.Callback):
     ):
         super().__init__()
         self.log_dir = validation.log_dir(log_dir)
-        self.layers = layers
+        self.layers = validation.layers(layers)
         self.record_freq = validation.frequency("record_freq", record_freq)
         self.log_freq = validation.frequency("log_freq", log_freq)
         self.histogram_freq = validation.frequency("histogram_freq", histogram_freq, allow_zero=True)

@@ -111,6 +111,34 @@ def log_dir(value):
     return os.fspath(value)
 
 
+def layers(value):
+    """None, or one or a list of layer names, classes, compiled regular expressions and predicates.
+
+    Names are checked against the model when `fit` starts (the model is not known before); the kinds of
+    entries here.
+
+    >>> layers([3.5])
+    Traceback (most recent call last):
+    ...
+    TypeError: Each entry of `layers` must be a layer name, a layer class, a compiled regular expression or a predicate. Received: layers=[3.5] (entry 3.5 of type float)
+    """
+    import re
+
+    if value is None:
+        return None
+    items = value if isinstance(value, (list, tuple, set)) else [value]
+    if not items:
+        raise ValueError(f"`layers` must be None or name at least one layer. Received: layers={value!r}")
+    for item in items:
+        if not (isinstance(item, (str, type, re.Pattern)) or callable(item)) or isinstance(item, str) and not item:
+            raise TypeError(
+                "Each entry of `layers` must be a layer name, a layer class, a compiled regular "
+                f"expression or a predicate. Received: layers={value!r} (entry {item!r} of type "
+                f"{type(item).__name__})"
+            )
+    return value
+
+
 def reference_data(value):
     """None, or anything `tfprobe.reference.ReferenceData` takes (its errors name `reference_data`)."""
     if value is None:
