@@ -119,3 +119,13 @@ def test_a_layer_normalising_over_one_value_has_a_cka_drift_of_one(tmp_path):
     drift = df[df["stat"] == "cka_drift"].set_index(["layer", "step"])["value"]
     assert drift.loc["norm"].tolist() == [1.0, 1.0]  # steps 4 and 6: constant at every reference step
     assert not drift.isna().any()
+
+
+def test_targets_of_several_outputs_are_no_class_labels():
+    x = np.zeros((6, 2), "float32")
+    targets = {"a": np.arange(6), "b": np.ones((6, 3))}
+    assert ReferenceData((x, targets)).labels() is None
+    dataset = tf.data.Dataset.from_tensor_slices((x, targets)).batch(4)
+    reference = ReferenceData(dataset)
+    assert len(reference) == 6 and reference.labels() is None
+    assert [y for _, y in reference.batches()] == [None, None]

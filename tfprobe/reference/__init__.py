@@ -139,7 +139,7 @@ class ReferenceData:
         else:
             x, y = data, None
         self._x = _inputs(x)
-        self._y = None if y is None else _as_array(y, "y")
+        self._y = None if _several_outputs(y) else _as_array(y, "y")
         self._n = count(self._x)
         if self._n == 0:
             raise ValueError("`reference_data` must hold at least one example. Received: x of shape "
@@ -165,6 +165,7 @@ class ReferenceData:
         n, labels, batches = 0, [], 0
         for element in self._dataset:
             x, y = _split(element)
+            y = None if _several_outputs(y) else y
             n += count(x)
             batches += 1
             if y is not None:
@@ -195,7 +196,7 @@ class ReferenceData:
         if self._dataset is not None:
             for element in self._dataset:
                 x, y = _split(element)
-                yield map_inputs(np.asarray, x), None if y is None else np.asarray(y)
+                yield map_inputs(np.asarray, x), None if _several_outputs(y) else np.asarray(y)
             return
         for start in range(0, self._n, self.batch_size):
             end = start + self.batch_size
@@ -244,6 +245,12 @@ def _kind_of(dtype):
         return np.dtype(dtype.as_numpy_dtype).kind
     except TypeError:
         return "?"
+
+
+def _several_outputs(y):
+    """No labels, or the targets of several outputs (a dict or list): no class labels for the label measures."""
+    return y is None or isinstance(y, dict) or (isinstance(y, (list, tuple)) and len(y) > 0 and all(
+        len(getattr(v, "shape", ())) >= 1 for v in y))
 
 
 def _split(element):
