@@ -27,10 +27,15 @@ is scored by the logit, class 0 by its negation. `class_index=None` explains
 the predicted class.
 
 The default `layer` is the last layer whose output is spatial
-(`(batch, *spatial, channels)` with more than one spatial position), in the
-order the model computes them, before the head (pooling to a vector,
-flattening, dense): found inside nested backbones too. A layer called more
-than once is explained at its first call.
+(`(batch, *spatial, channels)` with more than one spatial position) in the
+input's terms, in the order the model computes them, before the head
+(pooling to a vector, flattening, dense): found inside nested backbones too.
+For image inputs that is a 2D layer that is not preprocessing (rescaling,
+resizing, augmentation) or, in a patch-token model (ViT, MLP-Mixer), the
+last `(batch, tokens, dim)` layer whose tokens form a grid of the image
+(`token_grid`), laid on that grid (`as_grid`); `last_spatial_layer` says
+why when there is none. A layer called more than once is explained at its
+first call.
 
 >>> import keras, numpy as np
 >>> model = keras.Sequential([keras.Input((8, 8, 1)), keras.layers.Conv2D(2, 3, name="conv"),
