@@ -68,10 +68,11 @@ def test_a_13_input_structured_model_takes_dict_reference_data(tmp_path, as_data
     reference = (tf.data.Dataset.from_tensor_slices(({k: v[:20] for k, v in x.items()}, y[:20])).batch(8)
                  if as_dataset else ({k: v[:20] for k, v in x.items()}, y[:20]))
     probe = tfprobe.LayerProbe(tmp_path, reference_data=reference, reference_freq=1, log_freq=2)
-    with warnings.catch_warnings():
-        warnings.simplefilter("error", RuntimeWarning)
-        warnings.filterwarnings("ignore", "tfprobe: not recording thal_lookup")  # an int64 output: not recorded
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
         train(model, x, y, probe, epochs=2)
+    mine = [str(w.message) for w in caught if "tfprobe" in str(w.message)]
+    assert mine == ["tfprobe: not recording thal_lookup (output is not a floating tensor: int64)."]  # once
     assert len(probe.reference_data) == 20
     assert {"features", "hidden", "out", "sex_onehot"} <= measured_layers(tmp_path)
     cka = tfprobe.read_cka(tmp_path)

@@ -431,6 +431,9 @@ class LayerOutputs:
 
         self.model, self.layers = model, layers
         self._capture = Capture(select(model, layers))
+        # The training capture already warned about the layers it cannot record (non-floating outputs): the
+        # reference pass skips the same ones without saying it again.
+        self._capture._skip = lambda path, reason, warn=True: Capture._skip(self._capture, path, reason, warn=False)
         self._function = None
         self.infos = {}
 
