@@ -130,11 +130,12 @@ def test_detach_after_an_interrupted_fit(tmp_path):
             raise KeyboardInterrupt
 
     model = _model()
-    probe = tfprobe.LayerProbe(tmp_path)
+    probe = tfprobe.LayerProbe(tmp_path, reference_data=np.zeros((4, 4), "float32"))
     with pytest.raises(KeyboardInterrupt):
         model.fit(np.ones((8, 4)), np.ones((8, 1)), verbose=0, callbacks=[probe, Boom()])
     assert "call" in model.get_layer("hidden").__dict__
     probe.detach()
+    assert not list(tmp_path.glob("*.tfprobe-reference"))
     assert "call" not in model.get_layer("hidden").__dict__ and "train_step" not in model.__dict__
     model.fit(np.ones((8, 4)), np.ones((8, 1)), verbose=0)
 

@@ -141,7 +141,10 @@ class RepresentationAnalysis(Analysis):
 
                 write_projector(self.log_dir, feats, labels, x)
         finally:
-            self.writer.close()
+            if self.writer.bytes_written:
+                self.writer.close()
+            else:  # no reference step ran (a `fit` refused or interrupted first): no empty file left behind
+                self.writer.discard()
 
 
     def discard(self):
