@@ -199,7 +199,7 @@ def test_a_refusal_after_the_reference_file_was_opened_removes_it(tmp_path, monk
         raise OSError("disk full")
 
     monkeypatch.setattr(callback, "WindowWriter", unwritable)
-    probe = tfprobe.LayerProbe(tmp_path, reference_data=(np.zeros((6, 4), "float32"),))
+    probe = tfprobe.LayerProbe(tmp_path, reference_data=(np.zeros((6, 4), "float32"),), strict=True)
     with pytest.raises(ValueError, match="`log_dir` cannot be written: disk full"):
         _model().fit(np.ones((8, 4)), np.ones((8, 1)), verbose=0, callbacks=[probe])
     assert not list(tmp_path.glob("*.tfprobe-reference"))

@@ -89,8 +89,6 @@ class LayerProbe(keras.callbacks.Callback):
     Under `MultiWorkerMirroredStrategy` every worker takes part in reading
     a window and only the chief writes (README, "Known limitations").
 
-    Every argument but `log_dir` is keyword-only.
-
     Args:
       log_dir: directory of the run to write (created if needed).
       layers: which layers to record. None (default) records every layer
@@ -130,16 +128,7 @@ class LayerProbe(keras.callbacks.Callback):
       reference_data: a fixed reference set, `x`, `(x,)` or `(x, y)` arrays
         or a finite `tf.data.Dataset` yielding the same batches in the same
         order every time (a few hundred to a few thousand examples; `y`:
-        class labels, optional). For a model with several inputs `x` is a
-        dict of arrays by input name (or a list of arrays inside the tuple,
-        `([x1, x2], y)`), or a dataset yielding such dicts. A dataset of
-        unknown or infinite cardinality (`.repeat()`, `.filter(...)`) is
-        read up to 2048 examples, with a warning. It is checked against the
-        model's inputs (number, names, shapes, dtypes) when `fit` starts,
-        before the first step: a mismatch raises `ValueError`. A model
-        that cannot be called on its own (a subclass without `call`, run
-        only by its `train_step`) gets no reference steps, with one warning
-        (`strict`: an error). At every reference step the model runs in
+        class labels, optional). At every reference step the model runs in
         inference mode over it, outside the training step, and the
         representation measures of the recorded layers are written
         (`tfprobe.reference.measures`, README "Representations"). Defaults to
@@ -153,14 +142,11 @@ class LayerProbe(keras.callbacks.Callback):
         (spatial maps are averaged over space first, then projected on
         fixed random directions if wider). Defaults to `512`.
       looks_examples: with `reference_data`, every reference step also
-        writes, for its first `looks_examples` examples (0 to 100), the
-        Grad-CAM (and CAM) maps of a classifier and feature-map grids as
-        images that TensorBoard's Images tab and the dashboard's Looks view
-        show (`tfprobe.looks`, README "Where the model looks"). Checked on
-        the model before the first step: a model Looks cannot explain (no
-        class scores, no spatial or patch-token layer, several inputs, no
-        `call`) turns Looks off with one warning (`strict`: an error).
-        Defaults to `0` (off).
+        writes, for its first `looks_examples` examples, the Grad-CAM (and
+        CAM) maps of a classifier and feature-map grids as images that
+        TensorBoard's Images tab and the dashboard's Looks view show
+        (`tfprobe.looks`, README "Where the model looks"). Defaults to `0`
+        (off).
       looks_input_kind: how those examples are drawn (`LooksAnalysis`'s
         `input_kind`): `"image"` (the maps overlaid), `"spectrogram"`
         (`(time, frequency, 1)` inputs: time across, low frequencies at the
