@@ -15,8 +15,6 @@ from tfprobe.reference.saliency import (
     feature_maps,
     grad_cam,
     grad_cam_plus_plus,
-    token_grid,
 )
 
-__all__ = ["grad_cam", "grad_cam_plus_plus", "cam", "feature_maps", "default_layer", "token_grid", "FeatureMaps",
-           "DEFAULT_CHANNELS"]
+__all__ = ["grad_cam", "grad_cam_plus_plus", "cam", "feature_maps", "default_layer", "FeatureMaps", "DEFAULT_CHANNELS"]
