@@ -175,6 +175,7 @@ class LayerProbe(keras.callbacks.Callback):
     def __init__(
         self,
         log_dir,
+        *,
         layers=None,
         record_freq=10,
         log_freq=100,
@@ -195,7 +196,7 @@ class LayerProbe(keras.callbacks.Callback):
     ):
         super().__init__()
         self.log_dir = validation.log_dir(log_dir)
-        self.layers = layers
+        self.layers = validation.layers(layers)
         self.record_freq = validation.frequency("record_freq", record_freq)
         self.log_freq = validation.frequency("log_freq", log_freq)
         self.histogram_freq = validation.frequency("histogram_freq", histogram_freq, allow_zero=True)
@@ -210,7 +211,10 @@ class LayerProbe(keras.callbacks.Callback):
         self.reference_freq = validation.frequency("reference_freq", reference_freq)
         self.reference_embeddings = validation.reference_embeddings(reference_embeddings, self.reference_data)
         self.reference_max_dim = validation.frequency("reference_max_dim", reference_max_dim)
-        self.looks_examples = validation.frequency("looks_examples", looks_examples, allow_zero=True)
+        from tfprobe.reference.looks import MAX_EXAMPLES
+
+        self.looks_examples = validation.integer("looks_examples", looks_examples, 0, MAX_EXAMPLES,
+                                                 " (0 turns Looks off)")
         if self.looks_examples and self.reference_data is None:
             raise ValueError(f"`looks_examples` needs `reference_data` (the examples are its first ones). "
                              f"Received: looks_examples={looks_examples!r} and reference_data=None")
@@ -258,6 +262,15 @@ class LayerProbe(keras.callbacks.Callback):
     # -- Keras hooks ----------------------------------------------------------------
 
     def on_train_begin(self, logs=None):
+        self._analyses = []
+        try:
+            self._train_begin()
+        except BaseException:
+            analyses, self._analyses = self._analyses, []
+            analysis.discard_all(analyses)  # refused before training: no empty reference file left behind
+            raise
+
+    def _train_begin(self):
         self._active = False
         strategy = self.model.distribute_strategy
         problem = unsupported_strategy(strategy)
@@ -324,29 +337,60 @@ class LayerProbe(keras.callbacks.Callback):
         self._recorder, self._instrumentation = shared.setdefault(settings, (self._recorder, self._instrumentation))
 
     def _make_analyses(self, chosen):
-        """The analyses of the reference steps (none without `reference_data`); same layers as the recording."""
+        """The analyses of the reference steps (none without `reference_data`); same layers as the recording.
+
+        Everything is checked before an analysis opens its file: the
+        reference set against the model's inputs (a mismatch raises, naming
+        `reference_data`), then Looks on the first examples. A model that
+        cannot be run outside its training step, or that Looks cannot
+        explain (no class scores, no spatial layer, inputs that are not
+        one array), turns that part off with one warning, or raises when
+        `strict`.
+        """
+        from tfprobe.reference import ModelCannotRun, check_inputs
         from tfprobe.reference.representations import RepresentationAnalysis
 
         self._last_reference = None
         if self.reference_data is None:
             return []
+        try:
+            check_inputs(self.model, self.reference_data)
+        except ModelCannotRun as error:
+            self._refuse(f"`reference_data` is not analysed in this `fit`: {error}.", "reference_data")
+            return []
+        looks = self._checked_looks() if self.looks_examples else None
         analyses = [RepresentationAnalysis(self.log_dir, self.layers, self.reference_max_dim,
                                            embeddings=self.reference_embeddings, known=[p for p, _ in chosen],
                                            examples=len(self.reference_data))]
-        if self.looks_examples:
-            from tfprobe.reference.looks import LooksAnalysis
+        return analyses + ([looks] if looks is not None else [])
 
-            looks = LooksAnalysis(self.log_dir, examples=self.looks_examples, input_kind=self.looks_input_kind)
-            try:
-                looks.check(self.model, self.reference_data)  # bad input fails before training starts
-            except ValueError as error:  # LooksAnalysis names its own `input_kind`: here it is `looks_input_kind`
-                renamed = str(error).replace("`input_kind`", "`looks_input_kind`").replace(
-                    " input_kind=", " looks_input_kind=")
-                if renamed == str(error):
-                    raise
+    def _checked_looks(self):
+        """A `LooksAnalysis` checked on the model and the first reference examples, or None (refused)."""
+        from tfprobe.reference.looks import LooksAnalysis
+
+        looks = LooksAnalysis(self.log_dir, examples=self.looks_examples, input_kind=self.looks_input_kind)
+        try:
+            looks.check(self.model, self.reference_data)  # bad input fails before training starts
+        except (ValueError, TypeError) as error:  # LooksAnalysis names its own `input_kind`: here `looks_input_kind`
+            renamed = str(error).replace("`input_kind`", "`looks_input_kind`").replace(
+                " input_kind=", " looks_input_kind=")
+            if renamed != str(error):
                 raise ValueError(renamed) from None
-            analyses.append(looks)
-        return analyses
+            reason = f"{error}"
+        except Exception as error:  # noqa: BLE001 - the model cannot be run as Looks runs it
+            reason = f"model {self.model.name!r} cannot be run on the reference examples ({type(error).__name__}: " \
+                     f"{error})"
+        else:
+            return looks
+        self._refuse(f"`looks_examples` is turned off in this `fit`: {reason.rstrip('.')}.", "looks_examples")
+        return None
+
+    def _refuse(self, message, argument):
+        """A reference argument this model cannot honour: one warning (a `ValueError` before training when strict)."""
+        if self.strict:
+            raise ValueError(f"tfprobe: {message} (`strict=True`: an error instead of a warning; `{argument}` "
+                             f"cannot be honoured for this model)")
+        warnings.warn(f"tfprobe: {message}", RuntimeWarning, stacklevel=4)
 
     def _reference_step(self):
         """Runs every analysis on the reference data, from the host, once per global step at most."""

@@ -44,6 +44,19 @@ def number(name, value, low, high=None, high_open=True):
     return float(value)
 
 
+def integer(name, value, low, high, what=""):
+    """An integer (not a bool) in `[low, high]`.
+
+    >>> integer("looks_examples", 1000, 0, 100, " (0 turns it off)")
+    Traceback (most recent call last):
+    ...
+    ValueError: `looks_examples` must be an integer in [0, 100] (0 turns it off). Received: looks_examples=1000
+    """
+    if not _is_int(value) or not low <= value <= high:
+        raise ValueError(f"`{name}` must be an integer in [{low}, {high}]{what}. Received: {name}={value!r}")
+    return int(value)
+
+
 def optional_positive_int(name, value):
     if value is not None and (not _is_int(value) or value < 1):
         raise ValueError(f"`{name}` must be None or a positive integer. Received: {name}={value!r}")
@@ -96,6 +109,34 @@ def log_dir(value):
     if not (os.path.isdir(probe) and os.access(probe, os.W_OK | os.X_OK)):
         raise ValueError(f"`log_dir` cannot be written ({probe} is not writable). Received: log_dir={value!r}")
     return os.fspath(value)
+
+
+def layers(value):
+    """None, or one or a list of layer names, classes, compiled regular expressions and predicates.
+
+    Names are checked against the model when `fit` starts (the model is not known before); the kinds of
+    entries here.
+
+    >>> layers([3.5])
+    Traceback (most recent call last):
+    ...
+    TypeError: Each entry of `layers` must be a layer name, a layer class, a compiled regular expression or a predicate. Received: layers=[3.5] (entry 3.5 of type float)
+    """
+    import re
+
+    if value is None:
+        return None
+    items = value if isinstance(value, (list, tuple, set)) else [value]
+    if not items:
+        raise ValueError(f"`layers` must be None or name at least one layer. Received: layers={value!r}")
+    for item in items:
+        if not (isinstance(item, (str, type, re.Pattern)) or callable(item)) or isinstance(item, str) and not item:
+            raise TypeError(
+                "Each entry of `layers` must be a layer name, a layer class, a compiled regular "
+                f"expression or a predicate. Received: layers={value!r} (entry {item!r} of type "
+                f"{type(item).__name__})"
+            )
+    return value
 
 
 def reference_data(value):

@@ -33,6 +33,7 @@ from __future__ import annotations
 
 import json
 import logging
+import os
 import time
 import warnings
 
@@ -41,6 +42,7 @@ from tensorboard.compat.proto import event_pb2, summary_pb2
 from tensorboard.util import tensor_util
 
 from tfprobe import metadata
+from tfprobe.logs import _fs
 from tfprobe.logs.events import EventFileWriter
 
 logger = logging.getLogger("tfprobe")
@@ -160,5 +162,29 @@ class AnalysisWriter:
         if self._file is not None:
             self._file.close()
 
+    def discard(self):
+        """Closes the file and removes it if no reference step was written to it (a `fit` refused before training)."""
+        file, self._file = self._file, None
+        if file is None:
+            return
+        file.close()
+        if self.bytes_written == 0:
+            try:
+                if _fs.is_remote(file.path):
+                    _fs._gfile().remove(file.path)
+                else:
+                    os.remove(file.path)
+            except Exception as error:  # noqa: BLE001 - an empty file left behind is only untidy
+                logger.debug("tfprobe: could not remove %s: %s", file.path, error)
 
-__all__ = ["Analysis", "AnalysisWriter", "run_all", "close_all", "REFERENCE_SUFFIX"]
+
+def discard_all(analyses):
+    """Ends analyses that never ran (training did not start): their empty files are removed, nothing raises."""
+    for analysis in analyses:
+        try:
+            getattr(analysis, "discard", analysis.close)()
+        except Exception as error:  # noqa: BLE001
+            logger.debug("tfprobe: discarding the %s analysis: %s", analysis.name, error)
+
+
+__all__ = ["Analysis", "AnalysisWriter", "run_all", "close_all", "discard_all", "REFERENCE_SUFFIX"]

@@ -48,6 +48,7 @@ from tfprobe.recording.selection import select, walk
 from tfprobe.reference import saliency
 
 INPUT_KINDS = ("auto", "image", "spectrogram", "waveform")
+MAX_EXAMPLES = 100  # examples drawn per reference step (each a few images)
 MAX_FEATURE_LAYERS = 4
 _MIN_SIDE = 128  # small inputs are enlarged (nearest neighbour, integer factor) to at least this many pixels
 _MAX_WIDTH = 512  # waveforms wider than this are drawn as per-column envelopes
@@ -241,11 +242,10 @@ class LooksAnalysis:
 
     name = "looks"  # for `tfprobe.reference.analysis.run_all` messages
 
-    def __init__(self, log_dir, examples=8, layer=None, feature_layers=None, channels=saliency.DEFAULT_CHANNELS,
+    def __init__(self, log_dir, *, examples=8, layer=None, feature_layers=None, channels=saliency.DEFAULT_CHANNELS,
                  input_kind="auto"):
         self.log_dir = validation.log_dir(log_dir)
-        if isinstance(examples, bool) or not isinstance(examples, (int, np.integer)) or not 1 <= examples <= 100:
-            raise ValueError(f"`examples` must be an integer in [1, 100]. Received: examples={examples!r}")
+        validation.integer("examples", examples, 1, MAX_EXAMPLES)
         if isinstance(channels, bool) or not isinstance(channels, (int, np.integer)) or channels < 1:
             raise ValueError(f"`channels` must be a positive integer. Received: channels={channels!r}")
         self.examples, self.channels = int(examples), int(channels)
@@ -260,17 +260,19 @@ class LooksAnalysis:
 
     # -- what to look at
 
-    def _grad_cam_path(self, model, pass_):
+    def _grad_cam_path(self, model, pass_, x_shape):
         if self.layer is None:
-            return saliency.last_spatial_layer(model, pass_.taps)
+            return saliency.last_spatial_layer(model, pass_.taps, x_shape)
         path, _ = saliency.resolve_layer(model, self.layer)
         saliency.spatial_tap(pass_, path)
         return path
 
-    def _feature_paths(self, model, pass_, grad_cam_path):
+    def _feature_paths(self, model, pass_, grad_cam_path, x_shape):
         if self.feature_layers is None:
+            rank = saliency.spatial_rank(pass_.taps[grad_cam_path].tensor, x_shape)
             convs = [p for p, lay in walk(model) if _is_conv(lay) and p in pass_.taps and saliency.is_spatial(
-                pass_.taps[p].tensor) and pass_.taps[p].tensor.shape.rank <= 4]
+                pass_.taps[p].tensor) and pass_.taps[p].tensor.shape.rank <= 4
+                and saliency.spatial_rank(pass_.taps[p].tensor, x_shape) == rank]
             return spread(convs, MAX_FEATURE_LAYERS) or [grad_cam_path]
         if isinstance(self.feature_layers, (list, tuple)) and not self.feature_layers:
             return []
@@ -280,7 +282,8 @@ class LooksAnalysis:
             message = str(error).replace("`layers`", "`feature_layers`").replace(" layers=", " feature_layers=")
             raise type(error)(message) from None
         for path in paths:
-            saliency.spatial_tap(pass_, path, arg="feature_layers")
+            saliency.as_grid(saliency.spatial_tap(pass_, path, arg="feature_layers").tensor, x_shape, path,
+                             arg="feature_layers")
         return paths
 
     def _look(self, model, reference):
@@ -288,9 +291,9 @@ class LooksAnalysis:
         truth = None if y is None else _labels(y)
         pass_ = saliency.forward(model, x, list(walk(model)), [None] + ([] if truth is None else [truth]),
                             arg="reference_data")
-        path = self._grad_cam_path(model, pass_)
-        kind = self._kind(pass_.taps[path].tensor.shape.rank - 2, path)
-        return x, truth, pass_, path, self._feature_paths(model, pass_, path), kind
+        path = self._grad_cam_path(model, pass_, np.shape(x))
+        kind = self._kind(saliency.spatial_rank(pass_.taps[path].tensor, np.shape(x)), path)
+        return x, truth, pass_, path, self._feature_paths(model, pass_, path, np.shape(x)), kind
 
     def check(self, model, reference):
         """Validates the model, the layers and the reference examples; returns `(grad_cam_layer, feature_layers)`."""
@@ -322,7 +325,8 @@ class LooksAnalysis:
         x, truth, pass_, path, feature_paths, kind = self._look(model, reference)
         maps = [saliency.maps_from(pass_, path, np.shape(x), score) for score in range(len(pass_.score_of))]
         class_maps = self._class_activation_maps(model, pass_, np.shape(x))
-        features = [saliency.feature_maps_of(pass_, p, self.channels, arg="feature_layers") for p in feature_paths]
+        features = [saliency.feature_maps_of(pass_, p, self.channels, arg="feature_layers", x_shape=np.shape(x))
+                    for p in feature_paths]
         values = []
         for i, example in enumerate(np.asarray(x, dtype=np.float32)):
             values += self._example_values(i, example, kind, pass_, truth, path, maps, features, class_maps)
