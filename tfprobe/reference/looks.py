@@ -44,6 +44,7 @@ from tensorboard.util import tensor_util
 
 from tfprobe import metadata, validation
 from tfprobe.logs.events import EventFileWriter
+from tfprobe.logs.writer import FirstValueMetadata
 from tfprobe.recording.selection import select, walk
 from tfprobe.reference import saliency
 
@@ -156,28 +157,27 @@ def encode_png(rgb):
 # ---------------------------------------------------------------- summaries
 
 
-def image_value(tag, png, description, with_metadata):
-    """A `Summary.Value` in the `images` plugin's format: string tensor `[width, height, png]`."""
+def image_value(tag, png):
+    """A `Summary.Value` in the `images` plugin's format: string tensor `[width, height, png]` (no metadata)."""
     width, height = _png_size(png)
     tensor = tensor_util.make_tensor_proto(np.array([str(width).encode(), str(height).encode(), png], dtype=object))
-    value = summary_pb2.Summary.Value(tag=tag, tensor=tensor)
-    if with_metadata:
-        value.metadata.CopyFrom(image_metadata.create_summary_metadata(display_name=tag, description=description))
-        value.metadata.data_class = summary_pb2.DATA_CLASS_BLOB_SEQUENCE
-    return value
+    return summary_pb2.Summary.Value(tag=tag, tensor=tensor)
 
 
 def _png_size(png):
     return int.from_bytes(png[16:20], "big"), int.from_bytes(png[20:24], "big")  # the IHDR chunk
 
 
-def scalar_value(tag, number, description, with_metadata):
-    value = summary_pb2.Summary.Value(tag=tag, tensor=tensor_util.make_tensor_proto(np.float32(number)))
-    if with_metadata:
-        value.metadata.plugin_data.plugin_name = "scalars"
-        value.metadata.summary_description = description
-        value.metadata.data_class = summary_pb2.DATA_CLASS_SCALAR
-    return value
+def scalar_value(tag, number):
+    """A `Summary.Value` in the `scalars` plugin's format: a float32 scalar (no metadata)."""
+    return summary_pb2.Summary.Value(tag=tag, tensor=tensor_util.make_tensor_proto(np.float32(number)))
+
+
+_IMAGE_CONTENT = image_metadata.create_summary_metadata(display_name="", description="").plugin_data.content
+_SUMMARY_KINDS = {  # value maker -> (plugin name, data class, content, tag as display name) of its first value
+    image_value: (image_metadata.PLUGIN_NAME, summary_pb2.DATA_CLASS_BLOB_SEQUENCE, _IMAGE_CONTENT, True),
+    scalar_value: ("scalars", summary_pb2.DATA_CLASS_SCALAR, b"", False),
+}
 
 
 # ---------------------------------------------------------------- the analysis
@@ -252,7 +252,7 @@ class LooksAnalysis:
         self.layer, self.feature_layers = layer, feature_layers
         self.input_kind = validation.choice("input_kind", input_kind, INPUT_KINDS)
         self._writer = None
-        self._described = set()
+        self._metadata = FirstValueMetadata()
         self._inputs_written = False
         self.bytes_written = 0
         self.last_step_bytes = 0
@@ -364,13 +364,17 @@ class LooksAnalysis:
         return values
 
     def _value(self, make, tag, payload, description):
-        first = tag not in self._described
-        self._described.add(tag)
-        return make(tag, payload, description, first)
+        """The value of `tag` made by `make`; its first in the file carries the metadata, later ones none."""
+        value = make(tag, payload)
+        plugin_name, data_class, content, named = _SUMMARY_KINDS[make]
+        md = self._metadata(tag, plugin_name, data_class, content, description, tag if named else "", later=False)
+        if md is not None:
+            value.metadata.CopyFrom(md)
+        return value
 
     def _write(self, step, values):
         if self._writer is None:
-            self._writer = EventFileWriter(self.log_dir, suffix=".tfprobe-looks")
+            self._writer = EventFileWriter(self.log_dir, suffix=metadata.LOOKS_SUFFIX)
         event = event_pb2.Event(step=int(step), wall_time=time.time())
         event.summary.value.extend(values)
         self.last_step_bytes = self._writer.write(event)
@@ -384,5 +388,5 @@ class LooksAnalysis:
         if self._writer is not None:
             self._writer.close()
             self._writer = None
-            self._described = set()  # a new file carries each tag's metadata again
+            self._metadata.clear()  # a new file carries each tag's metadata again
 
