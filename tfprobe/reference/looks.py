@@ -48,7 +48,7 @@ from tfprobe.logs.writer import FirstValueMetadata
 from tfprobe.recording.selection import select, walk
 from tfprobe.reference import saliency
 
-INPUT_KINDS = ("auto", "image", "spectrogram", "waveform")
+INPUT_KINDS = validation.LOOKS_INPUT_KINDS
 MAX_FEATURE_LAYERS = 4
 _MIN_SIDE = 128  # small inputs are enlarged (nearest neighbour, integer factor) to at least this many pixels
 _MAX_WIDTH = 512  # waveforms wider than this are drawn as per-column envelopes
@@ -214,8 +214,7 @@ def spread(items, k):
 class LooksAnalysis:
     """Writes where the model looks on reference examples at every reference step (see the module docstring).
 
-    (Its length is its argument checks, made before training starts so that bad input fails early, and the
-    drawing of each kind of input; the maps themselves are `tfprobe.cam`.)
+    The maps themselves are computed by `tfprobe.cam`.
 
     Args:
       log_dir: the run directory (the same as `LayerProbe`'s).
@@ -250,7 +249,7 @@ class LooksAnalysis:
             raise ValueError(f"`channels` must be a positive integer. Received: channels={channels!r}")
         self.examples, self.channels = int(examples), int(channels)
         self.layer, self.feature_layers = layer, feature_layers
-        self.input_kind = validation.choice("input_kind", input_kind, INPUT_KINDS)
+        self.input_kind = validation.looks_input_kind(input_kind, "input_kind")
         self._writer = None
         self._metadata = FirstValueMetadata()
         self._inputs_written = False
