@@ -76,16 +76,22 @@ class FirstValueMetadata:
 
     def __init__(self):
         self._described = set()
+        self._later = {}  # (plugin_name, data_class) -> the metadata of later values, shared (protobuf copies it)
 
     def __call__(self, tag, plugin_name, data_class, content=b"", description="", display_name="", later=True):
-        """The `SummaryMetadata` of the next value of `tag`.
+        """The `SummaryMetadata` of the next value of `tag` (to copy into the value, not to modify).
 
         The first value gets `content` (bytes, or a function that returns them: it is called only then),
         `description` and `display_name`; later values get only the plugin name and data class, or no
         metadata at all (None) with `later=False`.
         """
         if tag in self._described:
-            return summary_metadata(plugin_name, data_class) if later else None
+            if not later:
+                return None
+            md = self._later.get((plugin_name, data_class))
+            if md is None:
+                md = self._later[plugin_name, data_class] = summary_metadata(plugin_name, data_class)
+            return md
         self._described.add(tag)
         return summary_metadata(plugin_name, data_class, content() if callable(content) else content, description,
                                 display_name)
