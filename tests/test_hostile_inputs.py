@@ -358,7 +358,7 @@ def _prediction(example, x):
 def test_restart_newest_write_wins_in_the_looks_route(tmp_path):
     """The predictions of a restarted run keep the newest write of each step. (Its images too where the data
     provider keeps the newest write, as the data server does; the `--load_fast=false` provider keeps the
-    first image of each step and says nothing of the rest, see docs/_incoming/harden.md.)"""
+    first image of each step and says nothing of the rest, see docs/limitations.md.)"""
     write_windows(tmp_path / "run", ["a"], [1, 2, 3])
     tag = "looks/example_00/gradcam/conv"
     write_events(tmp_path / "run", [(s, [image_value(tag, [b"1", b"1", PNG]), _prediction(0, s)]) for s in (1, 2, 3)],

@@ -76,8 +76,12 @@ def choice(name, value, choices):
     return value
 
 
-def looks_input_kind(value):
-    """How `LayerProbe`'s Looks draw inputs: one of `tfprobe.looks.INPUT_KINDS` (`LooksAnalysis(input_kind=...)`).
+LOOKS_INPUT_KINDS = ("auto", "image", "spectrogram", "waveform")
+"""How the Looks draw inputs (`LooksAnalysis(input_kind=...)`, `LayerProbe(looks_input_kind=...)`)."""
+
+
+def looks_input_kind(value, name="looks_input_kind"):
+    """How the Looks draw inputs: one of `LOOKS_INPUT_KINDS` (the check of `LayerProbe` and `LooksAnalysis`).
 
     >>> looks_input_kind("spectrogram")
     'spectrogram'
@@ -86,9 +90,7 @@ def looks_input_kind(value):
     ...
     ValueError: `looks_input_kind` must be one of 'auto', 'image', 'spectrogram', 'waveform'. Received: looks_input_kind='audio'
     """
-    from tfprobe.reference.looks import INPUT_KINDS
-
-    return choice("looks_input_kind", value, INPUT_KINDS)
+    return choice(name, value, LOOKS_INPUT_KINDS)
 
 
 def log_dir(value):

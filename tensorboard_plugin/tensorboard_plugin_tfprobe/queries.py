@@ -410,7 +410,7 @@ def _run_series(src, run):
 # ---------------------------------------------------------------- the plugin's own scan of the files
 
 _scans = {}  # path -> _FileScan
-_TFPROBE_SUFFIX = ".tfprobe"
+_TFPROBE_SUFFIX = metadata.WINDOWS_SUFFIX  # each of tfprobe's file suffixes (`metadata.FILE_SUFFIXES`) starts so
 
 
 class _FileScan(NamedTuple):

@@ -26,10 +26,11 @@ from __future__ import annotations
 import dataclasses
 import math
 import numbers
-import re
 
 import numpy as np
 import pandas as pd
+
+from tfprobe.layer_kinds import NORMALIZATION_CLASS, ROUTING_CLASS  # what Keras classes mean: one table
 
 SEVERITIES = ("info", "warning", "error")
 """Severity names, least severe first."""
@@ -98,12 +99,6 @@ _DEFAULTS = {
     "min_update_ratio": 1e-5,
     "max_update_ratio": 0.1,
 }
-
-NORMALIZATION_CLASS = re.compile(r"(normali[sz]ation|norm|scale|scaling)$", re.IGNORECASE)
-"""Layer classes whose job is to change the scale (BatchNormalization, LayerNormalization,
-GroupNormalization, UnitNormalization, RMSNormalization, preprocessing Normalization, LayerScale,
-Rescaling, ...): never judged `exploding_depth`/`vanishing_depth`."""
-
 
 
 TINY_SHARE = 0.1
@@ -735,11 +730,6 @@ def check_huge_gradient(ctx):
     limit = ctx.t["max_grad_abs"]
     return _spans(ctx, ctx.rows(mask, big), "exploding_gradient", "grad_max_abs",
                   lambda v, _e: f"gradient values up to {_fmt(v)} (threshold {_fmt(limit)})")
-
-
-ROUTING_CLASS = re.compile(r"MaxPool|GetItem|Slice|Cropping", re.IGNORECASE)
-"""Layer classes that hand the gradient to a subset of their input (max pooling: one value per window,
-slicing, cropping): a layer feeding only them has mostly zero gradients by design (`check_dead_gradient`)."""
 
 
 def _routed(ctx):

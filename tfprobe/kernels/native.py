@@ -53,7 +53,6 @@ logger = logging.getLogger("tfprobe")
 
 SOURCE = Path(__file__).parent / "partials.cc"
 OP_NAME = "TfprobePartials"
-KERNELS = ("auto", "native", "graph")
 
 _lock = threading.Lock()
 _loaded = {}  # "module" or "error" (the reason it is unavailable, kept for the process)

@@ -4,8 +4,6 @@ A record is `uint64 length | uint32 masked_crc(length) | data | uint32 masked_cr
 
 >>> import tempfile, os
 >>> from tensorboard.compat.proto import event_pb2
-
-from tfprobe.logs import _fs
 >>> d = tempfile.mkdtemp()
 >>> w = EventFileWriter(d)
 >>> _ = w.write(event_pb2.Event(step=3, wall_time=1.0)); w.close()
@@ -24,6 +22,7 @@ import warnings
 from google.protobuf.message import DecodeError
 from tensorboard.compat.proto import event_pb2
 
+from tfprobe import metadata
 from tfprobe.logs import _fs
 
 try:  # a C implementation; TensorBoard's own is pure Python (about half the time of writing a window)
@@ -53,7 +52,7 @@ class EventFileWriter:
 
     _counter = 0  # zero-padded in the name: files of one process and second sort in write order (9 before 10)
 
-    def __init__(self, logdir: str, suffix: str = ".tfprobe"):
+    def __init__(self, logdir: str, suffix: str = metadata.WINDOWS_SUFFIX):
         _fs.makedirs(logdir)
         EventFileWriter._counter += 1
         name = f"events.out.tfevents.{int(time.time()):010d}.{socket.gethostname()}.{os.getpid()}.{EventFileWriter._counter:06d}{suffix}"

@@ -44,10 +44,11 @@ from tensorboard.util import tensor_util
 
 from tfprobe import metadata, validation
 from tfprobe.logs.events import EventFileWriter
+from tfprobe.logs.writer import FirstValueMetadata
 from tfprobe.recording.selection import select, walk
 from tfprobe.reference import saliency
 
-INPUT_KINDS = ("auto", "image", "spectrogram", "waveform")
+INPUT_KINDS = validation.LOOKS_INPUT_KINDS
 MAX_EXAMPLES = 100  # examples drawn per reference step (each a few images)
 MAX_FEATURE_LAYERS = 4
 _MIN_SIDE = 128  # small inputs are enlarged (nearest neighbour, integer factor) to at least this many pixels
@@ -157,28 +158,27 @@ def encode_png(rgb):
 # ---------------------------------------------------------------- summaries
 
 
-def image_value(tag, png, description, with_metadata):
-    """A `Summary.Value` in the `images` plugin's format: string tensor `[width, height, png]`."""
+def image_value(tag, png):
+    """A `Summary.Value` in the `images` plugin's format: string tensor `[width, height, png]` (no metadata)."""
     width, height = _png_size(png)
     tensor = tensor_util.make_tensor_proto(np.array([str(width).encode(), str(height).encode(), png], dtype=object))
-    value = summary_pb2.Summary.Value(tag=tag, tensor=tensor)
-    if with_metadata:
-        value.metadata.CopyFrom(image_metadata.create_summary_metadata(display_name=tag, description=description))
-        value.metadata.data_class = summary_pb2.DATA_CLASS_BLOB_SEQUENCE
-    return value
+    return summary_pb2.Summary.Value(tag=tag, tensor=tensor)
 
 
 def _png_size(png):
     return int.from_bytes(png[16:20], "big"), int.from_bytes(png[20:24], "big")  # the IHDR chunk
 
 
-def scalar_value(tag, number, description, with_metadata):
-    value = summary_pb2.Summary.Value(tag=tag, tensor=tensor_util.make_tensor_proto(np.float32(number)))
-    if with_metadata:
-        value.metadata.plugin_data.plugin_name = "scalars"
-        value.metadata.summary_description = description
-        value.metadata.data_class = summary_pb2.DATA_CLASS_SCALAR
-    return value
+def scalar_value(tag, number):
+    """A `Summary.Value` in the `scalars` plugin's format: a float32 scalar (no metadata)."""
+    return summary_pb2.Summary.Value(tag=tag, tensor=tensor_util.make_tensor_proto(np.float32(number)))
+
+
+_IMAGE_CONTENT = image_metadata.create_summary_metadata(display_name="", description="").plugin_data.content
+_SUMMARY_KINDS = {  # value maker -> (plugin name, data class, content, tag as display name) of its first value
+    image_value: (image_metadata.PLUGIN_NAME, summary_pb2.DATA_CLASS_BLOB_SEQUENCE, _IMAGE_CONTENT, True),
+    scalar_value: ("scalars", summary_pb2.DATA_CLASS_SCALAR, b"", False),
+}
 
 
 # ---------------------------------------------------------------- the analysis
@@ -215,8 +215,7 @@ def spread(items, k):
 class LooksAnalysis:
     """Writes where the model looks on reference examples at every reference step (see the module docstring).
 
-    (Its length is its argument checks, made before training starts so that bad input fails early, and the
-    drawing of each kind of input; the maps themselves are `tfprobe.cam`.)
+    The maps themselves are computed by `tfprobe.cam`.
 
     Args:
       log_dir: the run directory (the same as `LayerProbe`'s).
@@ -250,9 +249,9 @@ class LooksAnalysis:
             raise ValueError(f"`channels` must be a positive integer. Received: channels={channels!r}")
         self.examples, self.channels = int(examples), int(channels)
         self.layer, self.feature_layers = layer, feature_layers
-        self.input_kind = validation.choice("input_kind", input_kind, INPUT_KINDS)
+        self.input_kind = validation.looks_input_kind(input_kind, "input_kind")
         self._writer = None
-        self._described = set()
+        self._metadata = FirstValueMetadata()
         self._inputs_written = False
         self.bytes_written = 0
         self.last_step_bytes = 0
@@ -368,13 +367,17 @@ class LooksAnalysis:
         return values
 
     def _value(self, make, tag, payload, description):
-        first = tag not in self._described
-        self._described.add(tag)
-        return make(tag, payload, description, first)
+        """The value of `tag` made by `make`; its first in the file carries the metadata, later ones none."""
+        value = make(tag, payload)
+        plugin_name, data_class, content, named = _SUMMARY_KINDS[make]
+        md = self._metadata(tag, plugin_name, data_class, content, description, tag if named else "", later=False)
+        if md is not None:
+            value.metadata.CopyFrom(md)
+        return value
 
     def _write(self, step, values):
         if self._writer is None:
-            self._writer = EventFileWriter(self.log_dir, suffix=".tfprobe-looks")
+            self._writer = EventFileWriter(self.log_dir, suffix=metadata.LOOKS_SUFFIX)
         event = event_pb2.Event(step=int(step), wall_time=time.time())
         event.summary.value.extend(values)
         self.last_step_bytes = self._writer.write(event)
@@ -388,5 +391,5 @@ class LooksAnalysis:
         if self._writer is not None:
             self._writer.close()
             self._writer = None
-            self._described = set()  # a new file carries each tag's metadata again
+            self._metadata.clear()  # a new file carries each tag's metadata again
 

@@ -60,13 +60,13 @@ import keras
 import numpy as np
 import tensorflow as tf
 
+from tfprobe import layer_kinds
 from tfprobe.recording.capture import Capture
 from tfprobe.recording.selection import available, walk
 
 DEFAULT_CHANNELS = 16
-_NO_OP_LAYERS = (keras.layers.Dropout, keras.layers.SpatialDropout1D, keras.layers.SpatialDropout2D,
-                 keras.layers.GaussianNoise, keras.layers.GaussianDropout, keras.layers.ActivityRegularization)
-_GAP = (keras.layers.GlobalAveragePooling1D, keras.layers.GlobalAveragePooling2D)
+_NO_OP_LAYERS = layer_kinds.keras_classes(layer_kinds.PASS_THROUGH_CLASSES, keras.layers)
+_GAP = layer_kinds.keras_classes(layer_kinds.GLOBAL_AVERAGE_POOLING_CLASSES, keras.layers)
 
 
 # ---------------------------------------------------------------- arguments
