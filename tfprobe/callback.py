@@ -132,13 +132,18 @@ class LayerProbe(keras.callbacks.Callback):
         output) in the statistics. Defaults to `False`: masked positions are
         left out.
       reference_data: a fixed reference set, `x`, `(x,)` or `(x, y)` arrays
-        or a finite `tf.data.Dataset` yielding the same batches in the same
-        order every time (a few hundred to a few thousand examples; `y`:
-        class labels, optional). At every reference step the model runs in
-        inference mode over it, outside the training step, and the
-        representation measures of the recorded layers are written
-        (`tfprobe.reference.measures`, docs/guide/representations.md). Defaults to
-        None (no reference steps).
+        or a `tf.data.Dataset` yielding the same batches in the same order
+        every time (a few hundred to a few thousand examples; `y`: class
+        labels, optional; for several inputs `x` is a dict of arrays by
+        input name or a list of arrays). A dataset of unknown or infinite
+        cardinality is read up to 2048 examples, with a warning. At every
+        reference step the model runs in inference mode over it, outside
+        the training step, and the representation measures of the recorded
+        layers are written (`tfprobe.reference.measures`,
+        docs/guide/representations.md). When `fit` starts it is checked
+        against the model's inputs (a mismatch raises `ValueError`); a
+        model without `call` skips the reference steps with one warning
+        (`ValueError` when `strict`). Defaults to None (no reference steps).
       reference_freq: a reference step runs at the end of every
         `reference_freq`-th epoch and at the end of training. Defaults to `5`.
       reference_embeddings: layer names (or one) whose reference features at
@@ -151,8 +156,10 @@ class LayerProbe(keras.callbacks.Callback):
         writes, for its first `looks_examples` examples, the Grad-CAM (and
         CAM) maps of a classifier and feature-map grids as images that
         TensorBoard's Images tab and the dashboard's Looks view show
-        (`tfprobe.looks`, docs/guide/looks.md). Defaults to `0`
-        (off).
+        (`tfprobe.looks`, docs/guide/looks.md). An integer in `[0, 100]`;
+        defaults to `0` (off). A model Looks cannot explain (no class
+        scores, no spatial or patch-token layer, several inputs) turns it
+        off for that `fit` with one warning (`ValueError` when `strict`).
       looks_input_kind: how those examples are drawn (`LooksAnalysis`'s
         `input_kind`): `"image"` (the maps overlaid), `"spectrogram"`
         (`(time, frequency, 1)` inputs: time across, low frequencies at the
