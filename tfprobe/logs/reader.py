@@ -320,8 +320,20 @@ LAYERS_ATTR = "tfprobe_layers"
 def with_layers(frame: pd.DataFrame, layers: pd.DataFrame) -> pd.DataFrame:
     """`frame` with the layers frame in `frame.attrs[LAYERS_ATTR]` (plain lists: pandas compares and copies
     attrs as it goes, which a DataFrame there would make fail or slow)."""
-    frame.attrs[LAYERS_ATTR] = {c: [_plain(v) for v in layers[c]] for c in layers.columns}
+    frame.attrs[LAYERS_ATTR] = _LayersAttr({c: [_plain(v) for v in layers[c]] for c in layers.columns})
     return frame
+
+
+class _LayersAttr(dict):
+    """The layers frame as `{column: values}` in `DataFrame.attrs`: JSON-ready (pandas writes attrs into
+    Parquet metadata), compared as a dict, and never deep-copied (pandas deep-copies attrs on every
+    operation: with a 600-layer graph that cost milliseconds per `groupby` group). Treat it as read-only."""
+
+    def __deepcopy__(self, memo):
+        return self
+
+    def __copy__(self):
+        return self
 
 
 def layers_of(frame: pd.DataFrame):
