@@ -146,10 +146,11 @@ def test_bounded_layers_are_not_judged_for_depth():
 @pytest.mark.parametrize("cls", ["BatchNormalization", "LayerNormalization", "GroupNormalization",
                                  "UnitNormalization", "RMSNormalization", "LayerScale", "Rescaling"])
 def test_normalization_layers_change_scale_without_findings(cls):
-    rows = set_stats(set_stats(healthy_run(layers=("a", "norm", "c")), "a", std=200.0), "norm", std=0.01)
-    layers = graph([("a", "Conv2D", [], None), ("norm", cls, ["a"], None), ("c", "Conv2D", ["norm"], None)])
+    rows = set_stats(set_stats(healthy_run(layers=("a", "norm", "c", "head")), "a", std=200.0), "norm", std=0.01)
+    layers = graph([("a", "Conv2D", [], None), ("norm", cls, ["a"], None), ("c", "Conv2D", ["norm"], None),
+                    ("head", "Dense", ["c"], None)])  # c is not the model's output, whose scale the loss sets
     assert kinds(tfprobe.diagnose(frame(rows), layers)) == [["c", "exploding_depth"]]  # c vs norm, not norm vs a
-    as_dense = layers.assign(**{"class": ["Conv2D", "Dense", "Conv2D"]})
+    as_dense = layers.assign(**{"class": ["Conv2D", "Dense", "Conv2D", "Dense"]})
     assert ["norm", "vanishing_depth"] in kinds(tfprobe.diagnose(frame(rows), as_dense))
 
 
@@ -284,7 +285,8 @@ def test_thresholds_are_validated():
     "args, error, needles",
     [
         ((None,), TypeError, ["`df`", "df=None"]),
-        (("logs",), TypeError, ["`df`", "df='logs'"]),
+        ((42,), TypeError, ["`df`", "df=42"]),
+        (("no/such/logs",), FileNotFoundError, ["`logdir`", "logdir='no/such/logs'"]),  # a path is a log directory
         ((frame(healthy_run()), pd.DataFrame({"run": ["r"], "layer": ["a"]})), ValueError, ["`layers`", "'order'"]),
         ((frame(healthy_run()), "logs"), TypeError, ["`layers`", "layers='logs'"]),
         ((frame(healthy_run()).assign(value="0.5"),), ValueError, ["`df['value']`", "value='0.5'"]),

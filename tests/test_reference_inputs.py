@@ -221,7 +221,7 @@ def test_a_model_without_call_refuses_the_reference_set_with_one_warning(tmp_pat
     assert "has no `call` method" in mine[0]
     assert len(history.history["loss"]) == 2
     assert not list(tmp_path.glob("*.tfprobe-reference")) and not list(tmp_path.glob("*.tfprobe-looks"))
-    assert "student/dense" in set(tfprobe.read_logdir(tmp_path)["layer"])  # the training windows are recorded
+    assert any(l.startswith("student/dense") for l in set(tfprobe.read_logdir(tmp_path)["layer"]))  # windows recorded
 
     strict = tfprobe.LayerProbe(tmp_path / "strict", reference_data=(x[:4], y[:4]), looks_examples=2, strict=True)
     model = distiller()

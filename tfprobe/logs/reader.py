@@ -328,13 +328,14 @@ class LogData:
         """Long frame `run, step, wall_time, layer, stat, value` (see `read_logdir`)."""
         ids, steps, walls, values = self._scalar_points
         keys = self._col.keys
-        return long_frame(_key_column(keys, 0, ids), steps, walls, _key_column(keys, 1, ids),
-                          _key_column(keys, 2, ids), values)
+        frame = long_frame(_key_column(keys, 0, ids), steps, walls, _key_column(keys, 1, ids),
+                           _key_column(keys, 2, ids), values)
+        return with_layers(frame, self.layers)
 
     def wide(self) -> pd.DataFrame:
         """The pivot of `scalars`: one row per run, layer and step, one column per statistic
         (tfprobe's in `metadata.STATS` order, then others by name); `wall_time` is the row's latest."""
-        return _wide_frame(self._col.keys, self._rank, *self._scalar_points)
+        return with_layers(_wide_frame(self._col.keys, self._rank, *self._scalar_points), self.layers)
 
     @property
     def histograms(self) -> pd.DataFrame:
@@ -365,6 +366,49 @@ class LogData:
             if self._good[i] and (run, series) not in seen:
                 seen[(run, series)] = self._info[i]
         return layers_frame([_layer_row(run, info) for (run, _), info in seen.items()])
+
+
+LAYERS_ATTR = "tfprobe_layers"
+"""The key of `DataFrame.attrs` under which the frames of `read_logdir` carry the layer graph (the columns of
+`read_layers`, as lists), so that `tfprobe.diagnose(read_logdir(d))` sees the same graph as with `read_layers`."""
+
+
+def with_layers(frame: pd.DataFrame, layers: pd.DataFrame) -> pd.DataFrame:
+    """`frame` with the layers frame in `frame.attrs[LAYERS_ATTR]` (plain lists: pandas compares and copies
+    attrs as it goes, which a DataFrame there would make fail or slow)."""
+    frame.attrs[LAYERS_ATTR] = _LayersAttr({c: [_plain(v) for v in layers[c]] for c in layers.columns})
+    return frame
+
+
+class _LayersAttr(dict):
+    """The layers frame as `{column: values}` in `DataFrame.attrs`: JSON-ready (pandas writes attrs into
+    Parquet metadata), compared as a dict, and never deep-copied (pandas deep-copies attrs on every
+    operation: with a 600-layer graph that cost milliseconds per `groupby` group). Treat it as read-only."""
+
+    def __deepcopy__(self, memo):
+        return self
+
+    def __copy__(self):
+        return self
+
+
+def layers_of(frame: pd.DataFrame):
+    """The layers frame a frame of `read_logdir` carries (see `with_layers`), or None."""
+    data = getattr(frame, "attrs", {}).get(LAYERS_ATTR)
+    if not isinstance(data, dict):
+        return None
+    try:
+        return pd.DataFrame(data, columns=list(data) or _LAYER_COLUMNS)
+    except (TypeError, ValueError):
+        return None
+
+
+def _plain(value):
+    if isinstance(value, (list, tuple, np.ndarray)):
+        return [_plain(v) for v in value]
+    if isinstance(value, np.generic):
+        return value.item()
+    return value
 
 
 def long_frame(run, step, wall_time, layer, stat, value) -> pd.DataFrame:
@@ -483,7 +527,9 @@ def read_logdir(logdir, *, pivot: bool = False, progress: bool = True) -> pd.Dat
       per point, sorted by run, layer (model order), stat and step. `layer` is
       the series name (see `tfprobe.metadata`). The measures of the
       reference-set analysis (`metadata.REPRESENTATION_STATS`) are rows too,
-      at their reference steps.
+      at their reference steps. The frame carries the layer graph of
+      `read_layers` in `df.attrs["tfprobe_layers"]`: `tfprobe.diagnose(df)`
+      uses it (and finds what it finds with `read_layers`).
     """
     data = read(logdir, progress=progress)
     return data.wide() if pivot else data.scalars
