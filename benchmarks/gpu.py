@@ -30,6 +30,7 @@ import argparse
 import json
 import os
 import platform
+import shutil
 import statistics
 import sys
 import tempfile
@@ -122,10 +123,10 @@ def measure(model_name, jit_compile, config, reps, steps, warmup):
     import tfprobe
 
     keras.mixed_precision.set_global_policy("mixed_float16" if config == "mixed_float16" else "float32")
+    logdir = tempfile.mkdtemp(prefix="tfprobe-gpu-")
     try:
         model, batch, data = build(model_name, jit_compile)
         x, y = data(batch * steps, np.random.default_rng(0))
-        logdir = tempfile.mkdtemp(prefix="tfprobe-gpu-")
         probe = tfprobe.LayerProbe(os.path.join(logdir, config), **CONFIGS[config])
 
         class Timer(keras.callbacks.Callback):
@@ -158,6 +159,7 @@ def measure(model_name, jit_compile, config, reps, steps, warmup):
         return {"model": model_name, "xla": bool(jit_compile), "config": config, "error": f"{type(e).__name__}: {e}"[:200]}
     finally:
         keras.mixed_precision.set_global_policy("float32")
+        shutil.rmtree(logdir, ignore_errors=True)
 
 
 def main(argv=None):
