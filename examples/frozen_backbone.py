@@ -17,7 +17,7 @@ backbone's last layer offers? Two runs under one log directory answer it:
 
 `LayerProbe(reference_data=...)` measures `probe_accuracy` and
 `label_information` on 300 held-out task-B images for the block outputs of
-the backbone and the head's layers (README "Representations").
+the backbone and the head's layers (docs/guide/representations.md).
 
     python examples/frozen_backbone.py --logdir logs/backbone   # under 2 minutes on 2 busy CPU cores
     tensorboard --logdir logs/backbone                          # tfprobe tab: Representations

@@ -8,7 +8,7 @@ LOGDIR=${LOGDIR:-logs/demo}
 python examples/find_the_bug.py --logdir "$LOGDIR"
 cat <<MSG
 
-The other worked examples (README, "Worked examples"), each into its own log directory:
+The other worked examples (docs/examples/), each into its own log directory:
   python examples/sparse_codes.py --logdir logs/sparse_codes                  # L1 on a bottleneck: sparsity, rank, cost
   python examples/pooling_information.py --logdir logs/pooling_information    # max vs average pooling vs strided convs
   python examples/audio_features.py --logdir logs/audio_features              # waveform vs spectrogram: depth, Grad-CAM in time

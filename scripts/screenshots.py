@@ -1,4 +1,4 @@
-"""Takes the README's screenshots of the worked examples: a real TensorBoard serving each example's log
+"""Takes the screenshots of the worked examples (docs/examples/): a real TensorBoard serving each example's log
 directory, opened in Debian's chromium through playwright (never `playwright install`).
 
     python scripts/screenshots.py --train                      # train every example, then shoot them all

@@ -8,4 +8,4 @@ fi
 . .venv/bin/activate
 python -m pip install -q --upgrade pip
 # TensorFlow is the user's choice in a real project; the CPU build is enough here.
-python -m pip install -q "tensorflow-cpu==2.21.*" "tensorboard==2.21.*" -e ".[test]"
+python -m pip install -q "tensorflow-cpu==2.21.*" "tensorboard==2.21.*" -e ".[test,docs]"

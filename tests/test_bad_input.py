@@ -92,11 +92,11 @@ def test_unknown_layer_names_are_listed_with_the_available_ones(tmp_path):
     assert "call" not in model.get_layer("hidden").__dict__  # nothing left patched
 
 
-def test_bad_layer_spec_type(tmp_path):
-    model = _model()
-    probe = tfprobe.LayerProbe(tmp_path, layers=[3.5])
-    with pytest.raises(TypeError, match=r"layers=\[3.5\]"):
-        model.fit(np.ones((8, 4)), np.ones((8, 1)), verbose=0, callbacks=[probe])
+@pytest.mark.parametrize("value, error", [([3.5], TypeError), (3, TypeError), ([""], TypeError), ([], ValueError),
+                                          (("hidden", None), TypeError)])
+def test_bad_layer_spec_type_is_named_at_construction(tmp_path, value, error):
+    with pytest.raises(error, match=rf"`layers`.*Received: layers={re.escape(repr(value))}"):
+        tfprobe.LayerProbe(tmp_path, layers=value)
 
 
 def test_layer_selection_by_class_regex_and_predicate(tmp_path):
@@ -130,10 +130,76 @@ def test_detach_after_an_interrupted_fit(tmp_path):
             raise KeyboardInterrupt
 
     model = _model()
-    probe = tfprobe.LayerProbe(tmp_path)
+    probe = tfprobe.LayerProbe(tmp_path, reference_data=np.zeros((4, 4), "float32"))
     with pytest.raises(KeyboardInterrupt):
         model.fit(np.ones((8, 4)), np.ones((8, 1)), verbose=0, callbacks=[probe, Boom()])
     assert "call" in model.get_layer("hidden").__dict__
     probe.detach()
+    assert not list(tmp_path.glob("*.tfprobe-reference"))
     assert "call" not in model.get_layer("hidden").__dict__ and "train_step" not in model.__dict__
     model.fit(np.ones((8, 4)), np.ones((8, 1)), verbose=0)
+
+
+@pytest.mark.parametrize("value", [1000, 101, 2**62 - 1, -1, 2.0, True, "8"])
+def test_looks_examples_is_bounded_at_construction(tmp_path, value):
+    reference = (np.zeros((4, 4)), np.zeros(4, "int32"))
+    with pytest.raises(ValueError, match=rf"^`looks_examples` must be an integer in \[0, 100\] \(0 turns Looks off\). "
+                                         rf"Received: looks_examples={re.escape(repr(value))}$"):
+        tfprobe.LayerProbe(tmp_path, reference_data=reference, looks_examples=value)
+    assert not list(tmp_path.iterdir())  # no event file (open or empty) left behind
+    assert tfprobe.LayerProbe(tmp_path, reference_data=reference, looks_examples=100).looks_examples == 100
+
+
+def test_arguments_after_log_dir_are_keyword_only(tmp_path):
+    with pytest.raises(TypeError, match="positional"):
+        tfprobe.LayerProbe(tmp_path, None, 1)
+    with pytest.raises(TypeError, match="positional"):
+        tfprobe.reference.ReferenceData(np.zeros((4, 2)), 2)
+
+
+class CountSteps(keras.callbacks.Callback):
+    steps = 0
+
+    def on_train_batch_begin(self, batch, logs=None):
+        CountSteps.steps += 1
+
+
+@pytest.mark.parametrize(
+    "x, message",
+    [
+        (np.zeros((6, 5), "float32"), r"`reference_data` must fit the input .* shape \(None, 4\) of float32\. "
+                                      r"Received: x of shape \(N, 5\) holding floats"),
+        (np.zeros((6, 4, 2), "float32"), r"Received: x of shape \(N, 4, 2\)"),
+        (np.array([["a"] * 4] * 6), r"Received: x of shape \(N, 4\) holding strings"),
+        ({"other": np.zeros((6, 4))}, r"must hold every input of model .* missing: keras_tensor.*Received: x with "
+                                      r"keys other"),
+    ],
+)
+@pytest.mark.parametrize("as_dataset", [False, True], ids=["arrays", "dataset"])
+def test_reference_data_that_does_not_fit_the_model_fails_before_the_first_step(tmp_path, x, message, as_dataset):
+    import tensorflow as tf
+
+    model = _model()
+    data = (x, np.zeros(6))
+    reference = tf.data.Dataset.from_tensor_slices(data).batch(3) if as_dataset else data
+    probe = tfprobe.LayerProbe(tmp_path, reference_data=reference, reference_freq=1)
+    CountSteps.steps = 0
+    with pytest.raises(ValueError, match=message) as info:
+        model.fit(np.ones((8, 4)), np.ones((8, 1)), verbose=0, callbacks=[probe, CountSteps()])
+    assert str(info.value).startswith("`reference_data`")
+    assert CountSteps.steps == 0
+    assert not list(tmp_path.glob("*.tfprobe*"))
+    assert "call" not in model.get_layer("hidden").__dict__ and "train_step" not in model.__dict__
+
+
+def test_a_refusal_after_the_reference_file_was_opened_removes_it(tmp_path, monkeypatch):
+    from tfprobe import callback
+
+    def unwritable(log_dir):
+        raise OSError("disk full")
+
+    monkeypatch.setattr(callback, "WindowWriter", unwritable)
+    probe = tfprobe.LayerProbe(tmp_path, reference_data=(np.zeros((6, 4), "float32"),), strict=True)
+    with pytest.raises(ValueError, match="`log_dir` cannot be written: disk full"):
+        _model().fit(np.ones((8, 4)), np.ones((8, 1)), verbose=0, callbacks=[probe])
+    assert not list(tmp_path.glob("*.tfprobe-reference"))

@@ -309,3 +309,141 @@ def test_binary_heads_score_class_1_by_the_logit_and_class_0_by_its_negation():
         assert g.sum() > 0 and g.sum() / c.sum() == pytest.approx(1 / 36, rel=1e-3)
     predicted = (np.asarray(model(x))[:, 0] > 0.5).astype(int)
     np.testing.assert_array_equal(looks.grad_cam(model, x), looks.grad_cam(model, x, class_index=predicted))
+
+
+# ---------------------------------------------------------------- patch-token models (ViT, MLP-Mixer)
+
+
+class Patches(keras.layers.Layer):
+    """keras-io's ViT / MLP-Mixer `Patches`: non-overlapping patches, row by row, as `(batch, patches, dims)`."""
+
+    def __init__(self, patch_size, **kwargs):
+        super().__init__(**kwargs)
+        self.patch_size = patch_size
+
+    def call(self, images):
+        patches = keras.ops.image.extract_patches(images, size=self.patch_size)
+        shape = keras.ops.shape(patches)
+        return keras.ops.reshape(patches, (shape[0], shape[1] * shape[2], shape[3]))
+
+
+def vit(image=32, patch=8, dim=32, classes=10):
+    """keras-io's "Image classification with Vision Transformer", shrunk: one block, 16 tokens of 32 values."""
+    keras.utils.set_random_seed(0)
+    layers = keras.layers
+    inputs = keras.Input((image, image, 3))
+    x = layers.Rescaling(1 / 255.0, name="rescale")(inputs)  # preprocessing: a 2D output, but not features
+    tokens = layers.Dense(dim, name="patch_projection")(Patches(patch, name="patches")(x))
+    positions = layers.Embedding((image // patch) ** 2, dim, name="position")(keras.ops.arange((image // patch) ** 2))
+    encoded = tokens + positions
+    h = layers.LayerNormalization(epsilon=1e-6, name="norm1")(encoded)
+    h = layers.MultiHeadAttention(num_heads=2, key_dim=dim, dropout=0.1, name="attention")(h, h)
+    encoded = layers.Add(name="skip1")([h, encoded])
+    h = layers.LayerNormalization(epsilon=1e-6, name="norm2")(encoded)
+    h = layers.Dense(dim, activation="gelu", name="mlp")(h)
+    encoded = layers.Add(name="skip2")([h, encoded])
+    representation = layers.LayerNormalization(epsilon=1e-6, name="final_norm")(encoded)
+    features = layers.Dropout(0.5)(layers.Flatten(name="flatten")(representation))
+    return keras.Model(inputs, layers.Dense(classes, name="logits")(features), name="vit")
+
+
+def mixer(image=32, patch=4, dim=16, classes=5):
+    """keras-io's "MLP-Mixer" shape, shrunk: 64 tokens, one mixing block, global average pooling, dense head."""
+    keras.utils.set_random_seed(0)
+    layers = keras.layers
+    inputs = keras.Input((image, image, 3))
+    x = layers.Dense(dim, name="embed")(Patches(patch, name="patches")(inputs))
+    h = layers.LayerNormalization(epsilon=1e-6, name="norm")(x)
+    h = layers.Permute((2, 1), name="to_channels")(h)
+    h = layers.Dense((image // patch) ** 2, activation="gelu", name="token_mixing")(h)
+    x = layers.Add(name="mix")([layers.Permute((2, 1), name="to_tokens")(h), x])
+    x = layers.Dense(dim, activation="gelu", name="channel_mixing")(x)
+    pooled = layers.GlobalAveragePooling1D(name="pool")(x)
+    return keras.Model(inputs, layers.Dense(classes, activation="softmax", name="head")(pooled), name="mixer")
+
+
+def grid_grad_cam_oracle(model, x, layer, rows, cols):
+    """Grad-CAM written out for one token layer laid on a `rows x cols` grid, through a sub-model."""
+    import tensorflow as tf
+
+    head = model.layers[-1]  # a Dense: the class score is its logit (before any softmax)
+    probe = keras.Model(model.inputs, [model.get_layer(layer).output, head.input])
+    with tf.GradientTape() as tape:
+        tokens, features = probe(x, training=False)
+        logits = features @ head.kernel + head.bias
+        score = tf.reduce_sum(tf.gather(logits, tf.argmax(logits, axis=1), axis=1, batch_dims=1))
+    gradient = tape.gradient(score, tokens).numpy().reshape(len(x), rows, cols, -1)
+    a = tokens.numpy().reshape(len(x), rows, cols, -1)
+    maps = np.maximum((gradient.mean(axis=(1, 2), keepdims=True) * a).sum(-1), 0)
+    return tf.image.resize(maps[..., None], x.shape[1:3])[..., 0].numpy()
+
+
+@pytest.mark.parametrize("build, layer, grid", [(vit, "final_norm", (4, 4)), (mixer, "channel_mixing", (8, 8))])
+def test_patch_token_models_get_grad_cam_on_the_image_grid(build, layer, grid):
+    model = build()
+    x = np.random.default_rng(0).uniform(0, 255, (4, 32, 32, 3)).astype("float32")
+    assert looks.default_layer(model, x) == layer  # the last token layer, not the 2D preprocessing output
+    maps = looks.grad_cam(model, x)
+    assert maps.shape == (4, 32, 32)
+    np.testing.assert_allclose(maps, grid_grad_cam_oracle(model, x, layer, *grid), rtol=2e-3,
+                               atol=2e-3 * maps.max())
+    assert looks.feature_maps(model, x, channels=4).maps.shape == (4, 4, *grid)
+
+
+def test_cam_of_a_pooled_token_head_is_laid_on_the_image_grid():
+    model = mixer()
+    x = np.random.default_rng(1).normal(size=(3, 32, 32, 3)).astype("float32")
+    class_maps, gradient_maps = looks.cam(model, x), looks.grad_cam(model, x, layer="channel_mixing")
+    assert class_maps.shape == gradient_maps.shape == (3, 32, 32)
+    for g, c in zip(gradient_maps, class_maps):
+        if c.max() > 0:
+            assert np.corrcoef(g.ravel(), c.ravel())[0, 1] >= 0.999
+    assert gradient_maps.sum() / class_maps.sum() == pytest.approx(1 / 64, rel=1e-3)
+
+
+def test_tokens_that_are_no_grid_of_the_image_are_refused_with_the_reason():
+    layers = keras.layers
+    inputs = keras.Input((28, 28, 1))
+    x = layers.Reshape((7, 8), name="tokens")(layers.Dense(56, name="project")(layers.Flatten()(inputs)))
+    x = layers.Dense(8, activation="relu", name="mix")(x)
+    model = keras.Model(inputs, layers.Dense(3, name="out")(layers.Flatten()(x)), name="seven")
+    x = np.zeros((2, 28, 28, 1), "float32")
+    with pytest.raises(ValueError, match=r"^`layer` cannot be chosen automatically: no layer of model 'seven' has a "
+                                         r"2D spatial output to lay on its \(28, 28, 1\) input images; its sequence "
+                                         r"outputs \(such as 'mix', \(2, 7, 8\)\) do not form a grid of the image"):
+        looks.grad_cam(model, x)
+    with pytest.raises(ValueError, match=r"`layer` 'mix' outputs 7 positions .* do not form a grid of the \(28, 28\) "
+                                         r"input images"):
+        looks.grad_cam(model, x, layer="mix")
+
+
+def test_looks_draws_a_patch_token_model_s_rgb_inputs_as_images(tmp_path):
+    from tfprobe.looks import LooksAnalysis
+    from tfprobe.reference import ReferenceData
+    from tfprobe.reference.looks import display, overlay
+
+    model = vit()
+    rng = np.random.default_rng(0)
+    x = rng.uniform(0, 255, (3, 32, 32, 3)).astype("float32")
+    analysis = LooksAnalysis(tmp_path, examples=2)
+    reference = ReferenceData((x, np.array([1, 2, 3])))
+    assert analysis.check(model, reference) == ("final_norm", ["final_norm"])
+    _, _, _, path, _, kind = analysis._look(model, reference)
+    assert kind == "image"
+    analysis.run(model, reference, step=1)
+    analysis.close()
+    import tensorflow as tf
+
+    from tfprobe import metadata
+    from tfprobe.logs.events import read_events
+
+    (event,) = list(read_events(str(next(tmp_path.glob("*.tfprobe-looks")))))[1:]
+    images = {v.tag: tf.io.decode_png(tf.make_ndarray(v.tensor)[2]).numpy() for v in event.summary.value
+              if v.metadata.plugin_data.plugin_name == "images" or v.tag.endswith(("input", "final_norm"))}
+    heat = looks.grad_cam(model, x[:2])
+    for i in range(2):
+        drawn = images[metadata.looks_tag(i, "gradcam", "final_norm")]
+        assert drawn.shape == (128, 128, 3)  # the 32 x 32 RGB image, enlarged 4x: not a waveform strip
+        np.testing.assert_allclose(drawn[::4, ::4].astype("float32") / 255, overlay(display(x[i], "image"), heat[i]),
+                                   atol=1 / 255 + 1e-6)
+        assert images[metadata.looks_tag(i, "input")].shape == (128, 128, 3)

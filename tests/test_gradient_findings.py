@@ -153,8 +153,14 @@ def test_gradient_depth_needs_the_graph(tmp_path):
     _, layers = run_pathology(scaled_gradient, tmp_path / "run", gradients=True, optimizer=adam())
     df = tfprobe.read_logdir(tmp_path / "run")
     assert "vanishing_gradient" in set(tfprobe.diagnose(df, layers)["kind"])
-    assert not {"vanishing_gradient", "exploding_gradient"} & set(tfprobe.diagnose(df, layers.drop(columns="inputs"))["kind"])
-    assert not {"vanishing_gradient", "exploding_gradient"} & set(tfprobe.diagnose(df)["kind"])
+    with pytest.warns(RuntimeWarning, match="'gradient_depth' cannot run"):
+        without = tfprobe.diagnose(df, layers.drop(columns="inputs"))
+    assert not {"vanishing_gradient", "exploding_gradient"} & set(without["kind"])
+    assert "vanishing_gradient" in set(tfprobe.diagnose(df)["kind"])  # the frame carries the graph (`df.attrs`)
+    bare = df.copy()
+    bare.attrs.clear()
+    with pytest.warns(RuntimeWarning, match="'gradient_depth' cannot run"):
+        assert not {"vanishing_gradient", "exploding_gradient"} & set(tfprobe.diagnose(bare)["kind"])
 
 
 def mlp():

@@ -280,3 +280,4 @@ def test_layer_probe_names_looks_input_kind_when_the_model_cannot_be_drawn_so(tm
                                          r"2D output. Received: looks_input_kind='waveform'$"):
         model.fit(x, y, batch_size=8, epochs=1, verbose=0, callbacks=[probe])
     assert not any("call" in layer.__dict__ for layer in model.layers)  # the model was not instrumented
+    assert not list(tmp_path.glob("*.tfprobe-*"))  # nor any reference file opened (and left empty)

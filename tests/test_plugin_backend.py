@@ -90,7 +90,8 @@ def test_runs_lists_only_runs_with_tfprobe_data(client, helpers):
     names = [r["name"] for r in body["runs"]]
     assert names == sorted([helpers.RUN_TRAIN, helpers.RUN_EVAL, helpers.RUN_XSS])  # omitted: RUN_OTHER
     train = next(r for r in body["runs"] if r["name"] == helpers.RUN_TRAIN)
-    assert train == {"name": helpers.RUN_TRAIN, "layers": len(helpers.TRAIN_LAYERS), "max_step": helpers.STEPS[-1]}
+    assert train == {"name": helpers.RUN_TRAIN, "layers": len(helpers.TRAIN_LAYERS), "max_step": helpers.STEPS[-1],
+                     "warnings": []}
     assert body["stats"] == list(metadata.STATS)
     assert body["default_stat"] == "zero_fraction"
 

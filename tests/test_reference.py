@@ -30,7 +30,6 @@ def test_arrays_and_datasets_give_the_same_batches_and_labels():
         ((np.zeros((0, 2)),), ValueError, "at least one example"),
         ((1, 2, 3), ValueError, r"x, \(x,\) or \(x, y\)"),
         (5.0, TypeError, "example axis"),
-        (tf.data.Dataset.from_tensor_slices(np.zeros((4, 2))).repeat(), ValueError, "infinite"),
     ],
 )
 def test_bad_reference_data_is_named(data, error, message):
@@ -88,3 +87,45 @@ def test_the_traced_capture_is_reused_across_passes():
     assert outputs._function is function and function.experimental_get_tracing_count() == 1
     np.testing.assert_array_equal(first.features["conv"], again.features["conv"])
     assert first.infos["conv"]["shape"] == [None, 2, 2, 3]
+
+
+def test_cka_drift_is_defined_for_constant_layers():
+    from tfprobe.reference.measures import cka_drift, layer_measures, linear_cka
+
+    rng = np.random.default_rng(0)
+    x = rng.normal(size=(30, 4))
+    constant = np.full((30, 4), 0.25) + 1e-9 * rng.normal(size=(30, 4))  # constant up to float rounding
+    assert np.isnan(linear_cka(np.zeros((30, 4)), x))  # CKA itself is 0/0 there
+    assert layer_measures(constant, previous=np.zeros((30, 4)))["cka_drift"] == 1.0
+    assert layer_measures(x, previous=constant)["cka_drift"] == 0.0
+    assert layer_measures(constant, previous=x)["cka_drift"] == 0.0
+    assert cka_drift(x, 3 * x + 1) == pytest.approx(1.0)
+    assert np.isnan(cka_drift(x, np.full((30, 4), np.nan)))
+
+
+def test_a_layer_normalising_over_one_value_has_a_cka_drift_of_one(tmp_path):
+    """The time-series Transformer's case: `LayerNormalization` over an axis of size 1 outputs a constant."""
+    import tfprobe
+
+    keras.utils.set_random_seed(0)
+    model = keras.Sequential([keras.Input((4,)), keras.layers.Dense(8, name="dense"), keras.layers.Reshape((8, 1)),
+                              keras.layers.LayerNormalization(epsilon=1e-6, name="norm"), keras.layers.Flatten(),
+                              keras.layers.Dense(1, name="out")])
+    model.compile("sgd", "mse")
+    x = np.random.default_rng(0).normal(size=(32, 4)).astype("float32")
+    probe = tfprobe.LayerProbe(tmp_path, reference_data=x[:16], reference_freq=1, layers=["dense", "norm"])
+    model.fit(x, x[:, :1], batch_size=16, epochs=3, verbose=0, callbacks=[probe])
+    df = tfprobe.read_logdir(tmp_path)
+    drift = df[df["stat"] == "cka_drift"].set_index(["layer", "step"])["value"]
+    assert drift.loc["norm"].tolist() == [1.0, 1.0]  # steps 4 and 6: constant at every reference step
+    assert not drift.isna().any()
+
+
+def test_targets_of_several_outputs_are_no_class_labels():
+    x = np.zeros((6, 2), "float32")
+    targets = {"a": np.arange(6), "b": np.ones((6, 3))}
+    assert ReferenceData((x, targets)).labels() is None
+    dataset = tf.data.Dataset.from_tensor_slices((x, targets)).batch(4)
+    reference = ReferenceData(dataset)
+    assert len(reference) == 6 and reference.labels() is None
+    assert [y for _, y in reference.batches()] == [None, None]

@@ -73,9 +73,6 @@ def writes(strategy):
 class LayerProbe(keras.callbacks.Callback):
     """Records per-layer activation statistics during `fit`, for TensorBoard and pandas.
 
-    (Its length is Keras' callback protocol and its documented arguments; what each hook does lives in
-    `tfprobe.recording.capture`, `tfprobe.recording.recorder`, `tfprobe.reference.analysis` and `tfprobe.logs.writer`.)
-
     Statistics are computed inside the training step on the activations the
     forward pass already produces, folded into variables, and read back once
     per logging window: no extra forward pass and no per-layer host sync.
@@ -84,10 +81,10 @@ class LayerProbe(keras.callbacks.Callback):
     continue from `model.optimizer.iterations`.
 
     The statistics and their exact definitions are listed in `tfprobe.kernels.stats`
-    and the README. Each window's values are written at the step that closed
+    and the documentation (docs/guide/statistics.md). Each window's values are written at the step that closed
     it (the global training step, as Keras' `TensorBoard` callback counts).
     Under `MultiWorkerMirroredStrategy` every worker takes part in reading
-    a window and only the chief writes (README, "Known limitations").
+    a window and only the chief writes (docs/limitations.md).
 
     Args:
       log_dir: directory of the run to write (created if needed).
@@ -125,13 +122,22 @@ class LayerProbe(keras.callbacks.Callback):
         in steps that are not XLA-compiled on a machine without a GPU, and
         TensorFlow graph ops elsewhere. `"native"`: the kernel, or an error
         saying why it cannot run. `"graph"`: graph ops only.
+      gradients: also record the backward pass of the same steps: the
+        statistics of each layer's activation gradient `dL/da` (folded in the
+        step through the same kernel, passed on unchanged) and of its weights'
+        gradients and updates (`grad_rms`, `update_ratio`, ...;
+        docs/guide/gradients.md). Defaults to `False`.
+      include_masked: include the positions Keras masks (padding, where an
+        `Embedding(mask_zero=True)` or `Masking` propagates a mask to the
+        output) in the statistics. Defaults to `False`: masked positions are
+        left out.
       reference_data: a fixed reference set, `x`, `(x,)` or `(x, y)` arrays
         or a finite `tf.data.Dataset` yielding the same batches in the same
         order every time (a few hundred to a few thousand examples; `y`:
         class labels, optional). At every reference step the model runs in
         inference mode over it, outside the training step, and the
         representation measures of the recorded layers are written
-        (`tfprobe.reference.measures`, README "Representations"). Defaults to
+        (`tfprobe.reference.measures`, docs/guide/representations.md). Defaults to
         None (no reference steps).
       reference_freq: a reference step runs at the end of every
         `reference_freq`-th epoch and at the end of training. Defaults to `5`.
@@ -145,7 +151,7 @@ class LayerProbe(keras.callbacks.Callback):
         writes, for its first `looks_examples` examples, the Grad-CAM (and
         CAM) maps of a classifier and feature-map grids as images that
         TensorBoard's Images tab and the dashboard's Looks view show
-        (`tfprobe.looks`, README "Where the model looks"). Defaults to `0`
+        (`tfprobe.looks`, docs/guide/looks.md). Defaults to `0`
         (off).
       looks_input_kind: how those examples are drawn (`LooksAnalysis`'s
         `input_kind`): `"image"` (the maps overlaid), `"spectrogram"`
@@ -169,6 +175,7 @@ class LayerProbe(keras.callbacks.Callback):
     def __init__(
         self,
         log_dir,
+        *,
         layers=None,
         record_freq=10,
         log_freq=100,
@@ -189,7 +196,7 @@ class LayerProbe(keras.callbacks.Callback):
     ):
         super().__init__()
         self.log_dir = validation.log_dir(log_dir)
-        self.layers = layers
+        self.layers = validation.layers(layers)
         self.record_freq = validation.frequency("record_freq", record_freq)
         self.log_freq = validation.frequency("log_freq", log_freq)
         self.histogram_freq = validation.frequency("histogram_freq", histogram_freq, allow_zero=True)
@@ -204,7 +211,10 @@ class LayerProbe(keras.callbacks.Callback):
         self.reference_freq = validation.frequency("reference_freq", reference_freq)
         self.reference_embeddings = validation.reference_embeddings(reference_embeddings, self.reference_data)
         self.reference_max_dim = validation.frequency("reference_max_dim", reference_max_dim)
-        self.looks_examples = validation.frequency("looks_examples", looks_examples, allow_zero=True)
+        from tfprobe.reference.looks import MAX_EXAMPLES
+
+        self.looks_examples = validation.integer("looks_examples", looks_examples, 0, MAX_EXAMPLES,
+                                                 " (0 turns Looks off)")
         if self.looks_examples and self.reference_data is None:
             raise ValueError(f"`looks_examples` needs `reference_data` (the examples are its first ones). "
                              f"Received: looks_examples={looks_examples!r} and reference_data=None")
@@ -252,6 +262,15 @@ class LayerProbe(keras.callbacks.Callback):
     # -- Keras hooks ----------------------------------------------------------------
 
     def on_train_begin(self, logs=None):
+        self._analyses = []
+        try:
+            self._train_begin()
+        except BaseException:
+            analyses, self._analyses = self._analyses, []
+            analysis.discard_all(analyses)  # refused before training: no empty reference file left behind
+            raise
+
+    def _train_begin(self):
         self._active = False
         strategy = self.model.distribute_strategy
         problem = unsupported_strategy(strategy)
@@ -283,9 +302,17 @@ class LayerProbe(keras.callbacks.Callback):
             self._recorder.backward.attach(optimizer)
         try:
             self._writer = WindowWriter(self.log_dir) if self._chief else None
-        except OSError as error:
-            self._instrumentation.detach()
-            raise ValueError(f"`log_dir` cannot be written: {error}. Received: log_dir={self.log_dir!r}") from error
+        except Exception as error:  # OSError, a TensorFlow OpError of a remote store, ...
+            # The probe detaches fully (instrumentation, apply_gradients wrapper, analysis files); training
+            # goes on without it, unless strict.
+            self.detach()
+            first = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
+            message = f"`log_dir` cannot be written: {first}. Received: log_dir={self.log_dir!r}"
+            if self.strict:
+                raise ValueError(message) from error
+            warnings.warn(f"tfprobe.LayerProbe: {message}; training goes on without the probe", RuntimeWarning,
+                          stacklevel=2)
+            return
         self._active = True
         self._host_step = self._epoch_base = start
         self._next_log = (start // self.log_freq + 1) * self.log_freq
@@ -310,29 +337,60 @@ class LayerProbe(keras.callbacks.Callback):
         self._recorder, self._instrumentation = shared.setdefault(settings, (self._recorder, self._instrumentation))
 
     def _make_analyses(self, chosen):
-        """The analyses of the reference steps (none without `reference_data`); same layers as the recording."""
+        """The analyses of the reference steps (none without `reference_data`); same layers as the recording.
+
+        Everything is checked before an analysis opens its file: the
+        reference set against the model's inputs (a mismatch raises, naming
+        `reference_data`), then Looks on the first examples. A model that
+        cannot be run outside its training step, or that Looks cannot
+        explain (no class scores, no spatial layer, inputs that are not
+        one array), turns that part off with one warning, or raises when
+        `strict`.
+        """
+        from tfprobe.reference import ModelCannotRun, check_inputs
         from tfprobe.reference.representations import RepresentationAnalysis
 
         self._last_reference = None
         if self.reference_data is None:
             return []
+        try:
+            check_inputs(self.model, self.reference_data)
+        except ModelCannotRun as error:
+            self._refuse(f"`reference_data` is not analysed in this `fit`: {error}.", "reference_data")
+            return []
+        looks = self._checked_looks() if self.looks_examples else None
         analyses = [RepresentationAnalysis(self.log_dir, self.layers, self.reference_max_dim,
                                            embeddings=self.reference_embeddings, known=[p for p, _ in chosen],
                                            examples=len(self.reference_data))]
-        if self.looks_examples:
-            from tfprobe.reference.looks import LooksAnalysis
+        return analyses + ([looks] if looks is not None else [])
 
-            looks = LooksAnalysis(self.log_dir, examples=self.looks_examples, input_kind=self.looks_input_kind)
-            try:
-                looks.check(self.model, self.reference_data)  # bad input fails before training starts
-            except ValueError as error:  # LooksAnalysis names its own `input_kind`: here it is `looks_input_kind`
-                renamed = str(error).replace("`input_kind`", "`looks_input_kind`").replace(
-                    " input_kind=", " looks_input_kind=")
-                if renamed == str(error):
-                    raise
+    def _checked_looks(self):
+        """A `LooksAnalysis` checked on the model and the first reference examples, or None (refused)."""
+        from tfprobe.reference.looks import LooksAnalysis
+
+        looks = LooksAnalysis(self.log_dir, examples=self.looks_examples, input_kind=self.looks_input_kind)
+        try:
+            looks.check(self.model, self.reference_data)  # bad input fails before training starts
+        except (ValueError, TypeError) as error:  # LooksAnalysis names its own `input_kind`: here `looks_input_kind`
+            renamed = str(error).replace("`input_kind`", "`looks_input_kind`").replace(
+                " input_kind=", " looks_input_kind=")
+            if renamed != str(error):
                 raise ValueError(renamed) from None
-            analyses.append(looks)
-        return analyses
+            reason = f"{error}"
+        except Exception as error:  # noqa: BLE001 - the model cannot be run as Looks runs it
+            reason = f"model {self.model.name!r} cannot be run on the reference examples ({type(error).__name__}: " \
+                     f"{error})"
+        else:
+            return looks
+        self._refuse(f"`looks_examples` is turned off in this `fit`: {reason.rstrip('.')}.", "looks_examples")
+        return None
+
+    def _refuse(self, message, argument):
+        """A reference argument this model cannot honour: one warning (a `ValueError` before training when strict)."""
+        if self.strict:
+            raise ValueError(f"tfprobe: {message} (`strict=True`: an error instead of a warning; `{argument}` "
+                             f"cannot be honoured for this model)")
+        warnings.warn(f"tfprobe: {message}", RuntimeWarning, stacklevel=4)
 
     def _reference_step(self):
         """Runs every analysis on the reference data, from the host, once per global step at most."""

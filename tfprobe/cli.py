@@ -15,8 +15,10 @@ from __future__ import annotations
 import argparse
 import math
 import os
+import re
 import sys
 import textwrap
+import warnings
 
 WIDTH = 80
 _COLUMNS = (  # (header, stat, scale, width)
@@ -97,26 +99,60 @@ def common_prefix(names):
     return prefix[: cut + 1]
 
 
+_CALL = re.compile(r"#\d+$")
+
+
+def split_call(name):
+    """`(base, suffix)`: a series name without and with its call suffix (`#1` for a layer's second call).
+
+    >>> split_call("generator/dense_3#1"), split_call("dense")
+    (('generator/dense_3', '#1'), ('dense', ''))
+    """
+    m = _CALL.search(name)
+    return (name[: m.start()], m.group()) if m else (name, "")
+
+
+MIN_KEPT = 4
+"""A factored-out prefix leaves at least this many characters of every layer name it shortens."""
+
+
+def _factored_prefix(bases):
+    """The common prefix of `bases` (ending at a separator), shortened to an earlier separator until every
+    name keeps at least `MIN_KEPT` characters after it ("generator/conv2d_transpose_1" keeps
+    "transpose_1", not "1")."""
+    prefix = common_prefix(bases)
+    while prefix and any(len(b) - len(prefix) < MIN_KEPT for b in bases):
+        cut = max(prefix[:-1].rfind(c) for c in _SEPARATORS)
+        prefix = prefix[: cut + 1] if cut >= 0 else ""
+    return prefix
+
+
 def short_labels(names, width):
     """`(prefix, labels)`: labels of at most `width` characters, distinct when the names are.
 
     The common prefix (ending at a separator) of the names that do not fit is factored out: their
-    labels start with `…` instead. Labels still too long get a middle ellipsis; for names whose labels
-    would collide, the split between kept head and tail is moved until they differ. Names that no split
-    tells apart (they differ only deep in the middle) end in `~1`, `~2`, ...: use `--wide` for them.
+    labels start with `…` instead; it leaves at least `MIN_KEPT` characters of each name. Labels still too
+    long get a middle ellipsis; a call suffix (`#1`: a layer called twice per step) is always kept whole,
+    after the shortened layer name. For names whose labels would collide, the split between kept head and
+    tail is moved until they differ. Names that no split tells apart (they differ only deep in the middle)
+    end in `~1`, `~2`, ...: use `--wide` for them.
 
     >>> short_labels(["net_block_10_conv", "net_block_11_conv", "head"], 9)
     ('net_block_', ['…10_conv', '…11_conv', 'head'])
     >>> short_labels(["a_block_10_conv", "b_block_11_conv"], 9)
     ('', ['a_…0_conv', 'b_…1_conv'])
+    >>> short_labels(["generator/conv2d_transpose_1", "generator/conv2d_transpose_1#1"], 16)
+    ('generator/conv2d_', ['…transpose_1', '…transpose_1#1'])
     """
     names = list(names)
-    prefix = common_prefix([n for n in names if len(n) > width])
+    prefix = _factored_prefix([split_call(n)[0] for n in names if len(n) > width])
 
     def label(name, head=None):
-        if prefix and name.startswith(prefix) and len(name) > width:
-            return "…" + middle_ellipsis(name[len(prefix):], width - 1, head)
-        return middle_ellipsis(name, width, head)
+        base, call = split_call(name)
+        room = width - len(call)
+        if prefix and base.startswith(prefix) and len(name) > width:
+            return "…" + middle_ellipsis(base[len(prefix):], room - 1, head) + call
+        return middle_ellipsis(base, room, head) + call
 
     labels = {n: label(n) for n in names}
     by_label = {}
@@ -138,14 +174,29 @@ def short_labels(names, width):
     return (prefix if used else ""), [labels[n] for n in names]
 
 
+def _open_logdir(logdir):
+    """Checks `logdir` as the readers do (local paths and every URL scheme they read); `_Fail` with one line."""
+    from tfprobe.logs.events import check_logdir
+
+    try:
+        return check_logdir(logdir)
+    except (FileNotFoundError, NotADirectoryError):
+        raise _Fail(f"tfprobe: no such directory: {logdir}") from None
+    except (OSError, ValueError, TypeError) as e:  # an unknown URL scheme, a remote store that cannot be reached
+        raise _Fail(f"tfprobe: cannot read {logdir}: {_one_line(e)}") from None
+
+
+def _one_line(error):
+    text = str(error).strip()
+    return text.splitlines()[0] if text else type(error).__name__
+
+
 def _load(logdir):
     """The `LogData` of `logdir` (one scan), or `_Fail` if it has no tfprobe statistics."""
     from tfprobe.logs.reader import read
 
-    try:
-        data = read(logdir)
-    except (FileNotFoundError, NotADirectoryError):
-        raise _Fail(f"tfprobe: no such directory: {logdir}") from None
+    _open_logdir(logdir)
+    data = read(logdir)
     if not data.has_scalars():
         raise _Fail(f"tfprobe: no tfprobe data under {logdir} (attach tfprobe.LayerProbe(log_dir=...) to model.fit)")
     return data
@@ -175,7 +226,11 @@ def layer_table(df, run, width=WIDTH, wide=False):
         prefix, labels = short_labels(layers, name_w)
     lines = ["  " + "layer".ljust(name_w) + "".join(" " + h.rjust(w) for h, _s, _k, w in _COLUMNS)]
     if prefix:
-        lines.insert(0, _ellipsize(f"  (a leading … stands for {prefix!r}; --wide shows full names)", width))
+        note = f"(a leading … stands for {prefix!r}; --wide shows full names)"
+        wrapped = textwrap.wrap(note, width, initial_indent="  ", subsequent_indent="   ", break_long_words=False)
+        if any(len(line) > width for line in wrapped):  # a prefix longer than a line: cut it across lines
+            wrapped = textwrap.wrap(note, width, initial_indent="  ", subsequent_indent="   ")
+        lines[:0] = wrapped
     for layer, label in zip(layers, labels):
         cells = []
         for _h, stat, scale, w in _COLUMNS:
@@ -190,12 +245,20 @@ def layer_table(df, run, width=WIDTH, wide=False):
     return lines, int(steps.max()) if len(steps) else None, dict(zip(layers, labels))
 
 
-def _finding_lines(f, width, wide, label):
-    """A finding's lines; its layer shown with the table's `label` (middle-ellipsised further if needed)."""
+def _finding_lines(f, width, wide, label, show_run=True):
+    """A finding's lines; its layer shown with the table's `label` (middle-ellipsised further if needed,
+    its call suffix kept), the run named only when the report has several."""
+    from tfprobe.findings import KINDS
+
     steps = f"steps {f.first_step}-{f.last_step}" if f.first_step != f.last_step else f"step {f.first_step}"
-    head = f"  {f.severity.upper():<8}{f.kind:<16}{f.run}: "
+    kind_w = max(len(k) for k in KINDS) + 1
+    head = f"  {f.severity.upper():<8}{f.kind:<{kind_w}}" + (f"run {f.run}: " if show_run else "")
     tail = f" ({steps})"
-    layer = f.layer if wide else middle_ellipsis(label, max(12, width - len(head) - len(tail)))
+    if wide:
+        layer = f.layer
+    else:
+        base, call = split_call(label)
+        layer = middle_ellipsis(base, max(12, width - len(head) - len(tail) - len(call))) + call
     lines = [head + layer + tail if wide else _ellipsize(head + layer + tail, width)]
     return lines + ["          " + line for line in textwrap.wrap(f.message, width - 10)]
 
@@ -257,8 +320,9 @@ def report(logdir, fail_on=None, runs=None, out=None, width=WIDTH, wide=False):
     summary = ", ".join(plural(counts[s], s) for s in reversed(SEVERITIES) if s in counts) or "none"
     print("", file=out)
     print(f"Findings: {summary}", file=out)
+    several = len(labels) > 1
     for f in findings.itertuples(index=False):
-        for line in _finding_lines(f, width, wide, labels.get(f.run, {}).get(f.layer, f.layer)):
+        for line in _finding_lines(f, width, wide, labels.get(f.run, {}).get(f.layer, f.layer), several):
             print(line, file=out)
     if fail_on is not None:
         threshold = severity_rank(fail_on)
@@ -290,8 +354,7 @@ def export(logdir, path, wide=False, histograms=False, out=None, quantity=None):
     ext = os.path.splitext(path)[1].lower()
     if ext not in (".csv", ".parquet", ".pq"):
         raise _Fail(f"tfprobe: cannot tell the format of {path!r}; use a .csv, .parquet or .pq file name")
-    if not os.path.isdir(logdir):
-        raise _Fail(f"tfprobe: no such directory: {logdir}")
+    _open_logdir(logdir)
     if quantity is not None and not histograms:
         raise _Fail(f"tfprobe: --quantity {quantity} picks histograms; add --histograms")
     _check_output_path(path)
@@ -333,17 +396,31 @@ def build_parser():
     return parser
 
 
+def _show_warning(message, category, filename, lineno, file=None, line=None):
+    """Warnings on the command line: one line, `tfprobe: warning: ...`, without the Python source line that
+    raised it (a reader warning raised in a cached property showed as `functools.py:1001 ...`)."""
+    text = textwrap.fill(" ".join(str(message).split()), WIDTH, initial_indent="tfprobe: warning: ", subsequent_indent="  ")
+    print(text, file=file or sys.stderr)
+
+
 def main(argv=None):
     args = build_parser().parse_args(argv)
     try:
-        if args.command == "report":
-            return report(args.logdir, args.fail_on, args.run, wide=args.wide)
-        return export(args.logdir, args.out, wide=args.wide, histograms=args.histograms, quantity=args.quantity)
+        with warnings.catch_warnings():
+            warnings.showwarning = _show_warning
+            if args.command == "report":
+                return report(args.logdir, args.fail_on, args.run, wide=args.wide)
+            return export(args.logdir, args.out, wide=args.wide, histograms=args.histograms, quantity=args.quantity)
     except _Fail as e:
         print(str(e), file=sys.stderr)
         return 2
     except BrokenPipeError:  # e.g. `tfprobe report logs | head`
         return 0
+    except Exception as e:  # e.g. a remote store failing mid-read: one line, no traceback
+        if type(e).__module__.startswith("tensorflow") or isinstance(e, OSError):
+            print(f"tfprobe: cannot read {args.logdir}: {_one_line(e)}", file=sys.stderr)
+            return 2
+        raise
 
 
 if __name__ == "__main__":

@@ -6,7 +6,11 @@ data is laid out in TensorBoard event files.
 Format version 1
 ----------------
 A *run* is a directory with `events.out.tfevents.*` files (TFRecord framing of
-`tensorboard.Event` protos). `LayerProbe(log_dir=D)` writes run `D`.
+`tensorboard.Event` protos). `LayerProbe(log_dir=D)` writes run `D`: the training
+windows to files ending in `WINDOWS_SUFFIX` (`.tfprobe`), the reference-set analyses to
+`REFERENCE_SUFFIX` (`.tfprobe-reference`) and where the model looks to `LOOKS_SUFFIX`
+(`.tfprobe-looks`). Each value carries its `SummaryMetadata` with the first value of its
+tag in a file (`tfprobe.logs.writer.FirstValueMetadata`; CKA matrices on every value).
 
 A *series* is one floating output tensor of one layer call. Its name is the
 layer's path (nested models joined with `/`, e.g. `backbone/conv1`), plus
@@ -100,6 +104,16 @@ from collections.abc import Mapping
 from typing import Any
 
 import numpy as np
+
+WINDOWS_SUFFIX = ".tfprobe"
+"""File name suffix of the event files of the training windows (`events.out.tfevents.<...>.tfprobe`).
+
+Every tfprobe event file's name ends in a suffix that starts with this one."""
+REFERENCE_SUFFIX = ".tfprobe-reference"
+"""File name suffix of the event files of the reference-set analyses (`tfprobe.reference.analysis`)."""
+LOOKS_SUFFIX = ".tfprobe-looks"
+"""File name suffix of the event files of `LooksAnalysis` (where the model looks)."""
+FILE_SUFFIXES = (WINDOWS_SUFFIX, REFERENCE_SUFFIX, LOOKS_SUFFIX)
 
 PLUGIN_NAME = "tfprobe"
 """`plugin_name` of the scalar statistics and the name of the dashboard."""
@@ -244,9 +258,20 @@ def series_name(layer_path: str, output: int = 0, n_outputs: int = 1, call: int 
     return name
 
 
+def encode_json(info: dict) -> bytes:
+    """The JSON `plugin_data.content` of any tfprobe value: `info` with the format version `"v"`.
+
+    The one encoder of tfprobe's content (series, representation measures, CKA matrices).
+
+    >>> encode_json({"layers": ["a", "b"], "reference_size": 8})
+    b'{"layers": ["a", "b"], "reference_size": 8, "v": 1}'
+    """
+    return json.dumps({"v": FORMAT_VERSION, **info}, sort_keys=True).encode("utf-8")
+
+
 def encode_content(info: dict, stat: str) -> bytes:
-    """The JSON `plugin_data.content` for one value of a series."""
-    return json.dumps({"v": FORMAT_VERSION, **info, "stat": stat}, sort_keys=True).encode("utf-8")
+    """The JSON `plugin_data.content` for one value of a series (`info` with its statistic `stat`)."""
+    return encode_json({**info, "stat": stat})
 
 
 def newest_write_wins(keys, steps, grouped=False):
@@ -434,6 +459,8 @@ Images use TensorBoard's `images` plugin format (`DATA_CLASS_BLOB_SEQUENCE`, a s
 
 `<i>` is the example's position in the reference set, two digits at least; `<layer>` a layer path.
 """
+MAX_LOOKS_INDEX_DIGITS = 6
+"""The most digits of `<i>` in a looks tag that readers accept."""
 LOOKS_IMAGE_KINDS = ("input", "gradcam", "gradcam_true", "cam", "features")
 LOOKS_SCALAR_KINDS = ("predicted_class", "probability", "true_class")
 
@@ -452,11 +479,16 @@ def parse_looks_tag(tag: str):
 
     >>> parse_looks_tag("looks/example_03/gradcam/backbone/conv5"), parse_looks_tag("tfprobe/a/mean")
     ((3, 'gradcam', 'backbone/conv5'), None)
+    >>> parse_looks_tag("looks/example_" + "9" * 5000 + "/input"), parse_looks_tag("looks/example_\u00b2/input")
+    (None, None)
     """
     if not tag.startswith(LOOKS_PREFIX):
         return None
     parts = tag[len(LOOKS_PREFIX) :].split("/", 2)
-    if len(parts) < 2 or not parts[0].startswith("example_") or not parts[0][8:].isdigit():
+    index = parts[0][8:] if parts[0].startswith("example_") else ""
+    # ASCII digits only (`str.isdigit` accepts "²", which `int` refuses), and few of them: an index
+    # of 5000 digits is no example of tfprobe's (and `int` would refuse it too)
+    if len(parts) < 2 or not 1 <= len(index) <= MAX_LOOKS_INDEX_DIGITS or not index.isascii() or not index.isdigit():
         return None
     kind = parts[1]
     if kind not in LOOKS_IMAGE_KINDS + LOOKS_SCALAR_KINDS:

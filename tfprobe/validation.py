@@ -44,6 +44,19 @@ def number(name, value, low, high=None, high_open=True):
     return float(value)
 
 
+def integer(name, value, low, high, what=""):
+    """An integer (not a bool) in `[low, high]`.
+
+    >>> integer("looks_examples", 1000, 0, 100, " (0 turns it off)")
+    Traceback (most recent call last):
+    ...
+    ValueError: `looks_examples` must be an integer in [0, 100] (0 turns it off). Received: looks_examples=1000
+    """
+    if not _is_int(value) or not low <= value <= high:
+        raise ValueError(f"`{name}` must be an integer in [{low}, {high}]{what}. Received: {name}={value!r}")
+    return int(value)
+
+
 def optional_positive_int(name, value):
     if value is not None and (not _is_int(value) or value < 1):
         raise ValueError(f"`{name}` must be None or a positive integer. Received: {name}={value!r}")
@@ -63,8 +76,12 @@ def choice(name, value, choices):
     return value
 
 
-def looks_input_kind(value):
-    """How `LayerProbe`'s Looks draw inputs: one of `tfprobe.looks.INPUT_KINDS` (`LooksAnalysis(input_kind=...)`).
+LOOKS_INPUT_KINDS = ("auto", "image", "spectrogram", "waveform")
+"""How the Looks draw inputs (`LooksAnalysis(input_kind=...)`, `LayerProbe(looks_input_kind=...)`)."""
+
+
+def looks_input_kind(value, name="looks_input_kind"):
+    """How the Looks draw inputs: one of `LOOKS_INPUT_KINDS` (the check of `LayerProbe` and `LooksAnalysis`).
 
     >>> looks_input_kind("spectrogram")
     'spectrogram'
@@ -73,9 +90,7 @@ def looks_input_kind(value):
     ...
     ValueError: `looks_input_kind` must be one of 'auto', 'image', 'spectrogram', 'waveform'. Received: looks_input_kind='audio'
     """
-    from tfprobe.reference.looks import INPUT_KINDS
-
-    return choice("looks_input_kind", value, INPUT_KINDS)
+    return choice(name, value, LOOKS_INPUT_KINDS)
 
 
 def log_dir(value):
@@ -83,7 +98,7 @@ def log_dir(value):
     if not isinstance(value, (str, os.PathLike)) or not str(value):
         raise TypeError(f"`log_dir` must be a non-empty path. Received: log_dir={value!r}")
     if _fs.is_remote(value):  # written through tf.io.gfile; checked when the event file is created
-        return os.fspath(value)
+        return _fs.check_url(os.fspath(value), "log_dir")
     path = os.path.abspath(os.fspath(value))
     probe = path
     while not os.path.exists(probe):
@@ -96,6 +111,34 @@ def log_dir(value):
     if not (os.path.isdir(probe) and os.access(probe, os.W_OK | os.X_OK)):
         raise ValueError(f"`log_dir` cannot be written ({probe} is not writable). Received: log_dir={value!r}")
     return os.fspath(value)
+
+
+def layers(value):
+    """None, or one or a list of layer names, classes, compiled regular expressions and predicates.
+
+    Names are checked against the model when `fit` starts (the model is not known before); the kinds of
+    entries here.
+
+    >>> layers([3.5])
+    Traceback (most recent call last):
+    ...
+    TypeError: Each entry of `layers` must be a layer name, a layer class, a compiled regular expression or a predicate. Received: layers=[3.5] (entry 3.5 of type float)
+    """
+    import re
+
+    if value is None:
+        return None
+    items = value if isinstance(value, (list, tuple, set)) else [value]
+    if not items:
+        raise ValueError(f"`layers` must be None or name at least one layer. Received: layers={value!r}")
+    for item in items:
+        if not (isinstance(item, (str, type, re.Pattern)) or callable(item)) or isinstance(item, str) and not item:
+            raise TypeError(
+                "Each entry of `layers` must be a layer name, a layer class, a compiled regular "
+                f"expression or a predicate. Received: layers={value!r} (entry {item!r} of type "
+                f"{type(item).__name__})"
+            )
+    return value
 
 
 def reference_data(value):

@@ -4,7 +4,8 @@ Pure functions over series metadata; the routes attach their results to every la
 (`/layers`, `/overview`) and `/runs` serves the category table, so the frontend and the tests
 share one definition.
 
-* **Category** (`category_of`): what kind of layer a Keras class is, from `CATEGORY_CLASSES`;
+* **Category** (`category_of`): what kind of layer a Keras class is, from `CATEGORY_CLASSES`
+  (`tfprobe.layer_kinds.CLASS_KINDS`);
   pooling series (metadata `kind == "pooling"`) are always `pooling`; unknown classes are `other`.
 * **Block** (`assign_blocks`): a nested model is a block (its path prefix before the first `/`),
   split further by the rules below when its own layers fall into several named blocks; otherwise
@@ -21,39 +22,11 @@ from __future__ import annotations
 
 import re
 
-# category -> Keras class names. One table: the frontend's toggles and the tests read it via /runs.
-CATEGORY_CLASSES = {
-    "normalization": (
-        "BatchNormalization", "LayerNormalization", "GroupNormalization", "UnitNormalization",
-        "RMSNormalization", "SpectralNormalization", "Normalization", "SyncBatchNormalization",
-    ),
-    "shape": (  # padding, reshaping, identity-like and regularisation layers that pass values through
-        "ZeroPadding1D", "ZeroPadding2D", "ZeroPadding3D", "Cropping1D", "Cropping2D", "Cropping3D",
-        "Reshape", "Flatten", "Permute", "RepeatVector", "Identity", "InputLayer", "Masking",
-        "Dropout", "SpatialDropout1D", "SpatialDropout2D", "SpatialDropout3D", "GaussianDropout",
-        "GaussianNoise", "AlphaDropout", "ActivityRegularization", "Rescaling", "Resizing", "CenterCrop",
-        "UpSampling1D", "UpSampling2D", "UpSampling3D", "LayerScale", "StochasticDepth",
-    ),
-    "activation": ("Activation", "ReLU", "LeakyReLU", "PReLU", "ELU", "Softmax", "ThresholdedReLU"),
-    "pooling": (
-        "MaxPooling1D", "MaxPooling2D", "MaxPooling3D", "AveragePooling1D", "AveragePooling2D",
-        "AveragePooling3D", "GlobalMaxPooling1D", "GlobalMaxPooling2D", "GlobalMaxPooling3D",
-        "GlobalAveragePooling1D", "GlobalAveragePooling2D", "GlobalAveragePooling3D",
-    ),
-    "convolution": (
-        "Conv1D", "Conv2D", "Conv3D", "Conv1DTranspose", "Conv2DTranspose", "Conv3DTranspose",
-        "DepthwiseConv1D", "DepthwiseConv2D", "SeparableConv1D", "SeparableConv2D",
-    ),
-    "dense": ("Dense", "EinsumDense", "Embedding"),
-    "attention": ("MultiHeadAttention", "GroupedQueryAttention", "Attention", "AdditiveAttention"),
-    "recurrent": (
-        "LSTM", "GRU", "SimpleRNN", "RNN", "Bidirectional", "ConvLSTM1D", "ConvLSTM2D", "ConvLSTM3D",
-        "LSTMCell", "GRUCell", "SimpleRNNCell",
-    ),
-    "operation": (  # merges and residual adds; op series (no layer) are recognised by their kind
-        "Add", "Subtract", "Multiply", "Average", "Maximum", "Minimum", "Concatenate", "Dot",
-    ),
-}
+from tfprobe import layer_kinds
+
+# category -> Keras class names: tfprobe's one table of what Keras classes mean. The frontend's toggles and the
+# tests read it via /runs.
+CATEGORY_CLASSES = layer_kinds.CLASS_KINDS
 CATEGORIES = tuple(CATEGORY_CLASSES) + ("other",)
 CATEGORY_DESCRIPTIONS = {
     "normalization": "normalisation layers (BatchNormalization, LayerNormalization, ...)",
@@ -67,8 +40,7 @@ CATEGORY_DESCRIPTIONS = {
     "operation": "operations such as residual adds, multiplies and concatenations",
     "other": "any other class (Lambda, custom layers)",
 }
-_CLASS_CATEGORY = {cls: cat for cat, classes in CATEGORY_CLASSES.items() for cls in classes}
-_OP_KINDS = ("op", "operation")
+_CLASS_CATEGORY = layer_kinds.CLASS_CATEGORY
 
 
 def category_of(cls, kind="activation"):
@@ -76,13 +48,11 @@ def category_of(cls, kind="activation"):
 
     >>> category_of("BatchNormalization"), category_of("Add"), category_of("MyBlock")
     ('normalization', 'operation', 'other')
-    >>> category_of("Lambda", kind="pooling"), category_of("add", kind="op")
-    ('pooling', 'operation')
+    >>> category_of("Lambda", kind="pooling")
+    'pooling'
     """
     if kind == "pooling":
         return "pooling"
-    if kind in _OP_KINDS:
-        return "operation"
     return _CLASS_CATEGORY.get(cls, "other")
 
 

@@ -43,6 +43,7 @@ class TfprobePlugin(base_plugin.TBPlugin):
 
     def __init__(self, context):
         self._provider = context.data_provider
+        self._logdir = getattr(context, "logdir", None) or ""
 
     def is_active(self):
         # Core marks the plugin active when the data provider lists our data plugin names.
@@ -95,7 +96,8 @@ class TfprobePlugin(base_plugin.TBPlugin):
 
     def _source(self, request):
         return queries.Source(
-            self._provider, plugin_util.context(request.environ), plugin_util.experiment_id(request.environ)
+            self._provider, plugin_util.context(request.environ), plugin_util.experiment_id(request.environ),
+            self._logdir,
         )
 
     def _route(self, work):

@@ -23,9 +23,11 @@ Downsampling for the view (documented in `http_api.md`):
 
 from __future__ import annotations
 
+import functools
 import logging
 import math
-import re
+import os
+import time
 from typing import NamedTuple
 
 import numpy as np
@@ -34,6 +36,12 @@ from tensorboard.data import provider
 
 from tensorboard_plugin_tfprobe import layout
 from tfprobe import metadata
+from tfprobe.logs import _decode
+
+try:  # a linear-time regular expression engine: no filter can stall the server (Python's `re` backtracks)
+    import re2
+except ImportError:  # pragma: no cover - then `filter` is a plain case-insensitive substring
+    re2 = None
 
 MAX_COLUMNS = 2000
 MAX_POINTS = 10000
@@ -44,6 +52,14 @@ ALL_POINTS = 10**9  # read-time "downsample" meaning "everything ingestion kept"
 DEFAULT_STAT = "zero_fraction"
 AGGREGATIONS = ("last", "max", "min")
 HEALTH_POINTS = 200
+MAX_FILTER_LENGTH = 256
+"""The longest `filter` accepted (characters)."""
+FILTER_TIME_BUDGET = 0.5
+"""Seconds one request may spend matching `filter` against layer names before it answers 400."""
+MAX_INT_DIGITS = 20
+"""The longest integer argument accepted (characters): `int()` of thousands of digits is slow or refused."""
+_DECODE_ERRORS = (ValueError, TypeError, IndexError, KeyError, OverflowError, MemoryError)
+"""What TensorBoard's data provider raises on a value it cannot decode (a foreign record)."""
 
 logger = logging.getLogger(__name__)
 
@@ -54,6 +70,7 @@ class Source(NamedTuple):
     provider: object
     ctx: object
     experiment_id: str = ""
+    logdir: str = ""  # TensorBoard's --logdir (empty if unknown): the plugin's own CRC scan reads its files
 
     def read_scalars(self, runs, tags, downsample):
         """`{run: {tag: [ScalarDatum]}}` of tfprobe statistics, in one data-provider call.
@@ -75,14 +92,16 @@ class Source(NamedTuple):
 
         try:
             data = read(runs, tags)
-        except ValueError:
+        except _DECODE_ERRORS:
             data = {}
             for run in runs:
                 for tag in tags:
                     try:
                         data.setdefault(run, {}).update(read([run], [tag]).get(run, {}))
-                    except ValueError as e:
-                        _warn_series(run, tag, f"run {run!r}, tag {tag!r}: a value is not a scalar ({e})")
+                    except _DECODE_ERRORS as e:
+                        if (run, tag) not in _warned_series:
+                            where = _locate_bad_value(self, run, tag)
+                            _warn_series(run, tag, f"run {run!r}, tag {tag!r}{where}: a value is not a scalar ({e})")
         return {run: {tag: _newest_points(pts) for tag, pts in by_tag.items()} for run, by_tag in data.items()}
 
 
@@ -162,9 +181,13 @@ def _check_int(name, value, low, high, default):
     if value is None or value == "":
         return default
     try:
+        if len(str(value)) > MAX_INT_DIGITS:
+            raise ValueError
         n = int(value)
     except (TypeError, ValueError):
-        raise errors.InvalidArgumentError(f"`{name}` must be an integer. Received: {name}={value!r}") from None
+        raise errors.InvalidArgumentError(
+            f"`{name}` must be an integer of at most {MAX_INT_DIGITS} characters. Received: {name}={value!r:.60}"
+        ) from None
     if not low <= n <= high:
         raise errors.InvalidArgumentError(f"`{name}` must be between {low} and {high}. Received: {name}={n}")
     return n
@@ -200,10 +223,98 @@ def _listed(value):
     return list(value) if value is not None else None
 
 
-def _warn_series(run, name, message):
+def _warn_series(run, name, message, skipped="this series is skipped"):
     if (run, name) not in _warned_series and len(_warned_series) < 10000:
         _warned_series.add((run, name))
-        logger.warning("tfprobe: %s; this series is skipped", message)
+        logger.warning("tfprobe: %s; %s", message, skipped)
+
+
+def _provider_read(src, what, run, tag, read, default):
+    """`read()`, or `default` (logged once per run and tag) if the data provider cannot decode a value.
+
+    TensorBoard's data providers decode tensors themselves: a foreign value under a tfprobe tag (3 bytes
+    of float content, a declared shape of [2**24, 2**24]) makes them raise. The tag is left out of this
+    answer instead of the route answering 500; `tfprobe.read_*` skip the bad values alone and name them.
+    """
+    try:
+        return read()
+    except _DECODE_ERRORS as e:
+        if (run, tag) not in _warned_series:
+            where = _locate_bad_value(src, run, tag)
+            _warn_series(run, tag, f"run {run!r}, tag {tag!r}{where}: TensorBoard cannot decode a {what} value "
+                                   f"({type(e).__name__}: {str(e)[:200]})", "this tag is left out")
+        return default
+
+
+def _locate_bad_value(src, run, tag, budget=1.0):
+    """`", file F, step S: why"` of the first value of `tag` in `run`'s event files that tfprobe's typed
+    decoding layer refuses (local log dirs only, at most `budget` s of reading); `""` if not found."""
+    import warnings
+
+    from tfprobe.logs import events
+
+    directory = _run_directory(src, run)
+    if directory is None:
+        return ""
+    decoders = {metadata.HIST_PLUGIN_NAME: _decode.histogram_counts, metadata.GRAD_HIST_PLUGIN_NAME:
+                _decode.histogram_counts, metadata.PLUGIN_NAME: _decode.scalar_value,
+                metadata.REPR_PLUGIN_NAME: _decode.scalar_value}
+    deadline = time.monotonic() + budget
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        for name in sorted(os.listdir(directory)):
+            path = os.path.join(directory, name)
+            if not events.is_event_file(name) or not os.path.isfile(path):
+                continue
+            decode = None
+            for event in events.read_events(path):
+                if time.monotonic() > deadline:
+                    return ""
+                for value in event.summary.value if event.HasField("summary") else ():
+                    if value.tag != tag:
+                        continue
+                    if value.metadata.plugin_data.plugin_name:
+                        decode = decoders.get(value.metadata.plugin_data.plugin_name)
+                        if value.metadata.plugin_data.plugin_name == metadata.CKA_PLUGIN_NAME:
+                            names = metadata.cka_layers(value.metadata.plugin_data.content) or []
+                            decode = functools.partial(_cka_decode, n_layers=len(names))
+                    try:
+                        if decode is not None:
+                            decode(value.tensor)
+                    except _DECODE_ERRORS as e:
+                        return f", file {path}, step {event.step}: {e}"
+    return ""
+
+
+def _cka_decode(tensor, n_layers):
+    return _decode.cka_matrix(tensor, n_layers)
+
+
+def _run_directory(src, run):
+    """The local directory of `run` under `src.logdir`, or None (no local log dir, or outside it)."""
+    from tfprobe.logs import _fs
+
+    if not src.logdir or _fs.is_remote(src.logdir) or not os.path.isdir(src.logdir):
+        return None
+    root = os.path.normpath(src.logdir)
+    directory = os.path.normpath(os.path.join(root, run))
+    if os.path.commonpath([root, directory]) != root or not os.path.isdir(directory):
+        return None
+    return directory
+
+
+def _checked_points(run, tag, points, check):
+    """The points whose `check(point)` passes (it raises `metadata.FormatError` otherwise), newest write
+    of each step first (see `_newest_points`); a bad point is logged once per run and tag, with its step."""
+    good = []
+    for p in points:
+        try:
+            check(p)
+        except _DECODE_ERRORS as e:
+            _warn_series(run, tag, f"run {run!r}, tag {tag!r}, step {p.step}: {e}", "such values are skipped")
+            continue
+        good.append(p)
+    return _newest_points(good)
 
 
 def _series_info(run, name, content):
@@ -296,15 +407,108 @@ def _run_series(src, run):
     return found
 
 
+# ---------------------------------------------------------------- the plugin's own scan of the files
+
+_scans = {}  # path -> _FileScan
+_TFPROBE_SUFFIX = metadata.WINDOWS_SUFFIX  # each of tfprobe's file suffixes (`metadata.FILE_SUFFIXES`) starts so
+
+
+class _FileScan(NamedTuple):
+    size: int
+    mtime_ns: int
+    offset: int  # where the next record starts (the end of the last good one)
+    problem: str | None  # the bad record met, if any: the file is not read further
+    span: tuple | None  # (first, last) wall time of its summary records
+
+
+def _scan_file(path, deadline):
+    """`_FileScan` of one event file with tfprobe's CRC-checking reader, from where the last scan stopped
+    (a file that grew is read on from there, an unchanged one not at all, a replaced one again). Past
+    `deadline` (`time.monotonic()`) the scan stops between two records; the next call goes on from there."""
+    import warnings
+
+    from tfprobe.logs import events
+
+    try:
+        st = os.stat(path)
+    except OSError:
+        return None
+    old = _scans.get(path)
+    if old is not None and (old.size, old.mtime_ns) == (st.st_size, st.st_mtime_ns):
+        return old
+    grew = old is not None and old.problem is None and st.st_size >= old.size and st.st_size >= old.offset
+    start, span = (old.offset, old.span) if grew else (0, None)
+    problem, offset, size = None, start, st.st_size
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        for offset, data in events.iter_records(path, start):
+            head = _decode.split_event(data)
+            if head is not None:
+                span = (min(span[0], head[0]), max(span[1], head[0])) if span else (head[0], head[0])
+            offset += 16 + len(data)
+            if time.monotonic() > deadline:
+                size = -1  # not done: the next scan goes on from `offset`
+                break
+    for w in caught:
+        problem = str(w.message)
+    scan = _FileScan(size, st.st_mtime_ns, offset, problem, span)
+    if len(_scans) < 100000:
+        _scans[path] = scan
+    return scan
+
+
+SCAN_TIME_BUDGET = 0.3
+"""Seconds one request may spend scanning event files (`file_warnings`); a longer scan goes on at the next."""
+
+
+def file_warnings(src: Source, run, deadline=None):
+    """Warnings about the event files of `run` that TensorBoard cannot give: records whose checksum
+    fails (TensorBoard's data server keeps them, possibly with a wrong value, where tfprobe's readers
+    stop the file) and two tfprobe files of one kind written at the same time (two processes writing
+    one run). Local log dirs only (`src.logdir`); empty otherwise."""
+    from tfprobe.logs import events
+
+    directory = _run_directory(src, run)
+    if directory is None:
+        return []
+    out, spans = [], {}
+    deadline = time.monotonic() + SCAN_TIME_BUDGET if deadline is None else deadline
+    try:
+        names = sorted(n for n in os.listdir(directory) if events.is_event_file(n))
+    except OSError:
+        return []
+    for name in names:
+        path = os.path.join(directory, name)
+        scan = _scan_file(path, deadline) if os.path.isfile(path) else None
+        if scan is None:
+            continue
+        if scan.problem:
+            out.append(f"{scan.problem}. TensorBoard's data server may still show the values of such a record, "
+                       "possibly wrong; tfprobe's readers do not")
+        if _TFPROBE_SUFFIX in name and scan.span:
+            spans[(run, name[name.rindex(_TFPROBE_SUFFIX):], path)] = list(scan.span)
+    from tfprobe.logs.reader import concurrent_writers
+
+    for _, group, a, b in concurrent_writers(spans)[:1]:
+        out.append(f"run {run!r}: {os.path.basename(a)} and {os.path.basename(b)} ({group}) were written at the same "
+                   "time: two processes are writing this run at once? Their points are mixed")
+    return out
+
+
 def runs(src: Source):
-    """The runs that hold tfprobe statistics, plus the statistic names the client can offer."""
+    """The runs that hold tfprobe statistics, plus the statistic names the client can offer.
+
+    Each run lists `warnings` about its files (`file_warnings`: failing checksums, concurrent writers).
+    """
     all_series = list_series(src)
+    deadline = time.monotonic() + SCAN_TIME_BUDGET
     return {
         "runs": [
             {
                 "name": run,
                 "layers": len(series),
                 "max_step": max(s["max_step"] for s in series.values()),
+                "warnings": file_warnings(src, run, deadline),
             }
             for run, series in sorted(all_series.items())
         ],
@@ -393,11 +597,37 @@ def column_steps(all_steps, columns):
     return all_steps[ends]
 
 
+def _compile_filter(filter):
+    """A `search(name)` function for `filter`: RE2 syntax, case-insensitive, linear time in the name."""
+    if len(filter) > MAX_FILTER_LENGTH:
+        raise errors.InvalidArgumentError(
+            f"`filter` must be at most {MAX_FILTER_LENGTH} characters. Received: a filter of {len(filter)}"
+        )
+    if re2 is None:  # pragma: no cover
+        needle = filter.lower()
+        return lambda name: needle in name.lower()
+    options = re2.Options()
+    options.case_sensitive = False
+    options.log_errors = False
+    options.max_mem = 8 << 20  # bounds the compiled program (and the time to build it)
+    try:
+        regex = re2.compile(filter, options)
+    except re2.error as e:
+        message = e.args[0].decode("utf-8", "replace") if e.args and isinstance(e.args[0], bytes) else str(e)
+        raise errors.InvalidArgumentError(
+            f"`filter` must be a valid regular expression in RE2 syntax ({message}). Received: filter={filter!r}"
+        ) from None
+    return lambda name: regex.search(name) is not None
+
+
 def layer_selector(filter=None, hide=()):
     """A predicate on series info: its name matches `filter` and its category is not in `hide`.
 
-    `filter` is a regular expression searched case-insensitively in the name (TensorBoard's tag
-    filter); `hide` lists `layout.CATEGORIES` to leave out. Bad values are a 400 naming them.
+    `filter` is a regular expression in RE2 syntax (Python's without backreferences and lookaround),
+    searched case-insensitively in the name (TensorBoard's tag filter), at most `MAX_FILTER_LENGTH`
+    characters; RE2 matches in time linear in the name, so no filter can stall the server, and a request
+    that still spends more than `FILTER_TIME_BUDGET` s matching answers 400. `hide` lists
+    `layout.CATEGORIES` to leave out. Bad values are a 400 naming them.
 
     >>> keep = layer_selector("^conv", ["normalization"])
     >>> keep({"name": "conv1_bn", "category": "normalization"}), keep({"name": "Conv1", "category": "convolution"})
@@ -405,21 +635,30 @@ def layer_selector(filter=None, hide=()):
     >>> layer_selector("conv(")
     Traceback (most recent call last):
     ...
-    tensorboard.errors.InvalidArgumentError: Invalid argument: `filter` must be a valid regular expression (missing ), unterminated subpattern at position 4). Received: filter='conv('
+    tensorboard.errors.InvalidArgumentError: Invalid argument: `filter` must be a valid regular expression in RE2 syntax (missing ): conv(). Received: filter='conv('
     """
-    try:
-        regex = re.compile(filter, re.IGNORECASE) if filter else None
-    except re.error as e:
-        raise errors.InvalidArgumentError(
-            f"`filter` must be a valid regular expression ({e}). Received: filter={filter!r}"
-        ) from None
+    search = _compile_filter(filter) if filter else None
     hide = set(hide or ())
     unknown = sorted(hide - set(layout.CATEGORIES))
     if unknown:
         raise errors.InvalidArgumentError(
-            f"`hide` must name layer categories ({', '.join(layout.CATEGORIES)}). Received: hide={unknown[0]!r}"
+            f"`hide` must name layer categories ({', '.join(layout.CATEGORIES)}). Received: hide={unknown[0]!r:.100}"
         )
-    return lambda info: info["category"] not in hide and (regex is None or regex.search(info["name"]) is not None)
+    deadline = time.monotonic() + FILTER_TIME_BUDGET
+
+    def keep(info):
+        if info["category"] in hide:
+            return False
+        if search is None:
+            return True
+        if time.monotonic() > deadline:
+            raise errors.InvalidArgumentError(
+                f"`filter` took more than {FILTER_TIME_BUDGET} s to match the layer names; simplify it. "
+                f"Received: filter={filter!r:.100}"
+            )
+        return search(info["name"])
+
+    return keep
 
 
 def overview(src: Source, run, stat=DEFAULT_STAT, columns=DEFAULT_COLUMNS, agg="last", filter=None, hide=()):
@@ -547,21 +786,20 @@ def histogram(src: Source, run, layer, columns=DEFAULT_POINTS, quantity=None):
     series = _run_series(src, run)
     _find_layer({run: series}, [run], layer)
     tag = metadata.tag_for(layer, suffix)
-    data = src.provider.read_tensors(
+    data = _provider_read(src, "histogram", run, tag, lambda: src.provider.read_tensors(
         src.ctx,
         experiment_id=src.experiment_id,
         plugin_name=plugin_name,
         downsample=columns,
         run_tag_filter=provider.RunTagFilter(runs=[run], tags=[tag]),
-    )
-    points = _newest_points(data.get(run, {}).get(tag, []))
+    ), {})
+    points = _checked_points(run, tag, data.get(run, {}).get(tag, []), lambda p: _decode.check_array(
+        p.numpy, "iu", lambda dims: dims == [metadata.NUM_BUCKETS], f"a tfprobe histogram (shape [{metadata.NUM_BUCKETS}])"
+    ))
     edges = metadata.histogram_buckets()
     if not points:
         return {"run": run, "layer": layer, "quantity": quantity, "steps": [], "buckets": [], "counts": []}
-    counts = np.zeros((len(points), len(edges)), dtype=np.int64)
-    for i, p in enumerate(points):
-        c = np.asarray(p.numpy, dtype=np.int64).reshape(-1)[: len(edges)]
-        counts[i, : len(c)] = c
+    counts = np.stack([np.asarray(p.numpy, dtype=np.int64) for p in points])
     used = np.flatnonzero(counts.sum(axis=0))
     lo, hi = (int(used[0]), int(used[-1]) + 1) if len(used) else (metadata.HIST_ZERO_BUCKET, metadata.HIST_ZERO_BUCKET + 1)
     return {
@@ -707,6 +945,7 @@ def health(src: Source, run_names, points=HEALTH_POINTS, **thresholds):
         diagnose_module.check_thresholds(**thresholds)
     except (TypeError, ValueError) as e:
         raise errors.InvalidArgumentError(str(e)) from None
+    deadline = time.monotonic() + SCAN_TIME_BUDGET
     frame, layer_frame = read_frames(src, run_names, diagnose_module.REQUIRED_STATS, points)
     findings = diagnose_module.diagnose(frame, layer_frame, **thresholds)
     records = []
@@ -714,6 +953,7 @@ def health(src: Source, run_names, points=HEALTH_POINTS, **thresholds):
         records.append({k: (int(v) if k.endswith("_step") and v is not None else v) for k, v in rec.items()})
     return {
         "runs": run_names,
+        "file_warnings": {run: w for run in run_names if (w := file_warnings(src, run, deadline))},
         "points": points,
         "thresholds": diagnose_module.thresholds(**thresholds),
         "findings": records,
@@ -749,24 +989,21 @@ def looks(src: Source, run):
     tags = _looks_tags(listing, run, metadata.LOOKS_IMAGE_KINDS)
     if not tags and run not in list_series(src, [run]):
         raise errors.NotFoundError(f"run {run!r} has no tfprobe data and no looks images")
-    blobs = src.provider.read_blob_sequences(
-        src.ctx, experiment_id=src.experiment_id, plugin_name=IMAGES_PLUGIN, downsample=ALL_POINTS,
-        run_tag_filter=provider.RunTagFilter(runs=[run], tags=list(tags)),
-    ).get(run, {}) if tags else {}
-    images = [{"tag": tag, "example": e, "kind": k, "layer": layer, "steps": sorted(d.step for d in blobs.get(tag, []))}
+    blobs = {tag: _looks_blobs(src, run, tag) for tag in tags}
+    images = [{"tag": tag, "example": e, "kind": k, "layer": layer, "steps": sorted(d.step for d in blobs[tag])}
               for tag, (e, k, layer) in sorted(tags.items())]
     scalar_listing = src.provider.list_scalars(
         src.ctx, experiment_id=src.experiment_id, plugin_name=SCALARS_PLUGIN, run_tag_filter=rtf
     )
     scalar_tags = _looks_tags(scalar_listing, run, metadata.LOOKS_SCALAR_KINDS)
-    points = src.provider.read_scalars(
+    points = _provider_read(src, "looks scalar", run, "looks/", lambda: src.provider.read_scalars(
         src.ctx, experiment_id=src.experiment_id, plugin_name=SCALARS_PLUGIN, downsample=ALL_POINTS,
         run_tag_filter=provider.RunTagFilter(runs=[run], tags=list(scalar_tags)),
-    ).get(run, {}) if scalar_tags else {}
+    ), {}).get(run, {}) if scalar_tags else {}
     predictions = {}
     for tag, (example, kind, _) in scalar_tags.items():
         series = predictions.setdefault(str(example), {})
-        series[kind] = [[d.step, _finite_or_none(d.value)] for d in points.get(tag, [])]
+        series[kind] = [[d.step, _finite_or_none(d.value)] for d in _newest_points(points.get(tag, []))]
     return {
         "run": run,
         "examples": sorted({img["example"] for img in images}),
@@ -787,17 +1024,29 @@ def looks_image(src: Source, run, tag, step=None):
         raise errors.InvalidArgumentError(f"`tag` must be a looks image tag (looks/example_<i>/<kind>[/<layer>]). "
                                           f"Received: tag={tag!r}")
     step = _check_int("step", step, 0, 2**62, None)
-    blobs = src.provider.read_blob_sequences(
-        src.ctx, experiment_id=src.experiment_id, plugin_name=IMAGES_PLUGIN, downsample=ALL_POINTS,
-        run_tag_filter=provider.RunTagFilter(runs=[run], tags=[tag]),
-    ).get(run, {}).get(tag)
+    blobs = _looks_blobs(src, run, tag)
     if not blobs:
         raise errors.NotFoundError(f"run {run!r} has no image {tag!r}")
     chosen = [d for d in blobs if step is None or d.step <= step] or (blobs[:1] if parsed[1] == "input" else [])
     if not chosen:
         raise errors.NotFoundError(f"image {tag!r} of run {run!r} has no value at or before step {step}")
-    datum = max(chosen, key=lambda d: d.step)
+    datum = max(chosen, key=lambda d: d.step)  # `_newest_points`: one point per step, the newest write
     return src.provider.read_blob(src.ctx, blob_key=datum.values[2].blob_key)  # [width, height, png]
+
+
+def _check_image(datum):
+    if len(datum.values) != 3:
+        raise metadata.FormatError(f"a looks image must be [width, height, png]; received {len(datum.values)} values")
+
+
+def _looks_blobs(src: Source, run, tag):
+    """The images of looks tag `tag` of `run`: `[width, height, png]` blob sequences only (others are logged
+    once and skipped), the newest write of each step (a run restarted into its log dir)."""
+    blobs = _provider_read(src, "looks image", run, tag, lambda: src.provider.read_blob_sequences(
+        src.ctx, experiment_id=src.experiment_id, plugin_name=IMAGES_PLUGIN, downsample=ALL_POINTS,
+        run_tag_filter=provider.RunTagFilter(runs=[run], tags=[tag]),
+    ), {}).get(run, {}).get(tag) or []
+    return _checked_points(run, tag, blobs, _check_image)
 
 
 # ---------------------------------------------------------------- representations
@@ -821,14 +1070,14 @@ def _representation_measures(src: Source, run):
             order.setdefault(parsed[0], -1)
     layers = sorted(order, key=lambda name: (order[name], name))
     measures = {s: {} for s in metadata.REPRESENTATION_STATS}
-    if tags:
-        data = src.provider.read_scalars(
+    for tag in tags:  # one read per tag: a tag whose values TensorBoard cannot decode leaves only itself out
+        pts = _provider_read(src, "representation measure", run, tag, lambda tag=tag: src.provider.read_scalars(
             src.ctx, experiment_id=src.experiment_id, plugin_name=metadata.REPR_PLUGIN_NAME,
-            downsample=ALL_POINTS, run_tag_filter=provider.RunTagFilter(runs=[run], tags=tags),
-        ).get(run, {})
-        for tag, pts in data.items():
+            downsample=ALL_POINTS, run_tag_filter=provider.RunTagFilter(runs=[run], tags=[tag]),
+        ), {}).get(run, {}).get(tag)
+        if pts is not None:
             name, stat = metadata.parse_tag(tag)
-            measures[stat][name] = _pairs(pts)
+            measures[stat][name] = _pairs(_newest_points(pts))
     return layers, measures
 
 
@@ -841,16 +1090,15 @@ def _cka_matrices(src: Source, run):
     if metadata.CKA_TAG not in listing:
         return {"layers": [], "steps": [], "matrices": []}
     names = metadata.cka_layers(listing[metadata.CKA_TAG].plugin_content) or []
-    points = src.provider.read_tensors(
+    points = _provider_read(src, "CKA matrix", run, metadata.CKA_TAG, lambda: src.provider.read_tensors(
         src.ctx, experiment_id=src.experiment_id, plugin_name=metadata.CKA_PLUGIN_NAME,
         downsample=ALL_POINTS, run_tag_filter=rtf,
-    ).get(run, {}).get(metadata.CKA_TAG, [])
-    steps, matrices = [], []
-    for p in points:
-        matrix = np.asarray(p.numpy, dtype=np.float64)
-        if matrix.shape == (len(names), len(names)):
-            steps.append(int(p.step))
-            matrices.append(_json_list(matrix, 3))
+    ), {}).get(run, {}).get(metadata.CKA_TAG, [])
+    shape = [len(names), len(names)]
+    points = _checked_points(run, metadata.CKA_TAG, points, lambda p: _decode.check_array(
+        p.numpy, "fiu", lambda dims: dims == shape, f"a CKA matrix of {len(names)} layers (shape {shape})"))
+    steps = [int(p.step) for p in points]
+    matrices = [_json_list(np.asarray(p.numpy, dtype=np.float64), 3) for p in points]
     return {"layers": names, "steps": steps, "matrices": matrices}
 
 

@@ -26,10 +26,13 @@ from __future__ import annotations
 import dataclasses
 import math
 import numbers
+import os
 import re
 
 import numpy as np
 import pandas as pd
+
+from tfprobe.layer_kinds import NORMALIZATION_CLASS, ROUTING_CLASS  # what Keras classes mean: one table
 
 SEVERITIES = ("info", "warning", "error")
 """Severity names, least severe first."""
@@ -82,6 +85,8 @@ REQUIRED_STATS = (
     "grad_inf_count",
     "update_ratio",
     "weight_norm",
+    "weight_grad_norm",
+    "size_ratio",
 )
 """The statistics `diagnose` looks at (others are ignored)."""
 
@@ -98,12 +103,6 @@ _DEFAULTS = {
     "min_update_ratio": 1e-5,
     "max_update_ratio": 0.1,
 }
-
-NORMALIZATION_CLASS = re.compile(r"(normali[sz]ation|norm|scale|scaling)$", re.IGNORECASE)
-"""Layer classes whose job is to change the scale (BatchNormalization, LayerNormalization,
-GroupNormalization, UnitNormalization, RMSNormalization, preprocessing Normalization, LayerScale,
-Rescaling, ...): never judged `exploding_depth`/`vanishing_depth`."""
-
 
 
 TINY_SHARE = 0.1
@@ -200,7 +199,7 @@ def is_normalization(cls: str) -> bool:
 
 def _check_frames(df, layers):
     if not isinstance(df, pd.DataFrame):
-        raise TypeError(f"`df` must be a pandas DataFrame from `tfprobe.read_logdir`. Received: df={df!r:.80}")
+        raise TypeError(f"`df` must be a log directory or a pandas DataFrame from `tfprobe.read_logdir`. Received: df={df!r:.80}")
     missing = {"run", "step", "layer", "stat", "value"} - set(df.columns)
     if missing:
         raise ValueError(f"`df` must be a long frame from `tfprobe.read_logdir`; missing columns: {sorted(missing)}")
@@ -240,8 +239,77 @@ def _series_table(wide, layers):
     keys["renormalized"] = _renormalized(keys)
     keys["one_sided"] = [one_sided(c, b) for c, b in zip(keys["class"], keys["bounds"])]
     keys["zeros_in_saturation"] = [one and b[0] is not None for one, b in zip(keys["one_sided"], keys["bounds"])]
-    keys["softmax_k"] = [softmax_width(c, b, sh) if out else 0 for c, b, sh, out in zip(keys["class"], keys["bounds"], keys["shape"], keys["is_output"])]
+    keys["terminal"] = _terminal(keys)
+    keys["softmax_k"] = [softmax_width(c, b, sh) if out or term else 0
+                         for c, b, sh, out, term in zip(keys["class"], keys["bounds"], keys["shape"], keys["is_output"], keys["terminal"])]
+    keys["size"] = [example_size(sh) for sh in keys["shape"]]
+    keys["channels"] = [_channels(sh) for sh in keys["shape"]]
+    keys["loss_scaled"] = _loss_scaled(keys)
+    pooled = set()
+    if "size_ratio" in wide.columns:  # retention statistics are recorded for pooling layers only
+        pooled = set(map(tuple, wide.loc[wide["size_ratio"].notna(), ["run", "layer"]].to_numpy().tolist()))
+    keys["pooling"] = [bool(POOLING_CLASS.search(c)) or (r, l) in pooled for r, l, c in zip(keys["run"], keys["layer"], keys["class"])]
     return keys
+
+
+POOLING_CLASS = re.compile(r"Pool", re.IGNORECASE)
+"""Pooling layer classes in logs written before the retention statistics identified them."""
+
+
+def example_size(shape):
+    """Values per example of an output `shape` (its first axis the batch): the product of the other axes,
+    an unknown axis (a sequence length) counted as 1; NaN when the shape is unknown.
+
+    >>> example_size([None, 8, 8, 32]), example_size([None, None, 64]), example_size(None)
+    (2048.0, 64.0, nan)
+    """
+    if _missing(shape) or isinstance(shape, str):
+        return float("nan")
+    try:
+        dims = list(shape)[1:]
+        return float(np.prod([1 if _missing(d) else int(d) for d in dims])) if dims else 1.0
+    except (TypeError, ValueError):
+        return float("nan")
+
+
+def _channels(shape):
+    """The last axis of an output `shape` (units, channels), NaN when unknown."""
+    try:
+        d = list(shape)[-1]
+        return float(int(d)) if not _missing(d) and len(list(shape)) > 1 else float("nan")
+    except (TypeError, ValueError, IndexError):
+        return float("nan")
+
+
+def _consumers(series):
+    """`{(run, series): [consumer rows' indices]}` from the `inputs` of `series` (known graph only)."""
+    out = {}
+    for k, (r, ins) in enumerate(zip(series["run"], series["inputs"])):
+        for i in dict.fromkeys(ins or ()):
+            out.setdefault((r, i), []).append(k)
+    return out
+
+
+def _terminal(series):
+    """Series that feed no recorded series, in runs whose graph is known: the model's outputs."""
+    known = {r for r, ins in zip(series["run"], series["inputs"]) if ins is not None}
+    consumers = _consumers(series)
+    return [r in known and ins is not None and not consumers.get((r, l))
+            for r, l, ins in zip(series["run"], series["layer"], series["inputs"])]
+
+
+def _loss_scaled(series):
+    """Series whose scale the loss sets: the model's outputs (`terminal`), and the logits before a bounded
+    output (a Dense followed by a softmax or sigmoid output layer)."""
+    terminal = dict(zip(zip(series["run"], series["layer"]), series["terminal"]))
+    bounded = dict(zip(zip(series["run"], series["layer"]), series["bounds"].map(lambda b: b is not None)))
+    consumers = _consumers(series)
+    rows = list(zip(series["run"], series["layer"]))
+    out = []
+    for key, term in zip(rows, series["terminal"]):
+        feed = [rows[k] for k in consumers.get(key, ())]
+        out.append(bool(term) or (bool(feed) and all(terminal[c] and bounded[c] for c in feed)))
+    return out
 
 
 def _renormalized(series):
@@ -373,7 +441,31 @@ def _nonfinite_flags(df):
     The pivot of `context` keeps the last non-NaN value, so a recorded NaN would be lost (or look like a
     layer without weights) before any check saw it."""
     w = df[df["stat"].isin(WEIGHT_STATS)]
-    return w.assign(stat="nonfinite_" + w["stat"], value=(~np.isfinite(w["value"].to_numpy(float))).astype(float))
+    bad = ~np.isfinite(w["value"].to_numpy(float))
+    ratio_nan = (w["stat"] == "update_ratio").to_numpy() & np.isnan(w["value"].to_numpy(float))
+    if ratio_nan.any():
+        bad &= ~(ratio_nan & ~_nan_update_confirmed(df, w))
+    return w.assign(stat="nonfinite_" + w["stat"], value=bad.astype(float))
+
+
+def _nan_update_confirmed(df, w):
+    """For each row of `w` (weight statistics of `df`): is a NaN `update_ratio` there an update that broke
+    the weights? Yes when the layer's `weight_norm` is not finite in that window or a later one, when a
+    gradient was applied (`weight_grad_norm` finite and > 0), or when no `weight_norm` is recorded to tell.
+    Otherwise it is a layer no optimizer updated (no update figures: NaN, as the recorder may write them),
+    which is no finding."""
+    keys = ["run", "layer"]
+    norm = df[df["stat"] == "weight_norm"]
+    broken = norm[~np.isfinite(norm["value"].to_numpy(float))].groupby(keys)["step"].max()
+    has_norm = set(map(tuple, norm[keys].drop_duplicates().to_numpy().tolist()))
+    grad = df[df["stat"] == "weight_grad_norm"]
+    applied = set(map(tuple, grad.loc[np.isfinite(grad["value"].to_numpy(float)) & (grad["value"] > 0), ["run", "layer", "step"]]
+                      .to_numpy().tolist()))
+    last_broken = broken.to_dict()
+    out = []
+    for r, l, st in zip(w["run"], w["layer"], w["step"]):
+        out.append((r, l) not in has_norm or last_broken.get((r, l), -math.inf) >= st or (r, l, st) in applied)
+    return np.array(out, bool)
 
 
 # ------------------------------------------------------------------ spans
@@ -557,51 +649,117 @@ def _usable_std(ctx):
     """Rows of `wide` with a comparable `std` (finite, above `min_std`, layer alive): run, layer, step, std."""
     w = ctx.wide
     if "std" not in w.columns:
-        return w.iloc[:0][["run", "layer", "step", "window", "last_window"]].assign(std=pd.Series(dtype=float))
+        return w.iloc[:0][["run", "layer", "step", "window", "last_window"]].assign(std=pd.Series(dtype=float), mean=pd.Series(dtype=float))
     std = w["std"].astype(float)
     usable = np.isfinite(std) & (std > ctx.t["min_std"]) & w["alive"].astype(bool)
-    return w.loc[usable, ["run", "layer", "step", "window", "last_window"]].assign(std=std[usable])
+    mean = w["mean"].astype(float) if "mean" in w.columns else pd.Series(np.nan, index=w.index)
+    return w.loc[usable, ["run", "layer", "step", "window", "last_window"]].assign(std=std[usable], mean=mean[usable])
+
+
+UNIT_MEAN, UNIT_STD = 0.2, 1.5
+"""An output whose `|mean|` is at most `UNIT_MEAN` and whose `std` is within a factor `UNIT_STD` of 1 is at
+unit scale, what a normalisation makes (`looks_normalized`): never `exploding_depth`/`vanishing_depth`."""
+
+
+LOSS_SCALE = 100.0
+"""The largest `std` the loss can ask of a model's output or logits (`loss_scaled`): beyond it a softmax or
+sigmoid is saturated in float32 (`exp(100)` overflows), so growth to there is `exploding_depth` again."""
+
+
+def looks_normalized(mean, std):
+    """True where the statistics say the output is normalised (mean ~0, std ~1), whatever the layer's class:
+    a subclassed block whose last operation is a LayerNormalization is judged by what it outputs.
+
+    >>> looks_normalized(pd.Series([0.01, 0.01, 1.0]), pd.Series([1.02, 12.0, 1.0])).tolist()
+    [True, False, False]
+    """
+    return (mean.abs() <= UNIT_MEAN) & (std <= UNIT_STD) & (std >= 1.0 / UNIT_STD)
+
+
+def expected_shrink(channels_in, channels_out, size_in, size_out, pooling):
+    """How much a healthy layer may shrink the std by design (1 when nothing explains a shrink):
+
+    - a pooling layer averaging `n = size_in / size_out` values per output: up to `sqrt(n)` (the average of
+      `n` independent values), so it is judged by how much of its input's variation it retains, not by the
+      std ratio (a squeeze-and-excite `GlobalAveragePooling2D` over 56 x 56 positions: up to 56x);
+    - a weighted layer widening from `channels_in` to `channels_out` units with Glorot's initialisation
+      (Keras' default, variance `2 / (fan_in + fan_out)`): its std gain is `sqrt(2 fan_in / (fan_in + fan_out))`,
+      so up to `sqrt((channels_in + channels_out) / (2 channels_in))` (a VAE decoder's `Dense` from 2 to
+      3136 units: 28x).
+
+    >>> round(expected_shrink(2, 3136, 2, 3136, False), 1), expected_shrink(64, 64, 64, 64, False), expected_shrink(32, 32, 1024 * 32, 32, True)
+    (28.0, 1.0, 32.0)
+    """
+    out = 1.0
+    if pooling and size_in > size_out > 0:
+        out = max(out, math.sqrt(size_in / size_out))
+    if channels_out > channels_in > 0:
+        out = max(out, math.sqrt((channels_in + channels_out) / (2.0 * channels_in)))
+    return out
 
 
 def _input_extremes(ctx, std):
-    """Per (run, layer, step) with known inputs: the largest and smallest `std` among its recorded inputs."""
+    """Per (run, layer, step) with known inputs: the largest input scale (`max_input`, `max_std`: the input's
+    root mean square, `sqrt(mean**2 + std**2)`: a weighted sum of inputs with a mean passes that mean on as
+    spread, as a classifier's logits do) and the smallest input std (`min_input`, `min_std`, and `allowed`:
+    the shrink the layer's shapes explain, `expected_shrink`)."""
     s = ctx.series
     judged = [b is None and not is_normalization(c) and not renorm and i
               for c, b, i, renorm in zip(s["class"], s["bounds"], s["inputs"], s["renormalized"])]
-    edges = [(r, l, i) for r, l, ins, ok in zip(s["run"], s["layer"], s["inputs"], judged) if ok for i in ins]
-    edges = pd.DataFrame(edges, columns=["run", "layer", "input"])
+    info = {(r, l): (ch, sz) for r, l, ch, sz in zip(s["run"], s["layer"], s["channels"], s["size"])}
+    edges = []
+    for r, l, ins, ok, ch, sz, pool in zip(s["run"], s["layer"], s["inputs"], judged, s["channels"], s["size"], s["pooling"]):
+        if ok:
+            for i in ins:
+                ch_in, sz_in = info.get((r, i), (float("nan"), float("nan")))
+                edges.append((r, l, i, expected_shrink(ch_in, ch, sz_in, sz, pool)))
+    edges = pd.DataFrame(edges, columns=["run", "layer", "input", "allowed"])
     if edges.empty or std.empty:
         return None
-    feed = edges.merge(std[["run", "layer", "step", "std"]].rename(columns={"layer": "input", "std": "in_std"}), on=["run", "input"])
-    feed = feed.sort_values("in_std", kind="stable")
+    ins = std[["run", "layer", "step", "std", "mean"]].rename(columns={"layer": "input", "std": "in_std", "mean": "in_mean"})
+    feed = edges.merge(ins, on=["run", "input"])
+    feed["in_rms"] = np.sqrt(feed["in_std"] ** 2 + feed["in_mean"].fillna(0.0) ** 2)
+    feed["in_low"] = feed["in_std"] / feed["allowed"]
     keys = ["run", "layer", "step"]
-    low = feed.groupby(keys).first().rename(columns={"input": "min_input", "in_std": "min_std"})
-    high = feed.groupby(keys).last().rename(columns={"input": "max_input", "in_std": "max_std"})
+    high = feed.sort_values("in_rms", kind="stable").groupby(keys).last()
+    high = high[["input", "in_rms"]].rename(columns={"input": "max_input", "in_rms": "max_std"})
+    low = feed.sort_values("in_low", kind="stable").groupby(keys).first()
+    low = low[["input", "in_std", "allowed"]].rename(columns={"input": "min_input", "in_std": "min_std"})
     return std.merge(low.join(high).reset_index(), on=keys)
 
 
 @register("depth")
 def check_depth(ctx):
     """`std` of a layer against the layers that feed it in the model graph (the `inputs` column of
-    `layers`): `exploding_depth` when it exceeds the largest input `std` by more than `std_ratio`,
-    `vanishing_depth` when it is below the smallest by more than `std_ratio`. Residual additions are
-    judged against their inputs the same way. Not judged: bounded activations (their range is fixed),
-    normalisation and scaling layers (`is_normalization`), layers that feed only normalisation layers
-    (their scale is removed right after: Conv -> BatchNormalization), and every layer whose inputs are unknown
-    (older logs, or a `layers` frame without `inputs`): no depth finding is made without the graph."""
+    `layers`): `exploding_depth` when it exceeds the largest input scale (root mean square) by more than
+    `std_ratio`, `vanishing_depth` when it is below the smallest input `std` by more than `std_ratio` times
+    what the layer's shapes explain (`expected_shrink`: averaging, widening). Residual additions are judged
+    against their inputs the same way. Not judged: bounded activations (their range is fixed),
+    normalisation and scaling layers (`is_normalization`), outputs at unit scale (`looks_normalized`: a
+    block ending in a normalisation), layers that feed only normalisation layers (their scale is removed
+    right after: Conv -> BatchNormalization), and every layer whose inputs are unknown (older logs, or a
+    `layers` frame without `inputs`): no depth finding is made without the graph. The model's outputs and
+    the logits before a bounded output (`loss_scaled`) are not judged `exploding_depth` below a std of
+    `LOSS_SCALE`: the loss sets their scale (a classifier's logits grow as it grows confident)."""
     m = _input_extremes(ctx, _usable_std(ctx))
     if m is None or m.empty:
         return []
+    keep = ~looks_normalized(m["mean"], m["std"])  # a NaN mean (not recorded) says nothing
+    loss_scaled = set(zip(ctx.series.loc[ctx.series["loss_scaled"], "run"], ctx.series.loc[ctx.series["loss_scaled"], "layer"]))
+    free = ~pd.Series([k in loss_scaled for k in zip(m["run"], m["layer"])], index=m.index) | (m["std"] > LOSS_SCALE)
     out = []
-    for kind, ratio, other in (
-        ("exploding_depth", m["std"] / m["max_std"], m["max_input"]),
-        ("vanishing_depth", m["min_std"] / m["std"], m["min_input"]),
+    for kind, ratio, other, mask in (
+        ("exploding_depth", m["std"] / m["max_std"], m["max_input"], keep & free),
+        ("vanishing_depth", m["min_std"] / m["std"], m["min_input"], keep),
     ):
-        mask = ratio > ctx.t["std_ratio"]
-        rows = m.loc[mask, ["run", "layer", "step", "window", "last_window"]].assign(value=ratio[mask], extra=other[mask])
+        allowed = m["allowed"] if kind == "vanishing_depth" else pd.Series(1.0, index=m.index)
+        mask = mask & (ratio > ctx.t["std_ratio"] * allowed)
+        extra = [(e, a) for e, a in zip(other[mask], allowed[mask])]
+        rows = m.loc[mask, ["run", "layer", "step", "window", "last_window"]].assign(value=ratio[mask], extra=extra)
         verb, which = ("grows", "largest") if kind == "exploding_depth" else ("shrinks", "smallest")
         out += _spans(ctx, rows, kind, "std",
-                      lambda v, e, verb=verb, which=which: f"std {verb} {_fmt(v)}x from its {which} input {e!r} to this layer")
+                      lambda v, e, verb=verb, which=which: f"std {verb} {_fmt(v)}x from its {which} input {e[0]!r} to this layer"
+                      + (f" (its shapes explain {_fmt(e[1])}x)" if e[1] > 1.0 else ""))
     return out
 
 
@@ -694,6 +852,13 @@ def _gradient_extremes(ctx):
         return None
     flows = _gradient_flows(ctx)
     g = ctx.wide.loc[flows, ["run", "layer", "step", "grad_rms"]]
+    sizes = ctx.info("size").astype(float)[flows]
+    by_norm = set()
+    for run, s in ctx.series.groupby("run", sort=False):
+        if s["size"].notna().all():  # every shape known: per-example norms, else per-value rms
+            by_norm.add(run)
+    norm = g["run"].isin(by_norm)
+    g = g.assign(grad_rms=np.where(norm, g["grad_rms"] * np.sqrt(sizes.where(norm, 1.0)), g["grad_rms"]))
     frames = []
     for run, s in ctx.series.groupby("run", sort=False):
         inputs = {l: ins for l, ins in zip(s["layer"], s["inputs"]) if ins is not None}
@@ -702,13 +867,20 @@ def _gradient_extremes(ctx):
             continue
         order, consumers = _downstream(inputs)
         grid = grid.reindex(columns=order)
+        size = dict(zip(s["layer"], s["size"])) if run in by_norm else {}
+        pooling = dict(zip(s["layer"], s["pooling"]))
         hi, lo = {}, {}  # layer -> (values [steps], names [steps]) over its downstream
         for name in order:
-            parts = [(grid[c].to_numpy(float), np.full(len(grid), c, object)) for c in consumers[name]]
-            parts += [hi[c] for c in consumers[name]] + [lo[c] for c in consumers[name]]
+            parts = []
+            for c in consumers[name]:
+                # an average over n values hands each 1/n of the gradient: 1/sqrt(n) of its norm, by design
+                a = math.sqrt(size[name] / size[c]) if pooling.get(c) and size.get(c) and size.get(name, 0) > size[c] else 1.0
+                parts += [(grid[c].to_numpy(float) / a, np.full(len(grid), c, object)), (hi[c][0] / a, hi[c][1]),
+                          (lo[c][0] / a, lo[c][1])]
             hi[name], lo[name] = _extreme(parts, np.fmax, len(grid)), _extreme(parts, np.fmin, len(grid))
         for name in order:
             frames.append(pd.DataFrame({"run": run, "layer": name, "step": grid.index, "grad_rms": grid[name].to_numpy(),
+                                        "by_norm": run in by_norm,
                                         "hi": hi[name][0], "hi_layer": hi[name][1], "lo": lo[name][0], "lo_layer": lo[name][1]}))
     if not frames:
         return None
@@ -729,9 +901,19 @@ def _extreme(parts, pick, n):
 @register("gradient_depth")
 def check_gradient_depth(ctx):
     """The activation gradient along the graph, from the output side to the input side: `vanishing_gradient`
-    where `grad_rms` is below the largest `grad_rms` of the layers the layer feeds (directly or not) by more
+    where the gradient is below the largest gradient of the layers the layer feeds (directly or not) by more
     than `grad_ratio`, `exploding_gradient` where it is above the smallest by more than `grad_ratio`. Only
-    comparable gradients take part (`_gradient_flows`); no finding without the graph (`inputs`)."""
+    comparable gradients take part (`_gradient_flows`); no finding without the graph (`inputs`).
+
+    The gradients compared are norms per example, `grad_rms * sqrt(values per example)` (when every
+    series' shape is known, else `grad_rms`): a layer that preserves its output's variance (He, LeCun
+    initialisation) preserves the gradient's norm, not its rms, which falls as the tensors widen toward the
+    input (a GAN generator's 32x32x128 feature maps fed to its discriminator's 1-unit output: 360x in rms
+    for the same norm). Through a pooling layer averaging `n` values per output, a fall of `sqrt(n)` in norm
+    is by design and discounted (as `expected_shrink` does for activations). Layers called several times
+    per step (`layer#1` series) have their own series and are compared along the edges of their own call;
+    a gradient that enters a model through another model's output (a GAN generator through its
+    discriminator) is compared the same way."""
     m = _gradient_extremes(ctx)
     if m is None or m.empty:
         return []
@@ -739,10 +921,12 @@ def check_gradient_depth(ctx):
     for kind, ratio, other in (("vanishing_gradient", m["hi"] / m["grad_rms"], m["hi_layer"]),
                                ("exploding_gradient", m["grad_rms"] / m["lo"], m["lo_layer"])):
         mask = ratio > ctx.t["grad_ratio"]
-        rows = m.loc[mask, ["run", "layer", "step", "window", "last_window"]].assign(value=ratio[mask], extra=other[mask])
+        extra = list(zip(other[mask], m.loc[mask, "by_norm"]))
+        rows = m.loc[mask, ["run", "layer", "step", "window", "last_window"]].assign(value=ratio[mask], extra=extra)
         verb = "falls" if kind == "vanishing_gradient" else "grows"
         out += _spans(ctx, rows, kind, "grad_rms",
-                      lambda v, e, verb=verb: f"gradient rms {verb} {_fmt(v)}x from {e!r} (on the output side) to this layer")
+                      lambda v, e, verb=verb: f"gradient {'norm per example' if e[1] else 'rms'} {verb} {_fmt(v)}x "
+                                              f"from {e[0]!r} (on the output side) to this layer")
     return out
 
 
@@ -754,11 +938,6 @@ def check_huge_gradient(ctx):
     limit = ctx.t["max_grad_abs"]
     return _spans(ctx, ctx.rows(mask, big), "exploding_gradient", "grad_max_abs",
                   lambda v, _e: f"gradient values up to {_fmt(v)} (threshold {_fmt(limit)})")
-
-
-ROUTING_CLASS = re.compile(r"MaxPool|GetItem|Slice|Cropping", re.IGNORECASE)
-"""Layer classes that hand the gradient to a subset of their input (max pooling: one value per window,
-slicing, cropping): a layer feeding only them has mostly zero gradients by design (`check_dead_gradient`)."""
 
 
 def _routed(ctx):
@@ -776,22 +955,60 @@ def check_dead_gradient(ctx):
     """`grad_zero_fraction` at least `dead_gradient_fraction` while the layer's output is not dead: nothing
     reaches the layer from the loss (a branch multiplied by zero, a zero kernel downstream, dead ReLUs after it).
     Not judged: layers feeding only max pooling, slicing or cropping (`ROUTING_CLASS`): a global max pooling
-    over a 16x16 map passes the gradient to 1 value in 256."""
+    over a 16x16 map passes the gradient to 1 value in 256. Explained, as `info`, where the graph shows the
+    output does not reach the loss (`_off_the_loss`: an output without a loss, or with loss weight 0)."""
     zeros = _column(ctx, "grad_zero_fraction")
-    mask = (zeros >= ctx.t["dead_gradient_fraction"]).fillna(False) & ctx.wide["alive"].astype(bool)
+    zero = (zeros >= ctx.t["dead_gradient_fraction"]).fillna(False)
+    mask = zero & ctx.wide["alive"].astype(bool)
     mask &= ~ctx.of_layers(_routed(ctx))
-    return _spans(ctx, ctx.rows(mask, zeros), "dead_gradient", "grad_zero_fraction",
+    explained = _off_the_loss(ctx, zero) & mask
+    dead = _spans(ctx, ctx.rows(mask & ~explained, zeros), "dead_gradient", "grad_zero_fraction",
                   lambda v, _e: f"{_fmt(100 * v)}% of the gradient dL/da is exactly zero while the output is not")
+    off = _spans(ctx, ctx.rows(explained, zeros), "dead_gradient", "grad_zero_fraction",
+                 lambda v, _e: f"{_fmt(100 * v)}% of the gradient dL/da is exactly zero: this output does not reach the "
+                               "loss (every layer it feeds has a zero gradient too, or it feeds none: an output without a "
+                               "loss or with loss weight 0)")
+    return dead + [f[:4] + ("info",) + f[5:] for f in off]
+
+
+def _off_the_loss(ctx, zero):
+    """Rows of `wide` whose zero gradient is explained by the graph: at that step, no layer the series feeds
+    (directly or not) has a gradient that is not zero (a gradient not recorded counts as not zero). A model
+    output without a loss, and the layers feeding only it, are such. False without the graph."""
+    out = pd.Series(False, index=ctx.wide.index)
+    w = ctx.wide
+    for run, s in ctx.series.groupby("run", sort=False):
+        inputs = {l: ins for l, ins in zip(s["layer"], s["inputs"]) if ins is not None}
+        if not inputs:
+            continue
+        order, consumers = _downstream(inputs)
+        in_run = (w["run"] == run).to_numpy()
+        zero_set = {}
+        for layer, step in zip(w.loc[in_run & zero.to_numpy(), "layer"], w.loc[in_run & zero.to_numpy(), "step"]):
+            zero_set.setdefault(step, set()).add(layer)
+        explained = set()
+        for step, zs in zero_set.items():
+            reach = {}
+            for name in order:  # consumers first
+                reach[name] = any(c not in zs or reach[c] for c in consumers[name])
+            explained |= {(name, step) for name in zs if name in reach and not reach[name]}
+        if explained:
+            rows = list(zip(w.loc[in_run, "layer"], w.loc[in_run, "step"]))
+            out[in_run] = [k in explained for k in rows]
+    return out
 
 
 @register("updates")
 def check_updates(ctx):
     """`update_ratio` (`||w_after - w_before|| / ||w_before||`, only recorded for layers with trainable
     weights) below `min_update_ratio`: `stalled_layer` (a learning rate of 0 included); above
-    `max_update_ratio`: `unstable_updates`."""
+    `max_update_ratio`: `unstable_updates`. Weights no optimizer updates (a frozen model, a distillation
+    teacher, a GAN discriminator during the generator's update) get no verdict: their gradient norm given to
+    the optimizer is 0 (`weight_grad_norm == 0`), or their update figures are missing or NaN."""
     ratio = _column(ctx, "update_ratio")
     low, high = ctx.t["min_update_ratio"], ctx.t["max_update_ratio"]
-    stalled = _spans(ctx, ctx.rows((ratio < low).fillna(False), ratio), "stalled_layer", "update_ratio",
+    untouched = (_column(ctx, "weight_grad_norm") == 0.0).fillna(False)  # no gradient applied: no optimizer updates them
+    stalled = _spans(ctx, ctx.rows((ratio < low).fillna(False) & ~untouched, ratio), "stalled_layer", "update_ratio",
                      lambda v, _e: f"the weights barely move: update ratio {_fmt(v)} per step (threshold {_fmt(low)})", "min")
     unstable = _spans(ctx, ctx.rows((ratio > high).fillna(False), ratio), "unstable_updates", "update_ratio",
                       lambda v, _e: f"each update changes the weights by {_fmt(100 * v)}% of their norm (threshold {_fmt(100 * high)}%)")
@@ -813,13 +1030,15 @@ def _finish(ctx, findings):
     return out.astype({"first_step": "int64", "last_step": "int64", "windows": "int64"})
 
 
-def diagnose(df: pd.DataFrame, layers: pd.DataFrame | None = None, **kwargs) -> pd.DataFrame:
+def diagnose(df, layers: pd.DataFrame | None = None, **kwargs) -> pd.DataFrame:
     """Finds numerical-health problems in tfprobe statistics.
 
     Args:
-      df: long frame as returned by `tfprobe.read_logdir(logdir)` (columns
-        `run, step, layer, stat, value`; other columns are ignored). Only
-        `REQUIRED_STATS` are used; missing statistics simply skip their checks.
+      df: a log directory, or the long frame of `tfprobe.read_logdir` (columns
+        `run, step, layer, stat, value`; it carries the layers frame in
+        `df.attrs`, used when `layers` is None). Only `REQUIRED_STATS` are
+        used. Without a layers frame (or its `inputs`), the checks that need
+        it (`NEEDS`) cannot run: `diagnose` warns once, naming them.
         Or `stat_frame(tfprobe.read(logdir))`: the same, already pivoted, in
         a fraction of the memory (what `tfprobe report` passes).
       layers: optional frame from `tfprobe.read_layers(logdir)` (columns
@@ -843,18 +1062,23 @@ def diagnose(df: pd.DataFrame, layers: pd.DataFrame | None = None, **kwargs) -> 
         logged window is `std_drift` (info). Defaults to `10.0`.
       min_std: standard deviations at or below this are treated as zero and
         not compared. Defaults to `1e-6`.
-      grad_ratio, max_grad_abs, dead_gradient_fraction, min_update_ratio,
-        max_update_ratio: the gradient kinds (`LayerProbe(gradients=True)`,
-        see `check_gradient_depth`, `check_huge_gradient`, `check_dead_gradient`,
-        `check_updates`). Default to `1000.0`, `1e6`, `0.99`, `1e-5`, `0.1`.
+      grad_ratio: `vanishing_gradient`/`exploding_gradient` when `grad_rms` is
+        below 1/this (above this) of the layers it feeds (`check_gradient_depth`;
+        `LayerProbe(gradients=True)`, as every gradient threshold). Defaults to `1000.0`.
+      max_grad_abs: `exploding_gradient` when `grad_max_abs` exceeds this
+        (`check_huge_gradient`). Defaults to `1e6`.
+      dead_gradient_fraction: `dead_gradient` when `grad_zero_fraction` is at
+        least this (`check_dead_gradient`). Defaults to `0.99`.
+      min_update_ratio: `stalled_layer` when `update_ratio` is below this
+        (`check_updates`). Defaults to `1e-5`.
+      max_update_ratio: `unstable_updates` when `update_ratio` exceeds this
+        (`check_updates`). Defaults to `0.1`.
       transient_windows: a finding that held only within the first this many
         logged windows of its run, and no longer in a later window, is a
         transient early-training event, reported as `info` (NaN/Inf excepted).
         Defaults to `2`.
 
-    Non-finite values are errors: `nan_inf` in a layer's output or activation
-    gradient, `nan_weights` in its trainable weights (`weight_norm` or
-    `update_ratio` NaN or Inf, with `gradients=True`).
+    Non-finite values are errors (`nan_inf`, `nan_weights`).
 
     Returns:
       A DataFrame with columns `FINDING_COLUMNS` (`run, layer, stat, kind,
@@ -867,9 +1091,48 @@ def diagnose(df: pd.DataFrame, layers: pd.DataFrame | None = None, **kwargs) -> 
       TypeError: for an unknown threshold name, or `df`/`layers` not frames.
       ValueError: for a bad threshold value, missing columns, non-numeric values.
     """
+    df, layers = _inputs_of(df, layers)
     ctx = context(df, layers, **kwargs)
     findings = []
     if not ctx.wide.empty:
+        _warn_missing_input(ctx, layers)
         for check in CHECKS.values():
             findings += check(ctx)
     return _finish(ctx, findings)
+
+
+def _inputs_of(df, layers):
+    """`(long frame, layers frame or None)` from the arguments of `diagnose`: a log directory is read; a
+    frame of `read_logdir` gives the layers frame it carries when `layers` is None."""
+    if isinstance(df, (str, os.PathLike)):
+        from tfprobe.logs.reader import read
+
+        data = read(df)
+        df, layers = data.scalars, (data.layers if layers is None else layers)
+    if layers is None and isinstance(df, pd.DataFrame):
+        from tfprobe.logs.reader import layers_of
+
+        layers = layers_of(df)
+    return df, layers
+
+
+NEEDS = {"graph": ("depth", "gradient_depth"), "layers": ("saturation", "dead_layer", "dead_gradient")}
+"""What checks lack without the layers frame: `graph` (its `inputs`) and `layers` (classes, bounds, shapes:
+a softmax output is not saturation, a normalisation's near-zero outputs are not a dead layer, a max pooling
+passes the gradient to few values)."""
+
+
+def _warn_missing_input(ctx, layers):
+    """One warning naming the checks that cannot run (or run without the layer classes) for lack of input."""
+    import warnings
+
+    how = ("pass the log directory (`tfprobe.diagnose(logdir)`), a frame of `tfprobe.read_logdir` (it carries the "
+           "layer graph in `df.attrs`), or `layers=tfprobe.read_layers(logdir)`")
+    if layers is None or not len(layers):
+        warnings.warn(f"tfprobe.diagnose: no layers frame: checks {', '.join(map(repr, NEEDS['graph']))} cannot run "
+                      f"and {', '.join(map(repr, NEEDS['layers']))} run without the layer classes and bounds; {how}",
+                      RuntimeWarning, stacklevel=3)
+    elif ctx.series["inputs"].isna().all():
+        warnings.warn(f"tfprobe.diagnose: the layers frame has no graph (no `inputs`: logs written before tfprobe "
+                      f"recorded it, or a frame without that column): checks {', '.join(map(repr, NEEDS['graph']))} "
+                      "cannot run", RuntimeWarning, stacklevel=3)

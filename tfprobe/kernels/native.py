@@ -53,7 +53,6 @@ logger = logging.getLogger("tfprobe")
 
 SOURCE = Path(__file__).parent / "partials.cc"
 OP_NAME = "TfprobePartials"
-KERNELS = ("auto", "native", "graph")
 
 _lock = threading.Lock()
 _loaded = {}  # "module" or "error" (the reason it is unavailable, kept for the process)
@@ -106,9 +105,18 @@ def _abi_flags():
     return [f for f in tf.sysconfig.get_compile_flags() if not f.startswith(("-I", "--std"))]
 
 
+@functools.cache
+def _native_arch_flags(cxx) -> tuple:
+    """`-march=native`, without AVX512-FP16 where the compiler can say so: TensorFlow's Eigen headers do not
+    compile with it (g++ 12 on a Sapphire Rapids CPU), and the kernel has no half-precision vectors."""
+    probe = subprocess.run([cxx, "-mno-avx512fp16", "-x", "c++", "-fsyntax-only", "-"], input="", text=True,
+                           capture_output=True, timeout=60)
+    return ("-march=native", "-mno-avx512fp16") if probe.returncode == 0 else ("-march=native",)
+
+
 def _command(cxx, source, output, native_arch):
     includes = [f"-isystem{f[2:]}" for f in tf.sysconfig.get_compile_flags() if f.startswith("-I")]
-    arch = ["-march=native"] if native_arch else []
+    arch = list(_native_arch_flags(cxx)) if native_arch else []
     return [cxx, *FLAGS, *arch, *includes, *_abi_flags(), str(source), "-o", str(output), *tf.sysconfig.get_link_flags()]
 
 
@@ -119,7 +127,8 @@ def cache_key(cxx) -> str:
     TensorFlow, compiler and CPU shares one build.
     """
     key = hashlib.sha256()
-    for part in (SOURCE.read_bytes(), tf.__version__, _abi_flags(), FLAGS, _compiler_version(cxx), _cpu()):
+    for part in (SOURCE.read_bytes(), tf.__version__, _abi_flags(), FLAGS, _native_arch_flags(cxx), _compiler_version(cxx),
+                 _cpu()):
         key.update(repr(part).encode() if not isinstance(part, bytes) else part)
         key.update(b"\0")
     return key.hexdigest()[:16]

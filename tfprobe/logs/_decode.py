@@ -101,45 +101,99 @@ def fast_end(data: bytes, pos: int) -> int:
     return pos if at < 0 else at + len(_FAST_END)
 
 
-def _check_rank(tensor, rank_ok, what):
+# ---------------------------------------------------------------- the typed decoding layer
+#
+# Every tensor a tfprobe reader decodes (statistics, histograms, CKA matrices) goes through
+# `tensor_values`: dtype, declared shape and byte length are checked against limits *before*
+# anything is allocated, so a foreign value (3 bytes of float content, a string matrix, a declared
+# shape of [2**24, 2**24] with one value) is a `FormatError`, never a numpy error or a huge allocation.
+
+_NP_TYPES = {DT_FLOAT: "<f4", DT_DOUBLE: "<f8", DT_HALF: "<f2", DT_INT32: "<i4", DT_INT64: "<i8"}
+FLOAT_DTYPES = (DT_FLOAT, DT_DOUBLE, DT_HALF)
+INT_DTYPES = (DT_INT64, DT_INT32)
+MAX_ELEMENTS = 1 << 24
+"""The most values one decoded tfprobe tensor may declare (a 4096 x 4096 CKA matrix)."""
+
+
+def _vals(tensor):
+    """The `*_val` field of `tensor`'s dtype, as a numpy array of that dtype."""
+    if tensor.dtype == DT_FLOAT:
+        return np.asarray(tensor.float_val, np.float32)
+    if tensor.dtype == DT_DOUBLE:
+        return np.asarray(tensor.double_val, np.float64)
+    if tensor.dtype == DT_HALF:
+        return np.asarray(tensor.half_val, np.uint16).view(np.float16)
+    if tensor.dtype == DT_INT64:
+        return np.asarray(tensor.int64_val, np.int64)
+    return np.asarray(tensor.int_val, np.int32)
+
+
+def tensor_values(tensor, dtypes, shape_ok, what, max_elements=MAX_ELEMENTS) -> np.ndarray:
+    """The values of a `TensorProto` as a flat numpy array, checked before any allocation.
+
+    `dtypes` are the allowed `DT_*` codes, `shape_ok(dims)` says whether the declared shape is one
+    this value may have, `what` names the value in the `FormatError` raised for anything else: another
+    dtype, another shape, more than `max_elements` values, or content whose byte length is not the
+    declared number of values times their size (a single `*_val` value for a larger shape is refused:
+    tfprobe never writes one).
+
+    >>> from tensorboard.compat.proto import tensor_pb2
+    >>> t = tensor_pb2.TensorProto(dtype=DT_FLOAT, tensor_content=b"abc")
+    >>> tensor_values(t, FLOAT_DTYPES, lambda d: d == [], "a statistic")
+    Traceback (most recent call last):
+    tfprobe.metadata.FormatError: a statistic must hold 1 float32 value (4 bytes); received 3 bytes of content
+    """
+    if tensor.dtype not in dtypes or tensor.dtype not in _NP_TYPES:
+        names = "/".join(np.dtype(_NP_TYPES[d]).name for d in dtypes)
+        raise metadata.FormatError(f"{what} must be a {names} tensor; received dtype {tensor.dtype}")
     dims = [d.size for d in tensor.tensor_shape.dim]
-    if not rank_ok(dims):
-        raise metadata.FormatError(f"{what}; received shape {dims}")
-    return dims
+    if any(d < 0 for d in dims) or not shape_ok(dims):
+        raise metadata.FormatError(f"{what} has the wrong shape; received shape {dims}")
+    n = 1
+    for d in dims:  # Python integers: no overflow
+        n *= d
+        if n > max_elements:
+            raise metadata.FormatError(f"{what} declares more than {max_elements} values; received shape {dims}")
+    np_type = np.dtype(_NP_TYPES[tensor.dtype])
+    if tensor.tensor_content:
+        size = len(tensor.tensor_content)
+        if size != n * np_type.itemsize:
+            raise metadata.FormatError(
+                f"{what} must hold {n} {np_type.name} value{'s' if n != 1 else ''} ({n * np_type.itemsize} bytes); "
+                f"received {size} bytes of content"
+            )
+        return np.frombuffer(tensor.tensor_content, np_type)
+    vals = _vals(tensor)
+    if len(vals) != n:
+        raise metadata.FormatError(f"{what} must hold {n} value{'s' if n != 1 else ''}; received {len(vals)}")
+    return vals
 
 
 def scalar_value(tensor) -> float:
     """The float of a rank-0 float/double/half `TensorProto`; `FormatError` for anything else."""
-    _check_rank(tensor, lambda dims: not dims, "a tfprobe statistic must be a rank-0 tensor")
-    if tensor.dtype == DT_FLOAT:
-        vals, np_type = tensor.float_val, "<f4"
-    elif tensor.dtype == DT_DOUBLE:
-        vals, np_type = tensor.double_val, "<f8"
-    elif tensor.dtype == DT_HALF:
-        vals, np_type = np.array(tensor.half_val, np.uint16).view(np.float16), "<f2"
-    else:
-        raise metadata.FormatError(f"a tfprobe statistic must be a float tensor; received dtype {tensor.dtype}")
-    if tensor.tensor_content:
-        vals = np.frombuffer(tensor.tensor_content, np_type)
-    if len(vals) != 1:
-        raise metadata.FormatError(f"a tfprobe statistic must hold one value; received {len(vals)}")
-    return float(vals[0])
+    return float(tensor_values(tensor, FLOAT_DTYPES, lambda dims: not dims, "a tfprobe statistic")[0])
 
 
 def histogram_counts(tensor) -> np.ndarray:
     """The `NUM_BUCKETS` int64 counts of a histogram `TensorProto`; `FormatError` for anything else."""
-    _check_rank(
-        tensor,
-        lambda dims: dims == [metadata.NUM_BUCKETS],
-        f"a tfprobe histogram must be a tensor of shape [{metadata.NUM_BUCKETS}]",
-    )
-    if tensor.dtype == DT_INT64:
-        vals, np_type = tensor.int64_val, "<i8"
-    elif tensor.dtype == DT_INT32:
-        vals, np_type = tensor.int_val, "<i4"
-    else:
-        raise metadata.FormatError(f"a tfprobe histogram must be an integer tensor; received dtype {tensor.dtype}")
-    counts = np.frombuffer(tensor.tensor_content, np_type) if tensor.tensor_content else np.array(vals, np.int64)
-    if len(counts) != metadata.NUM_BUCKETS:
-        raise metadata.FormatError(f"a tfprobe histogram must hold {metadata.NUM_BUCKETS} counts; received {len(counts)}")
+    counts = tensor_values(tensor, INT_DTYPES, lambda dims: dims == [metadata.NUM_BUCKETS],
+                           f"a tfprobe histogram (shape [{metadata.NUM_BUCKETS}])")
     return counts.astype(np.int64)
+
+
+def cka_matrix(tensor, n_layers: int) -> np.ndarray:
+    """The `[n_layers, n_layers]` float64 CKA matrix of a `TensorProto`; `FormatError` for anything else."""
+    values = tensor_values(tensor, FLOAT_DTYPES, lambda dims: dims == [n_layers, n_layers],
+                           f"a CKA matrix of {n_layers} layers (shape [{n_layers}, {n_layers}])")
+    return values.astype(np.float64).reshape(n_layers, n_layers)
+
+
+def check_array(array, kinds, shape_ok, what, max_elements=MAX_ELEMENTS):
+    """The same checks on an array decoded by someone else (TensorBoard's data provider): a numpy array
+    of a numeric kind in `kinds` (`"f"`, `"i"`, `"u"`), whose shape passes `shape_ok`; `FormatError` else."""
+    array = np.asarray(array)
+    if array.dtype.kind not in kinds:
+        raise metadata.FormatError(f"{what} must be numeric; received dtype {array.dtype}")
+    if array.size > max_elements or not shape_ok(list(array.shape)):
+        raise metadata.FormatError(f"{what} has the wrong shape; received shape {list(array.shape)}")
+    return array

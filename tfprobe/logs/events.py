@@ -4,8 +4,6 @@ A record is `uint64 length | uint32 masked_crc(length) | data | uint32 masked_cr
 
 >>> import tempfile, os
 >>> from tensorboard.compat.proto import event_pb2
-
-from tfprobe.logs import _fs
 >>> d = tempfile.mkdtemp()
 >>> w = EventFileWriter(d)
 >>> _ = w.write(event_pb2.Event(step=3, wall_time=1.0)); w.close()
@@ -24,6 +22,7 @@ import warnings
 from google.protobuf.message import DecodeError
 from tensorboard.compat.proto import event_pb2
 
+from tfprobe import metadata
 from tfprobe.logs import _fs
 
 try:  # a C implementation; TensorBoard's own is pure Python (about half the time of writing a window)
@@ -51,12 +50,12 @@ class EventFileWriter:
     unwritable `logdir` fails at once with an `OSError` that names it.
     """
 
-    _counter = 0
+    _counter = 0  # zero-padded in the name: files of one process and second sort in write order (9 before 10)
 
-    def __init__(self, logdir: str, suffix: str = ".tfprobe"):
+    def __init__(self, logdir: str, suffix: str = metadata.WINDOWS_SUFFIX):
         _fs.makedirs(logdir)
         EventFileWriter._counter += 1
-        name = f"events.out.tfevents.{int(time.time()):010d}.{socket.gethostname()}.{os.getpid()}.{EventFileWriter._counter}{suffix}"
+        name = f"events.out.tfevents.{int(time.time()):010d}.{socket.gethostname()}.{os.getpid()}.{EventFileWriter._counter:06d}{suffix}"
         self.path = _fs.join(logdir, name)
         self._file = _fs.open_file(self.path, "ab")
         self.write(event_pb2.Event(wall_time=time.time(), file_version=_FILE_VERSION))
@@ -86,10 +85,15 @@ def check_logdir(logdir) -> str:
     """
     if isinstance(logdir, bytes) or not isinstance(logdir, (str, os.PathLike)):
         raise TypeError(f"`logdir` must be a path to a directory (str or os.PathLike). Received: logdir={logdir!r}")
-    path = os.fspath(logdir)
-    if not _fs.exists(path):
+    path = _fs.check_url(os.fspath(logdir))
+    try:
+        exists, isdir = _fs.exists(path), _fs.isdir(path)
+    except _fs.read_errors(path) as e:  # a remote store that cannot be reached (no network, no credentials)
+        message = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+        raise OSError(f"`logdir` cannot be opened: {message}. Received: logdir={path!r}") from None
+    if not exists:
         raise FileNotFoundError(f"`logdir` must be an existing directory. Received: logdir={path!r} (no such path)")
-    if not _fs.isdir(path):
+    if not isdir:
         raise NotADirectoryError(f"`logdir` must be a directory. Received: logdir={path!r} (a file)")
     return path
 
@@ -103,8 +107,10 @@ def _bad_record(path, offset, reason):
     )
 
 
-def iter_records(path: str):
+def iter_records(path: str, start: int = 0):
     """Yields `(offset, payload)` of every record of a TFRecord file, checking both CRCs.
+
+    `start` is the byte offset of a record to begin at (a file read before up to there).
 
     A truncated last record (a file still being written) is ignored silently.
     At the first corrupted record (bad CRC of the length or of the data) the
@@ -118,7 +124,9 @@ def iter_records(path: str):
     except _fs.read_errors(path) as e:
         return _bad_record(path, 0, f"the file cannot be read: {e}")
     with f:
-        offset = 0
+        offset = start
+        if start:
+            f.seek(start)
         while True:
             header = f.read(12)
             if len(header) < 12:

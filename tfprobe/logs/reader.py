@@ -58,6 +58,7 @@ class _Keys:
         self.stand_ins = set()  # (run, series) described only by a reference measure so far
         self.bad = set()  # (run, series) skipped: not tfprobe's format
         self.warned = set()
+        self.reference_keys = set()  # key indices of the reference measures (`tfprobe_repr`)
 
     def _warn_once(self, key, message):
         if key not in self.warned:
@@ -100,6 +101,8 @@ class _Keys:
                     else:
                         self.stand_ins.discard((run, series))
         ids[tag] = len(self.keys)
+        if plugin == metadata.REPR_PLUGIN_NAME:
+            self.reference_keys.add(len(self.keys))
         self.keys.append((run, series, stat, kind))
         return ids[tag]
 
@@ -150,6 +153,12 @@ class _Collector(_Keys):
         self.hists = []  # (key id, step, wall time, counts)
         self._last = (None, None, None)  # (run, skeleton, block) of the last fast record
         self._keymap = None
+        self.path = None  # the file being read
+        self.spans = {}  # (run, group, path) -> [first, last] wall time of the records with tfprobe points
+
+    def _span(self, run, group, wall_time):
+        span = self.spans.setdefault((run, group, self.path), [wall_time, wall_time])
+        span[0], span[1] = min(span[0], wall_time), max(span[1], wall_time)
 
     def _add_scalars(self, block, step, wall_time, values):
         self.rec_steps.append(step)
@@ -184,6 +193,7 @@ class _Collector(_Keys):
 
     def add_record(self, run, path, offset, data):
         """Adds one record's points; False if the record is not an `Event` (the file stops there)."""
+        self.path = path
         head = _decode.split_event(data)
         if head is not None and self._add_fast(run, data, *head):
             return True
@@ -221,6 +231,7 @@ class _Collector(_Keys):
             block = self._block(ids)
             self._last = (run, skeleton, block)
         self._add_scalars(block, step, wall_time, values)
+        self._span(run, "window", wall_time)
         if rest is not None:
             self._add_values(run, step, wall_time, rest.value)
         return True
@@ -243,8 +254,10 @@ class _Collector(_Keys):
                     ids.append(kid)
                 else:
                     self.hists.append((kid, step, wall_time, _decode.histogram_counts(value.tensor)))
-            except metadata.FormatError as e:
-                self._mark_bad(run, series, f"tag {value.tag!r}: {e}")
+            except (ValueError, TypeError, OverflowError, MemoryError) as e:  # FormatError is a ValueError
+                self._mark_bad(run, series, f"file {self.path}, tag {value.tag!r}, step {step}: {e}")
+            else:
+                self._span(run, "reference" if kid in self.reference_keys else "window", wall_time)
         if ids:
             values = np.array(values, np.float64)
             with np.errstate(over="ignore"):
@@ -264,6 +277,48 @@ def _progress(paths):
     return tqdm(total=total, unit="B", unit_scale=True, delay=_PROGRESS_DELAY, desc="tfprobe: reading", leave=False)
 
 
+def concurrent_writers(spans):
+    """`[(run, group, path_a, path_b)]`: two files of one run holding the same kind of tfprobe data
+    (`group`) whose wall times interleave, i.e. written at the same time by two processes.
+
+    `spans` maps `(run, group, path)` to the `[first, last]` wall time of the file's tfprobe records.
+    A run restarted into its log dir writes a new file after the old one stops: no overlap.
+
+    >>> concurrent_writers({("r", "window", "a"): [1.0, 5.0], ("r", "window", "b"): [6.0, 9.0]})
+    []
+    >>> concurrent_writers({("r", "window", "a"): [1.0, 5.0], ("r", "window", "b"): [2.0, 9.0]})
+    [('r', 'window', 'a', 'b')]
+    """
+    by_group = {}
+    for (run, group, path), (first, last) in spans.items():
+        by_group.setdefault((run, group), []).append((first, last, path))
+    found = []
+    for (run, group), files in by_group.items():
+        files.sort()
+        end, end_path = files[0][1], files[0][2]
+        for first, last, path in files[1:]:
+            if first < end:
+                found.append((run, group, end_path, path))
+                break
+            end, end_path = last, path
+    return found
+
+
+def warn_concurrent_writers(spans, stacklevel=3):
+    """One `RuntimeWarning` per run that `concurrent_writers` finds; returns the runs."""
+    runs = {}
+    for run, group, a, b in concurrent_writers(spans):
+        runs.setdefault(run, (group, a, b))
+    for run, (group, a, b) in runs.items():
+        warnings.warn(
+            f"run {run!r}: two event files hold {group} data written at the same time ({a} and {b}): two "
+            "processes are writing this run at once? Their points are mixed; give each process its own log_dir",
+            RuntimeWarning,
+            stacklevel=stacklevel,
+        )
+    return list(runs)
+
+
 def _collect(logdir, progress=True):
     runs = event_files(logdir)
     paths = [(run, p) for run, ps in runs.items() for p in ps]
@@ -279,6 +334,7 @@ def _collect(logdir, progress=True):
     finally:
         if bar is not None:
             bar.close()
+    warn_concurrent_writers(col.spans, stacklevel=4)
     return col
 
 
@@ -458,13 +514,14 @@ class LogData:
         """Long frame `run, step, wall_time, layer, stat, value` (see `read_logdir`)."""
         ids, steps, walls, values = self._scalar_points
         keys = self._col.keys
-        return long_frame(_key_column(keys, 0, ids), steps, walls, _key_column(keys, 1, ids),
-                          _key_column(keys, 2, ids), values)
+        frame = long_frame(_key_column(keys, 0, ids), steps, walls, _key_column(keys, 1, ids),
+                           _key_column(keys, 2, ids), values)
+        return with_layers(frame, self.layers)
 
     def wide(self) -> pd.DataFrame:
         """The pivot of `scalars`: one row per run, layer and step, one column per statistic
         (tfprobe's in `metadata.STATS` order, then others by name); `wall_time` is the row's latest."""
-        return _wide_frame(self._col.keys, self._rank, *self._scalar_points)
+        return with_layers(_wide_frame(self._col.keys, self._rank, *self._scalar_points), self.layers)
 
     @property
     def histograms(self) -> pd.DataFrame:
@@ -495,6 +552,49 @@ class LogData:
             if self._good[i] and (run, series) not in seen:
                 seen[(run, series)] = self._info[i]
         return layers_frame([_layer_row(run, info) for (run, _), info in seen.items()])
+
+
+LAYERS_ATTR = "tfprobe_layers"
+"""The key of `DataFrame.attrs` under which the frames of `read_logdir` carry the layer graph (the columns of
+`read_layers`, as lists), so that `tfprobe.diagnose(read_logdir(d))` sees the same graph as with `read_layers`."""
+
+
+def with_layers(frame: pd.DataFrame, layers: pd.DataFrame) -> pd.DataFrame:
+    """`frame` with the layers frame in `frame.attrs[LAYERS_ATTR]` (plain lists: pandas compares and copies
+    attrs as it goes, which a DataFrame there would make fail or slow)."""
+    frame.attrs[LAYERS_ATTR] = _LayersAttr({c: [_plain(v) for v in layers[c]] for c in layers.columns})
+    return frame
+
+
+class _LayersAttr(dict):
+    """The layers frame as `{column: values}` in `DataFrame.attrs`: JSON-ready (pandas writes attrs into
+    Parquet metadata), compared as a dict, and never deep-copied (pandas deep-copies attrs on every
+    operation: with a 600-layer graph that cost milliseconds per `groupby` group). Treat it as read-only."""
+
+    def __deepcopy__(self, memo):
+        return self
+
+    def __copy__(self):
+        return self
+
+
+def layers_of(frame: pd.DataFrame):
+    """The layers frame a frame of `read_logdir` carries (see `with_layers`), or None."""
+    data = getattr(frame, "attrs", {}).get(LAYERS_ATTR)
+    if not isinstance(data, dict):
+        return None
+    try:
+        return pd.DataFrame(data, columns=list(data) or _LAYER_COLUMNS)
+    except (TypeError, ValueError):
+        return None
+
+
+def _plain(value):
+    if isinstance(value, (list, tuple, np.ndarray)):
+        return [_plain(v) for v in value]
+    if isinstance(value, np.generic):
+        return value.item()
+    return value
 
 
 def long_frame(run, step, wall_time, layer, stat, value) -> pd.DataFrame:
@@ -578,7 +678,7 @@ def _layer_row(run, info: metadata.SeriesInfo):
     }
 
 
-def read(logdir, progress: bool = True) -> LogData:
+def read(logdir, *, progress: bool = True) -> LogData:
     """Reads every tfprobe value under `logdir` in one scan; frames are built on use.
 
     Use it when you need more than one frame (e.g. a report needs the
@@ -598,7 +698,7 @@ def read(logdir, progress: bool = True) -> LogData:
     return LogData(_collect(logdir, progress))
 
 
-def read_logdir(logdir, pivot: bool = False, progress: bool = True) -> pd.DataFrame:
+def read_logdir(logdir, *, pivot: bool = False, progress: bool = True) -> pd.DataFrame:
     """Reads every tfprobe statistic under `logdir` (each sub-directory is a run).
 
     Args:
@@ -613,14 +713,18 @@ def read_logdir(logdir, pivot: bool = False, progress: bool = True) -> pd.DataFr
       per point, sorted by run, layer (model order), stat and step. `layer` is
       the series name (see `tfprobe.metadata`). The measures of the
       reference-set analysis (`metadata.REPRESENTATION_STATS`) are rows too,
-      at their reference steps.
+      at their reference steps. The frame carries the layer graph of
+      `read_layers` in `df.attrs["tfprobe_layers"]`: `tfprobe.diagnose(df)`
+      uses it (and finds what it finds with `read_layers`).
     """
-    data = read(logdir, progress)
+    data = read(logdir, progress=progress)
     return data.wide() if pivot else data.scalars
 
 
-def read_histograms(logdir, progress: bool = True, quantity: str = "activation") -> pd.DataFrame:
+def read_histograms(logdir, *, quantity: str = "activation", progress: bool = True) -> pd.DataFrame:
     """Reads the tfprobe histograms under `logdir`.
+
+    Every argument after `logdir` is keyword-only (`read_histograms(d, "gradient")` is a `TypeError`).
 
     Args:
       logdir: a directory; runs are its sub-directories holding event files.
@@ -637,44 +741,71 @@ def read_histograms(logdir, progress: bool = True, quantity: str = "activation")
       (`metadata.histogram_buckets()`), the same for both quantities.
     """
     _histogram_kinds(quantity)  # a bad value fails before the read
-    return read(logdir, progress).histogram_frame(quantity)
+    return read(logdir, progress=progress).histogram_frame(quantity)
 
 
-def read_layers(logdir, progress: bool = True) -> pd.DataFrame:
+def read_layers(logdir, *, progress: bool = True) -> pd.DataFrame:
     """One row per recorded series and run, in model order.
 
     Columns: `run, layer, order, layer_path, class, kind, output, call, shape,
     bounds, sample_size, inputs` (see `tfprobe.metadata`; `inputs` is None for
     logs written before it existed).
     """
-    return read(logdir, progress).layers
+    return read(logdir, progress=progress).layers
 
 
 def read_cka(logdir) -> pd.DataFrame:
     """Reads the layers x layers linear CKA matrices of every reference step (`LayerProbe(reference_data=...)`).
+
+    A matrix that is not in tfprobe's format (another dtype or shape than its layer list says, content
+    of the wrong length) is skipped with one `RuntimeWarning` per run naming the file, tag and step. As
+    in `read_logdir`, the newest write of a step wins when a run restarted into its log dir.
 
     Returns:
       Long format: columns `run, step, wall_time, layer_a, layer_b, cka`, one
       row per pair of recorded series (both orders and the diagonal) per
       reference step, in model order.
     """
-    from tensorboard.util import tensor_util
-
-    from tfprobe.logs.events import check_logdir, read_events
-
-    rows = []
-    for run, paths in event_files(check_logdir(logdir)).items():
+    points = []  # (run, step, wall time, names, matrix) in write order
+    spans = {}
+    warned = set()
+    for run, paths in event_files(logdir).items():
         for path in paths:
-            for event in read_events(path):
+            for offset, data in iter_records(path):
+                event = parse_event(path, offset, data)
+                if event is None:
+                    break
                 for value in event.summary.value if event.HasField("summary") else ():
                     if value.metadata.plugin_data.plugin_name != metadata.CKA_PLUGIN_NAME:
                         continue
-                    names = metadata.cka_layers(value.metadata.plugin_data.content)
-                    matrix = tensor_util.make_ndarray(value.tensor)
-                    if names is None or matrix.shape != (len(names), len(names)):
-                        continue  # a matrix whose rows are not named cannot be read
-                    for i, a in enumerate(names):
-                        rows += [(run, event.step, event.wall_time, a, b, float(matrix[i, j])) for j, b in enumerate(names)]
+                    try:
+                        names = metadata.cka_layers(value.metadata.plugin_data.content)
+                        if names is None:
+                            raise metadata.FormatError("its content does not name the layers of the matrix")
+                        matrix = _decode.cka_matrix(value.tensor, len(names))
+                    except (ValueError, TypeError, OverflowError, MemoryError) as e:
+                        if run not in warned:
+                            warned.add(run)
+                            warnings.warn(f"run {run!r}, file {path}, tag {value.tag!r}, step {event.step}: {e}; "
+                                          "this matrix (and any other such one of the run) is skipped",
+                                          RuntimeWarning, stacklevel=2)
+                        continue
+                    points.append((run, event.step, event.wall_time, names, matrix))
+                    span = spans.setdefault((run, "CKA", path), [event.wall_time, event.wall_time])
+                    span[0], span[1] = min(span[0], event.wall_time), max(span[1], event.wall_time)
+    warn_concurrent_writers(spans)
+    run_ids = {run: i for i, run in enumerate(dict.fromkeys(p[0] for p in points))}
+    keep, dropped = metadata.newest_write_wins(np.array([run_ids[p[0]] for p in points], np.int64),
+                                               np.array([p[1] for p in points], np.int64))
+    for run in [r for r, i in run_ids.items() if i in set(dropped.tolist())]:
+        warnings.warn(f"run {run!r}: CKA matrices were written again at steps at or below steps already logged "
+                      "(a run restarted into the same log_dir?). The newest write wins, as in TensorBoard: the "
+                      "older matrices at those steps and after them are dropped", RuntimeWarning, stacklevel=2)
+    rows = []
+    for (run, step, wall, names, matrix), k in zip(points, keep):
+        if k:
+            for i, a in enumerate(names):
+                rows += [(run, step, wall, a, b, float(matrix[i, j])) for j, b in enumerate(names)]
     frame = pd.DataFrame(rows, columns=_CKA_COLUMNS)
     frame["step"] = frame["step"].astype("int64")
     return frame.sort_values(["run", "step"], kind="stable").reset_index(drop=True)

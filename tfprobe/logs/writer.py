@@ -41,12 +41,72 @@ def _counts_tensor(counts):
     )
 
 
+def summary_metadata(plugin_name, data_class, content=b"", description="", display_name=""):
+    """A `SummaryMetadata` (see `tfprobe.metadata` for tfprobe's plugin names and content)."""
+    md = summary_pb2.SummaryMetadata(data_class=data_class)
+    md.plugin_data.plugin_name = plugin_name
+    if content:
+        md.plugin_data.content = content
+    if description:
+        md.summary_description = description
+    if display_name:
+        md.display_name = display_name
+    return md
+
+
+class FirstValueMetadata:
+    """The metadata of each value of one event file: in full with the first value of a tag only.
+
+    TensorBoard and tfprobe's readers take a tag's metadata from its first value; repeating the content
+    on every value would only grow the files. The one implementation used by tfprobe's writers
+    (`WindowWriter`, `tfprobe.reference.analysis.AnalysisWriter`, `tfprobe.looks.LooksAnalysis`).
+
+    >>> first = FirstValueMetadata()
+    >>> md = first("tfprobe/dense/mean", "tfprobe", metadata.DATA_CLASS_SCALAR, lambda: b"{}", "the mean")
+    >>> md.plugin_data.content, md.summary_description
+    (b'{}', 'the mean')
+    >>> again = first("tfprobe/dense/mean", "tfprobe", metadata.DATA_CLASS_SCALAR, lambda: b"{}", "the mean")
+    >>> again.plugin_data.plugin_name, again.plugin_data.content, again.summary_description
+    ('tfprobe', b'', '')
+    >>> first("looks/example_00/probability", "scalars", metadata.DATA_CLASS_SCALAR, later=False) is not None
+    True
+    >>> first("looks/example_00/probability", "scalars", metadata.DATA_CLASS_SCALAR, later=False) is None
+    True
+    """
+
+    def __init__(self):
+        self._described = set()
+        self._later = {}  # (plugin_name, data_class) -> the metadata of later values, shared (protobuf copies it)
+
+    def __call__(self, tag, plugin_name, data_class, content=b"", description="", display_name="", later=True):
+        """The `SummaryMetadata` of the next value of `tag` (to copy into the value, not to modify).
+
+        The first value gets `content` (bytes, or a function that returns them: it is called only then),
+        `description` and `display_name`; later values get only the plugin name and data class, or no
+        metadata at all (None) with `later=False`.
+        """
+        if tag in self._described:
+            if not later:
+                return None
+            md = self._later.get((plugin_name, data_class))
+            if md is None:
+                md = self._later[plugin_name, data_class] = summary_metadata(plugin_name, data_class)
+            return md
+        self._described.add(tag)
+        return summary_metadata(plugin_name, data_class, content() if callable(content) else content, description,
+                                display_name)
+
+    def clear(self):
+        """Forgets every tag: the next value of each carries its metadata again (a new file)."""
+        self._described.clear()
+
+
 class WindowWriter:
     """Writes one `Event` per logged window; metadata goes with each tag's first value."""
 
     def __init__(self, logdir: str):
         self._file = EventFileWriter(logdir)
-        self._described = set()
+        self._metadata = FirstValueMetadata()
         self.bytes_written = 0
         self.windows_written = 0
 
@@ -54,14 +114,9 @@ class WindowWriter:
     def path(self):
         return self._file.path
 
-    def _metadata(self, tag, info, stat, plugin_name, data_class):
-        md = summary_pb2.SummaryMetadata(data_class=data_class)
-        md.plugin_data.plugin_name = plugin_name
-        if tag not in self._described:
-            md.plugin_data.content = metadata.encode_content(info, stat)
-            md.summary_description = metadata.STAT_DESCRIPTIONS.get(stat, "")
-            self._described.add(tag)
-        return md
+    def _series_metadata(self, tag, info, stat, plugin_name, data_class):
+        return self._metadata(tag, plugin_name, data_class, lambda: metadata.encode_content(info, stat),
+                              metadata.STAT_DESCRIPTIONS.get(stat, ""))
 
     def write_window(self, step, infos, stats, histograms, wall_time=None, grad_histograms=None):
         """Writes one window; returns the bytes written.
@@ -79,13 +134,13 @@ class WindowWriter:
                 if value is None:
                     continue
                 tag = metadata.tag_for(series, stat)
-                md = self._metadata(tag, infos[series], stat, metadata.PLUGIN_NAME, metadata.DATA_CLASS_SCALAR)
+                md = self._series_metadata(tag, infos[series], stat, metadata.PLUGIN_NAME, metadata.DATA_CLASS_SCALAR)
                 event.summary.value.add(tag=tag, metadata=md, tensor=_scalar_tensor(value))
         for quantity, hists in (("activation", histograms), ("gradient", grad_histograms or {})):
             plugin_name, suffix = metadata.HISTOGRAM_QUANTITIES[quantity]
             for series, counts in hists.items():
                 tag = metadata.tag_for(series, suffix)
-                md = self._metadata(tag, infos[series], suffix, plugin_name, metadata.DATA_CLASS_TENSOR)
+                md = self._series_metadata(tag, infos[series], suffix, plugin_name, metadata.DATA_CLASS_TENSOR)
                 event.summary.value.add(tag=tag, metadata=md, tensor=_counts_tensor(counts))
         n = self._file.write(event)
         self._file.flush()

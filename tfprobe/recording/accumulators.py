@@ -98,11 +98,6 @@ class Accumulators:
             for component in strategy.experimental_local_results(variable):
                 component.assign(initial_step)
 
-    def create(self, name, initial):
-        """The segments of series `name` (`{slot: Segment}`), creating those of `{slot: initial}` it lacks."""
-        self.create_many({name: initial})
-        return self.slots[name]
-
     def create_many(self, initials):
         """Creates the slots of `{series: {slot: initial NumPy array}}` that do not exist yet.
 

@@ -65,8 +65,7 @@ class Tap:
 class Capture:
     """Patches the `call` of chosen layers; hands out `Tap`s while `collecting`.
 
-    (Patching, the per-thread collection state and the hand-over of outputs belong together; the graph
-    walk is `GraphSources`, masks `_output_masks`.)
+    The graph walk is `GraphSources`, the masks `_output_masks`.
 
     `on_tap(tap)` may return a tensor to use in place of `tap.tensor`
     downstream (same value; the backward path returns an identity whose

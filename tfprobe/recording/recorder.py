@@ -144,8 +144,7 @@ def unmasked(x, mask):
 class Recorder:
     """Builds the statistics ops of traced steps and owns their accumulators.
 
-    (It is long because what a step folds when, and the failure policy around it, read best as one unit;
-    the folding itself is `fold_statistics`, `fold_histograms` and `tfprobe.recording.backward`.)
+    The folding itself is `fold_statistics`, `fold_histograms` and `tfprobe.recording.backward`.
 
     Args:
       record_freq, histogram_freq: record statistics (histograms) on steps

@@ -2,7 +2,7 @@
 
 `walk` lists every layer, entering nested models; `select` resolves the
 `layers` argument of `LayerProbe`; `saturation_bounds` and `is_pooling` say
-how a layer's output is judged.
+how a layer's output is judged (from the class table `tfprobe.layer_kinds`).
 
 >>> import keras
 >>> inner = keras.Sequential([keras.Input((4,)), keras.layers.Dense(3, name="conv1")], name="backbone")
@@ -20,30 +20,9 @@ import re
 
 import keras
 
-_BOUNDED = {
-    "sigmoid": (0.0, 1.0),
-    "hard_sigmoid": (0.0, 1.0),
-    "softmax": (0.0, 1.0),
-    "tanh": (-1.0, 1.0),
-    "softsign": (-1.0, 1.0),
-    "hard_tanh": (-1.0, 1.0),
-    "relu6": (None, 6.0),
-}
-_POOLING_NAMES = (
-    "MaxPooling1D",
-    "MaxPooling2D",
-    "MaxPooling3D",
-    "AveragePooling1D",
-    "AveragePooling2D",
-    "AveragePooling3D",
-    "GlobalMaxPooling1D",
-    "GlobalMaxPooling2D",
-    "GlobalMaxPooling3D",
-    "GlobalAveragePooling1D",
-    "GlobalAveragePooling2D",
-    "GlobalAveragePooling3D",
-)
-POOLING_CLASSES = tuple(getattr(keras.layers, n) for n in _POOLING_NAMES if hasattr(keras.layers, n))
+from tfprobe import layer_kinds
+
+POOLING_CLASSES = layer_kinds.keras_classes(layer_kinds.POOLING_CLASSES, keras.layers)
 _LISTED = 40  # layer names shown in an error message before "... and N more"
 
 
@@ -68,7 +47,7 @@ def saturation_bounds(layer):
             return (None, float(layer.max_value))
         return None
     activation = getattr(layer, "activation", None)
-    return _BOUNDED.get(getattr(activation, "__name__", None))
+    return layer_kinds.BOUNDED_ACTIVATIONS.get(getattr(activation, "__name__", None))
 
 
 def inner_layer(layer):

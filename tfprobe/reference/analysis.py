@@ -31,21 +31,24 @@ interleave with the training windows' file.
 
 from __future__ import annotations
 
-import json
+import functools
 import logging
+import os
 import time
 import warnings
 
 import numpy as np
-from tensorboard.compat.proto import event_pb2, summary_pb2
+from tensorboard.compat.proto import event_pb2
 from tensorboard.util import tensor_util
 
 from tfprobe import metadata
+from tfprobe.logs import _fs
 from tfprobe.logs.events import EventFileWriter
+from tfprobe.logs.writer import FirstValueMetadata, summary_metadata
 
 logger = logging.getLogger("tfprobe")
 
-REFERENCE_SUFFIX = ".tfprobe-reference"
+REFERENCE_SUFFIX = metadata.REFERENCE_SUFFIX  # kept here too: `tfprobe.reference.analysis.REFERENCE_SUFFIX`
 
 
 class Analysis:
@@ -103,15 +106,15 @@ def _close_quietly(analysis, warn=False):
 class AnalysisWriter:
     """One event file per analysis in the run directory; one `Event` per reference step.
 
-    Scalars carry their metadata (`metadata.encode_content`) on the first
-    value of each tag; tensors on every value (their content describes that
-    step's rows and columns).
+    Scalars carry their metadata (`metadata.encode_json`) on the first
+    value of each tag (`FirstValueMetadata`); tensors on every value (their
+    content describes that step's rows and columns).
     """
 
     def __init__(self, log_dir, suffix=REFERENCE_SUFFIX, scalar_plugin=metadata.REPR_PLUGIN_NAME):
         self.log_dir, self._suffix, self._plugin = log_dir, suffix, scalar_plugin
         self._file = None  # created by `open` or at the first write
-        self._described = set()
+        self._metadata = FirstValueMetadata()
         self.bytes_written = 0
 
     def open(self):
@@ -138,17 +141,11 @@ class AnalysisWriter:
         """
         event = event_pb2.Event(step=int(step), wall_time=time.time() if wall_time is None else wall_time)
         for tag, value, info in scalars:
-            md = summary_pb2.SummaryMetadata(data_class=summary_pb2.DATA_CLASS_SCALAR)
-            md.plugin_data.plugin_name = self._plugin
-            if tag not in self._described:
-                self._described.add(tag)
-                md.plugin_data.content = json.dumps({"v": metadata.FORMAT_VERSION, **info}, sort_keys=True).encode()
-                md.summary_description = metadata.REPRESENTATION_DESCRIPTIONS.get(info.get("stat"), "")
+            md = self._metadata(tag, self._plugin, metadata.DATA_CLASS_SCALAR, functools.partial(metadata.encode_json, info),
+                                metadata.REPRESENTATION_DESCRIPTIONS.get(info.get("stat"), ""))
             event.summary.value.add(tag=tag, metadata=md, tensor=tensor_util.make_tensor_proto(np.float32(value)))
         for tag, array, plugin, info in tensors:
-            md = summary_pb2.SummaryMetadata(data_class=summary_pb2.DATA_CLASS_TENSOR)
-            md.plugin_data.plugin_name = plugin
-            md.plugin_data.content = json.dumps({"v": metadata.FORMAT_VERSION, **info}, sort_keys=True).encode()
+            md = summary_metadata(plugin, metadata.DATA_CLASS_TENSOR, metadata.encode_json(info))
             array = np.asarray(array)
             array = array.astype(np.float32) if array.dtype.kind == "f" else array
             event.summary.value.add(tag=tag, metadata=md, tensor=tensor_util.make_tensor_proto(array))
@@ -160,5 +157,29 @@ class AnalysisWriter:
         if self._file is not None:
             self._file.close()
 
+    def discard(self):
+        """Closes the file and removes it if no reference step was written to it (a `fit` refused before training)."""
+        file, self._file = self._file, None
+        if file is None:
+            return
+        file.close()
+        if self.bytes_written == 0:
+            try:
+                if _fs.is_remote(file.path):
+                    _fs._gfile().remove(file.path)
+                else:
+                    os.remove(file.path)
+            except Exception as error:  # noqa: BLE001 - an empty file left behind is only untidy
+                logger.debug("tfprobe: could not remove %s: %s", file.path, error)
 
-__all__ = ["Analysis", "AnalysisWriter", "run_all", "close_all", "REFERENCE_SUFFIX"]
+
+def discard_all(analyses):
+    """Ends analyses that never ran (training did not start): their empty files are removed, nothing raises."""
+    for analysis in analyses:
+        try:
+            getattr(analysis, "discard", analysis.close)()
+        except Exception as error:  # noqa: BLE001
+            logger.debug("tfprobe: discarding the %s analysis: %s", analysis.name, error)
+
+
+__all__ = ["Analysis", "AnalysisWriter", "run_all", "close_all", "discard_all", "REFERENCE_SUFFIX"]

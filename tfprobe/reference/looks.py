@@ -44,10 +44,12 @@ from tensorboard.util import tensor_util
 
 from tfprobe import metadata, validation
 from tfprobe.logs.events import EventFileWriter
+from tfprobe.logs.writer import FirstValueMetadata
 from tfprobe.recording.selection import select, walk
 from tfprobe.reference import saliency
 
-INPUT_KINDS = ("auto", "image", "spectrogram", "waveform")
+INPUT_KINDS = validation.LOOKS_INPUT_KINDS
+MAX_EXAMPLES = 100  # examples drawn per reference step (each a few images)
 MAX_FEATURE_LAYERS = 4
 _MIN_SIDE = 128  # small inputs are enlarged (nearest neighbour, integer factor) to at least this many pixels
 _MAX_WIDTH = 512  # waveforms wider than this are drawn as per-column envelopes
@@ -156,28 +158,27 @@ def encode_png(rgb):
 # ---------------------------------------------------------------- summaries
 
 
-def image_value(tag, png, description, with_metadata):
-    """A `Summary.Value` in the `images` plugin's format: string tensor `[width, height, png]`."""
+def image_value(tag, png):
+    """A `Summary.Value` in the `images` plugin's format: string tensor `[width, height, png]` (no metadata)."""
     width, height = _png_size(png)
     tensor = tensor_util.make_tensor_proto(np.array([str(width).encode(), str(height).encode(), png], dtype=object))
-    value = summary_pb2.Summary.Value(tag=tag, tensor=tensor)
-    if with_metadata:
-        value.metadata.CopyFrom(image_metadata.create_summary_metadata(display_name=tag, description=description))
-        value.metadata.data_class = summary_pb2.DATA_CLASS_BLOB_SEQUENCE
-    return value
+    return summary_pb2.Summary.Value(tag=tag, tensor=tensor)
 
 
 def _png_size(png):
     return int.from_bytes(png[16:20], "big"), int.from_bytes(png[20:24], "big")  # the IHDR chunk
 
 
-def scalar_value(tag, number, description, with_metadata):
-    value = summary_pb2.Summary.Value(tag=tag, tensor=tensor_util.make_tensor_proto(np.float32(number)))
-    if with_metadata:
-        value.metadata.plugin_data.plugin_name = "scalars"
-        value.metadata.summary_description = description
-        value.metadata.data_class = summary_pb2.DATA_CLASS_SCALAR
-    return value
+def scalar_value(tag, number):
+    """A `Summary.Value` in the `scalars` plugin's format: a float32 scalar (no metadata)."""
+    return summary_pb2.Summary.Value(tag=tag, tensor=tensor_util.make_tensor_proto(np.float32(number)))
+
+
+_IMAGE_CONTENT = image_metadata.create_summary_metadata(display_name="", description="").plugin_data.content
+_SUMMARY_KINDS = {  # value maker -> (plugin name, data class, content, tag as display name) of its first value
+    image_value: (image_metadata.PLUGIN_NAME, summary_pb2.DATA_CLASS_BLOB_SEQUENCE, _IMAGE_CONTENT, True),
+    scalar_value: ("scalars", summary_pb2.DATA_CLASS_SCALAR, b"", False),
+}
 
 
 # ---------------------------------------------------------------- the analysis
@@ -214,8 +215,7 @@ def spread(items, k):
 class LooksAnalysis:
     """Writes where the model looks on reference examples at every reference step (see the module docstring).
 
-    (Its length is its argument checks, made before training starts so that bad input fails early, and the
-    drawing of each kind of input; the maps themselves are `tfprobe.cam`.)
+    The maps themselves are computed by `tfprobe.cam`.
 
     Args:
       log_dir: the run directory (the same as `LayerProbe`'s).
@@ -241,18 +241,17 @@ class LooksAnalysis:
 
     name = "looks"  # for `tfprobe.reference.analysis.run_all` messages
 
-    def __init__(self, log_dir, examples=8, layer=None, feature_layers=None, channels=saliency.DEFAULT_CHANNELS,
+    def __init__(self, log_dir, *, examples=8, layer=None, feature_layers=None, channels=saliency.DEFAULT_CHANNELS,
                  input_kind="auto"):
         self.log_dir = validation.log_dir(log_dir)
-        if isinstance(examples, bool) or not isinstance(examples, (int, np.integer)) or not 1 <= examples <= 100:
-            raise ValueError(f"`examples` must be an integer in [1, 100]. Received: examples={examples!r}")
+        validation.integer("examples", examples, 1, MAX_EXAMPLES)
         if isinstance(channels, bool) or not isinstance(channels, (int, np.integer)) or channels < 1:
             raise ValueError(f"`channels` must be a positive integer. Received: channels={channels!r}")
         self.examples, self.channels = int(examples), int(channels)
         self.layer, self.feature_layers = layer, feature_layers
-        self.input_kind = validation.choice("input_kind", input_kind, INPUT_KINDS)
+        self.input_kind = validation.looks_input_kind(input_kind, "input_kind")
         self._writer = None
-        self._described = set()
+        self._metadata = FirstValueMetadata()
         self._inputs_written = False
         self.bytes_written = 0
         self.last_step_bytes = 0
@@ -260,17 +259,19 @@ class LooksAnalysis:
 
     # -- what to look at
 
-    def _grad_cam_path(self, model, pass_):
+    def _grad_cam_path(self, model, pass_, x_shape):
         if self.layer is None:
-            return saliency.last_spatial_layer(model, pass_.taps)
+            return saliency.last_spatial_layer(model, pass_.taps, x_shape)
         path, _ = saliency.resolve_layer(model, self.layer)
         saliency.spatial_tap(pass_, path)
         return path
 
-    def _feature_paths(self, model, pass_, grad_cam_path):
+    def _feature_paths(self, model, pass_, grad_cam_path, x_shape):
         if self.feature_layers is None:
+            rank = saliency.spatial_rank(pass_.taps[grad_cam_path].tensor, x_shape)
             convs = [p for p, lay in walk(model) if _is_conv(lay) and p in pass_.taps and saliency.is_spatial(
-                pass_.taps[p].tensor) and pass_.taps[p].tensor.shape.rank <= 4]
+                pass_.taps[p].tensor) and pass_.taps[p].tensor.shape.rank <= 4
+                and saliency.spatial_rank(pass_.taps[p].tensor, x_shape) == rank]
             return spread(convs, MAX_FEATURE_LAYERS) or [grad_cam_path]
         if isinstance(self.feature_layers, (list, tuple)) and not self.feature_layers:
             return []
@@ -280,7 +281,8 @@ class LooksAnalysis:
             message = str(error).replace("`layers`", "`feature_layers`").replace(" layers=", " feature_layers=")
             raise type(error)(message) from None
         for path in paths:
-            saliency.spatial_tap(pass_, path, arg="feature_layers")
+            saliency.as_grid(saliency.spatial_tap(pass_, path, arg="feature_layers").tensor, x_shape, path,
+                             arg="feature_layers")
         return paths
 
     def _look(self, model, reference):
@@ -288,9 +290,9 @@ class LooksAnalysis:
         truth = None if y is None else _labels(y)
         pass_ = saliency.forward(model, x, list(walk(model)), [None] + ([] if truth is None else [truth]),
                             arg="reference_data")
-        path = self._grad_cam_path(model, pass_)
-        kind = self._kind(pass_.taps[path].tensor.shape.rank - 2, path)
-        return x, truth, pass_, path, self._feature_paths(model, pass_, path), kind
+        path = self._grad_cam_path(model, pass_, np.shape(x))
+        kind = self._kind(saliency.spatial_rank(pass_.taps[path].tensor, np.shape(x)), path)
+        return x, truth, pass_, path, self._feature_paths(model, pass_, path, np.shape(x)), kind
 
     def check(self, model, reference):
         """Validates the model, the layers and the reference examples; returns `(grad_cam_layer, feature_layers)`."""
@@ -322,7 +324,8 @@ class LooksAnalysis:
         x, truth, pass_, path, feature_paths, kind = self._look(model, reference)
         maps = [saliency.maps_from(pass_, path, np.shape(x), score) for score in range(len(pass_.score_of))]
         class_maps = self._class_activation_maps(model, pass_, np.shape(x))
-        features = [saliency.feature_maps_of(pass_, p, self.channels, arg="feature_layers") for p in feature_paths]
+        features = [saliency.feature_maps_of(pass_, p, self.channels, arg="feature_layers", x_shape=np.shape(x))
+                    for p in feature_paths]
         values = []
         for i, example in enumerate(np.asarray(x, dtype=np.float32)):
             values += self._example_values(i, example, kind, pass_, truth, path, maps, features, class_maps)
@@ -364,13 +367,17 @@ class LooksAnalysis:
         return values
 
     def _value(self, make, tag, payload, description):
-        first = tag not in self._described
-        self._described.add(tag)
-        return make(tag, payload, description, first)
+        """The value of `tag` made by `make`; its first in the file carries the metadata, later ones none."""
+        value = make(tag, payload)
+        plugin_name, data_class, content, named = _SUMMARY_KINDS[make]
+        md = self._metadata(tag, plugin_name, data_class, content, description, tag if named else "", later=False)
+        if md is not None:
+            value.metadata.CopyFrom(md)
+        return value
 
     def _write(self, step, values):
         if self._writer is None:
-            self._writer = EventFileWriter(self.log_dir, suffix=".tfprobe-looks")
+            self._writer = EventFileWriter(self.log_dir, suffix=metadata.LOOKS_SUFFIX)
         event = event_pb2.Event(step=int(step), wall_time=time.time())
         event.summary.value.extend(values)
         self.last_step_bytes = self._writer.write(event)
@@ -384,5 +391,5 @@ class LooksAnalysis:
         if self._writer is not None:
             self._writer.close()
             self._writer = None
-            self._described = set()  # a new file carries each tag's metadata again
+            self._metadata.clear()  # a new file carries each tag's metadata again
 

@@ -339,8 +339,47 @@ def layer_measures(features, labels=None, previous=None, **probe_args):
     if previous is not None:
         p = np.asarray(previous, dtype=np.float64)
         ok = finite and np.all(np.isfinite(p)) and len(p) == len(f)
-        out["cka_drift"] = linear_cka(p, f) if ok else float("nan")
+        out["cka_drift"] = cka_drift(p, f) if ok else float("nan")
     return out
+
+
+CONSTANT_TOLERANCE = 1e-5
+"""Features whose every value is within this fraction of their largest magnitude of its column's mean are constant."""
+
+
+def is_constant(features):
+    """Whether a representation carries no variation across examples (to float32 rounding, `CONSTANT_TOLERANCE`).
+
+    >>> is_constant([[1.0, 2.0], [1.0, 2.0]]), is_constant([[1.0, 2.0], [1.0, 2.5]]), is_constant([[0.0], [0.0]])
+    (True, False, True)
+    """
+    a = np.asarray(features, dtype=np.float64)
+    a = a[:, None] if a.ndim == 1 else a
+    scale = float(np.abs(a).max()) if a.size else 0.0
+    return float(np.abs(a - a.mean(axis=0)).max(initial=0.0)) <= CONSTANT_TOLERANCE * scale
+
+
+def cka_drift(previous, current):
+    """`cka_drift`: the linear CKA of a layer's features at two reference steps, defined for constant layers too.
+
+    Linear CKA is 0/0 when a representation is constant (a dead layer, a
+    normalisation over an axis of size 1). Here a layer constant at both
+    steps did not change (1.0: it carries no variation either time), and a
+    layer constant at exactly one of them shares nothing with the other
+    (0.0: it lost or gained all its variation). Non-finite features: NaN.
+
+    >>> import numpy as np
+    >>> x = np.random.default_rng(0).normal(size=(20, 3))
+    >>> cka_drift(np.ones((20, 3)), 2 * np.ones((20, 3))), cka_drift(np.ones((20, 3)), x), round(cka_drift(x, -x), 6)
+    (1.0, 0.0, 1.0)
+    """
+    p, f = np.asarray(previous, dtype=np.float64), np.asarray(current, dtype=np.float64)
+    if not (np.all(np.isfinite(p)) and np.all(np.isfinite(f))):
+        return float("nan")
+    before, now = is_constant(p), is_constant(f)
+    if before or now:
+        return 1.0 if before and now else 0.0
+    return linear_cka(p, f)
 
 
 def probe_accuracy(features, labels, l2=DEFAULT_L2, test_fraction=DEFAULT_TEST_FRACTION, seed=0):
@@ -369,6 +408,8 @@ __all__ = [
     "effective_rank",
     "stable_rank",
     "linear_cka",
+    "cka_drift",
+    "is_constant",
     "cka_matrix",
     "cka_noise_floor",
     "probe_accuracy",

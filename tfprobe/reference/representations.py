@@ -141,7 +141,15 @@ class RepresentationAnalysis(Analysis):
 
                 write_projector(self.log_dir, feats, labels, x)
         finally:
-            self.writer.close()
+            if self.writer.bytes_written:
+                self.writer.close()
+            else:  # no reference step ran (a `fit` refused or interrupted first): no empty file left behind
+                self.writer.discard()
+
+
+    def discard(self):
+        """Ends an analysis that never ran: its event file, still empty, is removed (`AnalysisWriter.discard`)."""
+        self.writer.discard()
 
 
 _BLAS = []  # the threadpoolctl controller, found once: looking for the BLAS libraries costs ~50 ms in a TF process

@@ -27,10 +27,15 @@ is scored by the logit, class 0 by its negation. `class_index=None` explains
 the predicted class.
 
 The default `layer` is the last layer whose output is spatial
-(`(batch, *spatial, channels)` with more than one spatial position), in the
-order the model computes them, before the head (pooling to a vector,
-flattening, dense): found inside nested backbones too. A layer called more
-than once is explained at its first call.
+(`(batch, *spatial, channels)` with more than one spatial position) in the
+input's terms, in the order the model computes them, before the head
+(pooling to a vector, flattening, dense): found inside nested backbones too.
+For image inputs that is a 2D layer that is not preprocessing (rescaling,
+resizing, augmentation) or, in a patch-token model (ViT, MLP-Mixer), the
+last `(batch, tokens, dim)` layer whose tokens form a grid of the image
+(`token_grid`), laid on that grid (`as_grid`); `last_spatial_layer` says
+why when there is none. A layer called more than once is explained at its
+first call.
 
 >>> import keras, numpy as np
 >>> model = keras.Sequential([keras.Input((8, 8, 1)), keras.layers.Conv2D(2, 3, name="conv"),
@@ -55,13 +60,13 @@ import keras
 import numpy as np
 import tensorflow as tf
 
+from tfprobe import layer_kinds
 from tfprobe.recording.capture import Capture
 from tfprobe.recording.selection import available, walk
 
 DEFAULT_CHANNELS = 16
-_NO_OP_LAYERS = (keras.layers.Dropout, keras.layers.SpatialDropout1D, keras.layers.SpatialDropout2D,
-                 keras.layers.GaussianNoise, keras.layers.GaussianDropout, keras.layers.ActivityRegularization)
-_GAP = (keras.layers.GlobalAveragePooling1D, keras.layers.GlobalAveragePooling2D)
+_NO_OP_LAYERS = layer_kinds.keras_classes(layer_kinds.PASS_THROUGH_CLASSES, keras.layers)
+_GAP = layer_kinds.keras_classes(layer_kinds.GLOBAL_AVERAGE_POOLING_CLASSES, keras.layers)
 
 
 # ---------------------------------------------------------------- arguments
@@ -290,20 +295,92 @@ def spatial_tap(pass_, path, arg="layer"):
     return tap
 
 
-def last_spatial_layer(model, taps):
-    """The default layer: the last tap (in computation order) with a 1D or 2D spatial output."""
-    spatial = [path for path, tap in taps.items() if is_spatial(tap.tensor) and tap.tensor.shape.rank <= 4]
+def _is_preprocessing(layer):
+    """A Keras preprocessing layer (rescaling, resizing, augmentation): its output is still the input, not features."""
+    return ".preprocessing." in type(layer).__module__
+
+
+def token_grid(tokens, height, width):
+    """`(rows, cols, skip)` when `tokens` positions are a `rows x cols` grid of a `height x width` input, else None.
+
+    The tokens of a patch-token model (ViT, MLP-Mixer: `(batch, tokens,
+    dim)`) cover the image row by row, with the input's aspect ratio;
+    `skip` is 1 when one extra token (a class token) comes first.
+
+    >>> token_grid(16, 32, 32), token_grid(65, 64, 64), token_grid(8, 32, 64), token_grid(7, 32, 32)
+    ((4, 4, 0), (8, 8, 1), (2, 4, 0), None)
+    """
+    for skip in (0, 1):
+        n = tokens - skip
+        for rows in range(1, n + 1):
+            if n % rows == 0 and n > 1 and rows * width == (n // rows) * height:
+                return rows, n // rows, skip
+    return None
+
+
+def spatial_rank(tensor, x_shape):
+    """How many spatial axes the output `tensor` maps onto the input of shape `x_shape` (with the batch axis).
+
+    2 for `(batch, h, w, channels)`, and for `(batch, tokens, dim)` tokens
+    that form a grid of an image input (`token_grid`); 1 for other
+    `(batch, positions, channels)` outputs.
+    """
+    rank = tensor.shape.rank
+    if rank == 3 and len(x_shape) == 4 and token_grid(int(tensor.shape[1]), int(x_shape[1]), int(x_shape[2])):
+        return 2
+    return rank - 2
+
+
+def as_grid(tensor, x_shape, path, arg="layer"):
+    """A token output `(batch, tokens, dim)` of an image model as `(batch, rows, cols, dim)`; others as they are."""
+    if tensor.shape.rank != 3 or len(x_shape) != 4:
+        return tensor
+    grid = token_grid(int(tensor.shape[1]), int(x_shape[1]), int(x_shape[2]))
+    if grid is None:
+        raise ValueError(f"`{arg}` {path!r} outputs {int(tensor.shape[1])} positions (shape "
+                         f"{tuple(tensor.shape)}), which do not form a grid of the {tuple(x_shape[1:3])} input images: "
+                         f"its maps cannot be laid on them. Received: {arg}={path!r}")
+    rows, cols, skip = grid
+    return tf.reshape(tensor[:, skip:], [-1, rows, cols, int(tensor.shape[-1])])
+
+
+def last_spatial_layer(model, taps, x_shape=None):
+    """The default layer: the last tap (in computation order) with a spatial output that maps onto the input.
+
+    For image inputs `(batch, h, w, c)` (`x_shape`): the last layer with a
+    2D spatial output that is not preprocessing (rescaling, resizing,
+    augmentation); else, in a patch-token model (ViT, MLP-Mixer), the last
+    layer whose tokens form a grid of the image (`token_grid`); else the
+    last preprocessing layer. For sequences `(batch, steps)`: the last 1D
+    spatial layer. Otherwise (or without `x_shape`) the last 1D or 2D one.
+    """
+    spatial = [(path, tap) for path, tap in taps.items() if is_spatial(tap.tensor) and tap.tensor.shape.rank <= 4]
+    rank = None if x_shape is None else len(x_shape)
+    if rank == 4:
+        maps = [(p, t) for p, t in spatial if t.tensor.shape.rank == 4]
+        tokens = [(p, t) for p, t in spatial if t.tensor.shape.rank == 3]
+        tiled = [(p, t) for p, t in tokens if spatial_rank(t.tensor, x_shape) == 2]
+        spatial = ([(p, t) for p, t in maps if not _is_preprocessing(t.layer)] or tiled or maps)
+        if not spatial:
+            why = "" if not tokens else (
+                f"; its sequence outputs (such as {tokens[-1][0]!r}, {tuple(tokens[-1][1].tensor.shape)}) do not form "
+                f"a grid of the image")
+            raise ValueError(f"`layer` cannot be chosen automatically: no layer of model {model.name!r} has a 2D "
+                             f"spatial output to lay on its {tuple(x_shape[1:])} input images{why}. Received: "
+                             f"layer=None")
+    elif rank == 2:
+        spatial = [(p, t) for p, t in spatial if t.tensor.shape.rank == 3]
     if not spatial:
         raise ValueError(f"`layer` cannot be chosen automatically: no layer of model {model.name!r} has a 1D or 2D "
                          f"spatial output. Received: layer=None")
-    return spatial[-1]  # taps are in the order the model computed them
+    return spatial[-1][0]  # taps are in the order the model computed them
 
 
 def _explain_pass(model, x, layer, class_sets, arg="layer"):
     """One pass for `layer` (None: every layer, to find the default); returns `(pass, path)`."""
     if layer is None:
         pass_ = forward(model, x, list(walk(model)), class_sets)
-        return pass_, last_spatial_layer(model, pass_.taps)
+        return pass_, last_spatial_layer(model, pass_.taps, np.shape(x))
     path, obj = resolve_layer(model, layer, arg)
     pass_ = forward(model, x, [(path, obj)], class_sets)
     spatial_tap(pass_, path, arg)
@@ -313,7 +390,7 @@ def _explain_pass(model, x, layer, class_sets, arg="layer"):
 def default_layer(model, x):
     """The path of the layer `grad_cam` explains when `layer=None` (see the module docstring)."""
     pass_ = forward(model, x, list(walk(model)), watch=False)
-    return last_spatial_layer(model, pass_.taps)
+    return last_spatial_layer(model, pass_.taps, np.shape(x))
 
 
 # ---------------------------------------------------------------- maps
@@ -335,12 +412,12 @@ def _input_size(shape, rank, path):
     return tuple(int(s) for s in shape[1 : 1 + rank])
 
 
-def _weighted_maps(tap, gradient, plus):
+def _weighted_maps(path, activation, gradient, plus):
     """Grad-CAM (`plus=False`) or Grad-CAM++ maps at the layer's own resolution, `(N, *spatial)`."""
     if gradient is None:
-        raise ValueError(f"`layer` {tap.path!r} does not reach the class score (no gradient flows from the model "
-                         f"output to it). Received: layer={tap.path!r}")
-    a = tf.cast(tap.tensor, tf.float32)
+        raise ValueError(f"`layer` {path!r} does not reach the class score (no gradient flows from the model "
+                         f"output to it). Received: layer={path!r}")
+    a = tf.cast(activation, tf.float32)
     g = tf.cast(gradient, tf.float32)
     axes = list(range(1, a.shape.rank - 1))
     if plus:
@@ -356,10 +433,16 @@ def _weighted_maps(tap, gradient, plus):
 def maps_from(pass_, path, x_shape, score=0, plus=False):
     """Grad-CAM (or Grad-CAM++) maps of a `forward` pass at layer `path` for its `score`-th class set.
 
-    Upsampled to the spatial size in `x_shape` (the inputs' shape).
+    Upsampled to the spatial size in `x_shape` (the inputs' shape). The
+    tokens of a patch-token layer are laid on the image grid first
+    (`as_grid`).
     """
     tap = spatial_tap(pass_, path)
-    maps = _weighted_maps(tap, pass_.tape.gradient(pass_.score_of[score], tap.tensor), plus)
+    gradient = pass_.tape.gradient(pass_.score_of[score], tap.tensor)
+    activation = as_grid(tap.tensor, x_shape, path)
+    if gradient is not None:
+        gradient = as_grid(gradient, x_shape, path)
+    maps = _weighted_maps(path, activation, gradient, plus)
     return _upsample(maps, _input_size(x_shape, maps.ndim - 1, path))
 
 
@@ -433,6 +516,7 @@ def cam_from(model, pass_, x_shape, class_index=None, head=None):
     if not np.allclose(logits.numpy(), pass_.logits, rtol=1e-3, atol=1e-4 * (1 + np.abs(pass_.logits).max())):
         raise ValueError(f"`model` must output the dense layer {dense_path!r} applied to the pooled features for CAM "
                          f"(its output differs from the model's). Received: model {model.name!r}")
+    features = as_grid(features, x_shape, gap_path, arg="model")  # a patch-token model's tokens on the image grid
     classes = _classes(class_index, len(pass_.logits), pass_.logits.shape[1], pass_.predicted)
     if kernel.shape[1] == 1:  # binary: class 1 is the logit, class 0 its negation
         weights = tf.transpose(kernel) * tf.constant(2.0 * classes - 1.0, tf.float32)[:, None]
@@ -513,16 +597,17 @@ def feature_maps(model, x, layer=None, channels=DEFAULT_CHANNELS):
         raise ValueError(f"`channels` must be a positive integer. Received: channels={channels!r}")
     if layer is None:
         pass_ = forward(model, x, list(walk(model)), watch=False)
-        path = last_spatial_layer(model, pass_.taps)
+        path = last_spatial_layer(model, pass_.taps, np.shape(x))
     else:
         path, obj = resolve_layer(model, layer)
         pass_ = forward(model, x, [(path, obj)], watch=False)
-    return feature_maps_of(pass_, path, channels)
+    return feature_maps_of(pass_, path, channels, x_shape=np.shape(x))
 
 
-def feature_maps_of(pass_, path, channels=DEFAULT_CHANNELS, arg="layer"):
-    """`FeatureMaps` of a layer captured in a `forward` pass."""
-    output = tf.cast(spatial_tap(pass_, path, arg).tensor, tf.float32).numpy()
+def feature_maps_of(pass_, path, channels=DEFAULT_CHANNELS, arg="layer", x_shape=None):
+    """`FeatureMaps` of a layer captured in a `forward` pass (tokens laid on the image grid, given `x_shape`)."""
+    output = spatial_tap(pass_, path, arg).tensor
+    output = tf.cast(output if x_shape is None else as_grid(output, x_shape, path, arg), tf.float32).numpy()
     chosen = top_channels(output, channels)
     moved = np.moveaxis(output, -1, 1)  # (N, K, *spatial)
     index = chosen.reshape(chosen.shape + (1,) * (moved.ndim - 2))

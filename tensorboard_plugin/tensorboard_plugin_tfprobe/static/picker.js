@@ -26,7 +26,9 @@ export function renderPicker(pickerEl) {
     });
     list.append(
       el('label', {title: `${run.name}: ${run.layers} layers, last step ${run.max_step}`}, box,
-        el('span', {class: 'swatch', style: `background:${runColor(run.name)}`}), el('span', {class: 'run-name-label', text: run.name})),
+        el('span', {class: 'swatch', style: `background:${runColor(run.name)}`}), el('span', {class: 'run-name-label', text: run.name}),
+        // the plugin's own scan of the run's files: checksums that fail, concurrent writers (TensorBoard shows neither)
+        ...((run.warnings || []).length ? [el('span', {class: 'run-warning', text: '⚠', title: run.warnings.join('\n')})] : [])),
     );
   }
   const pick = (fn) => () => { fn(); renderPicker(pickerEl); app.showView(); };
