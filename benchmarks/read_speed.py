@@ -9,6 +9,11 @@ disk; the log is deleted at the end unless `--keep`.
 
     python benchmarks/read_speed.py                          # 500 x 2,000 x 13 = 13 M points
     python benchmarks/read_speed.py --layers 100 --windows 500
+    python benchmarks/read_speed.py --windows 10000 --keep --report   # 65 M points; `tfprobe report` too
+    python benchmarks/read_speed.py --logdir DIR --report --repeat 0  # a run written before (--keep)
+
+`--report` runs `tfprobe report` on the run in a subprocess and prints its
+wall time and peak resident memory (`getrusage` of the child).
 """
 
 from __future__ import annotations
@@ -16,7 +21,9 @@ from __future__ import annotations
 import argparse
 import functools
 import os
+import resource
 import shutil
+import subprocess
 import sys
 import tempfile
 import time
@@ -62,20 +69,34 @@ def main(argv=None):
     parser.add_argument("--histogram-every", type=int, default=0)
     parser.add_argument("--repeat", type=int, default=3)
     parser.add_argument("--keep", action="store_true")
+    parser.add_argument("--report", action="store_true", help="also time `tfprobe report` and its peak memory")
+    parser.add_argument("--logdir", help="read this run (written before with --keep) instead of writing one")
     args = parser.parse_args(argv)
-    logdir = tempfile.mkdtemp(prefix="tfprobe_read_speed_")
+    logdir = args.logdir or tempfile.mkdtemp(prefix="tfprobe_read_speed_")
     try:
         start = time.perf_counter()
-        points = write_run(os.path.join(logdir, "run"), args.layers, args.windows, args.histogram_every)
+        if args.logdir:
+            points = args.layers * args.windows * len(metadata.ACTIVATION_STATS)
+            print(f"reading {logdir} (taken as {args.layers} layers x {args.windows} windows)")
+        else:
+            points = write_run(os.path.join(logdir, "run"), args.layers, args.windows, args.histogram_every)
         size = sum(os.path.getsize(os.path.join(d, f)) for d, _, fs in os.walk(logdir) for f in fs)
-        print(f"wrote {points:,} points ({size / 1e6:.0f} MB) in {time.perf_counter() - start:.1f} s")
-        for label, kwargs in (("long", {}), ("pivot", {"pivot": True})):
+        print(f"{points:,} points ({size / 1e6:.0f} MB), written in {time.perf_counter() - start:.1f} s")
+        if args.report:
+            root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+            env = dict(os.environ, PYTHONPATH=root + os.pathsep + os.environ.get("PYTHONPATH", ""))
+            start = time.perf_counter()
+            subprocess.run([sys.executable, "-m", "tfprobe.cli", "report", logdir], env=env, check=True,
+                           stdout=subprocess.DEVNULL)
+            peak = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 2**20  # KiB -> GiB
+            print(f"tfprobe report: {time.perf_counter() - start:.1f} s, peak resident memory {peak:.2f} GiB")
+        for label, kwargs in (("long", {}), ("pivot", {"pivot": True})) if args.repeat else ():
             seconds, frame = best_time(functools.partial(tfprobe.read_logdir, logdir, progress=False, **kwargs),
                                        args.repeat)
             print(f"read_logdir {label:5s}: {seconds:.2f} s, {points / seconds / 1e6:.2f} M points/s "
                   f"({len(frame):,} rows)")
     finally:
-        if args.keep:
+        if args.keep or args.logdir:
             print("kept", logdir)
         else:
             shutil.rmtree(logdir)

@@ -246,7 +246,8 @@ MODULE_MARKERS = {
 
 @pytest.hookimpl(tryfirst=True)  # before `-m` deselects by marker
 def pytest_collection_modifyitems(config, items):
-    """Marks tests by module; without a C++ compiler the `native` ones are skipped, saying what to install."""
+    """Marks tests by module; without a C++ compiler the `native` ones are skipped, saying what to install;
+    without a GPU the `gpu` ones."""
     native_items = []
     for item in items:
         marker = MODULE_MARKERS.get(os.path.relpath(item.path, REPO).replace(os.sep, "/"))
@@ -260,4 +261,12 @@ def pytest_collection_modifyitems(config, items):
         if native._compiler() is None:
             skip = pytest.mark.skip(reason="no C++ compiler ($CXX, g++, c++ or clang++): apt-get install g++")
             for item in native_items:
+                item.add_marker(skip)
+    gpu_items = [item for item in items if item.get_closest_marker("gpu")]
+    if gpu_items:  # `gpu` tests need a CUDA GPU
+        import tensorflow as tf
+
+        if not tf.config.list_physical_devices("GPU"):
+            skip = pytest.mark.skip(reason="no CUDA GPU visible to TensorFlow")
+            for item in gpu_items:
                 item.add_marker(skip)

@@ -192,15 +192,14 @@ def _one_line(error):
 
 
 def _load(logdir):
-    """`(long frame, layers frame)` of `logdir`, from one scan."""
+    """The `LogData` of `logdir` (one scan), or `_Fail` if it has no tfprobe statistics."""
     from tfprobe.logs.reader import read
 
     _open_logdir(logdir)
     data = read(logdir)
-    df = data.scalars
-    if df.empty:
+    if not data.has_scalars():
         raise _Fail(f"tfprobe: no tfprobe data under {logdir} (attach tfprobe.LayerProbe(log_dir=...) to model.fit)")
-    return df, data.layers
+    return data
 
 
 def _unique(column):
@@ -288,30 +287,35 @@ def report(logdir, fail_on=None, runs=None, out=None, width=WIDTH, wide=False):
     from tfprobe.findings import SEVERITIES, diagnose, severity_rank
 
     out = out or sys.stdout
-    df, layers = _load(logdir)
-    all_runs = _unique(df["run"])
+    data = _load(logdir)
+    from tfprobe.findings import stat_frame
+    from tfprobe.metadata import REPRESENTATION_STATS
+
+    # the latest point of each series and statistic, the reference measures and what `diagnose` reads:
+    # never the long frame of every point (a 500-layer run of 10,000 windows has 65 M)
+    latest, layers = data.scalar_frame(exclude=REPRESENTATION_STATS, last_only=True), data.layers
+    rep = data.scalar_frame(stats=REPRESENTATION_STATS)
+    all_runs = _unique(data.scalar_frame(last_only=True)["run"])
+    health = stat_frame(data)
     if runs:
         unknown = [r for r in runs if r not in all_runs]
         if unknown:
             raise _Fail(f"tfprobe: run {unknown[0]!r} has no tfprobe data; runs: {', '.join(all_runs)}")
-        df = df[df["run"].isin(runs)]
-        layers = layers[layers["run"].isin(runs)]
-    from tfprobe.metadata import REPRESENTATION_STATS
-
-    is_rep = df["stat"].isin(REPRESENTATION_STATS)
-    rep, df = df[is_rep], df[~is_rep]
+        latest, rep = latest[latest["run"].isin(runs)], rep[rep["run"].isin(runs)]
+        layers, health = layers[layers["run"].isin(runs)], health[health["run"].isin(runs)]
+    windows = data.run_steps(exclude=REPRESENTATION_STATS)
     print(f"tfprobe report: {logdir}", file=out)
     labels = {}
-    for run in _unique(df["run"]):
-        lines, step, labels[run] = layer_table(df, run, width, wide)
-        n_windows = df.loc[df["run"] == run, "step"].nunique()
-        n_layers = df.loc[df["run"] == run, "layer"].nunique()
+    for run in _unique(latest["run"]):
+        lines, step, labels[run] = layer_table(latest, run, width, wide)
+        n_windows = len(windows.get(run, ()))
+        n_layers = latest.loc[latest["run"] == run, "layer"].nunique()
         head = f"run {run!r}: {plural(n_layers, 'layer')}, latest window step {step} ({plural(n_windows, 'window')})"
         print("", file=out)
         print(head if wide else _ellipsize(head, width), file=out)
         for line in lines + representation_table(rep, run, width):
             print(line, file=out)
-    findings = diagnose(df, layers)
+    findings = diagnose(health, layers)
     counts = findings["severity"].value_counts()
     summary = ", ".join(plural(counts[s], s) for s in reversed(SEVERITIES) if s in counts) or "none"
     print("", file=out)

@@ -105,6 +105,12 @@ def _count(mask):
     return tf.cast(tf.reduce_sum(tf.cast(mask, tf.int32)), _F64)
 
 
+def _row_counts(mask):
+    """Per-row counts of a boolean `[rows, m]` mask (float64), counted in int32: no float64 copy of the mask
+    (XLA kept one, activation-sized, shared by its two users)."""
+    return tf.cast(tf.reduce_sum(tf.cast(mask, tf.int32), axis=1), _F64)
+
+
 def _blocks(x2d):
     """`x2d` as a `[rows, blocks, block]` view: blocks of the largest power of two that divides a row, at most `BLOCK`."""
     shape = tf.shape(x2d)
@@ -148,7 +154,7 @@ def shifted_row_sums(x2d, finite_mask=None):
         total = tf.reduce_sum(tf.where(fm, first, tf.zeros_like(first)), axis=1, keepdims=True)
         k = tf.math.divide_no_nan(total, tf.reduce_sum(tf.cast(fm, _F32), axis=1, keepdims=True))
         d = tf.where(finite_mask, x2d - k, tf.zeros_like(x2d))
-        n = tf.reduce_sum(tf.cast(finite_mask, _F64), axis=1)
+        n = _row_counts(finite_mask)
     k = tf.cast(k[:, 0], _F64)
     s, ss = row_sums(d), row_sums(tf.square(d))
     return s + n * k, ss + 2.0 * k * s + n * k * k
@@ -221,7 +227,7 @@ def _scalar_sums(x2d, a2d, near_zero, bounds, saturation_margin, finite_mask=Non
         nan = inf = tf.constant(0.0, _F64)
         xc, l1 = x2d, a2d
     else:
-        m_row = tf.reduce_sum(tf.cast(finite_mask, _F64), axis=1)
+        m_row = _row_counts(finite_mask)
         finite = _count(finite_mask)
         nan = _count(tf.math.is_nan(x2d))
         inf = _count(tf.math.is_inf(x2d))

@@ -107,20 +107,89 @@ class _Keys:
         return ids[tag]
 
 
+class _Block:
+    """The scalar points of the records that hold the same keys (a fast layout's skeleton, or one
+    general record's tags): one row of values per record, stacked every `CHUNK` records, so a point
+    costs its value only (float32 as written, float64 if a record holds wider values)."""
+
+    CHUNK = 256
+    __slots__ = ("ids", "recs", "rows", "chunks", "_recs")
+
+    def __init__(self, ids):
+        self.ids = ids
+        self.recs, self.rows, self.chunks, self._recs = [], [], [], None
+
+    def add(self, rec, values):
+        self.recs.append(rec)
+        self.rows.append(values)
+        self._recs = None
+        if len(self.rows) == self.CHUNK:
+            self._flush()
+
+    def _flush(self):
+        if self.rows:
+            self.chunks.append(np.stack(self.rows))
+            self.rows = []
+
+    def records(self):
+        if self._recs is None:
+            self._recs = np.array(self.recs, np.int64)
+        return self._recs
+
+    def column(self, j):
+        """The values of the block's `j`-th key, one per record, in write order."""
+        self._flush()
+        return np.concatenate([c[:, j] for c in self.chunks])
+
+
 class _Collector(_Keys):
-    """`_Keys` plus the columns of every tfprobe point, in write order."""
+    """`_Keys` plus every tfprobe point: scalars by record (step and wall time once per record, values
+    in `_Block`s), histograms as they come."""
 
     def __init__(self):
         super().__init__()
-        self.scalars = []  # chunks of (key ids, steps, wall times, values)
+        self.rec_steps, self.rec_walls = [], []  # per record holding scalar points
+        self.blocks = {}  # key ids bytes -> _Block
         self.hists = []  # (key id, step, wall time, counts)
-        self._last = (None, None, None)  # (run, skeleton, key ids) of the last fast record
+        self._last = (None, None, None)  # (run, skeleton, block) of the last fast record
+        self._keymap = None
         self.path = None  # the file being read
         self.spans = {}  # (run, group, path) -> [first, last] wall time of the records with tfprobe points
 
     def _span(self, run, group, wall_time):
         span = self.spans.setdefault((run, group, self.path), [wall_time, wall_time])
         span[0], span[1] = min(span[0], wall_time), max(span[1], wall_time)
+
+    def _add_scalars(self, block, step, wall_time, values):
+        self.rec_steps.append(step)
+        self.rec_walls.append(wall_time)
+        block.add(len(self.rec_steps) - 1, values)
+        self._keymap = None
+
+    def _block(self, ids):
+        key = ids.tobytes()
+        block = self.blocks.get(key)
+        if block is None:
+            block = self.blocks[key] = _Block(ids)
+        return block
+
+    def key_points(self, k):
+        """`(record indices, values)` of key `k`'s scalar points in write order."""
+        if self._keymap is None:
+            self._keymap = {}
+            for block in self.blocks.values():
+                for j, kid in enumerate(block.ids.tolist()):
+                    self._keymap.setdefault(kid, []).append((block, j))
+        pieces = self._keymap.get(k, ())
+        if not pieces:
+            return np.zeros(0, np.int64), np.zeros(0)
+        if len(pieces) == 1:
+            block, j = pieces[0]
+            return block.records(), block.column(j)
+        recs = np.concatenate([b.records() for b, _ in pieces])
+        values = np.concatenate([b.column(j) for b, j in pieces])
+        order = np.argsort(recs, kind="stable")  # a key twice in one record: in write order
+        return recs[order], values[order]
 
     def add_record(self, run, path, offset, data):
         """Adds one record's points; False if the record is not an `Event` (the file stops there)."""
@@ -148,7 +217,7 @@ class _Collector(_Keys):
             except DecodeError:
                 return False
         skeleton, values, tags = found
-        last_run, last_skeleton, ids = self._last
+        last_run, last_skeleton, block = self._last
         if last_run != run or last_skeleton != skeleton:
             tags = tags()
             known = self.tag_ids.get(run, {})
@@ -159,9 +228,9 @@ class _Collector(_Keys):
                                 for t in tags], np.int64)
             except UnicodeDecodeError:
                 return False
-            self._last = (run, skeleton, ids)
-        n = len(ids)
-        self.scalars.append((ids, np.full(n, step, np.int64), np.full(n, wall_time), values.astype(np.float64)))
+            block = self._block(ids)
+            self._last = (run, skeleton, block)
+        self._add_scalars(block, step, wall_time, values)
         self._span(run, "window", wall_time)
         if rest is not None:
             self._add_values(run, step, wall_time, rest.value)
@@ -190,11 +259,12 @@ class _Collector(_Keys):
             else:
                 self._span(run, "reference" if kid in self.reference_keys else "window", wall_time)
         if ids:
-            n = len(ids)
-            self.scalars.append(
-                (np.array(ids, np.int64), np.full(n, step, np.int64), np.full(n, wall_time),
-                 np.array(values, np.float64))
-            )
+            values = np.array(values, np.float64)
+            with np.errstate(over="ignore"):
+                narrow = values.astype(np.float32)
+            if np.array_equal(narrow, values, equal_nan=True):  # as written (tfprobe writes float32)
+                values = narrow
+            self._add_scalars(self._block(np.array(ids, np.int64)), step, wall_time, values)
 
 
 def _progress(paths):
@@ -304,24 +374,140 @@ class LogData:
         ok = ok[np.argsort(rank[ids[ok]], kind="stable")]
         keep, dropped = metadata.newest_write_wins(ids[ok], steps[ok], grouped=True)
         for run in dict.fromkeys(keys[k][0] for k in dropped):
-            self._col._warn_once(
-                ("restart", run),
-                f"run {run!r}: some series were written again at steps at or below steps already logged "
-                "(a run restarted into the same log_dir?). The newest write wins, as in TensorBoard: the "
-                "older points at those steps and after them are dropped",
-            )
+            self._warn_restart(run)
         return ok[keep]
+
+    def _warn_restart(self, run):
+        self._col._warn_once(
+            ("restart", run),
+            f"run {run!r}: some series were written again at steps at or below steps already logged "
+            "(a run restarted into the same log_dir?). The newest write wins, as in TensorBoard: the "
+            "older points at those steps and after them are dropped",
+        )
+
+    def _scalar_keys(self, stats=None, exclude=()):
+        """The good scalar keys (of statistics `stats`, all if None, none in `exclude`), in frame order."""
+        keys = self._col.keys
+        return [int(k) for k in np.argsort(self._rank, kind="stable")
+                if self._good[k] and keys[k][3] == _SCALAR and (stats is None or keys[k][2] in stats)
+                and keys[k][2] not in exclude]
+
+    def _kept(self, k):
+        """`(steps, walls, values)` of key `k`'s kept points (newest write wins), steps increasing."""
+        recs, values = self._col.key_points(k)
+        steps = self._rec_steps[recs]
+        keep, dropped = metadata.newest_write_wins(np.zeros(len(recs), np.int8), steps, grouped=True)
+        if len(dropped):
+            self._warn_restart(self._col.keys[k][0])
+            recs, steps, values = recs[keep], steps[keep], values[keep]
+        return steps, self._rec_walls[recs], values
+
+    @functools.cached_property
+    def _rec_steps(self):
+        return np.array(self._col.rec_steps, np.int64)
+
+    @functools.cached_property
+    def _rec_walls(self):
+        return np.array(self._col.rec_walls, np.float64)
+
+    def _points(self, keys, last_only=False):
+        """`(key ids, steps, wall times, float64 values)` of the kept points of `keys`, in that order
+        (with `last_only`, each key's newest point only)."""
+        parts = []
+        for k in keys:
+            steps, walls, values = self._kept(k)
+            if last_only:
+                steps, walls, values = steps[-1:], walls[-1:], values[-1:]
+            parts.append((np.full(len(steps), k, np.int64), steps, walls, values.astype(np.float64)))
+        if not parts:
+            return np.zeros(0, np.int64), np.zeros(0, np.int64), np.zeros(0), np.zeros(0)
+        return tuple(np.concatenate(c) for c in zip(*parts))
+
+    def has_scalars(self) -> bool:
+        """True if any statistic was read (without building a frame)."""
+        return any(b.recs and self._good[b.ids].any() for b in self._col.blocks.values())
 
     @functools.cached_property
     def _scalar_points(self):
         """`(key ids, steps, wall times, values)` of the kept scalar points, in frame order."""
-        chunks = self._col.scalars
-        ids, steps, walls, values = (
-            (np.concatenate(c) for c in zip(*chunks)) if chunks
-            else (np.zeros(0, np.int64), np.zeros(0, np.int64), np.zeros(0), np.zeros(0))
-        )
-        idx = self._select(ids, steps, (_SCALAR,))
-        return ids[idx], steps[idx], walls[idx], values[idx]
+        return self._points(self._scalar_keys())
+
+    def scalar_frame(self, stats=None, exclude=(), last_only=False) -> pd.DataFrame:
+        """The long frame of `scalars` restricted to the statistics `stats` (all if None) not in
+        `exclude`; with `last_only`, one row per run, layer and statistic: its newest point. Built
+        from those points only (a report of a large run reads its latest window without the rest)."""
+        ids, steps, walls, values = self._points(self._scalar_keys(stats, exclude), last_only)
+        keys = self._col.keys
+        return long_frame(_key_column(keys, 0, ids), steps, walls, _key_column(keys, 1, ids),
+                          _key_column(keys, 2, ids), values)
+
+    def run_steps(self, exclude=()) -> dict:
+        """`{run: distinct steps}` of the scalar points of statistics not in `exclude`."""
+        out, last = {}, {}
+        for k in self._scalar_keys(exclude=exclude):
+            run = self._col.keys[k][0]
+            steps = self._kept(k)[0]
+            if run in last and np.array_equal(last[run], steps):
+                continue  # a layer's statistics share their steps
+            last[run] = steps
+            out[run] = np.union1d(out[run], steps) if run in out else steps
+        return out
+
+    def stat_frame(self, stats, nonfinite=()) -> pd.DataFrame:
+        """`pivot_table(index=["run", "layer", "step"], columns="stat", values="value", aggfunc="last")` of the
+        long frame's `stats`, plus a `nonfinite_<stat>` column for each of `nonfinite` (1.0 where the
+        value is NaN or Inf, 0.0 where it is finite, NaN where there is none), without the long frame:
+        rows sorted by run, layer and step; columns with no value, and rows with none, left out; one
+        float64 column per statistic filled layer by layer (tfprobe.findings reads it)."""
+        keys = self._col.keys
+        by_series = {}
+        for k in self._scalar_keys(stats):
+            by_series.setdefault(keys[k][:2], []).append(k)
+        order = sorted(by_series)  # run, layer: the pivot's order
+        # pass 1: the rows (steps) of each series and the columns with a value; pass 2 fills them
+        rows, present = {}, set()
+        for series in order:
+            steps = []
+            for k in by_series[series]:
+                k_steps, _, values = self._kept(k)
+                steps.append(k_steps)
+                stat = keys[k][2]
+                if len(values) and stat in nonfinite:
+                    present.add(f"nonfinite_{stat}")
+                if stat not in present and not np.isnan(values).all():
+                    present.add(stat)
+            same = all(len(s) == len(steps[0]) and np.array_equal(s, steps[0]) for s in steps)
+            rows[series] = steps[0] if same else functools.reduce(np.union1d, steps)
+        names = sorted(present)
+        column = {name: j for j, name in enumerate(names)}
+        total = sum(len(r) for r in rows.values())
+        matrix = np.full((len(names), total), np.nan)  # the frame's float block, one row per column
+        start = 0
+        for series in order:
+            at = rows[series]
+            for k in by_series[series]:
+                stat = keys[k][2]
+                if stat not in column and f"nonfinite_{stat}" not in column:
+                    continue
+                steps, _, values = self._kept(k)
+                where = start + (np.arange(len(at)) if len(steps) == len(at) else np.searchsorted(at, steps))
+                if stat in column:
+                    matrix[column[stat], where] = values
+                if f"nonfinite_{stat}" in column:
+                    matrix[column[f"nonfinite_{stat}"], where] = ~np.isfinite(values)
+            start += len(at)
+        series_of_row = np.repeat(np.arange(len(order)), [len(rows[s]) for s in order]).astype(np.int64)
+        steps = np.concatenate([rows[s] for s in order]) if order else np.zeros(0, np.int64)
+        filled = np.zeros(total, bool)
+        for j in range(len(names)):
+            filled |= ~np.isnan(matrix[j])
+        if not filled.all():
+            matrix, series_of_row, steps = matrix[:, filled], series_of_row[filled], steps[filled]
+        frame = pd.DataFrame(matrix.T, columns=names, copy=False)
+        frame.insert(0, "run", pd.Series([s[0] for s in order] or [""]).array.take(series_of_row))
+        frame.insert(1, "layer", pd.Series([s[1] for s in order] or [""]).array.take(series_of_row))
+        frame.insert(2, "step", steps.astype(np.int64))
+        return frame
 
     @functools.cached_property
     def scalars(self) -> pd.DataFrame:
