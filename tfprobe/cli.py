@@ -1,6 +1,7 @@
 """The `tfprobe` command line: `tfprobe report LOGDIR` and `tfprobe export LOGDIR OUT`.
 
-    tfprobe report logs                    # latest window per layer + findings
+    tfprobe report logs                    # latest window per layer, incidents (root cause + fix)
+    tfprobe report logs --all              # ... and every finding the incidents group
     tfprobe report logs --fail-on warning  # exit 1 if a warning or error is found (CI)
     tfprobe report logs --wide             # full layer names (wider than 80 columns)
     tfprobe export logs stats.csv          # every point, long format
@@ -220,9 +221,20 @@ def representation_table(rep, run, width=WIDTH):
     return lines
 
 
-def report(logdir, fail_on=None, runs=None, out=None, width=WIDTH, wide=False):
+def incident_lines(inc, width=WIDTH, wide=False):
+    """The lines of one incident (a row of `tfprobe.incidents`): its alert line, its fix and why."""
+    head = f"  {inc.severity.upper():<8}#{inc.incident} {inc.run}: root {inc.root_kind} at {inc.root_layer} (step {inc.first_step})"
+    lines = [head if wide else _ellipsize(head, width)]
+    more = f"explains {plural(inc.findings, 'finding')}: " + ", ".join(inc.kinds) + " in " + ", ".join(inc.layers)
+    for text in (inc.summary, more, "why: " + inc.reason, "fix: " + inc.fix):
+        lines += ["          " + line for line in textwrap.wrap(text, width - 10)]
+    return lines
+
+
+def report(logdir, fail_on=None, runs=None, out=None, width=WIDTH, wide=False, all_findings=False):
     """Prints the report; returns the exit code."""
     from tfprobe.findings import SEVERITIES, diagnose, severity_rank
+    from tfprobe.findings.incidents import group
 
     out = out or sys.stdout
     df, layers = _load(logdir)
@@ -249,11 +261,17 @@ def report(logdir, fail_on=None, runs=None, out=None, width=WIDTH, wide=False):
         for line in lines + representation_table(rep, run, width):
             print(line, file=out)
     findings = diagnose(df, layers)
+    incidents, _ = group(findings, layers)
+    print("", file=out)
+    print(f"Incidents: {len(incidents) or 'none'}", file=out)
+    for inc in incidents.itertuples(index=False):
+        for line in incident_lines(inc, width, wide):
+            print(line, file=out)
     counts = findings["severity"].value_counts()
     summary = ", ".join(plural(counts[s], s) for s in reversed(SEVERITIES) if s in counts) or "none"
     print("", file=out)
-    print(f"Findings: {summary}", file=out)
-    for f in findings.itertuples(index=False):
+    print(f"Findings: {summary}" + ("" if all_findings or findings.empty else " (--all lists them)"), file=out)
+    for f in findings.itertuples(index=False) if all_findings else ():
         for line in _finding_lines(f, width, wide, labels.get(f.run, {}).get(f.layer, f.layer)):
             print(line, file=out)
     if fail_on is not None:
@@ -319,6 +337,8 @@ def build_parser():
                      help="exit with status 1 if a finding of this severity or worse exists (for CI)")
     rep.add_argument("--run", action="append", default=None, help="only this run (repeatable)")
     rep.add_argument("--wide", action="store_true", help="full layer names, even when wider than 80 columns")
+    rep.add_argument("--all", action="store_true", dest="all_findings",
+                     help="also list every finding (the incidents group them by root cause)")
     exp = sub.add_parser("export", help="write every point to CSV or Parquet (by file extension)")
     exp.add_argument("logdir")
     exp.add_argument("out", help="output file: .csv, .parquet or .pq")
@@ -333,7 +353,7 @@ def main(argv=None):
     args = build_parser().parse_args(argv)
     try:
         if args.command == "report":
-            return report(args.logdir, args.fail_on, args.run, wide=args.wide)
+            return report(args.logdir, args.fail_on, args.run, wide=args.wide, all_findings=args.all_findings)
         return export(args.logdir, args.out, wide=args.wide, histograms=args.histograms, quantity=args.quantity)
     except _Fail as e:
         print(str(e), file=sys.stderr)

@@ -54,6 +54,7 @@ KINDS = {
     "dead_gradient": "warning",
     "stalled_layer": "warning",
     "unstable_updates": "warning",
+    "constant_output": "warning",  # tfprobe/findings/constant.py
 }
 """Every finding kind and its severity (a transient finding is reported as info, see `diagnose`)."""
 
@@ -82,6 +83,9 @@ REQUIRED_STATS = (
     "grad_inf_count",
     "update_ratio",
     "weight_norm",
+    "min",  # constant_output (tfprobe/findings/constant.py)
+    "max",
+    "hoyer_sparsity",
 )
 """The statistics `diagnose` looks at (others are ignored)."""
 
@@ -852,3 +856,6 @@ def diagnose(df: pd.DataFrame, layers: pd.DataFrame | None = None, **kwargs) -> 
         for check in CHECKS.values():
             findings += check(ctx)
     return _finish(ctx, findings)
+
+
+from tfprobe.findings import constant as _constant  # noqa: E402,F401  (registers `constant_output`)
