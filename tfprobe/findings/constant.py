@@ -10,11 +10,13 @@ What tfprobe records is enough to see it without any extra device work:
 
 - *one value in the window*: the window's `min` equals its `max` (float32, exact) and the values are not
   all zero (that is a `dead_layer`): every example, unit, position and recorded step gave the same value;
-- *one value per example*: every example's values have one magnitude (`hoyer_sparsity`, which is 0 exactly
-  then, at most `CONSTANT_HOYER`) and one sign (`min` and `max` of the window on the same side of 0,
-  no zeros). A layer normalising over an axis of size 1 is this while its `beta` still moves between
-  steps of the window. Needs more than one value per example (`hoyer_sparsity` is absent otherwise:
-  a `Dense(1)` regression output is never judged).
+- *one value per example*, for normalisation layers (`is_normalization`: where it happens by construction):
+  every example's values have one magnitude (`hoyer_sparsity`, which is 0 exactly then, at most
+  `CONSTANT_HOYER`) and one sign (`min` and `max` of the window on the same side of 0, no zeros). A layer
+  normalising over an axis of size 1 is this while its `beta` still moves between steps of the window.
+  Needs more than one value per example (`hoyer_sparsity` is absent otherwise). Not judged on other
+  layers: a near-uniform output is not a constant one (an untrained softmax over 10 classes gives 0.1 +-
+  0.1% for every class, `hoyer_sparsity` below 1e-5, `tests/test_zoo_healthy.py`'s recurrent model).
 
 Both need the layer alive (finite weights, not dead) and finite values (`nan_count`, `inf_count` 0).
 Layers scaled by design to tiny values (`LayerScale` at 1e-6 init) are not constant: their values differ.
@@ -25,7 +27,7 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 
-from tfprobe.findings import _column, _fmt, _spans, register
+from tfprobe.findings import _column, _fmt, _spans, is_normalization, register
 
 CONSTANT_HOYER = 1e-4
 """`hoyer_sparsity` at or below which every example's values have one magnitude (it is 0 exactly then,
@@ -43,7 +45,8 @@ def constant_rows(ctx):
     ok = finite & w["alive"].astype(bool) & ~ctx.nonfinite_weights() & (zeros.fillna(0.0) < 1.0)
     one_value = ok & (lo == hi) & (hi != 0)
     one_sign = (lo > 0) | (hi < 0)
-    per_example = ok & ~one_value & one_sign & (hoyer <= CONSTANT_HOYER)
+    normalizing = ctx.info("class").map(lambda c: is_normalization(str(c))).astype(bool)
+    per_example = ok & ~one_value & one_sign & (hoyer <= CONSTANT_HOYER) & normalizing
     how = np.where(one_value, "window", "example")
     return (one_value | per_example).fillna(False).astype(bool), how
 
