@@ -116,7 +116,9 @@ def test_convnext_names_are_distinct_within_80_columns(tmp_path, capsys, helpers
     assert len(labels) == 138 and len(set(labels)) == 138
     assert "…stage_2_block_3_depthwise_conv" in labels and "'convnext_tiny_'" in out
     assert "predictions" in labels and "convnext_tiny_head_gap" in labels  # short names stay whole
-    finding = next(line for line in out.splitlines() if line.startswith("  ERROR"))
+    incident = next(line for line in out.splitlines() if line.startswith("  ERROR   #1"))
+    assert incident == "  ERROR   #1 r: root nan_inf at …stage_2_block_3_depthwise_conv (step 1)"
+    finding = next(line for line in out.splitlines() if line.startswith("  ERROR   nan_inf"))
     assert finding.startswith("  ERROR   nan_inf         r: …stage_2_block_3_depthwise_conv (step 1)")
     _, short = cli.short_labels(names, 31)
     assert len(set(short)) == len(names) and all(len(x) <= 31 for x in short)

@@ -221,10 +221,13 @@ def representation_table(rep, run, width=WIDTH):
     return lines
 
 
-def incident_lines(inc, width=WIDTH, wide=False):
-    """The lines of one incident (a row of `tfprobe.incidents`): its alert line, its fix and why."""
-    head = f"  {inc.severity.upper():<8}#{inc.incident} {inc.run}: root {inc.root_kind} at {inc.root_layer} (step {inc.first_step})"
-    lines = [head if wide else _ellipsize(head, width)]
+def incident_lines(inc, width=WIDTH, wide=False, label=None):
+    """The lines of one incident (a row of `tfprobe.incidents`): its root (the layer shown with the table's
+    `label`, middle-ellipsised further if needed), its alert line, what it explains, why, and the fix."""
+    head = f"  {inc.severity.upper():<8}#{inc.incident} {inc.run}: root {inc.root_kind} at "
+    tail = f" (step {inc.first_step})"
+    layer = inc.root_layer if wide else middle_ellipsis(label or inc.root_layer, max(12, width - len(head) - len(tail)))
+    lines = [head + layer + tail if wide else _ellipsize(head + layer + tail, width)]
     more = f"explains {plural(inc.findings, 'finding')}: " + ", ".join(inc.kinds) + " in " + ", ".join(inc.layers)
     for text in (inc.summary, more, "why: " + inc.reason, "fix: " + inc.fix):
         lines += ["          " + line for line in textwrap.wrap(text, width - 10)]
@@ -265,12 +268,14 @@ def report(logdir, fail_on=None, runs=None, out=None, width=WIDTH, wide=False, a
     print("", file=out)
     print(f"Incidents: {len(incidents) or 'none'}", file=out)
     for inc in incidents.itertuples(index=False):
-        for line in incident_lines(inc, width, wide):
+        for line in incident_lines(inc, width, wide, labels.get(inc.run, {}).get(inc.root_layer)):
             print(line, file=out)
     counts = findings["severity"].value_counts()
     summary = ", ".join(plural(counts[s], s) for s in reversed(SEVERITIES) if s in counts) or "none"
     print("", file=out)
-    print(f"Findings: {summary}" + ("" if all_findings or findings.empty else " (--all lists them)"), file=out)
+    print(f"Findings: {summary}", file=out)
+    if not (all_findings or findings.empty):
+        print("  (grouped into the incidents above; --all lists them)", file=out)
     for f in findings.itertuples(index=False) if all_findings else ():
         for line in _finding_lines(f, width, wide, labels.get(f.run, {}).get(f.layer, f.layer)):
             print(line, file=out)

@@ -19,6 +19,9 @@ What tfprobe records is enough to see it without any extra device work:
   0.1% for every class, `hoyer_sparsity` below 1e-5, `tests/test_zoo_healthy.py`'s recurrent model).
 
 Both need the layer alive (finite weights, not dead) and finite values (`nan_count`, `inf_count` 0).
+A constant output is reported where it starts: not at a layer whose every recorded input is dead or
+constant in the same window (a Dense after a dead ReLU layer outputs its bias: an effect of the dead layer).
+A frozen Dense with a zero kernel is reported: its constant output is why nothing before it learns.
 Layers scaled by design to tiny values (`LayerScale` at 1e-6 init) are not constant: their values differ.
 """
 
@@ -48,7 +51,23 @@ def constant_rows(ctx):
     normalizing = ctx.info("class").map(lambda c: is_normalization(str(c))).astype(bool)
     per_example = ok & ~one_value & one_sign & (hoyer <= CONSTANT_HOYER) & normalizing
     how = np.where(one_value, "window", "example")
-    return (one_value | per_example).fillna(False).astype(bool), how
+    constant = (one_value | per_example).fillna(False).astype(bool)
+    dead = (zeros.fillna(0.0) >= ctx.t["dead_layer_fraction"]) | ~w["alive"].astype(bool)
+    return constant & ~_inherited(ctx, constant | dead), how
+
+
+def _inherited(ctx, flat):
+    """Rows of `ctx.wide` whose layer has recorded inputs, every one of them `flat` (dead or constant) at the
+    same step: their constancy comes from upstream."""
+    w = ctx.wide
+    keys = list(zip(w["run"], w["layer"], w["step"]))
+    flat_at = dict(zip(keys, flat.to_numpy()))
+    inputs = {(r, l): ins for r, l, ins in zip(ctx.series["run"], ctx.series["layer"], ctx.series["inputs"])}
+    out = []
+    for run, layer, step in keys:
+        ins = [i for i in (inputs.get((run, layer)) or ()) if (run, i, step) in flat_at]
+        out.append(bool(ins) and all(flat_at[(run, i, step)] for i in ins))
+    return pd.Series(out, index=w.index, dtype=bool)
 
 
 @register("constant_output")

@@ -167,14 +167,15 @@ def _sort_key(f, graph):
     return (f.first_step, rank, pos)
 
 
-def group(findings: pd.DataFrame, layers: pd.DataFrame | None = None):
+def group(findings: pd.DataFrame, layers: pd.DataFrame | None = None, graphs=None):
     """`(incidents, findings)`: the incidents of `findings` (a `diagnose` frame) and `findings` with an
-    `incident` column (0 for info findings, which belong to none). See the module docstring."""
+    `incident` column (0 for info findings, which belong to none). See the module docstring. `graphs`:
+    `{run: Graph}` already built from `layers` (the live evaluation keeps them)."""
     findings = findings.reset_index(drop=True)
     member = np.zeros(len(findings), dtype=np.int64)
     rows, next_id = [], 1
     for run in pd.unique(findings["run"]):
-        graph = Graph(layers, run)
+        graph = (graphs or {}).get(run) or Graph(layers, run)
         mine = findings[(findings["run"] == run) & (findings["severity"] != "info")]
         ordered = sorted(mine.itertuples(), key=lambda f: _sort_key(f, graph))
         groups = []  # [(id, [findings])]

@@ -3,7 +3,7 @@
 `LayerProbe` hands it each window's statistics right after writing them (the values it already has on the
 host: no extra device work, nothing in the step). It keeps, per finding `(layer, kind, statistic)`, the
 windows in which it held, and evaluates only the new window against the state: `diagnose` over at most
-three windows (the run's first, for drift; the previous, for changes in one window; the new one), keeping the
+two windows (the previous, for changes in one window, and the new one), keeping the
 findings that hold in the new window. Incidents are then grouped with `tfprobe.findings.incidents.group`,
 the same rules as `tfprobe.incidents` after the run.
 
@@ -16,6 +16,9 @@ window is thus alerted at the third window (with the default `transient_windows=
 
 from __future__ import annotations
 
+import math
+
+import numpy as np
 import pandas as pd
 
 from tfprobe.findings import (
@@ -27,6 +30,7 @@ from tfprobe.findings import (
     severity_rank,
     thresholds,
 )
+from tfprobe.findings.constant import CONSTANT_HOYER
 from tfprobe.findings.incidents import Graph, group, summary
 
 RUN = "live"
@@ -43,28 +47,102 @@ def layers_frame(infos) -> pd.DataFrame:
         rows.append({"run": RUN, "layer": name, "order": info.get("order"), "class": info.get("class", ""),
                      "shape": _list(info.get("shape")), "bounds": _list(info.get("bounds")),
                      "inputs": _list(info.get("inputs")), "kind": info.get("kind", "activation")})
-    return pd.DataFrame(rows, columns=["run", "layer", "order", "class", "shape", "bounds", "inputs", "kind"])
+    columns = ["run", "layer", "order", "class", "shape", "bounds", "inputs", "kind"]
+    frame = {c: _objects([r[c] for r in rows]) for c in columns}
+    frame["order"] = np.asarray([r["order"] for r in rows], dtype=float)
+    return pd.DataFrame(frame, columns=columns)
 
 
 def _list(x):
     return None if x is None else list(x)
 
 
+def _objects(values):
+    """Strings as a NumPy object column: `diagnose`'s many small pandas operations are several times faster
+    on them than on pandas' default (pyarrow-backed) strings."""
+    out = np.empty(len(values), dtype=object)
+    out[:] = values
+    return out
+
+
 def window_frame(step, results) -> pd.DataFrame:
     """The long frame (`read_logdir`'s columns) of one window's `{series: {stat: value}}`."""
-    rows = [(RUN, step, 0.0, name, stat, float(value))
-            for name, stats in results.items() for stat, value in stats.items() if stat in REQUIRED_STATS]
-    return pd.DataFrame(rows, columns=["run", "step", "wall_time", "layer", "stat", "value"])
+    names, stats, values = [], [], []
+    for name, row in results.items():
+        for stat, value in row.items():
+            if stat in _REQUIRED:
+                names.append(name)
+                stats.append(stat)
+                values.append(float(value))
+    n = len(values)
+    return pd.DataFrame({"run": _objects([RUN] * n), "step": np.full(n, int(step), dtype=np.int64),
+                         "wall_time": np.zeros(n), "layer": _objects(names), "stat": _objects(stats),
+                         "value": np.asarray(values, dtype=float)})
+
+
+_REQUIRED = frozenset(REQUIRED_STATS)
+
+
+MARGIN = 2.0
+"""How far inside `diagnose`'s thresholds `suspects` looks (ratios by this factor, fractions at 90%)."""
+
+
+def _finite(x):
+    return x is not None and math.isfinite(x)
+
+
+def suspects(results, previous, inputs, consumers, t):
+    """The layers of a window that may have a finding, by a cheap conservative test of each check's trigger
+    (`MARGIN` inside its threshold), or None when every layer must be judged (activation gradients whose
+    `grad_rms` differ by more than `grad_ratio / MARGIN` across the model: the gradient-depth check compares
+    each layer with everything on its output side). `diagnose` then runs on these layers, their inputs and
+    consumers (what their checks read) and the output layer only. Any window of a healthy model: no suspect,
+    no `diagnose` at all; this is what keeps the live evaluation cheap on 500 layers.
+
+    >>> suspects({"a": {"std": 1.0}, "b": {"std": 50.0}}, {}, {"b": ("a",)}, {}, thresholds())
+    {'b'}
+    """
+    f, r = 0.9, MARGIN
+    rms = [row.get("grad_rms") for row in results.values()]
+    rms = [x for x in rms if _finite(x) and x > 0]
+    if rms and max(rms) / min(rms) > t["grad_ratio"] / r:
+        return None
+    out = set()
+    for name, row in results.items():
+        v = row.get
+        std, before = v("std"), (previous.get(name) or {}).get("std")
+        ins = [(results.get(i) or {}).get("std") for i in inputs.get(name, ())]
+        ins = [x for x in ins if _finite(x) and x > 0]
+        low, high = v("min"), v("max")
+        if (any((v(k) or 0) > 0 for k in ("nan_count", "inf_count", "grad_nan_count", "grad_inf_count"))
+                or any(k in row and not _finite(row[k]) for k in ("weight_norm", "update_ratio"))
+                or any((v(k) or 0) >= f * t["dead_layer_fraction"] for k in ("zero_fraction", "near_zero_fraction"))
+                or (v("dead_unit_fraction") or 0) > f * t["dead_units_fraction"]
+                or (v("saturation_fraction") or 0) > f * t["saturation_fraction"]
+                or (v("grad_max_abs") or 0) > t["max_grad_abs"] / r
+                or (v("grad_zero_fraction") or 0) >= f * t["dead_gradient_fraction"]
+                or (_finite(v("update_ratio")) and not r * t["min_update_ratio"] <= v("update_ratio") <= t["max_update_ratio"] / r)
+                or (_finite(low) and low == high)
+                or (_finite(v("hoyer_sparsity")) and v("hoyer_sparsity") <= 10 * CONSTANT_HOYER)
+                or (_finite(std) and std > 0 and _finite(before) and before > 0
+                    and max(std / before, before / std) > t["std_ratio"] / r)
+                or (_finite(std) and std > 0 and ins and max(std / max(ins), min(ins) / std) > t["std_ratio"] / r)):
+            out.add(name)
+    return out
 
 
 class LiveIncidents:
-    """The incidents of one run so far, updated one window at a time (see the module docstring)."""
+    """The incidents of one run so far, updated one window at a time (see the module docstring).
+    `prefilter=False` judges every layer of every window (`suspects` is the default's shortcut)."""
 
-    def __init__(self, **kwargs):
+    def __init__(self, prefilter=True, **kwargs):
         self.t = thresholds(**kwargs)
+        self.prefilter = prefilter
+        self._prev_results = {}
         self._kwargs = kwargs
-        self._first = None
-        self._prev = None
+        self._prev_step = None
+        self._graph = None
+        self._consumers = None
         self._layers = None
         self._infos = {}
         self._spans = {}  # (layer, kind, stat) -> dict
@@ -78,27 +156,57 @@ class LiveIncidents:
         incident that is new or more severe than when it was last alerted (warnings and errors only)."""
         if self._layers is None or infos.keys() != self._infos.keys():
             self._layers = layers_frame(infos)
+            self._graph = Graph(self._layers, RUN)
+            self._consumers = None
             self._infos = dict(infos)
-        current = window_frame(int(step), results)
-        if current.empty:
+        results = {name: row for name, row in results.items() if any(k in _REQUIRED for k in row)}
+        if not results:
             return []
         index = self.windows
         self.windows += 1
-        parts = [p for p in (self._first, self._prev) if p is not None] + [current]
-        frame = pd.concat(parts, ignore_index=True).drop_duplicates(["step", "layer", "stat"], keep="last")
-        found = diagnose(frame, self._layers, **self._kwargs)
-        for f in found[found["last_step"] == step].itertuples(index=False):
-            key = (f.layer, f.kind, f.stat)
-            span = self._spans.setdefault(key, {"first_step": int(step), "windows": [], "streak": 0, "best": 0})
-            span["streak"] = span["streak"] + 1 if span["windows"] and span["windows"][-1] == index - 1 else 1
-            span["best"] = max(span["best"], span["streak"])
-            span["windows"].append(index)
-            span["last_step"], span["message"] = int(step), f.message.split("; from step")[0]
-        if self._first is None:
-            self._first = current
-        self._prev = current
+        keep = self._keep(results) if self.prefilter else set(results)
+        if keep:
+            # the previous window (changes in one window) and the new one; the run's first window would only
+            # add `std_drift`, which is info and never part of an incident
+            frame = window_frame(int(step), {k: results[k] for k in keep if k in results})
+            if self._prev_step is not None:
+                before = window_frame(self._prev_step, {k: self._prev_results[k] for k in keep if k in self._prev_results})
+                frame = pd.concat([before, frame], ignore_index=True)
+            found = diagnose(frame, self._layers, **self._kwargs)
+            for f in found[found["last_step"] == step].itertuples(index=False):
+                key = (f.layer, f.kind, f.stat)
+                span = self._spans.setdefault(key, {"first_step": int(step), "windows": [], "streak": 0, "best": 0})
+                span["streak"] = span["streak"] + 1 if span["windows"] and span["windows"][-1] == index - 1 else 1
+                span["best"] = max(span["best"], span["streak"])
+                span["windows"].append(index)
+                span["last_step"], span["message"] = int(step), f.message.split("; from step")[0]
+        self._prev_step, self._prev_results = int(step), results
+        if not self._spans:  # nothing found so far: no incident
+            return []
         self.incidents, fs = self._group()
         return self._alerts(step, fs)
+
+    def _keep(self, results):
+        """The layers `diagnose` reads this window: those `suspects` names, their inputs and consumers, and the
+        output layer (which exempts an output softmax from saturation); every layer when `suspects` says so."""
+        if self._consumers is None:
+            self._inputs = dict(zip(self._layers["layer"], (tuple(i or ()) for i in self._layers["inputs"])))
+            self._consumers = {}
+            for name, ins in self._inputs.items():
+                for i in ins:
+                    self._consumers.setdefault(i, []).append(name)
+            orders = self._layers["order"].to_numpy()
+            self._output = self._layers["layer"].iloc[int(np.argmax(orders))] if len(orders) else None
+        chosen = suspects(results, self._prev_results, self._inputs, self._consumers, self.t)
+        if chosen is None:
+            return set(results)
+        keep = set(chosen)
+        for name in chosen:
+            keep.update(self._inputs.get(name, ()))
+            keep.update(self._consumers.get(name, ()))
+        if keep and self._output is not None:
+            keep.add(self._output)
+        return keep
 
     def findings(self) -> pd.DataFrame:
         """The findings so far, `diagnose`'s columns; severities as `diagnose` would give them now, except that
@@ -116,12 +224,12 @@ class LiveIncidents:
 
     def _group(self):
         fs = self.findings()
-        incidents, members = group(fs, self._layers)
+        incidents, members = group(fs, self._layers, graphs={RUN: self._graph})
         return incidents, members
 
     def _alerts(self, step, members):
         out = []
-        graph = Graph(self._layers, RUN)
+        graph = self._graph
         for inc in self.incidents.to_dict("records"):
             rank = severity_rank(inc["severity"])
             key = (inc["root_layer"], inc["root_kind"], inc["first_step"])
