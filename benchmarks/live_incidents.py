@@ -8,6 +8,7 @@ window's wall time is the time from one window's evaluation to the next (trainin
 evaluating included). The first window is left out (it traces the snapshot function).
 
     python benchmarks/live_incidents.py                    # ~5 min on 2 cores: 500 steps, 4 steady windows
+    python benchmarks/live_incidents.py --model residual   # 500 layers in residual blocks, no finding
     python benchmarks/live_incidents.py --steps 300 --gradients
 
 `--replay N` skips training: it feeds N synthetic windows of the same 500 series to one `LiveIncidents`
@@ -57,14 +58,36 @@ class Timed:
         live.LiveIncidents.update = update
 
 
-def train(steps, gradients, logdir):
+def plain_stack():
+    """500 Dense(16), relu and sigmoid alternating (`write_window.py`'s model): a deep stack without
+    normalisation, whose activations do grow through it (`exploding_depth`, `dead_units` at most layers: the
+    live evaluation's worst case, `diagnose` over most layers at every window)."""
     import keras
 
+    acts = ("relu", "sigmoid")
+    return keras.Sequential([keras.Input((WIDTH,))] + [keras.layers.Dense(WIDTH, activation=acts[i % 2])
+                                                       for i in range(LAYERS)])
+
+
+def residual_stack():
+    """125 pre-norm residual blocks `x + Dense(Dense(LayerNormalization(x), relu))`: 500 layers, no finding
+    expected (the usual case: no layer is suspect, no `diagnose`)."""
+    import keras
+
+    inp = keras.Input((WIDTH,))
+    x = inp
+    for i in range(LAYERS // 4):
+        h = keras.layers.LayerNormalization(name=f"norm{i}")(x)
+        h = keras.layers.Dense(WIDTH, activation="relu", name=f"up{i}")(h)
+        h = keras.layers.Dense(WIDTH, name=f"down{i}", kernel_initializer=keras.initializers.RandomNormal(stddev=0.02))(h)
+        x = keras.layers.Add(name=f"add{i}")([x, h])
+    return keras.Model(inp, x)
+
+
+def train(steps, gradients, logdir, model_name="plain"):
     import tfprobe
 
-    acts = ("relu", "sigmoid")
-    model = keras.Sequential([keras.Input((WIDTH,))] + [keras.layers.Dense(WIDTH, activation=acts[i % 2])
-                                                         for i in range(LAYERS)])
+    model = residual_stack() if model_name == "residual" else plain_stack()
     model.compile("sgd", "mse")
     x = np.random.default_rng(0).normal(size=(steps * BATCH, WIDTH)).astype("float32")
     probe = tfprobe.LayerProbe(logdir, gradients=gradients)
@@ -99,15 +122,17 @@ def main(argv=None):
     parser.add_argument("--steps", type=int, default=500, help="training steps (a window every 100)")
     parser.add_argument("--gradients", action="store_true", help="LayerProbe(gradients=True)")
     parser.add_argument("--replay", type=int, default=0, help="replay N synthetic windows instead of training")
+    parser.add_argument("--model", choices=("plain", "residual"), default="plain",
+                        help="plain: 500 Dense (findings at most layers); residual: 125 pre-norm residual blocks")
     args = parser.parse_args(argv)
     if args.replay:
         replay(args.replay)
         return
     logdir = tempfile.mkdtemp(prefix="tfprobe_live_")
     atexit.register(shutil.rmtree, logdir, ignore_errors=True)
-    calls, probe = train(args.steps, args.gradients, logdir)
+    calls, probe = train(args.steps, args.gradients, logdir, args.model)
     steady = [(t1 - t0, cost) for (t0, cost), (t1, _c) in zip(calls[1:], calls[2:])]  # window 2 to the last full
-    print(f"{LAYERS} x Dense({WIDTH}), record_freq=10, log_freq=100, gradients={args.gradients}: "
+    print(f"{args.model}: {LAYERS} layers of width {WIDTH}, record_freq=10, log_freq=100, gradients={args.gradients}: "
           f"{len(calls)} windows evaluated, {len(steady)} steady")
     if not steady:
         print("not enough windows: use --steps >= 400")

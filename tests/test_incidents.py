@@ -95,6 +95,30 @@ def test_incidents_bad_source():
         incidents(42)
 
 
+def replay(logdir, prefilter=True):
+    """Feeds the windows written under `logdir` (one run) to a `LiveIncidents`, as the probe does."""
+    from tfprobe.findings.live import LiveIncidents
+
+    df, layers = tfprobe.read_logdir(logdir), tfprobe.read_layers(logdir)
+    infos = {r["layer"]: r for r in layers.to_dict("records")}
+    state = LiveIncidents(prefilter=prefilter)
+    for step, g in df.groupby("step"):
+        results = {}
+        for layer, stat, value in zip(g.layer, g.stat, g.value):
+            results.setdefault(layer, {})[stat] = value
+        state.update(int(step), results, infos)
+    return state
+
+
+def assert_prefilter_changes_nothing(logdir):
+    """The live shortcut (`suspects`) finds what judging every layer of every window finds."""
+    quick, full = replay(logdir), replay(logdir, prefilter=False)
+    key = ["layer", "kind", "stat"]
+    a, b = (s.findings().sort_values(key).reset_index(drop=True) for s in (quick, full))
+    pd.testing.assert_frame_equal(a, b)
+    assert list(quick.incidents.root_layer) == list(full.incidents.root_layer)
+
+
 # ------------------------------------------------------------------ constant_output, from a real fit
 
 
@@ -127,6 +151,7 @@ def test_layer_normalization_over_an_axis_of_size_one_is_a_constant_output(tmp_p
         assert "axis of size 1" in inc.fix[0]
         assert any("constant_output in ln" in r.getMessage() for r in caplog.records)
         assert list(probe.incidents.root_layer) == ["ln"]
+        assert_prefilter_changes_nothing(tmp_path)
     else:  # the healthy twin: nothing to report, nothing logged
         assert "constant_output" not in set(found.kind) and inc.empty
         assert not [r for r in caplog.records if r.name == "tfprobe"] and probe.incidents.empty
@@ -167,6 +192,7 @@ def test_stop_on_error_stops_at_the_window_of_the_nan_weights(tmp_path, bug, cap
     (inc,) = tfprobe.incidents(tmp_path).itertuples()
     assert (inc.root_layer, inc.root_kind, inc.first_step) == ("hidden1", "unstable_updates", 5)
     assert list(probe.incidents.root_kind) == ["unstable_updates"]
+    assert_prefilter_changes_nothing(tmp_path)
 
 
 def test_healthy_run_is_silent_and_counts_zero(tmp_path, bug, caplog):

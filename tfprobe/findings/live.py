@@ -26,6 +26,7 @@ from tfprobe.findings import (
     KINDS,
     NEVER_TRANSIENT,
     REQUIRED_STATS,
+    _downstream,
     diagnose,
     severity_rank,
     thresholds,
@@ -83,37 +84,69 @@ def window_frame(step, results) -> pd.DataFrame:
 _REQUIRED = frozenset(REQUIRED_STATS)
 
 
-MARGIN = 2.0
-"""How far inside `diagnose`'s thresholds `suspects` looks (ratios by this factor, fractions at 90%)."""
+MARGIN = 1.01
+"""How far inside `diagnose`'s thresholds `suspects` looks: ratios by this factor, fractions at 99% (float
+rounding between this test and the checks' pandas arithmetic)."""
 
 
 def _finite(x):
     return x is not None and math.isfinite(x)
 
 
-def suspects(results, previous, inputs, consumers, t):
-    """The layers of a window that may have a finding, by a cheap conservative test of each check's trigger
-    (`MARGIN` inside its threshold), or None when every layer must be judged (activation gradients whose
-    `grad_rms` differ by more than `grad_ratio / MARGIN` across the model: the gradient-depth check compares
-    each layer with everything on its output side). `diagnose` then runs on these layers, their inputs and
-    consumers (what their checks read) and the output layer only. Any window of a healthy model: no suspect,
-    no `diagnose` at all; this is what keeps the live evaluation cheap on 500 layers.
+def _usable_std(row, before, t):
+    """The `std` of a layer as the depth and time checks may use it (finite, above `min_std`, the layer not
+    dead now or in the previous window, its weights finite in the previous window), else None."""
+    std = row.get("std")
+    if not (_finite(std) and std > t["min_std"]):
+        return None
+    for r in (row, before or {}):
+        if any((r.get(k) or 0) >= t["dead_layer_fraction"] for k in ("zero_fraction", "near_zero_fraction")):
+            return None
+    if any(k in (before or {}) and not _finite(before[k]) for k in ("weight_norm", "update_ratio")):
+        return None
+    return std
+
+
+def _gradient_suspects(results, order, consumers, t):
+    """Layers whose `grad_rms` is more than `grad_ratio / MARGIN` away from some `grad_rms` on their output
+    side (every recorded gradient counted, so it is a superset of what `check_gradient_depth` compares)."""
+    rms = {n: r.get("grad_rms") for n, r in results.items()}
+    rms = {n: x for n, x in rms.items() if _finite(x) and x > 0}
+    if not rms:
+        return set()
+    hi, lo, out = {}, {}, set()
+    limit = t["grad_ratio"] / MARGIN
+    for name in order:  # consumers first
+        h = [v for c in consumers.get(name, ()) for v in (rms.get(c), hi.get(c)) if v is not None]
+        l_ = [v for c in consumers.get(name, ()) for v in (rms.get(c), lo.get(c)) if v is not None]
+        hi[name], lo[name] = (max(h) if h else None), (min(l_) if l_ else None)
+        g = rms.get(name)
+        if g is not None and ((hi[name] is not None and hi[name] / g > limit) or (lo[name] is not None and g / lo[name] > limit)):
+            out.add(name)
+    return out
+
+
+def suspects(results, previous, inputs, consumers, t, order=()):
+    """The layers of a window that may have a finding: a cheap test of each check's trigger, conservative
+    (`MARGIN` inside every threshold; where a check leaves values out, such as dead inputs or unusable
+    gradients, the test either leaves out at least as many or, where that only widens a ratio, none).
+    `diagnose` then runs on these layers, their inputs and consumers (what their checks read) and the output
+    layer only; a window without suspects runs no `diagnose` at all. `order`: the layers consumers first
+    (`tfprobe.findings._downstream`), for the gradient-depth test.
 
     >>> suspects({"a": {"std": 1.0}, "b": {"std": 50.0}}, {}, {"b": ("a",)}, {}, thresholds())
     {'b'}
     """
-    f, r = 0.9, MARGIN
-    rms = [row.get("grad_rms") for row in results.values()]
-    rms = [x for x in rms if _finite(x) and x > 0]
-    if rms and max(rms) / min(rms) > t["grad_ratio"] / r:
-        return None
-    out = set()
+    f, r = 0.99, MARGIN
+    out = _gradient_suspects(results, order, consumers, t)
+    usable = {n: _usable_std(row, previous.get(n), t) for n, row in results.items()}
+    ratio = t["std_ratio"] / r
     for name, row in results.items():
         v = row.get
-        std, before = v("std"), (previous.get(name) or {}).get("std")
-        ins = [(results.get(i) or {}).get("std") for i in inputs.get(name, ())]
-        ins = [x for x in ins if _finite(x) and x > 0]
-        low, high = v("min"), v("max")
+        std, low, high = usable[name], v("min"), v("max")
+        before = _usable_std(previous[name], None, t) if name in previous else None
+        ins = [usable.get(i) for i in inputs.get(name, ())]
+        ins = [x for x in ins if x is not None]
         if (any((v(k) or 0) > 0 for k in ("nan_count", "inf_count", "grad_nan_count", "grad_inf_count"))
                 or any(k in row and not _finite(row[k]) for k in ("weight_norm", "update_ratio"))
                 or any((v(k) or 0) >= f * t["dead_layer_fraction"] for k in ("zero_fraction", "near_zero_fraction"))
@@ -123,10 +156,9 @@ def suspects(results, previous, inputs, consumers, t):
                 or (v("grad_zero_fraction") or 0) >= f * t["dead_gradient_fraction"]
                 or (_finite(v("update_ratio")) and not r * t["min_update_ratio"] <= v("update_ratio") <= t["max_update_ratio"] / r)
                 or (_finite(low) and low == high)
-                or (_finite(v("hoyer_sparsity")) and v("hoyer_sparsity") <= 10 * CONSTANT_HOYER)
-                or (_finite(std) and std > 0 and _finite(before) and before > 0
-                    and max(std / before, before / std) > t["std_ratio"] / r)
-                or (_finite(std) and std > 0 and ins and max(std / max(ins), min(ins) / std) > t["std_ratio"] / r)):
+                or (_finite(v("hoyer_sparsity")) and v("hoyer_sparsity") <= r * CONSTANT_HOYER)
+                or (std is not None and before is not None and max(std / before, before / std) > ratio)
+                or (std is not None and ins and max(std / max(ins), min(ins) / std) > ratio)):
             out.add(name)
     return out
 
@@ -195,11 +227,10 @@ class LiveIncidents:
             for name, ins in self._inputs.items():
                 for i in ins:
                     self._consumers.setdefault(i, []).append(name)
+            self._order = _downstream(self._inputs)[0]
             orders = self._layers["order"].to_numpy()
             self._output = self._layers["layer"].iloc[int(np.argmax(orders))] if len(orders) else None
-        chosen = suspects(results, self._prev_results, self._inputs, self._consumers, self.t)
-        if chosen is None:
-            return set(results)
+        chosen = suspects(results, self._prev_results, self._inputs, self._consumers, self.t, self._order)
         keep = set(chosen)
         for name in chosen:
             keep.update(self._inputs.get(name, ()))
