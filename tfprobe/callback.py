@@ -460,13 +460,14 @@ class LayerProbe(keras.callbacks.Callback):
             return
         stop = None
         for severity, line, _inc in raised:
-            if self.alerts:
+            if self.alerts and self._chief:  # every worker evaluates the same all-reduced window; the chief logs
                 _alert(severity, line)
             if stop is None and self.stop_on and severity_rank(severity) >= severity_rank(self.stop_on):
                 stop = line
         if stop is not None and self.model is not None:
             self.model.stop_training = True
-            _alert("error", f"stopping training at step {step} (stop_on={self.stop_on!r}): {stop}")
+            if self._chief:
+                _alert("error", f"stopping training at step {step} (stop_on={self.stop_on!r}): {stop}")
 
     def _close_writer(self):
         writer, self._writer = self._writer, None

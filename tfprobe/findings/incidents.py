@@ -107,25 +107,30 @@ class Graph:
                 if isinstance(ins, (list, tuple, np.ndarray)):
                     inputs[name] = tuple(str(i) for i in ins)
         self.known = bool(inputs)
+        self._inputs = inputs
         self._up = {}
-        for name in inputs:
-            self._ancestors(name, inputs)
 
-    def _ancestors(self, name, inputs):
-        if name in self._up:
-            return self._up[name]
-        self._up[name] = set()  # a cycle (malformed logs) ends here
-        seen = set()
-        for i in inputs.get(name, ()):
-            seen.add(i)
-            seen |= self._ancestors(i, inputs)
-        self._up[name] = seen
-        return seen
+    def ancestors(self, name):
+        """Every series that feeds `name`, directly or not (computed on demand, without recursion: a chain
+        of thousands of layers is fine; a cycle in malformed logs ends the walk)."""
+        if name not in self._up:
+            seen, stack = set(), list(self._inputs.get(name, ()))
+            while stack:
+                i = stack.pop()
+                if i in seen:
+                    continue
+                seen.add(i)
+                if i in self._up:
+                    seen |= self._up[i]
+                else:
+                    stack.extend(self._inputs.get(i, ()))
+            self._up[name] = seen
+        return self._up[name]
 
     def upstream(self, a, b) -> bool:
         """Whether `a` feeds `b`, directly or not (the model order without the graph)."""
         if self.known:
-            return a in self._up.get(b, ())
+            return a in self.ancestors(b)
         return self.order.get(a, math.inf) < self.order.get(b, math.inf)
 
     def position(self, layer):
@@ -292,7 +297,7 @@ def suggest(root, graph: Graph):
                 "initialisation (Glorot/He), a non-saturating activation (ReLU family), or batch normalisation "
                 "before the activation; normalise the inputs.", reason)
     if kind == "nan_inf":
-        if not graph.known or not graph._up.get(layer):
+        if not graph.known or not graph.ancestors(layer):
             return (f"NaN/Inf appear first at {layer}, the first recorded layer: check the input data "
                     "(np.isfinite(x).all()) and its preprocessing.", reason)
         return (f"NaN/Inf appear first at {layer} from finite inputs: look for exp/log/sqrt/division there "
