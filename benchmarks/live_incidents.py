@@ -2,8 +2,10 @@
 
 Model: 500 `Dense(16)` layers, relu and sigmoid alternating (as `write_window.py`), batch 64, synthetic
 data, trained compiled with the probe's defaults (`record_freq=10, log_freq=100`; `--gradients` adds the
-backward statistics). `LiveIncidents.update` (the whole live evaluation: `diagnose` over the run's first,
-the previous and the new window, the grouping into incidents, the alerts) is wrapped with a timer. A
+backward statistics). `LiveIncidents.update` (the whole live evaluation: `suspects`, `diagnose` over the
+previous and the new window of the suspect layers, the grouping into incidents, the alerts; on the probe's
+worker thread) is wrapped with a timer, and so is what the training loop waits for (`LayerProbe._evaluate`:
+handing the window to that thread). A
 window's wall time is the time from one window's evaluation to the next (training, reading, writing and
 evaluating included). The first window is left out (it traces the snapshot function).
 
@@ -92,8 +94,16 @@ def train(steps, gradients, logdir, model_name="plain"):
     x = np.random.default_rng(0).normal(size=(steps * BATCH, WIDTH)).astype("float32")
     probe = tfprobe.LayerProbe(logdir, gradients=gradients)
     timer = Timed()
+    inner, blocking = probe._evaluate, []
+
+    def evaluate(step, results):  # what the training loop waits for: handing the window to the worker
+        t = time.perf_counter()
+        inner(step, results)
+        blocking.append(time.perf_counter() - t)
+
+    probe._evaluate = evaluate
     model.fit(x, x, batch_size=BATCH, epochs=1, verbose=0, callbacks=[probe])
-    return timer.calls, probe
+    return timer.calls, probe, blocking
 
 
 def replay(windows):
@@ -130,7 +140,7 @@ def main(argv=None):
         return
     logdir = tempfile.mkdtemp(prefix="tfprobe_live_")
     atexit.register(shutil.rmtree, logdir, ignore_errors=True)
-    calls, probe = train(args.steps, args.gradients, logdir, args.model)
+    calls, probe, blocking = train(args.steps, args.gradients, logdir, args.model)
     steady = [(t1 - t0, cost) for (t0, cost), (t1, _c) in zip(calls[1:], calls[2:])]  # window 2 to the last full
     print(f"{args.model}: {LAYERS} layers of width {WIDTH}, record_freq=10, log_freq=100, gradients={args.gradients}: "
           f"{len(calls)} windows evaluated, {len(steady)} steady")
@@ -140,10 +150,14 @@ def main(argv=None):
     wall = [w for w, _ in steady]
     cost = [c for _, c in calls[1:len(steady) + 1]]
     ratio = [c / w for w, c in steady]
-    for name, values in (("window wall time", wall), ("live evaluation", cost)):
+    for name, values in (("window wall time", wall), ("live evaluation", cost),
+                         ("training loop waits", blocking[1:len(steady) + 1])):
         print(f"  {name:18s} ms: median {1000 * statistics.median(values):9.1f}  min {1000 * min(values):9.1f}  "
               f"max {1000 * max(values):9.1f}")
-    print(f"  evaluation / window: median {100 * statistics.median(ratio):.2f}%  max {100 * max(ratio):.2f}%")
+    print(f"  evaluation / window: median {100 * statistics.median(ratio):.2f}%  max {100 * max(ratio):.2f}% "
+          "(on the worker thread, while training goes on)")
+    waits = [b / w for b, (w, _c) in zip(blocking[1:], steady)]
+    print(f"  training loop waits / window: median {100 * statistics.median(waits):.3f}%  max {100 * max(waits):.3f}%")
     print(f"  incidents: {len(probe.incidents)}")
 
 

@@ -229,6 +229,8 @@ class LayerProbe(keras.callbacks.Callback):
         self.alerts = validation.boolean("alerts", alerts)
         self.stop_on = validation.choice("stop_on", stop_on, (None, "warning", "error"))
         self._live = None
+        self._executor = None
+        self._evaluations = []
         self._analyses = []
         self._last_reference = None
         self._recorder = Recorder(
@@ -259,6 +261,7 @@ class LayerProbe(keras.callbacks.Callback):
             from tfprobe.findings.incidents import INCIDENT_COLUMNS
 
             return pd.DataFrame(columns=INCIDENT_COLUMNS)
+        self._drain()
         return self._live.incidents.copy()
 
     @property
@@ -271,6 +274,10 @@ class LayerProbe(keras.callbacks.Callback):
 
         Safe to call at any time; `fit` calls it itself when it ends normally.
         """
+        self._drain()
+        executor, self._executor = self._executor, None
+        if executor is not None:
+            executor.shutdown(wait=True)
         self._instrumentation.detach()
         if self._recorder.backward is not None:
             self._recorder.backward.detach()
@@ -379,6 +386,7 @@ class LayerProbe(keras.callbacks.Callback):
         if self._active and (epoch + 1) % self.reference_freq == 0:
             self._reference_step()
         if self._live is not None and logs is not None:
+            self._drain()
             logs.update(self._live.counts())  # the same dict History, CSVLogger, ... see after this callback
 
     def on_epoch_begin(self, epoch, logs=None):
@@ -444,14 +452,38 @@ class LayerProbe(keras.callbacks.Callback):
             self._logging_failed("write a window to", error)
 
     def _evaluate(self, step, results):
-        """The live incidents of this window (`tfprobe.findings.live`): alerts and the stop rule."""
-        from tfprobe.findings import severity_rank
+        """The live incidents of this window (`tfprobe.findings.live`): alerts and the stop rule.
+
+        With `stop_on` (or `strict`) the window is evaluated here, before training goes on, so that the stop
+        happens at that window (and a strict failure stops `fit`). Alerts alone are evaluated on one worker
+        thread, in window order, while training goes on (the evaluation is NumPy/pandas work on values
+        already on the host; the step runs in TensorFlow's threads meanwhile); the counts in the epoch
+        logs and `probe.incidents` wait for it at the end of each epoch and of training."""
         from tfprobe.findings.live import LiveIncidents
 
+        if self._live is None:
+            self._live = LiveIncidents()
+        infos = {name: s.info for name, s in self._recorder.series.items()}
+        if self.stop_on or self.strict:
+            self._evaluate_now(step, results, infos)
+            return
+        if self._executor is None:
+            import concurrent.futures
+
+            self._executor = concurrent.futures.ThreadPoolExecutor(max_workers=1, thread_name_prefix="tfprobe-live")
+        self._evaluations.append(self._executor.submit(self._evaluate_now, step, results, infos))
+        self._evaluations = [f for f in self._evaluations if not f.done()]
+
+    def _drain(self):
+        """Waits for the windows handed to the worker thread (`_evaluate`)."""
+        evaluations, self._evaluations = self._evaluations, []
+        for future in evaluations:
+            future.result()
+
+    def _evaluate_now(self, step, results, infos):
+        from tfprobe.findings import severity_rank
+
         try:
-            if self._live is None:
-                self._live = LiveIncidents()
-            infos = {name: s.info for name, s in self._recorder.series.items()}
             raised = self._live.update(step, results, infos)
         except Exception as error:
             if self.strict:
