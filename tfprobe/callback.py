@@ -160,7 +160,8 @@ class LayerProbe(keras.callbacks.Callback):
         `tfprobe: step 20: error nan_weights in hidden1..logits, root cause: unstable updates at hidden1
         from step 5 (learning rate too high?)`. The incidents so far are `probe.incidents`; their counts
         are added to the epoch logs as `tfprobe_warnings` and `tfprobe_errors` (History, CSVLogger, ...).
-        Defaults to `True` (healthy models stay silent: `tests/test_incidents_live.py`).
+        Evaluated on one worker thread while training goes on (with `stop_on`: before training goes on).
+        Defaults to `True` (healthy models stay silent: the healthy zoo, `tests/test_zoo_healthy.py`).
       stop_on: `"error"` or `"warning"`: set `model.stop_training` at the window in which an incident of
         that severity or worse starts (or becomes one), logging why in one line; every window written so
         far stays readable. Defaults to None (never stop). Evaluates the incidents even with
