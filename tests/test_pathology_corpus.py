@@ -113,9 +113,13 @@ def run(logdir, spec):
 
 
 def evaluate(name, root):
+    from test_incidents import assert_prefilter_changes_nothing
+
     broken, twin, kinds, seen, why = CORPUS[name]
     inc, alert, nan_loss = run(os.path.join(root, name, "broken"), broken)
     twin_inc, twin_alert, _ = run(os.path.join(root, name, "twin"), twin)
+    for which in ("broken", "twin"):  # the live shortcut misses nothing judging every layer would find
+        assert_prefilter_changes_nothing(os.path.join(root, name, which))
     first = inc.iloc[0] if len(inc) else None
     return {"type": name, "seen": seen, "why": why, "detected": bool(len(inc)),
             "root": None if first is None else f"{first.root_kind}@{first.root_layer}",

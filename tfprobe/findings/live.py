@@ -219,8 +219,9 @@ class LiveIncidents:
         return self._alerts(step, fs)
 
     def _keep(self, results):
-        """The layers `diagnose` reads this window: those `suspects` names, their inputs and consumers, and the
-        output layer (which exempts an output softmax from saturation); every layer when `suspects` says so."""
+        """The layers `diagnose` reads this window: those `suspects` names, their inputs and consumers (with
+        activation gradients, everything on their output side: the gradient-depth check compares with all of
+        it), and the output layer (which exempts an output softmax from saturation)."""
         if self._consumers is None:
             self._inputs = dict(zip(self._layers["layer"], (tuple(i or ()) for i in self._layers["inputs"])))
             self._consumers = {}
@@ -235,6 +236,12 @@ class LiveIncidents:
         for name in chosen:
             keep.update(self._inputs.get(name, ()))
             keep.update(self._consumers.get(name, ()))
+            if "grad_rms" in results.get(name, {}):  # the gradient-depth check reads the whole output side
+                stack = list(self._consumers.get(name, ()))
+                while stack:
+                    c = stack.pop()
+                    stack.extend(x for x in self._consumers.get(c, ()) if x not in keep)
+                    keep.add(c)
         if keep and self._output is not None:
             keep.add(self._output)
         return keep
