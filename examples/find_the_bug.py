@@ -17,6 +17,12 @@ The same MLP on scikit-learn's bundled digits is trained four times, each run wi
   magnitude within one window (std by 1e8 or more) and the weights turn to NaN (`nan_weights`; their
   fused Dense+ReLU kernels output 0 for them, which is not reported as a dead layer).
 
+Each probe watches its run while it trains (`LayerProbe(alerts=True)`, the default): a broken run logs one
+line per incident as it happens, naming the root cause (`tfprobe: step 15: error dead_layer in
+hidden2..hidden3 from step 5 (...)`); the healthy run logs nothing. After training, `tfprobe.incidents`
+groups each run's findings into incidents: one per broken run, at the layer and step where it starts, with
+a suggested fix.
+
 For each run the script calls `tfprobe report <logdir> --run <run> --fail-on warning` (the command a CI
 job would run, through its `main` function) and prints its exit status, the first step with a warning or
 an error, the *culprit* (the most severe finding of that first step, the earliest layer in model order
@@ -78,8 +84,9 @@ def build_model(activation="relu", init_std=None, bias=None, optimizer="adam", l
     return model
 
 
-def train(logdir, epochs, seed=0):
-    """Trains every run into `logdir/<run>`; returns `{run: validation accuracy}`."""
+def train(logdir, epochs, seed=0, probes=None):
+    """Trains every run into `logdir/<run>`; returns `{run: validation accuracy}` (and fills `probes`, a
+    dict, with `{run: LayerProbe}` when given)."""
     (x, y), (x_val, y_val) = load_data(seed)
     accuracy = {}
     for run, deviation in RUNS.items():
@@ -90,6 +97,8 @@ def train(logdir, epochs, seed=0):
         history = model.fit(x, y, validation_data=(x_val, y_val), batch_size=64, epochs=epochs, verbose=0,
                             callbacks=[probe])
         accuracy[run] = float(np.nan_to_num(history.history["val_accuracy"][-1]))
+        if probes is not None:
+            probes[run] = probe
     return accuracy
 
 
@@ -105,6 +114,7 @@ def verdicts(logdir, accuracy):
     """One row per run: the report's exit status, the culprit, and the warnings and errors `diagnose` found."""
     df, layers = tfprobe.read_logdir(logdir), tfprobe.read_layers(logdir)
     findings = tfprobe.diagnose(df, layers)
+    incidents = tfprobe.incidents(df, layers, findings=findings)
     serious = findings[findings.severity.isin(["warning", "error"])]
     order = layers.set_index(["run", "layer"])["order"]
     rows = {}
@@ -120,6 +130,7 @@ def verdicts(logdir, accuracy):
             "kinds": {kind: sorted(set(g.layer), key=lambda layer: order[(run, layer)])
                       for kind, g in mine.groupby("kind")},
             "first_steps": mine.groupby("kind").first_step.min().astype(int).to_dict(),
+            "incidents": incidents[incidents.run == run].to_dict("records"),
         }
     return rows
 
@@ -143,6 +154,14 @@ def print_table(rows):
         print(f"{run:<18} {r['exit_status']:>4} {r['val_accuracy']:>7.3f} {first:>5}  {where}")
         for kind, layers in sorted(r["kinds"].items(), key=lambda kv: r["first_steps"][kv[0]]):
             print(f"{'':<20}from step {r['first_steps'][kind]:<4} {kind}: {', '.join(layers)}")
+    print("\nIncidents (tfprobe.incidents: the findings grouped by root cause)")
+    for run, r in rows.items():
+        for inc in r["incidents"]:
+            print(f"{run:<18} #{inc['incident']} {inc['severity']} root {inc['root_kind']} at {inc['root_layer']} "
+                  f"from step {inc['first_step']} ({inc['findings']} findings)")
+            print(f"{'':<20}fix: {inc['fix']}")
+        if not r["incidents"]:
+            print(f"{run:<18} none")
 
 
 def main(argv=None):
@@ -152,8 +171,11 @@ def main(argv=None):
     parser.add_argument("--fast", action="store_true", help="fewer epochs (the CI test)")
     parser.add_argument("--seed", type=int, default=0)
     args = parser.parse_args(argv)
-    accuracy = train(args.logdir, epochs=4 if args.fast else 20, seed=args.seed)
+    probes = {}
+    accuracy = train(args.logdir, epochs=4 if args.fast else 20, seed=args.seed, probes=probes)
     rows = verdicts(args.logdir, accuracy)
+    for run, probe in probes.items():
+        rows[run]["live_incidents"] = probe.incidents.to_dict("records")
     print_table(rows)
     return rows
 

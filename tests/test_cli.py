@@ -21,7 +21,7 @@ def run_cli(capsys, *argv):
 
 
 def test_report_table_and_findings_fit_80_columns(synthetic_logdir, capsys, helpers):
-    code, out, _ = run_cli(capsys, "report", str(synthetic_logdir))
+    code, out, _ = run_cli(capsys, "report", str(synthetic_logdir), "--all")
     assert code == 0
     lines = out.splitlines()
     assert max(len(line) for line in lines) <= 80
@@ -110,15 +110,17 @@ def test_convnext_names_are_distinct_within_80_columns(tmp_path, capsys, helpers
     stats["convnext_tiny_stage_2_block_3_depthwise_conv"]["nan_count"] = 3.0  # a finding on that row
     writer.write_window(1, infos, stats, {}, wall_time=1.0)
     writer.close()
-    code, out, _ = run_cli(capsys, "report", str(tmp_path))
+    code, out, _ = run_cli(capsys, "report", str(tmp_path), "--all")
     assert code == 0 and max(map(len, out.splitlines())) <= 80
-    table = out.split("layer ", 1)[1].split("\n\nFindings")[0].splitlines()[1:]
+    table = out.split("layer ", 1)[1].split("\n\nIncidents")[0].splitlines()[1:]
     labels = [line.split()[0] for line in table]
     assert len(labels) == 138 and len(set(labels)) == 138
     assert "…stage_2_block_3_depthwise_conv" in labels and "'convnext_tiny_'" in out
     assert "predictions" in labels and "convnext_tiny_head_gap" in labels  # short names stay whole
-    finding = next(line for line in out.splitlines() if line.startswith("  ERROR"))
-    assert re.match(r"  ERROR   nan_inf +…stage_2_block_3_depthwise_conv \(step 1\)", finding), finding
+    incident = next(line for line in out.splitlines() if line.startswith("  ERROR   #1"))
+    assert incident == "  ERROR   #1 r: root nan_inf at …stage_2_block_3_depthwise_conv (step 1)"
+    finding = next(line for line in out.splitlines() if line.startswith("  ERROR   nan_inf"))
+    assert re.match(r"  ERROR   nan_inf +…stage_2_block_3_depthwise_conv \(step 1\)", finding), finding  # one run: not named
     _, short = cli.short_labels(names, 31)
     assert len(set(short)) == len(names) and all(len(x) <= 31 for x in short)
 

@@ -70,4 +70,18 @@ def test_find_the_bug_fails_each_broken_run_at_its_layer(tmp_path, capsys):
     # then the weights of every layer are NaN; the fused ReLUs output zeros for them, which is not a dead layer
     assert lr["kinds"]["nan_weights"] == ["hidden1", "hidden2", "hidden3", "logits"] and "dead_layer" not in lr["kinds"]
     assert lr["first_steps"]["exploding_time"] <= lr["first_steps"]["nan_weights"]
-    assert "culprit" in capsys.readouterr().out
+    # incidents: one per broken run, at the planted bug's layer and first window, none for the healthy run;
+    # the probe found the same ones while training (`probe.incidents`)
+    roots = {run: [(i["root_layer"], i["root_kind"], i["first_step"]) for i in r["incidents"]] for run, r in rows.items()}
+    assert roots == {"healthy": [], "dying_relu": [("hidden2", "dead_layer", 5)],
+                     "saturated_sigmoid": [("hidden1", "saturation", 5)],
+                     "exploding_lr": [("hidden1", "unstable_updates", 5)]}
+    live = {run: [(i["root_layer"], i["root_kind"], i["first_step"]) for i in r["live_incidents"]] for run, r in rows.items()}
+    assert live == roots
+    # the learning-rate incident explains every other finding of its run, and ends in errors (NaN weights)
+    (inc,) = lr["incidents"]
+    assert inc["severity"] == "error" and set(inc["kinds"]) == set(lr["kinds"])
+    assert "learning rate" in inc["fix"]
+    assert "hidden2" in dying["incidents"][0]["fix"]
+    out = capsys.readouterr()
+    assert "culprit" in out.out and "Incidents" in out.out

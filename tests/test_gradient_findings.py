@@ -109,7 +109,9 @@ CASES = [
                  id="custom_gradient_scaled_by_1e-6"),
     pytest.param(large_init, {"hidden": "exploding_gradient", "lin1": "exploding_gradient"},
                  {"hidden", "lin1", "lin2", "lin3", "lin4"}, id="large_init"),
-    pytest.param(zero_multiplied_branch, {"side": "dead_gradient"}, {"side"}, id="zero_multiplied_branch"),
+    # `gate`'s output is one value for every example (`constant_output`): the cause of `side`'s dead gradient
+    pytest.param(zero_multiplied_branch, {"side": "dead_gradient", "gate": "constant_output"}, {"side", "gate"},
+                 id="zero_multiplied_branch"),
     pytest.param(huge_weights_before_norm, {"big": "stalled_layer"}, {"big"}, id="huge_weights_stall"),
     pytest.param(tiny_bias, {"bias": "unstable_updates"}, {"bias"}, id="tiny_bias_unstable"),
 ]

@@ -60,6 +60,8 @@ def assert_healthy(build, tmp_path):
     findings, _ = run_healthy(build, tmp_path / "run")
     bad = not_info(findings)
     assert bad.empty, bad[["layer", "kind", "severity", "message"]].to_string()
+    live = findings.attrs["live_incidents"]  # the probe's alerts while training stay silent too
+    assert live.empty, live[["root_layer", "root_kind", "summary"]].to_string()
 
 
 FAST = [small_cnn, transformer_block, recurrent_text, conv1d_audio, application("MobileNetV2", 32, alpha=0.35)]

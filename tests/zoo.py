@@ -80,7 +80,9 @@ def record_and_diagnose(model, log_dir, x, y, loss="mse", learning_rate=0.0, bat
     layers = tfprobe.read_layers(log_dir)
     if graph:
         layers = with_graph(layers, model)
-    return tfprobe.diagnose(tfprobe.read_logdir(log_dir), layers), layers
+    findings = tfprobe.diagnose(tfprobe.read_logdir(log_dir), layers)
+    findings.attrs["live_incidents"] = probe.incidents  # what the probe alerted while training (alerts=True)
+    return findings, layers
 
 
 def synthetic(n, shape, classes=None, seed=0):

@@ -1,6 +1,7 @@
 """tfprobe: per-layer activation statistics for Keras training, in TensorBoard and pandas."""
 
 from tfprobe.findings import diagnose
+from tfprobe.findings.incidents import incidents
 from tfprobe.logs.reader import read_cka, read_histograms, read_layers, read_logdir
 
 __version__ = "0.1.0"
@@ -19,4 +20,4 @@ def __getattr__(name):
     raise AttributeError(f"module 'tfprobe' has no attribute {name!r}")
 
 
-__all__ = ["LayerProbe", "read_logdir", "read_histograms", "read_layers", "read_cka", "diagnose"]
+__all__ = ["LayerProbe", "read_logdir", "read_histograms", "read_layers", "read_cka", "diagnose", "incidents"]

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import sys
 import warnings
 
 import keras
@@ -166,6 +167,18 @@ class LayerProbe(keras.callbacks.Callback):
         bottom), `"waveform"` (1D inputs: a heat strip under the signal) or
         `"auto"` (default): waveform when the Grad-CAM layer is 1D, image
         otherwise. Needs `looks_examples`.
+      alerts: at every window, evaluate the incidents (`tfprobe.incidents`: findings grouped by root
+        cause) on the statistics the probe already has on the host, and log each new warning or error
+        incident once (again if it becomes an error) as one line through the `tfprobe` logger, e.g.
+        `tfprobe: step 20: error nan_weights in hidden1..logits, root cause: unstable updates at hidden1
+        from step 5 (learning rate too high?)`. The incidents so far are `probe.incidents`; their counts
+        are added to the epoch logs as `tfprobe_warnings` and `tfprobe_errors` (History, CSVLogger, ...).
+        Evaluated on one worker thread while training goes on (with `stop_on`: before training goes on).
+        Defaults to `True` (healthy models stay silent: the healthy zoo, `tests/test_zoo_healthy.py`).
+      stop_on: `"error"` or `"warning"`: set `model.stop_training` at the window in which an incident of
+        that severity or worse starts (or becomes one), logging why in one line; every window written so
+        far stays readable. Defaults to None (never stop). Evaluates the incidents even with
+        `alerts=False` (then only the stop is logged).
 
     Example:
 
@@ -200,6 +213,8 @@ class LayerProbe(keras.callbacks.Callback):
         reference_max_dim=512,
         looks_examples=0,
         looks_input_kind="auto",
+        alerts=True,
+        stop_on=None,
     ):
         super().__init__()
         self.log_dir = validation.log_dir(log_dir)
@@ -229,6 +244,11 @@ class LayerProbe(keras.callbacks.Callback):
         if self.looks_input_kind != "auto" and not self.looks_examples:
             raise ValueError(f"`looks_input_kind` needs `looks_examples` (the examples it draws). "
                              f"Received: looks_input_kind={looks_input_kind!r} and looks_examples={looks_examples!r}")
+        self.alerts = validation.boolean("alerts", alerts)
+        self.stop_on = validation.choice("stop_on", stop_on, (None, "warning", "error"))
+        self._live = None
+        self._executor = None
+        self._evaluations = []
         self._analyses = []
         self._last_reference = None
         self._recorder = Recorder(
@@ -250,6 +270,19 @@ class LayerProbe(keras.callbacks.Callback):
         self.windows_written = 0
 
     @property
+    def incidents(self):
+        """The incidents found so far while training (`tfprobe.incidents`' columns, run `"live"`; empty with
+        `alerts=False` and no `stop_on`)."""
+        if self._live is None:
+            import pandas as pd
+
+            from tfprobe.findings.incidents import INCIDENT_COLUMNS
+
+            return pd.DataFrame(columns=INCIDENT_COLUMNS)
+        self._drain()
+        return self._live.incidents.copy()
+
+    @property
     def series(self):
         """Names of the recorded series, in model order."""
         return list(self._recorder.series)
@@ -259,6 +292,10 @@ class LayerProbe(keras.callbacks.Callback):
 
         Safe to call at any time; `fit` calls it itself when it ends normally.
         """
+        self._drain()
+        executor, self._executor = self._executor, None
+        if executor is not None:
+            executor.shutdown(wait=True)
         self._instrumentation.detach()
         if self._recorder.backward is not None:
             self._recorder.backward.detach()
@@ -414,6 +451,9 @@ class LayerProbe(keras.callbacks.Callback):
     def on_epoch_end(self, epoch, logs=None):
         if self._active and (epoch + 1) % self.reference_freq == 0:
             self._reference_step()
+        if self._live is not None and logs is not None:
+            self._drain()
+            logs.update(self._live.counts())  # the same dict History, CSVLogger, ... see after this callback
 
     def on_epoch_begin(self, epoch, logs=None):
         if self._active:
@@ -470,10 +510,62 @@ class LayerProbe(keras.callbacks.Callback):
                 self.bytes_written += self._writer.write_window(step, infos, results, histograms,
                                                                 grad_histograms=grad_histograms)
                 self.windows_written += 1
+            if results and (self.alerts or self.stop_on):
+                self._evaluate(step, results)
         except RecordingError:
             raise
         except Exception as error:  # noqa: BLE001 - a logging failure must not stop training
             self._logging_failed("write a window to", error)
+
+    def _evaluate(self, step, results):
+        """The live incidents of this window (`tfprobe.findings.live`): alerts and the stop rule.
+
+        With `stop_on` (or `strict`) the window is evaluated here, before training goes on, so that the stop
+        happens at that window (and a strict failure stops `fit`). Alerts alone are evaluated on one worker
+        thread, in window order, while training goes on (the evaluation is NumPy/pandas work on values
+        already on the host; the step runs in TensorFlow's threads meanwhile); the counts in the epoch
+        logs and `probe.incidents` wait for it at the end of each epoch and of training."""
+        from tfprobe.findings.live import LiveIncidents
+
+        if self._live is None:
+            self._live = LiveIncidents()
+        infos = {name: s.info for name, s in self._recorder.series.items()}
+        if self.stop_on or self.strict:
+            self._evaluate_now(step, results, infos)
+            return
+        if self._executor is None:
+            import concurrent.futures
+
+            self._executor = concurrent.futures.ThreadPoolExecutor(max_workers=1, thread_name_prefix="tfprobe-live")
+        self._evaluations.append(self._executor.submit(self._evaluate_now, step, results, infos))
+        self._evaluations = [f for f in self._evaluations if not f.done()]
+
+    def _drain(self):
+        """Waits for the windows handed to the worker thread (`_evaluate`)."""
+        evaluations, self._evaluations = self._evaluations, []
+        for future in evaluations:
+            future.result()
+
+    def _evaluate_now(self, step, results, infos):
+        from tfprobe.findings import severity_rank
+
+        try:
+            raised = self._live.update(step, results, infos)
+        except Exception as error:
+            if self.strict:
+                raise
+            self._logging_failed("evaluate the incidents of", error)
+            return
+        stop = None
+        for severity, line, _inc in raised:
+            if self.alerts and self._chief:  # every worker evaluates the same all-reduced window; the chief logs
+                _alert(severity, line)
+            if stop is None and self.stop_on and severity_rank(severity) >= severity_rank(self.stop_on):
+                stop = line
+        if stop is not None and self.model is not None:
+            self.model.stop_training = True
+            if self._chief:
+                _alert("error", f"stopping training at step {step} (stop_on={self.stop_on!r}): {stop}")
 
     def _close_writer(self):
         writer, self._writer = self._writer, None
@@ -490,6 +582,19 @@ class LayerProbe(keras.callbacks.Callback):
         if what not in self._warned:
             self._warned.add(what)
             warnings.warn(f"tfprobe: could not {what} {self.log_dir!r}: {error}", RuntimeWarning, stacklevel=3)
+
+
+def _alert(severity, line):
+    """Logs one alert line through the `tfprobe` logger. On a terminal, Keras' progress bar line is cleared
+    first (it is redrawn on its next update), so the alert stands on a line of its own."""
+    stream = sys.stdout
+    try:
+        if stream.isatty():
+            stream.write("\r\x1b[2K")
+            stream.flush()
+    except (AttributeError, ValueError, OSError):
+        pass
+    logger.log(logging.ERROR if severity == "error" else logging.WARNING, "tfprobe: %s", line)
 
 
 __all__ = ["LayerProbe"]

@@ -1,6 +1,7 @@
 """The `tfprobe` command line: `tfprobe report LOGDIR` and `tfprobe export LOGDIR OUT`.
 
-    tfprobe report logs                    # latest window per layer + findings
+    tfprobe report logs                    # latest window per layer, incidents (root cause + fix)
+    tfprobe report logs --all              # ... and every finding the incidents group
     tfprobe report logs --fail-on warning  # exit 1 if a warning or error is found (CI)
     tfprobe report logs --wide             # full layer names (wider than 80 columns)
     tfprobe export logs stats.csv          # every point, long format
@@ -282,9 +283,23 @@ def representation_table(rep, run, width=WIDTH):
     return lines
 
 
-def report(logdir, fail_on=None, runs=None, out=None, width=WIDTH, wide=False):
+def incident_lines(inc, width=WIDTH, wide=False, label=None):
+    """The lines of one incident (a row of `tfprobe.incidents`): its root (the layer shown with the table's
+    `label`, middle-ellipsised further if needed), its alert line, what it explains, why, and the fix."""
+    head = f"  {inc.severity.upper():<8}#{inc.incident} {inc.run}: root {inc.root_kind} at "
+    tail = f" (step {inc.first_step})"
+    layer = inc.root_layer if wide else middle_ellipsis(label or inc.root_layer, max(12, width - len(head) - len(tail)))
+    lines = [head + layer + tail if wide else _ellipsize(head + layer + tail, width)]
+    more = f"explains {plural(inc.findings, 'finding')}: " + ", ".join(inc.kinds) + " in " + ", ".join(inc.layers)
+    for text in (inc.summary, more, "why: " + inc.reason, "fix: " + inc.fix):
+        lines += ["          " + line for line in textwrap.wrap(text, width - 10)]
+    return lines
+
+
+def report(logdir, fail_on=None, runs=None, out=None, width=WIDTH, wide=False, all_findings=False):
     """Prints the report; returns the exit code."""
     from tfprobe.findings import SEVERITIES, diagnose, severity_rank
+    from tfprobe.findings.incidents import group
 
     out = out or sys.stdout
     data = _load(logdir)
@@ -316,12 +331,20 @@ def report(logdir, fail_on=None, runs=None, out=None, width=WIDTH, wide=False):
         for line in lines + representation_table(rep, run, width):
             print(line, file=out)
     findings = diagnose(health, layers)
+    incidents, _ = group(findings, layers)
+    print("", file=out)
+    print(f"Incidents: {len(incidents) or 'none'}", file=out)
+    for inc in incidents.itertuples(index=False):
+        for line in incident_lines(inc, width, wide, labels.get(inc.run, {}).get(inc.root_layer)):
+            print(line, file=out)
     counts = findings["severity"].value_counts()
     summary = ", ".join(plural(counts[s], s) for s in reversed(SEVERITIES) if s in counts) or "none"
     print("", file=out)
     print(f"Findings: {summary}", file=out)
     several = len(labels) > 1
-    for f in findings.itertuples(index=False):
+    if not (all_findings or findings.empty):
+        print("  (grouped into the incidents above; --all lists them)", file=out)
+    for f in findings.itertuples(index=False) if all_findings else ():
         for line in _finding_lines(f, width, wide, labels.get(f.run, {}).get(f.layer, f.layer), several):
             print(line, file=out)
     if fail_on is not None:
@@ -386,6 +409,8 @@ def build_parser():
                      help="exit with status 1 if a finding of this severity or worse exists (for CI)")
     rep.add_argument("--run", action="append", default=None, help="only this run (repeatable)")
     rep.add_argument("--wide", action="store_true", help="full layer names, even when wider than 80 columns")
+    rep.add_argument("--all", action="store_true", dest="all_findings",
+                     help="also list every finding (the incidents group them by root cause)")
     exp = sub.add_parser("export", help="write every point to CSV or Parquet (by file extension)")
     exp.add_argument("logdir")
     exp.add_argument("out", help="output file: .csv, .parquet or .pq")
@@ -409,7 +434,7 @@ def main(argv=None):
         with warnings.catch_warnings():
             warnings.showwarning = _show_warning
             if args.command == "report":
-                return report(args.logdir, args.fail_on, args.run, wide=args.wide)
+                return report(args.logdir, args.fail_on, args.run, wide=args.wide, all_findings=args.all_findings)
             return export(args.logdir, args.out, wide=args.wide, histograms=args.histograms, quantity=args.quantity)
     except _Fail as e:
         print(str(e), file=sys.stderr)

@@ -88,6 +88,11 @@ class TfprobePlugin(base_plugin.TBPlugin):
                     **{k: a[k] for k in _THRESHOLD_PARAMS if a.get(k)},
                 )
             ),
+            "/incidents": self._route(
+                lambda src, a: queries.incidents(
+                    src, a.getlist("run"), a.get("points"), **{k: a[k] for k in _THRESHOLD_PARAMS if a.get(k)}
+                )
+            ),
             "/looks": self._route(lambda src, a: queries.looks(src, a.get("run"))),
             "/looks_image": self._image_route(
                 lambda src, a: queries.looks_image(src, a.get("run"), a.get("tag"), a.get("step"))

@@ -1117,3 +1117,52 @@ def representations(src: Source, run_names):
                     "cka": _cka_matrices(src, run)})
     return {"runs": out, "stats": list(metadata.REPRESENTATION_STATS),
             "descriptions": metadata.REPRESENTATION_DESCRIPTIONS}
+
+
+# ---------------------------------------------------------------- incidents (`tfprobe.incidents`)
+
+
+def _plain(value):
+    """A JSON-safe Python value: NumPy scalars and arrays unwrapped, NaN and pandas' NA as None."""
+    if isinstance(value, (list, tuple, np.ndarray)):
+        return [_plain(v) for v in value]
+    if isinstance(value, (np.integer,)):
+        return int(value)
+    if isinstance(value, (float, np.floating)):
+        return None if math.isnan(value) else float(value)
+    if value is None or (not isinstance(value, str) and value != value):  # pandas.NA compares to NA
+        return None
+    try:
+        import pandas as pd
+
+        if value is pd.NA:
+            return None
+    except ImportError:  # pragma: no cover - pandas is a dependency
+        pass
+    return value
+
+
+def incidents(src: Source, run_names, points=HEALTH_POINTS, **thresholds):
+    """`tfprobe.incidents` over the selected runs (the findings of `health`, grouped by root cause), and
+    the findings with the incident each belongs to (`incident`, 0 for none)."""
+    from tfprobe import findings as diagnose_module
+    from tfprobe.findings.incidents import group
+
+    run_names = _check_runs(run_names)
+    points = _check_int("points", points, 1, MAX_POINTS, HEALTH_POINTS)
+    found = list_series(src, run_names)
+    for r in run_names:
+        if r not in found:
+            raise errors.NotFoundError(f"run {r!r} has no tfprobe data")
+    try:
+        diagnose_module.check_thresholds(**thresholds)
+    except (TypeError, ValueError) as e:
+        raise errors.InvalidArgumentError(str(e)) from None
+    frame, layer_frame = read_frames(src, run_names, diagnose_module.REQUIRED_STATS, points)
+    table, members = group(diagnose_module.diagnose(frame, layer_frame, **thresholds), layer_frame)
+    return {
+        "runs": run_names,
+        "points": points,
+        "incidents": [{k: _plain(v) for k, v in rec.items()} for rec in table.to_dict("records")],
+        "findings": [{k: _plain(v) for k, v in rec.items()} for rec in members.to_dict("records")],
+    }

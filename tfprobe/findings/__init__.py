@@ -57,6 +57,7 @@ KINDS = {
     "dead_gradient": "warning",
     "stalled_layer": "warning",
     "unstable_updates": "warning",
+    "constant_output": "warning",  # tfprobe/findings/constant.py
 }
 """Every finding kind and its severity (a transient finding is reported as info, see `diagnose`)."""
 
@@ -87,6 +88,9 @@ REQUIRED_STATS = (
     "weight_norm",
     "weight_grad_norm",
     "size_ratio",
+    "min",  # constant_output (tfprobe/findings/constant.py)
+    "max",
+    "hoyer_sparsity",
 )
 """The statistics `diagnose` looks at (others are ignored)."""
 
@@ -1136,3 +1140,6 @@ def _warn_missing_input(ctx, layers):
         warnings.warn(f"tfprobe.diagnose: the layers frame has no graph (no `inputs`: logs written before tfprobe "
                       f"recorded it, or a frame without that column): checks {', '.join(map(repr, NEEDS['graph']))} "
                       "cannot run", RuntimeWarning, stacklevel=3)
+
+
+from tfprobe.findings import constant as _constant  # noqa: E402,F401  (registers `constant_output`)

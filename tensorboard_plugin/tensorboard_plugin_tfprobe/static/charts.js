@@ -183,9 +183,11 @@ export function heatmap(opts) {
   rows.forEach((row, i) => {
     const dataset = {row: i, name: row.name};
     if (row.severity) dataset.severity = row.severity;
+    if (row.root) dataset.root = row.root; // the root cause of an incident (views/incidents.js)
     labels.append(
       el('div', {
-        class: ['heatmap-label', row.className, row.severity ? `mark-${row.severity}` : 'mark-none'].filter(Boolean).join(' '),
+        class: ['heatmap-label', row.className, row.severity ? `mark-${row.severity}` : 'mark-none',
+          row.root ? 'root-cause' : ''].filter(Boolean).join(' '),
         title: row.title ?? row.name,
         style: `height:${rowH}px;line-height:${rowH}px;font-size:${Math.min(12, Math.max(8, rowH - 2))}px`,
         text: row.label ?? row.name,

@@ -15,6 +15,7 @@ import {app, loadStateFromHash, selectedRuns, setMain, state} from './state.js';
 import {emptyState} from './views/common.js';
 import * as gradients from './views/gradients.js';
 import * as health from './views/health.js';
+import {rootLayers} from './views/incidents.js';
 import * as layer from './views/layer.js';
 import * as looks from './views/looks.js';
 import * as overview from './views/overview.js';
@@ -91,7 +92,12 @@ async function loadContext(runs) {
   const layerData = await getJSON('layers', {run: runs});
   const layers = new Map(runs.map((run) => [run, new Map(layerData.runs[run].layers.map((l) => [l.name, l]))]));
   const health = getJSON('health', {run: runs});
-  state.context = {key, layers, findings: null, findingsError: null, health};
+  const incidents = getJSON('incidents', {run: runs}); // the Health view's incidents, the Overview's root marks
+  state.context = {key, layers, findings: null, findingsError: null, health, incidents, roots: null};
+  incidents.then(
+    (res) => { if (state.context.key === key) { state.context.roots = rootLayers(res.incidents); if (shown) redraw(); } },
+    () => {},
+  );
   document.body.dataset.findings = 'loading';
   health.then(
     (res) => { if (state.context.key === key) { state.context.findings = res.findings; findingsSettled('ready'); } },

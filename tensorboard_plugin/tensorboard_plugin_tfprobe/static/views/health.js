@@ -5,9 +5,12 @@ import {el, fmt} from '../charts.js';
 import {runColor} from '../model.js';
 import {app, layerInfo, layerMatches, setShared, SEVERITY_RANK, state} from '../state.js';
 import {filterNote} from './common.js';
+import {incidentsSection} from './incidents.js';
 
 export async function load(runs) {
-  return state.context.health; // fetched with the run context (index.js), shared with the map marks
+  // fetched with the run context (index.js), shared with the map marks
+  const [res, inc] = await Promise.all([state.context.health, state.context.incidents]);
+  return {...res, incidents: inc.incidents, members: inc.findings};
 }
 
 function findingRow(f) {
@@ -63,6 +66,7 @@ function blockGroup(block, items) {
 export function draw(res) {
   const t = res.thresholds;
   const out = el('div', {id: 'health'});
+  out.append(incidentsSection(res.incidents, res.members));
   out.append(el('p', {class: 'hint', text: `Thresholds: dead layer ≥ ${fmt(100 * t.dead_layer_fraction)}% zeros; dead units > ${fmt(100 * t.dead_units_fraction)}%; saturation > ${fmt(100 * t.saturation_fraction)}%; exploding/vanishing: std changes > ${fmt(t.std_ratio)}× between consecutive layers or since the first window. Based on up to ${res.points} points per series.`}));
   if (!res.findings.length) {
     out.append(el('p', {id: 'no-findings', text: 'No findings: no NaN/Inf, dead layers, dead units, saturation or exploding/vanishing activations above the thresholds.'}));

@@ -5,6 +5,7 @@
 import {el, fmt, fmtInt, heatmap, legend, makeScale} from '../charts.js';
 import {getJSON, num} from '../model.js';
 import {app, layerMatches, layerSeverity, mainWidth, setShared, SEVERITY_RANK, state} from '../state.js';
+import {rootOf, rootTitle} from './incidents.js';
 import {filterNote, runHeading, statSelect} from './common.js';
 
 const READABLE_ROW = 14; // px: default row height, labels readable at any depth (the map scrolls)
@@ -129,7 +130,8 @@ function arrange(res) {
     if (!layerMatches(l.name, res.run)) return;
     const meta = info.get(l.name) || {};
     rows.push({...l, order, depth: meta.depth ?? null, score: meanFinite(l.values), severity: layerSeverity(l.name, res.run),
-      title: `${l.name}\n${l.class} · ${l.category} · block ${l.block}`});
+      root: rootOf(l.name, res.run),
+      title: `${l.name}\n${l.class} · ${l.category} · block ${l.block}${rootTitle(l.name, res.run)}`});
   });
   const byKey = (a, b) => sortKey(a) - sortKey(b) || a.order - b.order;
   // blocks are runs of consecutive layers (model order) with the same block name, so top-level

@@ -1,0 +1,284 @@
+"""Incidents while `fit` runs: `LiveIncidents` evaluates each new window on the host.
+
+`LayerProbe` hands it each window's statistics right after writing them (the values it already has on the
+host: no extra device work, nothing in the step). It keeps, per finding `(layer, kind, statistic)`, the
+windows in which it held, and evaluates only the new window against the state: `diagnose` over at most
+two windows (the previous, for changes in one window, and the new one), keeping the
+findings that hold in the new window. Incidents are then grouped with `tfprobe.findings.incidents.group`,
+the same rules as `tfprobe.incidents` after the run.
+
+A finding that `diagnose` would call transient (it held only within the first `transient_windows` windows,
+see `diagnose`) cannot be told apart from a lasting one before that many windows have been seen: it is
+*confirmed* (alerted) only from window `transient_windows` on, if it still holds then, or at once for
+non-finite values (`NEVER_TRANSIENT`), which are never transient. A lasting problem present from the first
+window is thus alerted at the third window (with the default `transient_windows=2`), with its first step.
+"""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pandas as pd
+
+from tfprobe.findings import (
+    FINDING_COLUMNS,
+    KINDS,
+    NEVER_TRANSIENT,
+    REQUIRED_STATS,
+    _downstream,
+    diagnose,
+    severity_rank,
+    thresholds,
+)
+from tfprobe.findings.constant import CONSTANT_HOYER
+from tfprobe.findings.incidents import Graph, group, summary
+
+RUN = "live"
+
+
+def layers_frame(infos) -> pd.DataFrame:
+    """The `read_layers`-like frame of `{series: info}`, each info the series' metadata as written to disk
+    (the recorder's dict, `tfprobe.metadata`'s content) or a `metadata.SeriesInfo`."""
+    rows = []
+    for name, info in infos.items():
+        if not isinstance(info, dict):  # SeriesInfo
+            info = {"order": info.order, "class": info.class_name, "shape": info.shape, "bounds": info.bounds,
+                    "inputs": info.inputs, "kind": info.kind}
+        rows.append({"run": RUN, "layer": name, "order": info.get("order"), "class": info.get("class", ""),
+                     "shape": _list(info.get("shape")), "bounds": _list(info.get("bounds")),
+                     "inputs": _list(info.get("inputs")), "kind": info.get("kind", "activation")})
+    columns = ["run", "layer", "order", "class", "shape", "bounds", "inputs", "kind"]
+    frame = {c: _objects([r[c] for r in rows]) for c in columns}
+    frame["order"] = np.asarray([r["order"] for r in rows], dtype=float)
+    return pd.DataFrame(frame, columns=columns)
+
+
+def _list(x):
+    return None if x is None else list(x)
+
+
+def _objects(values):
+    """Strings as a NumPy object column: `diagnose`'s many small pandas operations are several times faster
+    on them than on pandas' default (pyarrow-backed) strings."""
+    out = np.empty(len(values), dtype=object)
+    out[:] = values
+    return out
+
+
+def window_frame(step, results) -> pd.DataFrame:
+    """The long frame (`read_logdir`'s columns) of one window's `{series: {stat: value}}`."""
+    names, stats, values = [], [], []
+    for name, row in results.items():
+        for stat, value in row.items():
+            if stat in _REQUIRED:
+                names.append(name)
+                stats.append(stat)
+                values.append(float(value))
+    n = len(values)
+    return pd.DataFrame({"run": _objects([RUN] * n), "step": np.full(n, int(step), dtype=np.int64),
+                         "wall_time": np.zeros(n), "layer": _objects(names), "stat": _objects(stats),
+                         "value": np.asarray(values, dtype=float)})
+
+
+_REQUIRED = frozenset(REQUIRED_STATS)
+
+
+MARGIN = 1.01
+"""How far inside `diagnose`'s thresholds `suspects` looks: ratios by this factor, fractions at 99% (float
+rounding between this test and the checks' pandas arithmetic)."""
+
+
+def _finite(x):
+    return x is not None and math.isfinite(x)
+
+
+def _usable_std(row, before, t):
+    """The `std` of a layer as the depth and time checks may use it (finite, above `min_std`, the layer not
+    dead now or in the previous window, its weights finite in the previous window), else None."""
+    std = row.get("std")
+    if not (_finite(std) and std > t["min_std"]):
+        return None
+    for r in (row, before or {}):
+        if any((r.get(k) or 0) >= t["dead_layer_fraction"] for k in ("zero_fraction", "near_zero_fraction")):
+            return None
+    if any(k in (before or {}) and not _finite(before[k]) for k in ("weight_norm", "update_ratio")):
+        return None
+    return std
+
+
+def _gradient_suspects(results, order, consumers, t):
+    """Layers whose `grad_rms` is more than `grad_ratio / MARGIN` away from some `grad_rms` on their output
+    side (every recorded gradient counted, so it is a superset of what `check_gradient_depth` compares)."""
+    rms = {n: r.get("grad_rms") for n, r in results.items()}
+    rms = {n: x for n, x in rms.items() if _finite(x) and x > 0}
+    if not rms:
+        return set()
+    hi, lo, out = {}, {}, set()
+    limit = t["grad_ratio"] / MARGIN
+    for name in order:  # consumers first
+        h = [v for c in consumers.get(name, ()) for v in (rms.get(c), hi.get(c)) if v is not None]
+        l_ = [v for c in consumers.get(name, ()) for v in (rms.get(c), lo.get(c)) if v is not None]
+        hi[name], lo[name] = (max(h) if h else None), (min(l_) if l_ else None)
+        g = rms.get(name)
+        if g is not None and ((hi[name] is not None and hi[name] / g > limit) or (lo[name] is not None and g / lo[name] > limit)):
+            out.add(name)
+    return out
+
+
+def suspects(results, previous, inputs, consumers, t, order=()):
+    """The layers of a window that may have a finding: a cheap test of each check's trigger, conservative
+    (`MARGIN` inside every threshold; where a check leaves values out, such as dead inputs or unusable
+    gradients, the test either leaves out at least as many or, where that only widens a ratio, none).
+    `diagnose` then runs on these layers, their inputs and consumers (what their checks read) and the output
+    layer only; a window without suspects runs no `diagnose` at all. `order`: the layers consumers first
+    (`tfprobe.findings._downstream`), for the gradient-depth test.
+
+    >>> suspects({"a": {"std": 1.0}, "b": {"std": 50.0}}, {}, {"b": ("a",)}, {}, thresholds())
+    {'b'}
+    """
+    f, r = 0.99, MARGIN
+    out = _gradient_suspects(results, order, consumers, t)
+    usable = {n: _usable_std(row, previous.get(n), t) for n, row in results.items()}
+    ratio = t["std_ratio"] / r
+    for name, row in results.items():
+        v = row.get
+        std, low, high = usable[name], v("min"), v("max")
+        before = _usable_std(previous[name], None, t) if name in previous else None
+        ins = [usable.get(i) for i in inputs.get(name, ())]
+        ins = [x for x in ins if x is not None]
+        if (any((v(k) or 0) > 0 for k in ("nan_count", "inf_count", "grad_nan_count", "grad_inf_count"))
+                or any(k in row and not _finite(row[k]) for k in ("weight_norm", "update_ratio"))
+                or any((v(k) or 0) >= f * t["dead_layer_fraction"] for k in ("zero_fraction", "near_zero_fraction"))
+                or (v("dead_unit_fraction") or 0) > f * t["dead_units_fraction"]
+                or (v("saturation_fraction") or 0) > f * t["saturation_fraction"]
+                or (v("grad_max_abs") or 0) > t["max_grad_abs"] / r
+                or (v("grad_zero_fraction") or 0) >= f * t["dead_gradient_fraction"]
+                or (_finite(v("update_ratio")) and not r * t["min_update_ratio"] <= v("update_ratio") <= t["max_update_ratio"] / r)
+                or (_finite(low) and low == high)
+                or (_finite(v("hoyer_sparsity")) and v("hoyer_sparsity") <= r * CONSTANT_HOYER)
+                or (std is not None and before is not None and max(std / before, before / std) > ratio)
+                or (std is not None and ins and max(std / max(ins), min(ins) / std) > ratio)):
+            out.add(name)
+    return out
+
+
+class LiveIncidents:
+    """The incidents of one run so far, updated one window at a time (see the module docstring).
+    `prefilter=False` judges every layer of every window (`suspects` is the default's shortcut)."""
+
+    def __init__(self, prefilter=True, **kwargs):
+        self.t = thresholds(**kwargs)
+        self.prefilter = prefilter
+        self._prev_results = {}
+        self._kwargs = kwargs
+        self._prev_step = None
+        self._graph = None
+        self._consumers = None
+        self._layers = None
+        self._infos = {}
+        self._spans = {}  # (layer, kind, stat) -> dict
+        self.windows = 0
+        self._announced = {}  # (root_layer, root_kind, first_step) -> severity rank announced
+        self.incidents = group(pd.DataFrame(columns=FINDING_COLUMNS))[0]
+        """The incidents so far (`tfprobe.incidents`' columns; run `live`)."""
+
+    def update(self, step: int, results, infos):
+        """Evaluates one window; returns the alerts it raises: `[(severity, line, incident row)]`, one per
+        incident that is new or more severe than when it was last alerted (warnings and errors only)."""
+        if self._layers is None or infos.keys() != self._infos.keys():
+            self._layers = layers_frame(infos)
+            self._graph = Graph(self._layers, RUN)
+            self._consumers = None
+            self._infos = dict(infos)
+        results = {name: row for name, row in results.items() if any(k in _REQUIRED for k in row)}
+        if not results:
+            return []
+        index = self.windows
+        self.windows += 1
+        keep = self._keep(results) if self.prefilter else set(results)
+        if keep:
+            # the previous window (changes in one window) and the new one; the run's first window would only
+            # add `std_drift`, which is info and never part of an incident
+            frame = window_frame(int(step), {k: results[k] for k in keep if k in results})
+            if self._prev_step is not None:
+                before = window_frame(self._prev_step, {k: self._prev_results[k] for k in keep if k in self._prev_results})
+                frame = pd.concat([before, frame], ignore_index=True)
+            found = diagnose(frame, self._layers, **self._kwargs)
+            for f in found[found["last_step"] == step].itertuples(index=False):
+                key = (f.layer, f.kind, f.stat)
+                span = self._spans.setdefault(key, {"first_step": int(step), "windows": [], "streak": 0, "best": 0})
+                span["streak"] = span["streak"] + 1 if span["windows"] and span["windows"][-1] == index - 1 else 1
+                span["best"] = max(span["best"], span["streak"])
+                span["windows"].append(index)
+                span["last_step"], span["message"] = int(step), f.message.split("; from step")[0]
+        self._prev_step, self._prev_results = int(step), results
+        if not self._spans:  # nothing found so far: no incident
+            return []
+        self.incidents, fs = self._group()
+        return self._alerts(step, fs)
+
+    def _keep(self, results):
+        """The layers `diagnose` reads this window: those `suspects` names, their inputs and consumers (with
+        activation gradients, everything on their output side: the gradient-depth check compares with all of
+        it), and the output layer (which exempts an output softmax from saturation)."""
+        if self._consumers is None:
+            self._inputs = dict(zip(self._layers["layer"], (tuple(i or ()) for i in self._layers["inputs"])))
+            self._consumers = {}
+            for name, ins in self._inputs.items():
+                for i in ins:
+                    self._consumers.setdefault(i, []).append(name)
+            self._order = _downstream(self._inputs)[0]
+            orders = self._layers["order"].to_numpy()
+            self._output = self._layers["layer"].iloc[int(np.argmax(orders))] if len(orders) else None
+        chosen = suspects(results, self._prev_results, self._inputs, self._consumers, self.t, self._order)
+        keep = set(chosen)
+        for name in chosen:
+            keep.update(self._inputs.get(name, ()))
+            keep.update(self._consumers.get(name, ()))
+            if "grad_rms" in results.get(name, {}):  # the gradient-depth check reads the whole output side
+                stack = list(self._consumers.get(name, ()))
+                while stack:
+                    c = stack.pop()
+                    stack.extend(x for x in self._consumers.get(c, ()) if x not in keep)
+                    keep.add(c)
+        if keep and self._output is not None:
+            keep.add(self._output)
+        return keep
+
+    def findings(self) -> pd.DataFrame:
+        """The findings so far, `diagnose`'s columns; severities as `diagnose` would give them now, except that
+        a finding not yet confirmed (see the module docstring) is `info`."""
+        n, now = self.t["transient_windows"], self.windows - 1
+        rows = []
+        for (layer, kind, stat), s in self._spans.items():
+            severity = KINDS.get(kind, "warning")
+            if kind not in NEVER_TRANSIENT and (now < n or s["windows"][-1] < n <= now):
+                severity = "info"
+            rows.append((RUN, layer, stat, kind, severity, s["first_step"], s["last_step"], s["best"],
+                         f"{s['message']}; from step {s['first_step']}"))
+        return pd.DataFrame(rows, columns=FINDING_COLUMNS).astype({"first_step": "int64", "last_step": "int64",
+                                                                   "windows": "int64"})
+
+    def _group(self):
+        fs = self.findings()
+        incidents, members = group(fs, self._layers, graphs={RUN: self._graph})
+        return incidents, members
+
+    def _alerts(self, step, members):
+        out = []
+        graph = self._graph
+        for inc in self.incidents.to_dict("records"):
+            rank = severity_rank(inc["severity"])
+            key = (inc["root_layer"], inc["root_kind"], inc["first_step"])
+            if rank < 1 or self._announced.get(key, -1) >= rank:
+                continue
+            self._announced[key] = rank
+            mine = list(members[members["incident"] == inc["incident"]].itertuples(index=False))
+            out.append((inc["severity"], summary(inc, mine, graph, step=int(step)), inc))
+        return out
+
+    def counts(self) -> dict:
+        """`{"tfprobe_warnings": n, "tfprobe_errors": n}`: the incidents so far by severity."""
+        sev = list(self.incidents["severity"])
+        return {"tfprobe_warnings": sev.count("warning"), "tfprobe_errors": sev.count("error")}
