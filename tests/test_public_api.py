@@ -30,6 +30,7 @@ PUBLIC = {
         "read_layers",
         "read_cka",
         "diagnose",
+        "incidents",
         "cam",
         "looks",
         "__version__",
@@ -46,6 +47,7 @@ PUBLIC = {
     "tfprobe.looks": ["LooksAnalysis"],
     "tfprobe.cli": ["main", "build_parser"],
     "tfprobe.findings": ["diagnose", "CHECKS", "context", "SEVERITIES", "TINY_SHARE", "ROUTING_CLASS"],
+    "tfprobe.findings.incidents": ["incidents", "INCIDENT_COLUMNS", "CAUSES", "PRECEDENCE"],
     "tfprobe.logs.reader": ["read", "read_logdir", "read_histograms", "read_layers", "read_cka"],
     "tfprobe.metadata": [
         "histogram_buckets",
@@ -73,7 +75,7 @@ PUBLIC = {
 
 def test_tfprobe_all_is_the_documented_top_level():
     assert sorted(tfprobe.__all__) == sorted(
-        ["LayerProbe", "read_logdir", "read_histograms", "read_layers", "read_cka", "diagnose"]
+        ["LayerProbe", "read_logdir", "read_histograms", "read_layers", "read_cka", "diagnose", "incidents"]
     )
 
 
@@ -125,6 +127,7 @@ def test_every_public_name_has_a_reference_page():
         "read_layers": "tfprobe.read_layers",
         "read_cka": "tfprobe.read_cka",
         "diagnose": "tfprobe.diagnose",
+        "incidents": "tfprobe.incidents",
     }
     assert sorted(wanted) == sorted(tfprobe.__all__)
     wanted.update(cam="tfprobe.cam", looks="tfprobe.looks.LooksAnalysis")
