@@ -96,7 +96,7 @@ def images(n=64):
     return x
 
 
-@pytest.mark.parametrize("jit_compile", [False, True], ids=["graph", "xla"])
+@pytest.mark.parametrize("jit_compile", [False, pytest.param(True, marks=pytest.mark.slow)], ids=["graph", "xla"])
 def test_a_gan_writes_every_window_at_its_own_step_with_both_optimizers_figures(tmp_path, jit_compile):
     model = gan()
     model.jit_compile = jit_compile

@@ -39,6 +39,9 @@ def xla(monkeypatch):
 
 
 # (module, test, arguments besides tmp_path): the recording's oracle tests, graph kernel (native refuses XLA).
+# The first ones run by default; the others are `slow` (`python -m pytest -m slow tests/test_xla.py`).
+FAST = {"test_sequential_cnn_with_batchnorm_and_pooling", "test_nan_and_inf_are_counted",
+        "test_skipped_steps_are_counted_and_left_out"}
 CASES = [
     (test_gradients, "test_sequential_cnn_with_batchnorm_and_pooling", {}),
     (test_gradients, "test_nested_frozen_backbone_subclassed_and_shared_layers", {}),
@@ -60,7 +63,9 @@ CASES = [
 ]
 
 
-@pytest.mark.parametrize("module, name, kwargs", CASES, ids=[f"{c[1]}{list(c[2].values()) or ''}" for c in CASES])
+@pytest.mark.parametrize("module, name, kwargs", [
+    pytest.param(*case, id=f"{case[1]}{list(case[2].values()) or ''}", marks=() if case[1] in FAST else pytest.mark.slow)
+    for case in CASES])
 def test_recording_tests_pass_under_xla(tmp_path, xla, module, name, kwargs):
     getattr(module, name)(tmp_path, **kwargs)
 
