@@ -140,7 +140,8 @@ class OptimizerWatch:
         if isinstance(optimizer, keras.optimizers.LossScaleOptimizer):
             scale = loss_scale(optimizer)  # read before this apply updates it
         for g, v in zip(grads, variables):
-            if isinstance(g, tf.Tensor) and g.dtype.is_floating and _graph_of(g) is state.graph:
+            # An embedding's gradient is `IndexedSlices` (summed into a dense tensor where its norm is taken).
+            if isinstance(g, (tf.Tensor, tf.IndexedSlices)) and g.dtype.is_floating and _graph_of(g) is state.graph:
                 state.grads[id(v)] = (g, scale)
 
 
@@ -166,7 +167,7 @@ def _graph():
 
 def _graph_of(tensor):
     try:
-        return tensor.graph
+        return (tensor.values if isinstance(tensor, tf.IndexedSlices) else tensor).graph
     except AttributeError:  # an eager tensor
         return None
 
@@ -234,10 +235,17 @@ class BackwardPass:
         if t.skips and grads:
             _count_skipped(accumulators, applied)
         weight_grads = applied_grads or {}
-        figures = {path: f for path, f in self.weights.sums(record, weight_grads).items() if path in series_by_name}
-        accumulators.create_many({path: {"weights": np.zeros(4)} for path in figures})
-        accumulators.fold("weights", figures, "add")
+        moved, still = (
+            {path: f for path, f in part.items() if path in series_by_name}
+            for part in self.weights.sums(record, weight_grads))
+        accumulators.create_many({path: {"weights": np.zeros(4)} for path in moved})
+        accumulators.create_many({path: {STILL: np.zeros(2)} for path in still})
+        accumulators.fold("weights", moved, "add")
+        accumulators.fold(STILL, still, "add")
 
+
+STILL = "weights_untrained"
+"""The slot of a layer's weight figures on steps no optimizer was given its weights: `[steps, sum of ||w||]`."""
 
 SKIPPED = "\0skipped_steps"
 """The accumulator entry (no series can be named so) counting a window's skipped steps, shared by every series."""
@@ -311,10 +319,12 @@ def statistics(slots, near_zero, skipped=None):
             grad_nan_count=g["nan_count"],
             grad_inf_count=g["inf_count"],
         )
-    weights = slots.get("weights")
+    weights, still = slots.get("weights"), slots.get(STILL)
     if weights is not None and weights[0] > 0:
         out.update(weight_norm=weights[1] / weights[0], weight_grad_norm=weights[2] / weights[0],
                    update_ratio=weights[3] / weights[0])
+    elif still is not None and still[0] > 0:  # no optimizer was given these weights: no update figures
+        out.update(weight_norm=still[1] / still[0])
     return {k: float(v) for k, v in out.items()}
 
 
@@ -373,8 +383,9 @@ class WeightWatch:
         context = tf.distribute.get_replica_context()
         replicated = context is not None and context.num_replicas_in_sync > 1
 
-        # A layer none of whose weights an optimizer was given in this step has no update figures (NaN): its
-        # weights did not move because nothing trains them, not because training stalled.
+        # A layer none of whose weights an optimizer was given in this step has no update figures (its row goes
+        # to `STILL`, its weight norm only): its weights did not move because nothing trains them, not because
+        # training stalled (and a NaN update ratio would say its weights are NaN).
         touched = np.zeros(count, bool)
         for v, o in zip(variables, owners):
             touched[o] |= id(v) in grads
@@ -394,8 +405,10 @@ class WeightWatch:
             ratio = tf.where(touched, tf.math.divide_no_nan(tf.sqrt(d2), w), nan)
             return tf.stack([tf.ones([count], tf.float64), w, g, ratio], axis=1)
 
-        rows = tf.cond(record, figures, lambda: tf.zeros([count, 4], tf.float64))
-        return dict(zip(self.layers, tf.unstack(rows)))
+        rows = tf.unstack(tf.cond(record, figures, lambda: tf.zeros([count, 4], tf.float64)))
+        moved = {path: row for path, row, t in zip(self.layers, rows, touched) if t}
+        still = {path: row[:2] for path, row, t in zip(self.layers, rows, touched) if not t}
+        return moved, still
 
 
 def sum_squares(tensors, owners, count, scales=None):
