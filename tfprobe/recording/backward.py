@@ -5,9 +5,10 @@ gradient function hands the incoming gradient `dL/d tensor` to
 `on_gradient` while backpropagation is built, then passes it on unchanged:
 the same numbers reach the weights. `WeightWatch` keeps, for the layers
 with trainable weights, what an update ratio needs: the weights before the
-step (read only on recorded steps), the gradients the optimizer is given
-(`apply_gradients` is wrapped for the duration of `fit`), and the weights
-after the update.
+step (read only on recorded steps), the gradients the step's optimizers are
+given (`OptimizerWatch`: every Keras optimizer's `apply`, wrapped for the
+duration of `fit`, not only `model.optimizer`'s), and the weights after the
+update.
 
 >>> import tensorflow as tf
 >>> seen = []
