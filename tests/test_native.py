@@ -201,11 +201,12 @@ def test_auto_falls_back_to_graph_ops_without_a_compiler(tmp_path, monkeypatch, 
 
 
 def _fake_compiler(tmp_path, name="cxx", version="fakecc 1.0", body=': > "$out"'):
-    """A compiler script: `--version` prints `version`; a build adds a line to the returned log and runs `body` ($out: -o)."""
+    """A compiler script: `--version` prints `version`, a `-fsyntax-only` probe succeeds; a build adds a line to the returned log and runs `body` ($out: -o)."""
     script, log = tmp_path / name, tmp_path / f"{name}.log"
     script.write_text(
         "#!/bin/sh\n"
         f'if [ "$1" = --version ]; then echo "{version}"; exit 0; fi\n'
+        'case " $* " in *" -fsyntax-only "*) exit 0;; esac\n'  # a flag probe (`native._native_arch_flags`), not a build
         f'echo build >> "{log}"\n'
         'out=""; prev=""; for a in "$@"; do [ "$prev" = -o ] && out="$a"; prev="$a"; done\n'
         f"{body}\n"
