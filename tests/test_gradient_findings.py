@@ -220,7 +220,8 @@ class FirstNonFinite(keras.callbacks.Callback):
 
 def nan_kernel():
     """`mid`'s kernel is NaN before `fit`; TensorFlow fuses its ReLU into the matrix product (`_FusedMatMul`),
-    which outputs exact zeros for NaN: without `nan_weights` it looked like a dead layer."""
+    which on some CPUs (oneDNN on AVX-512) outputs exact zeros for NaN: without `nan_weights` it looked like a
+    dead layer."""
     model = chain(L.Dense(32, activation="relu", name="mid"))
     kernel, bias = model.get_layer("mid").get_weights()
     model.get_layer("mid").set_weights([np.full_like(kernel, np.nan), bias])
@@ -241,16 +242,25 @@ def test_nan_kernel_is_nan_weights_not_a_dead_layer(tmp_path):
     keras.utils.set_random_seed(0)
     result, oracle = fit_to_nan(tmp_path, nan_kernel(), keras.optimizers.SGD(0.0))
     # the NaN gradient through `mid`'s kernel reaches `hidden`, whose update at step 1 turns it NaN too
-    assert oracle == {"mid": 1, "hidden": 1}
+    assert {"mid": 1, "hidden": 1}.items() <= oracle.items()
     nan = result[result["kind"] == "nan_weights"]
     assert dict(zip(nan["layer"], nan["first_step"])) == oracle, result.to_string()
     assert (nan["severity"] == "error").all() and (nan["stat"] == "weight_norm").all() and (nan["windows"] == 8).all()
-    # `out` is fed only zeros: its output is its bias, 0 (a genuinely dead layer, with finite weights)
-    expected = {("mid", "nan_weights"), ("hidden", "nan_weights"), ("out", "dead_layer"), ("out", "stalled_layer")}
-    assert found(result) - {("hidden", "nan_inf")} == expected, result.to_string()
-    # errors in model order, a layer's NaN weights before the NaN gradient they cause
-    assert result[["layer", "kind"]].values.tolist()[:4] == [["hidden", "nan_weights"], ["hidden", "nan_inf"],
-                                                            ["mid", "nan_weights"], ["out", "dead_layer"]]
+    # Whether `mid`'s fused MatMul+ReLU outputs zeros or NaN for its NaN kernel depends on the CPU's kernels
+    # (zeros with oneDNN on AVX-512, NaN elsewhere): the oracle run on this machine says which.
+    if "out" not in oracle:
+        # `out` is fed only zeros: its output is its bias, 0 (a genuinely dead layer, with finite weights)
+        expected = {("mid", "nan_weights"), ("hidden", "nan_weights"), ("out", "dead_layer"), ("out", "stalled_layer")}
+        assert found(result) - {("hidden", "nan_inf")} == expected, result.to_string()
+        # errors in model order, a layer's NaN weights before the NaN gradient they cause
+        assert result[["layer", "kind"]].values.tolist()[:4] == [["hidden", "nan_weights"], ["hidden", "nan_inf"],
+                                                                ["mid", "nan_weights"], ["out", "dead_layer"]]
+    else:
+        # `out` is fed NaN: its weights turn NaN at step 1 too, which is what is found there (not a dead layer)
+        assert oracle == {"mid": 1, "hidden": 1, "out": 1}
+        expected = {("mid", "nan_weights"), ("hidden", "nan_weights"), ("out", "nan_weights")}
+        assert found(result) - {(layer, "nan_inf") for layer in oracle} == expected, result.to_string()
+        assert result[["layer", "kind"]].values.tolist()[0] == ["hidden", "nan_weights"]
 
 
 def test_a_learning_rate_that_turns_the_weights_nan_is_found_at_the_step_it_does(tmp_path):

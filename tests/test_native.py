@@ -2,8 +2,11 @@
 
 import json
 import logging
+import os
 import subprocess
+import sys
 import threading
+from pathlib import Path
 
 import keras
 import numpy as np
@@ -198,11 +201,12 @@ def test_auto_falls_back_to_graph_ops_without_a_compiler(tmp_path, monkeypatch, 
 
 
 def _fake_compiler(tmp_path, name="cxx", version="fakecc 1.0", body=': > "$out"'):
-    """A compiler script: `--version` prints `version`; a build adds a line to the returned log and runs `body` ($out: -o)."""
+    """A compiler script: `--version` prints `version`, a `-fsyntax-only` probe succeeds; a build adds a line to the returned log and runs `body` ($out: -o)."""
     script, log = tmp_path / name, tmp_path / f"{name}.log"
     script.write_text(
         "#!/bin/sh\n"
         f'if [ "$1" = --version ]; then echo "{version}"; exit 0; fi\n'
+        'case " $* " in *" -fsyntax-only "*) exit 0;; esac\n'  # a flag probe (`native._native_arch_flags`), not a build
         f'echo build >> "{log}"\n'
         'out=""; prev=""; for a in "$@"; do [ "$prev" = -o ] && out="$a"; prev="$a"; done\n'
         f"{body}\n"
@@ -351,3 +355,43 @@ def test_gradient_partials_give_the_same_gradient_statistics(name):
 def test_gradient_mode_takes_no_units():
     with pytest.raises(tf.errors.InvalidArgumentError, match="gradient=true takes no units; got units=3"):
         native.run_op(tf.ones([2, 3]), False, units=3, near_zero=NEAR, gradient=True)
+
+
+def _cpu_flags():
+    try:
+        with open("/proc/cpuinfo") as f:
+            return set(next((line for line in f if line.startswith("flags")), "").split())
+    except OSError:
+        return set()
+
+
+# The builds other CPUs get: AVX2 without AVX-512 (the CI machines), and the portable one (no -march).
+VARIANTS = {"avx2": ["-march=native", "-mno-avx512f"], "portable": []}
+
+
+@needs_compiler
+@pytest.mark.slow  # two builds of the kernel (30-60 s each): `python -m pytest -m slow tests/test_native.py -k other_cpus`
+@pytest.mark.parametrize("variant", sorted(VARIANTS))
+def test_kernel_builds_for_other_cpus_equal_the_graph_ops(tmp_path, monkeypatch, variant):
+    """The kernel built as an AVX2-only CPU or a CPU without `-march=native` builds it (where this machine can
+    run that build) passes the kernel's equality tests against the graph ops, in a process that loads it."""
+    if variant == "avx2" and "avx2" not in _cpu_flags():
+        pytest.skip("this CPU cannot run an AVX2 build")
+    monkeypatch.setenv("TFPROBE_CACHE_DIR", str(tmp_path))
+    cxx = native._compiler()
+    path = native.library_path(cxx)  # where `load()` looks for it under that cache directory
+    command = native._command(cxx, native.SOURCE, path, native_arch=False)
+    command[1 + len(native.FLAGS):1 + len(native.FLAGS)] = VARIANTS[variant]
+    done = subprocess.run(command, capture_output=True, text=True, timeout=native.BUILD_TIMEOUT)
+    assert done.returncode == 0, done.stderr
+    built = path.stat().st_mtime_ns
+    chosen = "kernel_equals_graph_ops and (small or nan or huge) and unbounded or gradient_partials_equal_graph_ops"
+    run = subprocess.run(
+        [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", "-p", "no:randomly", str(Path(__file__)),
+         "-k", chosen, "-m", "not slow"],
+        capture_output=True, text=True, timeout=900, cwd=Path(__file__).parent.parent,
+        env={**os.environ, "TFPROBE_CACHE_DIR": str(tmp_path)},
+    )
+    assert run.returncode == 0, run.stdout[-3000:] + run.stderr[-2000:]
+    assert " passed" in run.stdout and "skipped" not in run.stdout, run.stdout[-2000:]
+    assert path.stat().st_mtime_ns == built and len(list(tmp_path.glob("*.so"))) == 1  # that build, not another

@@ -297,8 +297,7 @@ class LayerProbe(keras.callbacks.Callback):
         if executor is not None:
             executor.shutdown(wait=True)
         self._instrumentation.detach()
-        if self._recorder.backward is not None:
-            self._recorder.backward.detach()
+        self._recorder.detach()
         self._close_writer()
         analyses, self._analyses = self._analyses, []
         analysis.close_all(analyses)
@@ -335,15 +334,13 @@ class LayerProbe(keras.callbacks.Callback):
             sample_size=self.sample_size,
         )
         self._share(model, chosen, kernel.name)
-        optimizer = getattr(model, "optimizer", None)
-        start = int(optimizer.iterations.numpy()) if optimizer is not None else 0
+        start = first_step(model)
         self._recorder.use(kernel)
         self._recorder.prepare(strategy, start, chosen)
         key = (strategy, self._recorder.generation, kernel.name, tuple(chosen))
-        self._instrumentation.on_error = self._close_writer
+        self._instrumentation.on_error = self._stopped
         self._instrumentation.attach(model, chosen, key, owner=self)
-        if self._recorder.backward is not None:
-            self._recorder.backward.attach(optimizer)
+        self._recorder.attach()
         try:
             self._writer = WindowWriter(self.log_dir) if self._chief else None
         except Exception as error:  # OSError, a TensorFlow OpError of a remote store, ...
@@ -479,6 +476,7 @@ class LayerProbe(keras.callbacks.Callback):
             self._reference_step()
         finally:
             self.detach()
+            remember_last_step(self.model, self._last_step, self._recorder.driven)
         if self._chief and self._instrumentation.ran and self.windows_written == self._windows_at_start:
             self._warn_nothing_written()
 
@@ -567,6 +565,12 @@ class LayerProbe(keras.callbacks.Callback):
             if self._chief:
                 _alert("error", f"stopping training at step {step} (stop_on={self.stop_on!r}): {stop}")
 
+    def _stopped(self):
+        """The instrumentation detached during `fit` (its train function raised, or the probed step does not
+        compile): nothing more is recorded in this `fit`, and everything tfprobe attached is undone."""
+        self._active = False
+        self.detach()
+
     def _close_writer(self):
         writer, self._writer = self._writer, None
         if writer is None:
@@ -595,6 +599,32 @@ def _alert(severity, line):
     except (AttributeError, ValueError, OSError):
         pass
     logger.log(logging.ERROR if severity == "error" else logging.WARNING, "tfprobe: %s", line)
+
+
+_LAST_STEP_ATTR = "_tfprobe_last_step"
+
+
+def first_step(model):
+    """The global step a `fit` of `model` starts from.
+
+    `model.optimizer.iterations` when the model's steps apply
+    `model.optimizer` (Keras' count); when the last probed `fit` counted
+    train batches instead (a custom `train_step` with optimizers of its own,
+    `model.optimizer` unused), the step that `fit` ended at, so that the next
+    `fit` goes on from it instead of writing its windows at steps already
+    logged.
+    """
+    optimizer = getattr(model, "optimizer", None)
+    iterations = getattr(optimizer, "iterations", None)
+    start = int(iterations.numpy()) if iterations is not None else 0
+    last, driven = model.__dict__.get(_LAST_STEP_ATTR, (0, True))
+    return start if driven else max(start, last)
+
+
+def remember_last_step(model, step, driven):
+    """Keeps the step a probed `fit` ended at on the model (not tracked by Keras; see `first_step`)."""
+    if step is not None and driven is not None:
+        object.__setattr__(model, _LAST_STEP_ATTR, (int(step), bool(driven)))
 
 
 __all__ = ["LayerProbe"]

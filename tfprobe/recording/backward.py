@@ -5,9 +5,10 @@ gradient function hands the incoming gradient `dL/d tensor` to
 `on_gradient` while backpropagation is built, then passes it on unchanged:
 the same numbers reach the weights. `WeightWatch` keeps, for the layers
 with trainable weights, what an update ratio needs: the weights before the
-step (read only on recorded steps), the gradients the optimizer is given
-(`apply_gradients` is wrapped for the duration of `fit`), and the weights
-after the update.
+step (read only on recorded steps), the gradients the step's optimizers are
+given (`OptimizerWatch`: every Keras optimizer's `apply`, wrapped for the
+duration of `fit`, not only `model.optimizer`'s), and the weights after the
+update.
 
 >>> import tensorflow as tf
 >>> seen = []
@@ -73,6 +74,105 @@ def may_skip_steps(optimizer):
     return isinstance(optimizer, optimizers.LossScaleOptimizer) or not isinstance(optimizer, optimizers.Optimizer)
 
 
+class OptimizerWatch:
+    """Which optimizers apply gradients in a step being traced, and the gradients they apply to which variables.
+
+    A custom `train_step` may use optimizers of its own (a GAN's generator and discriminator optimizers, with
+    `model.optimizer` unused), so the watch is not tied to `model.optimizer`: while `attach()`ed it wraps
+    `apply` of Keras' optimizer classes (`apply_gradients` calls it), inert except in a thread that is
+    `watching()` a step. Each call in the step's own graph (not in a nested cond, as a loss-scale optimizer's
+    inner optimizer is) is noted: `applied` (the optimizers), `grads` (`{id(variable): (gradient, loss scale or
+    None)}`, a loss-scale optimizer's gradients being scaled).
+    """
+
+    _lock = threading.Lock()
+    _users = 0
+    _originals = {}  # optimizer class -> its own `apply`
+    _state = threading.local()
+
+    def attach(self):
+        if getattr(self, "_attached", False):
+            return
+        cls = OptimizerWatch
+        with cls._lock:
+            cls._users += 1
+            if cls._users == 1:
+                for klass in (keras.optimizers.Optimizer, keras.optimizers.LossScaleOptimizer):
+                    owner = next(c for c in klass.__mro__ if "apply" in c.__dict__)
+                    if owner not in cls._originals:
+                        cls._originals[owner] = owner.__dict__["apply"]
+                        owner.apply = _watched_apply(owner.__dict__["apply"])
+        self._attached = True
+
+    def detach(self):
+        if not getattr(self, "_attached", False):
+            return
+        self._attached = False
+        cls = OptimizerWatch
+        with cls._lock:
+            cls._users -= 1
+            if cls._users == 0:
+                for owner, original in cls._originals.items():
+                    owner.apply = original
+                cls._originals = {}
+
+    def begin(self):
+        """Starts watching the step being traced in this thread."""
+        state = OptimizerWatch._state
+        state.watching, state.graph, state.applied, state.grads = True, _graph(), [], {}
+
+    def end(self):
+        """`(applied optimizers, grads)` of the step being traced; stops watching."""
+        state = OptimizerWatch._state
+        found = (getattr(state, "applied", []), getattr(state, "grads", {}))
+        state.watching, state.graph, state.applied, state.grads = False, None, [], {}
+        return found
+
+    @staticmethod
+    def _seen(optimizer, grads, variables):
+        state = OptimizerWatch._state
+        if not getattr(state, "watching", False) or _graph() is not state.graph:
+            return
+        if variables is None:
+            variables = getattr(optimizer, "_trainable_variables", None) or ()
+        if not any(o is optimizer for o in state.applied):
+            state.applied.append(optimizer)
+        scale = None
+        if isinstance(optimizer, keras.optimizers.LossScaleOptimizer):
+            scale = loss_scale(optimizer)  # read before this apply updates it
+        for g, v in zip(grads, variables):
+            # An embedding's gradient is `IndexedSlices` (summed into a dense tensor where its norm is taken).
+            if isinstance(g, (tf.Tensor, tf.IndexedSlices)) and g.dtype.is_floating and _graph_of(g) is state.graph:
+                state.grads[id(v)] = (g, scale)
+
+
+def _watched_apply(original):
+    @functools.wraps(original)
+    def apply(self, grads, trainable_variables=None, *args, **kwargs):
+        try:
+            grads = list(grads)
+            listed = None if trainable_variables is None else list(trainable_variables)
+            OptimizerWatch._seen(self, grads, listed)
+            trainable_variables = listed if listed is not None else trainable_variables
+        except Exception:  # noqa: BLE001 - watching must never change what the optimizer does
+            pass
+        return original(self, grads, trainable_variables, *args, **kwargs)
+
+    apply._tfprobe_original = original
+    return apply
+
+
+def _graph():
+    return tf.compat.v1.get_default_graph() if tf.inside_function() else None
+
+
+def _graph_of(tensor):
+    try:
+        return (tensor.values if isinstance(tensor, tf.IndexedSlices) else tensor).graph
+    except AttributeError:  # an eager tensor
+        return None
+
+
 class BackwardPass:
     """What a traced step folds of its backward pass: each tap's activation gradient, each layer's weight figures.
 
@@ -93,28 +193,25 @@ class BackwardPass:
         """Whether it watches the weights of exactly these layers."""
         return set(self.weights.layers) == set(WeightWatch(chosen).layers)
 
-    def attach(self, optimizer):
-        self.weights.attach(optimizer)
+    def begin(self, optimizer, iterations, record, hist=None, xla=False):
+        """Starts a traced step: `record` and `hist` (None: no histograms) are the step's predicates.
 
-    def detach(self):
-        self.weights.detach()
-
-    def begin(self, optimizer, iterations, record, hist=None):
-        """Starts a traced step: `record` and `hist` (None: no histograms) are the step's predicates."""
+        `xla`: the step is compiled with XLA, whose conds need branches of the same shapes (`WeightWatch.begin`).
+        """
         # Without a loss-scale optimizer every update is applied (no wait for `iterations`), and a loss scale that
         # is statically 1 divides nothing (no copy of each gradient).
         self._t.grads, self._t.before = [], iterations if may_skip_steps(optimizer) else None
         self._t.scale = loss_scale(optimizer)
         self._t.unscaled = tf.get_static_value(self._t.scale) == 1
         self._t.skips = isinstance(optimizer, keras.optimizers.LossScaleOptimizer)
-        self.weights.begin(record)
+        self.weights.begin(record, xla=xla)
         self._t.record, self._t.hist = record, hist
 
     def watch(self, series, tensor):
         grads = self._t.grads
         return watch(tensor, lambda g: grads.append((series, g)))
 
-    def end(self, iterations, series_by_name, accumulators, kernel, guarded):
+    def end(self, iterations, series_by_name, accumulators, kernel, guarded, applied_grads=None):
         """Folds the step's gradients and weight figures into `accumulators`; `guarded(series, build, *args)` runs each."""
         t = self._t
         if iterations is None or t.before is None:
@@ -138,10 +235,18 @@ class BackwardPass:
                 tf.cond(hist, lambda: fold(with_stats=False, with_histogram=True), no)
         if t.skips and grads:
             _count_skipped(accumulators, applied)
-        figures = {path: f for path, f in self.weights.sums(record, scale).items() if path in series_by_name}
-        accumulators.create_many({path: {"weights": np.zeros(4)} for path in figures})
-        accumulators.fold("weights", figures, "add")
+        weight_grads = applied_grads or {}
+        moved, still = (
+            {path: f for path, f in part.items() if path in series_by_name}
+            for part in self.weights.sums(record, weight_grads))
+        accumulators.create_many({path: {"weights": np.zeros(4)} for path in moved})
+        accumulators.create_many({path: {STILL: np.zeros(2)} for path in still})
+        accumulators.fold("weights", moved, "add")
+        accumulators.fold(STILL, still, "add")
 
+
+STILL = "weights_untrained"
+"""The slot of a layer's weight figures on steps no optimizer was given its weights: `[steps, sum of ||w||]`."""
 
 SKIPPED = "\0skipped_steps"
 """The accumulator entry (no series can be named so) counting a window's skipped steps, shared by every series."""
@@ -215,21 +320,26 @@ def statistics(slots, near_zero, skipped=None):
             grad_nan_count=g["nan_count"],
             grad_inf_count=g["inf_count"],
         )
-    weights = slots.get("weights")
+    weights, still = slots.get("weights"), slots.get(STILL)
     if weights is not None and weights[0] > 0:
         out.update(weight_norm=weights[1] / weights[0], weight_grad_norm=weights[2] / weights[0],
                    update_ratio=weights[3] / weights[0])
+    elif still is not None and still[0] > 0:  # no optimizer was given these weights: no update figures
+        out.update(weight_norm=still[1] / still[0])
     return {k: float(v) for k, v in out.items()}
 
 
 class WeightWatch:
     """Per recorded layer: the norms of its trainable weights, of their gradients and of the applied update.
 
-    `attach(optimizer)` wraps `optimizer.apply_gradients` so that the
-    gradients of a step being traced are kept; `begin(record)` reads the
-    weights on recorded steps; `sums(record, scale)` after the step returns
-    `{path: float64[4]}`: `[1, ||w||, ||g|| / scale, ||w_after - w||/||w||]`
-    on recorded steps (zeros otherwise), `scale` the loss scale of the step.
+    `begin(record)` reads the weights on recorded steps; `sums(record,
+    grads)` after the step returns `{path: float64[4]}`: `[1, ||w||, ||g||,
+    ||w_after - w||/||w||]` on recorded steps (zeros otherwise), `grads` the
+    gradients the step's optimizers applied (`OptimizerWatch`: whichever
+    optimizers, each gradient divided by its optimizer's loss scale). A layer
+    whose weights no optimizer was given has NaN for `||g||` and the update
+    ratio (a frozen-in-effect teacher, a discriminator during the generator's
+    update): nothing trains it, which is not a stalled layer.
     Under a multi-replica strategy `||g||` is NaN: each replica holds only its
     share of the gradient until the optimizer sums them.
     """
@@ -241,40 +351,14 @@ class WeightWatch:
             if variables:
                 self.layers[path] = variables
         self._t = threading.local()
-        self._patched = None  # (optimizer, had an instance apply_gradients, that apply_gradients)
 
-    def attach(self, optimizer):
-        if optimizer is None or not self.layers:
-            return
-        had = "apply_gradients" in optimizer.__dict__
-        previous = optimizer.__dict__.get("apply_gradients")
-        original = optimizer.apply_gradients
-        watch = self
+    def begin(self, record, xla=False):
+        """Reads the weights before the step, on recorded steps only (empty tensors otherwise).
 
-        @functools.wraps(original)
-        def apply_gradients(grads_and_vars, *args, **kwargs):
-            grads_and_vars = list(grads_and_vars)
-            if getattr(watch._t, "grads", None) is not None:
-                watch._t.grads.update({id(v): g for g, v in grads_and_vars if g is not None})
-            return original(grads_and_vars, *args, **kwargs)
-
-        object.__setattr__(optimizer, "apply_gradients", apply_gradients)
-        self._patched = (optimizer, had, previous)
-
-    def detach(self):
-        if self._patched is None:
-            return
-        optimizer, had, previous = self._patched
-        if had:
-            object.__setattr__(optimizer, "apply_gradients", previous)
-        else:
-            object.__delattr__(optimizer, "apply_gradients")
-        self._patched = None
-
-    def begin(self, record):
-        """Reads the weights before the step, on recorded steps only (empty tensors otherwise)."""
+        Under XLA both branches of a cond must have the same shapes: the other steps give zeros of each
+        weight's shape there (XLA allocates them; the graph path keeps empty tensors, which cost nothing).
+        """
         variables = [v for vs in self.layers.values() for v in vs]
-        self._t.grads = {}
         if not variables:
             self._t.before = []
             return
@@ -283,15 +367,14 @@ class WeightWatch:
             return [tf.identity(_value(v)) for v in variables]
 
         def empty():
-            return [tf.zeros([0], _value(v).dtype) for v in variables]
+            return [tf.zeros(v.shape if xla else [0], _value(v).dtype) for v in variables]
 
         self._t.before = tf.cond(record, read, empty)
 
-    def sums(self, record, scale):
+    def sums(self, record, grads):
         if not self.layers:
             return {}
-        grads, befores = self._t.grads, self._t.before
-        self._t.grads = None
+        befores = self._t.before
         variables = [v for vs in self.layers.values() for v in vs]
         owners = [i for i, vs in enumerate(self.layers.values()) for _ in vs]
         count = len(self.layers)
@@ -301,24 +384,39 @@ class WeightWatch:
         context = tf.distribute.get_replica_context()
         replicated = context is not None and context.num_replicas_in_sync > 1
 
+        # A layer none of whose weights an optimizer was given in this step has no update figures (its row goes
+        # to `STILL`, its weight norm only): its weights did not move because nothing trains them, not because
+        # training stalled (and a NaN update ratio would say its weights are NaN).
+        touched = np.zeros(count, bool)
+        for v, o in zip(variables, owners):
+            touched[o] |= id(v) in grads
+        nan = tf.constant(np.nan, tf.float64)
+
         def figures():
             w2 = sum_squares(befores, owners, count)
             d2 = sum_squares([tf.cast(_value(v), b.dtype) - b for v, b in zip(variables, befores)], owners, count)
             if replicated:
-                g = tf.fill([count], tf.constant(np.nan, tf.float64))
+                g = tf.fill([count], nan)
             else:
                 present = [(grads[id(v)], o) for v, o in zip(variables, owners) if id(v) in grads]
-                g2 = sum_squares([t for t, _ in present], [o for _, o in present], count)
-                g = tf.sqrt(g2) / tf.cast(scale, tf.float64)
+                g2 = sum_squares([g for (g, _), _ in present], [o for _, o in present], count,
+                                 [scale for (_, scale), _ in present])
+                g = tf.where(touched, tf.sqrt(g2), nan)
             w = tf.sqrt(w2)
-            return tf.stack([tf.ones([count], tf.float64), w, g, tf.math.divide_no_nan(tf.sqrt(d2), w)], axis=1)
+            ratio = tf.where(touched, tf.math.divide_no_nan(tf.sqrt(d2), w), nan)
+            return tf.stack([tf.ones([count], tf.float64), w, g, ratio], axis=1)
 
-        rows = tf.cond(record, figures, lambda: tf.zeros([count, 4], tf.float64))
-        return dict(zip(self.layers, tf.unstack(rows)))
+        rows = tf.unstack(tf.cond(record, figures, lambda: tf.zeros([count, 4], tf.float64)))
+        moved = {path: row for path, row, t in zip(self.layers, rows, touched) if t}
+        still = {path: row[:2] for path, row, t in zip(self.layers, rows, touched) if not t}
+        return moved, still
 
 
-def sum_squares(tensors, owners, count):
+def sum_squares(tensors, owners, count, scales=None):
     """`float64[count]`: the sum of squares of each of `tensors`, added up at its `owners[i]`.
+
+    `scales` (optional, one per tensor, None for 1): each tensor is divided by its scale first (a loss-scale
+    optimizer's gradients).
 
     One `L2Loss` op per tensor (its squares summed in its own precision,
     float32 at least; each tensor's sum then in float64), then one segment
@@ -341,6 +439,9 @@ def sum_squares(tensors, owners, count):
         return tf.stack([tf.reduce_sum(tf.square(tf.cast(t, tf.float64))) for t in tensors])
 
     per_tensor = tf.cond(tf.reduce_all(tf.math.is_finite(fast)), lambda: fast, exact)
+    if scales is not None and any(s is not None for s in scales):
+        ones = tf.constant(1.0, tf.float64)
+        per_tensor = per_tensor / tf.stack([ones if s is None else tf.square(tf.cast(s, tf.float64)) for s in scales])
     return tf.math.unsorted_segment_sum(per_tensor, tf.constant(owners, tf.int32), count)
 
 

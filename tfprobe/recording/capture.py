@@ -281,6 +281,7 @@ class Instrumentation:
         self.ran = False  # a step ran since `attach`
         self._saved = None  # (had an instance train_step, that train_step, Keras' train function)
         self._cached = None  # (model, Keras' train function, key, instrumented train function)
+        self._compiles = None  # the instrumented train function found to compile with XLA
 
     def attach(self, model, chosen, key, owner=None):
         self._release(model, owner)
@@ -327,7 +328,11 @@ class Instrumentation:
 
     def _guarded(self, function):
         def guarded_train_function(iterator):
-            self.ran = True
+            if not self.ran:
+                self.ran = True
+                problem = self._compile_problem(function, iterator)
+                if problem is not None:
+                    return self._unprobed(problem)(iterator)
             try:
                 return function(iterator)
             except BaseException:
@@ -337,6 +342,50 @@ class Instrumentation:
                 raise
 
         return guarded_train_function
+
+    def _compile_problem(self, function, iterator):
+        """Why the probed step of an XLA-compiled model does not compile (None if it does, or cannot be checked).
+
+        Run before the first step: XLA turns the step into HLO (`experimental_get_compiler_ir`, which traces
+        but runs nothing) on zeros shaped like one batch of `iterator`. A plain `tf.data` iterator only (the
+        default strategy); other inputs are not checked.
+        """
+        model = self.model
+        if not getattr(model, "jit_compile", False) or not isinstance(iterator, tf.data.Iterator):
+            return None
+        if self._compiles is function:  # checked in an earlier `fit`
+            return None
+        specs = tf.nest.flatten(iterator.element_spec)
+        if not all(isinstance(spec, tf.TensorSpec) and spec.shape.rank is not None for spec in specs):
+            return None
+        batch = tf.nest.pack_sequence_as(
+            iterator.element_spec, [tf.zeros([d if d is not None else 1 for d in spec.shape], spec.dtype) for spec in specs])
+        step = tf.function(lambda data: model.distribute_strategy.run(model.train_step, args=(data,)),
+                           jit_compile=True, autograph=False)
+        try:
+            step.experimental_get_compiler_ir(batch)(stage="hlo")
+        except Exception as error:  # whatever it is, the step cannot run with the probe
+            if self.recorder.strict:
+                from tfprobe.recording.recorder import RecordingError
+
+                raise RecordingError(f"tfprobe's step does not compile with XLA: {error}") from error
+            return f"{type(error).__name__}: {str(error).strip().splitlines()[0][:300]}"
+        self._compiles = function
+        return None
+
+    def _unprobed(self, problem):
+        """Detaches before the first step, with one warning; returns Keras' own train function."""
+        self.detach()
+        warnings.warn(
+            f"tfprobe: the probed train step does not compile with XLA (jit_compile=True), so this `fit` trains "
+            f"without the probe ({problem}). Compile with jit_compile=False to record it.", RuntimeWarning,
+            stacklevel=3)
+        model = self.model
+        if self.on_error is not None:
+            self.on_error()
+        if model.train_function is None:
+            model.make_train_function()
+        return model.train_function
 
     def detach(self):
         """Restores the model; safe to call at any time."""

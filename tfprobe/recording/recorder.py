@@ -160,8 +160,8 @@ class Recorder:
         (padding); by default they cover only the unmasked positions.
 
     `use(kernel)` (a `tfprobe.kernels.Kernel`) and `prepare(strategy,
-    initial_step, chosen)` come before a step is traced; with gradients,
-    `backward.attach(optimizer)` during `fit`.
+    initial_step, chosen)` come before a step is traced; `attach()` /
+    `detach()` around `fit` (the optimizer watch).
     """
 
     def __init__(self, *, record_freq, histogram_freq, near_zero, sample_size, strict, gradients=False,
@@ -170,11 +170,21 @@ class Recorder:
         self.near_zero, self.sample_size, self.strict = near_zero, sample_size, strict
         self.gradients, self.include_masked = gradients, include_masked
         self.backward = backward.BackwardPass([]) if gradients else None
+        self.optimizers = backward.OptimizerWatch()  # which optimizers a traced step applies (the step counter)
         self.series = {}  # name -> Series, in order of first appearance
         self.dropped = {}  # name -> reason
         self.accumulators = Accumulators()
         self.kernel = None
         self._t = threading.local()  # per thread: MirroredStrategy traces a step per replica, each in its thread
+        self._warned_xla_masks = False
+        self.driven = None  # whether the last traced step's counter follows `model.optimizer.iterations`
+
+    def attach(self):
+        """Watches the optimizers a traced step applies (`tfprobe.recording.backward.OptimizerWatch`)."""
+        self.optimizers.attach()
+
+    def detach(self):
+        self.optimizers.detach()
 
     def use(self, kernel):
         self.kernel = kernel
@@ -198,14 +208,18 @@ class Recorder:
     def begin_step(self, model):
         """Starts a traced step of `model`: the predicates of the step being run.
 
-        The step being run is the optimizer's `iterations + 1` (Keras' count
-        after the batch); a model without an optimizer has its steps counted
-        by the recorder.
+        The step being run is the recorder's step + 1: the step counter
+        (`end_step`) follows `model.optimizer.iterations` when the step applies
+        `model.optimizer` (Keras' count after the batch, which a loss-scale
+        optimizer does not advance on a skipped step), else it counts train
+        batches (a custom `train_step` with optimizers of its own, or none).
         """
         acc = self.accumulators
+        self._t.xla = bool(getattr(model, "jit_compile", False))
+        self.optimizers.begin()
         optimizer = getattr(model, "optimizer", None)
         iterations = getattr(optimizer, "iterations", None)
-        before = acc.step if iterations is None else tf.cast(iterations, tf.int64)
+        before = acc.step
         current = before + 1
         first = tf.equal(current, acc.fit_start + 1)
         self._t.record = tf.logical_or(tf.equal(current % self.record_freq, 0), first)
@@ -214,7 +228,8 @@ class Recorder:
         self._t.taps = []  # (series, tensor, pooled input or None, (mask, pooled input mask))
         self._t.watched = {}  # the identity the model goes on with (backward path) -> the tap's own tensor
         if self.backward is not None:
-            self.backward.begin(optimizer, before, self._t.record, hist)
+            iterations_before = None if iterations is None else tf.cast(iterations, tf.int64)
+            self.backward.begin(optimizer, iterations_before, self._t.record, hist, xla=self._t.xla)
 
     def on_tap(self, tap):
         """Takes note of one tap; `end_step` builds the ops of every tap of the step."""
@@ -227,7 +242,7 @@ class Recorder:
             return
         pooled = tap.inputs if series.pooling else None
         # The masks are applied inside the folds' conds: a `boolean_mask` copies its tensor, on recorded steps only.
-        masks = (None, None) if self.include_masked else (tap.mask, getattr(pooled, "_keras_mask", None))
+        masks = (None, None) if self._unmasked(tap) else (tap.mask, getattr(pooled, "_keras_mask", None))
         if pooled is not None:  # the producer's own output, so that its partials are reused (one pass fewer)
             pooled = self._t.watched.get(pooled.ref(), pooled)
         self._t.taps.append((series, tap.tensor, pooled, masks))
@@ -237,12 +252,30 @@ class Recorder:
         self._t.watched[watched.ref()] = tap.tensor
         return watched
 
+    def _unmasked(self, tap):
+        """Whether the statistics of `tap` cover every position (no mask, `include_masked`, or XLA).
+
+        Under XLA a `boolean_mask` inside a cond is wrong (its dynamic shape does not cross the cond: the rows it
+        drops are counted with other values), so a step compiled with XLA keeps the masked positions, warned once.
+        """
+        if tap.mask is None or self.include_masked:
+            return True
+        if getattr(self._t, "xla", False):
+            if not self._warned_xla_masks:
+                self._warned_xla_masks = True
+                warnings.warn(
+                    f"tfprobe: under XLA (jit_compile=True) the statistics of masked outputs ({tap.series!r} and any "
+                    "other) include the masked (padding) positions, as with include_masked=True; compile with "
+                    "jit_compile=False to leave them out.", RuntimeWarning, stacklevel=2)
+            return True
+        return False
+
     def _series_for(self, tap):
         found = self.series.get(tap.series)
         if found is not None:
             return found
         info = describe(tap, len(self.series), self.sample_size)
-        info["masked"] = tap.mask is not None and not self.include_masked
+        info["masked"] = not self._unmasked(tap)
         units = stats.num_units(tap.tensor)
         initial = {"sums": stats.empty_sums(), "maxes": stats.empty_maxes(units)}
         if self.histogram_freq:
@@ -271,10 +304,13 @@ class Recorder:
         are evaluated.
         """
         taps = self._t.taps
+        applied, applied_grads = self.optimizers.end()
         if not taps:
             return
         no = lambda: tf.constant(False)  # noqa: E731
-        iterations = getattr(getattr(model, "optimizer", None), "iterations", None)
+        optimizer = getattr(model, "optimizer", None)
+        iterations = getattr(optimizer, "iterations", None)
+        driven = iterations is not None and any(o is optimizer for o in applied)
         acc, kernel, record, hist = self.accumulators, self.kernel, self._t.record, self._t.hist
         try:
             # The variables of every series seen first in this step, created at once (one per kind).
@@ -287,12 +323,14 @@ class Recorder:
                 if hist is not None:
                     tf.cond(hist, lambda: fold_histograms(taps, kernel, self._guarded, acc), no)
             if self.backward is not None:
-                self.backward.end(iterations, self.series, acc, kernel, self._guarded)
+                self.backward.end(iterations if driven else None, self.series, acc, kernel, self._guarded,
+                                  applied_grads)
         except Exception as error:  # noqa: BLE001
             for series, *_ in taps:
                 self._fail(series.name, error)
             return
-        if iterations is not None:
+        self.driven = driven
+        if driven:
             self.accumulators.step.assign(tf.cast(iterations, tf.int64))
         else:
             self.accumulators.step.assign_add(1)

@@ -1,0 +1,222 @@
+"""Custom training loops: a `train_step` with optimizers of its own (a GAN), a teacher no optimizer trains.
+
+The step counter must not depend on `model.optimizer` (unused here), update figures must come from whichever
+optimizers apply gradients to the model's weights, and weights no optimizer touched have none (never "stalled").
+"""
+
+from __future__ import annotations
+
+import warnings
+
+import keras
+import numpy as np
+import pytest
+import tensorflow as tf
+from keras import layers, ops
+
+import tfprobe
+
+LATENT = 4
+
+
+class GAN(keras.Model):
+    """The train step of keras-io's "DCGAN to generate face images" (examples/generative/dcgan_overriding_train_step.py),
+    shrunk: custom `compile` with a discriminator and a generator optimizer; `model.optimizer` is never used."""
+
+    def __init__(self, discriminator, generator, latent_dim):
+        super().__init__()
+        self.discriminator = discriminator
+        self.generator = generator
+        self.latent_dim = latent_dim
+        self.seed_generator = keras.random.SeedGenerator(1337)
+
+    def compile(self, d_optimizer, g_optimizer, loss_fn):
+        super().compile()
+        self.d_optimizer = d_optimizer
+        self.g_optimizer = g_optimizer
+        self.loss_fn = loss_fn
+        self.d_loss_metric = keras.metrics.Mean(name="d_loss")
+        self.g_loss_metric = keras.metrics.Mean(name="g_loss")
+
+    @property
+    def metrics(self):
+        return [self.d_loss_metric, self.g_loss_metric]
+
+    def train_step(self, real_images):
+        batch_size = ops.shape(real_images)[0]
+        random_latent_vectors = keras.random.normal(shape=(batch_size, self.latent_dim), seed=self.seed_generator)
+        generated_images = self.generator(random_latent_vectors)
+        combined_images = ops.concatenate([generated_images, real_images], axis=0)
+        labels = ops.concatenate([ops.ones((batch_size, 1)), ops.zeros((batch_size, 1))], axis=0)
+        labels += 0.05 * tf.random.uniform(tf.shape(labels))
+        with tf.GradientTape() as tape:
+            predictions = self.discriminator(combined_images)
+            d_loss = self.loss_fn(labels, predictions)
+        grads = tape.gradient(d_loss, self.discriminator.trainable_weights)
+        self.d_optimizer.apply_gradients(zip(grads, self.discriminator.trainable_weights))
+
+        random_latent_vectors = keras.random.normal(shape=(batch_size, self.latent_dim), seed=self.seed_generator)
+        misleading_labels = ops.zeros((batch_size, 1))
+        with tf.GradientTape() as tape:
+            predictions = self.discriminator(self.generator(random_latent_vectors))
+            g_loss = self.loss_fn(misleading_labels, predictions)
+        grads = tape.gradient(g_loss, self.generator.trainable_weights)
+        self.g_optimizer.apply_gradients(zip(grads, self.generator.trainable_weights))
+        self.d_loss_metric.update_state(d_loss)
+        self.g_loss_metric.update_state(g_loss)
+        return {"d_loss": self.d_loss_metric.result(), "g_loss": self.g_loss_metric.result()}
+
+
+def gan(d_lr=0.01, g_lr=0.03):
+    keras.utils.set_random_seed(0)
+    discriminator = keras.Sequential([
+        keras.Input((8, 8, 1)),
+        layers.Conv2D(4, 3, strides=2, padding="same", name="conv"),
+        layers.LeakyReLU(negative_slope=0.2),
+        layers.Flatten(),
+        layers.Dense(1, activation="sigmoid", name="dense"),
+    ], name="discriminator")
+    generator = keras.Sequential([
+        keras.Input((LATENT,)),
+        layers.Dense(4 * 4 * 4, name="dense"),
+        layers.Reshape((4, 4, 4)),
+        layers.Conv2DTranspose(4, 4, strides=2, padding="same", name="up"),
+        layers.LeakyReLU(negative_slope=0.2),
+        layers.Conv2D(1, 3, padding="same", activation="sigmoid", name="conv"),
+    ], name="generator")
+    model = GAN(discriminator, generator, LATENT)
+    model.compile(keras.optimizers.SGD(d_lr), keras.optimizers.SGD(g_lr), keras.losses.BinaryCrossentropy())
+    return model
+
+
+def images(n=64):
+    rng = np.random.default_rng(0)
+    x = np.zeros((n, 8, 8, 1), "float32")
+    x[:, 2:6, 2:6] = rng.uniform(0.5, 1.0, size=(n, 4, 4, 1))  # a learnable bright square
+    return x
+
+
+@pytest.mark.parametrize("jit_compile", [False, pytest.param(True, marks=pytest.mark.slow)], ids=["graph", "xla"])
+def test_a_gan_writes_every_window_at_its_own_step_with_both_optimizers_figures(tmp_path, jit_compile):
+    model = gan()
+    model.jit_compile = jit_compile
+    probe = tfprobe.LayerProbe(tmp_path, record_freq=1, log_freq=1, gradients=True)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # nothing to warn about, in `fit` or when reading
+        model.fit(images(), batch_size=16, epochs=2, verbose=0, callbacks=[probe])
+        wide = tfprobe.read_logdir(tmp_path, pivot=True)
+    assert int(model.optimizer.iterations.numpy()) == 0  # `model.optimizer` unused
+    assert not hasattr(keras.optimizers.Optimizer.apply, "_tfprobe_original")  # the optimizer watch is removed
+    assert sorted(set(wide["step"])) == list(range(1, 9))  # 2 epochs of 4 batches, a window each
+    assert probe.windows_written == 8
+    # One window per step: the update of SGD(lr) is lr * g, so ||dw|| / ||w|| = lr * ||g|| / ||w||, with the
+    # discriminator's gradients from its optimizer (lr 0.01) and the generator's from its own (lr 0.03).
+    lrs = {"discriminator": 0.01, "generator": 0.03}
+    checked = set()
+    for row in wide[wide["weight_norm"].notna()].itertuples():
+        lr = lrs[row.layer.split("/")[0]]
+        assert row.weight_grad_norm > 0, row.layer
+        np.testing.assert_allclose(row.update_ratio, lr * row.weight_grad_norm / row.weight_norm, rtol=2e-3,
+                                   err_msg=f"{row.layer} at step {row.step}")
+        checked.add(row.layer.split("#")[0])
+    assert checked == {"discriminator/conv", "discriminator/dense", "generator/dense", "generator/up", "generator/conv"}
+
+    # A second `fit` goes on from the step the first ended at.
+    model.fit(images(), batch_size=16, epochs=1, verbose=0,
+              callbacks=[tfprobe.LayerProbe(tmp_path, record_freq=1, log_freq=2, gradients=True)])
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        steps = sorted(set(tfprobe.read_logdir(tmp_path)["step"]))
+    assert steps == list(range(1, 9)) + [10, 12]
+
+
+def test_a_model_without_an_optimizer_step_counts_its_batches(tmp_path):
+    """A train step that applies no optimizer at all (updates by hand) still advances the step each batch."""
+
+    class Manual(keras.Model):
+        def train_step(self, data):
+            x, y = data
+            with tf.GradientTape() as tape:
+                loss = ops.mean(ops.square(self(x, training=True) - y))
+            for v, g in zip(self.trainable_variables, tape.gradient(loss, self.trainable_variables)):
+                v.assign_sub(0.01 * g)
+            return {"loss": loss}
+
+    inp = keras.Input((4,))
+    model = Manual(inp, layers.Dense(1, name="out")(layers.Dense(3, activation="relu", name="h")(inp)))
+    model.compile("sgd")
+    x = np.random.default_rng(0).normal(size=(32, 4)).astype("float32")
+    model.fit(x, x[:, :1], batch_size=8, verbose=0,
+              callbacks=[tfprobe.LayerProbe(tmp_path, record_freq=1, log_freq=2, gradients=True)])
+    wide = tfprobe.read_logdir(tmp_path, pivot=True).set_index(["step", "layer"])
+    assert sorted(set(wide.index.get_level_values("step"))) == [2, 4]
+    # No optimizer applied anything: weight norms, but no update figures.
+    assert (wide["weight_norm"].dropna() > 0).all()
+    assert wide.get("update_ratio", wide["weight_norm"] * np.nan).isna().all()
+
+
+class Distiller(keras.Model):
+    """The distiller of keras-io's "Knowledge Distillation" (examples/vision/knowledge_distillation.py), with its
+    train step written out so that only the student is given to the optimizer: the teacher stays trainable."""
+
+    def __init__(self, student, teacher):
+        super().__init__()
+        self.teacher = teacher
+        self.student = student
+
+    def compile(self, optimizer, student_loss_fn, distillation_loss_fn, alpha=0.1, temperature=3):
+        super().compile(optimizer=optimizer)
+        self.student_loss_fn = student_loss_fn
+        self.distillation_loss_fn = distillation_loss_fn
+        self.alpha = alpha
+        self.temperature = temperature
+
+    def train_step(self, data):
+        x, y = data
+        teacher_pred = self.teacher(x, training=False)
+        with tf.GradientTape() as tape:
+            student_pred = self.student(x, training=True)
+            student_loss = self.student_loss_fn(y, student_pred)
+            distillation_loss = self.distillation_loss_fn(
+                ops.softmax(teacher_pred / self.temperature, axis=1),
+                ops.softmax(student_pred / self.temperature, axis=1),
+            ) * (self.temperature**2)
+            loss = self.alpha * student_loss + (1 - self.alpha) * distillation_loss
+        variables = self.student.trainable_variables
+        self.optimizer.apply_gradients(zip(tape.gradient(loss, variables), variables))
+        return {"loss": loss}
+
+    def call(self, x):
+        return self.student(x)
+
+
+def test_a_teacher_no_optimizer_trains_has_no_update_figures_and_is_not_stalled(tmp_path):
+    keras.utils.set_random_seed(0)
+
+    def net(name, width):
+        return keras.Sequential([keras.Input((6, 6, 1)), layers.Conv2D(width, 3, activation="relu", name="conv"),
+                                 layers.GlobalAveragePooling2D(name="gap"), layers.Dense(3, name="logits")], name=name)
+
+    teacher, student = net("teacher", 8), net("student", 4)
+    distiller = Distiller(student, teacher)
+    distiller.compile(keras.optimizers.SGD(0.05), keras.losses.SparseCategoricalCrossentropy(from_logits=True),
+                      keras.losses.KLDivergence())
+    rng = np.random.default_rng(0)
+    x = rng.normal(size=(96, 6, 6, 1)).astype("float32")
+    y = (x[:, 2:4, 2:4, 0].mean(axis=(1, 2)) > 0).astype("int64") + (x[:, 0, 0, 0] > 1)
+    teacher_weights = [w.copy() for w in teacher.get_weights()]
+    distiller.fit(x, y, batch_size=16, epochs=2, verbose=0,
+                  callbacks=[tfprobe.LayerProbe(tmp_path, record_freq=1, log_freq=3, gradients=True)])
+    assert all(np.array_equal(a, b) for a, b in zip(teacher_weights, teacher.get_weights()))
+    wide = tfprobe.read_logdir(tmp_path, pivot=True)
+    assert sorted(set(wide["step"])) == [3, 6, 9, 12]
+    for name in ("teacher/conv", "teacher/logits"):
+        rows = wide[wide.layer == name]
+        assert (rows["weight_norm"] > 0).all(), name
+        assert rows["update_ratio"].isna().all() and rows["weight_grad_norm"].isna().all(), name
+    for name in ("student/conv", "student/logits"):
+        rows = wide[wide.layer == name]
+        assert (rows["update_ratio"] > 0).all() and (rows["weight_grad_norm"] > 0).all(), name
+    findings = tfprobe.diagnose(tfprobe.read_logdir(tmp_path), layers=tfprobe.read_layers(tmp_path))
+    about_teacher = findings[findings["layer"].str.startswith("teacher")]
+    assert not about_teacher["kind"].isin(["stalled_layer", "nan_weights"]).any(), about_teacher.to_string()
