@@ -87,6 +87,9 @@ class Result:
     missing: list = dataclasses.field(default_factory=list)
     extra: list = dataclasses.field(default_factory=list)
     incomplete: list = dataclasses.field(default_factory=list)
+    windows: list = dataclasses.field(default_factory=list)  # the steps of the windows read back
+    expected_windows: list = dataclasses.field(default_factory=list)
+    layer_names: list = dataclasses.field(default_factory=list)  # the probed model's `layers`, in order
     history_diff: float = math.nan
     findings: object = None  # non-info findings of `diagnose` on the logs
     report_code: int | None = None
@@ -153,20 +156,62 @@ def base(series):
     return _CALL.sub("", series)
 
 
-def expected_series(model):
-    """`{series: statistics}` the Keras graph says must be recorded (`zoo.graph_series`); for a subclassed model
-    (a GAN, a VAE, a distiller), the functional models it holds, each under its name."""
-    import keras
-    from zoo import graph_series
+def graph_series(model, prefix=""):
+    """`zoo.graph_series`'s series names (the statistics it expects are left out: its rule does not take the
+    unknown lengths of variable-length sequences)."""
+    import zoo
 
-    if isinstance(model, keras.Sequential) or type(model).__name__ == "Functional" or (
-            hasattr(model, "_nodes_by_depth") and getattr(model, "_is_graph_network", False)):
-        return graph_series(model), True
+    expected_stats = zoo.expected_stats
+    zoo.expected_stats = lambda *args: set()
+    try:
+        return zoo.graph_series(model, prefix)
+    finally:
+        zoo.expected_stats = expected_stats
+
+
+def expected_series(model):
+    """`({series: statistics}, exact)`: what the Keras graph says must be recorded (`zoo.graph_series`).
+
+    A functional or Sequential model gives its graph; a subclassed one (a GAN, a VAE, a distiller) the graphs of
+    the functional models it holds, each under its name. `exact` is False when a custom `train_step` decides how
+    many times the graph is called (the series are then compared without their call suffix `#k`)."""
+    import keras
+    from keras.src.models.functional import Functional
+
+    if isinstance(model, (keras.Sequential, Functional)):
+        return with_repeated_calls(model, graph_series(model)), type(model).train_step is keras.Model.train_step
     out = {}
     for layer in model.layers:
         if isinstance(layer, keras.Model):
             out.update(graph_series(layer, layer.name + "/"))
     return out, False
+
+
+def with_repeated_calls(model, series, prefix=""):
+    """`series` plus the series of the later calls of nested models called several times in `model`'s graph
+    (a Siamese tower): each of their series again with the call suffix `#k` (`zoo.graph_series` names the
+    nested layers of the first call only)."""
+    import keras
+
+    if isinstance(model, keras.Sequential):
+        model = model._functional
+    out = dict(series)
+    for depth in model._nodes_by_depth:
+        for node in model._nodes_by_depth[depth]:
+            operation = node.operation
+            if not isinstance(operation, keras.Model):
+                continue
+            index = operation._inbound_nodes.index(node)
+            call = sum(f"{id(operation)}_ib-{i}" in model._nodes for i in range(index))
+            if call:
+                inner = graph_series(operation, prefix + operation.name + "/")
+                out.update({f"{name}#{call}": value for name, value in inner.items()})
+    return out
+
+
+def expected_windows(steps, log_freq):
+    """The steps a `fit` of `steps` steps writes its windows at: every `log_freq`-th, and the last one."""
+    return sorted(set(range(log_freq, steps + 1, log_freq)) | {steps})
 
 
 def check_coverage(result, model, log_dir):
@@ -187,6 +232,7 @@ def check_coverage(result, model, log_dir):
         result.missing = sorted(s for s in expected if base(s) not in got)
         result.extra = sorted(s for s in recorded if base(s) not in wanted)
     steps = set(df.step)
+    result.windows = sorted(int(s) for s in steps)
     std = df[df.stat == "std"]
     incomplete = []
     for series, group in std.groupby("layer"):
@@ -251,10 +297,17 @@ def run_example(module, setting, jit, tmp_path):
     start = time.perf_counter()
     key = (name, jit)
     if key not in _PLAIN:  # the run without the probe, shared by the settings
-        _PLAIN[key] = fit(seeded_build(module, jit))
+        try:
+            _PLAIN[key] = fit(seeded_build(module, jit))
+        except Exception as error:  # noqa: BLE001
+            _PLAIN[key] = error
+    if isinstance(_PLAIN[key], Exception):
+        result.error = f"without the probe: {type(_PLAIN[key]).__name__}: {_PLAIN[key]}"[:300]
+        return result
     plain, plain_steps = _PLAIN[key]
     log_dir = tmp_path / f"{name}-{setting}-{'xla' if jit else 'graph'}"
     built = seeded_build(module, jit)
+    result.layer_names = [layer.name for layer in built.model.layers]
     probe = LayerProbe(str(log_dir), **SETTINGS[setting])
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
@@ -268,8 +321,12 @@ def run_example(module, setting, jit, tmp_path):
     result.probe_warnings = [str(w.message)[:300] for w in caught if "tfprobe" in str(w.message).lower()
                              or "tfprobe" in (w.filename or "")]
     if result.fit_ok:
+        result.expected_windows = expected_windows(result.steps, probe.log_freq)
         result.history_diff = history_difference(plain, history)
-        check_coverage(result, built.model, log_dir)
+        try:
+            check_coverage(result, built.model, log_dir)
+        except Exception as error:  # noqa: BLE001 - a broken oracle is a failed check, not a crash of the table
+            result.missing = [f"(coverage oracle failed: {type(error).__name__}: {error})"]
         layers = tfprobe.read_layers(log_dir)
         findings = tfprobe.diagnose(tfprobe.read_logdir(log_dir), layers)
         result.findings = findings[findings.severity != "info"].reset_index(drop=True)

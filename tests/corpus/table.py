@@ -16,7 +16,7 @@ def row(r):
     return {
         "example": r.example, "setting": r.setting, "jit": r.jit, "fit_ok": r.fit_ok, "error": r.error,
         "steps": r.steps, "coverage": r.coverage, "missing": r.missing[:10], "extra": r.extra[:10],
-        "incomplete": r.incomplete[:10], "history_diff": r.history_diff, "warnings": r.warning_lines(),
+        "incomplete": r.incomplete[:10], "windows": r.windows, "expected_windows": r.expected_windows, "history_diff": r.history_diff, "warnings": r.warning_lines(),
         "report": r.report_code, "report_error": r.report_error, "dashboard_error": r.dashboard_error,
         "probe_warnings": r.probe_warnings[:3], "seconds": round(r.seconds, 1),
     }

@@ -60,8 +60,9 @@ def build(jit_compile=False):
 
 
 def true_problem():
-    """The layers with an exactly-zero gradient, found without tfprobe: `{layer name: class}` of the layers whose
-    every trainable weight gets a gradient of exactly 0 on a batch (a GradientTape over the example's loss)."""
+    """The layers with an exactly-zero gradient, found without tfprobe: `{index in model.layers: class}` of the
+    layers whose every trainable weight gets a gradient of exactly 0 on a batch (a GradientTape over the
+    example's loss, the model built as `build` builds it)."""
     import tensorflow as tf
 
     keras.utils.set_random_seed(0)
@@ -72,9 +73,9 @@ def true_problem():
         loss = keras.losses.sparse_categorical_crossentropy(y, model(x, training=True))
     grads = tape.gradient(tf.reduce_mean(loss), model.trainable_variables)
     zero = {}
-    for layer in model.layers:
+    for index, layer in enumerate(model.layers):
         weights = {id(w) for w in layer.trainable_weights}
         g = [grad for v, grad in zip(model.trainable_variables, grads) if id(v) in weights]
         if g and all(grad is None or not np.any(np.asarray(grad)) for grad in g):
-            zero[layer.name] = type(layer).__name__
+            zero[index] = type(layer).__name__
     return zero
