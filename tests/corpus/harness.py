@@ -317,7 +317,7 @@ def run_example(module, setting, jit, tmp_path):
             if not result.fit_ok:
                 result.error = f"steps {result.steps} of {plain_steps}, history {history}"
         except Exception as error:  # noqa: BLE001 - the result says what failed
-            result.error = f"{type(error).__name__}: {str(error).strip().splitlines()[0][:300]}"
+            result.error = describe(error)
     result.probe_warnings = [str(w.message)[:300] for w in caught if "tfprobe" in str(w.message).lower()
                              or "tfprobe" in (w.filename or "")]
     if result.fit_ok:
@@ -340,6 +340,14 @@ def run_example(module, setting, jit, tmp_path):
             result.dashboard_error = f"{type(error).__name__}: {error}"
     result.seconds = time.perf_counter() - start
     return result
+
+
+def describe(error):
+    """One line for an exception: its type, first line, and the lines that say why (TensorFlow's graph errors
+    put the reason on later lines)."""
+    lines = [line.strip() for line in str(error).strip().splitlines() if line.strip()]
+    why = [line for line in lines[1:] if re.search(r"dimensions_size|tf2xla|Detected at node|Error|error", line)]
+    return f"{type(error).__name__}: " + " | ".join(lines[:1] + why[:3])[:400]
 
 
 def reference_data(module, built):

@@ -23,21 +23,26 @@ def row(r):
 
 
 def markdown(rows):
-    lines = ["| example | setting | XLA | fit | coverage | History rel. diff | warnings/errors | report | dashboard |",
-             "| --- | --- | --- | --- | --- | --- | --- | --- | --- |"]
+    lines = ["| example | setting | XLA | fit | windows | coverage | History rel. diff | warnings/errors | report | dashboard |",
+             "| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |"]
     for r in rows:
         if r.get("setting") == "reference":
             continue
         fit = "ok" if r["fit_ok"] else f"FAIL: {r['error'][:90]}"
+        if r.get("notrun"):
+            fit = "not run"
+        windows = "-"
+        if r["fit_ok"] and r.get("windows") is not None:
+            windows = "ok" if r["windows"] == r.get("expected_windows") else f"at steps {r['windows']}"
         cov = r["coverage"] if r["fit_ok"] else "-"
         if r["missing"] or r["extra"] or r["incomplete"]:
             cov += f" (missing {len(r['missing'])}, extra {len(r['extra'])}, incomplete {len(r['incomplete'])})"
-        diff = "-" if not r["fit_ok"] else ("0" if r["history_diff"] == 0 else f"{r['history_diff']:.1e}")
+        diff = "-" if not r["fit_ok"] or r["history_diff"] is None else ("0" if r["history_diff"] == 0 else f"{r['history_diff']:.1e}")
         warn = "-" if not r["fit_ok"] else (f"{len(r['warnings'])}: " + "; ".join(r["warnings"][:4])
                                              if r["warnings"] else "0")
         rep = "-" if r["report"] is None else str(r["report"])
         dash = "-" if not r["fit_ok"] else ("ok" if not r["dashboard_error"] else r["dashboard_error"][:60])
-        lines.append(f"| {r['example']} | {r['setting']} | {'yes' if r['jit'] else 'no'} | {fit} | {cov} | {diff} | "
+        lines.append(f"| {r['example']} | {r['setting']} | {'yes' if r['jit'] else 'no'} | {fit} | {windows} | {cov} | {diff} | "
                      f"{warn} | {rep} | {dash} |")
     refs = [r for r in rows if r.get("setting") == "reference"]
     if refs:
