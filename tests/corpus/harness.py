@@ -347,7 +347,7 @@ def describe(error):
     put the reason on later lines)."""
     lines = [line.strip() for line in str(error).strip().splitlines() if line.strip()]
     why = [line for line in lines[1:] if re.search(r"dimensions_size|tf2xla|Detected at node|Error|error", line)]
-    return f"{type(error).__name__}: " + " | ".join(lines[:1] + why[:3])[:400]
+    return f"{type(error).__name__}: " + " // ".join(lines[:1] + why[:3])[:400]
 
 
 def reference_data(module, built):

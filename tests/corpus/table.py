@@ -28,7 +28,7 @@ def markdown(rows):
     for r in rows:
         if r.get("setting") == "reference":
             continue
-        fit = "ok" if r["fit_ok"] else f"FAIL: {r['error'][:90]}"
+        fit = "ok" if r["fit_ok"] else "FAIL: " + r["error"][:90].replace("|", "/")
         if r.get("notrun"):
             fit = "not run"
         windows = "-"
@@ -47,7 +47,7 @@ def markdown(rows):
     refs = [r for r in rows if r.get("setting") == "reference"]
     if refs:
         lines += ["", "| example | reference_data / looks_examples | message |", "| --- | --- | --- |"]
-        lines += [f"| {r['example']} | {r['outcome']} | {r['message'][:150]} |" for r in refs]
+        lines += [f"| {r['example']} | {r['outcome']} | {r['message'][:150].replace('|', '/')} |" for r in refs]
     return "\n".join(lines)
 
 
