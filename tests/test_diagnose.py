@@ -252,7 +252,7 @@ def test_severity_order_and_multiple_runs():
 def test_each_check_is_registered_small_and_runs_alone():
     assert list(F.CHECKS) == ["nan_inf", "nan_weights", "dead_layer", "dead_units", "saturation", "depth", "time",
                               "std_drift", "gradient_depth", "huge_gradient", "dead_gradient", "updates",
-                              "constant_output"]  # tfprobe/findings/constant.py
+                              "constant_output"]
     rows = set_stats(healthy_run(), "b", (30, 40), nan_count=2, std=50.0)
     ctx = F.context(frame(rows), CHAIN)
     produced = {name: {f[3] for f in check(ctx)} for name, check in F.CHECKS.items()}

@@ -22,6 +22,7 @@ import numpy as np
 import pandas as pd
 
 from tfprobe.findings import (
+    CONSTANT_HOYER,
     FINDING_COLUMNS,
     KINDS,
     NEVER_TRANSIENT,
@@ -31,7 +32,6 @@ from tfprobe.findings import (
     severity_rank,
     thresholds,
 )
-from tfprobe.findings.constant import CONSTANT_HOYER
 from tfprobe.findings.incidents import Graph, group, summary
 
 RUN = "live"
