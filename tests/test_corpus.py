@@ -4,7 +4,8 @@ data, trained under tfprobe as a user would.
 For each example, the default probe and `LayerProbe(record_freq=1, log_freq=10, gradients=True)`, each with
 `jit_compile=False` and (where the example's plain step compiles with XLA) `jit_compile=True`, about 30 steps:
 `fit` succeeds; every floating output the Keras graph has is recorded at every window; History equals the run
-without the probe (within `HISTORY_RTOL`); `diagnose` finds no warning or error on a healthy example, and the
+without the probe (within `HISTORY_RTOL`; the probe's own `tfprobe_*` incident counts aside); `diagnose` finds
+no warning or error on a healthy example, nor do the live alerts while it trains, and the
 true problem of the time-series Transformer (verified without the probe); `tfprobe report` exits 0; the
 dashboard's query functions answer; `reference_data` (and `looks_examples` for image classifiers) runs or is
 refused before training with a clear reason.
@@ -38,7 +39,7 @@ CAM_PATCH_TOKENS = "issue 23: grad_cam's default layer on ViT / MLP-Mixer is the
 NEW_LOOKUP = ("corpus (new): the float one-hot outputs of IntegerLookup / StringLookup layers are not recorded, "
               "without a warning")
 
-CHECKS = ["fit", "windows", "coverage", "history", "diagnose", "report", "dashboard"]
+CHECKS = ["fit", "windows", "coverage", "history", "diagnose", "alerts", "report", "dashboard"]
 
 # History with the probe against without: the relative difference allowed, where it is larger than the
 # default `harness.HISTORY_RTOL` (measured here; the probe's observer effect, README "Failures").
@@ -138,6 +139,19 @@ def test_diagnose_is_silent_on_a_healthy_example(name, setting, jit, corpus_dir)
     if not getattr(harness.load(name), "healthy", True):
         pytest.skip("not healthy: see test_the_true_problem_is_found")
     assert result.findings.empty, result.findings[["layer", "kind", "severity", "message"]].to_string()
+
+
+@pytest.mark.parametrize("name, setting, jit", list(cases("alerts")))
+def test_live_alerts_are_silent_on_a_healthy_example(name, setting, jit, corpus_dir):
+    """`LayerProbe(alerts=True)` (the default) raises no warning or error incident while training, and its
+    counts in History (`tfprobe_warnings`, `tfprobe_errors`: there once a window was evaluated before the end
+    of an epoch) say so."""
+    result = _result(name, setting, jit, corpus_dir)
+    if not getattr(harness.load(name), "healthy", True):
+        pytest.skip("not healthy: see test_the_true_problem_is_found")
+    assert set(result.incident_counts) <= {"tfprobe_warnings", "tfprobe_errors"}, result.incident_counts
+    assert not any(result.incident_counts.values()), (result.incident_counts, result.incidents)
+    assert not result.incidents, result.incidents
 
 
 @pytest.mark.parametrize("name, setting, jit", list(cases("report")))

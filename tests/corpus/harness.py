@@ -92,6 +92,8 @@ class Result:
     layer_names: list = dataclasses.field(default_factory=list)  # the probed model's `layers`, in order
     history_diff: float = math.nan
     findings: object = None  # non-info findings of `diagnose` on the logs
+    incidents: list = dataclasses.field(default_factory=list)  # the live alerts: "severity kind root_layer"
+    incident_counts: dict = dataclasses.field(default_factory=dict)  # History's tfprobe_* keys, last epoch
     report_code: int | None = None
     report_error: str = ""
     dashboard_error: str = ""
@@ -133,8 +135,9 @@ def fit(built, callbacks=()):
 
 
 def history_difference(a, b):
-    """The largest relative difference between two `History.history` dicts (inf if their keys differ)."""
-    if set(a) != set(b):
+    """The largest relative difference between two `History.history` dicts: `a` without the probe, `b` with it
+    (inf if their keys differ, but for the probe's own `tfprobe_*` keys in `b`: its live incident counts)."""
+    if set(a) != {key for key in b if not key.startswith("tfprobe_")}:
         return math.inf
     worst = 0.0
     for key in a:
@@ -316,6 +319,10 @@ def run_example(module, setting, jit, tmp_path):
             result.fit_ok = all(math.isfinite(v[-1]) for v in history.values()) and result.steps == plain_steps
             if not result.fit_ok:
                 result.error = f"steps {result.steps} of {plain_steps}, history {history}"
+            result.incident_counts = {k: v[-1] for k, v in history.items() if k.startswith("tfprobe_")}
+            live = probe.incidents
+            live = live[live.severity != "info"]
+            result.incidents = [f"{i.severity} {i.root_kind} {i.root_layer}" for i in live.itertuples()]
         except Exception as error:  # noqa: BLE001 - the result says what failed
             result.error = describe(error)
     result.probe_warnings = [str(w.message)[:300] for w in caught if "tfprobe" in str(w.message).lower()
