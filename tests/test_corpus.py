@@ -22,7 +22,7 @@ defect of issue 23 marks only the checks it breaks: `xfail(strict=True)`, which 
 from __future__ import annotations
 
 import pytest
-from corpus import harness
+from corpus import harness, table
 
 keras = pytest.importorskip("keras")
 
@@ -101,6 +101,7 @@ def _result(name, setting, jit, corpus_dir):
     key = (name, setting, jit)
     if key not in _RESULTS:
         _RESULTS[key] = harness.run_example(harness.load(name), setting, jit, corpus_dir)
+        table.emit_result(_RESULTS[key])
     result = _RESULTS[key]
     assert result.fit_ok, f"fit failed: {result.error}"
     return result
@@ -207,6 +208,7 @@ _REFERENCE = {}
 def _reference(name, corpus_dir):
     if name not in _REFERENCE:
         _REFERENCE[name] = harness.run_reference(harness.load(name), corpus_dir)
+        table.emit_result(_REFERENCE[name])
     return _REFERENCE[name]
 
 
