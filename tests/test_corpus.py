@@ -28,9 +28,6 @@ keras = pytest.importorskip("keras")
 
 # -- the known defects of issue 23 (fixed in parallel by other helpers) ----------------------------------------
 
-XLA_GRADIENTS = "issue 23: XLA with gradients=True breaks fit (tf2xla: cond branches of different shapes)"
-FALSE_ALARM = "issue 23: false alarms on healthy code"
-CUSTOM_STEP = "issue 23: a custom train_step with its own optimizers writes every window at step 0"
 LOOKS_NO_CALL = "issue 23: looks_examples on a model without call aborts fit (Keras' NotImplementedError)"
 REFERENCE_NO_CALL = ("issue 23: reference_data on a model without call (GAN, VAE) fails at the reference step "
                      "(warned, analysis dropped) instead of being refused before training")
@@ -48,20 +45,8 @@ HISTORY_RTOL = {}
 # (example, setting, jit) -> {check: reason}; "*" for every example, setting or jit.
 # Measured on the corpus (docs/_incoming/corpus.md has the table and the findings' messages).
 KNOWN = {
-    # Keras compiles this step without XLA (its lookup layers), so the XLA defect does not show
+    # the 6 IntegerLookup and 1 StringLookup one-hot outputs have no series (graph and XLA, both settings)
     ("structured_data_classification", "*", "*"): {"coverage": NEW_LOOKUP},
-    ("*", "gradients", True): dict.fromkeys(CHECKS, XLA_GRADIENTS),
-    # every window at step 0 (the GAN's `model.optimizer` never steps); exploding_depth on the discriminator's
-    # first Conv2D, both calls (its input is the generator's sigmoid output: a model boundary)
-    ("dcgan", "*", "*"): {"windows": CUSTOM_STEP, "diagnose": FALSE_ALARM},
-    # vanishing_depth on GlobalAveragePooling2D (averaging judged by std ratio)
-    ("convmixer", "*", "*"): {"diagnose": FALSE_ALARM},
-    # exploding_depth on the TransformerBlock, which ends in LayerNormalization
-    ("text_classification_transformer", "*", "*"): {"diagnose": FALSE_ALARM},
-    # vanishing_depth on the decoder's Dense(2 -> 3136); with gradients also exploding_depth on `Sampling`
-    ("vae", "*", "*"): {"diagnose": FALSE_ALARM},
-    # stalled_layer on the teacher, which no optimizer updates
-    ("knowledge_distillation", "gradients", "*"): {"diagnose": FALSE_ALARM},
 }
 
 
