@@ -92,6 +92,8 @@ class Result:
     layer_names: list = dataclasses.field(default_factory=list)  # the probed model's `layers`, in order
     history_diff: float = math.nan
     findings: object = None  # non-info findings of `diagnose` on the logs
+    incidents: list = dataclasses.field(default_factory=list)  # the live alerts: "severity kind root_layer"
+    incident_counts: dict = dataclasses.field(default_factory=dict)  # History's tfprobe_* keys, last epoch
     report_code: int | None = None
     report_error: str = ""
     dashboard_error: str = ""
@@ -133,8 +135,9 @@ def fit(built, callbacks=()):
 
 
 def history_difference(a, b):
-    """The largest relative difference between two `History.history` dicts (inf if their keys differ)."""
-    if set(a) != set(b):
+    """The largest relative difference between two `History.history` dicts: `a` without the probe, `b` with it
+    (inf if their keys differ, but for the probe's own `tfprobe_*` keys in `b`: its live incident counts)."""
+    if set(a) != {key for key in b if not key.startswith("tfprobe_")}:
         return math.inf
     worst = 0.0
     for key in a:
@@ -316,6 +319,10 @@ def run_example(module, setting, jit, tmp_path):
             result.fit_ok = all(math.isfinite(v[-1]) for v in history.values()) and result.steps == plain_steps
             if not result.fit_ok:
                 result.error = f"steps {result.steps} of {plain_steps}, history {history}"
+            result.incident_counts = {k: v[-1] for k, v in history.items() if k.startswith("tfprobe_")}
+            live = probe.incidents
+            live = live[live.severity != "info"]
+            result.incidents = [f"{i.severity} {i.root_kind} {i.root_layer}" for i in live.itertuples()]
         except Exception as error:  # noqa: BLE001 - the result says what failed
             result.error = describe(error)
     result.probe_warnings = [str(w.message)[:300] for w in caught if "tfprobe" in str(w.message).lower()
@@ -366,7 +373,8 @@ class ReferenceResult:
 
 
 def run_reference(module, tmp_path):
-    """`reference_data` (and `looks_examples` for image classifiers): runs, or is refused before training."""
+    """`reference_data` (and `looks_examples` for image classifiers): runs, or is refused before training (an
+    error, or one `tfprobe:` warning raised before the first step that says the data is not analysed)."""
     import keras
 
     from tfprobe.callback import LayerProbe
@@ -379,8 +387,10 @@ def run_reference(module, tmp_path):
     log_dir = tmp_path / f"{name}-reference"
     steps = []
     counter = keras.callbacks.LambdaCallback(on_train_batch_end=lambda batch, logs: steps.append(batch))
-    with warnings.catch_warnings(record=True) as caught:
+    caught = []  # (warning message, training steps run when it was raised)
+    with warnings.catch_warnings():
         warnings.simplefilter("always")
+        warnings.showwarning = lambda message, *args, **kwargs: caught.append((str(message), len(steps)))
         try:
             probe = LayerProbe(str(log_dir), record_freq=10, reference_data=reference_data(module, built),
                                looks_examples=4 if getattr(module, "LOOKS", False) else 0)
@@ -390,7 +400,13 @@ def run_reference(module, tmp_path):
             out.outcome = "refused" if not steps and isinstance(error, (ValueError, TypeError)) else "failed"
             out.message = f"{type(error).__name__}: {str(error).strip().splitlines()[0][:300]}"
             return out
-    dropped = [str(w.message) for w in caught if "analysis" in str(w.message).lower()]
+    # a model that cannot honour `reference_data` / `looks_examples` (no `call`): one warning before the first
+    # step, training goes on unchanged (non-strict `LayerProbe`)
+    refused = [m for m, at in caught if at == 0 and m.startswith("tfprobe:") and "not analysed" in m]
+    if refused:
+        out.outcome, out.message = "refused", refused[0][:300]
+        return out
+    dropped = [m for m, _ in caught if "analysis" in m.lower()]
     if dropped:
         out.outcome, out.message = "failed", dropped[0][:300]
         return out

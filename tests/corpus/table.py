@@ -17,14 +17,15 @@ def row(r):
         "example": r.example, "setting": r.setting, "jit": r.jit, "fit_ok": r.fit_ok, "error": r.error,
         "steps": r.steps, "coverage": r.coverage, "missing": r.missing[:10], "extra": r.extra[:10],
         "incomplete": r.incomplete[:10], "windows": r.windows, "expected_windows": r.expected_windows, "history_diff": r.history_diff, "warnings": r.warning_lines(),
+        "alerts": r.incidents, "alert_counts": r.incident_counts,
         "report": r.report_code, "report_error": r.report_error, "dashboard_error": r.dashboard_error,
         "probe_warnings": r.probe_warnings[:3], "seconds": round(r.seconds, 1),
     }
 
 
 def markdown(rows):
-    lines = ["| example | setting | XLA | fit | windows | coverage | History rel. diff | warnings/errors | report | dashboard |",
-             "| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |"]
+    lines = ["| example | setting | XLA | fit | windows | coverage | History rel. diff | warnings/errors | live alerts | report | dashboard |",
+             "| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |"]
     for r in rows:
         if r.get("setting") == "reference":
             continue
@@ -40,14 +41,17 @@ def markdown(rows):
         diff = "-" if not r["fit_ok"] or r["history_diff"] is None else ("0" if r["history_diff"] == 0 else f"{r['history_diff']:.1e}")
         warn = "-" if not r["fit_ok"] else (f"{len(r['warnings'])}: " + "; ".join(r["warnings"][:4])
                                              if r["warnings"] else "0")
+        alerts = "-" if not r["fit_ok"] else (f"{len(r['alerts'])}: " + "; ".join(r["alerts"][:4])
+                                               if r.get("alerts") else "0")
         rep = "-" if r["report"] is None else str(r["report"])
         dash = "-" if not r["fit_ok"] else ("ok" if not r["dashboard_error"] else r["dashboard_error"][:60])
         lines.append(f"| {r['example']} | {r['setting']} | {'yes' if r['jit'] else 'no'} | {fit} | {windows} | {cov} | {diff} | "
-                     f"{warn} | {rep} | {dash} |")
+                     f"{warn} | {alerts} | {rep} | {dash} |")
     refs = [r for r in rows if r.get("setting") == "reference"]
     if refs:
-        lines += ["", "| example | reference_data / looks_examples | message |", "| --- | --- | --- |"]
-        lines += [f"| {r['example']} | {r['outcome']} | {r['message'][:150].replace('|', '/')} |" for r in refs]
+        lines += ["", "| example | reference_data / looks_examples | message | Grad-CAM maps |", "| --- | --- | --- | --- |"]
+        lines += [f"| {r['example']} | {r['outcome']} | {r['message'][:150].replace('|', '/')} | "
+                  f"{(r.get('cam') or '-')[:80].replace('|', '/')} |" for r in refs]
     return "\n".join(lines)
 
 
@@ -77,10 +81,23 @@ def main(argv=None):
                 emit(rows[-1], args.out)
         if args.reference:
             ref = harness.run_reference(module, tmp)
-            rows.append({"example": name, "setting": "reference", "outcome": ref.outcome, "message": ref.message,
-                         "rows": ref.representation_rows})
+            rows.append(reference_row(ref))
             emit(rows[-1], args.out)
     print(markdown(rows))
+
+
+def emit_result(result):
+    """`tests/test_corpus.py` calls this with each example x setting it trains: with `CORPUS_OUT=file.jsonl`
+    set, a pytest run also writes the results table's rows (`python -m corpus.table --markdown file.jsonl`)."""
+    import os
+
+    if os.environ.get("CORPUS_OUT"):
+        emit(row(result) if isinstance(result, harness.Result) else reference_row(result), os.environ["CORPUS_OUT"])
+
+
+def reference_row(ref):
+    return {"example": ref.example, "setting": "reference", "outcome": ref.outcome, "message": ref.message,
+            "rows": ref.representation_rows, "cam": ref.cam}
 
 
 def emit(r, out):
