@@ -38,11 +38,6 @@ from tensorboard_plugin_tfprobe import layout
 from tfprobe import metadata
 from tfprobe.logs import _decode
 
-try:  # a linear-time regular expression engine: no filter can stall the server (Python's `re` backtracks)
-    import re2
-except ImportError:  # pragma: no cover - then `filter` is a plain case-insensitive substring
-    re2 = None
-
 MAX_COLUMNS = 2000
 MAX_POINTS = 10000
 DEFAULT_COLUMNS = 500
@@ -599,13 +594,11 @@ def column_steps(all_steps, columns):
 
 def _compile_filter(filter):
     """A `search(name)` function for `filter`: RE2 syntax, case-insensitive, linear time in the name."""
+    import re2  # google-re2 (a dependency): Python's `re` backtracks, so a filter could stall the server
     if len(filter) > MAX_FILTER_LENGTH:
         raise errors.InvalidArgumentError(
             f"`filter` must be at most {MAX_FILTER_LENGTH} characters. Received: a filter of {len(filter)}"
         )
-    if re2 is None:  # pragma: no cover
-        needle = filter.lower()
-        return lambda name: needle in name.lower()
     options = re2.Options()
     options.case_sensitive = False
     options.log_errors = False
