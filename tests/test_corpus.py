@@ -53,7 +53,7 @@ KNOWN = {
                                                                  XLA_CHECK_SHAPE),
     # the same: its PyDataset's element spec has an unknown first dimension (anchors / positives stacked), the
     # check's zeros have 1 there and the example's `train_step` reads `x[1]`: "slice index 1 of dimension 0 out
-    # of bounds" (measured by `python -m corpus.table --jit 1`; not yet run through pytest)
+    # of bounds"
     ("metric_learning", "*", True): dict.fromkeys(["windows", "coverage", "report", "dashboard"], XLA_CHECK_SHAPE),
 }
 
