@@ -51,7 +51,7 @@ def markdown(rows):
     if refs:
         lines += ["", "| example | reference_data / looks_examples | message | Grad-CAM maps |", "| --- | --- | --- | --- |"]
         lines += [f"| {r['example']} | {r['outcome']} | {r['message'][:150].replace('|', '/')} | "
-                  f"{(r.get('cam') or '-')[:80].replace('|', '/')} |" for r in refs]
+                  f"{(r.get('cam') or '-').strip().splitlines()[0][:80].replace('|', '/')} |" for r in refs]
     return "\n".join(lines)
 
 
