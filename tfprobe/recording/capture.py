@@ -363,8 +363,12 @@ class Instrumentation:
         step = tf.function(lambda data: model.distribute_strategy.run(model.train_step, args=(data,)),
                            jit_compile=True, autograph=False)
         try:
+            step.get_concrete_function(batch)  # traced once here; the compiler IR below reuses this trace
+        except Exception:  # noqa: BLE001 - the model rejects the stand-in batch (unknown dimensions set to 1, a
+            return None  # time axis the model fixes, a batch it splits): not checkable, as other inputs are not
+        try:
             step.experimental_get_compiler_ir(batch)(stage="hlo")
-        except Exception as error:  # whatever it is, the step cannot run with the probe
+        except Exception as error:  # XLA cannot compile the traced step: it cannot run with the probe
             if self.recorder.strict:
                 from tfprobe.recording.recorder import RecordingError
 
