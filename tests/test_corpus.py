@@ -29,10 +29,6 @@ keras = pytest.importorskip("keras")
 # -- the known defects of issue 23 (fixed in parallel by other helpers) ----------------------------------------
 
 CAM_NO_CALL = "issue 23: grad_cam on a model without call raises Keras' NotImplementedError"
-XLA_CHECK_SHAPE = ("issue 23: the XLA compile check of the probed step (recording/capture.py `_compile_problem`) "
-                   "traces it on zeros with every unknown dimension set to 1: on a `timeseries_dataset_from_array` "
-                   "dataset the model refuses (1, 1, 7) (expects (None, 24, 7)); metric_learning's train_step "
-                   "reads x[1] of a size-1 axis: `fit` trains without the probe and nothing is recorded")
 NEW_LOOKUP = ("corpus (new): the float one-hot outputs of IntegerLookup / StringLookup layers are not recorded, "
               "without a warning")
 
@@ -43,18 +39,10 @@ CHECKS = ["fit", "windows", "coverage", "history", "diagnose", "alerts", "report
 HISTORY_RTOL = {}
 
 # (example, setting, jit) -> {check: reason}; "*" for every example, setting or jit.
-# Measured on the corpus (docs/_incoming/corpus.md has the table and the findings' messages).
+# Measured on the corpus (docs/examples/keras-corpus.md has the table and the findings' messages).
 KNOWN = {
     # the 6 IntegerLookup and 1 StringLookup one-hot outputs have no series (graph and XLA, both settings)
     ("structured_data_classification", "*", "*"): {"coverage": NEW_LOOKUP},
-    # under XLA the probe drops out with one warning ("does not compile with XLA ... ValueError: Input 0 ...
-    # expected shape=(None, 24, 7), found shape=(1, 1, 7)"): no window, no series, report exits 2
-    ("timeseries_weather_forecasting", "*", True): dict.fromkeys(["windows", "coverage", "report", "dashboard"],
-                                                                 XLA_CHECK_SHAPE),
-    # the same: its PyDataset's element spec has an unknown first dimension (anchors / positives stacked), the
-    # check's zeros have 1 there and the example's `train_step` reads `x[1]`: "slice index 1 of dimension 0 out
-    # of bounds"
-    ("metric_learning", "*", True): dict.fromkeys(["windows", "coverage", "report", "dashboard"], XLA_CHECK_SHAPE),
 }
 
 
