@@ -46,6 +46,7 @@ from tfprobe.logs.events import read_records
 
 CONFIGS = {
     "default": {},
+    "default_no_alerts": {"alerts": False},
     "all_stats_every_step": {"record_freq": 1, "histogram_freq": 0},
     "all_stats_and_histograms_every_step": {"record_freq": 1, "histogram_freq": 1},
     "record_freq_10": {"record_freq": 10, "histogram_freq": 100},
