@@ -924,8 +924,9 @@ def read_frames(src: Source, run_names, stats, points=HEALTH_POINTS):
     return frame, reader.layers_frame(layer_rows)
 
 
-def health(src: Source, run_names, points=HEALTH_POINTS, **thresholds):
-    """`tfprobe.diagnose` over the selected runs, read through the data provider; most severe first."""
+def _diagnosed(src: Source, run_names, points, thresholds):
+    """`(runs, points, findings, layers frame)`: the checked arguments of `health`/`incidents` and
+    `tfprobe.diagnose` over the runs' statistics read through the data provider."""
     from tfprobe import findings as diagnose_module
 
     run_names = _check_runs(run_names)
@@ -938,9 +939,16 @@ def health(src: Source, run_names, points=HEALTH_POINTS, **thresholds):
         diagnose_module.check_thresholds(**thresholds)
     except (TypeError, ValueError) as e:
         raise errors.InvalidArgumentError(str(e)) from None
-    deadline = time.monotonic() + SCAN_TIME_BUDGET
     frame, layer_frame = read_frames(src, run_names, diagnose_module.REQUIRED_STATS, points)
-    findings = diagnose_module.diagnose(frame, layer_frame, **thresholds)
+    return run_names, points, diagnose_module.diagnose(frame, layer_frame, **thresholds), layer_frame
+
+
+def health(src: Source, run_names, points=HEALTH_POINTS, **thresholds):
+    """`tfprobe.diagnose` over the selected runs, read through the data provider; most severe first."""
+    from tfprobe import findings as diagnose_module
+
+    deadline = time.monotonic() + SCAN_TIME_BUDGET
+    run_names, points, findings, _ = _diagnosed(src, run_names, points, thresholds)
     records = []
     for rec in findings.to_dict("records"):
         records.append({k: (int(v) if k.endswith("_step") and v is not None else v) for k, v in rec.items()})
@@ -1138,21 +1146,10 @@ def _plain(value):
 def incidents(src: Source, run_names, points=HEALTH_POINTS, **thresholds):
     """`tfprobe.incidents` over the selected runs (the findings of `health`, grouped by root cause), and
     the findings with the incident each belongs to (`incident`, 0 for none)."""
-    from tfprobe import findings as diagnose_module
     from tfprobe.findings.incidents import group
 
-    run_names = _check_runs(run_names)
-    points = _check_int("points", points, 1, MAX_POINTS, HEALTH_POINTS)
-    found = list_series(src, run_names)
-    for r in run_names:
-        if r not in found:
-            raise errors.NotFoundError(f"run {r!r} has no tfprobe data")
-    try:
-        diagnose_module.check_thresholds(**thresholds)
-    except (TypeError, ValueError) as e:
-        raise errors.InvalidArgumentError(str(e)) from None
-    frame, layer_frame = read_frames(src, run_names, diagnose_module.REQUIRED_STATS, points)
-    table, members = group(diagnose_module.diagnose(frame, layer_frame, **thresholds), layer_frame)
+    run_names, points, findings, layer_frame = _diagnosed(src, run_names, points, thresholds)
+    table, members = group(findings, layer_frame)
     return {
         "runs": run_names,
         "points": points,
