@@ -501,15 +501,16 @@ class LayerProbe(keras.callbacks.Callback):
                     self._all_skipped = self.windows_written == self._windows_at_start
                 return
             self._pending = False
-            step, results, histograms, grad_histograms = self._recorder.window()  # every worker: it may hold a collective
-            self._last_step = step
-            if self._writer is not None and (results or histograms or grad_histograms):
+            window = self._recorder.window()  # every worker: it may hold a collective
+            self._last_step = window.step
+            if self._writer is not None and window.has_values:
                 infos = {name: s.info for name, s in self._recorder.series.items()}
-                self.bytes_written += self._writer.write_window(step, infos, results, histograms,
-                                                                grad_histograms=grad_histograms)
+                self.bytes_written += self._writer.write_window(window.step, infos, window.statistics,
+                                                                window.histograms,
+                                                                grad_histograms=window.gradient_histograms)
                 self.windows_written += 1
-            if results and (self.alerts or self.stop_on):
-                self._evaluate(step, results)
+            if window.statistics and (self.alerts or self.stop_on):
+                self._evaluate(window.step, window.statistics)
         except RecordingError:
             raise
         except Exception as error:  # noqa: BLE001 - a logging failure must not stop training

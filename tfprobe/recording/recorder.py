@@ -15,6 +15,7 @@ from __future__ import annotations
 import dataclasses
 import threading
 import warnings
+from typing import NamedTuple
 
 import numpy as np
 import tensorflow as tf
@@ -28,6 +29,20 @@ from tfprobe.recording.selection import is_pooling, saturation_bounds
 
 class RecordingError(RuntimeError):
     """A failure inside recording, raised only with `LayerProbe(strict=True)`."""
+
+
+class Window(NamedTuple):
+    """One window read back by `Recorder.window()`: what `WindowWriter.write_window` writes at `step`."""
+
+    step: int  # the global step of the last step that ran
+    statistics: dict  # {series: {stat: value}} (activation, gradient and weight statistics)
+    histograms: dict  # {series: int64 counts} of the activations
+    gradient_histograms: dict  # {series: int64 counts} of the activation gradients
+
+    @property
+    def has_values(self):
+        """Whether the window holds any value to write."""
+        return bool(self.statistics or self.histograms or self.gradient_histograms)
 
 
 @dataclasses.dataclass
@@ -357,11 +372,7 @@ class Recorder:
         return backward.SKIPPED in self.accumulators.slots
 
     def window(self):
-        """Reads, resets and finalizes one window.
-
-        Returns `(step, {series: {stat: value}}, {series: counts},
-        {series: gradient counts})`: statistics, histograms and activation-gradient histograms.
-        """
+        """Reads, resets and finalizes one window: a `Window` (step, statistics, histograms, gradient histograms)."""
         step, values = self.accumulators.read_and_reset()
         skipped = values.get(backward.SKIPPED)
         results, histograms, grad_histograms = {}, {}, {}
@@ -379,6 +390,6 @@ class Recorder:
                     out[name] = hist.astype(np.int64)
             if name in results:
                 results[name].update(backward.statistics(slots, self.near_zero, skipped))
-        return step, results, histograms, grad_histograms
+        return Window(step, results, histograms, grad_histograms)
 
 
