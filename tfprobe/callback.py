@@ -285,7 +285,7 @@ class LayerProbe(keras.callbacks.Callback):
     @property
     def series(self):
         """Names of the recorded series, in model order."""
-        return list(self._recorder.series)
+        return list(self._recorder.infos())
 
     def detach(self):
         """Restores the model if `fit` stopped with an exception before `on_train_end`.
@@ -337,9 +337,8 @@ class LayerProbe(keras.callbacks.Callback):
         start = first_step(model)
         self._recorder.use(kernel)
         self._recorder.prepare(strategy, start, chosen)
-        key = (strategy, self._recorder.generation, kernel.name, tuple(chosen))
         self._instrumentation.on_error = self._stopped
-        self._instrumentation.attach(model, chosen, key, owner=self)
+        self._instrumentation.attach(model, self._recorder.step_settings(chosen), owner=self)
         self._recorder.attach()
         try:
             self._writer = WindowWriter(self.log_dir) if self._chief else None
@@ -483,7 +482,7 @@ class LayerProbe(keras.callbacks.Callback):
     # -- writing --------------------------------------------------------------------
 
     def _warn_nothing_written(self):
-        reasons = {**self._recorder.dropped, **self._instrumentation.capture.skipped}
+        reasons = self._instrumentation.not_recorded()
         why = "; ".join(f"{name}: {reason}" for name, reason in list(reasons.items())[:5]) or (
             "the loss-scale optimizer skipped every step: non-finite gradients" if self._all_skipped
             else "no recorded values")
@@ -504,7 +503,7 @@ class LayerProbe(keras.callbacks.Callback):
             window = self._recorder.window()  # every worker: it may hold a collective
             self._last_step = window.step
             if self._writer is not None and window.has_values:
-                infos = {name: s.info for name, s in self._recorder.series.items()}
+                infos = self._recorder.infos()
                 self.bytes_written += self._writer.write_window(window.step, infos, window.statistics,
                                                                 window.histograms,
                                                                 grad_histograms=window.gradient_histograms)
@@ -528,7 +527,7 @@ class LayerProbe(keras.callbacks.Callback):
 
         if self._live is None:
             self._live = LiveIncidents()
-        infos = {name: s.info for name, s in self._recorder.series.items()}
+        infos = self._recorder.infos()
         if self.stop_on or self.strict:
             self._evaluate_now(step, results, infos)
             return

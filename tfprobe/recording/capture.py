@@ -278,13 +278,13 @@ def _graph():
 class Instrumentation:
     """Everything tfprobe changes on a model during `fit`, applied and undone as one.
 
-    `attach(model, chosen, key)` taps the chosen layers and wraps
+    `attach(model, settings)` taps the chosen layers (`settings.layers`) and wraps
     `model.train_step` so that each trace of the step gets its own
     `StepTrace` from `recorder.begin_step(model)`, hands it every tap
     (`StepTrace.on_tap`) and ends it (`StepTrace.end`); then it
     makes Keras build its train function with that step. Keras keeps its
     train function until something (`compile`, ...) invalidates it: while it
-    is the same and `key` (what else the traced step depends on) is equal,
+    is the same and `settings` (a `StepSettings`: what else the traced step depends on) are equal,
     the instrumented function of an earlier `fit` is reused instead of
     tracing again. `detach()` restores the model, Keras' own train function
     included; a train function that raises detaches first, since `fit`
@@ -300,25 +300,29 @@ class Instrumentation:
         self.capture = Capture()
         self.ran = False  # a step ran since `attach`
         self._saved = None  # (had an instance train_step, that train_step, Keras' train function)
-        self._cached = None  # (model, Keras' train function, key, instrumented train function)
+        self._cached = None  # (model, Keras' train function, settings, instrumented train function)
         self._compiles = None  # the instrumented train function found to compile with XLA
 
-    def attach(self, model, chosen, key, owner=None):
+    def attach(self, model, settings, owner=None):
         self._release(model, owner)
         self.model, self.owner, self.ran = model, owner, False
-        self.capture.attach(chosen)
+        self.capture.attach(settings.layers)
         self._saved = ("train_step" in model.__dict__, model.__dict__.get("train_step"), model.train_function)
         object.__setattr__(model, "train_step", self._step(model, model.train_step))
         object.__setattr__(model, _ACTIVE_ATTR, self)
         plain, cached = model.train_function, self._cached
-        if plain is not None and cached is not None and cached[0] is model and cached[1] is plain and cached[2] == key:
+        if plain is not None and cached is not None and cached[0] is model and cached[1] is plain and cached[2] == settings:
             function = cached[3]
         else:
             model.make_train_function(force=True)
             function = model.train_function
-            self._cached = (model, plain, key, function)
+            self._cached = (model, plain, settings, function)
         model.train_function = self._guarded(function)
         return self
+
+    def not_recorded(self):
+        """`{series or layer: why}`: the series the recorder dropped and what the capture skipped."""
+        return {**self.recorder.dropped, **self.capture.skipped}
 
     def _release(self, model, owner):
         """Removes what a `fit` that raised left attached; refuses a second probe in one `fit`."""

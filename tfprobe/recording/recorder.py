@@ -30,6 +30,20 @@ class RecordingError(RuntimeError):
     """A failure inside recording, raised only with `LayerProbe(strict=True)`."""
 
 
+@dataclasses.dataclass(frozen=True)
+class StepSettings:
+    """What a traced step depends on besides the model, its train function and the recorder's own arguments.
+
+    `Instrumentation.attach` reuses the train function traced for an earlier
+    `fit` while the settings are equal (`Recorder.step_settings`).
+    """
+
+    strategy: object  # the distribution strategy the accumulators live in
+    generation: int  # of the accumulator variables (`Recorder.generation`): new variables need a new trace
+    kernel: str  # the kernel's name (`tfprobe.kernels`)
+    layers: tuple  # the chosen layers, `((path, layer), ...)`
+
+
 class Window(NamedTuple):
     """One window read back by `Recorder.window()`: what `WindowWriter.write_window` writes at `step`."""
 
@@ -218,6 +232,10 @@ class Recorder:
         """Changes when the variables are replaced: a step traced before cannot be reused."""
         return self.accumulators.generation
 
+    def step_settings(self, chosen):
+        """The `StepSettings` of a step traced now with the chosen layers (after `use` and `prepare`)."""
+        return StepSettings(self.accumulators.strategy, self.generation, self.kernel.name, tuple(chosen))
+
     # -- graph side: called while a step is traced ------------------------------------
 
     def begin_step(self, model):
@@ -287,6 +305,11 @@ class Recorder:
         self.accumulators.remove(name)
 
     # -- host side ----------------------------------------------------------------------
+
+    def infos(self):
+        """`{series: metadata}` of the recorded series, in model order (`tfprobe.metadata`; written with each
+        series' first value)."""
+        return {name: s.info for name, s in self.series.items()}
 
     def step(self):
         """The global step of the last step that ran (the step `window()` writes), read on the host."""
