@@ -401,7 +401,7 @@ class LayerProbe(keras.callbacks.Callback):
         looks = self._checked_looks() if self.looks_examples else None
         analyses = [RepresentationAnalysis(self.log_dir, self.layers, self.reference_max_dim,
                                            embeddings=self.reference_embeddings, known=[p for p, _ in chosen],
-                                           examples=len(self.reference_data))]
+                                           examples=len(self.reference_data), strict=self.strict)]
         return analyses + ([looks] if looks is not None else [])
 
     def _checked_looks(self):
