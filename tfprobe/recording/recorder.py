@@ -191,7 +191,8 @@ class Recorder:
 
     `use(kernel)` (a `tfprobe.kernels.Kernel`) and `prepare(strategy,
     initial_step, chosen)` come before a step is traced; `attach()` /
-    `detach()` around `fit` (the optimizer watch).
+    `detach()` around `fit` (the optimizer watch). Each trace of the step
+    is a `StepTrace` (`begin_step`); on the host, `window()` reads a `Window`.
     """
 
     def __init__(self, *, record_freq, histogram_freq, near_zero, sample_size, strict, gradients=False,
