@@ -230,7 +230,8 @@ class BackwardStep:
 
     def end(self, step, iterations, applied_grads=None):
         """Folds the gradients and weight figures into `step.accumulators` (`step`: the `StepTrace`, whose
-        `guard` runs each series' ops under the recorder's failure policy)."""
+        `in_conds` gates the folds as the activations' and whose `guard` runs each series' ops under the
+        recorder's failure policy)."""
         accumulators = step.accumulators
         if iterations is None or self.before is None:
             applied = tf.constant(True)
@@ -243,14 +244,8 @@ class BackwardStep:
         if hist is not None:
             empty["grad_hist"] = np.zeros(metadata.NUM_BUCKETS)
         accumulators.create_many({series.name: empty for series, _ in grads})
-        no = lambda: tf.constant(False)  # noqa: E731
-        fold = functools.partial(_fold_gradients, step, grads, None if self.unscaled else self.scale)
-        if hist is not None and step.kernel.fuses_histogram:
-            tf.cond(tf.logical_or(record, hist), lambda: fold(with_stats=record, with_histogram=hist), no)
-        else:
-            tf.cond(record, lambda: fold(with_stats=True, with_histogram=False), no)
-            if hist is not None:
-                tf.cond(hist, lambda: fold(with_stats=False, with_histogram=True), no)
+        step.in_conds(functools.partial(_fold_gradients, step, grads, None if self.unscaled else self.scale),
+                      record, hist)
         if self.skips and grads:
             _count_skipped(accumulators, applied)
         weight_grads = applied_grads or {}

@@ -407,16 +407,29 @@ class StepTrace:
         self.recorder._drop(name, error)
         self._failures.setdefault(str(error), []).append(name)
 
-    def end(self):
-        """Ends the traced step: the statistics ops of its taps, then the step counter.
+    def in_conds(self, fold, record, hist):
+        """Builds `fold(with_stats=..., with_histogram=...)` in the conds of predicates `record` and `hist`.
 
-        One `tf.cond` holds the statistics of every tap (a cond per tap made
-        building a step slow); a kernel that fuses histograms counts them in
-        the same ops, on recorded or histogram steps, else a second cond
-        holds the histograms. The conds are lowered to switches, so each
-        tap's ops still run as soon as its activation exists, not after the
-        optimizer update. On steps that are not recorded only the predicates
-        are evaluated.
+        One `tf.cond` holds the statistics of every series (a cond per
+        series made building a step slow); a kernel that fuses histograms
+        counts them in the same ops, on recorded or histogram steps (`fold`
+        gets both predicates as tensors), else a second cond holds the
+        histograms (`with_stats=False`). `hist` None: no histograms.
+        """
+        no = lambda: tf.constant(False)  # noqa: E731
+        if hist is not None and self.kernel.fuses_histogram:
+            tf.cond(tf.logical_or(record, hist), lambda: fold(with_stats=record, with_histogram=hist), no)
+        else:
+            tf.cond(record, lambda: fold(with_stats=True, with_histogram=False), no)
+            if hist is not None:
+                tf.cond(hist, lambda: fold(with_stats=False, with_histogram=True), no)
+
+    def end(self):
+        """Ends the traced step: the statistics ops of its taps (`in_conds`), then the step counter.
+
+        The conds are lowered to switches, so each tap's ops still run as
+        soon as its activation exists, not after the optimizer update. On
+        steps that are not recorded only the predicates are evaluated.
         """
         recorder = self.recorder
         recorder.optimizers.end(self._applied)
@@ -428,21 +441,20 @@ class StepTrace:
 
     def _build(self):
         recorder, taps = self.recorder, self.taps
-        no = lambda: tf.constant(False)  # noqa: E731
         optimizer = getattr(self.model, "optimizer", None)
         iterations = getattr(optimizer, "iterations", None)
         driven = iterations is not None and any(o is optimizer for o in self._applied.applied)
-        acc, kernel, record, hist = self.accumulators, self.kernel, self.record, self.hist
+        acc = self.accumulators
+
+        def fold(with_stats, with_histogram):
+            if with_stats is False:
+                return fold_histograms(self)
+            return fold_statistics(self, with_histogram, with_stats=with_stats)
+
         try:
             # The variables of every series seen first in this step, created at once (one per kind).
             acc.create_many({s.name: s.initial for s, *_ in taps if s.name in recorder.series})
-            if kernel.fuses_histogram and hist is not None:
-                fold = lambda: fold_statistics(self, hist, with_stats=record)  # noqa: E731
-                tf.cond(tf.logical_or(record, hist), fold, no)
-            else:
-                tf.cond(record, lambda: fold_statistics(self, False), no)
-                if hist is not None:
-                    tf.cond(hist, lambda: fold_histograms(self), no)
+            self.in_conds(fold, self.record, self.hist)
             if self.backward is not None:
                 self.backward.end(self, iterations if driven else None, self._applied.grads)
         except Exception as error:  # noqa: BLE001
