@@ -190,6 +190,20 @@ def test_the_same_small_dense_outside_a_residual_branch_is_vanishing_depth(tmp_p
     assert result[["layer", "kind"]].values.tolist() == [["down", "vanishing_depth"]], table(result)
 
 
+def test_one_value_per_example_is_judged_on_per_example_normalisations_only():
+    """MobileNetV3Small's `Rescaling(1/127.5, offset=-1)` of inputs in [0, 1) outputs -1 +- 0.8% (the slow healthy
+    zoo): one magnitude and one sign per example, as a LayerNormalization over an axis of size 1, but affine in
+    its input: constant only where the input is. The same statistics at a LayerNormalization are constant_output."""
+    stats = {"mean": -0.996, "std": 0.0023, "min": -1.0, "max": -0.992, "hoyer_sparsity": 1e-5, "zero_fraction": 0.0,
+             "nan_count": 0.0, "inf_count": 0.0}
+    rows = [("r", step, 0.0, layer, stat, v) for step in (1, 2, 3) for layer in ("scaled", "normed") for stat, v in stats.items()]
+    df = pd.DataFrame(rows, columns=["run", "step", "wall_time", "layer", "stat", "value"])
+    layers = pd.DataFrame({"run": "r", "layer": ["scaled", "normed"], "order": [0, 1], "inputs": [[], []],
+                           "class": ["Rescaling", "LayerNormalization"], "shape": [[None, 8, 8, 3]] * 2})
+    found = not_info(tfprobe.diagnose(df, layers))
+    assert found[["layer", "kind"]].values.tolist() == [["normed", "constant_output"]], table(found)
+
+
 def test_the_logits_of_a_classifier_are_scaled_by_the_loss():
     """A model's output (and the logits before its softmax) grows as the classifier grows confident: not
     `exploding_depth`; the same growth inside the network is."""

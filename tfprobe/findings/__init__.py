@@ -32,7 +32,11 @@ import re
 import numpy as np
 import pandas as pd
 
-from tfprobe.layer_kinds import NORMALIZATION_CLASS, ROUTING_CLASS  # what Keras classes mean: one table
+from tfprobe.layer_kinds import (  # what Keras classes mean: one table
+    AFFINE_SCALING_CLASS,
+    NORMALIZATION_CLASS,
+    ROUTING_CLASS,
+)
 
 SEVERITIES = ("info", "warning", "error")
 """Severity names, least severe first."""
@@ -1223,7 +1227,10 @@ def _warn_missing_input(ctx, layers):
 #
 # - *one value in the window*: the window's `min` equals its `max` (float32, exact) and the values are not
 #   all zero (that is a `dead_layer`): every example, unit, position and recorded step gave the same value;
-# - *one value per example*, for normalisation layers (`is_normalization`: where it happens by construction):
+# - *one value per example*, for normalisation layers that normalise each example by its own statistics
+#   (`is_normalization`, not `AFFINE_SCALING_CLASS`: where it happens by construction; `Rescaling`,
+#   `BatchNormalization` and the like are affine per example, constant only where their input is, and
+#   MobileNetV3Small's `Rescaling(1/127.5, offset=-1)` of inputs in [0, 1) outputs -1 +- 0.8%, not a constant):
 #   every example's values have one magnitude (`hoyer_sparsity`, which is 0 exactly then, at most
 #   `CONSTANT_HOYER`) and one sign (`min` and `max` of the window on the same side of 0, no zeros). A layer
 #   normalising over an axis of size 1 is this while its `beta` still moves between steps of the window.
@@ -1253,7 +1260,7 @@ def constant_rows(ctx):
     ok = finite & w["alive"].astype(bool) & ~ctx.nonfinite_weights() & (zeros.fillna(0.0) < 1.0)
     one_value = ok & (lo == hi) & (hi != 0)
     one_sign = (lo > 0) | (hi < 0)
-    normalizing = ctx.info("class").map(lambda c: is_normalization(str(c))).astype(bool)
+    normalizing = ctx.info("class").map(lambda c: is_normalization(str(c)) and not AFFINE_SCALING_CLASS.search(str(c))).astype(bool)
     per_example = ok & ~one_value & one_sign & (hoyer <= CONSTANT_HOYER) & normalizing
     how = np.where(one_value, "window", "example")
     constant = (one_value | per_example).fillna(False).astype(bool)
