@@ -150,6 +150,60 @@ def test_the_same_shrink_without_the_widening_is_vanishing_depth():
     assert "40x" in found["message"].iloc[0]
 
 
+def residual_blocks(blocks=3, width=16, branch_std=0.01):
+    """`benchmarks/live_incidents.py --model residual`'s blocks: `x + Dense(Dense(LayerNormalization(x), relu))`,
+    the second Dense initialised small (GPT-2's, Fixup's residual branches), the model's input the first skip."""
+    inp = keras.Input((width,))
+    x = inp
+    for i in range(blocks):
+        h = L.Dense(width, activation="relu", name=f"up{i}")(L.LayerNormalization(name=f"norm{i}")(x))
+        h = L.Dense(width, name=f"down{i}", kernel_initializer=keras.initializers.RandomNormal(stddev=branch_std))(h)
+        x = L.Add(name=f"add{i}")([x, h])
+    return keras.Model(inp, x)
+
+
+def test_a_small_init_residual_branch_and_the_first_addition_are_healthy(tmp_path):
+    """The residual benchmark model gave `vanishing_depth` at its branches' last Dense (`down0`: 10-13x below
+    `up0`, true by the numbers, measured below without the probe) and `exploding_depth` at the first addition
+    (`add0` against its only recorded input, `down0`: the skip is the model's input, not a series). Neither is
+    a fault: a branch's scale is set against the stream it is added to, and a sum cannot exceed its terms."""
+    keras.utils.set_random_seed(0)
+    model = residual_blocks()
+    model.compile("sgd", "mse")
+    x = 5.0 * np.random.default_rng(0).normal(size=(64, 16)).astype("float32")  # not unit scale
+    outputs = keras.Model(model.input, [model.get_layer(n).output for n in ("up0", "down0", "add0")])(x[:32])
+    up, down, add = (float(np.std(o)) for o in outputs)
+    assert up / down > 10 and add / np.sqrt(np.mean(np.square(outputs[1]))) > 10  # the precondition
+    result = diagnose(fit(model, x, x, tmp_path, steps=6))
+    assert not_info(result).empty, table(result)
+
+
+def test_the_same_small_dense_outside_a_residual_branch_is_vanishing_depth(tmp_path):
+    keras.utils.set_random_seed(0)
+    inp = keras.Input((16,))
+    h = L.Dense(16, activation="relu", name="up")(inp)
+    h = L.Dense(16, name="down", kernel_initializer=keras.initializers.RandomNormal(stddev=0.01))(h)
+    model = keras.Model(inp, L.Dense(16, name="head")(h))
+    model.compile("sgd", "mse")
+    x = np.random.default_rng(0).normal(size=(64, 16)).astype("float32")
+    result = not_info(diagnose(fit(model, x, x, tmp_path, steps=6)))
+    assert result[["layer", "kind"]].values.tolist() == [["down", "vanishing_depth"]], table(result)
+
+
+def test_one_value_per_example_is_judged_on_per_example_normalisations_only():
+    """MobileNetV3Small's `Rescaling(1/127.5, offset=-1)` of inputs in [0, 1) outputs -1 +- 0.8% (the slow healthy
+    zoo): one magnitude and one sign per example, as a LayerNormalization over an axis of size 1, but affine in
+    its input: constant only where the input is. The same statistics at a LayerNormalization are constant_output."""
+    stats = {"mean": -0.996, "std": 0.0023, "min": -1.0, "max": -0.992, "hoyer_sparsity": 1e-5, "zero_fraction": 0.0,
+             "nan_count": 0.0, "inf_count": 0.0}
+    rows = [("r", step, 0.0, layer, stat, v) for step in (1, 2, 3) for layer in ("scaled", "normed") for stat, v in stats.items()]
+    df = pd.DataFrame(rows, columns=["run", "step", "wall_time", "layer", "stat", "value"])
+    layers = pd.DataFrame({"run": "r", "layer": ["scaled", "normed"], "order": [0, 1], "inputs": [[], []],
+                           "class": ["Rescaling", "LayerNormalization"], "shape": [[None, 8, 8, 3]] * 2})
+    found = not_info(tfprobe.diagnose(df, layers))
+    assert found[["layer", "kind"]].values.tolist() == [["normed", "constant_output"]], table(found)
+
+
 def test_the_logits_of_a_classifier_are_scaled_by_the_loss():
     """A model's output (and the logits before its softmax) grows as the classifier grows confident: not
     `exploding_depth`; the same growth inside the network is."""

@@ -111,8 +111,40 @@ def replay(logdir, prefilter=True):
     return state
 
 
+def assert_live_checks_are_diagnose(logdir):
+    """The live evaluation's own path (`wide_frame` from the dicts, the run's series table kept, `LIVE_CHECKS`)
+    gives, for every pair of consecutive windows, the frame `context` pivots and the findings `diagnose` finds
+    (but `std_drift`, info, which the live evaluation does not run)."""
+    from tfprobe.findings import context
+    from tfprobe.findings.live import RUN, LiveIncidents, wide_frame
+
+    df, layers = tfprobe.read_logdir(logdir), tfprobe.read_layers(logdir)
+    df, layers = df.assign(run=RUN), layers.assign(run=RUN)
+    infos = {r["layer"]: r for r in layers.to_dict("records")}
+    windows = []
+    for step, g in df.groupby("step"):
+        results = {}
+        for layer, stat, value in zip(g.layer, g.stat, g.value):
+            results.setdefault(layer, {})[stat] = value
+        windows.append((int(step), results))
+    state = LiveIncidents(prefilter=False)
+    for pair in zip(windows, windows[1:]):
+        state.update(*pair[0], infos)  # keeps the series table of the run so far
+        names = set(pair[0][1]) | set(pair[1][1])
+        wide = wide_frame(list(pair), names)
+        long = df[df.step.isin([pair[0][0], pair[1][0]])]
+        expected = context(long, layers).wide.drop(columns=["window", "last_window", "alive"])
+        pd.testing.assert_frame_equal(wide.reset_index(drop=True), expected.reset_index(drop=True), check_dtype=False)
+        got = state._diagnose(wide)
+        want = tfprobe.diagnose(long, layers)
+        pd.testing.assert_frame_equal(got.reset_index(drop=True),
+                                      want[want.kind != "std_drift"].reset_index(drop=True))
+    assert len(windows) >= 3
+
+
 def assert_prefilter_changes_nothing(logdir):
     """The live shortcut (`suspects`) finds what judging every layer of every window finds."""
+    assert_live_checks_are_diagnose(logdir)
     quick, full = replay(logdir), replay(logdir, prefilter=False)
     key = ["layer", "kind", "stat"]
     a, b = (s.findings().sort_values(key).reset_index(drop=True) for s in (quick, full))
@@ -170,7 +202,7 @@ def fit_digits(bug, logdir, deviation, epochs=2, **probe_kwargs):
     (x, y), _ = bug.load_data(0)
     keras.utils.set_random_seed(0)
     model = bug.build_model(**deviation)
-    probe = tfprobe.LayerProbe(logdir, record_freq=1, log_freq=5, histogram_freq=0, gradients=True, **probe_kwargs)
+    probe = tfprobe.LayerProbe(logdir, **{**dict(record_freq=1, log_freq=5, histogram_freq=0, gradients=True), **probe_kwargs})
     csv = keras.callbacks.CSVLogger(str(logdir) + ".csv")
     history = model.fit(x, y, batch_size=64, epochs=epochs, verbose=0, callbacks=[probe, csv])
     return model, probe, history, pd.read_csv(str(logdir) + ".csv")
@@ -202,6 +234,22 @@ def test_healthy_run_is_silent_and_counts_zero(tmp_path, bug, caplog):
     assert not [r for r in caplog.records if r.name == "tfprobe"]
     assert probe.incidents.empty and int(model.optimizer.iterations.numpy()) == 46
     assert history.history["tfprobe_warnings"] == [0, 0] == list(csv["tfprobe_errors"])
+
+
+@pytest.mark.parametrize("deviation", [{}, dict(bias={"hidden2": -10.0})], ids=["healthy", "dead_hidden2"])
+def test_counts_are_in_every_epochs_logs_with_log_freq_longer_than_an_epoch(tmp_path, bug, deviation):
+    """23 steps per epoch, a window every 30 steps: epochs 1 and 3 evaluate no window. The counts are in every
+    epoch's logs all the same (0 until an incident is found), so History has one per epoch and CSVLogger,
+    whose columns are fixed at the first epoch, has them; the dead layer's incident (confirmed at the third
+    window, step 90) is counted from epoch 4 on."""
+    _model, probe, history, csv = fit_digits(bug, tmp_path / "lf", deviation, epochs=4, log_freq=30, gradients=False)
+    errors = [0, 0, 0, 1] if deviation else [0, 0, 0, 0]
+    assert history.history["tfprobe_errors"] == errors == list(csv["tfprobe_errors"])
+    assert history.history["tfprobe_warnings"] == [0, 0, 0, 0] == list(csv["tfprobe_warnings"])
+    assert len(probe.incidents) == (1 if deviation else 0)
+    # without alerts nor `stop_on` the probe adds nothing to the logs
+    _model, _probe, history, csv = fit_digits(bug, tmp_path / "off", deviation, epochs=1, log_freq=30, alerts=False)
+    assert not [k for k in history.history if k.startswith("tfprobe")] and "tfprobe_errors" not in csv.columns
 
 
 def test_alerts_off_and_a_failing_evaluation_never_stop_fit(tmp_path, bug, caplog, monkeypatch):

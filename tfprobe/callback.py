@@ -18,6 +18,9 @@ from tfprobe.reference import analysis
 
 logger = logging.getLogger("tfprobe")
 
+ZERO_COUNTS = {"tfprobe_warnings": 0, "tfprobe_errors": 0}
+"""The incident counts of an epoch's logs before any incident was found."""
+
 _SHARED_ATTR = "_tfprobe_recorders"
 _EXACT = (tf.distribute.MirroredStrategy, tf.distribute.MultiWorkerMirroredStrategy)
 
@@ -172,7 +175,8 @@ class LayerProbe(keras.callbacks.Callback):
         incident once (again if it becomes an error) as one line through the `tfprobe` logger, e.g.
         `tfprobe: step 20: error nan_weights in hidden1..logits, root cause: unstable updates at hidden1
         from step 5 (learning rate too high?)`. The incidents so far are `probe.incidents`; their counts
-        are added to the epoch logs as `tfprobe_warnings` and `tfprobe_errors` (History, CSVLogger, ...).
+        are added to every epoch's logs as `tfprobe_warnings` and `tfprobe_errors` (0 until an incident is
+        found, from the first epoch on, whatever `log_freq`: History, CSVLogger, ... get a complete column).
         Evaluated on one worker thread while training goes on (with `stop_on`: before training goes on).
         Defaults to `True` (healthy models stay silent: the healthy zoo, `tests/test_zoo_healthy.py`).
       stop_on: `"error"` or `"warning"`: set `model.stop_training` at the window in which an incident of
@@ -447,9 +451,11 @@ class LayerProbe(keras.callbacks.Callback):
     def on_epoch_end(self, epoch, logs=None):
         if self._active and (epoch + 1) % self.reference_freq == 0:
             self._reference_step()
-        if self._live is not None and logs is not None:
+        if (self.alerts or self.stop_on) and logs is not None:
+            # in every epoch's logs, 0 until a window found something (a `log_freq` longer than an epoch
+            # evaluates no window in some epochs): History, CSVLogger, ... see a complete column
             self._drain()
-            logs.update(self._live.counts())  # the same dict History, CSVLogger, ... see after this callback
+            logs.update(self._live.counts() if self._live is not None else ZERO_COUNTS)
 
     def on_epoch_begin(self, epoch, logs=None):
         if self._active:

@@ -83,6 +83,13 @@ NORMALIZATION_CLASS = re.compile(r"(normali[sz]ation|norm|scale|scaling)$", re.I
 GroupNormalization, UnitNormalization, RMSNormalization, preprocessing Normalization, LayerScale,
 Rescaling, ...): never judged `exploding_depth`/`vanishing_depth`."""
 
+AFFINE_SCALING_CLASS = re.compile(r"^(Normalization|SpectralNormalization|.*Batch\w*Norm\w*)$|(scale|scaling)$", re.IGNORECASE)
+"""The `NORMALIZATION_CLASS` layers that map each example by an affine function of it (preprocessing
+`Normalization`'s fixed mean and variance, BatchNormalization's statistics over the batch, a normalised
+kernel, `Rescaling`, `LayerScale`): their output is constant only where their input is. The others
+(LayerNormalization, GroupNormalization, UnitNormalization, RMSNormalization) normalise each example by its
+own statistics, and can output one value per example whatever the input (`constant_output`)."""
+
 ROUTING_CLASS = re.compile(r"MaxPool|GetItem|Slice|Cropping", re.IGNORECASE)
 """Layer classes that hand the gradient to a subset of their input (max pooling: one value per window,
 slicing, cropping): a layer feeding only them has mostly zero gradients by design (`check_dead_gradient`)."""

@@ -32,7 +32,11 @@ import re
 import numpy as np
 import pandas as pd
 
-from tfprobe.layer_kinds import NORMALIZATION_CLASS, ROUTING_CLASS  # what Keras classes mean: one table
+from tfprobe.layer_kinds import (  # what Keras classes mean: one table
+    AFFINE_SCALING_CLASS,
+    NORMALIZATION_CLASS,
+    ROUTING_CLASS,
+)
 
 SEVERITIES = ("info", "warning", "error")
 """Severity names, least severe first."""
@@ -241,6 +245,7 @@ def _series_table(wide, layers):
     keys["is_output"] = keys["order"] == last
     keys["scaled"] = _scaled_by_design(keys)
     keys["renormalized"] = _renormalized(keys)
+    keys["residual_branch"] = _residual_branch(keys)
     keys["one_sided"] = [one_sided(c, b) for c, b in zip(keys["class"], keys["bounds"])]
     keys["zeros_in_saturation"] = [one and b[0] is not None for one, b in zip(keys["one_sided"], keys["bounds"])]
     keys["terminal"] = _terminal(keys)
@@ -326,6 +331,21 @@ def _renormalized(series):
     return [bool(consumers.get((r, l))) and all(consumers[(r, l)]) for r, l in zip(series["run"], series["layer"])]
 
 
+ADDITION_CLASSES = ("Add",)
+"""Classes that sum their inputs: `keras.layers.Add`, and the op of `x + y` in a functional model."""
+
+
+def _residual_branch(series):
+    """Series whose every consumer (in the graph) is an addition (`ADDITION_CLASSES`): a residual branch,
+    whose scale is set against the stream it is added to (a small-init branch, GPT-2's or Fixup's,
+    starts 10-100x smaller than its input by design); the addition is judged instead."""
+    consumers = {}
+    for r, c, ins in zip(series["run"], series["class"], series["inputs"]):
+        for i in ins or ():
+            consumers.setdefault((r, i), []).append(c in ADDITION_CLASSES)
+    return [bool(consumers.get((r, l))) and all(consumers[(r, l)]) for r, l in zip(series["run"], series["layer"])]
+
+
 def _scaled_by_design(series):
     """Normalisation/scaling layers, and `Activation` layers fed only by them (ConvNeXt's `identity`
     after `LayerScale`): their scale is set by design, e.g. 1e-6 at initialisation."""
@@ -355,9 +375,22 @@ class Context:
 
     def info(self, column):
         """`column` of `series`, aligned with the rows of `wide`."""
-        keys = pd.MultiIndex.from_frame(self.wide[["run", "layer"]])
+        pos = self._series_rows()
+        if (pos >= 0).all():
+            return pd.Series(self.series[column].to_numpy()[pos], index=self.wide.index)
+        keys = pd.MultiIndex.from_frame(self.wide[["run", "layer"]])  # a series the table does not know: NaN
         values = self.series.set_index(["run", "layer"])[column].reindex(keys)
         return pd.Series(values.to_numpy(), index=self.wide.index)
+
+    def _series_rows(self):
+        """Per row of `wide`, the position of its `(run, layer)` in `series` (-1 if absent), computed once."""
+        cached = self.__dict__.get("_rows")
+        if cached is None or len(cached) != len(self.wide):
+            keys = pd.MultiIndex.from_frame(self.wide[["run", "layer"]])
+            table = pd.MultiIndex.from_frame(self.series[["run", "layer"]])
+            cached = table.get_indexer(keys) if table.is_unique else np.full(len(keys), -1)
+            self.__dict__["_rows"] = cached
+        return cached
 
     def of_layers(self, pairs):
         """True for the rows of `wide` whose `(run, layer)` is in `pairs`."""
@@ -420,15 +453,16 @@ def stat_frame(data) -> pd.DataFrame:
     return data.stat_frame(REQUIRED_STATS, nonfinite=WEIGHT_STATS)
 
 
-def _context(wide, layers, t):
-    """The `Context` of `wide` (the pivot of the long frame's `REQUIRED_STATS`, with `nonfinite_<stat>`)."""
+def _context(wide, layers, t, series=None):
+    """The `Context` of `wide` (the pivot of the long frame's `REQUIRED_STATS`, with `nonfinite_<stat>`).
+    `series`: the series table (`_series_table`) when the caller keeps it (the live evaluation: one per run)."""
     if wide.empty:
         wide = pd.DataFrame(columns=["run", "layer", "step", "window", "last_window", "alive"])
     else:
         wide = wide.copy(deep=False)
         wide["window"] = wide.groupby("run")["step"].rank(method="dense").astype("int64") - 1
         wide["last_window"] = wide.groupby("run")["window"].transform("max")
-    ctx = Context(wide, _series_table(wide, layers), t)
+    ctx = Context(wide, _series_table(wide, layers) if series is None else series, t)
     if not wide.empty:
         by_layer = [wide["run"], wide["layer"]]
         dead = ctx.dead_mask("zero_fraction") | ctx.dead_mask("near_zero_fraction")
@@ -485,17 +519,29 @@ def _streak(windows) -> int:
 
 
 def _spans(ctx, rows, kind, stat, message, extreme="max"):
-    """One finding row per (run, layer) from `ctx.rows(...)`: first/last step, streak, severity."""
+    """One finding row per (run, layer) from `ctx.rows(...)`: first/last step, streak, severity.
+    (NumPy over the rows, grouped in order of first appearance: no pandas per layer.)"""
     out = []
-    for (run, layer), g in rows.groupby(["run", "layer"], sort=False):
-        g = g.sort_values("step")
-        first, last = int(g["step"].iloc[0]), int(g["step"].iloc[-1])
-        windows = g["window"].to_numpy()
-        streak, held, last_window = _streak(windows), len(windows), int(g["last_window"].iloc[0])
-        vals = g["value"].to_numpy(dtype=float)
+    if rows.empty:
+        return out
+    run_codes, runs = pd.factorize(rows["run"].to_numpy())
+    layer_codes, layers = pd.factorize(rows["layer"].to_numpy())
+    codes, pairs = pd.factorize(run_codes * len(layers) + layer_codes)  # (run, layer) in order of first appearance
+    order = np.lexsort((rows["step"].to_numpy(), codes))
+    codes = codes[order]
+    steps_all, windows_all = rows["step"].to_numpy()[order], rows["window"].to_numpy()[order]
+    last_windows, values = rows["last_window"].to_numpy()[order], rows["value"].to_numpy(dtype=float)[order]
+    extras = rows["extra"].to_numpy()[order] if "extra" in rows else None
+    bounds = np.flatnonzero(np.diff(codes)) + 1
+    for lo, hi in zip(np.r_[0, bounds], np.r_[bounds, len(codes)]):
+        run, layer = runs[pairs[codes[lo]] // len(layers)], layers[pairs[codes[lo]] % len(layers)]
+        first, last = int(steps_all[lo]), int(steps_all[hi - 1])
+        windows = windows_all[lo:hi]
+        streak, held, last_window = _streak(windows), len(windows), int(last_windows[lo])
+        vals = values[lo:hi]
         finite = vals[np.isfinite(vals)]
         worst = (finite.max() if extreme == "max" else finite.min()) if finite.size else float("nan")
-        extra = g["extra"].iloc[int(np.argmax(vals == worst))] if "extra" in g and finite.size else None
+        extra = extras[lo + int(np.argmax(vals == worst))] if extras is not None and finite.size else None
         text = message(worst, extra)
         text += f"; from step {first} " + ("to the latest window" if windows[-1] == last_window else f"until step {last}")
         if held == 1:
@@ -717,19 +763,35 @@ def _input_extremes(ctx, std):
             for i in ins:
                 ch_in, sz_in = info.get((r, i), (float("nan"), float("nan")))
                 edges.append((r, l, i, expected_shrink(ch_in, ch, sz_in, sz, pool)))
-    edges = pd.DataFrame(edges, columns=["run", "layer", "input", "allowed"])
-    if edges.empty or std.empty:
+    if not edges or std.empty:
         return None
-    ins = std[["run", "layer", "step", "std", "mean"]].rename(columns={"layer": "input", "std": "in_std", "mean": "in_mean"})
-    feed = edges.merge(ins, on=["run", "input"])
-    feed["in_rms"] = np.sqrt(feed["in_std"] ** 2 + feed["in_mean"].fillna(0.0) ** 2)
-    feed["in_low"] = feed["in_std"] / feed["allowed"]
-    keys = ["run", "layer", "step"]
-    high = feed.sort_values("in_rms", kind="stable").groupby(keys).last()
-    high = high[["input", "in_rms"]].rename(columns={"input": "max_input", "in_rms": "max_std"})
-    low = feed.sort_values("in_low", kind="stable").groupby(keys).first()
-    low = low[["input", "in_std", "allowed"]].rename(columns={"input": "min_input", "in_std": "min_std"})
-    return std.merge(low.join(high).reset_index(), on=keys)
+    by_key = {}
+    for r, l, i, allowed in edges:
+        by_key.setdefault((r, l), []).append((i, allowed))
+    # plain Python over the rows (no merge, sort and group per call: this runs at every live window): the largest
+    # input rms (ties: the last input in the layer's list) and the smallest std / allowed (ties: the first)
+    scale = {(r, l, st): (sd, 0.0 if mn != mn else mn) for r, l, st, sd, mn in
+             zip(std["run"], std["layer"], std["step"], std["std"].to_numpy(float), std["mean"].to_numpy(float))}
+    picked, columns = [], ([], [], [], [], [])
+    for k, (r, l, st) in enumerate(zip(std["run"], std["layer"], std["step"])):
+        hi = lo = None
+        for i, allowed in by_key.get((r, l), ()):
+            v = scale.get((r, i, st))
+            if v is None:
+                continue
+            rms, low = math.sqrt(v[0] * v[0] + v[1] * v[1]), v[0] / allowed
+            if hi is None or rms >= hi[1]:
+                hi = (i, rms)
+            if lo is None or low < lo[3]:
+                lo = (i, v[0], allowed, low)
+        if hi is not None:
+            picked.append(k)
+            for column, value in zip(columns, (lo[0], lo[1], lo[2], hi[0], hi[1])):
+                column.append(value)
+    m = std.iloc[picked].reset_index(drop=True)
+    for name, column in zip(("min_input", "min_std", "allowed", "max_input", "max_std"), columns):
+        m[name] = np.asarray(column, dtype=float if name in ("min_std", "allowed", "max_std") else object)
+    return m
 
 
 @register("depth")
@@ -741,7 +803,9 @@ def check_depth(ctx):
     against their inputs the same way. Not judged: bounded activations (their range is fixed),
     normalisation and scaling layers (`is_normalization`), outputs at unit scale (`looks_normalized`: a
     block ending in a normalisation), layers that feed only normalisation layers (their scale is removed
-    right after: Conv -> BatchNormalization), and every layer whose inputs are unknown (older logs, or a
+    right after: Conv -> BatchNormalization), `vanishing_depth` of a residual branch (a layer whose every
+    consumer is an addition: judged at the addition), `exploding_depth` of an addition (a sum cannot exceed
+    its terms: it means an input is not recorded), and every layer whose inputs are unknown (older logs, or a
     `layers` frame without `inputs`): no depth finding is made without the graph. The model's outputs and
     the logits before a bounded output (`loss_scaled`) are not judged `exploding_depth` below a std of
     `LOSS_SCALE`: the loss sets their scale (a classifier's logits grow as it grows confident)."""
@@ -751,10 +815,18 @@ def check_depth(ctx):
     keep = ~looks_normalized(m["mean"], m["std"])  # a NaN mean (not recorded) says nothing
     loss_scaled = set(zip(ctx.series.loc[ctx.series["loss_scaled"], "run"], ctx.series.loc[ctx.series["loss_scaled"], "layer"]))
     free = ~pd.Series([k in loss_scaled for k in zip(m["run"], m["layer"])], index=m.index) | (m["std"] > LOSS_SCALE)
+    # a sum cannot exceed its terms' summed scale: an addition far above its largest recorded input has an
+    # input that is not recorded (the model's input as the skip of the first residual block)
+    s = ctx.series
+    adds = set(zip(s.loc[s["class"].isin(ADDITION_CLASSES), "run"], s.loc[s["class"].isin(ADDITION_CLASSES), "layer"]))
+    branches = set(zip(s.loc[s["residual_branch"], "run"], s.loc[s["residual_branch"], "layer"]))
+    keys = list(zip(m["run"], m["layer"]))
+    free &= ~pd.Series([k in adds for k in keys], index=m.index)
+    branch = pd.Series([k in branches for k in keys], index=m.index)  # judged at the addition
     out = []
     for kind, ratio, other, mask in (
         ("exploding_depth", m["std"] / m["max_std"], m["max_input"], keep & free),
-        ("vanishing_depth", m["min_std"] / m["std"], m["min_input"], keep),
+        ("vanishing_depth", m["min_std"] / m["std"], m["min_input"], keep & ~branch),
     ):
         allowed = m["allowed"] if kind == "vanishing_depth" else pd.Series(1.0, index=m.index)
         mask = mask & (ratio > ctx.t["std_ratio"] * allowed)
@@ -1155,7 +1227,10 @@ def _warn_missing_input(ctx, layers):
 #
 # - *one value in the window*: the window's `min` equals its `max` (float32, exact) and the values are not
 #   all zero (that is a `dead_layer`): every example, unit, position and recorded step gave the same value;
-# - *one value per example*, for normalisation layers (`is_normalization`: where it happens by construction):
+# - *one value per example*, for normalisation layers that normalise each example by its own statistics
+#   (`is_normalization`, not `AFFINE_SCALING_CLASS`: where it happens by construction; `Rescaling`,
+#   `BatchNormalization` and the like are affine per example, constant only where their input is, and
+#   MobileNetV3Small's `Rescaling(1/127.5, offset=-1)` of inputs in [0, 1) outputs -1 +- 0.8%, not a constant):
 #   every example's values have one magnitude (`hoyer_sparsity`, which is 0 exactly then, at most
 #   `CONSTANT_HOYER`) and one sign (`min` and `max` of the window on the same side of 0, no zeros). A layer
 #   normalising over an axis of size 1 is this while its `beta` still moves between steps of the window.
@@ -1185,7 +1260,7 @@ def constant_rows(ctx):
     ok = finite & w["alive"].astype(bool) & ~ctx.nonfinite_weights() & (zeros.fillna(0.0) < 1.0)
     one_value = ok & (lo == hi) & (hi != 0)
     one_sign = (lo > 0) | (hi < 0)
-    normalizing = ctx.info("class").map(lambda c: is_normalization(str(c))).astype(bool)
+    normalizing = ctx.info("class").map(lambda c: is_normalization(str(c)) and not AFFINE_SCALING_CLASS.search(str(c))).astype(bool)
     per_example = ok & ~one_value & one_sign & (hoyer <= CONSTANT_HOYER) & normalizing
     how = np.where(one_value, "window", "example")
     constant = (one_value | per_example).fillna(False).astype(bool)

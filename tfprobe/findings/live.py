@@ -22,13 +22,18 @@ import numpy as np
 import pandas as pd
 
 from tfprobe.findings import (
+    CHECKS,
     CONSTANT_HOYER,
     FINDING_COLUMNS,
     KINDS,
     NEVER_TRANSIENT,
     REQUIRED_STATS,
+    WEIGHT_STATS,
+    _context,
     _downstream,
-    diagnose,
+    _finish,
+    _nonfinite_flags,
+    _series_table,
     severity_rank,
     thresholds,
 )
@@ -82,6 +87,49 @@ def window_frame(step, results) -> pd.DataFrame:
 
 
 _REQUIRED = frozenset(REQUIRED_STATS)
+_FLAGGED = WEIGHT_STATS + ("weight_grad_norm",)  # what `_nonfinite_flags` reads
+
+
+def wide_frame(windows, names) -> pd.DataFrame:
+    """`context`'s wide frame (the pivot of `window_frame`s, with the `nonfinite_<stat>` flags) of `windows`,
+    `[(step, {series: {stat: value}})]` in step order, for the series `names`, built with NumPy from the
+    dicts: the same rows (sorted by layer, then step), columns and values as `context` makes of the long
+    frame, without it (`tests/test_incidents_live.py` compares both)."""
+    layers, steps, cols, flagged = [], [], {}, []
+    for name in sorted(names):
+        for step, results in windows:
+            row = results.get(name)
+            if row is None:
+                continue
+            values = {k: float(v) for k, v in row.items() if k in _REQUIRED}
+            if not any(k in values for k in WEIGHT_STATS) and all(math.isnan(v) for v in values.values()):
+                continue  # the pivot keeps no row without a value
+            for k, v in values.items():
+                cols.setdefault(k, {})[len(layers)] = v
+            flagged += [(name, int(step), k, values[k]) for k in _FLAGGED if k in values]
+            layers.append(name)
+            steps.append(int(step))
+    n = len(layers)
+    frame = {"run": _objects([RUN] * n), "layer": _objects(layers), "step": np.asarray(steps, dtype=np.int64)}
+    for stat in sorted(cols):
+        column = np.full(n, np.nan)
+        column[list(cols[stat])] = list(cols[stat].values())
+        if not np.isnan(column).all():  # nor a column without a value
+            frame[stat] = column
+    if flagged:
+        long = pd.DataFrame(flagged, columns=["layer", "step", "stat", "value"]).assign(run=RUN)
+        flags = _nonfinite_flags(long)
+        for stat, g in flags.groupby("stat", sort=True):
+            column = np.full(n, np.nan)
+            where = dict(zip(zip(layers, steps), range(n)))
+            column[[where[k] for k in zip(g["layer"], g["step"])]] = g["value"].to_numpy(float)
+            frame[stat] = column
+    wide = pd.DataFrame(frame).astype({"run": object, "layer": object})  # pandas' own strings iterate slowly
+    return wide[["run", "layer", "step"] + sorted(c for c in wide.columns if c not in ("run", "layer", "step"))]
+
+
+LIVE_CHECKS = tuple(name for name in CHECKS if name != "std_drift")
+"""The checks the live evaluation runs: all but `std_drift`, which is info and never part of an incident."""
 
 
 MARGIN = 1.01
@@ -178,6 +226,8 @@ class LiveIncidents:
         self._layers = None
         self._infos = {}
         self._spans = {}  # (layer, kind, stat) -> dict
+        self._names, self._pooled = set(), set()  # the series recorded so far, and those with retention statistics
+        self._series = None  # (key, the series table of `diagnose`)
         self.windows = 0
         self._announced = {}  # (root_layer, root_kind, first_step) -> severity rank announced
         self.incidents = group(pd.DataFrame(columns=FINDING_COLUMNS))[0]
@@ -190,6 +240,7 @@ class LiveIncidents:
             self._layers = layers_frame(infos)
             self._graph = Graph(self._layers, RUN)
             self._consumers = None
+            self._series = None
             self._infos = dict(infos)
         results = {name: row for name, row in results.items() if any(k in _REQUIRED for k in row)}
         if not results:
@@ -197,14 +248,15 @@ class LiveIncidents:
         index = self.windows
         self.windows += 1
         keep = self._keep(results) if self.prefilter else set(results)
+        self._names |= set(results)
+        self._pooled |= {n for n, r in results.items() if _finite(r.get("size_ratio"))}
         if keep:
             # the previous window (changes in one window) and the new one; the run's first window would only
             # add `std_drift`, which is info and never part of an incident
-            frame = window_frame(int(step), {k: results[k] for k in keep if k in results})
+            windows = [(int(step), results)]
             if self._prev_step is not None:
-                before = window_frame(self._prev_step, {k: self._prev_results[k] for k in keep if k in self._prev_results})
-                frame = pd.concat([before, frame], ignore_index=True)
-            found = diagnose(frame, self._layers, **self._kwargs)
+                windows.insert(0, (self._prev_step, self._prev_results))
+            found = self._diagnose(wide_frame(windows, keep))
             for f in found[found["last_step"] == step].itertuples(index=False):
                 key = (f.layer, f.kind, f.stat)
                 span = self._spans.setdefault(key, {"first_step": int(step), "windows": [], "streak": 0, "best": 0})
@@ -217,6 +269,24 @@ class LiveIncidents:
             return []
         self.incidents, fs = self._group()
         return self._alerts(step, fs)
+
+    def _diagnose(self, wide):
+        """`diagnose` of the wide frame of a few windows (`wide_frame`), with the series table of the whole
+        run (what `diagnose` computes from the layers frame and the series recorded so far: kept while they
+        do not change) and `LIVE_CHECKS`."""
+        key = (frozenset(self._names), frozenset(self._pooled))
+        if self._series is None or self._series[0] != key:
+            names = sorted(self._names)
+            table = pd.DataFrame({"run": _objects([RUN] * len(names)), "layer": _objects(names),
+                                  "size_ratio": [1.0 if n in self._pooled else np.nan for n in names]})
+            series = _series_table(table, self._layers).astype({"run": object, "layer": object, "class": object})
+            self._series = (key, series)
+        ctx = _context(wide, self._layers, self.t, series=self._series[1])
+        found = []
+        if not ctx.wide.empty:
+            for name in LIVE_CHECKS:
+                found += CHECKS[name](ctx)
+        return _finish(ctx, found)
 
     def _keep(self, results):
         """The layers `diagnose` reads this window: those `suspects` names, their inputs and consumers (with
