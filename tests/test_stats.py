@@ -211,16 +211,39 @@ def test_sample_size_splits_sampled_and_whole_batch_statistics(name, traced):
     oracle.assert_close(got, sample, keys=[s for s in sample if s not in exact])
 
 
+@pytest.mark.parametrize("xla", [False, True], ids=["graph", "xla"])
 @pytest.mark.parametrize("row", [0, 7, 4095])
-def test_non_finite_value_outside_the_sample_is_found(row):
-    # The fast path trusts the whole-batch max/min reductions to propagate NaN.
+def test_non_finite_value_outside_the_sample_is_found(row, xla):
+    # Found without trusting max/min to propagate NaN (XLA's CPU max/min may not).
     x = np.ones((4096, 3), np.float32)
     x[row, 1] = np.nan
     x[(row + 1) % 4096, 2] = -np.inf
-    p = tf.function(graph.partials)(tf.constant(x), near_zero=NEAR, sample_size=1 if row else 2)
+    p = tf.function(graph.partials, jit_compile=xla)(tf.constant(x), near_zero=NEAR, sample_size=1 if row else 2)
     got = _finalize({key: v.numpy() for key, v in p.items()})
     assert (got["nan_count"], got["inf_count"]) == (1.0, 1.0)
     assert got["min"] == got["max"] == 1.0
+
+
+@pytest.mark.parametrize("xla", [False, True], ids=["graph", "xla"])
+@pytest.mark.parametrize("name", ["nan_inf", "normal", "relu_with_dead_unit"])
+@pytest.mark.parametrize("sample", [None, 2])
+def test_gradient_partials_are_the_full_partials_reduced(name, sample, xla):
+    """`gradient_sums_and_maxes` computes what `gradient_partials` keeps of the full partials, also under XLA
+    and with a NaN outside the sample."""
+    x = CASES[name].copy()
+    if sample is not None:
+        x.reshape(len(x), -1)[-1, 0] = np.nan  # outside the sample
+    x2d = graph.as_rows(tf.constant(x))
+    got = tf.function(lambda t: graph.gradient_sums_and_maxes(t, sample_size=sample), jit_compile=xla)(x2d)
+    full = graph.sums_and_maxes(x2d, graph.by_unit(x2d, None), False, near_zero=NEAR, bounds=None,
+                                saturation_margin=0.01, sample_size=sample)
+    want_sums, want_maxes = (t.numpy() for t in graph.gradient_partials(*full))
+    sums, maxes = got[0].numpy(), got[1].numpy()
+    counts = [stats.S[k] for k in ("steps", "count", "finite", "zeros", "nan", "inf")]
+    np.testing.assert_array_equal(sums[counts], want_sums[counts])
+    np.testing.assert_allclose(sums, want_sums, rtol=2e-6)
+    np.testing.assert_array_equal(maxes, want_maxes)
+    assert sums[stats.S["nan"]] == np.isnan(x).sum() and sums[stats.S["inf"]] == np.isinf(x).sum()
 
 
 def test_sampled_pooling_input_sums():

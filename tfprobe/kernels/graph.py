@@ -104,6 +104,27 @@ def shifted_row_sums(x2d, finite_mask=None):
     return s + n * k, ss + 2.0 * k * s + n * k * k
 
 
+_ZERO_WEIGHT = 32768.0  # > BLOCK: a block's near-zero count stays below it; BLOCK * (1 + it) < 2**24 (exact in float32)
+
+
+def _zero_and_near_counts(a2d, near_zero):
+    """`(count(a == 0), count(a <= near_zero))` (float64) of `a2d = abs(x2d)`, from one reduction instead of two.
+
+    Each value adds `_ZERO_WEIGHT * (a == 0) + (a <= near_zero)`; a block's
+    float32 sum is exact (at most `BLOCK * (1 + _ZERO_WEIGHT)` < 2**24) and
+    splits back into its two counts, since a block's near-zero count is below
+    `_ZERO_WEIGHT`.
+
+    >>> [float(c) for c in _zero_and_near_counts(tf.constant([[0.0, 1e-4, 2.0, 0.0]]), 1e-3)]
+    [2.0, 3.0]
+    """
+    code = tf.cast(a2d <= near_zero, _F32) + _ZERO_WEIGHT * tf.cast(tf.equal(a2d, 0.0), _F32)
+    block = tf.reduce_sum(_blocks(code), axis=2)
+    zeros = tf.floor(block / _ZERO_WEIGHT)
+    near = block - _ZERO_WEIGHT * zeros
+    return tf.reduce_sum(tf.cast(zeros, _F64)), tf.reduce_sum(tf.cast(near, _F64))
+
+
 def _saturated(x, bounds, saturation_margin):
     """Count of saturated values; NaN (which masks the non-finite values) compares false."""
     if bounds is None:
@@ -155,6 +176,7 @@ def _scalar_sums(x2d, a2d, near_zero, bounds, saturation_margin, finite_mask=Non
     row_sq = _within_l1_bounds(row_sq, row_l1, m_row)
     hoyer_sum, hoyer_n = _hoyer(row_l1, row_sq, m_row)
     zero = tf.constant(0.0, _F64)
+    zeros, near = _zero_and_near_counts(a2d, near_zero)
     values = [
         tf.constant(1.0, _F64),
         tf.cast(tf.size(x2d), _F64),
@@ -162,8 +184,8 @@ def _scalar_sums(x2d, a2d, near_zero, bounds, saturation_margin, finite_mask=Non
         tf.reduce_sum(row_s),
         tf.reduce_sum(row_sq),
         tf.reduce_sum(row_l1),
-        _count(tf.equal(a2d, 0.0)),
-        _count(a2d <= near_zero),
+        zeros,
+        near,
         nan,
         inf,
         hoyer_sum,
@@ -190,8 +212,9 @@ def _maxes(xu, has_units):
 def _extremes(xu, has_units):
     """Maxima partials of `xu = by_unit(...)` from two passes: per-unit max and min (max|x| of a unit is max(max, -min)).
 
-    TensorFlow's max/min reductions propagate NaN, so a NaN or Inf anywhere
-    makes the result non-finite, which is how `sums_and_maxes` detects them.
+    TensorFlow's max/min kernels propagate NaN (XLA's CPU ones do not: there
+    the sums detect it), so a NaN or Inf makes the result non-finite, which
+    is how `sums_and_maxes` detects them.
     """
     umax = tf.reduce_max(xu, axis=0)
     umin = tf.reduce_min(xu, axis=0)
@@ -246,10 +269,10 @@ def sums_and_maxes(x2d, xu, has_units, *, near_zero, bounds, saturation_margin, 
     a_s = tf.abs(xs)  # shared by L1, zero and near-zero counts
     fast_sums = _scalar_sums(xs, a_s, near_zero, bounds, saturation_margin)
     fast_maxes = _extremes(xu, has_units)
-    all_finite = tf.math.logical_and(
-        tf.math.is_finite(fast_sums[S["sum"]] + fast_sums[S["sumsq"]]),
-        tf.math.is_finite(fast_maxes[0] + fast_maxes[1]),
-    )
+    check = fast_sums[S["sum"]] + fast_sums[S["sumsq"]] + tf.cast(fast_maxes[0] + fast_maxes[1], _F64)
+    if sample_size is not None:  # NaN outside the sample: XLA's CPU max/min do not propagate it, a sum does
+        check += tf.cast(tf.reduce_sum(x2d[sample_size:]), _F64)
+    all_finite = tf.math.is_finite(check)
 
     def slow():
         sums = _scalar_sums(xs, a_s, near_zero, bounds, saturation_margin, finite_mask=tf.math.is_finite(xs))
@@ -355,6 +378,62 @@ histogram_compiled = tf.function(
 )
 
 
+def gradient_sums_and_maxes(x2d, *, sample_size):
+    """`gradient_partials(*sums_and_maxes(x2d, ...))` of a tensor without units, computing only what it keeps.
+
+    About half the passes over the values of the full partials: sums of
+    `|x|` and `x**2` (not shifted: its terms are squares, they do not
+    cancel), zeros, and max|x| (the native kernel's gradient mode does the
+    same). A tensor with NaN or Inf takes a slower path that masks them;
+    the fast path's check does not rely on max/min propagating NaN (XLA's
+    CPU max/min do not).
+
+    >>> sums, maxes = gradient_sums_and_maxes(tf.constant([[0.5, -2.0]]), sample_size=None)
+    >>> float(sums[S["sum"]]), float(sums[S["sumsq"]]), maxes.numpy().tolist()
+    (0.0, 4.25, [2.0, 2.0])
+    """
+    xs = leading(x2d, sample_size)
+    a = tf.abs(xs)
+    size = tf.cast(tf.size(xs), _F64)
+    zeros = _count(tf.equal(a, 0.0))
+
+    def sums_of(a, m_row, finite, nan, inf):
+        l1 = row_sums(a)
+        sq = _within_l1_bounds(row_sums(tf.square(a)), l1, m_row)
+        values = {"steps": tf.constant(1.0, _F64), "count": size, "finite": finite, "sumsq": tf.reduce_sum(sq),
+                  "sum_abs": tf.reduce_sum(l1), "zeros": zeros, "nan": nan, "inf": inf}
+        return tf.stack([values.get(name, tf.constant(0.0, _F64)) for name in SUM_FIELDS])
+
+    no = tf.constant(0.0, _F64)
+    fast_sums = sums_of(a, tf.fill([tf.shape(xs)[0]], tf.cast(tf.shape(xs)[1], _F64)), size, no, no)
+    top = tf.reduce_max(tf.abs(x2d))
+    check = fast_sums[S["sum_abs"]] + fast_sums[S["sumsq"]] + tf.cast(top, _F64)
+    if sample_size is not None:  # the rows outside the sample, whose NaN the maximum may not show
+        check += tf.cast(tf.reduce_sum(x2d[sample_size:]), _F64)
+
+    def slow():
+        finite_mask = tf.math.is_finite(xs)
+        af = tf.where(finite_mask, a, tf.zeros_like(a))
+        sums = sums_of(af, _row_counts(finite_mask), _count(finite_mask), _count(tf.math.is_nan(x2d)),
+                       _count(tf.math.is_inf(x2d)))
+        whole = tf.abs(x2d)
+        finite_top = tf.reduce_max(tf.where(tf.math.is_finite(whole), whole, tf.fill(tf.shape(whole), -np.inf)))
+        return sums, tf.stack([finite_top, finite_top])
+
+    return tf.cond(tf.math.is_finite(check), lambda: (fast_sums, tf.stack([top, top])), slow)
+
+
+@functools.cache
+def traced_gradient_sums_and_maxes(sample_size):
+    """`gradient_sums_and_maxes` traced once for every gradient: `fn(x2d) -> (sums, maxes)`."""
+    return tf.function(
+        lambda x2d: gradient_sums_and_maxes(x2d, sample_size=sample_size),
+        input_signature=[_ROWS],
+        autograph=False,
+        experimental_attributes=_NOINLINE,
+    )
+
+
 def gradient_partials(sums, maxes):
     """`(sums, maxes)` of a tensor (no units) reduced to what its gradient statistics read.
 
@@ -410,8 +489,7 @@ class GraphKernel:
 
     def gradient_partials(self, x2d, with_histogram, with_stats=True):
         """`partials(x2d, None, None, ...)` reduced to what gradient statistics read (`gradient_partials`)."""
-        sums, maxes, _ = self.partials(x2d, None, None, with_histogram, with_stats)
-        return (*gradient_partials(sums, maxes), None)
+        return (*traced_gradient_sums_and_maxes(self.sample_size)(x2d), None)
 
     def histogram(self, x2d):
         """Histogram counts of the sampled rows."""
