@@ -13,6 +13,7 @@ is charged, so the ratio holds within a few percent on a busy machine.
     python benchmarks/cpu_step.py                                   # cnn, graph ops, XLA off and on
     python benchmarks/cpu_step.py --model mobilenetv2 --xla off --configs every_step
     python benchmarks/cpu_step.py --kernel native --xla off
+    python benchmarks/cpu_step.py --repo /path/to/other/checkout       # the same measure of another version
 
 Configurations (`LayerProbe` arguments, as `benchmarks/gpu.py`):
   defaults       one step in 10 recorded, histograms every 100 steps
@@ -72,9 +73,9 @@ print(json.dumps({{"step": float(np.median(clock.times)), "kernel": kernel}}))
 """
 
 
-def run_arm(model, xla, kernel, config, steps):
+def run_arm(model, xla, kernel, config, steps, repo=None):
     here = os.path.dirname(os.path.abspath(__file__))
-    code = _CHILD.format(bench=here, repo=os.path.dirname(here), model=model, xla=xla, steps=steps, kernel=kernel,
+    code = _CHILD.format(bench=here, repo=repo or os.path.dirname(here), model=model, xla=xla, steps=steps, kernel=kernel,
                          kwargs=json.dumps(None if config is None else CONFIGS[config]))
     env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="2")
     done = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True)
@@ -91,6 +92,7 @@ def main(argv=None):
     parser.add_argument("--configs", nargs="+", choices=list(CONFIGS), default=["every_step"])
     parser.add_argument("--reps", type=int, default=3)
     parser.add_argument("--steps", type=int, default=12, help="steps per measured epoch (median step reported)")
+    parser.add_argument("--repo", help="the checkout whose tfprobe is measured (default: this one), for A/B runs")
     args = parser.parse_args(argv)
     for xla in {"off": [False], "on": [True], "both": [False, True]}[args.xla]:
         for config in args.configs:
@@ -99,7 +101,7 @@ def main(argv=None):
                 arms = {}
                 for arm in ((None, config) if rep % 2 == 0 else (config, None)):
                     try:
-                        arms[arm] = run_arm(args.model, xla, args.kernel, arm, args.steps)
+                        arms[arm] = run_arm(args.model, xla, args.kernel, arm, args.steps, args.repo)
                     except RuntimeError as e:
                         arms = None
                         print(f"{args.model} xla={xla} {config}: failed: {e}", flush=True)

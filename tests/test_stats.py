@@ -120,6 +120,23 @@ def test_sums_and_maxes_compile_with_xla():
     np.testing.assert_array_equal(got["maxes"].numpy(), want["maxes"].numpy())
 
 
+@pytest.mark.parametrize("name", sorted(CASES))
+def test_xla_form_counts_what_the_graph_form_counts(name):
+    """The zero and near-zero counts of the XLA form (one fused reduction) equal the two counts of the graph form."""
+    x2d = graph.as_rows(tf.constant(CASES[name]))
+    x2d = tf.concat([x2d, tf.zeros_like(x2d), tf.fill(tf.shape(x2d), 5e-4)], axis=0)  # blocks full of zeros, near
+    xu = graph.by_unit(x2d, None)
+    sums = {}
+    for xla in (False, True):
+        fn = tf.function(lambda a, b, xla=xla: graph.sums_and_maxes(
+            a, b, False, near_zero=NEAR, bounds=None, saturation_margin=0.01, sample_size=None, xla=xla), jit_compile=xla)
+        sums[xla] = fn(x2d, xu)[0].numpy()
+    counts = [stats.S[k] for k in ("zeros", "near", "nan", "inf", "finite")]
+    np.testing.assert_array_equal(sums[True][counts], sums[False][counts])
+    a = np.abs(x2d.numpy())
+    assert sums[True][stats.S["zeros"]] == (a == 0).sum() and sums[True][stats.S["near"]] == (a <= NEAR).sum()
+
+
 def _accumulate(batches, traced=False):
     fn = tf.function(graph.partials) if traced else graph.partials
     sums, maxes = None, None

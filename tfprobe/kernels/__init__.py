@@ -54,5 +54,7 @@ def make(choice, *, jit_compile, near_zero, saturation_margin, sample_size) -> K
     """
     from tfprobe.kernels import graph, native
 
-    cls = native.NativeKernel if native.choose(choice, jit_compile=jit_compile) else graph.GraphKernel
-    return cls(near_zero=near_zero, saturation_margin=saturation_margin, sample_size=sample_size)
+    if native.choose(choice, jit_compile=jit_compile):
+        return native.NativeKernel(near_zero=near_zero, saturation_margin=saturation_margin, sample_size=sample_size)
+    return graph.GraphKernel(near_zero=near_zero, saturation_margin=saturation_margin, sample_size=sample_size,
+                             xla=bool(jit_compile))
