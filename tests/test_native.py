@@ -308,6 +308,14 @@ def test_xla_steps_use_the_graph_ops(tmp_path):
     keras.backend.clear_session()
 
 
+@pytest.mark.parametrize("jit_compile", [False, True])
+def test_the_graph_kernel_takes_the_xla_form_under_xla_only(jit_compile):
+    from tfprobe import kernels
+
+    k = kernels.make("graph", jit_compile=jit_compile, near_zero=NEAR, saturation_margin=0.01, sample_size=None)
+    assert isinstance(k, graph.GraphKernel) and k.xla is jit_compile
+
+
 def test_bad_kernel_value(tmp_path):
     with pytest.raises(ValueError, match="`kernel` must be one of 'auto', 'native', 'graph'. Received: kernel='fast'"):
         tfprobe.LayerProbe(tmp_path, kernel="fast")
