@@ -7,7 +7,7 @@ own `tf.function` over all of them (median of `--reps` calls):
   one pass          one `reduce_sum` per activation: reading each once, the floor
   extremes          per-unit max and min over the whole batch (what exact max, min,
                     dead units and NaN/Inf detection take)
-  graph statistics  tfprobe's graph ops (`stats.traced_sums_and_maxes`), whole batch; and k=16
+  graph statistics  tfprobe's graph ops (`graph.traced_sums_and_maxes`), whole batch; and k=16
   native            tfprobe's one-pass kernel (`tfprobe.kernels.native`), whole batch; and k=16;
                     and with the histogram counted in the same pass
 
@@ -41,7 +41,7 @@ import tensorflow as tf
 sys.path.insert(0, os.path.join(os.path.dirname(__file__), ".."))
 from overhead import MODELS
 
-from tfprobe.kernels import native, stats
+from tfprobe.kernels import graph, native, stats
 from tfprobe.recording.selection import saturation_bounds, walk
 
 
@@ -129,7 +129,7 @@ def main(argv=None):
     def extremes():
         out = []
         for a in acts:
-            xu = stats.by_unit(stats.as_rows(a), stats.num_units(a))
+            xu = graph.by_unit(graph.as_rows(a), stats.num_units(a))
             out += [tf.reduce_max(tf.reduce_max(xu, axis=0)), tf.reduce_min(tf.reduce_min(xu, axis=0))]
         return tf.add_n(out)
 
@@ -139,11 +139,11 @@ def main(argv=None):
             out = []
             for a, b in zip(acts, bounds):
                 units = stats.num_units(a)
-                fn = stats.traced_sums_and_maxes(
+                fn = graph.traced_sums_and_maxes(
                     near_zero=1e-3, bounds=b, saturation_margin=0.01, sample_size=sample_size, has_units=units is not None
                 )
-                x2d = stats.as_rows(a)
-                sums, maxes = fn(x2d, stats.by_unit(x2d, units))
+                x2d = graph.as_rows(a)
+                sums, maxes = fn(x2d, graph.by_unit(x2d, units))
                 out.append(tf.reduce_sum(sums) + tf.cast(tf.reduce_sum(maxes), tf.float64))
             return tf.add_n(out)
 
@@ -155,7 +155,7 @@ def main(argv=None):
             out = []
             for a, b in zip(acts, bounds):
                 sums, maxes, hist = native.run_op(
-                    stats.as_rows(a), histogram, units=stats.num_units(a), near_zero=1e-3, bounds=b,
+                    graph.as_rows(a), histogram, units=stats.num_units(a), near_zero=1e-3, bounds=b,
                     sample_size=sample_size,
                 )
                 out.append(tf.reduce_sum(sums) + tf.cast(tf.reduce_sum(maxes), tf.float64) + tf.reduce_sum(hist))

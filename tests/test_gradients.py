@@ -411,10 +411,10 @@ def test_a_fit_whose_every_step_is_skipped_says_so(tmp_path):
 def test_gradient_step_builds_no_extra_pass(tmp_path, monkeypatch):
     """With gradients on, a pooling layer still reuses its producer's partials (the model goes on with an
     identity, not the producer's own tensor), and without loss scaling no gradient is divided (copied)."""
-    from tfprobe.kernels import native, stats
+    from tfprobe.kernels import graph, native
 
     calls = {"input_sums": 0, "grad_rows": []}
-    for cls in (stats.GraphKernel, native.NativeKernel):
+    for cls in (graph.GraphKernel, native.NativeKernel):
         monkeypatch.setattr(cls, "input_sums", lambda self, *a, _f=cls.input_sums, **k: (
             calls.__setitem__("input_sums", calls["input_sums"] + 1), _f(self, *a, **k))[1])
         monkeypatch.setattr(cls, "gradient_partials", lambda self, x2d, *a, _f=cls.gradient_partials, **k: (
@@ -430,10 +430,10 @@ def test_gradient_step_builds_no_extra_pass(tmp_path, monkeypatch):
 
 def test_a_gradient_shared_by_series_is_read_once(tmp_path, monkeypatch):
     """An `Add`'s gradient reaches both inputs as the same tensor: its partials are computed once, for both."""
-    from tfprobe.kernels import native, stats
+    from tfprobe.kernels import graph, native
 
     scopes = []
-    for cls in (stats.GraphKernel, native.NativeKernel):
+    for cls in (graph.GraphKernel, native.NativeKernel):
         monkeypatch.setattr(cls, "gradient_partials", lambda self, x2d, *a, _f=cls.gradient_partials, **k: (
             scopes.append(tf.get_current_name_scope()), _f(self, x2d, *a, **k))[1])
     inp = keras.Input((4,))

@@ -24,8 +24,8 @@ import pytest
 import tensorflow as tf
 
 import tfprobe
+import tfprobe.kernels.graph
 import tfprobe.kernels.native
-import tfprobe.kernels.stats
 import tfprobe.recording.recorder
 from tfprobe.callback import LayerProbe
 from tfprobe.recording.recorder import RecordingError
@@ -625,7 +625,7 @@ def test_nan_and_inf_are_counted(tmp_path):
 
 def _failing_partials(monkeypatch, units):
     """Makes building the statistics ops raise for tensors whose last axis is `units` (with either kernel)."""
-    for cls in (tfprobe.kernels.stats.GraphKernel, tfprobe.kernels.native.NativeKernel):
+    for cls in (tfprobe.kernels.graph.GraphKernel, tfprobe.kernels.native.NativeKernel):
 
         def rows(self, x, original=cls.rows):
             if x.shape.rank and x.shape[-1] == units:

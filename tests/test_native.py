@@ -17,7 +17,7 @@ from test_stats import CASES, OFFSET_FIRST, assert_float64_accurate, offset_acti
 
 import tfprobe
 from tfprobe import metadata
-from tfprobe.kernels import native, stats
+from tfprobe.kernels import graph, native, stats
 
 NEAR = 1e-3
 rng = np.random.default_rng(7)
@@ -46,11 +46,11 @@ ALL = {**CASES, **EXTRA}
 
 
 def _graph(x2d, units, bounds, sample):
-    sums, maxes = stats.sums_and_maxes(
-        x2d, stats.by_unit(x2d, units), units is not None,
+    sums, maxes = graph.sums_and_maxes(
+        x2d, graph.by_unit(x2d, units), units is not None,
         near_zero=NEAR, bounds=bounds, saturation_margin=0.01, sample_size=sample,
     )
-    return sums.numpy(), maxes.numpy(), stats.histogram(stats.leading(x2d, sample)).numpy()
+    return sums.numpy(), maxes.numpy(), graph.histogram(graph.leading(x2d, sample)).numpy()
 
 
 @needs_compiler
@@ -59,7 +59,7 @@ def _graph(x2d, units, bounds, sample):
 @pytest.mark.parametrize("name", sorted(ALL))
 def test_kernel_equals_graph_ops(name, bounds, sample):
     x = tf.constant(ALL[name])
-    x2d, units = stats.as_rows(x), stats.num_units(x)
+    x2d, units = graph.as_rows(x), stats.num_units(x)
     want_sums, want_maxes, want_hist = _graph(x2d, units, bounds, sample)
     sums, maxes, hist = (t.numpy() for t in native.run_op(
         x2d, True, units=units, near_zero=NEAR, bounds=bounds, saturation_margin=0.01, sample_size=sample))
@@ -85,18 +85,18 @@ def test_kernel_equals_graph_ops(name, bounds, sample):
 @pytest.mark.parametrize("first", OFFSET_FIRST.values(), ids=OFFSET_FIRST.keys())
 def test_large_offset_activation_matches_float64(first):
     x = offset_activation(first)
-    sums, maxes, _ = native.run_op(stats.as_rows(tf.constant(x)), False, units=x.shape[-1], near_zero=NEAR)
+    sums, maxes, _ = native.run_op(graph.as_rows(tf.constant(x)), False, units=x.shape[-1], near_zero=NEAR)
     assert_float64_accurate(sums.numpy(), maxes.numpy(), x)
 
 
 @needs_compiler
 def test_histogram_off_and_histogram_only():
-    x2d = stats.as_rows(tf.constant(CASES["normal"]))
+    x2d = graph.as_rows(tf.constant(CASES["normal"]))
     sums, _, hist = native.run_op(x2d, tf.constant(False), units=3, near_zero=NEAR)
     assert not hist.numpy().any() and sums.numpy()[stats.S["count"]] == x2d.shape.num_elements()
     sums, maxes, hist = native.run_op(x2d, True, units=3, near_zero=NEAR, sample_size=2, stats_=False)
     assert not sums.numpy().any() and np.all(maxes.numpy() == -np.inf)
-    np.testing.assert_array_equal(hist.numpy(), stats.histogram(x2d[:2]).numpy())
+    np.testing.assert_array_equal(hist.numpy(), graph.histogram(x2d[:2]).numpy())
     assert hist.shape == (metadata.NUM_BUCKETS,)
 
 
@@ -117,12 +117,12 @@ def test_histogram_counts_every_value_in_its_bucket(stats_):
     """Counted in vector lanes within a window of octaves and one at a time outside it: equal to the graph's counts."""
     x2d = tf.constant(_histogram_rows())
     _, _, hist = native.run_op(x2d, True, near_zero=NEAR, stats_=stats_, gradient=stats_)
-    want = stats.histogram(x2d).numpy()
+    want = graph.histogram(x2d).numpy()
     np.testing.assert_array_equal(hist.numpy(), want)
     assert want.sum() == x2d.shape.num_elements() - 20  # all but the NaNs
     for row in _histogram_rows():
         np.testing.assert_array_equal(native.run_op(tf.constant(row[None]), True, near_zero=NEAR)[2].numpy(),
-                                      stats.histogram(tf.constant(row[None])).numpy())
+                                      graph.histogram(tf.constant(row[None])).numpy())
 
 
 @needs_compiler
@@ -132,7 +132,7 @@ def test_any_rank_reads_as_rows(name):
          "images_4d": CASES["normal"].reshape(4, 2, -1, 3)}.get(name, ALL.get(name))
     x = tf.constant(x)
     units = stats.num_units(x)
-    want = native.run_op(stats.as_rows(x), True, units=units, near_zero=NEAR, sample_size=2)
+    want = native.run_op(graph.as_rows(x), True, units=units, near_zero=NEAR, sample_size=2)
     got = native.run_op(x, True, units=units, near_zero=NEAR, sample_size=2)  # no reshape in the step
     for g, w in zip(got, want):
         np.testing.assert_array_equal(g.numpy(), w.numpy())
@@ -140,11 +140,11 @@ def test_any_rank_reads_as_rows(name):
 
 @needs_compiler
 def test_statistics_off_at_run_time_count_only_the_histogram():
-    x2d = stats.as_rows(tf.constant(CASES["normal"]))
+    x2d = graph.as_rows(tf.constant(CASES["normal"]))
     fn = tf.function(lambda x, on: native.run_op(x, True, units=3, near_zero=NEAR, with_stats=on))
     sums, maxes, hist = fn(x2d, tf.constant(False))
     assert not sums.numpy().any() and np.all(maxes.numpy() == -np.inf)
-    np.testing.assert_array_equal(hist.numpy(), stats.histogram(x2d).numpy())
+    np.testing.assert_array_equal(hist.numpy(), graph.histogram(x2d).numpy())
     on = fn(x2d, tf.constant(True))
     want = native.run_op(x2d, True, units=3, near_zero=NEAR)
     for g, w in zip(on, want):
@@ -308,6 +308,14 @@ def test_xla_steps_use_the_graph_ops(tmp_path):
     keras.backend.clear_session()
 
 
+@pytest.mark.parametrize("jit_compile", [False, True])
+def test_the_graph_kernel_takes_the_xla_form_under_xla_only(jit_compile):
+    from tfprobe import kernels
+
+    k = kernels.make("graph", jit_compile=jit_compile, near_zero=NEAR, saturation_margin=0.01, sample_size=None)
+    assert isinstance(k, graph.GraphKernel) and k.xla is jit_compile
+
+
 def test_bad_kernel_value(tmp_path):
     with pytest.raises(ValueError, match="`kernel` must be one of 'auto', 'native', 'graph'. Received: kernel='fast'"):
         tfprobe.LayerProbe(tmp_path, kernel="fast")
@@ -318,9 +326,9 @@ def test_bad_kernel_value(tmp_path):
 @pytest.mark.parametrize("name", sorted(ALL))
 def test_gradient_partials_equal_graph_ops(name, sample):
     """The kernel's gradient mode (what gradient statistics read, about half the work) equals the graph ops'."""
-    x2d = stats.as_rows(tf.constant(ALL[name]))
-    graph = stats.GraphKernel(near_zero=NEAR, saturation_margin=0.01, sample_size=sample)
-    want_sums, want_maxes, none = graph.gradient_partials(x2d, True)
+    x2d = graph.as_rows(tf.constant(ALL[name]))
+    reference = graph.GraphKernel(near_zero=NEAR, saturation_margin=0.01, sample_size=sample)
+    want_sums, want_maxes, none = reference.gradient_partials(x2d, True)
     assert none is None  # the graph ops count histograms on their own
     want_sums, want_maxes = want_sums.numpy(), want_maxes.numpy()
     sums, maxes, hist = (t.numpy() for t in native.NativeKernel(
@@ -333,7 +341,7 @@ def test_gradient_partials_equal_graph_ops(name, sample):
     counts = [stats.S[k] for k in ("steps", "count", "finite", "zeros", "nan", "inf")]
     np.testing.assert_array_equal(sums[counts], want_sums[counts])
     np.testing.assert_array_equal(maxes, want_maxes)
-    np.testing.assert_array_equal(hist, stats.histogram(stats.leading(x2d, sample)).numpy())
+    np.testing.assert_array_equal(hist, graph.histogram(graph.leading(x2d, sample)).numpy())
 
 
 @needs_compiler
@@ -342,7 +350,7 @@ def test_gradient_partials_give_the_same_gradient_statistics(name):
     """Only fields the gradient statistics never read are skipped: they come out as from the full partials."""
     from tfprobe.recording import backward
 
-    x2d = stats.as_rows(tf.constant(ALL[name]))
+    x2d = graph.as_rows(tf.constant(ALL[name]))
     full = native.run_op(x2d, False, near_zero=NEAR, sample_size=3)
     lean = native.run_op(x2d, False, near_zero=NEAR, sample_size=3, gradient=True)
     got, want = ({"grad_sums": s.numpy(), "grad_maxes": m.numpy()} for s, m, _ in (lean, full))

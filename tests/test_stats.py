@@ -6,7 +6,7 @@ import pytest
 import tensorflow as tf
 
 from tfprobe import metadata
-from tfprobe.kernels import stats
+from tfprobe.kernels import graph, stats
 
 NEAR = 1e-3
 rng = np.random.default_rng(0)
@@ -34,11 +34,11 @@ def _finalize(p, **kw):
     return stats.finalize(np.asarray(p["sums"]), np.asarray(p["maxes"]), near_zero=NEAR, **kw)
 
 
-@pytest.mark.parametrize("graph", [False, True], ids=["eager", "tf.function"])
+@pytest.mark.parametrize("traced", [False, True], ids=["eager", "tf.function"])
 @pytest.mark.parametrize("name", sorted(CASES))
-def test_statistics_match_numpy(name, graph):
+def test_statistics_match_numpy(name, traced):
     x = CASES[name]
-    fn = tf.function(stats.partials) if graph else stats.partials
+    fn = tf.function(graph.partials) if traced else graph.partials
     p = fn(tf.constant(x), near_zero=NEAR, bounds=None)
     got = _finalize({k: v.numpy() for k, v in p.items()})
     want = oracle.activation_stats([x.astype(np.float32)], NEAR)
@@ -49,7 +49,7 @@ def test_statistics_match_numpy(name, graph):
 
 def test_saturation_of_bounded_activation():
     x = 1.0 / (1.0 + np.exp(-4 * rng.normal(size=(64, 32)))).astype(np.float32)
-    p = stats.partials(tf.constant(x), near_zero=NEAR, bounds=(0.0, 1.0), saturation_margin=0.01)
+    p = graph.partials(tf.constant(x), near_zero=NEAR, bounds=(0.0, 1.0), saturation_margin=0.01)
     got = _finalize({k: v.numpy() for k, v in p.items()}, bounded=True)
     want = oracle.activation_stats([x], NEAR, bounds=(0.0, 1.0), margin=0.01)
     oracle.assert_close(got, want, keys=["saturation_fraction"])
@@ -60,12 +60,12 @@ def test_one_sided_saturation_counts_only_the_upper_bound():
     """ReLU6: its zeros are sparsity, not saturation; values within 1% of 6 saturate."""
     x = np.clip(rng.normal(3.0, 3.0, size=(64, 32)), 0.0, 6.0).astype(np.float32)
     x[0, :4] = [5.94, 5.9399, 0.06, 0.0]
-    p = stats.partials(tf.constant(x), near_zero=NEAR, bounds=(None, 6.0), saturation_margin=0.01)
+    p = graph.partials(tf.constant(x), near_zero=NEAR, bounds=(None, 6.0), saturation_margin=0.01)
     got = _finalize({k: v.numpy() for k, v in p.items()}, bounded=True)
     want = oracle.activation_stats([x], NEAR, bounds=(None, 6.0), margin=0.01)
     oracle.assert_close(got, want, keys=["saturation_fraction"])
     assert got["saturation_fraction"] == np.mean(x >= np.float32(5.94))
-    two_sided = stats.partials(tf.constant(x), near_zero=NEAR, bounds=(0.0, 6.0))["sums"].numpy()
+    two_sided = graph.partials(tf.constant(x), near_zero=NEAR, bounds=(0.0, 6.0))["sums"].numpy()
     assert two_sided[stats.S["saturated"]] - p["sums"].numpy()[stats.S["saturated"]] == np.sum(x <= np.float32(0.06))
 
 
@@ -100,28 +100,45 @@ OFFSET_FIRST = {"first_3_std_off": 1003.0, "first_zero": 0.0, "nan_first": np.na
 @pytest.mark.parametrize("first", OFFSET_FIRST.values(), ids=OFFSET_FIRST.keys())
 def test_large_offset_activation_matches_float64(first):
     x = offset_activation(first)
-    p = stats.partials(tf.constant(x), near_zero=NEAR)
+    p = graph.partials(tf.constant(x), near_zero=NEAR)
     assert_float64_accurate(p["sums"].numpy(), p["maxes"].numpy(), x)
 
 
 @pytest.mark.parametrize("shape", [(3, 9001), (2, 1000 * 1024), (4, 0), (0, 6)])
 def test_row_sums(shape):
     x = np.random.default_rng(2).normal(3.0, 1.0, size=shape).astype(np.float32)
-    got = stats.row_sums(tf.constant(x)).numpy()
+    got = graph.row_sums(tf.constant(x)).numpy()
     want = x.astype(np.float64).sum(axis=1)
     np.testing.assert_allclose(got, want, rtol=1e-9)
 
 
 def test_sums_and_maxes_compile_with_xla():
     x = CASES["nan_inf"]
-    got = tf.function(stats.partials, jit_compile=True)(tf.constant(x), near_zero=NEAR)
-    want = stats.partials(tf.constant(x), near_zero=NEAR)
+    got = tf.function(graph.partials, jit_compile=True)(tf.constant(x), near_zero=NEAR)
+    want = graph.partials(tf.constant(x), near_zero=NEAR)
     np.testing.assert_allclose(got["sums"].numpy(), want["sums"].numpy(), rtol=1e-6)  # XLA fuses another order
     np.testing.assert_array_equal(got["maxes"].numpy(), want["maxes"].numpy())
 
 
-def _accumulate(batches, graph=False):
-    fn = tf.function(stats.partials) if graph else stats.partials
+@pytest.mark.parametrize("name", sorted(CASES))
+def test_xla_form_counts_what_the_graph_form_counts(name):
+    """The zero and near-zero counts of the XLA form (one fused reduction) equal the two counts of the graph form."""
+    x2d = graph.as_rows(tf.constant(CASES[name]))
+    x2d = tf.concat([x2d, tf.zeros_like(x2d), tf.fill(tf.shape(x2d), 5e-4)], axis=0)  # blocks full of zeros, near
+    xu = graph.by_unit(x2d, None)
+    sums = {}
+    for xla in (False, True):
+        fn = tf.function(lambda a, b, xla=xla: graph.sums_and_maxes(
+            a, b, False, near_zero=NEAR, bounds=None, saturation_margin=0.01, sample_size=None, xla=xla), jit_compile=xla)
+        sums[xla] = fn(x2d, xu)[0].numpy()
+    counts = [stats.S[k] for k in ("zeros", "near", "nan", "inf", "finite")]
+    np.testing.assert_array_equal(sums[True][counts], sums[False][counts])
+    a = np.abs(x2d.numpy())
+    assert sums[True][stats.S["zeros"]] == (a == 0).sum() and sums[True][stats.S["near"]] == (a <= NEAR).sum()
+
+
+def _accumulate(batches, traced=False):
+    fn = tf.function(graph.partials) if traced else graph.partials
     sums, maxes = None, None
     for b in batches:
         p = fn(tf.constant(b), near_zero=NEAR)
@@ -131,13 +148,13 @@ def _accumulate(batches, graph=False):
     return sums, maxes
 
 
-@pytest.mark.parametrize("graph", [False, True], ids=["eager", "tf.function"])
-def test_streaming_over_batches_equals_one_pass(graph):
+@pytest.mark.parametrize("traced", [False, True], ids=["eager", "tf.function"])
+def test_streaming_over_batches_equals_one_pass(traced):
     batches = [np.maximum(rng.normal(size=(8, 4, 6)), 0).astype(np.float32) for _ in range(5)]
     batches[2][1, 1, 1] = np.nan
-    sums, maxes = _accumulate(batches, graph)
+    sums, maxes = _accumulate(batches, traced)
     streamed = stats.finalize(sums, maxes, near_zero=NEAR)
-    one = stats.partials(tf.constant(np.concatenate(batches)), near_zero=NEAR)
+    one = graph.partials(tf.constant(np.concatenate(batches)), near_zero=NEAR)
     single = stats.finalize(one["sums"].numpy(), one["maxes"].numpy(), near_zero=NEAR)
     oracle.assert_close(streamed, single, rtol=1e-6)
     # The step counter differs (5 steps vs 1); everything else adds up.
@@ -148,7 +165,7 @@ def test_streaming_over_batches_equals_one_pass(graph):
 def test_pooling_statistics():
     x = np.maximum(rng.normal(size=(4, 8, 8, 3)), 0).astype(np.float32)
     y = tf.keras.layers.MaxPooling2D()(x).numpy()
-    sums = stats.partials(tf.constant(y), near_zero=NEAR)["sums"] + stats.pooling_input_sums(tf.constant(x))
+    sums = graph.partials(tf.constant(y), near_zero=NEAR)["sums"] + graph.pooling_input_sums(tf.constant(x))
     got = stats.finalize(sums.numpy(), np.zeros(2 + 3, np.float32), near_zero=NEAR, pooling=True)
     oracle.assert_close(got, oracle.pooling_stats([x], [y]), keys=["size_ratio", "mass_retention", "energy_retention", "zero_fraction_in"])
     assert got["size_ratio"] == 0.25
@@ -162,7 +179,7 @@ def test_max_pool_mass_retention_bounds():
     onehot[0, ::2, ::2, 0] = 1.0
     for x, want in ((uniform, 0.25), (onehot, 1.0)):
         y = tf.keras.layers.MaxPooling2D()(x)
-        sums = stats.partials(y, near_zero=NEAR)["sums"] + stats.pooling_input_sums(tf.constant(x))
+        sums = graph.partials(y, near_zero=NEAR)["sums"] + graph.pooling_input_sums(tf.constant(x))
         got = stats.finalize(sums.numpy(), np.zeros(3, np.float32), near_zero=NEAR, pooling=True)
         assert got["mass_retention"] == pytest.approx(want)
 
@@ -176,7 +193,7 @@ HIST_VALUES = np.array(
 @pytest.mark.parametrize("jit", [False, True], ids=["graph", "xla"])
 def test_histogram_matches_bucket_definition(jit):
     values = np.concatenate([HIST_VALUES, rng.normal(scale=10.0, size=2000).astype(np.float32)])
-    got = tf.function(stats.histogram, jit_compile=jit)(tf.constant(values)).numpy()
+    got = tf.function(graph.histogram, jit_compile=jit)(tf.constant(values)).numpy()
     np.testing.assert_array_equal(got, oracle.histogram(values))
     assert got.sum() == values.size - 1  # NaN is not counted
     buckets = metadata.histogram_buckets()
@@ -191,17 +208,17 @@ def test_histogram_matches_bucket_definition(jit):
 def test_histogram_of_float16_and_merging():
     a = rng.normal(size=(64, 8)).astype(np.float16)
     b = rng.normal(size=(32, 8)).astype(np.float16)
-    ha, hb = stats.histogram(tf.constant(a)).numpy(), stats.histogram(tf.constant(b)).numpy()
-    np.testing.assert_array_equal(ha + hb, stats.histogram(tf.constant(np.concatenate([a, b]))).numpy())
+    ha, hb = graph.histogram(tf.constant(a)).numpy(), graph.histogram(tf.constant(b)).numpy()
+    np.testing.assert_array_equal(ha + hb, graph.histogram(tf.constant(np.concatenate([a, b]))).numpy())
     np.testing.assert_array_equal(ha, oracle.histogram(a))
 
 
-@pytest.mark.parametrize("graph", [False, True], ids=["eager", "tf.function"])
+@pytest.mark.parametrize("traced", [False, True], ids=["eager", "tf.function"])
 @pytest.mark.parametrize("name", sorted(CASES))
-def test_sample_size_splits_sampled_and_whole_batch_statistics(name, graph):
+def test_sample_size_splits_sampled_and_whole_batch_statistics(name, traced):
     x = CASES[name]
     k = 2
-    fn = tf.function(stats.partials) if graph else stats.partials
+    fn = tf.function(graph.partials) if traced else graph.partials
     p = fn(tf.constant(x), near_zero=NEAR, bounds=None, sample_size=k)
     got = _finalize({key: v.numpy() for key, v in p.items()})
     full = oracle.activation_stats([x.astype(np.float32)], NEAR)
@@ -211,31 +228,54 @@ def test_sample_size_splits_sampled_and_whole_batch_statistics(name, graph):
     oracle.assert_close(got, sample, keys=[s for s in sample if s not in exact])
 
 
+@pytest.mark.parametrize("xla", [False, True], ids=["graph", "xla"])
 @pytest.mark.parametrize("row", [0, 7, 4095])
-def test_non_finite_value_outside_the_sample_is_found(row):
-    # The fast path trusts the whole-batch max/min reductions to propagate NaN.
+def test_non_finite_value_outside_the_sample_is_found(row, xla):
+    # Found without trusting max/min to propagate NaN (XLA's CPU max/min may not).
     x = np.ones((4096, 3), np.float32)
     x[row, 1] = np.nan
     x[(row + 1) % 4096, 2] = -np.inf
-    p = tf.function(stats.partials)(tf.constant(x), near_zero=NEAR, sample_size=1 if row else 2)
+    p = tf.function(graph.partials, jit_compile=xla)(tf.constant(x), near_zero=NEAR, sample_size=1 if row else 2)
     got = _finalize({key: v.numpy() for key, v in p.items()})
     assert (got["nan_count"], got["inf_count"]) == (1.0, 1.0)
     assert got["min"] == got["max"] == 1.0
 
 
+@pytest.mark.parametrize("xla", [False, True], ids=["graph", "xla"])
+@pytest.mark.parametrize("name", ["nan_inf", "normal", "relu_with_dead_unit"])
+@pytest.mark.parametrize("sample", [None, 2])
+def test_gradient_partials_are_the_full_partials_reduced(name, sample, xla):
+    """`gradient_sums_and_maxes` computes what `gradient_partials` keeps of the full partials, also under XLA
+    and with a NaN outside the sample."""
+    x = CASES[name].copy()
+    if sample is not None:
+        x.reshape(len(x), -1)[-1, 0] = np.nan  # outside the sample
+    x2d = graph.as_rows(tf.constant(x))
+    got = tf.function(lambda t: graph.gradient_sums_and_maxes(t, sample_size=sample), jit_compile=xla)(x2d)
+    full = graph.sums_and_maxes(x2d, graph.by_unit(x2d, None), False, near_zero=NEAR, bounds=None,
+                                saturation_margin=0.01, sample_size=sample)
+    want_sums, want_maxes = (t.numpy() for t in graph.gradient_partials(*full))
+    sums, maxes = got[0].numpy(), got[1].numpy()
+    counts = [stats.S[k] for k in ("steps", "count", "finite", "zeros", "nan", "inf")]
+    np.testing.assert_array_equal(sums[counts], want_sums[counts])
+    np.testing.assert_allclose(sums, want_sums, rtol=2e-6)
+    np.testing.assert_array_equal(maxes, want_maxes)
+    assert sums[stats.S["nan"]] == np.isnan(x).sum() and sums[stats.S["inf"]] == np.isinf(x).sum()
+
+
 def test_sampled_pooling_input_sums():
     x = rng.normal(size=(6, 4, 4, 2)).astype(np.float32)
-    s = stats.pooling_input_sums(tf.constant(x), sample_size=3).numpy()
+    s = graph.pooling_input_sums(tf.constant(x), sample_size=3).numpy()
     assert s[stats.S["in_count"]] == x[:3].size
     np.testing.assert_allclose(s[stats.S["in_sq"]], (x[:3].astype(np.float64) ** 2).sum(), rtol=1e-6)
 
 
-@pytest.mark.parametrize("graph", [False, True], ids=["eager", "tf.function"])
-def test_tiny_values_do_not_make_negative_squares(graph):
+@pytest.mark.parametrize("traced", [False, True], ids=["eager", "tf.function"])
+def test_tiny_values_do_not_make_negative_squares(traced):
     """Squares of values near 1e-19 underflow in float32; the sum of squares must still not go below 0."""
     x = np.zeros((64, 16), np.float32)
     x[:, :8] = np.random.default_rng(1).uniform(0.5e-19, 1.6e-19, size=(64, 8))
-    fn = tf.function(stats.partials) if graph else stats.partials
+    fn = tf.function(graph.partials) if traced else graph.partials
     p = fn(tf.constant(x), near_zero=NEAR)
     assert p["sums"].numpy()[stats.S["sumsq"]] >= 0
     got = _finalize({k: v.numpy() for k, v in p.items()})

@@ -105,7 +105,7 @@ def test_a_probed_step_that_does_not_compile_trains_unprobed_with_one_warning(tm
     and `fit` trains exactly as without it (no batch lost); with `strict=True` it raises instead."""
     import tensorflow as tf
 
-    from tfprobe.kernels import stats
+    from tfprobe.kernels import graph
     from tfprobe.recording.recorder import RecordingError
 
     def build():
@@ -119,12 +119,12 @@ def test_a_probed_step_that_does_not_compile_trains_unprobed_with_one_warning(tm
     plain = build()
     want = plain.fit(x, y, batch_size=8, epochs=2, shuffle=False, verbose=0).history["loss"]
 
-    original = stats.GraphKernel.rows
+    original = graph.GraphKernel.rows
 
     def rows(self, t):  # a host function: XLA cannot compile it
         return original(self, tf.numpy_function(lambda a: a, [t], t.dtype, stateful=False))
 
-    monkeypatch.setattr(stats.GraphKernel, "rows", rows)
+    monkeypatch.setattr(graph.GraphKernel, "rows", rows)
     model = build()
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")

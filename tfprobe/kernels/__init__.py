@@ -1,7 +1,7 @@
 """The statistics kernel interface, and choosing the kernel a step is built with.
 
 A kernel builds the ops that turn one activation into its partials (see
-`tfprobe.kernels.stats`). Two implement `Kernel`: `tfprobe.kernels.stats.GraphKernel`
+`tfprobe.kernels.stats`). Two implement `Kernel`: `tfprobe.kernels.graph.GraphKernel`
 (TensorFlow graph ops: the reference, runs anywhere, XLA and GPU included)
 and `tfprobe.kernels.native.NativeKernel` (a one-pass C++ op for the CPU). Both
 compute the same numbers. The recorder sees only this interface.
@@ -29,14 +29,14 @@ class Kernel(Protocol):
     `with_stats` (and `input_sums` too) as a boolean tensor: when false, sums are zero and maxes -inf."""
 
     def rows(self, x):
-        """`x` as the other methods take it (`stats.as_rows(x)` or what the kernel reads as such), with no
+        """`x` as the other methods take it (`graph.as_rows(x)` or what the kernel reads as such), with no
         gradient flowing back through the kernel's ops."""
 
     def partials(self, x2d, units, bounds, with_histogram, with_stats=True):
         """`(sums, maxes, histogram or None)` of one tensor with `units` (or None) and saturation `bounds`."""
 
     def gradient_partials(self, x2d, with_histogram, with_stats=True):
-        """`partials(x2d, None, None, ...)` reduced to what gradient statistics read (`stats.gradient_partials`)."""
+        """`partials(x2d, None, None, ...)` reduced to what gradient statistics read (`graph.gradient_partials`)."""
 
     def histogram(self, x2d):
         """Histogram counts of the (sampled) rows."""
@@ -52,7 +52,9 @@ def make(choice, *, jit_compile, near_zero, saturation_margin, sample_size) -> K
     the graph ops elsewhere or when it cannot be built; `"native"` raises
     if it cannot run; `"graph"` is always the graph ops.
     """
-    from tfprobe.kernels import native, stats
+    from tfprobe.kernels import graph, native
 
-    cls = native.NativeKernel if native.choose(choice, jit_compile=jit_compile) else stats.GraphKernel
-    return cls(near_zero=near_zero, saturation_margin=saturation_margin, sample_size=sample_size)
+    if native.choose(choice, jit_compile=jit_compile):
+        return native.NativeKernel(near_zero=near_zero, saturation_margin=saturation_margin, sample_size=sample_size)
+    return graph.GraphKernel(near_zero=near_zero, saturation_margin=saturation_margin, sample_size=sample_size,
+                             xla=bool(jit_compile))

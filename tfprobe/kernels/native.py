@@ -1,7 +1,7 @@
 """The native statistics kernel: every partial of an activation from one pass over it.
 
-`tfprobe/kernels/partials.cc` computes what `stats.sums_and_maxes` (and,
-on histogram steps, `stats.histogram` of the sampled rows) computes, reading
+`tfprobe/kernels/partials.cc` computes what `graph.sums_and_maxes` (and,
+on histogram steps, `graph.histogram` of the sampled rows) computes, reading
 each value once on TensorFlow's CPU thread pool instead of once per
 statistic. It is compiled with the machine's C++ compiler (`$CXX`, `g++`,
 `c++` or `clang++`) against the installed TensorFlow the first time a step
@@ -47,7 +47,7 @@ except ImportError:  # not POSIX: builds are not locked across processes
 import tensorflow as tf
 
 from tfprobe import metadata
-from tfprobe.kernels import stats
+from tfprobe.kernels import graph, stats
 
 logger = logging.getLogger("tfprobe")
 
@@ -313,15 +313,15 @@ _HIST = {
 def run_op(x, with_histogram, *, units=None, near_zero, bounds=None, saturation_margin=0.01, sample_size=None, stats_=True,
            with_stats=True, gradient=False):
     """The op's `(sums, maxes, histogram)` tensors for a float32 `x` of any rank (rows on its first axis, as
-    `stats.as_rows(x)`), as `stats.sums_and_maxes` and `stats.histogram` define them.
+    `graph.as_rows(x)`), as `graph.sums_and_maxes` and `graph.histogram` define them.
 
-    `bounds` as in `stats.partials` (`(None, high)`: one-sided).
+    `bounds` as in `graph.partials` (`(None, high)`: one-sided).
     `with_histogram` (a bool or boolean tensor) turns the histogram of the
     sampled rows on; without it the histogram output is zeros. `stats_=False`
     computes the histogram only (sums zero, maxes -inf); `with_stats` (a bool
     or boolean tensor) does the same when false, decided when the op runs.
     `gradient=True` computes only what gradient statistics read, as
-    `stats.gradient_partials` defines it (no `units` nor `bounds`).
+    `graph.gradient_partials` defines it (no `units` nor `bounds`).
     """
     below, above = (0.0, 0.0) if bounds is None else stats.saturation_thresholds(bounds, saturation_margin)
     return load().tfprobe_partials(
@@ -341,8 +341,8 @@ def run_op(x, with_histogram, *, units=None, near_zero, bounds=None, saturation_
     )
 
 
-class NativeKernel(stats.GraphKernel):
-    """`stats.GraphKernel`'s methods on the native kernel; `partials` counts the histogram in the same pass."""
+class NativeKernel(graph.GraphKernel):
+    """`graph.GraphKernel`'s methods on the native kernel; `partials` counts the histogram in the same pass."""
 
     name = "native"
     fuses_histogram = True
