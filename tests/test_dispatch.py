@@ -169,3 +169,61 @@ def test_a_fit_that_raises_in_an_unprobed_step_restores_the_model(tmp_path):
     keras_function = model.train_function
     assert keras_function is not None and "guarded" not in keras_function.__name__
     assert probe._instrumentation._saved is None
+
+
+def test_data_of_unknown_length_running_out_ends_the_epoch_not_the_recording(tmp_path, monkeypatch):
+    """Keras' train function raises `OutOfRangeError` when such data runs out, and Keras ends the epoch: the probe
+    stays attached (it used to detach there, and record nothing after the first epoch)."""
+    x, y = data(n=48)  # 6 batches per epoch
+
+    def batches():
+        for i in range(0, 48, 8):
+            yield x[i:i + 8], y[i:i + 8]
+
+    def dataset():
+        return tf.data.Dataset.from_generator(
+            batches, output_signature=(tf.TensorSpec((None, 8), tf.float32), tf.TensorSpec((None, 4), tf.float32)))
+
+    kwargs = dict(record_freq=4, log_freq=4, histogram_freq=0)
+    windows = {}
+    for dispatch in (True, False):
+        with monkeypatch.context() as patch:
+            if not dispatch:
+                patch.setattr(Instrumentation, "_dispatches", lambda self, steps, iterator: False)
+            keras.backend.clear_session()
+            model = _mlp()()
+            probe = tfprobe.LayerProbe(tmp_path / str(dispatch), alerts=False, **kwargs)
+            model.fit(dataset(), epochs=3, verbose=0, callbacks=[probe])
+        # (Keras' optimizer counts the call in which the data ran out as a step: 7 per epoch.)
+        steps = int(model.optimizer.iterations)
+        assert steps >= 18 and probe._recorder.step() == steps
+        windows[dispatch] = tfprobe.read_logdir(tmp_path / str(dispatch))
+        if dispatch:
+            assert probe._instrumentation.calls["plain"] >= 10, probe._instrumentation.calls
+    assert steps_of(windows[True])[-1] == steps and len(steps_of(windows[True])) >= 4
+    _same(windows[True], windows[False])
+
+
+def test_a_step_traced_while_keras_own_function_runs_is_the_models_own(tmp_path):
+    """A Keras that looks `train_step` up when it traces (not this one) would trace the wrapped step for its own
+    train function: the wrapper steps aside while that function runs (`Instrumentation.bypass`)."""
+    x, y = data(n=16)
+    seen = {}
+
+    class Trace(keras.callbacks.Callback):
+        def on_train_batch_begin(self, batch, logs=None):
+            if batch != 1:  # after the first step (which builds the optimizer)
+                return
+            instrumentation = self.model._tfprobe_instrumentation
+            for bypass in (False, True):
+                instrumentation.bypass = bypass
+                try:
+                    graph = tf.function(self.model.train_step).get_concrete_function((x[:8], y[:8])).graph
+                finally:
+                    instrumentation.bypass = False
+                seen[bypass] = any(op.type in ("If", "StatelessIf") for op in graph.get_operations())  # the conds
+
+    model = _mlp()()
+    probe = tfprobe.LayerProbe(tmp_path, record_freq=1, histogram_freq=0, alerts=False)
+    model.fit(x, y, batch_size=8, epochs=1, verbose=0, callbacks=[probe, Trace()])
+    assert seen == {False: True, True: False}

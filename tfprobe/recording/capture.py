@@ -370,14 +370,20 @@ class Instrumentation:
                     self.calls["plain"] += 1
                     self.bypass = True
                     try:
-                        return self._plain(iterator)
+                        logs = self._plain(iterator)
                     finally:
                         self.bypass = False
-                        self.recorder.ran_unprobed(steps, self._iterations())
-                self.calls["probed"] += 1
-                self.recorder.catch_up()
-                return function(iterator)
-            except StopIteration:  # the data ran out: how many steps ran is not known on the host
+                    self.recorder.ran_unprobed(steps, self._iterations())
+                else:
+                    self.calls["probed"] += 1
+                    self.recorder.catch_up()
+                    logs = function(iterator)
+            except (StopIteration, tf.errors.OutOfRangeError):
+                # The data ran out (data of unknown length): Keras ends the epoch and training goes on, so the
+                # probe stays. Which of the call's ops ran is not known (the optimizer may have counted a step):
+                # the host re-reads the step at the next call, after the counter caught up with the optimizer's.
+                if plain:
+                    self.recorder.ran_unprobed(0, self._iterations())
                 self._next = None
                 raise
             except BaseException:
@@ -385,9 +391,9 @@ class Instrumentation:
                 if self.on_error is not None:
                     self.on_error()
                 raise
-            finally:
-                if self._next is not None:
-                    self._next += steps
+            if self._next is not None:
+                self._next += steps
+            return logs
 
         return guarded_train_function
 
@@ -404,7 +410,7 @@ class Instrumentation:
 
         The host's count of the steps run (`_next`) is exact while every call runs `steps_per_execution`
         steps; the last call of an epoch may run fewer, so with `steps_per_execution > 1` a new iterator (a new
-        epoch) re-reads the step from the device, and so does a call after the data ran out.
+        epoch) re-reads the step from the device, as does the call after the data ran out.
         """
         recorder, model = self.recorder, self.model
         if self._plain is None or recorder.driven is None or recorder.fit_start is None:

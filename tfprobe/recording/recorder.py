@@ -378,7 +378,7 @@ class Recorder:
         for component in acc.strategy.experimental_local_results(acc.step):
             if self.driven and iterations is not None:
                 component.assign(tf.cast(iterations, tf.int64))
-            else:
+            elif steps:
                 component.assign_add(steps)
 
     def step(self):
