@@ -10,7 +10,9 @@ steps after the first of a short `fit`, in three configurations on the same mode
   no_dispatch  the same probe with dispatch turned off: every step runs the probed step (its predicates and
                conds, not taken), as before dispatch
 
-and it counts which train function ran. CPU seconds, not wall-clock, so that it means something on a
+and it counts which train function ran. It also times the second step of the model's first (probed) `fit`,
+which builds Keras' own step (traced, and compiled under XLA) before running it: what dispatch adds to
+building, once per model and `compile`, when a `fit` reaches a step that records nothing. CPU seconds, not wall-clock, so that it means something on a
 loaded machine (it still varies with the load: compare the ratios, and repeat on a quiet machine):
 
     python benchmarks/dispatch.py                       # XLA on and off, 5 reps of 20 steps
@@ -40,11 +42,14 @@ def measure(jit_compile, reps, steps):
     from tfprobe.recording.capture import Instrumentation
 
     class Clock(keras.callbacks.Callback):
-        """CPU seconds from the end of the first step to the end of the fit (the steps that record nothing)."""
+        """CPU seconds from the end of the first step to the end of the fit (the steps that record nothing), and
+        of the second step alone (on a fresh model: building Keras' own step, then running it)."""
 
         def on_train_batch_end(self, batch, logs=None):
             if batch == 0:
                 self.start = time.process_time()
+            elif batch == 1:
+                self.second = time.process_time() - self.start
 
         def on_train_end(self, logs=None):
             self.seconds = time.process_time() - self.start
@@ -64,17 +69,20 @@ def measure(jit_compile, reps, steps):
         finally:
             Instrumentation._dispatches = dispatches
         calls = dict(probe._instrumentation.calls) if config != "plain" else None
-        return clock.seconds / (steps - 1), calls
+        return clock, calls
 
     configs = ["plain", "dispatch", "no_dispatch"]
-    for config in configs:  # traces and compiles every function once
+    # The first fit of the fresh model is probed with dispatch: it traces the probed step (its first step records)
+    # and, at its second step, Keras' own (the cost dispatch adds to building, once per model and `compile`).
+    first, _ = run("dispatch")
+    for config in configs:  # every function traced and compiled
         run(config)
     times, calls = {c: [] for c in configs}, {}
     for rep in range(reps):
         for config in configs[rep % 3:] + configs[: rep % 3]:  # the order rotates
-            seconds, calls[config] = run(config)
-            times[config].append(seconds)
-    return times, calls
+            clock, calls[config] = run(config)
+            times[config].append(clock.seconds / (steps - 1))
+    return times, calls, first.second
 
 
 def main(argv=None):
@@ -86,8 +94,10 @@ def main(argv=None):
     print(f"reference CNN, batch 128; CPU seconds per step over steps 2..{args.steps} of a fit, "
           f"median of {args.reps} (min-max)")
     for xla in args.xla or ["off", "on"]:
-        times, calls = measure(xla == "on", args.reps, args.steps)
+        times, calls, build = measure(xla == "on", args.reps, args.steps)
         plain = statistics.median(times["plain"])
+        print(f"  jit_compile={xla:3s} the first fit's second step (builds Keras' own step, then runs it): "
+              f"{build:.2f} CPU s")
         for config, values in times.items():
             median = statistics.median(values)
             print(f"  jit_compile={xla:3s} {config:12s} {median * 1e3:7.1f} ms ({min(values) * 1e3:.1f}-"
