@@ -111,12 +111,12 @@ def time_pieces(recorder, saved, windows, logdir):
             for (v, _), value in zip(accumulators.layout(), saved):
                 v.assign(value)
             t0 = time.perf_counter()
-            step, results, histograms, _grad_histograms = recorder.window()
+            window = recorder.window()
             t1 = time.perf_counter()
-            n = writer.write_window(step, infos, results, histograms)
+            n = writer.write_window(window.step, infos, window.statistics, window.histograms)
             t2 = time.perf_counter()
             rows.append({"snapshot": snap_s[-1], "finalize": t1 - t0 - snap_s[-1], "write": t2 - t1, "bytes": n,
-                         "series": len(results), "histograms": len(histograms)})
+                         "series": len(window.statistics), "histograms": len(window.histograms)})
     finally:
         del accumulators.read_and_reset
         writer.close()

@@ -192,6 +192,30 @@ def test_reference_data_that_does_not_fit_the_model_fails_before_the_first_step(
     assert "call" not in model.get_layer("hidden").__dict__ and "train_step" not in model.__dict__
 
 
+def test_an_unwritable_log_dir_detaches_everything_and_fit_goes_on(tmp_path, monkeypatch):
+    """Not only the layers: the optimizers' `apply` wrapper and the reference analysis are undone too."""
+    from tfprobe import callback
+    from tfprobe.reference.analysis import AnalysisWriter
+
+    def unwritable(log_dir):
+        raise OSError("disk full")
+
+    monkeypatch.setattr(callback, "WindowWriter", unwritable)
+    closed = []
+    discard = AnalysisWriter.discard  # how an analysis closes a reference file no step wrote to
+    monkeypatch.setattr(AnalysisWriter, "discard", lambda self: closed.append(self) or discard(self))
+    original_apply = keras.optimizers.Optimizer.apply
+    probe = tfprobe.LayerProbe(tmp_path, reference_data=(np.zeros((6, 4), "float32"),), gradients=True)
+    model = _model()
+    with pytest.warns(RuntimeWarning, match="`log_dir` cannot be written: disk full"):
+        history = model.fit(np.ones((8, 4)), np.ones((8, 1)), epochs=2, batch_size=4, verbose=0, callbacks=[probe])
+    assert len(history.history["loss"]) == 2
+    assert "call" not in model.get_layer("hidden").__dict__ and "train_step" not in model.__dict__
+    assert keras.optimizers.Optimizer.apply is original_apply  # the optimizer watch is detached
+    assert len(closed) == 1 and probe._analyses == [] and probe._writer is None  # the reference file is closed
+    assert not list(tmp_path.glob("*.tfprobe-reference"))
+
+
 def test_a_refusal_after_the_reference_file_was_opened_removes_it(tmp_path, monkeypatch):
     from tfprobe import callback
 

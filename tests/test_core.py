@@ -143,6 +143,34 @@ def test_a_fit_that_writes_nothing_says_so(tmp_path):
         model.fit(x, y[:, :1], verbose=0, callbacks=[probe])
 
 
+@pytest.mark.parametrize("kernel", ["graph", "auto"])
+def test_one_failure_for_every_series_is_one_warning_naming_how_many(tmp_path, monkeypatch, kernel):
+    """A kernel that fails for every layer gives one warning per cause, not one per series; training goes on."""
+    make = tfprobe.kernels.make
+
+    def failing_make(*args, **kwargs):
+        made = make(*args, **kwargs)
+
+        def partials(*a, **k):
+            raise RuntimeError("no partials today")
+
+        object.__setattr__(made, "partials", partials)
+        return made
+
+    monkeypatch.setattr(tfprobe.kernels, "make", failing_make)
+    x, y = data(n=16)
+    model = mlp()
+    model.compile("sgd", "mse")
+    probe = tfprobe.LayerProbe(tmp_path, record_freq=1, log_freq=1, kernel=kernel)
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        history = model.fit(x, y, batch_size=8, epochs=2, verbose=0, callbacks=[probe])
+    mine = [str(w.message) for w in caught if str(w.message).startswith("tfprobe: not recording")]
+    assert mine == ["tfprobe: not recording 3 series ('hidden', 'squash', 'out') from now on: no partials today"]
+    assert len(history.history["loss"]) == 2
+    assert probe.series == [] and sorted(probe._recorder.dropped) == ["hidden", "out", "squash"]
+
+
 def test_many_probes_in_a_loop_print_no_retracing_warning(tmp_path, caplog):
     x, y = data(n=16)
     model = mlp()

@@ -182,6 +182,19 @@ def test_outputs_without_a_gradient_record_none(tmp_path):
         assert np.isnan(wide.loc[name].get("grad_rms", np.nan)), name
 
 
+def test_layers_without_weights_alone_record_their_gradients(tmp_path):
+    """No chosen layer has weights: no weight figures, and the activation gradients are recorded all the same."""
+    model = keras.Sequential([keras.Input((4,)), keras.layers.Dense(3, name="d"), keras.layers.ReLU(name="r"),
+                              keras.layers.Dense(1, name="o")])
+    model.compile("sgd", "mse")
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", RuntimeWarning)  # no "not recording"
+        model.fit(data(8, (4,)), data(8, (1,)), batch_size=4, verbose=0,
+                  callbacks=[tfprobe.LayerProbe(tmp_path, layers="r", gradients=True, record_freq=1, log_freq=1)])
+    wide = tfprobe.read_logdir(tmp_path, pivot=True).set_index("layer")
+    assert set(wide.index) == {"r"} and np.isfinite(wide["grad_rms"]).all() and "weight_norm" not in wide
+
+
 @pytest.mark.parametrize("bad", [1, "yes", None])
 def test_gradients_argument_is_a_bool(tmp_path, bad):
     with pytest.raises(ValueError, match=f"`gradients` must be True or False. Received: gradients={bad!r}"):

@@ -1,5 +1,7 @@
 """The reference set as a user passes it: arrays, tuples or a finite dataset; bad ones named clearly."""
 
+import warnings
+
 import keras
 import numpy as np
 import pytest
@@ -61,18 +63,35 @@ class NeedsEager(keras.Model):
         return self.d(x) * float(np.asarray(x).max())
 
 
-def test_a_model_that_cannot_be_traced_runs_eagerly():
+def test_a_model_that_cannot_be_traced_runs_eagerly_with_one_warning():
     from tfprobe.reference import LayerOutputs, collect
 
     x = np.random.default_rng(0).normal(size=(10, 3)).astype("float32")
     model = NeedsEager()
     model(x[:2])
     outputs = LayerOutputs(model)
-    got = collect(model, ReferenceData(x, batch_size=4), outputs=outputs)
+    with pytest.warns(RuntimeWarning) as caught:
+        got = collect(model, ReferenceData(x, batch_size=4), outputs=outputs)
+        collect(model, ReferenceData(x, batch_size=4), outputs=outputs)
+    mine = [str(w.message) for w in caught if "tfprobe" in str(w.message)]
+    assert len(mine) == 1 and "'needs_eager' cannot be traced" in mine[0] and "run eagerly" in mine[0], mine
     assert outputs._function is False  # fell back
     want = np.concatenate([np.asarray(model.d(x[i:i + 4])) for i in range(0, 10, 4)])
     np.testing.assert_allclose(got.features["d"], want, rtol=1e-5, atol=1e-6)
     assert got.infos["d"] == {"series": "d", "layer": "d", "order": 0, "class": "Dense", "shape": [None, 2]}
+
+
+def test_strict_raises_the_tracing_error_of_the_reference_pass():
+    from tfprobe.reference import LayerOutputs, collect
+
+    x = np.random.default_rng(0).normal(size=(10, 3)).astype("float32")
+    model = NeedsEager()
+    model(x[:2])
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        with pytest.raises(Exception, match="(?i)numpy|tensor") as raised:
+            collect(model, ReferenceData(x, batch_size=4), outputs=LayerOutputs(model, strict=True))
+    assert not isinstance(raised.value, RuntimeWarning)
 
 
 def test_the_traced_capture_is_reused_across_passes():

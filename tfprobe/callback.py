@@ -286,7 +286,7 @@ class LayerProbe(keras.callbacks.Callback):
     @property
     def series(self):
         """Names of the recorded series, in model order."""
-        return list(self._recorder.series)
+        return list(self._recorder.infos())
 
     def detach(self):
         """Restores the model if `fit` stopped with an exception before `on_train_end`.
@@ -338,9 +338,8 @@ class LayerProbe(keras.callbacks.Callback):
         start = first_step(model)
         self._recorder.use(kernel)
         self._recorder.prepare(strategy, start, chosen)
-        key = (strategy, self._recorder.generation, kernel.name, tuple(chosen))
         self._instrumentation.on_error = self._stopped
-        self._instrumentation.attach(model, chosen, key, owner=self)
+        self._instrumentation.attach(model, self._recorder.step_settings(chosen), owner=self)
         self._recorder.attach()
         try:
             self._writer = WindowWriter(self.log_dir) if self._chief else None
@@ -403,7 +402,7 @@ class LayerProbe(keras.callbacks.Callback):
         looks = self._checked_looks() if self.looks_examples else None
         analyses = [RepresentationAnalysis(self.log_dir, self.layers, self.reference_max_dim,
                                            embeddings=self.reference_embeddings, known=[p for p, _ in chosen],
-                                           examples=len(self.reference_data))]
+                                           examples=len(self.reference_data), strict=self.strict)]
         return analyses + ([looks] if looks is not None else [])
 
     def _checked_looks(self):
@@ -484,7 +483,7 @@ class LayerProbe(keras.callbacks.Callback):
     # -- writing --------------------------------------------------------------------
 
     def _warn_nothing_written(self):
-        reasons = {**self._recorder.dropped, **self._instrumentation.capture.skipped}
+        reasons = self._instrumentation.not_recorded()
         why = "; ".join(f"{name}: {reason}" for name, reason in list(reasons.items())[:5]) or (
             "the loss-scale optimizer skipped every step: non-finite gradients" if self._all_skipped
             else "no recorded values")
@@ -502,15 +501,16 @@ class LayerProbe(keras.callbacks.Callback):
                     self._all_skipped = self.windows_written == self._windows_at_start
                 return
             self._pending = False
-            step, results, histograms, grad_histograms = self._recorder.window()  # every worker: it may hold a collective
-            self._last_step = step
-            if self._writer is not None and (results or histograms or grad_histograms):
-                infos = {name: s.info for name, s in self._recorder.series.items()}
-                self.bytes_written += self._writer.write_window(step, infos, results, histograms,
-                                                                grad_histograms=grad_histograms)
+            window = self._recorder.window()  # every worker: it may hold a collective
+            self._last_step = window.step
+            if self._writer is not None and window.has_values:
+                infos = self._recorder.infos()
+                self.bytes_written += self._writer.write_window(window.step, infos, window.statistics,
+                                                                window.histograms,
+                                                                grad_histograms=window.gradient_histograms)
                 self.windows_written += 1
-            if results and (self.alerts or self.stop_on):
-                self._evaluate(step, results)
+            if window.statistics and (self.alerts or self.stop_on):
+                self._evaluate(window.step, window.statistics)
         except RecordingError:
             raise
         except Exception as error:  # noqa: BLE001 - a logging failure must not stop training
@@ -528,7 +528,7 @@ class LayerProbe(keras.callbacks.Callback):
 
         if self._live is None:
             self._live = LiveIncidents()
-        infos = {name: s.info for name, s in self._recorder.series.items()}
+        infos = self._recorder.infos()
         if self.stop_on or self.strict:
             self._evaluate_now(step, results, infos)
             return

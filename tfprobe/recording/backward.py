@@ -22,6 +22,7 @@ update.
 
 from __future__ import annotations
 
+import contextvars
 import functools
 import threading
 
@@ -79,16 +80,16 @@ class OptimizerWatch:
 
     A custom `train_step` may use optimizers of its own (a GAN's generator and discriminator optimizers, with
     `model.optimizer` unused), so the watch is not tied to `model.optimizer`: while `attach()`ed it wraps
-    `apply` of Keras' optimizer classes (`apply_gradients` calls it), inert except in a thread that is
-    `watching()` a step. Each call in the step's own graph (not in a nested cond, as a loss-scale optimizer's
-    inner optimizer is) is noted: `applied` (the optimizers), `grads` (`{id(variable): (gradient, loss scale or
-    None)}`, a loss-scale optimizer's gradients being scaled).
+    `apply` of Keras' optimizer classes (`apply_gradients` calls it), inert except where a step being traced
+    is watched (`begin()` returns that step's `AppliedGradients`, which the wrapped `apply`, called by Keras,
+    finds through a context variable: each replica's thread its own). Each call in the step's own graph (not
+    in a nested cond, as a loss-scale optimizer's inner optimizer is) is noted there.
     """
 
     _lock = threading.Lock()
     _users = 0
     _originals = {}  # optimizer class -> its own `apply`
-    _state = threading.local()
+    _current = contextvars.ContextVar("tfprobe_applied_gradients", default=None)  # the watched step's record
 
     def attach(self):
         if getattr(self, "_attached", False):
@@ -117,33 +118,42 @@ class OptimizerWatch:
                 cls._originals = {}
 
     def begin(self):
-        """Starts watching the step being traced in this thread."""
-        state = OptimizerWatch._state
-        state.watching, state.graph, state.applied, state.grads = True, _graph(), [], {}
+        """Starts watching the step being traced here; returns its `AppliedGradients` (filled as it is traced)."""
+        seen = AppliedGradients(_graph())
+        OptimizerWatch._current.set(seen)
+        return seen
 
-    def end(self):
-        """`(applied optimizers, grads)` of the step being traced; stops watching."""
-        state = OptimizerWatch._state
-        found = (getattr(state, "applied", []), getattr(state, "grads", {}))
-        state.watching, state.graph, state.applied, state.grads = False, None, [], {}
-        return found
+    def end(self, seen):
+        """Stops watching the step of `seen` (`begin`'s answer)."""
+        if OptimizerWatch._current.get() is seen:
+            OptimizerWatch._current.set(None)
 
     @staticmethod
     def _seen(optimizer, grads, variables):
-        state = OptimizerWatch._state
-        if not getattr(state, "watching", False) or _graph() is not state.graph:
-            return
+        seen = OptimizerWatch._current.get()
+        if seen is not None and _graph() is seen.graph:
+            seen.note(optimizer, grads, variables)
+
+
+class AppliedGradients:
+    """The optimizers one traced step applies (`applied`), and the gradients they apply: `grads`,
+    `{id(variable): (gradient, loss scale or None)}` (a loss-scale optimizer's gradients are scaled)."""
+
+    def __init__(self, graph):
+        self.graph, self.applied, self.grads = graph, [], {}
+
+    def note(self, optimizer, grads, variables):
         if variables is None:
             variables = getattr(optimizer, "_trainable_variables", None) or ()
-        if not any(o is optimizer for o in state.applied):
-            state.applied.append(optimizer)
+        if not any(o is optimizer for o in self.applied):
+            self.applied.append(optimizer)
         scale = None
         if isinstance(optimizer, keras.optimizers.LossScaleOptimizer):
             scale = loss_scale(optimizer)  # read before this apply updates it
         for g, v in zip(grads, variables):
             # An embedding's gradient is `IndexedSlices` (summed into a dense tensor where its norm is taken).
-            if isinstance(g, (tf.Tensor, tf.IndexedSlices)) and g.dtype.is_floating and _graph_of(g) is state.graph:
-                state.grads[id(v)] = (g, scale)
+            if isinstance(g, (tf.Tensor, tf.IndexedSlices)) and g.dtype.is_floating and _graph_of(g) is self.graph:
+                self.grads[id(v)] = (g, scale)
 
 
 def _watched_apply(original):
@@ -176,18 +186,17 @@ def _graph_of(tensor):
 class BackwardPass:
     """What a traced step folds of its backward pass: each tap's activation gradient, each layer's weight figures.
 
-    `begin(optimizer, iterations, record, hist)` before the step;
-    `watch(series, tensor)` for each tap (the model goes on with the
-    returned identity); `end(...)` after it folds everything on recorded
-    steps (the gradient histograms on histogram steps) whose update the
-    optimizer applied (a loss-scale optimizer skips steps with non-finite
-    gradients, and `iterations` does not advance then; those steps are
-    counted instead, `SKIPPED`). Gradients are divided by the step's loss scale.
+    `begin(optimizer, iterations, record, hist)` before each traced step
+    returns that step's `BackwardStep`: `watch(series, tensor)` for each tap
+    (the model goes on with the returned identity); `end(...)` after it folds
+    everything on recorded steps (the gradient histograms on histogram steps)
+    whose update the optimizer applied (a loss-scale optimizer skips steps with
+    non-finite gradients, and `iterations` does not advance then; those steps
+    are counted instead, `SKIPPED`). Gradients are divided by the step's loss scale.
     """
 
     def __init__(self, chosen):
         self.weights = WeightWatch(chosen)
-        self._t = threading.local()
 
     def follows(self, chosen):
         """Whether it watches the weights of exactly these layers."""
@@ -198,47 +207,51 @@ class BackwardPass:
 
         `xla`: the step is compiled with XLA, whose conds need branches of the same shapes (`WeightWatch.begin`).
         """
+        return BackwardStep(self.weights, optimizer, iterations, record, hist, xla)
+
+
+class BackwardStep:
+    """The backward pass of one traced step (`BackwardPass.begin`): the gradients its taps receive."""
+
+    def __init__(self, weights, optimizer, iterations, record, hist, xla):
         # Without a loss-scale optimizer every update is applied (no wait for `iterations`), and a loss scale that
         # is statically 1 divides nothing (no copy of each gradient).
-        self._t.grads, self._t.before = [], iterations if may_skip_steps(optimizer) else None
-        self._t.scale = loss_scale(optimizer)
-        self._t.unscaled = tf.get_static_value(self._t.scale) == 1
-        self._t.skips = isinstance(optimizer, keras.optimizers.LossScaleOptimizer)
-        self.weights.begin(record, xla=xla)
-        self._t.record, self._t.hist = record, hist
+        self.weights, self.grads = weights, []  # (series, gradient)
+        self.before = iterations if may_skip_steps(optimizer) else None
+        self.scale = loss_scale(optimizer)
+        self.unscaled = tf.get_static_value(self.scale) == 1
+        self.skips = isinstance(optimizer, keras.optimizers.LossScaleOptimizer)
+        self.weights_before = weights.begin(record, xla=xla)
+        self.record, self.hist = record, hist
 
     def watch(self, series, tensor):
-        grads = self._t.grads
+        grads = self.grads
         return watch(tensor, lambda g: grads.append((series, g)))
 
-    def end(self, iterations, series_by_name, accumulators, kernel, guarded, applied_grads=None):
-        """Folds the step's gradients and weight figures into `accumulators`; `guarded(series, build, *args)` runs each."""
-        t = self._t
-        if iterations is None or t.before is None:
+    def end(self, step, iterations, applied_grads=None):
+        """Folds the gradients and weight figures into `step.accumulators` (`step`: the `StepTrace`, whose
+        `in_conds` gates the folds as the activations' and whose `guard` runs each series' ops under the
+        recorder's failure policy)."""
+        accumulators = step.accumulators
+        if iterations is None or self.before is None:
             applied = tf.constant(True)
         else:
-            applied = tf.not_equal(tf.cast(iterations, tf.int64), t.before)
-        record = tf.logical_and(t.record, applied)
-        hist = None if t.hist is None else tf.logical_and(t.hist, applied)
-        grads, scale = t.grads, t.scale
+            applied = tf.not_equal(tf.cast(iterations, tf.int64), self.before)
+        record = tf.logical_and(self.record, applied)
+        hist = None if self.hist is None else tf.logical_and(self.hist, applied)
+        grads = self.grads
         empty = {"grad_sums": stats.empty_sums(), "grad_maxes": stats.empty_maxes(None)}
         if hist is not None:
             empty["grad_hist"] = np.zeros(metadata.NUM_BUCKETS)
         accumulators.create_many({series.name: empty for series, _ in grads})
-        no = lambda: tf.constant(False)  # noqa: E731
-        fold = functools.partial(_fold_gradients, grads, None if t.unscaled else scale, kernel, guarded, accumulators)
-        if hist is not None and kernel.fuses_histogram:
-            tf.cond(tf.logical_or(record, hist), lambda: fold(with_stats=record, with_histogram=hist), no)
-        else:
-            tf.cond(record, lambda: fold(with_stats=True, with_histogram=False), no)
-            if hist is not None:
-                tf.cond(hist, lambda: fold(with_stats=False, with_histogram=True), no)
-        if t.skips and grads:
+        step.in_conds(functools.partial(_fold_gradients, step, grads, None if self.unscaled else self.scale),
+                      record, hist)
+        if self.skips and grads:
             _count_skipped(accumulators, applied)
         weight_grads = applied_grads or {}
         moved, still = (
-            {path: f for path, f in part.items() if path in series_by_name}
-            for part in self.weights.sums(record, weight_grads))
+            {path: f for path, f in part.items() if path in step.series}
+            for part in self.weights.sums(record, weight_grads, self.weights_before))
         accumulators.create_many({path: {"weights": np.zeros(4)} for path in moved})
         accumulators.create_many({path: {STILL: np.zeros(2)} for path in still})
         accumulators.fold("weights", moved, "add")
@@ -265,15 +278,16 @@ def _count_skipped(accumulators, applied):
     accumulators.fold("skipped_steps", {SKIPPED: tf.reshape(skipped, [1])}, "add")
 
 
-def _fold_gradients(grads, scale, kernel, guarded, accumulators, *, with_stats, with_histogram):
+def _fold_gradients(step, grads, scale, *, with_stats, with_histogram):
     """Folds each `(series, g)` of `grads`, divided by the loss `scale` (None: 1): its partials, its histogram or both.
 
     `with_stats=False` counts histograms only (`kernel.histogram`); else
     `kernel.gradient_partials` (only what `statistics` reads) counts the histogram too when `with_histogram` (a
     tensor for a fusing kernel, which also takes `with_stats` as one).
     A gradient reaching several series (an `Add`'s inputs get the same
-    tensor) is read once.
+    tensor) is read once. Each series' ops are built under `step.guard` (the failure policy).
     """
+    kernel, accumulators = step.kernel, step.accumulators
     sums, maxes, hists = {}, {}, {}
     done = {}  # gradient -> (sums, maxes, counts)
 
@@ -292,7 +306,7 @@ def _fold_gradients(grads, scale, kernel, guarded, accumulators, *, with_stats, 
             hists[series.name] = counts
 
     for series, g in grads:
-        guarded(series, build, series, g)
+        step.guard(series, build, series, g)
     live = lambda d: {k: v for k, v in d.items() if k in accumulators.slots}  # noqa: E731 - a series may have failed
     accumulators.fold("grad_sums", live(sums), "add")
     accumulators.fold("grad_maxes", live(maxes), "max")
@@ -333,7 +347,7 @@ class WeightWatch:
     """Per recorded layer: the norms of its trainable weights, of their gradients and of the applied update.
 
     `begin(record)` reads the weights on recorded steps; `sums(record,
-    grads)` after the step returns `{path: float64[4]}`: `[1, ||w||, ||g||,
+    grads, before)` after the step (`before`: what `begin` returned) returns `{path: float64[4]}`: `[1, ||w||, ||g||,
     ||w_after - w||/||w||]` on recorded steps (zeros otherwise), `grads` the
     gradients the step's optimizers applied (`OptimizerWatch`: whichever
     optimizers, each gradient divided by its optimizer's loss scale). A layer
@@ -350,7 +364,6 @@ class WeightWatch:
             variables = list(getattr(layer, "trainable_weights", ()))  # operations that are not layers have none
             if variables:
                 self.layers[path] = variables
-        self._t = threading.local()
 
     def begin(self, record, xla=False):
         """Reads the weights before the step, on recorded steps only (empty tensors otherwise).
@@ -360,8 +373,7 @@ class WeightWatch:
         """
         variables = [v for vs in self.layers.values() for v in vs]
         if not variables:
-            self._t.before = []
-            return
+            return []
 
         def read():
             return [tf.identity(_value(v)) for v in variables]
@@ -369,12 +381,11 @@ class WeightWatch:
         def empty():
             return [tf.zeros(v.shape if xla else [0], _value(v).dtype) for v in variables]
 
-        self._t.before = tf.cond(record, read, empty)
+        return tf.cond(record, read, empty)
 
-    def sums(self, record, grads):
+    def sums(self, record, grads, befores):
         if not self.layers:
-            return {}
-        befores = self._t.before
+            return {}, {}
         variables = [v for vs in self.layers.values() for v in vs]
         owners = [i for i, vs in enumerate(self.layers.values()) for _ in vs]
         count = len(self.layers)

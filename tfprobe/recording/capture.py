@@ -28,10 +28,10 @@ operations that are not layers.
 from __future__ import annotations
 
 import contextlib
+import contextvars
 import dataclasses
 import functools
 import logging
-import threading
 import warnings
 
 import keras
@@ -73,14 +73,17 @@ class Capture:
     gradient it sees), or None.
 
     `attach()` / `detach()` (or `with capture:`) patch and restore the
-    layers. Collection state is per thread: MirroredStrategy traces the step
-    once per replica, each in its own thread.
+    layers. Each `collecting` block is one `Collection` (the state of one
+    traced call); a patched layer finds the collection of the code that
+    calls it through a context variable, since Keras calls the layer, not
+    tfprobe: MirroredStrategy traces the step once per replica, each in its
+    own thread, and each replica's layers reach that replica's collection.
     """
 
     def __init__(self, chosen=()):
         self.chosen = list(chosen)  # [(path, layer)]
         self._patched = []  # (layer, had an instance `call`, that `call`)
-        self._t = threading.local()
+        self._active = contextvars.ContextVar(f"tfprobe_capture_{id(self)}", default=None)  # the `Collection`
         self.skipped = {}  # path -> why it is not recorded (warned once)
 
     def attach(self, chosen=None):
@@ -114,27 +117,26 @@ class Capture:
         @functools.wraps(call)
         def tapped_call(*args, **kwargs):
             outputs = call(*args, **kwargs)
-            if getattr(capture._t, "on_tap", None) is not None:
-                outputs = capture._collect(path, layer, outputs, args, kwargs, pooling)
+            collection = capture._active.get()
+            if collection is not None:
+                outputs = collection.collect(path, layer, outputs, args, kwargs, pooling)
             return outputs
 
         return tapped_call
 
     @contextlib.contextmanager
     def collecting(self, on_tap):
-        """Calls `on_tap(tap)` for every output of a chosen layer computed in the current graph."""
-        t = self._t
-        t.on_tap, t.graph = on_tap, _graph()
-        t.calls, t.foreign, t.graph_sources = {}, set(), GraphSources()
+        """Calls `on_tap(tap)` for every output of a chosen layer computed in the current graph.
+
+        Yields the `Collection` of the block.
+        """
+        collection = Collection(self, on_tap)
+        token = self._active.set(collection)
         try:
-            yield
+            yield collection
         finally:
-            t.on_tap = None
-            # A layer seen only in another graph (a nested function or loop of the step) is not recorded.
-            # Calls in another graph next to calls in this one are symbolic calls made while tracing
-            # (Keras builds an unbuilt subclassed model by running `call` on a scratch graph): ignored.
-            for path in sorted(t.foreign - set(t.calls)):
-                self._skip(path, "called inside a nested function or loop of the step")
+            self._active.reset(token)
+            collection.finish()
 
     def _skip(self, path, reason, warn=True):
         if path not in self.skipped:
@@ -142,16 +144,32 @@ class Capture:
             if warn:
                 warnings.warn(f"tfprobe: not recording {path} ({reason}).", RuntimeWarning, stacklevel=3)
 
-    def _collect(self, path, layer, outputs, args, kwargs, pooling):
+
+class Collection:
+    """What one `Capture.collecting` block sees: the taps of one traced call, handed to its `on_tap`."""
+
+    def __init__(self, capture, on_tap):
+        self.capture, self.on_tap, self.graph = capture, on_tap, _graph()
+        self.calls = {}  # path -> calls seen in this collection's graph
+        self.foreign = set()  # paths called in another graph
+        self.graph_sources = GraphSources()
+
+    def finish(self):
+        # A layer seen only in another graph (a nested function or loop of the step) is not recorded.
+        # Calls in another graph next to calls in this one are symbolic calls made while tracing
+        # (Keras builds an unbuilt subclassed model by running `call` on a scratch graph): ignored.
+        for path in sorted(self.foreign - set(self.calls)):
+            self.capture._skip(path, "called inside a nested function or loop of the step")
+
+    def collect(self, path, layer, outputs, args, kwargs, pooling):
         """Hands a tap per floating output to `on_tap`; returns the outputs, with those it replaced."""
-        t = self._t
-        if _graph() is not t.graph:
-            t.foreign.add(path)
+        if _graph() is not self.graph:
+            self.foreign.add(path)
             return outputs
-        call = t.calls.get(path, 0)
-        t.calls[path] = call + 1
+        call = self.calls.get(path, 0)
+        self.calls[path] = call + 1
         inputs = args[0] if args else kwargs.get("inputs")
-        sources = t.graph_sources.of(tf.nest.flatten((args, kwargs)))
+        sources = self.graph_sources.of(tf.nest.flatten((args, kwargs)))
         flat = tf.nest.flatten(outputs)
         masks = _output_masks(layer, args, kwargs, outputs, len(flat))
         returned = list(flat)
@@ -160,19 +178,21 @@ class Capture:
             if not isinstance(tensor, tf.Tensor) or not tensor.dtype.is_floating:
                 kind = tensor.dtype.name if isinstance(tensor, tf.Tensor) else type(tensor).__name__
                 # Operations that are not layers (casts, comparisons) are skipped silently: they are many.
-                self._skip(name, f"output is not a floating tensor: {kind}", warn=isinstance(layer, keras.layers.Layer))
+                self.capture._skip(name, f"output is not a floating tensor: {kind}",
+                                   warn=isinstance(layer, keras.layers.Layer))
                 continue
             pooled = inputs if pooling and isinstance(inputs, tf.Tensor) and inputs.dtype.is_floating else None
-            t.graph_sources.produced[tensor.ref()] = name
+            self.graph_sources.produced[tensor.ref()] = name
             tap = Tap(name, path, layer, index, len(flat), call, tensor, pooled, sources, masks[index])
-            replacement = t.on_tap(tap)
+            replacement = self.on_tap(tap)
             if replacement is not None:  # the model goes on with it (e.g. an identity that sees the gradient)
                 _keep_keras_attributes(tensor, replacement)
-                t.graph_sources.produced[replacement.ref()] = name
+                self.graph_sources.produced[replacement.ref()] = name
                 returned[index] = replacement
         if all(a is b for a, b in zip(returned, flat)):
             return outputs
         return tf.nest.pack_sequence_as(outputs, returned)
+
 
 class GraphSources:
     """Which recorded outputs a tensor is computed from: the model graph as it really ran.
@@ -259,13 +279,13 @@ def _graph():
 class Instrumentation:
     """Everything tfprobe changes on a model during `fit`, applied and undone as one.
 
-    `attach(model, chosen, key)` taps the chosen layers and wraps
-    `model.train_step` so that each traced step calls
-    `recorder.begin_step(model)`, hands every tap to `recorder.on_tap(tap)`
-    and calls `recorder.end_step(model)`; then it
+    `attach(model, settings)` taps the chosen layers (`settings.layers`) and wraps
+    `model.train_step` so that each trace of the step gets its own
+    `StepTrace` from `recorder.begin_step(model)`, hands it every tap
+    (`StepTrace.on_tap`) and ends it (`StepTrace.end`); then it
     makes Keras build its train function with that step. Keras keeps its
     train function until something (`compile`, ...) invalidates it: while it
-    is the same and `key` (what else the traced step depends on) is equal,
+    is the same and `settings` (a `StepSettings`: what else the traced step depends on) are equal,
     the instrumented function of an earlier `fit` is reused instead of
     tracing again. `detach()` restores the model, Keras' own train function
     included; a train function that raises detaches first, since `fit`
@@ -296,7 +316,7 @@ class Instrumentation:
         self.capture = Capture()
         self.ran = False  # a step ran since `attach`
         self._saved = None  # (had an instance train_step, that train_step, Keras' train function)
-        self._cached = None  # (model, Keras' train function, key, instrumented train function)
+        self._cached = None  # (model, Keras' train function, settings, instrumented train function)
         self._compiles = None  # the instrumented train function found to compile with XLA
         self._plain = None  # Keras' own train function (traced with the model's own step), or None
         # Set around every call of Keras' own train function: a step traced then (a retrace inside the call, on
@@ -306,10 +326,10 @@ class Instrumentation:
         self._iterator = None  # the iterator of the last call (a new one: a new epoch)
         self.calls = {"probed": 0, "plain": 0}  # calls of each train function since `attach`
 
-    def attach(self, model, chosen, key, owner=None):
+    def attach(self, model, settings, owner=None):
         self._release(model, owner)
         self.model, self.owner, self.ran = model, owner, False
-        self.capture.attach(chosen)
+        self.capture.attach(settings.layers)
         if model.train_function is None:  # Keras' own, built (not traced) before the step is wrapped
             model.make_train_function()
         self._saved = ("train_step" in model.__dict__, model.__dict__.get("train_step"), model.train_function)
@@ -319,14 +339,18 @@ class Instrumentation:
         object.__setattr__(model, "train_step", self._step(model, model.train_step))
         object.__setattr__(model, _ACTIVE_ATTR, self)
         plain, cached = model.train_function, self._cached
-        if plain is not None and cached is not None and cached[0] is model and cached[1] is plain and cached[2] == key:
+        if plain is not None and cached is not None and cached[0] is model and cached[1] is plain and cached[2] == settings:
             function = cached[3]
         else:
             model.make_train_function(force=True)
             function = model.train_function
-            self._cached = (model, plain, key, function)
+            self._cached = (model, plain, settings, function)
         model.train_function = self._guarded(function)
         return self
+
+    def not_recorded(self):
+        """`{series or layer: why}`: the series the recorder dropped and what the capture skipped."""
+        return {**self.recorder.dropped, **self.capture.skipped}
 
     def _release(self, model, owner):
         """Removes what a `fit` that raised left attached; refuses a second probe in one `fit`."""
@@ -348,10 +372,10 @@ class Instrumentation:
         def train_step(data):
             if self.bypass:  # traced for Keras' own train function (a Keras that looks the step up at trace time)
                 return original(data)
-            recorder.begin_step(model)
-            with capture.collecting(recorder.on_tap):
+            step = recorder.begin_step(model)  # this trace's own `StepTrace` (one per replica)
+            with capture.collecting(step.on_tap):
                 logs = original(data)
-            recorder.end_step(model)
+            step.end()
             return logs
 
         return train_step

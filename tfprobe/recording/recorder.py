@@ -13,8 +13,8 @@ training goes on.
 from __future__ import annotations
 
 import dataclasses
-import threading
 import warnings
+from typing import NamedTuple
 
 import numpy as np
 import tensorflow as tf
@@ -28,6 +28,34 @@ from tfprobe.recording.selection import is_pooling, saturation_bounds
 
 class RecordingError(RuntimeError):
     """A failure inside recording, raised only with `LayerProbe(strict=True)`."""
+
+
+@dataclasses.dataclass(frozen=True)
+class StepSettings:
+    """What a traced step depends on besides the model, its train function and the recorder's own arguments.
+
+    `Instrumentation.attach` reuses the train function traced for an earlier
+    `fit` while the settings are equal (`Recorder.step_settings`).
+    """
+
+    strategy: object  # the distribution strategy the accumulators live in
+    generation: int  # of the accumulator variables (`Recorder.generation`): new variables need a new trace
+    kernel: str  # the kernel's name (`tfprobe.kernels`)
+    layers: tuple  # the chosen layers, `((path, layer), ...)`
+
+
+class Window(NamedTuple):
+    """One window read back by `Recorder.window()`: what `WindowWriter.write_window` writes at `step`."""
+
+    step: int  # the global step of the last step that ran
+    statistics: dict  # {series: {stat: value}} (activation, gradient and weight statistics)
+    histograms: dict  # {series: int64 counts} of the activations
+    gradient_histograms: dict  # {series: int64 counts} of the activation gradients
+
+    @property
+    def has_values(self):
+        """Whether the window holds any value to write."""
+        return bool(self.statistics or self.histograms or self.gradient_histograms)
 
 
 @dataclasses.dataclass
@@ -68,16 +96,17 @@ def describe(tap, order, sample_size):
     }
 
 
-def fold_statistics(taps, kernel, with_histogram, guarded, accumulators, with_stats=True):
-    """Folds the partials of every tap (and, with a fusing kernel on histogram steps, its histogram).
+def fold_statistics(step, with_histogram, with_stats=True):
+    """Folds the partials of every tap of `step` (and, with a fusing kernel on histogram steps, its histogram).
 
     A pooling layer's input partials are read off its producer's when that
-    was recorded in the same step (one pass fewer). `guarded(series,
-    build, *args)` runs `build(*args)` under the failure policy of the
-    series. The partials of all taps are folded with one update per
-    accumulator variable (`Accumulators.fold`). A fusing kernel takes
-    `with_stats` as a boolean tensor (false: only histograms count).
+    was recorded in the same step (one pass fewer). Each series' ops are
+    built under `step.guard` (the failure policy of the series). The
+    partials of all taps are folded with one update per accumulator
+    variable (`Accumulators.fold`). A fusing kernel takes `with_stats` as a
+    boolean tensor (false: only histograms count).
     """
+    kernel = step.kernel
     own_sums = {}  # tensor ref -> its partial sums, for a pooling layer fed by it
     sums, maxes, hists = {}, {}, {}
 
@@ -98,10 +127,10 @@ def fold_statistics(taps, kernel, with_histogram, guarded, accumulators, with_st
                 hists[series.name] = counts
             own_sums[tensor.ref()] = own
 
-    for series, tensor, inputs, masks in taps:
-        guarded(series, build, series, tensor, inputs, masks)
+    for series, tensor, inputs, masks in step.taps:
+        step.guard(series, build, series, tensor, inputs, masks)
     with tf.name_scope("tfprobe"):
-        fold_partials(accumulators, sums, maxes, hists)
+        fold_partials(step.accumulators, sums, maxes, hists)
     return tf.constant(True)
 
 
@@ -114,19 +143,20 @@ def fold_partials(accumulators, sums, maxes, hists=None):
         accumulators.fold("hist", live(hists), "add")
 
 
-def fold_histograms(taps, kernel, guarded, accumulators):
-    """Folds the histogram of every tap that has one (histogram steps that are not recorded steps)."""
+def fold_histograms(step):
+    """Folds the histogram of every tap of `step` that has one (histogram steps that are not recorded steps)."""
+    kernel = step.kernel
     hists = {}
 
     def build(series, tensor, mask):
         with tf.name_scope("tfprobe_hist"):
             hists[series.name] = kernel.histogram(kernel.rows(unmasked(tensor, mask)))
 
-    for series, tensor, _, masks in taps:
+    for series, tensor, _, masks in step.taps:
         if series.histogram:
-            guarded(series, build, series, tensor, masks[0])
+            step.guard(series, build, series, tensor, masks[0])
     with tf.name_scope("tfprobe_hist"):
-        fold_partials(accumulators, {}, {}, hists)
+        fold_partials(step.accumulators, {}, {}, hists)
     return tf.constant(True)
 
 
@@ -161,7 +191,8 @@ class Recorder:
 
     `use(kernel)` (a `tfprobe.kernels.Kernel`) and `prepare(strategy,
     initial_step, chosen)` come before a step is traced; `attach()` /
-    `detach()` around `fit` (the optimizer watch).
+    `detach()` around `fit` (the optimizer watch). Each trace of the step
+    is a `StepTrace` (`begin_step`); on the host, `window()` reads a `Window`.
     """
 
     def __init__(self, *, record_freq, histogram_freq, near_zero, sample_size, strict, gradients=False,
@@ -175,7 +206,6 @@ class Recorder:
         self.dropped = {}  # name -> reason
         self.accumulators = Accumulators()
         self.kernel = None
-        self._t = threading.local()  # per thread: MirroredStrategy traces a step per replica, each in its thread
         self._warned_xla_masks = False
         self.driven = None  # whether the last traced step's counter follows `model.optimizer.iterations`
         self.fit_start = None  # the global step the current `fit` started from (host side)
@@ -206,56 +236,39 @@ class Recorder:
         """Changes when the variables are replaced: a step traced before cannot be reused."""
         return self.accumulators.generation
 
+    def step_settings(self, chosen):
+        """The `StepSettings` of a step traced now with the chosen layers (after `use` and `prepare`)."""
+        return StepSettings(self.accumulators.strategy, self.generation, self.kernel.name, tuple(chosen))
+
     # -- graph side: called while a step is traced ------------------------------------
 
     def begin_step(self, model):
-        """Starts a traced step of `model`: the predicates of the step being run.
+        """Starts a traced step of `model`: returns its `StepTrace`, with the predicates of the step being run.
 
-        The step being run is the recorder's step + 1: the step counter
-        (`end_step`) follows `model.optimizer.iterations` when the step applies
-        `model.optimizer` (Keras' count after the batch, which a loss-scale
-        optimizer does not advance on a skipped step), else it counts train
-        batches (a custom `train_step` with optimizers of its own, or none).
+        Each trace gets its own (MirroredStrategy traces the step once per
+        replica, each in its own thread). The step being run is the
+        recorder's step + 1: the step counter (`StepTrace.end`) follows
+        `model.optimizer.iterations` when the step applies `model.optimizer`
+        (Keras' count after the batch, which a loss-scale optimizer does not
+        advance on a skipped step), else it counts train batches (a custom
+        `train_step` with optimizers of its own, or none).
         """
         acc = self.accumulators
-        self._t.xla = bool(getattr(model, "jit_compile", False))
-        self.optimizers.begin()
+        xla = bool(getattr(model, "jit_compile", False))
+        applied = self.optimizers.begin()
         optimizer = getattr(model, "optimizer", None)
         iterations = getattr(optimizer, "iterations", None)
-        before = acc.step
-        current = before + 1
+        current = acc.step + 1
         first = tf.equal(current, acc.fit_start + 1)
-        self._t.record = tf.logical_or(tf.equal(current % self.record_freq, 0), first)
+        record = tf.logical_or(tf.equal(current % self.record_freq, 0), first)
         hist = tf.logical_or(tf.equal(current % self.histogram_freq, 0), first) if self.histogram_freq else None
-        self._t.hist = hist
-        self._t.taps = []  # (series, tensor, pooled input or None, (mask, pooled input mask))
-        self._t.watched = {}  # the identity the model goes on with (backward path) -> the tap's own tensor
+        backward_step = None
         if self.backward is not None:
             iterations_before = None if iterations is None else tf.cast(iterations, tf.int64)
-            self.backward.begin(optimizer, iterations_before, self._t.record, hist, xla=self._t.xla)
+            backward_step = self.backward.begin(optimizer, iterations_before, record, hist, xla=xla)
+        return StepTrace(self, model, record, hist, xla, applied, backward_step)
 
-    def on_tap(self, tap):
-        """Takes note of one tap; `end_step` builds the ops of every tap of the step."""
-        if tap.series in self.dropped:
-            return
-        try:
-            series = self._series_for(tap)
-        except Exception as error:  # noqa: BLE001 - any failure drops only this series
-            self._fail(tap.series, error)
-            return
-        pooled = tap.inputs if series.pooling else None
-        # The masks are applied inside the folds' conds: a `boolean_mask` copies its tensor, on recorded steps only.
-        masks = (None, None) if self._unmasked(tap) else (tap.mask, getattr(pooled, "_keras_mask", None))
-        if pooled is not None:  # the producer's own output, so that its partials are reused (one pass fewer)
-            pooled = self._t.watched.get(pooled.ref(), pooled)
-        self._t.taps.append((series, tap.tensor, pooled, masks))
-        if self.backward is None:
-            return None
-        watched = self.backward.watch(series, tap.tensor)
-        self._t.watched[watched.ref()] = tap.tensor
-        return watched
-
-    def _unmasked(self, tap):
+    def _unmasked(self, tap, xla):
         """Whether the statistics of `tap` cover every position (no mask, `include_masked`, or XLA).
 
         Under XLA a `boolean_mask` inside a cond is wrong (its dynamic shape does not cross the cond: the rows it
@@ -263,22 +276,22 @@ class Recorder:
         """
         if tap.mask is None or self.include_masked:
             return True
-        if getattr(self._t, "xla", False):
+        if xla:
             if not self._warned_xla_masks:
                 self._warned_xla_masks = True
                 warnings.warn(
                     f"tfprobe: under XLA (jit_compile=True) the statistics of masked outputs ({tap.series!r} and any "
                     "other) include the masked (padding) positions, as with include_masked=True; compile with "
-                    "jit_compile=False to leave them out.", RuntimeWarning, stacklevel=2)
+                    "jit_compile=False to leave them out.", RuntimeWarning, stacklevel=3)
             return True
         return False
 
-    def _series_for(self, tap):
+    def _series_for(self, tap, xla):
         found = self.series.get(tap.series)
         if found is not None:
             return found
         info = describe(tap, len(self.series), self.sample_size)
-        info["masked"] = not self._unmasked(tap)
+        info["masked"] = not self._unmasked(tap, xla)
         units = stats.num_units(tap.tensor)
         initial = {"sums": stats.empty_sums(), "maxes": stats.empty_maxes(units)}
         if self.histogram_freq:
@@ -287,67 +300,20 @@ class Recorder:
         series = Series(tap.series, info, units, bounds, info["kind"] == "pooling", initial)
         return self.series.setdefault(tap.series, series)
 
-    def _fail(self, name, error):
+    def _drop(self, name, error):
+        """Stops recording series `name` (raises `RecordingError` in strict mode); the caller warns."""
         if self.strict:
             raise RecordingError(f"tfprobe failed to record {name!r}: {error}") from error
         self.dropped[name] = f"{type(error).__name__}: {error}"
         self.series.pop(name, None)
         self.accumulators.remove(name)
-        warnings.warn(f"tfprobe: not recording {name!r} from now on: {error}", RuntimeWarning, stacklevel=2)
-
-    def end_step(self, model):
-        """Ends a traced step of `model`: the statistics ops of its taps, then the step counter.
-
-        One `tf.cond` holds the statistics of every tap (a cond per tap made
-        building a step slow); a kernel that fuses histograms counts them in
-        the same ops, on recorded or histogram steps, else a second cond
-        holds the histograms. The conds are lowered to switches, so each
-        tap's ops still run as soon as its activation exists, not after the
-        optimizer update. On steps that are not recorded only the predicates
-        are evaluated.
-        """
-        taps = self._t.taps
-        applied, applied_grads = self.optimizers.end()
-        if not taps:
-            return
-        no = lambda: tf.constant(False)  # noqa: E731
-        optimizer = getattr(model, "optimizer", None)
-        iterations = getattr(optimizer, "iterations", None)
-        driven = iterations is not None and any(o is optimizer for o in applied)
-        acc, kernel, record, hist = self.accumulators, self.kernel, self._t.record, self._t.hist
-        try:
-            # The variables of every series seen first in this step, created at once (one per kind).
-            acc.create_many({s.name: s.initial for s, *_ in taps if s.name in self.series})
-            if kernel.fuses_histogram and hist is not None:
-                fold = lambda: fold_statistics(taps, kernel, hist, self._guarded, acc, with_stats=record)  # noqa: E731
-                tf.cond(tf.logical_or(record, hist), fold, no)
-            else:
-                tf.cond(record, lambda: fold_statistics(taps, kernel, False, self._guarded, acc), no)
-                if hist is not None:
-                    tf.cond(hist, lambda: fold_histograms(taps, kernel, self._guarded, acc), no)
-            if self.backward is not None:
-                self.backward.end(iterations if driven else None, self.series, acc, kernel, self._guarded,
-                                  applied_grads)
-        except Exception as error:  # noqa: BLE001
-            for series, *_ in taps:
-                self._fail(series.name, error)
-            return
-        self.driven = driven
-        if driven:
-            self.accumulators.step.assign(tf.cast(iterations, tf.int64))
-        else:
-            self.accumulators.step.assign_add(1)
-
-    def _guarded(self, series, build, *args):
-        """Runs `build(*args)` (the ops of one series); a failure drops only that series (or raises in strict mode)."""
-        if series.name not in self.series:
-            return
-        try:
-            build(*args)
-        except Exception as error:  # noqa: BLE001
-            self._fail(series.name, error)
 
     # -- host side ----------------------------------------------------------------------
+
+    def infos(self):
+        """`{series: metadata}` of the recorded series, in model order (`tfprobe.metadata`; written with each
+        series' first value)."""
+        return {name: s.info for name, s in self.series.items()}
 
     def records(self, first, count=1):
         """Whether any of the global steps `first, ..., first + count - 1` records statistics or histograms.
@@ -393,11 +359,7 @@ class Recorder:
         return backward.SKIPPED in self.accumulators.slots
 
     def window(self):
-        """Reads, resets and finalizes one window.
-
-        Returns `(step, {series: {stat: value}}, {series: counts},
-        {series: gradient counts})`: statistics, histograms and activation-gradient histograms.
-        """
+        """Reads, resets and finalizes one window: a `Window` (step, statistics, histograms, gradient histograms)."""
         self.catch_up()
         step, values = self.accumulators.read_and_reset()
         skipped = values.get(backward.SKIPPED)
@@ -416,6 +378,141 @@ class Recorder:
                     out[name] = hist.astype(np.int64)
             if name in results:
                 results[name].update(backward.statistics(slots, self.near_zero, skipped))
-        return step, results, histograms, grad_histograms
+        return Window(step, results, histograms, grad_histograms)
 
 
+class StepTrace:
+    """One traced step: its predicates, its taps, and the failure policy its series' ops are built under.
+
+    `Recorder.begin_step(model)` creates it while Keras traces the step, one
+    per trace (MirroredStrategy traces once per replica, each in its own
+    thread); `on_tap(tap)` takes each tap of the step, and `end()` builds the
+    statistics ops and advances the step counter. Each series' ops are built
+    through `guard`: a failure drops only that series (or raises
+    `RecordingError` in strict mode), and the failures of the step are
+    warned once per cause when it ends, naming how many series they dropped.
+    """
+
+    def __init__(self, recorder, model, record, hist, xla, applied, backward_step=None):
+        self.recorder, self.model = recorder, model
+        self.kernel, self.accumulators = recorder.kernel, recorder.accumulators
+        self.record, self.hist, self.xla = record, hist, xla  # `hist` None: no histograms
+        self.taps = []  # (series, tensor, pooled input or None, (mask, pooled input mask))
+        self.backward = backward_step  # a `backward.BackwardStep`, or None without gradients
+        self._applied = applied  # `backward.AppliedGradients`: the optimizers this step applies
+        self._watched = {}  # the identity the model goes on with (backward path) -> the tap's own tensor
+        self._failures = {}  # cause -> names of the series it dropped in this step
+
+    @property
+    def series(self):
+        """The recorder's live series (a failed series leaves it)."""
+        return self.recorder.series
+
+    def on_tap(self, tap):
+        """Takes note of one tap; `end` builds the ops of every tap of the step."""
+        recorder = self.recorder
+        if tap.series in recorder.dropped:
+            return None
+        try:
+            series = recorder._series_for(tap, self.xla)
+        except Exception as error:  # noqa: BLE001 - any failure drops only this series
+            self.fail(tap.series, error)
+            return None
+        pooled = tap.inputs if series.pooling else None
+        # The masks are applied inside the folds' conds: a `boolean_mask` copies its tensor, on recorded steps only.
+        masks = (None, None) if recorder._unmasked(tap, self.xla) else (tap.mask, getattr(pooled, "_keras_mask", None))
+        if pooled is not None:  # the producer's own output, so that its partials are reused (one pass fewer)
+            pooled = self._watched.get(pooled.ref(), pooled)
+        self.taps.append((series, tap.tensor, pooled, masks))
+        if self.backward is None:
+            return None
+        watched = self.backward.watch(series, tap.tensor)
+        self._watched[watched.ref()] = tap.tensor
+        return watched
+
+    def guard(self, series, build, *args):
+        """Runs `build(*args)` (the ops of one series); a failure drops only that series (or raises in strict mode)."""
+        if series.name not in self.recorder.series:
+            return
+        try:
+            build(*args)
+        except Exception as error:  # noqa: BLE001
+            self.fail(series.name, error)
+
+    def fail(self, name, error):
+        """Drops series `name` (raises `RecordingError` in strict mode); warned when the step ends."""
+        self.recorder._drop(name, error)
+        self._failures.setdefault(str(error), []).append(name)
+
+    def in_conds(self, fold, record, hist):
+        """Builds `fold(with_stats=..., with_histogram=...)` in the conds of predicates `record` and `hist`.
+
+        One `tf.cond` holds the statistics of every series (a cond per
+        series made building a step slow); a kernel that fuses histograms
+        counts them in the same ops, on recorded or histogram steps (`fold`
+        gets both predicates as tensors), else a second cond holds the
+        histograms (`with_stats=False`). `hist` None: no histograms.
+        """
+        no = lambda: tf.constant(False)  # noqa: E731
+        if hist is not None and self.kernel.fuses_histogram:
+            tf.cond(tf.logical_or(record, hist), lambda: fold(with_stats=record, with_histogram=hist), no)
+        else:
+            tf.cond(record, lambda: fold(with_stats=True, with_histogram=False), no)
+            if hist is not None:
+                tf.cond(hist, lambda: fold(with_stats=False, with_histogram=True), no)
+
+    def end(self):
+        """Ends the traced step: the statistics ops of its taps (`in_conds`), then the step counter.
+
+        The conds are lowered to switches, so each tap's ops still run as
+        soon as its activation exists, not after the optimizer update. On
+        steps that are not recorded only the predicates are evaluated.
+        """
+        recorder = self.recorder
+        recorder.optimizers.end(self._applied)
+        try:
+            if self.taps:
+                self._build()
+        finally:
+            self._warn_failures()
+
+    def _build(self):
+        recorder, taps = self.recorder, self.taps
+        optimizer = getattr(self.model, "optimizer", None)
+        iterations = getattr(optimizer, "iterations", None)
+        driven = iterations is not None and any(o is optimizer for o in self._applied.applied)
+        acc = self.accumulators
+
+        def fold(with_stats, with_histogram):
+            if with_stats is False:
+                return fold_histograms(self)
+            return fold_statistics(self, with_histogram, with_stats=with_stats)
+
+        try:
+            # The variables of every series seen first in this step, created at once (one per kind).
+            acc.create_many({s.name: s.initial for s, *_ in taps if s.name in recorder.series})
+            self.in_conds(fold, self.record, self.hist)
+            if self.backward is not None:
+                self.backward.end(self, iterations if driven else None, self._applied.grads)
+        except Exception as error:  # noqa: BLE001
+            for series, *_ in taps:
+                if series.name not in recorder.dropped:
+                    self.fail(series.name, error)
+            return
+        recorder.driven = driven
+        if driven:
+            acc.step.assign(tf.cast(iterations, tf.int64))
+        else:
+            acc.step.assign_add(1)
+
+    def _warn_failures(self):
+        """One warning per cause of this step's failures, naming how many series it dropped."""
+        failures, self._failures = self._failures, {}
+        for cause, names in failures.items():
+            if len(names) == 1:
+                what = repr(names[0])
+            else:
+                shown = ", ".join(repr(n) for n in names[:3]) + (f", ... ({len(names) - 3} more)" if len(names) > 3
+                                                                  else "")
+                what = f"{len(names)} series ({shown})"
+            warnings.warn(f"tfprobe: not recording {what} from now on: {cause}", RuntimeWarning, stacklevel=4)

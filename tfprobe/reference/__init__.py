@@ -18,6 +18,7 @@ memory stays bounded by `examples x layers x max_dim` floats.
 from __future__ import annotations
 
 import dataclasses
+import warnings
 from typing import NamedTuple
 
 import numpy as np
@@ -419,17 +420,18 @@ class LayerOutputs:
     calling a model eagerly costs several times more per batch. Spatial
     maps are averaged over space in the graph (the first step of
     `reduce_features`), so only `[batch, channels]` reaches the host. If the
-    model cannot be traced, batches run eagerly.
+    model cannot be traced, batches run eagerly, with one warning naming the
+    tracing error; with `strict=True` that error is raised instead.
 
     `infos` describes each series (`tfprobe.metadata`: series, layer,
     class, order, shape) once a batch has run.
     """
 
-    def __init__(self, model, layers=None):
+    def __init__(self, model, layers=None, strict=False):
         from tfprobe.recording.capture import Capture
         from tfprobe.recording.selection import select
 
-        self.model, self.layers = model, layers
+        self.model, self.layers, self.strict = model, layers, strict
         self._capture = Capture(select(model, layers))
         # The training capture already warned about the layers it cannot record (non-floating outputs): the
         # reference pass skips the same ones without saying it again.
@@ -475,10 +477,13 @@ class LayerOutputs:
             try:
                 with self._capture:
                     found = self._function(x)
-            except Exception as error:  # noqa: BLE001 - a model that cannot be traced runs eagerly
-                import logging
-
-                logging.getLogger("tfprobe").info("tfprobe: reference batches run eagerly (%s)", error)
+            except Exception as error:  # a model that cannot be traced runs eagerly (strict: raises)
+                if self.strict:
+                    raise
+                first = str(error).strip().splitlines()[0][:300] if str(error).strip() else ""
+                warnings.warn(f"tfprobe: model {self.model.name!r} cannot be traced into a graph on the reference "
+                              f"data, so its reference batches run eagerly, several times slower "
+                              f"({type(error).__name__}: {first})", RuntimeWarning, stacklevel=3)
                 self._function, self.infos = False, {}
             else:
                 return {name: found[name].numpy() for name in self.infos}

@@ -57,12 +57,16 @@ class RepresentationAnalysis(Analysis):
         at construction when given.
       examples: the reference set's size; with `known`, `max_dim` is
         lowered to keep the features within `MEMORY_BUDGET`.
+      strict: raise, instead of warning once and running the batches
+        eagerly, when the model cannot be traced on the reference data
+        (`tfprobe.reference.LayerOutputs`).
     """
 
     name = "representation"
 
-    def __init__(self, log_dir, layers=None, max_dim=DEFAULT_MAX_DIM, embeddings=None, known=None, examples=None):
-        self.log_dir, self.layers, self.max_dim = log_dir, layers, max_dim
+    def __init__(self, log_dir, layers=None, max_dim=DEFAULT_MAX_DIM, embeddings=None, known=None, examples=None,
+                 strict=False):
+        self.log_dir, self.layers, self.max_dim, self.strict = log_dir, layers, max_dim, strict
         self.embeddings = tuple(embeddings or ())
         if known is not None:
             _check_embeddings(self.embeddings, known)
@@ -87,7 +91,7 @@ class RepresentationAnalysis(Analysis):
 
     def _run(self, model, reference, step):
         if self._outputs is None or self._outputs.model is not model:
-            self._outputs = LayerOutputs(model, self.layers)  # traced at the first step, reused after
+            self._outputs = LayerOutputs(model, self.layers, strict=self.strict)  # traced at the first step, reused after
         got = collect(model, reference, self.layers, self.max_dim, outputs=self._outputs)
         labels = self._class_labels(got.labels)
         previous = self._comparable_previous(got.labels)
