@@ -4,10 +4,13 @@ For the reference CNN (batch 128, `jit_compile=True`) it compiles the plain
 step and the probed step of each configuration in a subprocess with XLA's
 dump flags, then reads XLA's optimized HLO and its buffer assignment:
 
+* which steps a probed `fit` compiles: with host-side dispatch the steps
+  that record nothing run Keras' own step, compared here with the plain
+  `fit`'s (the same instructions and buffers: nothing added);
 * the instructions of the ENTRY computation that the probed step adds to the
-  plain one: what a step that records nothing still executes (the
-  statistics are inside `conditional`s, whose branches run on recorded steps
-  only);
+  plain one (the statistics are inside `conditional`s, whose branches run on
+  recorded steps only; a probed call whose steps do not all record, with
+  `steps_per_execution > 1`, runs them);
 * XLA's total buffer size (`Total bytes used` of the memory-usage report:
   parameters and the preallocated temporary block) and, among the probed
   step's temporaries, the largest ones (activation-sized temporaries of the
@@ -56,8 +59,21 @@ def compile_step(config, out):
                XLA_FLAGS=f"--xla_dump_to={out} --xla_dump_hlo_as_text --xla_dump_hlo_module_re=.*one_step_on_data.*")
     code = _CHILD.format(bench=here, repo=os.path.dirname(here), kwargs=json.dumps(CONFIGS[config]))
     subprocess.run([sys.executable, "-c", code], env=env, check=True)
-    (hlo,) = glob.glob(os.path.join(out, "*one_step_on_data*cpu_after_optimizations.txt"))
-    return hlo[: -len("cpu_after_optimizations.txt")]
+    found = glob.glob(os.path.join(out, "*one_step_on_data*cpu_after_optimizations.txt"))
+    return [hlo[: -len("cpu_after_optimizations.txt")] for hlo in sorted(found)]
+
+
+def probed_and_plain(prefixes):
+    """`(probed step's prefix, [prefixes of Keras' own step])` of one fit's dumps.
+
+    With host-side dispatch a probed `fit` compiles two steps: the probed one (for the steps that record,
+    the first step of the fit among them) and Keras' own one, for the steps that record nothing (the fit
+    runs two steps: the second is such a step with the defaults). The probed one holds `conditional`s.
+    """
+    probed = [p for p in prefixes if " conditional(" in open(p + "cpu_after_optimizations.txt").read()]
+    if len(probed) != 1:
+        raise RuntimeError(f"expected one probed step among {prefixes}")
+    return probed[0], [p for p in prefixes if p != probed[0]]
 
 
 def entry_instructions(prefix):
@@ -90,16 +106,24 @@ def main(argv=None):
     parser.add_argument("--top", type=int, default=8, help="how many of the largest temporaries to list")
     args = parser.parse_args(argv)
     root = tempfile.mkdtemp(prefix="tfprobe-xla-hlo-")
-    plain = compile_step("plain", os.path.join(root, "plain"))
+    (plain,) = compile_step("plain", os.path.join(root, "plain"))
     base, (base_total, base_values) = entry_instructions(plain), memory(plain)
     print(f"reference CNN, batch 128, jit_compile=True; dumps under {root}")
     print(f"plain step: {sum(base.values())} ENTRY instructions, XLA buffers {base_total / 2**20:.1f} MiB")
     for config in args.config or ["defaults", "every_step"]:
-        prefix = compile_step(config, os.path.join(root, config))
+        prefix, own = probed_and_plain(compile_step(config, os.path.join(root, config)))
+        for other in own:
+            same = entry_instructions(other) == base and memory(other)[0] == base_total
+            print(f"\n{config}: the steps that record nothing run Keras' own step (host-side dispatch): "
+                  f"{sum(entry_instructions(other).values())} ENTRY instructions, XLA buffers "
+                  f"{memory(other)[0] / 2**20:.1f} MiB, {'identical to' if same else 'DIFFERENT from'} the plain step's")
+        if not own:
+            print(f"\n{config}: every step of the fit ran the probed step")
         ops, (total, values) = entry_instructions(prefix), memory(prefix)
         print(f"\n{config}: {sum(ops.values())} ENTRY instructions, XLA buffers {total / 2**20:.1f} MiB "
               f"({(total - base_total) / 2**20:+.1f} MiB)")
-        print("  added to the ENTRY computation (what an unrecorded step also runs):")
+        print("  added to the ENTRY computation (what the probed step runs on top of the plain one, conds not taken "
+              "included):")
         for (opcode, name, shape), n in sorted((ops - base).items()):
             print(f"    {n} x {opcode:12s} {name:28s} {shape}")
         removed = base - ops

@@ -54,6 +54,21 @@ SCRIPT = textwrap.dedent(
     pd.testing.assert_frame_equal(ca, cb)
     assert ca["count"].sum() > 0
 
+    # Host-side dispatch under the strategy: the steps that record nothing run Keras' own train function (on
+    # every replica), the step counter catches up, and the windows are those of one device.
+    for name, model in (("mirrored", mirrored), ("single", single)):
+        probe = tfprobe.LayerProbe(f"{LOGDIR}/dispatch/{name}", record_freq=4, log_freq=3, histogram_freq=0,
+                                   alerts=False)
+        model.fit(x, y, batch_size=16, epochs=2, shuffle=False, verbose=0, callbacks=[probe])
+        # steps 7 (the fit's first), 8, 12 and 16 of 7..18 record
+        assert probe._instrumentation.calls == {"probed": 4, "plain": 8}, probe._instrumentation.calls
+        assert probe._recorder.step() == int(model.optimizer.iterations.numpy()) == 18
+    wide = tfprobe.read_logdir(f"{LOGDIR}/dispatch", pivot=True).drop(columns="wall_time")
+    a = wide[wide.run == "mirrored"].drop(columns="run").reset_index(drop=True)
+    b = wide[wide.run == "single"].drop(columns="run").reset_index(drop=True)
+    assert sorted(set(a.step)) == [9, 12, 18], a
+    pd.testing.assert_frame_equal(a, b, rtol=1e-5)
+
     # A strategy it cannot record exactly: a warning naming it and nothing written (strict: an error).
     import warnings
     assert tfprobe.callback.unsupported_strategy(strategy) is None

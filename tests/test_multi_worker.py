@@ -70,12 +70,13 @@ WORKER = textwrap.dedent(
                 for name, ops in functions.items() if name.startswith("__inference_")}
 
     def run(model, kind):
-        for name, log_freq in plan:  # one probe per `fit`; steps go on from the previous `fit`
-            # The last `fit` ends with a reference step, which only the chief runs.
-            reference = (x[:32], (y[:32, 0] > 0).astype("int32")) if name == plan[-1][0] else None
-            probe = tfprobe.LayerProbe(f"{root}/{kind}/{name}", record_freq=1, log_freq=log_freq,
-                                       histogram_freq=2, gradients=True, reference_data=reference)
+        for name, log_freq, *record_freq in plan:  # one probe per `fit`; steps go on from the previous `fit`
+            # The `fit` "b" ends with a reference step, which only the chief runs.
+            reference = (x[:32], (y[:32, 0] > 0).astype("int32")) if name == "b" else None
+            probe = tfprobe.LayerProbe(f"{root}/{kind}/{name}", record_freq=(record_freq or [1])[0],
+                                       log_freq=log_freq, histogram_freq=2, gradients=True, reference_data=reference)
             model.fit(batches(), epochs=1, shuffle=False, verbose=0, callbacks=[probe])
+            print("calls", kind, name, json.dumps(probe._instrumentation.calls), flush=True)
 
     with strategy.scope():
         distributed = build()
@@ -153,7 +154,9 @@ def test_two_workers_log_what_one_process_logs(tmp_path):
     # After 8 steps without a probe, "a": steps 9-16 with log_freq=4, the last window closes on the last step
     # (no partial window at the end); "b": steps 17-24 with log_freq=5, a window at 20, a partial one at 24 in
     # `on_train_end`, then a reference step (run by the chief only).
-    results = run_workers(tmp_path, [["a", 4], ["b", 5]])
+    # "c": steps 25-32 with record_freq=3 and log_freq=4: steps 29 and 31 record nothing (neither statistics nor
+    # histograms), so every worker runs Keras' own train function for them (host-side dispatch), in step.
+    results = run_workers(tmp_path, [["a", 4], ["b", 5], ["c", 4, 3]])
     for index, (code, out, err) in enumerate(results):
         assert code == 0 and out.strip().endswith("ok"), f"worker {index}: {err[-3000:]}"
     assert not (tmp_path / "worker1").exists()  # the other worker writes nothing
@@ -172,7 +175,14 @@ def test_two_workers_log_what_one_process_logs(tmp_path):
     a, b = (tfprobe.read_logdir(chief / kind, pivot=True).drop(columns="wall_time").reset_index(drop=True)
             for kind in ("mwms", "single"))
     assert sorted(set(a[a.run == "a"].step)) == [12, 16] and sorted(set(a[a.run == "b"].step)) == [20, 24]
-    assert len(a) == 5 * 4 and a["grad_rms"].notna().all()
+    assert sorted(set(a[a.run == "c"].step)) == [28, 32]
+    assert len(a) == 5 * 6 and a["grad_rms"].notna().all()
+    for index, (_, out, _) in enumerate(results):
+        calls = [line.split(" ", 3)[1:] for line in out.splitlines() if line.startswith("calls ")]
+        for kind, name, counts in calls:
+            want = {"probed": 6, "plain": 2} if name == "c" else {"probed": 8, "plain": 0}
+            assert json.loads(counts) == want, (index, kind, name, counts)
+        assert {(kind, name) for kind, name, _ in calls} >= {("mwms", "c")}, (index, calls)
     assert a.loc[a.step == 24, "effective_rank"].notna().all()  # the chief's reference step, at the end of "b"
     # Each worker holds only its share of a weight's gradient: its norm is not recorded (as under MirroredStrategy).
     assert a["weight_grad_norm"].isna().all() and b["weight_grad_norm"].notna().any()

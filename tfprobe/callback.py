@@ -98,7 +98,8 @@ class LayerProbe(keras.callbacks.Callback):
         compiled regular expressions (`re.compile("conv.*")`, matched in full)
         and predicates `f(layer) -> bool`. Unknown names raise `ValueError`.
       record_freq: compute statistics on every `record_freq`-th training step
-        (steps in between cost almost nothing). Defaults to `10`; use `1` to
+        (the steps in between run Keras' own step, except under a loss-scale
+        optimizer: docs/guide/how-it-works.md). Defaults to `10`; use `1` to
         see every batch.
       log_freq: steps per logging window: statistics aggregate every recorded
         step of the window and are written when it ends; a partial last

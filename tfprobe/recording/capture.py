@@ -39,6 +39,7 @@ import numpy as np
 import tensorflow as tf
 
 from tfprobe import metadata
+from tfprobe.recording import backward
 from tfprobe.recording.selection import is_pooling, select
 
 logger = logging.getLogger("tfprobe")
@@ -289,6 +290,21 @@ class Instrumentation:
     tracing again. `detach()` restores the model, Keras' own train function
     included; a train function that raises detaches first, since `fit`
     does not call `on_train_end` then.
+
+    Host-side dispatch: before each call of the train function the host
+    knows, from its own count of the steps run (`steps_per_execution` per
+    call from the step the `fit` started at), whether any step of the call
+    records statistics or histograms (`Recorder.records`). If none does, it
+    calls Keras' own train function instead of the instrumented one: a step
+    that records nothing runs exactly the step the user would run without
+    tfprobe (no predicate, no cond, no tap; under XLA the plain executable).
+    The recorder's step counter catches up on the host afterwards
+    (`Recorder.ran_unprobed`, one eager assign, no read). Not dispatched
+    (every call probed, as before): a model whose optimizer may skip steps
+    (loss scaling: the global step would drift from the count of batches),
+    and `steps_per_execution > 1` when the step counter counts batches
+    (a custom `train_step` with optimizers of its own: a short last call of
+    an epoch would be miscounted).
     """
 
     def __init__(self, recorder):
@@ -302,12 +318,24 @@ class Instrumentation:
         self._saved = None  # (had an instance train_step, that train_step, Keras' train function)
         self._cached = None  # (model, Keras' train function, settings, instrumented train function)
         self._compiles = None  # the instrumented train function found to compile with XLA
+        self._plain = None  # Keras' own train function (traced with the model's own step), or None
+        # Set around every call of Keras' own train function: a step traced then (a retrace inside the call, on
+        # any thread: MirroredStrategy traces each replica in a thread of its own) is the model's own step.
+        self.bypass = False
+        self._next = None  # host mirror: the global step before the next call of the train function
+        self._iterator = None  # the iterator of the last call (a new one: a new epoch)
+        self.calls = {"probed": 0, "plain": 0}  # calls of each train function since `attach`
 
     def attach(self, model, settings, owner=None):
         self._release(model, owner)
         self.model, self.owner, self.ran = model, owner, False
         self.capture.attach(settings.layers)
+        if model.train_function is None:  # Keras' own, built (not traced) before the step is wrapped
+            model.make_train_function()
         self._saved = ("train_step" in model.__dict__, model.__dict__.get("train_step"), model.train_function)
+        self._plain, self.bypass, self._iterator = model.train_function, False, None
+        self._next = self.recorder.fit_start
+        self.calls = {"probed": 0, "plain": 0}
         object.__setattr__(model, "train_step", self._step(model, model.train_step))
         object.__setattr__(model, _ACTIVE_ATTR, self)
         plain, cached = model.train_function, self._cached
@@ -342,6 +370,8 @@ class Instrumentation:
         recorder, capture = self.recorder, self.capture
 
         def train_step(data):
+            if self.bypass:  # traced for Keras' own train function (a Keras that looks the step up at trace time)
+                return original(data)
             step = recorder.begin_step(model)  # this trace's own `StepTrace` (one per replica)
             with capture.collecting(step.on_tap):
                 logs = original(data)
@@ -357,15 +387,67 @@ class Instrumentation:
                 problem = self._compile_problem(function, iterator)
                 if problem is not None:
                     return self._unprobed(problem)(iterator)
+            steps = self._steps_per_call()
+            plain = self._dispatches(steps, iterator)
             try:
-                return function(iterator)
+                if plain:
+                    self.calls["plain"] += 1
+                    self.bypass = True
+                    try:
+                        logs = self._plain(iterator)
+                    finally:
+                        self.bypass = False
+                    self.recorder.ran_unprobed(steps, self._iterations())
+                else:
+                    self.calls["probed"] += 1
+                    self.recorder.catch_up()
+                    logs = function(iterator)
+            except (StopIteration, tf.errors.OutOfRangeError):
+                # The data ran out (data of unknown length): Keras ends the epoch and training goes on, so the
+                # probe stays. Which of the call's ops ran is not known (the optimizer may have counted a step):
+                # the host re-reads the step at the next call, after the counter caught up with the optimizer's.
+                if plain:
+                    self.recorder.ran_unprobed(0, self._iterations())
+                self._next = None
+                raise
             except BaseException:
                 self.detach()
                 if self.on_error is not None:
                     self.on_error()
                 raise
+            if self._next is not None:
+                self._next += steps
+            return logs
 
         return guarded_train_function
+
+    def _steps_per_call(self):
+        steps = getattr(self.model, "steps_per_execution", 1)
+        return steps if isinstance(steps, int) and steps > 0 else 1
+
+    def _iterations(self):
+        optimizer = getattr(self.model, "optimizer", None)
+        return getattr(optimizer, "iterations", None)
+
+    def _dispatches(self, steps, iterator):
+        """Whether this call of `steps` steps records nothing, so that Keras' own train function runs it.
+
+        The host's count of the steps run (`_next`) is exact while every call runs `steps_per_execution`
+        steps; the last call of an epoch may run fewer, so with `steps_per_execution > 1` a new iterator (a new
+        epoch) re-reads the step from the device, as does the call after the data ran out.
+        """
+        recorder, model = self.recorder, self.model
+        if self._plain is None or recorder.driven is None or recorder.fit_start is None:
+            return False  # no probed step traced yet (the first step of a fit records)
+        optimizer = getattr(model, "optimizer", None)
+        if optimizer is not None and backward.may_skip_steps(optimizer):
+            return False  # loss scaling: skipped steps do not advance the global step
+        if steps > 1 and not recorder.driven:
+            return False
+        if self._next is None or (steps > 1 and iterator is not self._iterator):
+            self._next = recorder.step()  # one read of the device step (after catching up)
+        self._iterator = iterator
+        return not recorder.records(self._next + 1, steps)
 
     def _compile_problem(self, function, iterator):
         """Why the probed step of an XLA-compiled model does not compile (None if it does, or cannot be checked).
@@ -429,7 +511,7 @@ class Instrumentation:
         if model.__dict__.get(_ACTIVE_ATTR) is self:
             object.__delattr__(model, _ACTIVE_ATTR)
         model.train_function = plain  # None makes the next `fit` build one
-        self._saved = None
+        self._saved, self._plain, self.bypass = None, None, False
 
     def __enter__(self):
         return self

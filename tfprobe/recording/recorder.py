@@ -208,6 +208,8 @@ class Recorder:
         self.kernel = None
         self._warned_xla_masks = False
         self.driven = None  # whether the last traced step's counter follows `model.optimizer.iterations`
+        self.fit_start = None  # the global step the current `fit` started from (host side)
+        self._behind = None  # (steps, iterations) run by Keras' own train function since the counter was set
 
     def attach(self):
         """Watches the optimizers a traced step applies (`tfprobe.recording.backward.OptimizerWatch`)."""
@@ -225,6 +227,7 @@ class Recorder:
             self.backward = backward.BackwardPass(chosen)
         generation = self.accumulators.generation
         self.accumulators.prepare(strategy, initial_step)
+        self.fit_start, self._behind = int(initial_step), None
         if self.accumulators.generation != generation:
             self.series = {}
 
@@ -312,8 +315,41 @@ class Recorder:
         series' first value)."""
         return {name: s.info for name, s in self.series.items()}
 
+    def records(self, first, count=1):
+        """Whether any of the global steps `first, ..., first + count - 1` records statistics or histograms.
+
+        The host-side twin of `begin_step`'s predicates (the step being run is the counter + 1).
+
+        >>> r = Recorder(record_freq=5, histogram_freq=0, near_zero=0.0, sample_size=None, strict=False)
+        >>> r.fit_start = 0
+        >>> [s for s in range(1, 12) if r.records(s)], r.records(6, 4), r.records(6, 5)
+        ([1, 5, 10], False, True)
+        """
+        last = first + count - 1
+        if first <= self.fit_start + 1 <= last:
+            return True
+        return any(freq and last // freq > (first - 1) // freq for freq in (self.record_freq, self.histogram_freq))
+
+    def ran_unprobed(self, steps, iterations):
+        """Notes that `steps` steps ran without the probe (Keras' own train function); `catch_up` counts them."""
+        behind = self._behind[0] if self._behind is not None else 0
+        self._behind = (behind + steps, iterations)
+
+    def catch_up(self):
+        """Sets the step counter after unprobed steps, as their `end_step` would have: one eager assign, no read."""
+        if self._behind is None:
+            return
+        (steps, iterations), self._behind = self._behind, None
+        acc = self.accumulators
+        for component in acc.strategy.experimental_local_results(acc.step):
+            if self.driven and iterations is not None:
+                component.assign(tf.cast(iterations, tf.int64))
+            elif steps:
+                component.assign_add(steps)
+
     def step(self):
         """The global step of the last step that ran (the step `window()` writes), read on the host."""
+        self.catch_up()
         acc = self.accumulators
         return int(acc.strategy.experimental_local_results(acc.step)[0].numpy())
 
@@ -324,6 +360,7 @@ class Recorder:
 
     def window(self):
         """Reads, resets and finalizes one window: a `Window` (step, statistics, histograms, gradient histograms)."""
+        self.catch_up()
         step, values = self.accumulators.read_and_reset()
         skipped = values.get(backward.SKIPPED)
         results, histograms, grad_histograms = {}, {}, {}
