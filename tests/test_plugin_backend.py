@@ -344,6 +344,37 @@ def test_health_uses_diagnose(client, helpers):
     assert "dead_units" not in [f["kind"] for f in body["findings"]]
 
 
+def _other_valid_value(name, default):
+    """A value of threshold `name` other than its default that `tfprobe.findings.thresholds` accepts."""
+    from tfprobe import findings
+
+    for value in (default * 0.5, default * 2, default + 1):
+        try:
+            if findings.thresholds(**{name: value})[name] != default:
+                return value
+        except ValueError:
+            pass
+    raise AssertionError(f"no valid value other than the default found for threshold {name!r}")
+
+
+def test_health_accepts_every_threshold_of_diagnose(client, helpers):
+    """Every threshold `diagnose` accepts (its own table, `findings.thresholds()`) is a query argument of
+    `/health` and `/incidents`: a valid value is applied (and echoed), a bad one is a 400 naming it."""
+    from tfprobe import findings
+
+    defaults = findings.thresholds()
+    assert len(defaults) >= 11 and get_json(client, "health", run=helpers.RUN_TRAIN)["thresholds"] == defaults
+    for name, default in defaults.items():
+        value = _other_valid_value(name, default)
+        body = get_json(client, "health", run=helpers.RUN_TRAIN, **{name: value})
+        assert body["thresholds"] == findings.thresholds(**{name: value}), name
+        for route in ("health", "incidents"):
+            r = client.get(f"{PREFIX}/{route}?{urllib.parse.urlencode({'run': helpers.RUN_TRAIN, name: 'x'})}")
+            assert r.status_code == 400 and f"`{name}`" in r.get_data(as_text=True), (route, name)
+    r = client.get(f"{PREFIX}/health?run={helpers.RUN_TRAIN}&min_update_ratio=0.5&max_update_ratio=0.2")
+    assert r.status_code == 400 and "min_update_ratio" in r.get_data(as_text=True)  # checked across thresholds
+
+
 # ---------------------------------------------------------------- errors
 
 

@@ -46,7 +46,7 @@ from tensorboard_plugin_tfprobe.queries.common import (
     round_sig,
 )
 from tensorboard_plugin_tfprobe.queries.files import SCAN_TIME_BUDGET, file_warnings
-from tensorboard_plugin_tfprobe.queries.health import health, read_frames
+from tensorboard_plugin_tfprobe.queries.health import health, read_frames, threshold_args
 from tensorboard_plugin_tfprobe.queries.incidents import incidents
 from tensorboard_plugin_tfprobe.queries.layer import histogram, scalars
 from tensorboard_plugin_tfprobe.queries.looks import looks, looks_image
@@ -69,5 +69,5 @@ __all__ = [
     "SCAN_TIME_BUDGET", "Source", "_warned_series", "bin_series", "check_stat", "column_steps",
     "elements_per_example", "file_warnings", "funnel", "health", "histogram", "incidents", "layer_selector",
     "layers", "list_series", "logger", "looks", "looks_image", "overview", "pooling", "read_frames",
-    "representations", "require", "round_sig", "runs", "scalars",
+    "representations", "require", "round_sig", "runs", "scalars", "threshold_args",
 ]

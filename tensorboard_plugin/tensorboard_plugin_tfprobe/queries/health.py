@@ -59,6 +59,22 @@ def read_frames(src: Source, run_names, stats, points=HEALTH_POINTS):
     return frame, reader.layers_frame(layer_rows)
 
 
+def threshold_args(args):
+    """The thresholds of `tfprobe.diagnose` among a request's query arguments (a mapping such as
+    werkzeug's `MultiDict`: the first value of each name), those given and not empty.
+
+    The names are those of `tfprobe.findings.thresholds()`, the table `diagnose` itself validates
+    against: a threshold added there is accepted by `/health` and `/incidents` without a change here.
+    Values are checked by `health`/`incidents` (400 naming the threshold).
+
+    >>> sorted(threshold_args({"run": "train", "std_ratio": "4", "min_std": "", "max_grad_abs": "1e3"}).items())
+    [('max_grad_abs', '1e3'), ('std_ratio', '4')]
+    """
+    from tfprobe import findings  # pandas: imported on first use, not when TensorBoard starts
+
+    return {name: args[name] for name in findings.thresholds() if args.get(name)}
+
+
 def _diagnosed(src: Source, run_names, points, thresholds):
     """`(runs, points, findings, layers frame)`: the checked arguments of `health`/`incidents` and
     `tfprobe.diagnose` over the runs' statistics read through the data provider."""
@@ -71,7 +87,7 @@ def _diagnosed(src: Source, run_names, points, thresholds):
         if r not in found:
             raise errors.NotFoundError(f"run {r!r} has no tfprobe data")
     try:
-        diagnose_module.check_thresholds(**thresholds)
+        diagnose_module.thresholds(**thresholds)  # every check of `diagnose`'s own, also across thresholds
     except (TypeError, ValueError) as e:
         raise errors.InvalidArgumentError(str(e)) from None
     frame, layer_frame = read_frames(src, run_names, diagnose_module.REQUIRED_STATS, points)
