@@ -28,6 +28,7 @@ import math
 import numbers
 import os
 import re
+from typing import NamedTuple
 
 import numpy as np
 import pandas as pd
@@ -37,9 +38,26 @@ from tfprobe.layer_kinds import NORMALIZATION_CLASS, ROUTING_CLASS  # what Keras
 SEVERITIES = ("info", "warning", "error")
 """Severity names, least severe first."""
 
-FINDING_COLUMNS = ["run", "layer", "stat", "kind", "severity", "first_step", "last_step", "windows", "message"]
-"""Columns of the frame `diagnose` returns. `windows`: the longest streak of consecutive logged windows
-of the run in which the condition held."""
+
+
+class Finding(NamedTuple):
+    """One finding: a row of the frame `diagnose` returns (a tuple, so frames are built from a list of them)."""
+
+    run: str
+    layer: str
+    stat: str
+    kind: str
+    severity: str
+    first_step: int
+    last_step: int
+    windows: int
+    """The longest streak of consecutive logged windows of the run in which the condition held."""
+    message: str
+
+
+FINDING_COLUMNS = list(Finding._fields)
+"""Columns of the frame `diagnose` returns (the fields of `Finding`). `windows`: the longest streak of
+consecutive logged windows of the run in which the condition held."""
 
 KINDS = {
     "nan_inf": "error",
@@ -507,14 +525,15 @@ def _spans(ctx, rows, kind, stat, message, extreme="max"):
         if kind not in NEVER_TRANSIENT and windows[-1] < n <= last_window:
             severity = "info"
             text += f"; transient: only within the first {n} windows after initialisation"
-        out.append((run, layer, stat, kind, severity, first, last, streak, text))
+        out.append(Finding(run=run, layer=layer, stat=stat, kind=kind, severity=severity, first_step=first,
+                           last_step=last, windows=streak, message=text))
     return out
 
 
 # ------------------------------------------------------------------ checks
 
 CHECKS = {}
-"""Registered checks, `name -> check(ctx) -> list of finding rows` (tuples in `FINDING_COLUMNS` order), run in order."""
+"""Registered checks, `name -> check(ctx) -> list of finding rows` (`Finding`s), run in order."""
 
 
 def register(name):
