@@ -344,6 +344,60 @@ def test_health_uses_diagnose(client, helpers):
     assert "dead_units" not in [f["kind"] for f in body["findings"]]
 
 
+def _health_stats(step, name):
+    """Every kind of value the statistics frame must keep apart (as `diagnose` pivots the long frame): NaN and
+    Inf, a statistic missing at some steps, a NaN `update_ratio` with and without a broken weight norm, a
+    statistic that is NaN everywhere, a window with no value; a dead layer and an exploding one."""
+    s = {"mean": 0.1 * step, "std": (1e4 if name == "boom" and step > 5 else 1.0) + step, "min": -1.0,
+         "zero_fraction": 0.995 if name == "dead" and step > 6 else 0.1, "near_zero_fraction": 0.2,
+         "nan_count": 3.0 if (name == "b" and step == 4) else 0.0, "inf_count": np.inf if step == 5 else 0.0,
+         "saturation_fraction": np.nan, "dead_unit_fraction": 0.0}
+    if name in ("a", "b", "boom"):  # NaN update ratios: `a` no optimizer updated, `b`'s weights break, `boom`'s
+        s.update({"weight_norm": np.nan if name == "b" and step >= 7 else 2.0,  # update applied a gradient
+                  "update_ratio": np.nan if (step in (3, 7, 8) and name != "boom") or (name, step) == ("boom", 4)
+                  else 1e-3, "weight_grad_norm": 0.0 if name == "a" else 0.5, "grad_rms": 1e-2 * step})
+    if step % 3 == 0:
+        s.pop("std")
+    if name == "b" and step == 2:
+        s = {k: np.nan for k in ("mean", "std", "zero_fraction", "nan_count", "inf_count")}
+    return s
+
+
+def test_health_reads_what_diagnose_reads_a_few_series_at_a_time(tmp_path, helpers):
+    """`/health` builds what `diagnose` pivots out of `read_logdir`'s long frame (the same frame, the same
+    findings), reading at most `budget` points a data-provider read (one series a read when it is small)."""
+    import pandas as pd
+
+    import tfprobe
+    from tfprobe import findings
+
+    names = ("a", "b", "dead", "boom")
+    for run, steps in (("r1", range(1, 13)), ("r0", range(2, 30, 3))):
+        infos = {n: {**helpers.info_for(i, n, "ReLU" if n == "dead" else "Dense", shape=[None, 8]),
+                     "inputs": [names[i - 1]] if i else []} for i, n in enumerate(names)}
+        helpers.write_windows(tmp_path / run, infos, ((s, {n: _health_stats(s, n) for n in names}, {}) for s in steps))
+    long, layers = tfprobe.read_logdir(tmp_path, progress=False), tfprobe.read_layers(tmp_path, progress=False)
+    expected = findings.context(long, layers).wide.reset_index(drop=True)
+    flagged = expected.loc[expected["nonfinite_update_ratio"] > 0, "layer"].tolist()
+    assert flagged == ["b"] * 4 + ["boom"]  # `b`: its weights break at step 7; `boom`: a gradient was applied
+    provider = CountingProvider(make_provider(tmp_path))
+    src = queries.Source(provider, tb_context.RequestContext(), "")
+    found = queries.list_series(src, ["r0", "r1"])
+    tags = {run: sum(len([s for s in findings.REQUIRED_STATS if s in info["stats"]]) for info in series.values())
+            for run, series in found.items()}
+    for budget in (1, 700, 10**6):  # one tag a read, 7 tags a read, a run a read
+        provider.scalar_reads.clear()
+        frame, layer_frame = queries.diagnose_frames(src, found, points=100, budget=budget)
+        per_read = max(1, budget // 100)
+        assert len(provider.scalar_reads) == sum(-(-n // per_read) for n in tags.values()), budget
+        assert max(map(len, provider.scalar_reads)) == min(per_read, max(tags.values())), budget
+        pd.testing.assert_frame_equal(findings.context(frame, layer_frame).wide.reset_index(drop=True), expected)
+    found_by_route = get_json(make_client(provider), "health", run=["r0", "r1"], points=100)["findings"]
+    oracle = tfprobe.diagnose(long, layers)
+    assert len(oracle) and {"dead_layer", "nan_inf", "nan_weights"} <= set(oracle["kind"])
+    assert found_by_route == json.loads(oracle.to_json(orient="records"))
+
+
 def _other_valid_value(name, default):
     """A value of threshold `name` other than its default that `tfprobe.findings.thresholds` accepts."""
     from tfprobe import findings

@@ -438,6 +438,49 @@ def stat_frame(data) -> pd.DataFrame:
     return data.stat_frame(REQUIRED_STATS, nonfinite=WEIGHT_STATS)
 
 
+def series_stat_frame(series) -> pd.DataFrame:
+    """What `diagnose` reads, built one series at a time from arrays: `series` yields
+    `((run, layer), {stat: (steps, values)})`, each statistic's steps increasing, one point per step
+    (statistics outside `REQUIRED_STATS` are ignored). The frame is the one `context` pivots out of the long
+    frame of the same points (`REQUIRED_STATS` as columns, `nonfinite_<stat>` for the `WEIGHT_STATS` by
+    `_nonfinite_flags`, rows and columns without a value left out, sorted by run, layer and step), without
+    that long frame: the plugin's `/health` reads a large run through TensorBoard's data provider so."""
+    blocks, present = [], set()
+    for (run, layer), by_stat in series:
+        by_stat = {s: (np.asarray(st, np.int64), np.asarray(v, np.float64)) for s, (st, v) in by_stat.items()
+                   if s in REQUIRED_STATS}
+        if not by_stat:
+            continue
+        steps = np.unique(np.concatenate([st for st, _ in by_stat.values()]))
+        columns = {}
+        for stat, (st, v) in by_stat.items():
+            columns[stat] = np.full(len(steps), np.nan)
+            columns[stat][np.searchsorted(steps, st)] = v
+        if any(s in by_stat for s in WEIGHT_STATS):  # the long frame of this series' weight statistics
+            weight = [s for s in (*WEIGHT_STATS, "weight_grad_norm") if s in by_stat]
+            flags = _nonfinite_flags(pd.DataFrame({
+                "run": run, "layer": layer, "step": np.concatenate([by_stat[s][0] for s in weight]),
+                "stat": np.repeat(weight, [len(by_stat[s][0]) for s in weight]),
+                "value": np.concatenate([by_stat[s][1] for s in weight])}))
+            for stat, g in flags.groupby("stat", sort=False):
+                columns[stat] = np.full(len(steps), np.nan)
+                columns[stat][np.searchsorted(steps, g["step"].to_numpy())] = g["value"].to_numpy(float)
+        present.update(c for c, v in columns.items() if not np.isnan(v).all())
+        blocks.append((run, layer, steps, columns))
+    names = sorted(present)
+    blocks.sort(key=lambda b: (b[0], b[1]))
+    keep = [~np.all([np.isnan(cols[c]) for c in names if c in cols] or [np.ones(len(st), bool)], axis=0)
+            for _, _, st, cols in blocks]
+    n = [int(k.sum()) for k in keep]
+    frame = {"run": np.repeat(np.array([b[0] for b in blocks], object), n),
+             "layer": np.repeat(np.array([b[1] for b in blocks], object), n),
+             "step": np.concatenate([b[2][k] for b, k in zip(blocks, keep)] or [np.zeros(0, np.int64)])}
+    for c in names:
+        frame[c] = np.concatenate([b[3][c][k] if c in b[3] else np.full(int(k.sum()), np.nan)
+                                   for b, k in zip(blocks, keep)])
+    return pd.DataFrame(frame, columns=["run", "layer", "step", *names])
+
+
 def _context(wide, layers, t):
     """The `Context` of `wide` (the pivot of the long frame's `REQUIRED_STATS`, with `nonfinite_<stat>`)."""
     if wide.empty:

@@ -36,17 +36,19 @@ from tensorboard_plugin_tfprobe.queries.common import (
     MAX_INT_DIGITS,
     MAX_POINTS,
     OVERSAMPLE,
+    READ_BUDGET,
     Source,
     _warned_series,
     check_stat,
     elements_per_example,
     list_series,
     logger,
+    read_arrays,
     require,
     round_sig,
 )
 from tensorboard_plugin_tfprobe.queries.files import SCAN_TIME_BUDGET, file_warnings
-from tensorboard_plugin_tfprobe.queries.health import health, read_frames, threshold_args
+from tensorboard_plugin_tfprobe.queries.health import diagnose_frames, health, threshold_args
 from tensorboard_plugin_tfprobe.queries.incidents import incidents
 from tensorboard_plugin_tfprobe.queries.layer import histogram, scalars
 from tensorboard_plugin_tfprobe.queries.looks import looks, looks_image
@@ -66,8 +68,8 @@ from tensorboard_plugin_tfprobe.queries.runs import layers, runs
 __all__ = [
     "AGGREGATIONS", "ALL_POINTS", "DEFAULT_COLUMNS", "DEFAULT_POINTS", "DEFAULT_STAT", "FILTER_TIME_BUDGET",
     "HEALTH_POINTS", "MAX_COLUMNS", "MAX_FILTER_LENGTH", "MAX_INT_DIGITS", "MAX_POINTS", "OVERSAMPLE",
-    "SCAN_TIME_BUDGET", "Source", "_warned_series", "bin_series", "check_stat", "column_steps",
+    "READ_BUDGET", "SCAN_TIME_BUDGET", "Source", "bin_series", "check_stat", "column_steps", "diagnose_frames",
     "elements_per_example", "file_warnings", "funnel", "health", "histogram", "incidents", "layer_selector",
-    "layers", "list_series", "logger", "looks", "looks_image", "overview", "pooling", "read_frames",
-    "representations", "require", "round_sig", "runs", "scalars", "threshold_args",
+    "layers", "list_series", "logger", "looks", "looks_image", "overview", "pooling", "read_arrays",
+    "representations", "require", "round_sig", "runs", "scalars", "threshold_args", "_warned_series",
 ]

@@ -28,6 +28,8 @@ DEFAULT_STAT = "zero_fraction"
 HEALTH_POINTS = 200
 MAX_INT_DIGITS = 20
 """The longest integer argument accepted (characters): `int()` of thousands of digits is slow or refused."""
+READ_BUDGET = 500_000
+"""The most points one data-provider read of a route asks for (`read_arrays`)."""
 _DECODE_ERRORS = (ValueError, TypeError, IndexError, KeyError, OverflowError, MemoryError)
 """What TensorBoard's data provider raises on a value it cannot decode (a foreign record)."""
 
@@ -74,6 +76,25 @@ class Source(NamedTuple):
                             where = _locate_bad_value(self, run, tag)
                             _warn_series(run, tag, f"run {run!r}, tag {tag!r}{where}: a value is not a scalar ({e})")
         return {run: {tag: _newest_points(pts) for tag, pts in by_tag.items()} for run, by_tag in data.items()}
+
+
+def read_arrays(src: Source, run, tags, points, budget=None):
+    """`(tag, steps, values)` of each of `tags` of `run` with points (at most `points` each: the provider's
+    uniform sample with the newest point), in the order of `tags`, as int64 and float64 arrays.
+
+    TensorBoard's client decodes every point into a Python object of a few hundred bytes: the tags are read
+    `budget // points` at a time (at least one; `budget` defaults to `READ_BUDGET` points), and each tag's
+    objects are freed once they are arrays, so a route over a large run holds arrays, not objects.
+    """
+    per_read = max(1, (READ_BUDGET if budget is None else budget) // max(1, points))
+    for i in range(0, len(tags), per_read):
+        chunk = list(tags[i : i + per_read])
+        data = src.read_scalars([run], chunk, points).get(run, {})
+        for tag in chunk:
+            pts = data.pop(tag, None)
+            if pts is not None:
+                yield (tag, np.fromiter((p.step for p in pts), np.int64, len(pts)),
+                       np.fromiter((p.value for p in pts), np.float64, len(pts)))
 
 
 def _newest_points(points):

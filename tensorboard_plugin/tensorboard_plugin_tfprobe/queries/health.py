@@ -13,50 +13,45 @@ from tensorboard_plugin_tfprobe.queries.common import (
     _check_int,
     _check_runs,
     list_series,
+    read_arrays,
 )
 from tensorboard_plugin_tfprobe.queries.files import SCAN_TIME_BUDGET, file_warnings
 from tfprobe import metadata
 
 
-def read_frames(src: Source, run_names, stats, points=HEALTH_POINTS):
-    """Data-provider reads as the `tfprobe.read_logdir` long frame and the `read_layers` frame.
+def diagnose_frames(src: Source, found, points=HEALTH_POINTS, budget=None):
+    """`(statistics frame, layers frame)` of the runs listed in `found` (`list_series`): what `tfprobe.diagnose`
+    reads, through the data provider.
 
-    At most `points` points per series (the provider's uniform sample with the newest point). The frames
-    are built by the reader's own builders (`reader.long_frame`, `reader.layers_frame`).
+    At most `points` points per series (the provider's uniform sample with the newest point), read a few
+    tags at a time (`read_arrays`, at most `budget` points a read) and kept as arrays, one series at a
+    time: the statistics frame is built by `tfprobe.findings.series_stat_frame` (what `diagnose` would
+    pivot out of the long frame of `tfprobe.read_logdir`, without that frame); the layers frame by the
+    reader's `layers_frame`.
     """
-    from tfprobe.logs import reader  # pandas: imported on first use, not when TensorBoard starts
+    from tfprobe import findings  # pandas: imported on first use, not when TensorBoard starts
+    from tfprobe.logs import reader
 
-    found = list_series(src, run_names)
-    rows, layer_rows = [], []
-    tags = set()
-    for run, series in found.items():
-        for name, info in series.items():
-            layer_rows.append(
-                {
-                    "run": run,
-                    "layer": name,
-                    "order": info["order"],
-                    "layer_path": info["layer"],
-                    "class": info["class"],
-                    "kind": info["kind"],
-                    "shape": info["shape"],
-                    "bounds": info["bounds"],
-                    "inputs": info.get("inputs"),
-                }
-            )
-            tags.update(metadata.tag_for(name, s) for s in stats if s in info["stats"])
-    data = {}
-    if found and tags:
-        data = src.read_scalars(list(found), sorted(tags), points)
-    for run, by_tag in data.items():
-        for tag, pts in by_tag.items():
-            parsed = metadata.parse_tag(tag)
-            if parsed is None:
-                continue
-            name, stat = parsed
-            rows.extend((run, p.step, p.wall_time, name, stat, p.value) for p in pts)
-    frame = reader.long_frame(*(list(column) for column in zip(*rows))) if rows else reader.long_frame(*[[]] * 6)
-    return frame, reader.layers_frame(layer_rows)
+    layer_rows = [{"run": run, "layer": name, "order": info["order"], "layer_path": info["layer"],
+                   "class": info["class"], "kind": info["kind"], "shape": info["shape"], "bounds": info["bounds"],
+                   "inputs": info.get("inputs")}
+                  for run, series in found.items() for name, info in series.items()]
+
+    def arrays():
+        for run, series in found.items():
+            tags = [metadata.tag_for(name, s) for name, info in series.items()
+                    for s in findings.REQUIRED_STATS if s in info["stats"]]  # series by series
+            current, by_stat = None, {}
+            for tag, steps, values in read_arrays(src, run, tags, points, budget):
+                name, stat = metadata.parse_tag(tag)
+                if name != current and by_stat:
+                    yield (run, current), by_stat
+                    by_stat = {}
+                current, by_stat[stat] = name, (steps, values)
+            if by_stat:
+                yield (run, current), by_stat
+
+    return findings.series_stat_frame(arrays()), reader.layers_frame(layer_rows)
 
 
 def threshold_args(args):
@@ -90,7 +85,7 @@ def _diagnosed(src: Source, run_names, points, thresholds):
         diagnose_module.thresholds(**thresholds)  # every check of `diagnose`'s own, also across thresholds
     except (TypeError, ValueError) as e:
         raise errors.InvalidArgumentError(str(e)) from None
-    frame, layer_frame = read_frames(src, run_names, diagnose_module.REQUIRED_STATS, points)
+    frame, layer_frame = diagnose_frames(src, found, points)
     return run_names, points, diagnose_module.diagnose(frame, layer_frame, **thresholds), layer_frame
 
 

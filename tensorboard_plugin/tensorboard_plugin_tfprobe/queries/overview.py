@@ -19,6 +19,7 @@ from tensorboard_plugin_tfprobe.queries.common import (
     _json_list,
     _run_series,
     check_stat,
+    read_arrays,
     require,
 )
 from tfprobe import metadata
@@ -163,17 +164,8 @@ def overview(src: Source, run, stat=DEFAULT_STAT, columns=DEFAULT_COLUMNS, agg="
         raise errors.NotFoundError(f"statistic {stat!r} was not recorded in run {run!r}")
     names = [n for n in recorded if keep(series[n])]
     tags = {metadata.tag_for(n, stat): n for n in names}
-    data = {}
-    if tags:
-        data = src.read_scalars([run], list(tags), columns if agg == "last" else columns * OVERSAMPLE).get(run, {})
-    arrays = {}
-    for tag, points in data.items():
-        n = tags.get(tag)
-        if n is None:
-            continue
-        steps = np.fromiter((p.step for p in points), dtype=np.int64, count=len(points))
-        values = np.fromiter((p.value for p in points), dtype=np.float64, count=len(points))
-        arrays[n] = (steps, values)
+    points = columns if agg == "last" else columns * OVERSAMPLE
+    arrays = {tags[tag]: (steps, values) for tag, steps, values in read_arrays(src, run, list(tags), points)}
     all_steps = np.concatenate([s for s, _ in arrays.values()]) if arrays else np.zeros(0, np.int64)
     cols = column_steps(all_steps, columns)
     matrix = np.full((len(names), len(cols)), np.nan)
