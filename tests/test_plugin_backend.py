@@ -167,6 +167,21 @@ def test_overview_reads_only_the_chosen_stat(provider, helpers):
     assert counting.scalar_reads == [sorted(metadata.tag_for(n, "std") for n, *_ in helpers.TRAIN_LAYERS)]
 
 
+@pytest.mark.parametrize("agg", ["last", "max"])
+def test_overview_reads_a_large_run_a_few_tags_at_a_time(provider, helpers, monkeypatch, agg):
+    """At most `READ_BUDGET` points a data-provider read: the same answer in one read per tag."""
+    from tensorboard_plugin_tfprobe.queries import common
+
+    whole = queries.overview(queries.Source(provider, tb_context.RequestContext(), ""), helpers.RUN_TRAIN, "std",
+                             columns=10, agg=agg)
+    monkeypatch.setattr(common, "READ_BUDGET", 30 if agg == "max" else 10)  # 10 columns x 4 (OVERSAMPLE) for max
+    counting = CountingProvider(provider)
+    body = queries.overview(queries.Source(counting, tb_context.RequestContext(), ""), helpers.RUN_TRAIN, "std",
+                            columns=10, agg=agg)
+    assert json.dumps(body) == json.dumps(whole) and len(body["layers"]) == len(helpers.TRAIN_LAYERS)  # NaN too
+    assert sorted(map(tuple, counting.scalar_reads)) == sorted((metadata.tag_for(n, "std"),) for n, *_ in helpers.TRAIN_LAYERS)
+
+
 def test_overview_pooling_stat_only_has_pooling_rows(source, helpers):
     body = queries.overview(source, helpers.RUN_TRAIN, "mass_retention", columns=5)
     assert [r["name"] for r in body["layers"]] == ["max_pooling2d"]
