@@ -25,6 +25,11 @@ Downsampling for the view (documented in `http_api.md`):
 * line charts (`scalars`, `pooling`) and `histogram` ask the provider for at
   most `points` points per series (its deterministic uniform sample that keeps
   the newest point), like TensorBoard's own scalar dashboard.
+
+Memory: `overview` and `health`/`incidents`, the routes that read every layer, ask the provider for at most
+`READ_BUDGET` points a read (`read_arrays`) and keep arrays, not the client's Python objects; `health`
+builds the statistics frame `diagnose` reads series by series (`tfprobe.findings.series_stat_frame`), never
+the long frame of every point (figures: `benchmarks/plugin_memory.py`, `benchmarks/RESULTS.md`).
 """
 from tensorboard_plugin_tfprobe.queries.common import (
     ALL_POINTS,
