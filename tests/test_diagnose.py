@@ -51,6 +51,17 @@ def test_healthy_run_has_no_findings():
     assert list(out.columns) == F.FINDING_COLUMNS and out.empty
 
 
+def test_checks_return_named_findings():
+    """Each check returns `Finding`s (named tuples, fields = the frame's columns) that `diagnose` keeps as rows."""
+    rows = set_stats(healthy_run(), "b", (20, 30), nan_count=5)
+    found = F.CHECKS["nan_inf"](F.context(frame(rows), CHAIN))
+    assert [type(f) for f in found] == [F.Finding] and list(F.Finding._fields) == F.FINDING_COLUMNS
+    (f,) = found
+    assert (f.layer, f.stat, f.kind, f.severity, f.first_step, f.last_step, f.windows) == (
+        "b", "nan_count", "nan_inf", "error", 20, 30, 2)
+    assert tfprobe.diagnose(frame(rows), CHAIN).iloc[0].tolist() == list(f)
+
+
 def test_nan_and_inf_with_first_and_last_step():
     rows = set_stats(set_stats(healthy_run(), "b", (20, 30, 40), nan_count=5), "c", (30,), inf_count=1)
     out = tfprobe.diagnose(frame(rows))

@@ -217,8 +217,10 @@ def test_plugin_listing_skips_series_not_in_tfprobe_format(tmp_path, case):
 def test_the_typed_parser_is_the_only_one():
     """The reader and the plugin both parse content with `metadata.parse_content`."""
     root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-    for rel in ("tfprobe/logs/reader.py", "tensorboard_plugin/tensorboard_plugin_tfprobe/queries.py"):
-        source = open(os.path.join(root, rel)).read()
+    queries = os.path.join(root, "tensorboard_plugin/tensorboard_plugin_tfprobe/queries")
+    sources = {"tfprobe/logs/reader.py": open(os.path.join(root, "tfprobe/logs/reader.py")).read(),
+               "queries/": "".join(open(os.path.join(queries, f)).read() for f in os.listdir(queries) if f.endswith(".py"))}
+    for rel, source in sources.items():
         assert "decode_content" not in source and "parse_content" in source, rel
 
 

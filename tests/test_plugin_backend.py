@@ -167,6 +167,21 @@ def test_overview_reads_only_the_chosen_stat(provider, helpers):
     assert counting.scalar_reads == [sorted(metadata.tag_for(n, "std") for n, *_ in helpers.TRAIN_LAYERS)]
 
 
+@pytest.mark.parametrize("agg", ["last", "max"])
+def test_overview_reads_a_large_run_a_few_tags_at_a_time(provider, helpers, monkeypatch, agg):
+    """At most `READ_BUDGET` points a data-provider read: the same answer in one read per tag."""
+    from tensorboard_plugin_tfprobe.queries import common
+
+    whole = queries.overview(queries.Source(provider, tb_context.RequestContext(), ""), helpers.RUN_TRAIN, "std",
+                             columns=10, agg=agg)
+    monkeypatch.setattr(common, "READ_BUDGET", 30 if agg == "max" else 10)  # 10 columns x 4 (OVERSAMPLE) for max
+    counting = CountingProvider(provider)
+    body = queries.overview(queries.Source(counting, tb_context.RequestContext(), ""), helpers.RUN_TRAIN, "std",
+                            columns=10, agg=agg)
+    assert json.dumps(body) == json.dumps(whole) and len(body["layers"]) == len(helpers.TRAIN_LAYERS)  # NaN too
+    assert sorted(map(tuple, counting.scalar_reads)) == sorted((metadata.tag_for(n, "std"),) for n, *_ in helpers.TRAIN_LAYERS)
+
+
 def test_overview_pooling_stat_only_has_pooling_rows(source, helpers):
     body = queries.overview(source, helpers.RUN_TRAIN, "mass_retention", columns=5)
     assert [r["name"] for r in body["layers"]] == ["max_pooling2d"]
@@ -342,6 +357,91 @@ def test_health_uses_diagnose(client, helpers):
     stricter = get_json(client, "health", run=helpers.RUN_TRAIN, dead_units_fraction=0.05)
     assert "dead_units" in [f["kind"] for f in stricter["findings"]]
     assert "dead_units" not in [f["kind"] for f in body["findings"]]
+
+
+def _health_stats(step, name):
+    """Every kind of value the statistics frame must keep apart (as `diagnose` pivots the long frame): NaN and
+    Inf, a statistic missing at some steps, a NaN `update_ratio` with and without a broken weight norm, a
+    statistic that is NaN everywhere, a window with no value; a dead layer and an exploding one."""
+    s = {"mean": 0.1 * step, "std": (1e4 if name == "boom" and step > 5 else 1.0) + step, "min": -1.0,
+         "zero_fraction": 0.995 if name == "dead" and step > 6 else 0.1, "near_zero_fraction": 0.2,
+         "nan_count": 3.0 if (name == "b" and step == 4) else 0.0, "inf_count": np.inf if step == 5 else 0.0,
+         "saturation_fraction": np.nan, "dead_unit_fraction": 0.0}
+    if name in ("a", "b", "boom"):  # NaN update ratios: `a` no optimizer updated, `b`'s weights break, `boom`'s
+        s.update({"weight_norm": np.nan if name == "b" and step >= 7 else 2.0,  # update applied a gradient
+                  "update_ratio": np.nan if (step in (3, 7, 8) and name != "boom") or (name, step) == ("boom", 4)
+                  else 1e-3, "weight_grad_norm": 0.0 if name == "a" else 0.5, "grad_rms": 1e-2 * step})
+    if step % 3 == 0:
+        s.pop("std")
+    if name == "b" and step == 2:
+        s = {k: np.nan for k in ("mean", "std", "zero_fraction", "nan_count", "inf_count")}
+    return s
+
+
+def test_health_reads_what_diagnose_reads_a_few_series_at_a_time(tmp_path, helpers):
+    """`/health` builds what `diagnose` pivots out of `read_logdir`'s long frame (the same frame, the same
+    findings), reading at most `budget` points a data-provider read (one series a read when it is small)."""
+    import pandas as pd
+
+    import tfprobe
+    from tfprobe import findings
+
+    names = ("a", "b", "dead", "boom")
+    for run, steps in (("r1", range(1, 13)), ("r0", range(2, 30, 3))):
+        infos = {n: {**helpers.info_for(i, n, "ReLU" if n == "dead" else "Dense", shape=[None, 8]),
+                     "inputs": [names[i - 1]] if i else []} for i, n in enumerate(names)}
+        helpers.write_windows(tmp_path / run, infos, ((s, {n: _health_stats(s, n) for n in names}, {}) for s in steps))
+    long, layers = tfprobe.read_logdir(tmp_path, progress=False), tfprobe.read_layers(tmp_path, progress=False)
+    expected = findings.context(long, layers).wide.reset_index(drop=True)
+    flagged = expected.loc[expected["nonfinite_update_ratio"] > 0, "layer"].tolist()
+    assert flagged == ["b"] * 4 + ["boom"]  # `b`: its weights break at step 7; `boom`: a gradient was applied
+    provider = CountingProvider(make_provider(tmp_path))
+    src = queries.Source(provider, tb_context.RequestContext(), "")
+    found = queries.list_series(src, ["r0", "r1"])
+    tags = {run: sum(len([s for s in findings.REQUIRED_STATS if s in info["stats"]]) for info in series.values())
+            for run, series in found.items()}
+    for budget in (1, 700, 10**6):  # one tag a read, 7 tags a read, a run a read
+        provider.scalar_reads.clear()
+        frame, layer_frame = queries.diagnose_frames(src, found, points=100, budget=budget)
+        per_read = max(1, budget // 100)
+        assert len(provider.scalar_reads) == sum(-(-n // per_read) for n in tags.values()), budget
+        assert max(map(len, provider.scalar_reads)) == min(per_read, max(tags.values())), budget
+        pd.testing.assert_frame_equal(findings.context(frame, layer_frame).wide.reset_index(drop=True), expected)
+    found_by_route = get_json(make_client(provider), "health", run=["r0", "r1"], points=100)["findings"]
+    oracle = tfprobe.diagnose(long, layers)
+    assert len(oracle) and {"dead_layer", "nan_inf", "nan_weights"} <= set(oracle["kind"])
+    assert found_by_route == json.loads(oracle.to_json(orient="records"))
+
+
+def _other_valid_value(name, default):
+    """A value of threshold `name` other than its default that `tfprobe.findings.thresholds` accepts."""
+    from tfprobe import findings
+
+    for value in (default * 0.5, default * 2, default + 1):
+        try:
+            if findings.thresholds(**{name: value})[name] != default:
+                return value
+        except ValueError:
+            pass
+    raise AssertionError(f"no valid value other than the default found for threshold {name!r}")
+
+
+def test_health_accepts_every_threshold_of_diagnose(client, helpers):
+    """Every threshold `diagnose` accepts (its own table, `findings.thresholds()`) is a query argument of
+    `/health` and `/incidents`: a valid value is applied (and echoed), a bad one is a 400 naming it."""
+    from tfprobe import findings
+
+    defaults = findings.thresholds()
+    assert len(defaults) >= 11 and get_json(client, "health", run=helpers.RUN_TRAIN)["thresholds"] == defaults
+    for name, default in defaults.items():
+        value = _other_valid_value(name, default)
+        body = get_json(client, "health", run=helpers.RUN_TRAIN, **{name: value})
+        assert body["thresholds"] == findings.thresholds(**{name: value}), name
+        for route in ("health", "incidents"):
+            r = client.get(f"{PREFIX}/{route}?{urllib.parse.urlencode({'run': helpers.RUN_TRAIN, name: 'x'})}")
+            assert r.status_code == 400 and f"`{name}`" in r.get_data(as_text=True), (route, name)
+    r = client.get(f"{PREFIX}/health?run={helpers.RUN_TRAIN}&min_update_ratio=0.5&max_update_ratio=0.2")
+    assert r.status_code == 400 and "min_update_ratio" in r.get_data(as_text=True)  # checked across thresholds
 
 
 # ---------------------------------------------------------------- errors
@@ -598,9 +698,9 @@ def test_plugin_doctests_are_collected():
     cfg.read(os.path.join(repo, "setup.cfg"))
     testpaths = [os.path.join(repo, p) for p in cfg["tool:pytest"]["testpaths"].split()]
     package = os.path.dirname(os.path.abspath(plugin_module.__file__))
-    with_doctests = [os.path.join(package, f) for f in sorted(os.listdir(package))
-                     if f.endswith(".py") and ">>> " in open(os.path.join(package, f)).read()]
-    assert len(with_doctests) >= 2  # plugin.py, queries.py
+    with_doctests = [os.path.join(d, f) for d, _, files in os.walk(package) for f in sorted(files)
+                     if f.endswith(".py") and ">>> " in open(os.path.join(d, f)).read()]
+    assert len(with_doctests) >= 3  # plugin.py, queries/common.py, queries/overview.py, ...
     for path in with_doctests:
         assert any(os.path.commonpath([path, t]) == t for t in testpaths), (path, testpaths)
 

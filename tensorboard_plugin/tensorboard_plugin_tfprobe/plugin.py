@@ -15,7 +15,6 @@ from tfprobe import metadata
 
 STATIC_DIR = os.path.join(os.path.dirname(os.path.abspath(__file__)), "static")
 _CONTENT_TYPES = {".js": "text/javascript", ".css": "text/css", ".svg": "image/svg+xml", ".png": "image/png"}
-_THRESHOLD_PARAMS = ("dead_layer_fraction", "dead_units_fraction", "saturation_fraction", "std_ratio", "min_std")
 
 
 def static_file(rel):
@@ -81,17 +80,10 @@ class TfprobePlugin(base_plugin.TBPlugin):
             "/funnel": self._route(lambda src, a: queries.funnel(src, a.get("run"), a.get("step"))),
             "/representations": self._route(lambda src, a: queries.representations(src, a.getlist("run"))),
             "/health": self._route(
-                lambda src, a: queries.health(
-                    src,
-                    a.getlist("run"),
-                    a.get("points"),
-                    **{k: a[k] for k in _THRESHOLD_PARAMS if a.get(k)},
-                )
+                lambda src, a: queries.health(src, a.getlist("run"), a.get("points"), **queries.threshold_args(a))
             ),
             "/incidents": self._route(
-                lambda src, a: queries.incidents(
-                    src, a.getlist("run"), a.get("points"), **{k: a[k] for k in _THRESHOLD_PARAMS if a.get(k)}
-                )
+                lambda src, a: queries.incidents(src, a.getlist("run"), a.get("points"), **queries.threshold_args(a))
             ),
             "/looks": self._route(lambda src, a: queries.looks(src, a.get("run"))),
             "/looks_image": self._image_route(

@@ -28,6 +28,7 @@ import math
 import numbers
 import os
 import re
+from typing import NamedTuple
 
 import numpy as np
 import pandas as pd
@@ -41,9 +42,26 @@ from tfprobe.layer_kinds import (  # what Keras classes mean: one table
 SEVERITIES = ("info", "warning", "error")
 """Severity names, least severe first."""
 
-FINDING_COLUMNS = ["run", "layer", "stat", "kind", "severity", "first_step", "last_step", "windows", "message"]
-"""Columns of the frame `diagnose` returns. `windows`: the longest streak of consecutive logged windows
-of the run in which the condition held."""
+
+
+class Finding(NamedTuple):
+    """One finding: a row of the frame `diagnose` returns (a tuple, so frames are built from a list of them)."""
+
+    run: str
+    layer: str
+    stat: str
+    kind: str
+    severity: str
+    first_step: int
+    last_step: int
+    windows: int
+    """The longest streak of consecutive logged windows of the run in which the condition held."""
+    message: str
+
+
+FINDING_COLUMNS = list(Finding._fields)
+"""Columns of the frame `diagnose` returns (the fields of `Finding`). `windows`: the longest streak of
+consecutive logged windows of the run in which the condition held."""
 
 KINDS = {
     "nan_inf": "error",
@@ -453,6 +471,49 @@ def stat_frame(data) -> pd.DataFrame:
     return data.stat_frame(REQUIRED_STATS, nonfinite=WEIGHT_STATS)
 
 
+def series_stat_frame(series) -> pd.DataFrame:
+    """What `diagnose` reads, built one series at a time from arrays: `series` yields
+    `((run, layer), {stat: (steps, values)})`, each statistic's steps increasing, one point per step
+    (statistics outside `REQUIRED_STATS` are ignored). The frame is the one `context` pivots out of the long
+    frame of the same points (`REQUIRED_STATS` as columns, `nonfinite_<stat>` for the `WEIGHT_STATS` by
+    `_nonfinite_flags`, rows and columns without a value left out, sorted by run, layer and step), without
+    that long frame: the plugin's `/health` reads a large run through TensorBoard's data provider so."""
+    blocks, present = [], set()
+    for (run, layer), by_stat in series:
+        by_stat = {s: (np.asarray(st, np.int64), np.asarray(v, np.float64)) for s, (st, v) in by_stat.items()
+                   if s in REQUIRED_STATS}
+        if not by_stat:
+            continue
+        steps = np.unique(np.concatenate([st for st, _ in by_stat.values()]))
+        columns = {}
+        for stat, (st, v) in by_stat.items():
+            columns[stat] = np.full(len(steps), np.nan)
+            columns[stat][np.searchsorted(steps, st)] = v
+        if any(s in by_stat for s in WEIGHT_STATS):  # the long frame of this series' weight statistics
+            weight = [s for s in (*WEIGHT_STATS, "weight_grad_norm") if s in by_stat]
+            flags = _nonfinite_flags(pd.DataFrame({
+                "run": run, "layer": layer, "step": np.concatenate([by_stat[s][0] for s in weight]),
+                "stat": np.repeat(weight, [len(by_stat[s][0]) for s in weight]),
+                "value": np.concatenate([by_stat[s][1] for s in weight])}))
+            for stat, g in flags.groupby("stat", sort=False):
+                columns[stat] = np.full(len(steps), np.nan)
+                columns[stat][np.searchsorted(steps, g["step"].to_numpy())] = g["value"].to_numpy(float)
+        present.update(c for c, v in columns.items() if not np.isnan(v).all())
+        blocks.append((run, layer, steps, columns))
+    names = sorted(present)
+    blocks.sort(key=lambda b: (b[0], b[1]))
+    keep = [~np.all([np.isnan(cols[c]) for c in names if c in cols] or [np.ones(len(st), bool)], axis=0)
+            for _, _, st, cols in blocks]
+    n = [int(k.sum()) for k in keep]
+    frame = {"run": np.repeat(np.array([b[0] for b in blocks], object), n),
+             "layer": np.repeat(np.array([b[1] for b in blocks], object), n),
+             "step": np.concatenate([b[2][k] for b, k in zip(blocks, keep)] or [np.zeros(0, np.int64)])}
+    for c in names:
+        frame[c] = np.concatenate([b[3][c][k] if c in b[3] else np.full(int(k.sum()), np.nan)
+                                   for b, k in zip(blocks, keep)])
+    return pd.DataFrame(frame, columns=["run", "layer", "step", *names])
+
+
 def _context(wide, layers, t, series=None):
     """The `Context` of `wide` (the pivot of the long frame's `REQUIRED_STATS`, with `nonfinite_<stat>`).
     `series`: the series table (`_series_table`) when the caller keeps it (the live evaluation: one per run)."""
@@ -553,14 +614,15 @@ def _spans(ctx, rows, kind, stat, message, extreme="max"):
         if kind not in NEVER_TRANSIENT and windows[-1] < n <= last_window:
             severity = "info"
             text += f"; transient: only within the first {n} windows after initialisation"
-        out.append((run, layer, stat, kind, severity, first, last, streak, text))
+        out.append(Finding(run=run, layer=layer, stat=stat, kind=kind, severity=severity, first_step=first,
+                           last_step=last, windows=streak, message=text))
     return out
 
 
 # ------------------------------------------------------------------ checks
 
 CHECKS = {}
-"""Registered checks, `name -> check(ctx) -> list of finding rows` (tuples in `FINDING_COLUMNS` order), run in order."""
+"""Registered checks, `name -> check(ctx) -> list of finding rows` (`Finding`s), run in order."""
 
 
 def register(name):

@@ -29,6 +29,7 @@ from tfprobe.findings import (
     NEVER_TRANSIENT,
     REQUIRED_STATS,
     WEIGHT_STATS,
+    Finding,
     _context,
     _downstream,
     _finish,
@@ -325,8 +326,9 @@ class LiveIncidents:
             severity = KINDS.get(kind, "warning")
             if kind not in NEVER_TRANSIENT and (now < n or s["windows"][-1] < n <= now):
                 severity = "info"
-            rows.append((RUN, layer, stat, kind, severity, s["first_step"], s["last_step"], s["best"],
-                         f"{s['message']}; from step {s['first_step']}"))
+            rows.append(Finding(run=RUN, layer=layer, stat=stat, kind=kind, severity=severity,
+                                first_step=s["first_step"], last_step=s["last_step"], windows=s["best"],
+                                message=f"{s['message']}; from step {s['first_step']}"))
         return pd.DataFrame(rows, columns=FINDING_COLUMNS).astype({"first_step": "int64", "last_step": "int64",
                                                                    "windows": "int64"})
 
