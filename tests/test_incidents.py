@@ -10,7 +10,8 @@ import keras
 import numpy as np
 import pandas as pd
 import pytest
-from example_scripts import load_example
+from helpers.examples import load_example
+from helpers.incidents import assert_prefilter_changes_nothing
 
 import tfprobe
 from tfprobe import cli
@@ -94,30 +95,6 @@ def test_info_findings_belong_to_no_incident_and_no_graph_means_model_order():
 def test_incidents_bad_source():
     with pytest.raises(TypeError, match="source"):
         incidents(42)
-
-
-def replay(logdir, prefilter=True):
-    """Feeds the windows written under `logdir` (one run) to a `LiveIncidents`, as the probe does."""
-    from tfprobe.findings.live import LiveIncidents
-
-    df, layers = tfprobe.read_logdir(logdir), tfprobe.read_layers(logdir)
-    infos = {r["layer"]: r for r in layers.to_dict("records")}
-    state = LiveIncidents(prefilter=prefilter)
-    for step, g in df.groupby("step"):
-        results = {}
-        for layer, stat, value in zip(g.layer, g.stat, g.value):
-            results.setdefault(layer, {})[stat] = value
-        state.update(int(step), results, infos)
-    return state
-
-
-def assert_prefilter_changes_nothing(logdir):
-    """The live shortcut (`suspects`) finds what judging every layer of every window finds."""
-    quick, full = replay(logdir), replay(logdir, prefilter=False)
-    key = ["layer", "kind", "stat"]
-    a, b = (s.findings().sort_values(key).reset_index(drop=True) for s in (quick, full))
-    pd.testing.assert_frame_equal(a, b)
-    assert list(quick.incidents.root_layer) == list(full.incidents.root_layer)
 
 
 # ------------------------------------------------------------------ constant_output, from a real fit

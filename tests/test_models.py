@@ -22,6 +22,8 @@ import keras
 import numpy as np
 import pytest
 import tensorflow as tf
+from helpers import models
+from helpers.data import regression as data
 
 import tfprobe
 import tfprobe.kernels.native
@@ -58,23 +60,8 @@ def expected_steps(steps_per_epoch, epochs, record_freq, log_freq, spe=1, start=
     return out
 
 
-def data(n=40, in_shape=(8,), out_dim=4, seed=0):
-    rng = np.random.default_rng(seed)
-    x = rng.normal(size=(n, *in_shape)).astype("float32")
-    y = rng.normal(size=(n, out_dim)).astype("float32")
-    return x, y
-
-
 def mlp(name="mlp"):
-    return keras.Sequential(
-        [
-            keras.Input((8,)),
-            keras.layers.Dense(16, activation="relu", name="d1"),
-            keras.layers.Dense(8, activation="tanh", name="d2"),
-            keras.layers.Dense(4, name="out"),
-        ],
-        name=name,
-    )
+    return models.mlp(name=name)
 
 
 def fit(model, x, y, probe=None, batch_size=8, epochs=2, **kwargs):
