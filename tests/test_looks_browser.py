@@ -14,7 +14,7 @@ import keras
 import numpy as np
 import pytest
 from helpers import chromium, synthetic
-from helpers.chromium import open_dashboard, shot, switch
+from helpers.chromium import console_errors, open_dashboard, shot, switch
 from helpers.tensorboard import http_get, tensorboard_server
 
 from tfprobe import metadata
@@ -89,6 +89,7 @@ def test_looks_routes_list_the_images_and_serve_png(server):
 @pytest.mark.browser
 @chromium.needs_chromium
 def test_looks_view_images_load_and_the_slider_changes_them(server, page):
+    console = console_errors(page)
     frame = open_dashboard(page, server.base)
     switch(frame, "looks")
     run = frame.locator('.looks-run[data-run="train"]')
@@ -113,4 +114,4 @@ def test_looks_view_images_load_and_the_slider_changes_them(server, page):
     assert "example_02%2Ffeatures%2Fconv1" in features and "step=10" in features
     assert frame.locator('#looks .hint').filter(has_text="No looks images in this run").count() == 1  # plain
     shot(page, "looks")
-    assert page.errors == [] and page.console_errors == []
+    assert page.errors == [] and console == []

@@ -40,16 +40,22 @@ def browser():
 
 @pytest.fixture
 def page(browser):
-    """A fresh page (own context) that collects `page.dialogs` (dismissed), `page.errors` (uncaught
-    exceptions) and `page.console_errors` (console messages of type error)."""
+    """A fresh page (own context) that collects `page.dialogs` (dismissed) and `page.errors` (uncaught
+    exceptions); a test that checks console messages too listens with `console_errors(page)`."""
     context = browser.new_context(viewport=VIEWPORT)
     page = context.new_page()
-    page.dialogs, page.errors, page.console_errors = [], [], []
+    page.dialogs, page.errors = [], []
     page.on("dialog", lambda d: (page.dialogs.append(d.message), d.dismiss()))
     page.on("pageerror", lambda e: page.errors.append(str(e)))
-    page.on("console", lambda m: page.console_errors.append(m.text) if m.type == "error" else None)
     yield page
     context.close()
+
+
+def console_errors(page):
+    """A live list of the text of every console message of type error on `page`."""
+    seen = []
+    page.on("console", lambda m: seen.append(m.text) if m.type == "error" else None)
+    return seen
 
 
 def shot(page, name, **kwargs):
