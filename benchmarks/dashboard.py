@@ -30,7 +30,8 @@ import numpy as np
 from tensorboard.compat.proto import event_pb2
 
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "tests"))
-import conftest as helpers
+from helpers import synthetic
+from helpers.tensorboard import tensorboard_server
 
 from tfprobe import metadata
 from tfprobe.logs.events import EventFileWriter
@@ -41,9 +42,9 @@ DEFAULT_STATS = ("zero_fraction", "mean", "std", "dead_unit_fraction")
 def write_run(path, layers, windows, stats):
     os.makedirs(path, exist_ok=True)
     names = [f"block_{i // 10:02d}/layer_{i:03d}" for i in range(layers)]
-    infos = {n: helpers.info_for(i, n, "Conv2D", shape=[None, 32, 32, 16]) for i, n in enumerate(names)}
+    infos = {n: synthetic.info_for(i, n, "Conv2D", shape=[None, 32, 32, 16]) for i, n in enumerate(names)}
     rng = np.random.default_rng(0)
-    helpers.write_windows(path, infos, [(1, {n: {s: 0.5 for s in stats} for n in names}, {})])
+    synthetic.write_windows(path, infos, [(1, {n: {s: 0.5 for s in stats} for n in names}, {})])
     # template for the remaining windows: same tags and tensors, no metadata
     template = event_pb2.Event()
     for n in names:
@@ -101,7 +102,7 @@ def main():
 
     route = f"/data/plugin/{metadata.PLUGIN_NAME}"
     stat = args.stats[0]
-    with helpers.tensorboard_server(logdir, *args.tensorboard_args) as tb:
+    with tensorboard_server(logdir, *args.tensorboard_args) as tb:
         base = tb.base + route
         t0 = time.perf_counter()
         for layer in (names[-1], names[0]):  # every point of the last and the first series ingested

@@ -34,7 +34,7 @@ def main():
     args = parser.parse_args()
     import test_zoo_healthy as healthy
     import test_zoo_pathology as pathology
-    from zoo import run_healthy, run_pathology
+    from helpers.zoo import run_healthy, run_pathology
 
     print("| case | planted | found | false (warning/error) | info | precision | recall |")
     print("| --- | --- | --- | --- | --- | --- | --- |")

@@ -8,6 +8,7 @@ import subprocess
 
 import pandas as pd
 import pytest
+from helpers import synthetic
 
 import tfprobe
 from tfprobe import cli
@@ -20,13 +21,13 @@ def run_cli(capsys, *argv):
     return code, captured.out, captured.err
 
 
-def test_report_table_and_findings_fit_80_columns(synthetic_logdir, capsys, helpers):
+def test_report_table_and_findings_fit_80_columns(synthetic_logdir, capsys):
     code, out, _ = run_cli(capsys, "report", str(synthetic_logdir), "--all")
     assert code == 0
     lines = out.splitlines()
     assert max(len(line) for line in lines) <= 80
-    assert f"run '{helpers.RUN_TRAIN}': {len(helpers.TRAIN_LAYERS)} layers, latest window step 200" in out
-    for name, *_ in helpers.TRAIN_LAYERS:
+    assert f"run '{synthetic.RUN_TRAIN}': {len(synthetic.TRAIN_LAYERS)} layers, latest window step 200" in out
+    for name, *_ in synthetic.TRAIN_LAYERS:
         assert any(line.strip().startswith(name) for line in lines)
     dead = next(line for line in lines if line.strip().startswith("dead_relu"))
     assert dead.split()[1:] == ["0", "0", "100", "100", "0", "0"]
@@ -34,17 +35,15 @@ def test_report_table_and_findings_fit_80_columns(synthetic_logdir, capsys, help
     assert nan.split()[1:3] == ["nan", "nan"] and nan.split()[-1] == "12"
     assert "Findings: 2 errors\n" in out  # the output softmax `dense` is confident, not saturated
     assert re.search(r"\n  ERROR   nan_inf +run train: nan_layer \(steps 100-200\)\n", out)  # several runs: named
-    assert helpers.RUN_OTHER not in out  # omitted: no tfprobe data
+    assert synthetic.RUN_OTHER not in out  # omitted: no tfprobe data
 
 
 @pytest.fixture(scope="module")
 def warning_logdir(tmp_path_factory):
     """One run whose only finding is a warning: a hidden sigmoid layer `dense` saturates."""
-    from conftest import write_run
-
     root = tmp_path_factory.mktemp("warn")
     layers = [("dense", "Dense", "activation", [None, 10], [0.0, 1.0]), ("out", "Dense", "activation", [None, 4], None)]
-    write_run(root / "warn", layers, [10, 20, 30])
+    synthetic.write_run(root / "warn", layers, [10, 20, 30])
     return root
 
 
@@ -61,8 +60,8 @@ def test_fail_on(synthetic_logdir, warning_logdir, capsys, logdir, severity, cod
         assert ("Failing: 1 finding at or above" in out) == (code == 1)
 
 
-def test_fail_on_passes_for_healthy_run(synthetic_logdir, capsys, helpers):
-    code, out, _ = run_cli(capsys, "report", str(synthetic_logdir), "--run", helpers.RUN_EVAL, "--fail-on", "warning")
+def test_fail_on_passes_for_healthy_run(synthetic_logdir, capsys):
+    code, out, _ = run_cli(capsys, "report", str(synthetic_logdir), "--run", synthetic.RUN_EVAL, "--fail-on", "warning")
     assert code == 0 and "Findings: none" in out and "'train'" not in out
 
 
@@ -78,9 +77,9 @@ def test_report_errors(tmp_path, synthetic_logdir, capsys):
     assert e.value.code == 2
 
 
-def test_long_layer_names_keep_head_and_tail(tmp_path, capsys, helpers):
+def test_long_layer_names_keep_head_and_tail(tmp_path, capsys):
     name = "encoder/block_12/" + "very_long_layer_name_" * 4 + "conv"
-    helpers.write_run(tmp_path / "r", [(name, "Dense", "activation", [None, 4], None)], [1, 2])
+    synthetic.write_run(tmp_path / "r", [(name, "Dense", "activation", [None, 4], None)], [1, 2])
     code, out, _ = run_cli(capsys, "report", str(tmp_path))
     assert code == 0 and max(map(len, out.splitlines())) <= 80
     row = next(line for line in out.splitlines() if "…" in line).split()[0]
@@ -101,12 +100,12 @@ def convnext_names():
     return names + ["convnext_tiny_head_gap", "convnext_tiny_head_layernorm", "convnext_tiny_head_dense", "predictions"]
 
 
-def test_convnext_names_are_distinct_within_80_columns(tmp_path, capsys, helpers):
+def test_convnext_names_are_distinct_within_80_columns(tmp_path, capsys):
     names = convnext_names()
     assert len(names) == 138 and len({n[:30] for n in names}) < 30  # cut at 30 characters + "…": unreadable
     writer = WindowWriter(str(tmp_path / "r"))
-    infos = {n: helpers.info_for(i, n, "Conv2D", "activation", [None, 4], None) for i, n in enumerate(names)}
-    stats = {n: helpers.stats_for(n, "activation", 1) for n in names}
+    infos = {n: synthetic.info_for(i, n, "Conv2D", "activation", [None, 4], None) for i, n in enumerate(names)}
+    stats = {n: synthetic.stats_for(n, "activation", 1) for n in names}
     stats["convnext_tiny_stage_2_block_3_depthwise_conv"]["nan_count"] = 3.0  # a finding on that row
     writer.write_window(1, infos, stats, {}, wall_time=1.0)
     writer.close()
@@ -154,10 +153,10 @@ def test_export_wide_and_histograms(synthetic_logdir, tmp_path, capsys):
     assert {"bucket", "count"} <= set(pd.read_parquet(tmp_path / "h.pq").columns)
 
 
-def test_export_gradient_histograms(tmp_path, capsys, helpers):
+def test_export_gradient_histograms(tmp_path, capsys):
     writer = WindowWriter(str(tmp_path / "logs" / "r"))
-    hist = helpers.hist_for(1)
-    writer.write_window(1, {"h": helpers.info_for(0, "h")}, {"h": {"mean": 1.0}}, {"h": hist}, grad_histograms={"h": 2 * hist})
+    hist = synthetic.hist_for(1)
+    writer.write_window(1, {"h": synthetic.info_for(0, "h")}, {"h": {"mean": 1.0}}, {"h": hist}, grad_histograms={"h": 2 * hist})
     writer.close()
     logs, out = str(tmp_path / "logs"), tmp_path / "h.csv"
     for quantity, want in ((None, {"activation"}), ("gradient", {"gradient"}), ("all", {"activation", "gradient"})):

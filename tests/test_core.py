@@ -13,6 +13,8 @@ import numpy as np
 import pandas as pd
 import pytest
 import tensorflow as tf
+from helpers import data as _data
+from helpers import models
 
 import tfprobe
 import tfprobe.kernels.native
@@ -21,19 +23,11 @@ from tfprobe.recording.capture import layer_outputs
 
 
 def mlp():
-    return keras.Sequential(
-        [
-            keras.Input((8,)),
-            keras.layers.Dense(16, activation="relu", name="hidden"),
-            keras.layers.Dense(8, activation="tanh", name="squash"),
-            keras.layers.Dense(4, name="out"),
-        ]
-    )
+    return models.mlp(names=("hidden", "squash", "out"))
 
 
 def data(n=48, seed=0):
-    rng = np.random.default_rng(seed)
-    return rng.normal(size=(n, 8)).astype("float32"), rng.normal(size=(n, 4)).astype("float32")
+    return _data.regression(n, seed=seed)
 
 
 def wide(logdir):
@@ -353,10 +347,7 @@ def test_operations_that_are_not_layers_are_recorded(tmp_path):
 
 @pytest.mark.parametrize("include_masked", [False, True])
 def test_masked_positions_are_left_out_of_the_statistics(tmp_path, include_masked):
-    rng = np.random.default_rng(0)
-    ids = rng.integers(1, 20, size=(8, 10))
-    for row, length in enumerate([10, 7, 3, 5, 10, 1, 8, 4]):
-        ids[row, length:] = 0  # padding
+    ids = _data.padded_ids()
     model = keras.Sequential([
         keras.Input((10,), dtype="int32"),
         keras.layers.Embedding(20, 6, mask_zero=True, name="emb"),

@@ -5,6 +5,7 @@ plugin's `/health` answered 500."""
 from __future__ import annotations
 
 import pytest
+from helpers.plugin import get_json, make_client, make_provider
 
 import tfprobe
 from tfprobe import cli
@@ -39,7 +40,5 @@ def test_report_on_a_dead_network(dead_logdir, capsys):
 
 
 def test_health_route_on_a_dead_network(dead_logdir):
-    from test_plugin_backend import get_json, make_client, make_provider
-
     body = get_json(make_client(make_provider(dead_logdir)), "health", run="run")
     assert [(f["layer"], f["kind"]) for f in body["findings"]] == [("dense", "dead_layer"), ("relu", "dead_layer")]

@@ -12,8 +12,10 @@ import numpy as np
 import pandas as pd
 import pytest
 import tensorflow as tf
-from test_custom_loops import gan, images
-from test_models import assert_not_instrumented, data, mlp, steps_of
+from helpers import models
+from helpers.checks import assert_not_instrumented, steps_of
+from helpers.custom_loops import gan, images
+from helpers.data import regression as data
 
 import tfprobe
 from tfprobe.recording.capture import Instrumentation
@@ -42,7 +44,7 @@ def _same(a, b):
 def _mlp(jit_compile=False, steps_per_execution=1, optimizer="sgd"):
     def make():
         keras.utils.set_random_seed(0)
-        model = mlp()
+        model = models.mlp(name="mlp")
         model.compile(optimizer, "mse", jit_compile=jit_compile, steps_per_execution=steps_per_execution)
         return model
 

@@ -2,35 +2,16 @@
 
 import keras
 import numpy as np
-import oracle
 import pytest
+from helpers import oracle
+from helpers.data import CNN_BATCH as BATCH
+from helpers.data import cnn_data
+from helpers.models import frozen_cnn
 
 import tfprobe
 import tfprobe.kernels.native
 
 NEAR = 1e-3
-BATCH = 16
-
-
-def _model():
-    inputs = keras.Input((12, 12, 2))
-    x = keras.layers.Conv2D(4, 3, activation="relu", name="conv_a")(inputs)
-    x = keras.layers.MaxPooling2D(name="pool")(x)
-    x = keras.layers.Conv2D(6, 3, activation="tanh", name="conv_b")(x)
-    x = keras.layers.GlobalAveragePooling2D(name="gap")(x)
-    x = keras.layers.Dense(8, activation="sigmoid", name="dense_sig")(x)
-    outputs = keras.layers.Dense(3, name="logits")(x)
-    model = keras.Model(inputs, outputs)
-    # Learning rate 0 freezes the weights, so a second model of the same layers sees the same activations.
-    model.compile(keras.optimizers.SGD(learning_rate=0.0), keras.losses.SparseCategoricalCrossentropy(from_logits=True))
-    return model
-
-
-def _data(steps, seed=0):
-    rng = np.random.default_rng(seed)
-    x = rng.normal(size=(steps * BATCH, 12, 12, 2)).astype(np.float32)
-    y = rng.integers(0, 3, steps * BATCH)
-    return x, y
 
 
 def _activations(model, x):
@@ -43,9 +24,9 @@ def _activations(model, x):
 @pytest.mark.parametrize("jit_compile", [False, True], ids=["graph", "xla"])
 def test_logged_windows_equal_numpy_statistics(tmp_path, jit_compile):
     steps, log_freq = 10, 4
-    model = _model()
+    model = frozen_cnn()
     model.compile(model.optimizer, model.loss, jit_compile=jit_compile)
-    x, y = _data(steps)
+    x, y = cnn_data(steps)
     probe = tfprobe.LayerProbe(tmp_path / "run", record_freq=1, log_freq=log_freq, histogram_freq=1, near_zero=NEAR)
     model.fit(x, y, batch_size=BATCH, epochs=2, steps_per_epoch=steps // 2, shuffle=False, verbose=0, callbacks=[probe])
 
@@ -86,8 +67,8 @@ def test_logged_windows_equal_numpy_statistics(tmp_path, jit_compile):
     ],
 )
 def test_windows_follow_record_and_log_freq(tmp_path, record_freq, log_freq, expected_steps, recorded):
-    model = _model()
-    x, y = _data(10)
+    model = frozen_cnn()
+    x, y = cnn_data(10)
     probe = tfprobe.LayerProbe(tmp_path, record_freq=record_freq, log_freq=log_freq, histogram_freq=0, near_zero=NEAR)
     model.fit(x, y, batch_size=BATCH, epochs=1, shuffle=False, verbose=0, callbacks=[probe])
     wide = tfprobe.read_logdir(tmp_path, pivot=True)
@@ -102,8 +83,8 @@ def test_windows_follow_record_and_log_freq(tmp_path, record_freq, log_freq, exp
 
 def test_sample_size_statistics_use_the_leading_examples_and_extremes_the_whole_batch(tmp_path):
     steps, log_freq, k = 6, 3, 5
-    model = _model()
-    x, y = _data(steps, seed=3)
+    model = frozen_cnn()
+    x, y = cnn_data(steps, seed=3)
     probe = tfprobe.LayerProbe(
         tmp_path / "run", record_freq=1, log_freq=log_freq, histogram_freq=1, near_zero=NEAR, sample_size=k
     )
@@ -144,8 +125,8 @@ def test_histogram_steps_that_are_not_recorded_count_only_histograms(tmp_path, k
     if kernel == "native" and not tfprobe.kernels.native.available():
         pytest.skip("native kernel unavailable")
     steps = 4
-    model = _model()
-    x, y = _data(steps)
+    model = frozen_cnn()
+    x, y = cnn_data(steps)
     probe = tfprobe.LayerProbe(tmp_path, record_freq=3, log_freq=steps, histogram_freq=1, near_zero=NEAR, kernel=kernel)
     model.fit(x, y, batch_size=BATCH, epochs=1, shuffle=False, verbose=0, callbacks=[probe])
 

@@ -1,6 +1,6 @@
 """The example a user runs first: trains on the bundled digits and writes both runs."""
 
-from example_scripts import load_example
+from helpers.examples import load_example
 
 import tfprobe
 

@@ -8,7 +8,7 @@ and 2 with `-m slow`.
 
 
 import pytest
-from example_scripts import load_example
+from helpers.examples import load_example
 
 
 @pytest.mark.parametrize("seed", [0, pytest.param(1, marks=pytest.mark.slow), pytest.param(2, marks=pytest.mark.slow)])

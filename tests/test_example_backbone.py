@@ -7,7 +7,7 @@ layer. The margins below hold on all three. Seed 0 runs in the default suite, se
 
 
 import pytest
-from example_scripts import load_example
+from helpers.examples import load_example
 
 
 @pytest.mark.parametrize("seed", [0, pytest.param(1, marks=pytest.mark.slow), pytest.param(2, marks=pytest.mark.slow)])

@@ -5,7 +5,7 @@ comments give the range measured over those seeds."""
 from __future__ import annotations
 
 import pytest
-from example_scripts import load_example
+from helpers.examples import load_example
 
 
 def run(name, tmp_path, seed=0):

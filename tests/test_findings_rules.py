@@ -15,6 +15,7 @@ import warnings
 import numpy as np
 import pandas as pd
 import pytest
+from helpers.models import GAN
 
 import tfprobe
 from tfprobe import findings
@@ -361,36 +362,6 @@ def test_gradients_are_compared_as_norms_per_example():
     assert set(found["kind"]) == {"vanishing_gradient"} and "gradient rms falls" in found["message"].iloc[0]
     assert (tfprobe.diagnose(df.assign(value=df["value"].where(df["layer"] != "maps", 1e-8)), layers)
             [["layer", "kind"]].values.tolist() == [["maps", "vanishing_gradient"]])
-
-
-class GAN(keras.Model):
-    """The DCGAN example's `train_step`: the discriminator is called twice per step (`#1` series), the
-    generator's update goes through the discriminator's second call."""
-
-    def __init__(self, discriminator, generator, latent_dim):
-        super().__init__()
-        self.discriminator, self.generator, self.latent_dim = discriminator, generator, latent_dim
-        self.seed_generator = keras.random.SeedGenerator(1337)
-
-    def compile(self, d_optimizer, g_optimizer, loss_fn):
-        super().compile()
-        self.d_optimizer, self.g_optimizer, self.loss_fn = d_optimizer, g_optimizer, loss_fn
-
-    def train_step(self, real_images):
-        batch_size = tf.shape(real_images)[0]
-        z = keras.random.normal(shape=(batch_size, self.latent_dim), seed=self.seed_generator)
-        combined = tf.concat([self.generator(z), real_images], axis=0)
-        labels = tf.concat([tf.ones((batch_size, 1)), tf.zeros((batch_size, 1))], axis=0)
-        with tf.GradientTape() as tape:
-            d_loss = self.loss_fn(labels, self.discriminator(combined))
-        grads = tape.gradient(d_loss, self.discriminator.trainable_weights)
-        self.d_optimizer.apply_gradients(zip(grads, self.discriminator.trainable_weights))
-        z = keras.random.normal(shape=(batch_size, self.latent_dim), seed=self.seed_generator)
-        with tf.GradientTape() as tape:
-            g_loss = self.loss_fn(tf.zeros((batch_size, 1)), self.discriminator(self.generator(z)))
-        grads = tape.gradient(g_loss, self.generator.trainable_weights)
-        self.g_optimizer.apply_gradients(zip(grads, self.generator.trainable_weights))
-        return {"d_loss": d_loss, "g_loss": g_loss}
 
 
 def test_a_gan_generator_judged_through_the_discriminators_second_call(tmp_path):

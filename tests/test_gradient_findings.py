@@ -12,8 +12,18 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 import pytest
-from test_zoo_healthy import application, conv1d_audio, recurrent_text, small_cnn, transformer_block
-from zoo import not_info, run_healthy, run_pathology
+from helpers.models import planted
+from helpers.zoo import (
+    application,
+    conv1d_audio,
+    mlp,
+    not_info,
+    recurrent_text,
+    run_healthy,
+    run_pathology,
+    small_cnn,
+    transformer_block,
+)
 
 import tfprobe
 from tfprobe import findings
@@ -54,27 +64,18 @@ class Bias(L.Layer):
         return x + self.b
 
 
-def chain(*layers, width=32):
-    """Input(16) -> `hidden` (Dense, ReLU) -> `layers` -> `out` (Dense 4)."""
-    inp = keras.Input((16,))
-    x = L.Dense(width, activation="relu", name="hidden")(inp)
-    for layer in layers:
-        x = layer(x)
-    return keras.Model(inp, L.Dense(4, name="out")(x))
-
-
 def sigmoid_stack():
-    return chain(*[L.Dense(32, activation="sigmoid", name=f"sig{i}") for i in range(1, 11)])
+    return planted(*[L.Dense(32, activation="sigmoid", name=f"sig{i}") for i in range(1, 11)])
 
 
 def scaled_gradient():
-    return chain(L.Dense(32, activation="relu", name="pre"), ScaleGradient(1e-6, name="shrink"),
+    return planted(L.Dense(32, activation="relu", name="pre"), ScaleGradient(1e-6, name="shrink"),
                  L.Dense(32, activation="relu", name="post"))
 
 
 def large_init():
     big = keras.initializers.RandomNormal(stddev=3.0, seed=1)
-    return chain(*[L.Dense(64, kernel_initializer=big, name=f"lin{i}") for i in (1, 2, 3, 4)], width=64)
+    return planted(*[L.Dense(64, kernel_initializer=big, name=f"lin{i}") for i in (1, 2, 3, 4)], width=64)
 
 
 def zero_multiplied_branch():
@@ -90,12 +91,12 @@ def huge_weights_before_norm():
     """`big`'s scale is removed by the LayerNormalization after it: its gradient is as small as its
     weights are large, and each update moves it by ~1e-7 of its norm."""
     big = keras.initializers.RandomNormal(stddev=1e4, seed=1)
-    return chain(L.Dense(32, kernel_initializer=big, name="big"), L.LayerNormalization(name="norm"))
+    return planted(L.Dense(32, kernel_initializer=big, name="big"), L.LayerNormalization(name="norm"))
 
 
 def tiny_bias():
     """A bias initialised at 1e-6 that Adam moves by ~lr per step: 1000x its norm."""
-    return chain(Bias(1e-6, name="bias"), L.Dense(32, activation="relu", name="post"))
+    return planted(Bias(1e-6, name="bias"), L.Dense(32, activation="relu", name="post"))
 
 
 def adam(lr=1e-4):
@@ -134,7 +135,7 @@ def test_planted_gradient_fault_is_found_where_it_is_and_nowhere_else(tmp_path, 
 
 def test_learning_rate_zero_stalls_every_trainable_layer_and_not_a_frozen_one(tmp_path):
     def build():
-        return chain(L.Dense(32, activation="relu", trainable=False, name="frozen"), L.ReLU(name="act"))
+        return planted(L.Dense(32, activation="relu", trainable=False, name="frozen"), L.ReLU(name="act"))
 
     result, _ = run_pathology(build, tmp_path / "run", gradients=True)  # SGD(0.0)
     assert found(result) == {(l, "stalled_layer") for l in ("hidden", "out")}, result.to_string()
@@ -143,7 +144,7 @@ def test_learning_rate_zero_stalls_every_trainable_layer_and_not_a_frozen_one(tm
 
 def test_a_huge_learning_rate_is_unstable_at_every_trainable_layer(tmp_path):
     def build():
-        return chain(L.Dense(32, name="dense"), L.ReLU(name="act"))
+        return planted(L.Dense(32, name="dense"), L.ReLU(name="act"))
 
     result, _ = run_pathology(build, tmp_path / "run", gradients=True, optimizer=adam(1.0))
     unstable = result[result["kind"] == "unstable_updates"]
@@ -163,13 +164,6 @@ def test_gradient_depth_needs_the_graph(tmp_path):
     bare.attrs.clear()
     with pytest.warns(RuntimeWarning, match="'gradient_depth' cannot run"):
         assert not {"vanishing_gradient", "exploding_gradient"} & set(tfprobe.diagnose(bare)["kind"])
-
-
-def mlp():
-    inp = keras.Input((32,))
-    x = L.Dense(64, activation="relu", name="h1")(inp)
-    x = L.Dense(64, activation="relu", name="h2")(x)
-    return keras.Model(inp, L.Dense(10, activation="softmax", name="predictions")(x)), (32,), None
 
 
 # MobileNetV2 takes ~50 s on 2 shared cores (tracing 150 layers with their gradients): slow target.
@@ -222,7 +216,7 @@ def nan_kernel():
     """`mid`'s kernel is NaN before `fit`; TensorFlow fuses its ReLU into the matrix product (`_FusedMatMul`),
     which on some CPUs (oneDNN on AVX-512) outputs exact zeros for NaN: without `nan_weights` it looked like a
     dead layer."""
-    model = chain(L.Dense(32, activation="relu", name="mid"))
+    model = planted(L.Dense(32, activation="relu", name="mid"))
     kernel, bias = model.get_layer("mid").get_weights()
     model.get_layer("mid").set_weights([np.full_like(kernel, np.nan), bias])
     return model
@@ -265,7 +259,7 @@ def test_nan_kernel_is_nan_weights_not_a_dead_layer(tmp_path):
 
 def test_a_learning_rate_that_turns_the_weights_nan_is_found_at_the_step_it_does(tmp_path):
     keras.utils.set_random_seed(0)
-    model = chain(L.Dense(32, activation="relu", name="mid"))
+    model = planted(L.Dense(32, activation="relu", name="mid"))
     result, oracle = fit_to_nan(tmp_path, model, keras.optimizers.SGD(10.0, momentum=0.9))
     assert {"hidden", "mid"} <= set(oracle) and min(oracle.values()) > 1  # trained a few steps first
     nan = result[result["kind"] == "nan_weights"]

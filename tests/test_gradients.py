@@ -6,9 +6,10 @@ import warnings
 
 import keras
 import numpy as np
-import oracle as oracle_module
 import pytest
 import tensorflow as tf
+from helpers import oracle as oracle_module
+from helpers.data import normal as data
 
 import tfprobe
 from tfprobe import metadata
@@ -70,11 +71,6 @@ def check_against_oracle(model, x, y, tmp_path, batch_size=8, **probe_kwargs):
             np.testing.assert_allclose(wide.loc[name, stat], want[stat], rtol=1e-4, atol=1e-12, err_msg=f"{name} {stat}")
         checked += 1
     return wide, checked
-
-
-def data(n, shape, seed=0):
-    rng = np.random.default_rng(seed)
-    return rng.normal(size=(n, *shape)).astype("float32")
 
 
 def test_sequential_cnn_with_batchnorm_and_pooling(tmp_path):

@@ -8,17 +8,16 @@ Run `grads` is written by the real recorder (a small CNN, every step recorded an
 from __future__ import annotations
 
 import json
-import os
 import subprocess
 import sys
 import textwrap
 
 import pytest
-import test_plugin_browser as base
-from test_plugin_browser import CHROMIUM, TIMEOUT, open_dashboard, plugin_requests, switch
+from helpers import chromium, synthetic
+from helpers.chromium import TIMEOUT, open_dashboard, plugin_requests, shot, switch
+from helpers.tensorboard import tensorboard_server
 
-browser, page = base.browser, base.page  # the same chromium fixtures
-pytestmark = pytest.mark.skipif(not os.path.exists(CHROMIUM), reason=f"no chromium at {CHROMIUM}")
+pytestmark = chromium.MARKS
 
 _RECORDER = textwrap.dedent(
     """
@@ -45,13 +44,13 @@ WEIGHTED = ["conv", "dense1", "dense2", "logits"]
 
 
 @pytest.fixture(scope="module")
-def server(tmp_path_factory, helpers):
+def server(tmp_path_factory):
     root = tmp_path_factory.mktemp("gradient_logs")
     proc = subprocess.run([sys.executable, "-c", _RECORDER, str(root / "grads")], timeout=300, capture_output=True, text=True)
     if proc.returncode != 0:
         pytest.fail(f"the real recorder failed (exit {proc.returncode}):\n{proc.stderr[-3000:]}", pytrace=False)
-    helpers.write_run(root / "plain", [("dense", "Dense", "activation", [None, 4], None)], [1, 2, 3])
-    with helpers.tensorboard_server(root) as tb:
+    synthetic.write_run(root / "plain", [("dense", "Dense", "activation", [None, 4], None)], [1, 2, 3])
+    with tensorboard_server(root) as tb:
         tb.wait_until(lambda b: {r["name"] for r in b["runs"]} >= {"grads", "plain"})
         tb.wait_until(lambda b: b["steps"][-1:] == STEPS[-1:],
                       route="/data/plugin/tfprobe/overview?run=grads&stat=update_ratio")
@@ -110,7 +109,7 @@ def test_runs_of_different_depth_share_one_layer_axis(page, server):
     assert merge == ["stem", "conv1", "dense1", "dense2", "dense3", "logits"]
 
 
-def test_gradient_statistics_in_overview_and_layer_detail(page, server, helpers):
+def test_gradient_statistics_in_overview_and_layer_detail(page, server):
     frame = open_dashboard(page, server.base)
     options = frame.locator("#stat-select option").all_text_contents()
     assert {"grad_rms", "grad_zero_fraction", "weight_norm", "update_ratio"} <= set(options)
@@ -130,5 +129,5 @@ def test_gradient_statistics_in_overview_and_layer_detail(page, server, helpers)
     assert panels.locator(".heatmap-canvas").count() == 2
     assert "dL/da" in panels.nth(1).locator("h4").text_content()
     panels.nth(1).scroll_into_view_if_needed()
-    base.shot(page, helpers, "layer_gradient_histogram")
+    shot(page, "layer_gradient_histogram")
     assert not page.errors

@@ -16,6 +16,7 @@ import warnings
 
 import numpy as np
 import pytest
+from helpers.tensorboard import http_get, tensorboard_server
 from tensorboard import context as tb_context
 from tensorboard.backend import application
 from tensorboard.backend.event_processing import data_provider as mdp
@@ -493,7 +494,7 @@ def test_records_whose_checksum_fails_are_flagged_per_run(tmp_path):
         assert [len(r["warnings"]) for r in body["runs"]] == [1, 0]
 
 
-def test_a_real_tensorboard_server_flags_crc_failures_and_survives_hostile_filters(tmp_path, helpers):
+def test_a_real_tensorboard_server_flags_crc_failures_and_survives_hostile_filters(tmp_path):
     """Under the data server (the default loader), a record whose data checksum fails is still shown (with its
     changed value), and the plugin's own scan flags the run; a backtracking filter answers at once."""
     path = write_windows(tmp_path / "damaged", ["x", KERAS_NAME], [1, 2, 3], value=0.25, hist=False)
@@ -501,14 +502,14 @@ def test_a_real_tensorboard_server_flags_crc_failures_and_survives_hostile_filte
     data = bytearray(open(path, "rb").read())
     data[data.index(struct.pack("<f", 2.25)) + 1] ^= 0x40
     open(path, "wb").write(bytes(data))
-    with helpers.tensorboard_server(tmp_path, "--load_fast=true") as tb:
+    with tensorboard_server(tmp_path, "--load_fast=true") as tb:
         body = tb.wait_until(lambda b: {r["name"] for r in b["runs"]} == {"damaged", "healthy"})
         warned = {r["name"]: r["warnings"] for r in body["runs"]}
         assert warned["healthy"] == [] and len(warned["damaged"]) == 1 and "CRC" in warned["damaged"][0]
         for pattern in (r"(\w+)+!", "(a+)+$", "a{99999999999}", "a" * 300):
             start = time.perf_counter()
             try:
-                status, _ = helpers.http_get(f"{tb.base}{PREFIX}/overview?" + urllib.parse.urlencode(
+                status, _ = http_get(f"{tb.base}{PREFIX}/overview?" + urllib.parse.urlencode(
                     {"run": "damaged", "stat": "mean", "filter": pattern}))
             except urllib.error.HTTPError as e:
                 status = e.code

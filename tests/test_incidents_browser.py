@@ -10,21 +10,18 @@ import os
 import urllib.error
 
 import pytest
-from example_scripts import load_example
+from helpers import chromium
+from helpers.chromium import IFRAME, TIMEOUT
+from helpers.examples import load_example
+from helpers.tensorboard import artifacts_dir, http_get, tensorboard_server
 
 from tfprobe import metadata
 
-CHROMIUM = os.environ.get("CHROMIUM", "/usr/bin/chromium")
-ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
-        "--disable-background-networking", "--disable-component-update", "--disable-sync"]
-IFRAME = f'iframe[src="data/plugin_entry.html?name={metadata.PLUGIN_NAME}"]'
-TIMEOUT = 60_000
-
-pytestmark = [pytest.mark.browser, pytest.mark.skipif(not os.path.exists(CHROMIUM), reason=f"no chromium at {CHROMIUM}")]
+pytestmark = chromium.MARKS
 
 
 @pytest.fixture(scope="module")
-def served(tmp_path_factory, helpers):
+def served(tmp_path_factory):
     import keras
 
     import tfprobe
@@ -37,48 +34,28 @@ def served(tmp_path_factory, helpers):
         probe = tfprobe.LayerProbe(root / run, record_freq=1, log_freq=5, histogram_freq=0, gradients=True, alerts=False)
         bug.build_model(**deviation).fit(x, y, batch_size=64, epochs=1, verbose=0, callbacks=[probe])
     expected = tfprobe.incidents(root)
-    with helpers.tensorboard_server(root) as tb:
+    with tensorboard_server(root) as tb:
         tb.wait_until(lambda b: {r["name"] for r in b["runs"]} == {"dying_relu", "healthy"})
         yield tb, expected
 
 
-@pytest.fixture(scope="module")
-def browser():
-    from playwright.sync_api import sync_playwright
-
-    with sync_playwright() as p:
-        b = p.chromium.launch(executable_path=CHROMIUM, headless=True, args=ARGS)
-        yield b
-        b.close()
-
-
-@pytest.fixture
-def page(browser):
-    context = browser.new_context(viewport={"width": 1280, "height": 900})
-    page = context.new_page()
-    page.errors = []
-    page.on("pageerror", lambda e: page.errors.append(str(e)))
-    yield page
-    context.close()
-
-
-def test_incidents_route_is_tfprobe_incidents(served, helpers):
+def test_incidents_route_is_tfprobe_incidents(served):
     tb, expected = served
-    status, body = helpers.http_get(tb.base + "/data/plugin/tfprobe/incidents?run=dying_relu&run=healthy")
+    status, body = http_get(tb.base + "/data/plugin/tfprobe/incidents?run=dying_relu&run=healthy")
     got = json.loads(body)
     assert status == 200 and len(expected) == 1
     assert [(i["run"], i["root_layer"], i["root_kind"], i["first_step"], i["findings"]) for i in got["incidents"]] == \
         [(r.run, r.root_layer, r.root_kind, r.first_step, r.findings) for r in expected.itertuples()]
     assert sum(f["incident"] == 1 for f in got["findings"]) == expected.findings[0]
     with pytest.raises(urllib.error.HTTPError) as e:
-        helpers.http_get(tb.base + "/data/plugin/tfprobe/incidents")
+        http_get(tb.base + "/data/plugin/tfprobe/incidents")
     assert e.value.code == 400
     with pytest.raises(urllib.error.HTTPError) as e:
-        helpers.http_get(tb.base + "/data/plugin/tfprobe/incidents?run=ghost")
+        http_get(tb.base + "/data/plugin/tfprobe/incidents?run=ghost")
     assert e.value.code == 404
 
 
-def test_health_opens_with_incidents_and_overview_marks_the_root(page, served, helpers):
+def test_health_opens_with_incidents_and_overview_marks_the_root(page, served):
     tb, expected = served
     page.goto(tb.base + "/#" + metadata.PLUGIN_NAME)
     frame = page.frame_locator(IFRAME)
@@ -88,7 +65,7 @@ def test_health_opens_with_incidents_and_overview_marks_the_root(page, served, h
     roots = frame.locator("#overview .heatmap-label.root-cause").evaluate_all(
         "(els) => els.map((e) => [e.closest('section').dataset.run, e.dataset.name, e.dataset.root])")
     assert roots == [["dying_relu", "hidden2", "error"]]
-    page.screenshot(path=os.path.join(helpers.artifacts_dir(), "browser_incidents_overview.png"))
+    page.screenshot(path=os.path.join(artifacts_dir(), "browser_incidents_overview.png"))
 
     frame.locator("nav.tabs button[data-view=health]").click()
     frame.locator("body[data-view=health][data-status=ready]").wait_for(timeout=TIMEOUT)
@@ -106,7 +83,7 @@ def test_health_opens_with_incidents_and_overview_marks_the_root(page, served, h
     assert rows.count() == int(expected.findings[0])
     kinds = sorted(set(rows.evaluate_all("(els) => els.map((e) => e.dataset.kind)")))
     assert kinds == sorted(expected.kinds[0])
-    page.screenshot(path=os.path.join(helpers.artifacts_dir(), "browser_incidents_health.png"))
+    page.screenshot(path=os.path.join(artifacts_dir(), "browser_incidents_health.png"))
     # clicking the root layer opens it
     inc.locator("button.root-layer").click()
     frame.locator("body[data-view=layer][data-status=ready]").wait_for(timeout=TIMEOUT)

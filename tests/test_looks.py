@@ -7,6 +7,7 @@ import keras
 import numpy as np
 import pytest
 import tensorflow as tf
+from helpers.tensorboard import http_get, tensorboard_server
 
 import tfprobe
 from tfprobe import cam, metadata
@@ -117,7 +118,7 @@ def test_waveforms_get_a_heat_strip_and_spectrograms_time_across_low_frequencies
     assert not any(metadata.parse_looks_tag(t)[1] == "features" for t in got)
 
 
-def test_tensorboard_images_tab_lists_and_serves_the_images(tmp_path, helpers):
+def test_tensorboard_images_tab_lists_and_serves_the_images(tmp_path):
     run = tmp_path / "train"
     model = small_cnn()
     x = np.random.default_rng(1).random((4, 12, 12, 1), dtype=np.float32)
@@ -126,19 +127,19 @@ def test_tensorboard_images_tab_lists_and_serves_the_images(tmp_path, helpers):
         looks.run(model, ReferenceData((x, np.array([0, 1, 2, 0]))), step)
     looks.close()
     tag = metadata.looks_tag(1, "gradcam", "conv2")
-    with helpers.tensorboard_server(tmp_path) as server:
+    with tensorboard_server(tmp_path) as server:
         tags = server.wait_until(lambda t: tag in t.get("train", {}), route="/data/plugin/images/tags")
         expected = {metadata.looks_tag(i, k, layer) for i in (0, 1) for k, layer in
                     (("input", None), ("gradcam", "conv2"), ("gradcam_true", "conv2"), ("cam", "conv2"),
                      ("features", "conv1"), ("features", "conv2"))}
         assert set(tags["train"]) == expected
         query = urllib.parse.urlencode({"run": "train", "tag": tag, "sample": 0})
-        status, body = helpers.http_get(f"{server.base}/data/plugin/images/images?{query}")
+        status, body = http_get(f"{server.base}/data/plugin/images/images?{query}")
         entries = json.loads(body)
         assert status == 200 and [e["step"] for e in entries] == [5, 10]
-        status, png = helpers.http_get(f"{server.base}/data/plugin/images/individualImage?{entries[-1]['query']}")
+        status, png = http_get(f"{server.base}/data/plugin/images/individualImage?{entries[-1]['query']}")
         assert status == 200 and png.startswith(b"\x89PNG\r\n\x1a\n")
-        status, body = helpers.http_get(f"{server.base}/data/plugin/scalars/tags")
+        status, body = http_get(f"{server.base}/data/plugin/scalars/tags")
         assert metadata.looks_tag(0, "probability") in json.loads(body)["train"]
 
 

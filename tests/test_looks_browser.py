@@ -7,23 +7,20 @@ Run `train` holds synthetic statistics and real `LooksAnalysis` images of a smal
 from __future__ import annotations
 
 import json
-import os
 import urllib.error
 import urllib.parse
 
 import keras
 import numpy as np
 import pytest
+from helpers import chromium, synthetic
+from helpers.chromium import console_errors, open_dashboard, shot, switch
+from helpers.tensorboard import http_get, tensorboard_server
 
 from tfprobe import metadata
 from tfprobe.looks import LooksAnalysis
 from tfprobe.reference import ReferenceData
 
-CHROMIUM = os.environ.get("CHROMIUM", "/usr/bin/chromium")
-ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
-        "--disable-background-networking", "--disable-component-update", "--disable-sync"]
-IFRAME = f'iframe[src="data/plugin_entry.html?name={metadata.PLUGIN_NAME}"]'
-TIMEOUT = 60_000
 STEPS = [10, 20, 30]
 
 
@@ -42,40 +39,40 @@ def write_looks(path):
 
 
 @pytest.fixture(scope="module")
-def server(tmp_path_factory, helpers):
+def server(tmp_path_factory):
     root = tmp_path_factory.mktemp("looks_logs")
     layers = [("conv1", "Conv2D", "activation", [None, 10, 10, 4], None),
               ("conv2", "Conv2D", "activation", [None, 8, 8, 6], None)]
-    helpers.write_run(root / "train", layers, STEPS)
-    helpers.write_run(root / "plain", layers, STEPS)
+    synthetic.write_run(root / "train", layers, STEPS)
+    synthetic.write_run(root / "plain", layers, STEPS)
     write_looks(root / "train")
-    with helpers.tensorboard_server(root) as tb:
+    with tensorboard_server(root) as tb:
         tb.wait_until(lambda b: {r["name"] for r in b["runs"]} >= {"train", "plain"})
         tb.wait_until(lambda b: b.get("steps") == STEPS, route="/data/plugin/tfprobe/looks?run=train")
         yield tb
 
 
-def get(server, helpers, route, **params):
+def get(server, route, **params):
     try:
-        return helpers.http_get(f"{server.base}/data/plugin/tfprobe/{route}?{urllib.parse.urlencode(params)}")
+        return http_get(f"{server.base}/data/plugin/tfprobe/{route}?{urllib.parse.urlencode(params)}")
     except urllib.error.HTTPError as error:
         return error.code, error.read()
 
 
-def test_looks_routes_list_the_images_and_serve_png(server, helpers):
-    status, body = get(server, helpers, "looks", run="train")
+def test_looks_routes_list_the_images_and_serve_png(server):
+    status, body = get(server, "looks", run="train")
     looks = json.loads(body)
     assert status == 200 and looks["examples"] == [0, 1, 2] and looks["steps"] == STEPS
     assert looks["gradcam_layers"] == ["conv2"] and looks["feature_layers"] == ["conv1", "conv2"]
     assert looks["predictions"]["1"]["true_class"] == [[s, 1.0] for s in STEPS]
-    status, body = get(server, helpers, "looks", run="plain")  # statistics, no looks: empty, not an error
+    status, body = get(server, "looks", run="plain")  # statistics, no looks: empty, not an error
     assert status == 200 and json.loads(body)["images"] == [] and json.loads(body)["steps"] == []
     tag = metadata.looks_tag(1, "gradcam", "conv2")
-    pngs = [get(server, helpers, "looks_image", run="train", tag=tag, step=s) for s in (10, 25, 30)]
+    pngs = [get(server, "looks_image", run="train", tag=tag, step=s) for s in (10, 25, 30)]
     assert all(status == 200 and png.startswith(b"\x89PNG") for status, png in pngs)
-    assert pngs[0][1] != pngs[2][1] and pngs[1][1] == get(server, helpers, "looks_image", run="train", tag=tag,
+    assert pngs[0][1] != pngs[2][1] and pngs[1][1] == get(server, "looks_image", run="train", tag=tag,
                                                           step=20)[1]  # the newest at or before step 25
-    status, _ = get(server, helpers, "looks_image", run="train", tag=metadata.looks_tag(0, "input"), step=30)
+    status, _ = get(server, "looks_image", run="train", tag=metadata.looks_tag(0, "input"), step=30)
     assert status == 200  # the input is written once, at the first step
     for params, code, message in [
         ({"run": "nope"}, 404, "has no tfprobe data and no looks images"),
@@ -85,46 +82,36 @@ def test_looks_routes_list_the_images_and_serve_png(server, helpers):
         ({"run": "nope", "tag": tag}, 404, "has no image"),
     ]:
         route = "looks" if "tag" not in params else "looks_image"
-        status, body = get(server, helpers, route, **params)
+        status, body = get(server, route, **params)
         assert status == code and message in body.decode(), (params, status, body)
 
 
 @pytest.mark.browser
-@pytest.mark.skipif(not os.path.exists(CHROMIUM), reason=f"no chromium at {CHROMIUM}")
-def test_looks_view_images_load_and_the_slider_changes_them(server, helpers):
-    from playwright.sync_api import sync_playwright
+@chromium.needs_chromium
+def test_looks_view_images_load_and_the_slider_changes_them(server, page):
+    console = console_errors(page)
+    frame = open_dashboard(page, server.base)
+    switch(frame, "looks")
+    run = frame.locator('.looks-run[data-run="train"]')
 
-    with sync_playwright() as p:
-        browser = p.chromium.launch(executable_path=CHROMIUM, headless=True, args=ARGS)
-        page = browser.new_page(viewport={"width": 1280, "height": 900})
-        problems = []
-        page.on("pageerror", lambda e: problems.append(str(e)))
-        page.on("console", lambda m: problems.append(m.text) if m.type == "error" else None)
-        page.goto(server.base + "/#" + metadata.PLUGIN_NAME)
-        frame = page.frame_locator(IFRAME)
-        frame.locator("body[data-status=ready]").wait_for(timeout=TIMEOUT)
-        frame.locator("nav.tabs button[data-view=looks]").click()
-        frame.locator("body[data-view=looks][data-status=ready]").wait_for(timeout=TIMEOUT)
-        run = frame.locator('.looks-run[data-run="train"]')
-        def wait_loaded():
-            for cls in ("looks-input", "looks-gradcam", "looks-gradcam-true", "looks-cam", "looks-features"):
-                image = run.locator(f"img.{cls}")
-                assert image.evaluate("async (img) => { await img.decode(); return img.naturalWidth > 0; }"), cls
+    def wait_loaded():
+        for cls in ("looks-input", "looks-gradcam", "looks-gradcam-true", "looks-cam", "looks-features"):
+            image = run.locator(f"img.{cls}")
+            assert image.evaluate("async (img) => { await img.decode(); return img.naturalWidth > 0; }"), cls
 
-        wait_loaded()
-        gradcam = run.locator("img.looks-gradcam")
-        assert "step=30" in gradcam.get_attribute("src")
-        assert run.locator(".looks-caption").text_content().startswith("step 30: predicted class")
-        run.locator("input.looks-step").evaluate("(s) => { s.value = '0'; s.dispatchEvent(new Event('input')); }")
-        assert "step=10" in gradcam.get_attribute("src")
-        wait_loaded()
-        assert run.locator(".looks-caption").text_content().startswith("step 10: predicted class")
-        run.locator("select.looks-example").select_option("2")
-        run.locator("select.looks-layer").select_option("conv1")
-        wait_loaded()
-        features = run.locator("img.looks-features").get_attribute("src")
-        assert "example_02%2Ffeatures%2Fconv1" in features and "step=10" in features
-        assert frame.locator('#looks .hint').filter(has_text="No looks images in this run").count() == 1  # plain
-        page.screenshot(path=os.path.join(helpers.artifacts_dir(), "browser_looks.png"))
-        browser.close()
-    assert problems == []
+    wait_loaded()
+    gradcam = run.locator("img.looks-gradcam")
+    assert "step=30" in gradcam.get_attribute("src")
+    assert run.locator(".looks-caption").text_content().startswith("step 30: predicted class")
+    run.locator("input.looks-step").evaluate("(s) => { s.value = '0'; s.dispatchEvent(new Event('input')); }")
+    assert "step=10" in gradcam.get_attribute("src")
+    wait_loaded()
+    assert run.locator(".looks-caption").text_content().startswith("step 10: predicted class")
+    run.locator("select.looks-example").select_option("2")
+    run.locator("select.looks-layer").select_option("conv1")
+    wait_loaded()
+    features = run.locator("img.looks-features").get_attribute("src")
+    assert "example_02%2Ffeatures%2Fconv1" in features and "step=10" in features
+    assert frame.locator('#looks .hint').filter(has_text="No looks images in this run").count() == 1  # plain
+    shot(page, "looks")
+    assert page.errors == [] and console == []

@@ -22,6 +22,9 @@ import keras
 import numpy as np
 import pytest
 import tensorflow as tf
+from helpers import models
+from helpers.checks import assert_not_instrumented, steps_of
+from helpers.data import regression as data
 
 import tfprobe
 import tfprobe.kernels.graph
@@ -58,34 +61,13 @@ def expected_steps(steps_per_epoch, epochs, record_freq, log_freq, spe=1, start=
     return out
 
 
-def data(n=40, in_shape=(8,), out_dim=4, seed=0):
-    rng = np.random.default_rng(seed)
-    x = rng.normal(size=(n, *in_shape)).astype("float32")
-    y = rng.normal(size=(n, out_dim)).astype("float32")
-    return x, y
-
-
 def mlp(name="mlp"):
-    return keras.Sequential(
-        [
-            keras.Input((8,)),
-            keras.layers.Dense(16, activation="relu", name="d1"),
-            keras.layers.Dense(8, activation="tanh", name="d2"),
-            keras.layers.Dense(4, name="out"),
-        ],
-        name=name,
-    )
+    return models.mlp(name=name)
 
 
 def fit(model, x, y, probe=None, batch_size=8, epochs=2, **kwargs):
     callbacks = [probe] if probe is not None else []
     return model.fit(x, y, batch_size=batch_size, epochs=epochs, verbose=0, shuffle=False, callbacks=callbacks, **kwargs)
-
-
-def steps_of(df, layer=None):
-    if layer is not None:
-        df = df[df.layer == layer]
-    return sorted(int(s) for s in df.step.unique())
 
 
 def stat(df, layer, name):
@@ -102,14 +84,6 @@ def assert_finite_stats(df, layers, stats=VALUE_STATS):
             assert all(math.isfinite(v) for v in values.values()), (layer, name, values)
         for name in ("nan_count", "inf_count"):
             assert set(stat(df, layer, name).values()) == {0.0}, (layer, name)
-
-
-def assert_not_instrumented(model):
-    """No tfprobe patch left on the model or any of its (nested) layers."""
-    assert "train_step" not in model.__dict__
-    assert "_tfprobe_instrumentation" not in model.__dict__
-    for layer in model._flatten_layers(include_self=False):
-        assert "call" not in layer.__dict__, f"{layer.name}.call is still patched"
 
 
 @pytest.fixture

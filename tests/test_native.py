@@ -12,14 +12,19 @@ import keras
 import numpy as np
 import pytest
 import tensorflow as tf
-from test_end_to_end import BATCH, _data, _model
-from test_stats import CASES, OFFSET_FIRST, assert_float64_accurate, offset_activation
+from helpers.data import CNN_BATCH as BATCH
+from helpers.data import OFFSET_FIRST, activation_cases, cnn_data, offset_activation
+from helpers.models import frozen_cnn
+from helpers.oracle import assert_float64_accurate
 
 import tfprobe
 from tfprobe import metadata
 from tfprobe.kernels import graph, native, stats
 
+pytestmark = pytest.mark.native  # the whole module (skipped without a C++ compiler: tests/conftest.py)
+
 NEAR = 1e-3
+CASES, _ = activation_cases()
 rng = np.random.default_rng(7)
 
 # Tests of what the kernel computes need a C++ compiler; without one they are skipped (the fallback is tested below).
@@ -161,10 +166,10 @@ def test_no_gradient_flows_through_the_kernel():
 
 
 def _fit(tmp_path, name, weights=None, **kwargs):
-    model = _model()
+    model = frozen_cnn()
     if weights is not None:
         model.set_weights(weights)
-    x, y = _data(8)
+    x, y = cnn_data(8)
     probe = tfprobe.LayerProbe(tmp_path / name, record_freq=1, log_freq=4, histogram_freq=2, **kwargs)
     model.fit(x, y, batch_size=BATCH, epochs=1, shuffle=False, verbose=0, callbacks=[probe])
     return probe
@@ -172,7 +177,7 @@ def _fit(tmp_path, name, weights=None, **kwargs):
 
 @needs_compiler
 def test_native_and_graph_kernels_log_the_same_windows(tmp_path):
-    weights = _model().get_weights()
+    weights = frozen_cnn().get_weights()
     native_probe = _fit(tmp_path, "native", weights, kernel="native", sample_size=5, gradients=True)
     graph_probe = _fit(tmp_path, "graph", weights, kernel="graph", sample_size=5, gradients=True)
     assert native_probe._recorder.kernel.name == "native" and graph_probe._recorder.kernel.name == "graph"
@@ -296,9 +301,9 @@ def test_kernel_source_compiles_without_warnings(native_arch):
 
 
 def test_xla_steps_use_the_graph_ops(tmp_path):
-    model = _model()
+    model = frozen_cnn()
     model.compile(model.optimizer, model.loss, jit_compile=True)
-    x, y = _data(2)
+    x, y = cnn_data(2)
     probe = tfprobe.LayerProbe(tmp_path / "auto", record_freq=1, log_freq=2)
     model.fit(x, y, batch_size=BATCH, epochs=1, verbose=0, callbacks=[probe])
     assert probe._recorder.kernel.name == "graph" and probe.windows_written == 1

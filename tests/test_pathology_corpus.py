@@ -22,7 +22,8 @@ import numpy as np
 import pytest
 
 sys.path.insert(0, os.path.dirname(__file__))
-from example_scripts import load_example
+from helpers.examples import load_example
+from helpers.incidents import assert_prefilter_changes_nothing
 
 EPOCHS = 3
 LOG_FREQ = 5
@@ -113,8 +114,6 @@ def run(logdir, spec):
 
 
 def evaluate(name, root):
-    from test_incidents import assert_prefilter_changes_nothing
-
     broken, twin, kinds, seen, why = CORPUS[name]
     inc, alert, nan_loss = run(os.path.join(root, name, "broken"), broken)
     twin_inc, twin_alert, _ = run(os.path.join(root, name, "twin"), twin)

@@ -12,29 +12,17 @@ import urllib.parse
 
 import numpy as np
 import pytest
+from helpers import synthetic
+from helpers.plugin import PREFIX, get_json, make_client, make_provider
+from helpers.tensorboard import http_get, tensorboard_server
 from tensorboard import context as tb_context
 from tensorboard import errors
-from tensorboard.backend import application
-from tensorboard.backend.event_processing import data_provider as mdp
-from tensorboard.backend.event_processing import plugin_event_multiplexer as pem
 from tensorboard.plugins import base_plugin
-from werkzeug.test import Client
 
 from tensorboard_plugin_tfprobe import loader as loader_module
 from tensorboard_plugin_tfprobe import queries
-from tensorboard_plugin_tfprobe.plugin import TfprobePlugin
 from tfprobe import metadata
 from tfprobe.logs.writer import WindowWriter
-
-PREFIX = f"/data/plugin/{metadata.PLUGIN_NAME}"
-
-
-def make_provider(logdir):
-    mux = pem.EventMultiplexer(tensor_size_guidance={metadata.PLUGIN_NAME: 0, metadata.HIST_PLUGIN_NAME: 0,
-                                                     metadata.GRAD_HIST_PLUGIN_NAME: 0})
-    mux.AddRunsFromDirectory(str(logdir))
-    mux.Reload()
-    return mdp.MultiplexerDataProvider(mux, str(logdir))
 
 
 class CountingProvider:
@@ -62,50 +50,35 @@ def source(provider):
     return queries.Source(provider, tb_context.RequestContext(), "")
 
 
-def make_client(provider, path_prefix=""):
-    ctx = base_plugin.TBContext(data_provider=provider, sampling_hints={})
-    plugin = loader_module.TfprobeLoader().load(ctx)
-    assert isinstance(plugin, TfprobePlugin)
-    return Client(application.TensorBoardWSGI([plugin], data_provider=provider, path_prefix=path_prefix))
-
-
 @pytest.fixture(scope="module")
 def client(provider):
     return make_client(provider)
 
 
-def get_json(client, route, **params):
-    query = urllib.parse.urlencode(params, doseq=True)
-    r = client.get(f"{PREFIX}/{route}?{query}")
-    assert r.status_code == 200, r.get_data(as_text=True)
-    assert r.headers["Content-Type"].startswith("application/json")
-    return r.get_json()
-
-
 # ---------------------------------------------------------------- listing
 
 
-def test_runs_lists_only_runs_with_tfprobe_data(client, helpers):
+def test_runs_lists_only_runs_with_tfprobe_data(client):
     body = get_json(client, "runs")
     names = [r["name"] for r in body["runs"]]
-    assert names == sorted([helpers.RUN_TRAIN, helpers.RUN_EVAL, helpers.RUN_XSS])  # omitted: RUN_OTHER
-    train = next(r for r in body["runs"] if r["name"] == helpers.RUN_TRAIN)
-    assert train == {"name": helpers.RUN_TRAIN, "layers": len(helpers.TRAIN_LAYERS), "max_step": helpers.STEPS[-1],
+    assert names == sorted([synthetic.RUN_TRAIN, synthetic.RUN_EVAL, synthetic.RUN_XSS])  # omitted: RUN_OTHER
+    train = next(r for r in body["runs"] if r["name"] == synthetic.RUN_TRAIN)
+    assert train == {"name": synthetic.RUN_TRAIN, "layers": len(synthetic.TRAIN_LAYERS), "max_step": synthetic.STEPS[-1],
                      "warnings": []}
     assert body["stats"] == list(metadata.STATS)
     assert body["default_stat"] == "zero_fraction"
 
 
-def test_layers_in_model_order_with_metadata(client, helpers):
-    body = get_json(client, "layers", run=[helpers.RUN_TRAIN, helpers.RUN_EVAL])
-    train = body["runs"][helpers.RUN_TRAIN]["layers"]
-    assert [l["name"] for l in train] == [name for name, *_ in helpers.TRAIN_LAYERS]
+def test_layers_in_model_order_with_metadata(client):
+    body = get_json(client, "layers", run=[synthetic.RUN_TRAIN, synthetic.RUN_EVAL])
+    train = body["runs"][synthetic.RUN_TRAIN]["layers"]
+    assert [l["name"] for l in train] == [name for name, *_ in synthetic.TRAIN_LAYERS]
     conv = train[0]
     assert conv["elements"] == 8 * 8 * 4 and conv["histogram"] is True and conv["class"] == "Conv2D"
     assert conv["stats"] == list(metadata.ACTIVATION_STATS)
     pool = train[1]
     assert pool["kind"] == "pooling" and set(metadata.POOLING_STATS) <= set(pool["stats"])
-    assert [l["name"] for l in body["runs"][helpers.RUN_EVAL]["layers"]] == [n for n, *_ in helpers.TRAIN_LAYERS[:3]]
+    assert [l["name"] for l in body["runs"][synthetic.RUN_EVAL]["layers"]] == [n for n, *_ in synthetic.TRAIN_LAYERS[:3]]
 
 
 def test_plugins_listing_and_entry(client):
@@ -120,112 +93,112 @@ def test_plugins_listing_and_entry(client):
 # ---------------------------------------------------------------- overview
 
 
-def test_overview_one_column_per_step_when_it_fits(client, helpers):
-    body = get_json(client, "overview", run=helpers.RUN_TRAIN, columns=100)
-    assert body["stat"] == "zero_fraction" and body["steps"] == helpers.STEPS
-    assert [row["name"] for row in body["layers"]] == [n for n, *_ in helpers.TRAIN_LAYERS]
+def test_overview_one_column_per_step_when_it_fits(client):
+    body = get_json(client, "overview", run=synthetic.RUN_TRAIN, columns=100)
+    assert body["stat"] == "zero_fraction" and body["steps"] == synthetic.STEPS
+    assert [row["name"] for row in body["layers"]] == [n for n, *_ in synthetic.TRAIN_LAYERS]
     dead = next(r for r in body["layers"] if r["name"] == "dead_relu")
-    assert dead["values"] == [1.0] * len(helpers.STEPS)
+    assert dead["values"] == [1.0] * len(synthetic.STEPS)
     conv = body["layers"][0]["values"]
-    expected = [helpers.stats_for("conv2d", "activation", s)["zero_fraction"] for s in helpers.STEPS]
+    expected = [synthetic.stats_for("conv2d", "activation", s)["zero_fraction"] for s in synthetic.STEPS]
     np.testing.assert_allclose(conv, expected, rtol=1e-3)
     assert body["min"] == 0.0 and body["max"] == 1.0
 
 
-def test_overview_max_and_min_bin_consecutive_windows(client, helpers):
+def test_overview_max_and_min_bin_consecutive_windows(client):
     # 20 windows into 5 columns of 4 windows (20 <= 5 * OVERSAMPLE: every window is read)
-    nan = get_json(client, "overview", run=helpers.RUN_TRAIN, stat="nan_count", columns=5, agg="max")
+    nan = get_json(client, "overview", run=synthetic.RUN_TRAIN, stat="nan_count", columns=5, agg="max")
     assert nan["steps"] == [40, 80, 120, 160, 200] and nan["windows_read"] == 20
     nan_row = next(r for r in nan["layers"] if r["name"] == "nan_layer")
     assert nan_row["values"] == [0.0, 0.0, 12.0, 12.0, 12.0]
-    mean = get_json(client, "overview", run=helpers.RUN_TRAIN, stat="mean", columns=5, agg="max")
+    mean = get_json(client, "overview", run=synthetic.RUN_TRAIN, stat="mean", columns=5, agg="max")
     nan_mean = next(r for r in mean["layers"] if r["name"] == "nan_layer")
     # max ignores NaN unless the whole column is NaN; the JSON carries "NaN" strings
     assert nan_mean["values"][0] == pytest.approx(0.1 + 0.01 * 40 / 200, rel=5e-3)
     assert nan_mean["values"][2] == pytest.approx(0.1 + 0.01 * 90 / 200, rel=5e-3)
     assert nan_mean["values"][3:] == ["NaN", "NaN"]
-    low = get_json(client, "overview", run=helpers.RUN_TRAIN, stat="std", columns=5, agg="min")
+    low = get_json(client, "overview", run=synthetic.RUN_TRAIN, stat="std", columns=5, agg="min")
     assert low["layers"][0]["values"][0] == pytest.approx(1.0 + 0.5 * 10 / 200, rel=5e-3)
 
 
-def test_overview_last_samples_windows_when_they_do_not_fit(client, helpers):
+def test_overview_last_samples_windows_when_they_do_not_fit(client):
     # 20 windows, 5 columns: a uniform sample of 5 logged windows, newest included, one column each
-    body = get_json(client, "overview", run=helpers.RUN_TRAIN, stat="zero_fraction", columns=5)
+    body = get_json(client, "overview", run=synthetic.RUN_TRAIN, stat="zero_fraction", columns=5)
     assert len(body["steps"]) == 5 and body["steps"][-1] == 200 and body["windows_read"] == 5
-    assert set(body["steps"]) <= set(helpers.STEPS)
+    assert set(body["steps"]) <= set(synthetic.STEPS)
     conv = body["layers"][0]["values"]
-    expected = [helpers.stats_for("conv2d", "activation", s)["zero_fraction"] for s in body["steps"]]
+    expected = [synthetic.stats_for("conv2d", "activation", s)["zero_fraction"] for s in body["steps"]]
     np.testing.assert_allclose(conv, expected, rtol=2e-3)
     for row in body["layers"]:  # the same windows for every layer: no gaps
         assert None not in row["values"]
 
 
-def test_overview_reads_only_the_chosen_stat(provider, helpers):
+def test_overview_reads_only_the_chosen_stat(provider):
     counting = CountingProvider(provider)
     src = queries.Source(counting, tb_context.RequestContext(), "")
-    queries.overview(src, helpers.RUN_TRAIN, "std", columns=10)
-    assert counting.scalar_reads == [sorted(metadata.tag_for(n, "std") for n, *_ in helpers.TRAIN_LAYERS)]
+    queries.overview(src, synthetic.RUN_TRAIN, "std", columns=10)
+    assert counting.scalar_reads == [sorted(metadata.tag_for(n, "std") for n, *_ in synthetic.TRAIN_LAYERS)]
 
 
 @pytest.mark.parametrize("agg", ["last", "max"])
-def test_overview_reads_a_large_run_a_few_tags_at_a_time(provider, helpers, monkeypatch, agg):
+def test_overview_reads_a_large_run_a_few_tags_at_a_time(provider, monkeypatch, agg):
     """At most `READ_BUDGET` points a data-provider read: the same answer in one read per tag."""
     from tensorboard_plugin_tfprobe.queries import common
 
-    whole = queries.overview(queries.Source(provider, tb_context.RequestContext(), ""), helpers.RUN_TRAIN, "std",
+    whole = queries.overview(queries.Source(provider, tb_context.RequestContext(), ""), synthetic.RUN_TRAIN, "std",
                              columns=10, agg=agg)
     monkeypatch.setattr(common, "READ_BUDGET", 30 if agg == "max" else 10)  # 10 columns x 4 (OVERSAMPLE) for max
     counting = CountingProvider(provider)
-    body = queries.overview(queries.Source(counting, tb_context.RequestContext(), ""), helpers.RUN_TRAIN, "std",
+    body = queries.overview(queries.Source(counting, tb_context.RequestContext(), ""), synthetic.RUN_TRAIN, "std",
                             columns=10, agg=agg)
-    assert json.dumps(body) == json.dumps(whole) and len(body["layers"]) == len(helpers.TRAIN_LAYERS)  # NaN too
-    assert sorted(map(tuple, counting.scalar_reads)) == sorted((metadata.tag_for(n, "std"),) for n, *_ in helpers.TRAIN_LAYERS)
+    assert json.dumps(body) == json.dumps(whole) and len(body["layers"]) == len(synthetic.TRAIN_LAYERS)  # NaN too
+    assert sorted(map(tuple, counting.scalar_reads)) == sorted((metadata.tag_for(n, "std"),) for n, *_ in synthetic.TRAIN_LAYERS)
 
 
-def test_overview_pooling_stat_only_has_pooling_rows(source, helpers):
-    body = queries.overview(source, helpers.RUN_TRAIN, "mass_retention", columns=5)
+def test_overview_pooling_stat_only_has_pooling_rows(source):
+    body = queries.overview(source, synthetic.RUN_TRAIN, "mass_retention", columns=5)
     assert [r["name"] for r in body["layers"]] == ["max_pooling2d"]
 
 
-def test_overview_filter_and_hide_leave_layers_out_before_reading(provider, helpers):
+def test_overview_filter_and_hide_leave_layers_out_before_reading(provider):
     counting = CountingProvider(provider)
     src = queries.Source(counting, tb_context.RequestContext(), "")
-    body = queries.overview(src, helpers.RUN_TRAIN, "std", columns=10, filter="CONV|dense|relu", hide=["dense"])
+    body = queries.overview(src, synthetic.RUN_TRAIN, "std", columns=10, filter="CONV|dense|relu", hide=["dense"])
     assert [r["name"] for r in body["layers"]] == ["conv2d", "backbone/conv1", "dead_relu"]
-    assert body["total_layers"] == len(helpers.TRAIN_LAYERS)
+    assert body["total_layers"] == len(synthetic.TRAIN_LAYERS)
     assert counting.scalar_reads == [sorted(metadata.tag_for(n, "std") for n in ("conv2d", "backbone/conv1", "dead_relu"))]
     assert [(r["category"], r["block"]) for r in body["layers"]] == [
         ("convolution", "model"), ("convolution", "backbone"), ("activation", "model")]
-    nothing = queries.overview(src, helpers.RUN_TRAIN, "std", columns=10, filter="^zzz$")
-    assert nothing["layers"] == [] and nothing["steps"] == [] and nothing["total_layers"] == len(helpers.TRAIN_LAYERS)
+    nothing = queries.overview(src, synthetic.RUN_TRAIN, "std", columns=10, filter="^zzz$")
+    assert nothing["layers"] == [] and nothing["steps"] == [] and nothing["total_layers"] == len(synthetic.TRAIN_LAYERS)
 
 
-def test_overview_filter_params_through_the_route(client, helpers):
-    query = urllib.parse.urlencode({"run": helpers.RUN_TRAIN, "hide": ["pooling", "other"]}, doseq=True)
+def test_overview_filter_params_through_the_route(client):
+    query = urllib.parse.urlencode({"run": synthetic.RUN_TRAIN, "hide": ["pooling", "other"]}, doseq=True)
     body = client.get(f"{PREFIX}/overview?{query}").get_json()
     assert "max_pooling2d" not in [r["name"] for r in body["layers"]] and "split:1" not in [r["name"] for r in body["layers"]]
-    assert len(body["layers"]) == len(helpers.TRAIN_LAYERS) - 2
+    assert len(body["layers"]) == len(synthetic.TRAIN_LAYERS) - 2
 
 
-def test_runs_serve_the_category_table_and_layers_their_arrangement(client, helpers):
+def test_runs_serve_the_category_table_and_layers_their_arrangement(client):
     from tensorboard_plugin_tfprobe import layout
 
     table = get_json(client, "runs")["categories"]
     assert [c["name"] for c in table] == list(layout.CATEGORIES)
     assert {c["name"]: tuple(c["classes"]) for c in table}["normalization"] == layout.CATEGORY_CLASSES["normalization"]
-    train = get_json(client, "layers", run=helpers.RUN_TRAIN)["runs"][helpers.RUN_TRAIN]["layers"]
+    train = get_json(client, "layers", run=synthetic.RUN_TRAIN)["runs"][synthetic.RUN_TRAIN]["layers"]
     assert [l["category"] for l in train] == [
         "convolution", "pooling", "convolution", "other", "dense", "activation", "dense", "dense"]
     assert [l["block"] for l in train] == ["model", "model", "backbone"] + ["model"] * 5
     assert {l["depth"] for l in train} == {None}  # these logs carry no `inputs`
 
 
-def test_layers_graph_depth_from_inputs(tmp_path, helpers):
+def test_layers_graph_depth_from_inputs(tmp_path):
     graph = {"stem": [], "conv": ["stem"], "bn": ["conv"], "add": ["stem", "bn"], "head": ["add"]}
     infos = {}
     for i, (name, sources) in enumerate(graph.items()):
-        infos[name] = dict(helpers.info_for(i, name, "Add" if name == "add" else "Dense"), inputs=sources)
-    helpers.write_windows(tmp_path / "res", infos, ((s, {n: {"mean": 0.5} for n in graph}, {}) for s in (1, 2)))
+        infos[name] = dict(synthetic.info_for(i, name, "Add" if name == "add" else "Dense"), inputs=sources)
+    synthetic.write_windows(tmp_path / "res", infos, ((s, {n: {"mean": 0.5} for n in graph}, {}) for s in (1, 2)))
     body = get_json(make_client(make_provider(tmp_path)), "layers", run="res")
     layers = body["runs"]["res"]["layers"]
     assert {l["name"]: l["depth"] for l in layers} == {"stem": 0, "conv": 1, "bn": 2, "add": 3, "head": 4}
@@ -237,57 +210,57 @@ def test_layers_graph_depth_from_inputs(tmp_path, helpers):
 
 
 @pytest.mark.parametrize("layer", ["backbone/conv1", "split:1", "shared#1"])
-def test_scalars_special_layer_names(client, helpers, layer):
-    body = get_json(client, "scalars", run=[helpers.RUN_TRAIN], layer=layer, stat=["mean", "std"])
-    assert body["layer"] == layer and body["runs"] == [helpers.RUN_TRAIN]
-    points = body["series"]["std"][helpers.RUN_TRAIN]
-    assert [p[0] for p in points] == helpers.STEPS
+def test_scalars_special_layer_names(client, layer):
+    body = get_json(client, "scalars", run=[synthetic.RUN_TRAIN], layer=layer, stat=["mean", "std"])
+    assert body["layer"] == layer and body["runs"] == [synthetic.RUN_TRAIN]
+    points = body["series"]["std"][synthetic.RUN_TRAIN]
+    assert [p[0] for p in points] == synthetic.STEPS
     assert points[-1][1] == pytest.approx(1.5)
 
 
-def test_scalars_overlay_runs_and_downsample(client, helpers):
-    body = get_json(client, "scalars", run=[helpers.RUN_TRAIN, helpers.RUN_EVAL], layer="conv2d", stat="std", points=5)
+def test_scalars_overlay_runs_and_downsample(client):
+    body = get_json(client, "scalars", run=[synthetic.RUN_TRAIN, synthetic.RUN_EVAL], layer="conv2d", stat="std", points=5)
     series = body["series"]["std"]
-    assert set(series) == {helpers.RUN_TRAIN, helpers.RUN_EVAL}
-    assert len(series[helpers.RUN_EVAL]) == 5 and series[helpers.RUN_EVAL][-1] == [200, 3.0]
+    assert set(series) == {synthetic.RUN_TRAIN, synthetic.RUN_EVAL}
+    assert len(series[synthetic.RUN_EVAL]) == 5 and series[synthetic.RUN_EVAL][-1] == [200, 3.0]
     # a layer missing from one of the selected runs: that run is left out
-    body = get_json(client, "scalars", run=[helpers.RUN_TRAIN, helpers.RUN_EVAL], layer="dense", stat="mean")
-    assert body["runs"] == [helpers.RUN_TRAIN]
+    body = get_json(client, "scalars", run=[synthetic.RUN_TRAIN, synthetic.RUN_EVAL], layer="dense", stat="mean")
+    assert body["runs"] == [synthetic.RUN_TRAIN]
 
 
-def test_xss_layer_name_round_trips_as_data(client, helpers):
-    body = get_json(client, "scalars", run=helpers.RUN_XSS, layer=helpers.XSS_LAYER, stat="mean")
-    assert body["layer"] == helpers.XSS_LAYER
-    assert [p[0] for p in body["series"]["mean"][helpers.RUN_XSS]] == [1, 2, 3]
+def test_xss_layer_name_round_trips_as_data(client):
+    body = get_json(client, "scalars", run=synthetic.RUN_XSS, layer=synthetic.XSS_LAYER, stat="mean")
+    assert body["layer"] == synthetic.XSS_LAYER
+    assert [p[0] for p in body["series"]["mean"][synthetic.RUN_XSS]] == [1, 2, 3]
 
 
-def test_histogram_buckets_by_steps(client, helpers):
-    body = get_json(client, "histogram", run=helpers.RUN_TRAIN, layer="conv2d", columns=1000)
-    assert body["steps"] == helpers.STEPS
+def test_histogram_buckets_by_steps(client):
+    body = get_json(client, "histogram", run=synthetic.RUN_TRAIN, layer="conv2d", columns=1000)
+    assert body["steps"] == synthetic.STEPS
     lo = body["first_bucket"]
     counts = np.array(body["counts"])
-    assert counts.shape == (len(helpers.STEPS), len(body["buckets"]))
-    full = np.zeros((len(helpers.STEPS), metadata.NUM_BUCKETS), dtype=int)
+    assert counts.shape == (len(synthetic.STEPS), len(body["buckets"]))
+    full = np.zeros((len(synthetic.STEPS), metadata.NUM_BUCKETS), dtype=int)
     full[:, lo : lo + counts.shape[1]] = counts
-    np.testing.assert_array_equal(full[3], helpers.hist_for(helpers.STEPS[3]))
+    np.testing.assert_array_equal(full[3], synthetic.hist_for(synthetic.STEPS[3]))
     assert body["buckets"][metadata.HIST_ZERO_BUCKET - lo] == [0.0, 0.0]
 
 
-def test_histogram_absent_is_empty(client, helpers):
-    body = get_json(client, "histogram", run=helpers.RUN_TRAIN, layer="split:1")
+def test_histogram_absent_is_empty(client):
+    body = get_json(client, "histogram", run=synthetic.RUN_TRAIN, layer="split:1")
     assert body["steps"] == [] and body["counts"] == []
-    body = get_json(client, "histogram", run=helpers.RUN_TRAIN, layer="conv2d", quantity="gradient")
+    body = get_json(client, "histogram", run=synthetic.RUN_TRAIN, layer="conv2d", quantity="gradient")
     assert body["quantity"] == "gradient" and body["steps"] == [] and body["counts"] == []
 
 
-def test_gradient_histogram_next_to_the_activation_one(tmp_path, helpers):
-    infos = {name: helpers.info_for(i, name) for i, name in enumerate(("h", "out"))}
+def test_gradient_histogram_next_to_the_activation_one(tmp_path):
+    infos = {name: synthetic.info_for(i, name) for i, name in enumerate(("h", "out"))}
     writer = WindowWriter(str(tmp_path / "run"))
     grad = np.zeros(metadata.NUM_BUCKETS, np.int64)
     for step in (5, 10):
         grad[metadata.HIST_ZERO_BUCKET - 12 : metadata.HIST_ZERO_BUCKET - 9] = [step, 2 * step, 3]
         writer.write_window(step, infos, {n: {"mean": 1.0, "grad_rms": 0.1} for n in infos},
-                            {n: helpers.hist_for(step) for n in infos}, grad_histograms={"h": grad})
+                            {n: synthetic.hist_for(step) for n in infos}, grad_histograms={"h": grad})
     writer.close()
     client = make_client(make_provider(tmp_path))
     layers = {l["name"]: l for l in get_json(client, "layers", run="run")["runs"]["run"]["layers"]}
@@ -297,7 +270,7 @@ def test_gradient_histogram_next_to_the_activation_one(tmp_path, helpers):
     assert body["first_bucket"] == metadata.HIST_ZERO_BUCKET - 12 and body["counts"] == [[5, 10, 3], [10, 20, 3]]
     assert body["buckets"] == [list(metadata.histogram_buckets()[metadata.HIST_ZERO_BUCKET - 12 + k]) for k in range(3)]
     activation = get_json(client, "histogram", run="run", layer="h")  # the default: unchanged
-    assert activation["quantity"] == "activation" and activation["counts"][1][0] == helpers.hist_for(10)[
+    assert activation["quantity"] == "activation" and activation["counts"][1][0] == synthetic.hist_for(10)[
         activation["first_bucket"]]
     assert get_json(client, "histogram", run="run", layer="out", quantity="gradient")["steps"] == []
 
@@ -305,31 +278,31 @@ def test_gradient_histogram_next_to_the_activation_one(tmp_path, helpers):
 # ---------------------------------------------------------------- pooling
 
 
-def test_pooling_series(client, helpers):
-    body = get_json(client, "pooling", run=helpers.RUN_TRAIN)
+def test_pooling_series(client):
+    body = get_json(client, "pooling", run=synthetic.RUN_TRAIN)
     assert [l["name"] for l in body["layers"]] == ["max_pooling2d"]
     mass = body["layers"][0]["stats"]["mass_retention"]
-    assert [p[0] for p in mass] == helpers.STEPS and mass[-1][1] == pytest.approx(0.4)
+    assert [p[0] for p in mass] == synthetic.STEPS and mass[-1][1] == pytest.approx(0.4)
     assert body["layers"][0]["stats"]["size_ratio"][0][1] == 0.25
 
 
-def test_funnel_at_a_step(client, helpers):
-    body = get_json(client, "funnel", run=helpers.RUN_TRAIN, step=105)
-    assert body["step"] == 100 and body["steps"] == helpers.STEPS
+def test_funnel_at_a_step(client):
+    body = get_json(client, "funnel", run=synthetic.RUN_TRAIN, step=105)
+    assert body["step"] == 100 and body["steps"] == synthetic.STEPS
     rows = {r["name"]: r for r in body["layers"]}
-    assert [r["name"] for r in body["layers"]] == [n for n, *_ in helpers.TRAIN_LAYERS]
+    assert [r["name"] for r in body["layers"]] == [n for n, *_ in synthetic.TRAIN_LAYERS]
     assert rows["conv2d"]["elements"] == 256 and rows["max_pooling2d"]["elements"] == 64
     assert rows["max_pooling2d"]["mass_retention"] == pytest.approx(0.45)
     assert rows["conv2d"]["cumulative_mass"] == 1.0
     assert rows["dense"]["cumulative_mass"] == pytest.approx(0.45)
-    latest = get_json(client, "funnel", run=helpers.RUN_TRAIN)
-    assert latest["step"] == helpers.STEPS[-1]
+    latest = get_json(client, "funnel", run=synthetic.RUN_TRAIN)
+    assert latest["step"] == synthetic.STEPS[-1]
 
 
-def test_funnel_follows_the_model_graph(tmp_path, helpers):
+def test_funnel_follows_the_model_graph(tmp_path):
     """A pooling layer on a side branch does not reduce the mass kept on the main path (`inputs`)."""
     def info(order, name, kind="activation", inputs=()):
-        return {**helpers.info_for(order, name, kind=kind, shape=[None, 8]), "inputs": list(inputs)}
+        return {**synthetic.info_for(order, name, kind=kind, shape=[None, 8]), "inputs": list(inputs)}
 
     infos = {"stem": info(0, "stem"), "side_pool": info(1, "side_pool", "pooling", ["stem"]),
              "main": info(2, "main", inputs=["stem"]), "main_pool": info(3, "main_pool", "pooling", ["main"]),
@@ -337,7 +310,7 @@ def test_funnel_follows_the_model_graph(tmp_path, helpers):
     stats = {n: {"mean": 1.0} for n in infos}
     stats["side_pool"].update(size_ratio=0.25, mass_retention=0.1, energy_retention=0.1)
     stats["main_pool"].update(size_ratio=0.25, mass_retention=0.5, energy_retention=0.5)
-    helpers.write_windows(tmp_path / "branched", infos, [(1, stats, {})])
+    synthetic.write_windows(tmp_path / "branched", infos, [(1, stats, {})])
     body = get_json(make_client(make_provider(tmp_path)), "funnel", run="branched")
     kept = {r["name"]: r["cumulative_mass"] for r in body["layers"]}
     assert kept == {"stem": 1.0, "side_pool": 0.1, "main": 1.0, "main_pool": 0.5, "merge": 0.5}
@@ -346,15 +319,15 @@ def test_funnel_follows_the_model_graph(tmp_path, helpers):
 # ---------------------------------------------------------------- health
 
 
-def test_health_uses_diagnose(client, helpers):
-    body = get_json(client, "health", run=[helpers.RUN_TRAIN, helpers.RUN_EVAL])
+def test_health_uses_diagnose(client):
+    body = get_json(client, "health", run=[synthetic.RUN_TRAIN, synthetic.RUN_EVAL])
     kinds = [(f["layer"], f["kind"], f["severity"], f["first_step"]) for f in body["findings"]]
     assert ("nan_layer", "nan_inf", "error", 100) in kinds
     assert ("dead_relu", "dead_layer", "error", 10) in kinds
     assert ("dense", "saturation") not in [k[:2] for k in kinds]  # the output softmax: confident, not saturated
     severities = [f["severity"] for f in body["findings"]]
     assert severities == sorted(severities, key=["error", "warning", "info"].index)
-    stricter = get_json(client, "health", run=helpers.RUN_TRAIN, dead_units_fraction=0.05)
+    stricter = get_json(client, "health", run=synthetic.RUN_TRAIN, dead_units_fraction=0.05)
     assert "dead_units" in [f["kind"] for f in stricter["findings"]]
     assert "dead_units" not in [f["kind"] for f in body["findings"]]
 
@@ -378,7 +351,7 @@ def _health_stats(step, name):
     return s
 
 
-def test_health_reads_what_diagnose_reads_a_few_series_at_a_time(tmp_path, helpers):
+def test_health_reads_what_diagnose_reads_a_few_series_at_a_time(tmp_path):
     """`/health` builds what `diagnose` pivots out of `read_logdir`'s long frame (the same frame, the same
     findings), reading at most `budget` points a data-provider read (one series a read when it is small)."""
     import pandas as pd
@@ -388,9 +361,9 @@ def test_health_reads_what_diagnose_reads_a_few_series_at_a_time(tmp_path, helpe
 
     names = ("a", "b", "dead", "boom")
     for run, steps in (("r1", range(1, 13)), ("r0", range(2, 30, 3))):
-        infos = {n: {**helpers.info_for(i, n, "ReLU" if n == "dead" else "Dense", shape=[None, 8]),
+        infos = {n: {**synthetic.info_for(i, n, "ReLU" if n == "dead" else "Dense", shape=[None, 8]),
                      "inputs": [names[i - 1]] if i else []} for i, n in enumerate(names)}
-        helpers.write_windows(tmp_path / run, infos, ((s, {n: _health_stats(s, n) for n in names}, {}) for s in steps))
+        synthetic.write_windows(tmp_path / run, infos, ((s, {n: _health_stats(s, n) for n in names}, {}) for s in steps))
     long, layers = tfprobe.read_logdir(tmp_path, progress=False), tfprobe.read_layers(tmp_path, progress=False)
     expected = findings.context(long, layers).wide.reset_index(drop=True)
     flagged = expected.loc[expected["nonfinite_update_ratio"] > 0, "layer"].tolist()
@@ -426,21 +399,21 @@ def _other_valid_value(name, default):
     raise AssertionError(f"no valid value other than the default found for threshold {name!r}")
 
 
-def test_health_accepts_every_threshold_of_diagnose(client, helpers):
+def test_health_accepts_every_threshold_of_diagnose(client):
     """Every threshold `diagnose` accepts (its own table, `findings.thresholds()`) is a query argument of
     `/health` and `/incidents`: a valid value is applied (and echoed), a bad one is a 400 naming it."""
     from tfprobe import findings
 
     defaults = findings.thresholds()
-    assert len(defaults) >= 11 and get_json(client, "health", run=helpers.RUN_TRAIN)["thresholds"] == defaults
+    assert len(defaults) >= 11 and get_json(client, "health", run=synthetic.RUN_TRAIN)["thresholds"] == defaults
     for name, default in defaults.items():
         value = _other_valid_value(name, default)
-        body = get_json(client, "health", run=helpers.RUN_TRAIN, **{name: value})
+        body = get_json(client, "health", run=synthetic.RUN_TRAIN, **{name: value})
         assert body["thresholds"] == findings.thresholds(**{name: value}), name
         for route in ("health", "incidents"):
-            r = client.get(f"{PREFIX}/{route}?{urllib.parse.urlencode({'run': helpers.RUN_TRAIN, name: 'x'})}")
+            r = client.get(f"{PREFIX}/{route}?{urllib.parse.urlencode({'run': synthetic.RUN_TRAIN, name: 'x'})}")
             assert r.status_code == 400 and f"`{name}`" in r.get_data(as_text=True), (route, name)
-    r = client.get(f"{PREFIX}/health?run={helpers.RUN_TRAIN}&min_update_ratio=0.5&max_update_ratio=0.2")
+    r = client.get(f"{PREFIX}/health?run={synthetic.RUN_TRAIN}&min_update_ratio=0.5&max_update_ratio=0.2")
     assert r.status_code == 400 and "min_update_ratio" in r.get_data(as_text=True)  # checked across thresholds
 
 
@@ -571,12 +544,12 @@ def test_static_content_types(client):
     assert client.get(f"{PREFIX}/static/views/layer.js").headers["Content-Type"].startswith("text/javascript")
 
 
-def test_experiment_and_path_prefix(provider, helpers):
+def test_experiment_and_path_prefix(provider):
     c = make_client(provider)
     r = c.get(f"/experiment/abc{PREFIX}/runs")
     assert r.status_code == 200 and r.get_json()["runs"]
     c = make_client(provider, path_prefix="/tb")
-    assert c.get(f"/tb{PREFIX}/overview?run={helpers.RUN_TRAIN}").status_code == 200
+    assert c.get(f"/tb{PREFIX}/overview?run={synthetic.RUN_TRAIN}").status_code == 200
     assert c.get(f"/tb{PREFIX}/static/index.js").status_code == 200
 
 
@@ -774,15 +747,15 @@ def long_run_logdir(tmp_path_factory):
     ],
     ids=["fast", "python", "user-flag-wins"],
 )
-def test_every_point_reaches_the_plugin(long_run_logdir, helpers, args, expected):
+def test_every_point_reaches_the_plugin(long_run_logdir, args, expected):
     route = f"{PREFIX}/scalars?run=long&layer=a&stat=mean&points=10000"
-    with helpers.tensorboard_server(long_run_logdir, *args) as tb:
+    with tensorboard_server(long_run_logdir, *args) as tb:
         body = tb.wait_until(lambda runs: any(r["max_step"] == 10_000 for r in runs["runs"]))
         assert body["runs"][0]["name"] == "long"
         # ingestion may still be catching up: poll until the count stops changing
         last = tb.wait_until(lambda b: b["series"]["mean"]["long"][-1][0] == 10_000, route=route)
         time.sleep(1.5)
-        final = json.loads(helpers.http_get(tb.base + route)[1])
+        final = json.loads(http_get(tb.base + route)[1])
         points = final["series"]["mean"]["long"]
         assert len(points) == expected and points[-1] == [10_000, 5000.0]
         assert len(last["series"]["mean"]["long"]) <= expected

@@ -10,25 +10,22 @@ $TFPROBE_ARTIFACTS or artifacts/.
 
 from __future__ import annotations
 
-import os
 import re
 import subprocess
 import sys
 import textwrap
 
 import pytest
+from helpers import chromium, synthetic
+from helpers.chromium import IFRAME, TIMEOUT, open_dashboard, plugin_requests, shot, switch
+from helpers.tensorboard import tensorboard_server
 
 from tensorboard_plugin_tfprobe import layout
 from tfprobe import metadata
 
-CHROMIUM = os.environ.get("CHROMIUM", "/usr/bin/chromium")
-ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
-        "--disable-background-networking", "--disable-component-update", "--disable-sync"]
 PREFIX = "/tb"
-IFRAME = f'iframe[src="data/plugin_entry.html?name={metadata.PLUGIN_NAME}"]'
-TIMEOUT = 60_000
 
-pytestmark = pytest.mark.skipif(not os.path.exists(CHROMIUM), reason=f"no chromium at {CHROMIUM}")
+pytestmark = chromium.MARKS
 
 _RECORDER_SCRIPT = textwrap.dedent(
     """
@@ -79,61 +76,23 @@ def test_a_failing_recorder_fails_the_tests(tmp_path, monkeypatch):
 
 
 @pytest.fixture(scope="module")
-def logs(tmp_path_factory, helpers):
+def logs(tmp_path_factory):
     root = tmp_path_factory.mktemp("browser_logs")
     layers = _write_recorder_run(root / "keras")
-    helpers.write_run(root / "xss", [(helpers.XSS_LAYER, "Dense", "activation", [None, 4], None)], [1, 2, 3])
+    synthetic.write_run(root / "xss", [(synthetic.XSS_LAYER, "Dense", "activation", [None, 4], None)], [1, 2, 3])
     return root, layers
 
 
 @pytest.fixture(scope="module")
-def servers(logs, helpers, tmp_path_factory):
+def servers(logs, tmp_path_factory):
     empty = tmp_path_factory.mktemp("empty_logs")
-    with helpers.tensorboard_server(logs[0], path_prefix=PREFIX) as tb, helpers.tensorboard_server(empty) as tb_empty:
+    with tensorboard_server(logs[0], path_prefix=PREFIX) as tb, tensorboard_server(empty) as tb_empty:
         tb.wait_until(lambda b: {r["name"] for r in b["runs"]} >= {"keras", "xss"})
         tb_empty.wait_until(lambda b: b["runs"] == [])
         yield tb, tb_empty
 
 
-@pytest.fixture(scope="module")
-def browser():
-    from playwright.sync_api import sync_playwright
-
-    with sync_playwright() as p:
-        b = p.chromium.launch(executable_path=CHROMIUM, headless=True, args=ARGS)
-        yield b
-        b.close()
-
-
-@pytest.fixture
-def page(browser):
-    context = browser.new_context(viewport={"width": 1280, "height": 900})
-    page = context.new_page()
-    page.dialogs = []
-    page.errors = []
-    page.on("dialog", lambda d: (page.dialogs.append(d.message), d.dismiss()))
-    page.on("pageerror", lambda e: page.errors.append(str(e)))
-    yield page
-    context.close()
-
-
-def shot(page, helpers, name):
-    page.screenshot(path=os.path.join(helpers.artifacts_dir(), f"browser_{name}.png"))
-
-
-def open_dashboard(page, base):
-    page.goto(base + "/#" + metadata.PLUGIN_NAME)
-    frame = page.frame_locator(IFRAME)
-    frame.locator("body[data-status=ready]").wait_for(timeout=TIMEOUT)
-    return frame
-
-
-def switch(frame, view):
-    frame.locator(f"nav.tabs button[data-view={view}]").click()
-    frame.locator(f"body[data-view={view}][data-status=ready]").wait_for(timeout=TIMEOUT)
-
-
-def test_tab_appears_and_overview_lists_layers(page, servers, logs, helpers):
+def test_tab_appears_and_overview_lists_layers(page, servers, logs):
     tb, _ = servers
     page.goto(tb.base + "/")
     page.get_by_text(metadata.PLUGIN_NAME, exact=False).first.wait_for(timeout=TIMEOUT)
@@ -141,13 +100,13 @@ def test_tab_appears_and_overview_lists_layers(page, servers, logs, helpers):
     labels = frame.locator("#overview .heatmap-label")
     texts = labels.all_text_contents()
     assert texts[: len(logs[1])] == logs[1]  # keras run first (sorted), model order
-    assert helpers.XSS_LAYER in texts
+    assert synthetic.XSS_LAYER in texts
     assert frame.locator(".legend").count() >= 2  # a colour legend per run
-    shot(page, helpers, "overview")
+    shot(page, "overview")
     assert not page.errors
 
 
-def test_clicking_a_heatmap_row_opens_that_layer(page, servers, logs, helpers):
+def test_clicking_a_heatmap_row_opens_that_layer(page, servers, logs):
     tb, _ = servers
     frame = open_dashboard(page, tb.base)
     target = logs[1][1]
@@ -158,11 +117,11 @@ def test_clicking_a_heatmap_row_opens_that_layer(page, servers, logs, helpers):
     frame.locator("body[data-view=layer][data-status=ready]").wait_for(timeout=TIMEOUT)
     assert frame.locator("#layer-title").inner_text() == target
     assert frame.locator(".chart-card canvas").count() >= 3
-    shot(page, helpers, "layer")
+    shot(page, "layer")
     assert not page.errors
 
 
-def test_layer_detail_controls(page, servers, logs, helpers):
+def test_layer_detail_controls(page, servers, logs):
     tb, _ = servers
     frame = open_dashboard(page, tb.base)
     frame.locator("#overview .heatmap-label", has_text=logs[1][0]).first.click()
@@ -174,13 +133,6 @@ def test_layer_detail_controls(page, servers, logs, helpers):
     frame.locator(".chart-card[data-stat=max]").wait_for(timeout=TIMEOUT)
     assert frame.locator(".hist-block .heatmap-canvas").count() >= 1  # histogram over time
     assert not page.errors
-
-
-def plugin_requests(page):
-    """A live list of the URLs of every request to the plugin's routes made by `page`."""
-    seen = []
-    page.on("request", lambda r: seen.append(r.url) if f"/data/plugin/{metadata.PLUGIN_NAME}/" in r.url else None)
-    return seen
 
 
 def test_smoothing_and_log_scale_are_client_side(page, servers, logs):
@@ -212,7 +164,7 @@ def overview_labels(frame):
     return frame.locator("#overview .heatmap-label").all_text_contents()
 
 
-def test_layer_filter_applies_everywhere_and_survives_reload(page, servers, logs, helpers):
+def test_layer_filter_applies_everywhere_and_survives_reload(page, servers, logs):
     tb, _ = servers
     wanted = ["conv2d", "dense"]
     frame = open_dashboard(page, tb.base)
@@ -230,7 +182,7 @@ def test_layer_filter_applies_everywhere_and_survives_reload(page, servers, logs
     frame.locator("body[data-status=ready]").wait_for(timeout=TIMEOUT)
     assert frame.locator("#layer-filter").input_value() == "^(CONV2D|dense)$"
     assert overview_labels(frame) == wanted
-    shot(page, helpers, "filter")
+    shot(page, "filter")
     switch(frame, "pooling")
     assert frame.locator("table.funnel button.layer-name").all_text_contents() == wanted
     assert frame.locator(".pool-card").count() == 0  # max_pooling2d does not match
@@ -250,21 +202,21 @@ def test_layer_filter_applies_everywhere_and_survives_reload(page, servers, logs
     assert not page.errors
 
 
-def test_pooling_and_health_views(page, servers, logs, helpers):
+def test_pooling_and_health_views(page, servers, logs):
     tb, _ = servers
     frame = open_dashboard(page, tb.base)
     switch(frame, "pooling")
     funnel_names = frame.locator("table.funnel button.layer-name").all_text_contents()
     assert funnel_names[: len(logs[1])] == logs[1]
     assert frame.locator(".pool-card").count() >= 1
-    shot(page, helpers, "pooling")
+    shot(page, "pooling")
     switch(frame, "health")
     assert frame.locator("#findings-groups, #no-findings").count() == 1
-    shot(page, helpers, "health")
+    shot(page, "health")
     assert not page.errors
 
 
-def test_run_picker_and_reload_button(page, servers, helpers):
+def test_run_picker_and_reload_button(page, servers):
     tb, _ = servers
     frame = open_dashboard(page, tb.base)
     assert frame.locator("#overview h2").count() == 2
@@ -284,14 +236,14 @@ def test_run_picker_and_reload_button(page, servers, helpers):
     assert not page.errors
 
 
-def test_xss_layer_name_is_text(page, servers, helpers):
+def test_xss_layer_name_is_text(page, servers):
     tb, _ = servers
     frame = open_dashboard(page, tb.base)
-    label = frame.locator("#overview .heatmap-label", has_text=helpers.XSS_LAYER)
-    assert label.inner_text() == helpers.XSS_LAYER
+    label = frame.locator("#overview .heatmap-label", has_text=synthetic.XSS_LAYER)
+    assert label.inner_text() == synthetic.XSS_LAYER
     label.click()
     frame.locator("body[data-view=layer][data-status=ready]").wait_for(timeout=TIMEOUT)
-    assert frame.locator("#layer-title").inner_text() == helpers.XSS_LAYER
+    assert frame.locator("#layer-title").inner_text() == synthetic.XSS_LAYER
     switch(frame, "pooling")
     assert frame.locator("img").count() == 0
     assert page.evaluate(f"document.querySelector('{IFRAME}').contentDocument.querySelectorAll('img').length") == 0
@@ -299,13 +251,13 @@ def test_xss_layer_name_is_text(page, servers, helpers):
     assert not page.errors
 
 
-def test_empty_state(page, servers, helpers):
+def test_empty_state(page, servers):
     _, tb_empty = servers
     page.goto(tb_empty.base + "/#" + metadata.PLUGIN_NAME)
     frame = page.frame_locator(IFRAME)
     frame.locator("#empty-state").wait_for(timeout=TIMEOUT)
     assert "LayerProbe" in frame.locator("#empty-state").inner_text()
-    shot(page, helpers, "empty")
+    shot(page, "empty")
 
 
 # ---------------------------------------------------------------- a deep network (400+ layers)
@@ -350,31 +302,31 @@ def deep_layers():
 
 
 @pytest.fixture(scope="module")
-def deep(tmp_path_factory, helpers):
+def deep(tmp_path_factory):
     """A 428-layer synthetic run (30 windows) and a ResNet block, served by a real tensorboard;
     yields (server, layers of the deep run, diagnose's findings over both runs)."""
     import tfprobe
 
     root = tmp_path_factory.mktemp("deep_logs")
     layers = deep_layers()
-    infos = {name: dict(helpers.info_for(i, name, cls, kind, [None, 8, 8, 4], bounds), inputs=inputs)
+    infos = {name: dict(synthetic.info_for(i, name, cls, kind, [None, 8, 8, 4], bounds), inputs=inputs)
              for i, (name, cls, kind, bounds, inputs) in enumerate(layers)}
     steps = list(range(10, 301, 10))
 
     def window(step):
-        stats = {name: helpers.stats_for(DEEP_FAULTS.get(name, name), kind, step) for name, _, kind, _, _ in layers}
+        stats = {name: synthetic.stats_for(DEEP_FAULTS.get(name, name), kind, step) for name, _, kind, _, _ in layers}
         for name in DEAD_UNITS:
             stats[name]["dead_unit_fraction"] = 0.7
         return stats
 
-    helpers.write_windows(root / DEEP_RUN, infos, ((s, window(s), {}) for s in steps))
+    synthetic.write_windows(root / DEEP_RUN, infos, ((s, window(s), {}) for s in steps))
     # a ResNet block, whose projection shortcut comes after the main branch in model order
-    resnet = {name: dict(helpers.info_for(i, name, cls), inputs=inputs)
+    resnet = {name: dict(synthetic.info_for(i, name, cls), inputs=inputs)
               for i, (name, cls, inputs) in enumerate(RESNET_BLOCK)}
-    helpers.write_windows(root / "resnet", resnet, (
-        (s, {name: helpers.stats_for(name, "activation", s) for name in resnet}, {}) for s in steps))
+    synthetic.write_windows(root / "resnet", resnet, (
+        (s, {name: synthetic.stats_for(name, "activation", s) for name in resnet}, {}) for s in steps))
     findings = tfprobe.diagnose(tfprobe.read_logdir(root), tfprobe.read_layers(root))
-    with helpers.tensorboard_server(root) as tb:
+    with tensorboard_server(root) as tb:
         tb.wait_until(lambda b: [(r["name"], r["max_step"]) for r in b["runs"]] == [(DEEP_RUN, steps[-1]), ("resnet", steps[-1])])
         yield tb, layers, findings
 
@@ -408,7 +360,7 @@ def label_metrics(frame):
            })""")
 
 
-def test_deep_filter_leaves_only_matching_rows_with_readable_labels(page, deep, helpers):
+def test_deep_filter_leaves_only_matching_rows_with_readable_labels(page, deep):
     tb, layers, _ = deep
     frame = open_dashboard(page, tb.base)
     assert len(labels(frame)) == len(layers)  # 428 rows, in blocks, readable by default (the map scrolls)
@@ -423,11 +375,11 @@ def test_deep_filter_leaves_only_matching_rows_with_readable_labels(page, deep, 
     assert frame.locator("#overview .heatmap-label[data-name=conv4_block5_2_conv]").get_attribute("data-severity") == "error"
     metrics = label_metrics(frame)
     assert all(m["size"] >= 11 and not m["cut"] and not m["hidden"] for m in metrics), metrics
-    shot(page, helpers, "deep_filter")
+    shot(page, "deep_filter")
     assert not page.errors
 
 
-def test_deep_hiding_normalisation_and_collapsing_blocks(page, deep, helpers):
+def test_deep_hiding_normalisation_and_collapsing_blocks(page, deep):
     tb, layers, _ = deep
     frame = open_dashboard(page, tb.base)
     toggle = frame.locator(".category-toggle[data-category=normalization]")
@@ -451,14 +403,14 @@ def test_deep_hiding_normalisation_and_collapsing_blocks(page, deep, helpers):
     frame.locator("#overview .heatmap-label.block-row", has_text="conv3_block2 ").click()
     frame.locator("body[data-findings=ready]").wait_for(timeout=TIMEOUT)
     assert frame.locator("#overview .heatmap-label.block-row[data-name=conv3_block2]").get_attribute("data-severity") == "error"
-    shot(page, helpers, "deep_blocks")
+    shot(page, "deep_blocks")
     frame.locator("#overview .heatmap-label[data-name=conv3_block2_1_relu]").click()
     frame.locator("body[data-view=layer][data-status=ready]").wait_for(timeout=TIMEOUT)
     assert frame.locator("#layer-title").inner_text() == "conv3_block2_1_relu"
     assert not page.errors
 
 
-def test_deep_marked_rows_equal_diagnose_findings(page, deep, helpers):
+def test_deep_marked_rows_equal_diagnose_findings(page, deep):
     tb, layers, findings = deep
     frame = open_dashboard(page, tb.base)
     frame.locator("body[data-findings=ready][data-status=ready]").wait_for(timeout=TIMEOUT)
@@ -482,14 +434,14 @@ def test_deep_marked_rows_equal_diagnose_findings(page, deep, helpers):
     for block in frame.locator("details.finding-block").all():  # rows sorted by first step
         firsts = [int(t) for t in block.locator("tr.finding td:nth-child(5)").all_text_contents()]
         assert firsts == sorted(firsts)
-    shot(page, helpers, "deep_health")
+    shot(page, "deep_health")
     frame.locator("#severity-filter input[value=error]").uncheck()
     assert frame.locator("tr.finding[data-severity=error]").count() == 0
     assert frame.locator("tr.finding").count() == int((findings["severity"] != "error").sum())
     assert not page.errors
 
 
-def test_deep_state_survives_a_reload(page, deep, helpers):
+def test_deep_state_survives_a_reload(page, deep):
     tb, layers, _ = deep
     frame = open_dashboard(page, tb.base)
     frame.locator("#layer-filter").fill("conv5")
@@ -510,7 +462,7 @@ def test_deep_state_survives_a_reload(page, deep, helpers):
     assert not page.errors
 
 
-def test_deep_sort_by_depth_and_by_statistic(page, deep, helpers):
+def test_deep_sort_by_depth_and_by_statistic(page, deep):
     tb, layers, _ = deep
     frame = open_dashboard(page, tb.base)
     model_order = [n for n, *_ in RESNET_BLOCK]

@@ -10,6 +10,8 @@ import keras
 import numpy as np
 import pytest
 import tensorflow as tf
+from helpers import models
+from helpers.tensorboard import http_get, tensorboard_server
 from sklearn.datasets import load_digits
 
 import tfprobe
@@ -27,9 +29,7 @@ def digits():
 
 
 def mlp():
-    model = keras.Sequential([keras.Input((64,)), keras.layers.Dense(64, activation="relu", name="h1"),
-                              keras.layers.Dense(32, activation="relu", name="h2"),
-                              keras.layers.Dense(10, name="logits")], name="digits_mlp")
+    model = models.mlp(("h1", "h2", "logits"), (64, 64, 32, 10), ("relu", "relu", None), name="digits_mlp")
     model.compile(keras.optimizers.Adam(3e-3), keras.losses.SparseCategoricalCrossentropy(from_logits=True))
     return model
 
@@ -200,7 +200,7 @@ def test_cka_content_names_rows_at_every_step(tmp_path):
 
 
 @pytest.mark.slow
-def test_projector_tab_lists_the_embedded_layers(tmp_path, helpers):
+def test_projector_tab_lists_the_embedded_layers(tmp_path):
     import urllib.parse
 
     x, y = digits()
@@ -218,22 +218,22 @@ def test_projector_tab_lists_the_embedded_layers(tmp_path, helpers):
     assert tsv.shape == (60, 16)
     assert (run / "tfprobe_projector" / "sprite.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
 
-    with helpers.tensorboard_server(tmp_path) as tb:
+    with tensorboard_server(tmp_path) as tb:
         assert tb.wait_until(lambda runs: runs == ["run"], route="/data/plugin/projector/runs") == ["run"]
-        info = json.loads(helpers.http_get(tb.base + "/data/plugin/projector/info?run=run")[1])
+        info = json.loads(http_get(tb.base + "/data/plugin/projector/info?run=run")[1])
         shapes = {e["tensorName"]: [int(s) for s in e["tensorShape"]] for e in info["embeddings"]}
         assert shapes == {"conv": [60, 8], "dense": [60, 16]}  # conv: averaged over space
         assert all(e["sprite"]["singleImageDim"] == [8, 8] for e in info["embeddings"])
         bodies = {}
         for name, (n, d) in shapes.items():
             query = urllib.parse.urlencode({"run": "run", "name": name})
-            status, bodies[name] = helpers.http_get(tb.base + "/data/plugin/projector/tensor?" + query)
+            status, bodies[name] = http_get(tb.base + "/data/plugin/projector/tensor?" + query)
             assert status == 200 and len(bodies[name]) == n * d * 4
         tensor = np.frombuffer(bodies["dense"], dtype=np.float32).reshape(60, 16)
         np.testing.assert_allclose(tensor, tsv, rtol=1e-5, atol=1e-6)
-        labels = helpers.http_get(tb.base + "/data/plugin/projector/metadata?run=run&name=dense")[1].decode()
+        labels = http_get(tb.base + "/data/plugin/projector/metadata?run=run&name=dense")[1].decode()
         assert labels.splitlines()[:2] == ["example\tlabel", f"0\t{y[0]}"]
-        status, png = helpers.http_get(tb.base + "/data/plugin/projector/sprite_image?run=run&name=dense")
+        status, png = http_get(tb.base + "/data/plugin/projector/sprite_image?run=run&name=dense")
         assert status == 200 and png[:4] == b"\x89PNG"
 
 

@@ -11,7 +11,7 @@ from types import SimpleNamespace
 
 import numpy as np
 import pytest
-from test_findings_rules import GAN
+from helpers.models import GAN
 
 import tfprobe
 from tfprobe import cli

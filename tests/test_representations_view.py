@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import json
-import os
 import urllib.parse
 
 import keras
 import numpy as np
 import pytest
+from helpers import chromium
+from helpers.chromium import TIMEOUT, open_dashboard, shot, switch
+from helpers.tensorboard import tensorboard_server
 from sklearn.datasets import load_digits
 from tensorboard.backend import application
 from tensorboard.backend.event_processing import data_provider as mdp
@@ -84,30 +86,15 @@ def test_route_errors_name_the_argument(client, params, code, message):
     assert status == code and message in body
 
 
-CHROMIUM = os.environ.get("CHROMIUM", "/usr/bin/chromium")
-ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
-        "--disable-background-networking", "--disable-component-update", "--disable-sync"]
-IFRAME = f'iframe[src="data/plugin_entry.html?name={metadata.PLUGIN_NAME}"]'
-TIMEOUT = 60_000
-
-
 @pytest.mark.browser
 @pytest.mark.slow
-@pytest.mark.skipif(not os.path.exists(CHROMIUM), reason=f"no chromium at {CHROMIUM}")
-def test_representations_view_in_chromium(logdir, helpers):
-    from playwright.sync_api import sync_playwright
-
-    with helpers.tensorboard_server(logdir) as tb, sync_playwright() as p:
+@chromium.needs_chromium
+def test_representations_view_in_chromium(logdir, page):
+    with tensorboard_server(logdir) as tb:
         tb.wait_until(lambda b: {r["name"] for r in b["runs"]} == {"ref", "plain", "ref_b"})
-        browser = p.chromium.launch(executable_path=CHROMIUM, headless=True, args=ARGS)
-        page = browser.new_page(viewport={"width": 1280, "height": 1400})
-        errors = []
-        page.on("pageerror", lambda e: errors.append(str(e)))
-        page.goto(tb.base + "/#" + metadata.PLUGIN_NAME)
-        frame = page.frame_locator(IFRAME)
-        frame.locator("body[data-status=ready]").wait_for(timeout=TIMEOUT)
-        frame.locator("nav.tabs button[data-view=representations]").click()
-        frame.locator("body[data-view=representations][data-status=ready]").wait_for(timeout=TIMEOUT)
+        page.set_viewport_size({"width": 1280, "height": 1400})
+        frame = open_dashboard(page, tb.base)
+        switch(frame, "representations")
         view = frame.locator("#representations")
         assert view.locator(".cka-block[data-run=ref] .heatmap-label").all_text_contents() == LAYERS
         assert view.locator(".cka-block[data-run=ref] .cka-step-label").inner_text() == "step 18"
@@ -127,6 +114,5 @@ def test_representations_view_in_chromium(logdir, helpers):
         frame.locator("#layer-filter").fill("h")  # the filter applies: logits is hidden
         frame.locator(".cka-block .heatmap-label").first.wait_for(timeout=TIMEOUT)
         assert view.locator(".cka-block[data-run=ref] .heatmap-label").all_text_contents() == ["h1", "h2"]
-        page.screenshot(path=os.path.join(helpers.artifacts_dir(), "browser_representations.png"), full_page=True)
-        browser.close()
-        assert not errors
+        shot(page, "representations", full_page=True)
+        assert not page.errors

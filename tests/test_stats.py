@@ -1,33 +1,16 @@
 """Each statistic against the NumPy oracle, eagerly and inside tf.function."""
 
 import numpy as np
-import oracle
 import pytest
 import tensorflow as tf
+from helpers import oracle
+from helpers.data import OFFSET_FIRST, activation_cases, offset_activation
 
 from tfprobe import metadata
 from tfprobe.kernels import graph, stats
 
 NEAR = 1e-3
-rng = np.random.default_rng(0)
-_relu = np.maximum(rng.normal(size=(8, 5, 5, 6)), 0).astype(np.float32)
-_relu[..., 2] = 0.0  # one dead unit
-_nonfinite = rng.normal(size=(4, 10)).astype(np.float32)
-_nonfinite[0, 0], _nonfinite[1, 3], _nonfinite[2, 5] = np.nan, np.inf, -np.inf
-
-CASES = {
-    "normal": rng.normal(size=(16, 7, 3)).astype(np.float32),
-    "relu_with_dead_unit": _relu,
-    "all_zeros": np.zeros((4, 3, 3), np.float32),
-    "constant": np.full((5, 4), 2.5, np.float32),
-    "nan_inf": _nonfinite,
-    "all_nan": np.full((2, 3), np.nan, np.float32),
-    "float16": rng.normal(size=(6, 9)).astype(np.float16),
-    "single_element": np.array([[3.0]], np.float32),
-    "rank1": rng.normal(size=(10,)).astype(np.float32),
-    "large_offset": (1000.0 + rng.normal(size=(32, 64))).astype(np.float32),
-    "near_zero": rng.uniform(-2e-3, 2e-3, size=(8, 16)).astype(np.float32),
-}
+CASES, rng = activation_cases()  # `rng` continues the stream that drew the cases
 
 
 def _finalize(p, **kw):
@@ -75,33 +58,11 @@ def test_bad_bounds(bounds):
         stats.saturation_thresholds(bounds, 0.01)
 
 
-def offset_activation(first):
-    """2.4 M values of 1000 + N(0, 1) (float32) whose first value, the shift of the sums, is `first`."""
-    x = (1000.0 + np.random.default_rng(5).normal(size=(2, 110, 110, 100))).astype(np.float32)
-    x.flat[0] = first
-    if np.isnan(first):
-        x.flat[-1] = np.inf
-    return x
-
-
-def assert_float64_accurate(sums, maxes, x, rtol=1e-7):
-    """mean, std and rms of the partials of `x` agree with float64 NumPy to `rtol`."""
-    got = stats.finalize(np.asarray(sums), np.asarray(maxes), near_zero=NEAR)
-    xf = x[np.isfinite(x)].astype(np.float64)
-    for name, want in (("mean", xf.mean()), ("std", xf.std()), ("rms", np.sqrt(np.mean(xf**2)))):
-        assert abs(got[name] - want) <= rtol * abs(want), (name, got[name], want, abs(got[name] / want - 1))
-
-
-# The first value shifts the first block's sums: 1003 is 3 std off, 0 is 1000 std off (a float32 sum of
-# squares about 0 loses the variance); NaN takes the masked path.
-OFFSET_FIRST = {"first_3_std_off": 1003.0, "first_zero": 0.0, "nan_first": np.nan}
-
-
 @pytest.mark.parametrize("first", OFFSET_FIRST.values(), ids=OFFSET_FIRST.keys())
 def test_large_offset_activation_matches_float64(first):
     x = offset_activation(first)
     p = graph.partials(tf.constant(x), near_zero=NEAR)
-    assert_float64_accurate(p["sums"].numpy(), p["maxes"].numpy(), x)
+    oracle.assert_float64_accurate(p["sums"].numpy(), p["maxes"].numpy(), x, near_zero=NEAR)
 
 
 @pytest.mark.parametrize("shape", [(3, 9001), (2, 1000 * 1024), (4, 0), (0, 6)])

@@ -17,7 +17,8 @@ import test_core
 import test_end_to_end
 import test_gradients
 import test_models
-from test_gradients import data
+from helpers.data import normal as data
+from helpers.data import padded_ids
 
 import tfprobe
 
@@ -75,10 +76,7 @@ def test_masked_statistics_under_xla_cover_every_position_with_one_warning(tmp_p
     cross it): the statistics cover every position, as with `include_masked=True`, and one warning says why."""
     from tfprobe.recording.capture import layer_outputs
 
-    rng = np.random.default_rng(0)
-    ids = rng.integers(1, 20, size=(8, 10))
-    for row, length in enumerate([10, 7, 3, 5, 10, 1, 8, 4]):
-        ids[row, length:] = 0  # padding
+    ids = padded_ids()
     model = keras.Sequential([
         keras.Input((10,), dtype="int32"),
         keras.layers.Embedding(20, 6, mask_zero=True, name="emb"),

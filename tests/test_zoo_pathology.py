@@ -10,7 +10,8 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-from zoo import keras_inputs, record_and_diagnose, run_pathology, synthetic
+from helpers.models import planted
+from helpers.zoo import keras_inputs, record_and_diagnose, run_pathology, synthetic
 
 import tfprobe
 
@@ -18,34 +19,25 @@ keras = pytest.importorskip("keras")
 L = keras.layers
 
 
-def mlp(*planted, width=32, head_bias="zeros"):
-    """Input(16) -> `hidden` (ReLU) -> planted layers -> `out` (Dense 4)."""
-    inp = keras.Input((16,))
-    x = L.Dense(width, activation="relu", name="hidden")(inp)
-    for layer in planted:
-        x = layer(x)
-    return keras.Model(inp, L.Dense(4, name="out", bias_initializer=head_bias)(x))
-
-
 def dying_relu():
-    return mlp(L.Dense(32, activation="relu", bias_initializer=keras.initializers.Constant(-100.0), name="dying"),
+    return planted(L.Dense(32, activation="relu", bias_initializer=keras.initializers.Constant(-100.0), name="dying"),
                head_bias="ones")
 
 
 def saturated_sigmoids():
     big = keras.initializers.RandomNormal(stddev=4.0, seed=1)
-    return mlp(*[L.Dense(32, activation="sigmoid", kernel_initializer=big, name=f"sig{i}") for i in (1, 2, 3)])
+    return planted(*[L.Dense(32, activation="sigmoid", kernel_initializer=big, name=f"sig{i}") for i in (1, 2, 3)])
 
 
 def relu6_at_six():
-    return mlp(L.Dense(32, bias_initializer=keras.initializers.Constant(20.0), name="pre"), L.ReLU(6.0, name="relu6"))
+    return planted(L.Dense(32, bias_initializer=keras.initializers.Constant(20.0), name="pre"), L.ReLU(6.0, name="relu6"))
 
 
 def partly_dead():
     def bias(shape, dtype=None):
         return np.r_[np.full(20, -100.0), np.zeros(shape[0] - 20)].astype("float32")
 
-    return mlp(L.Dense(32, activation="relu", bias_initializer=bias, name="partly_dead"))
+    return planted(L.Dense(32, activation="relu", bias_initializer=bias, name="partly_dead"))
 
 
 def nan_layer():
@@ -57,11 +49,11 @@ def nan_layer():
 
 def exploding_linear():
     big = keras.initializers.RandomNormal(stddev=3.0, seed=1)
-    return mlp(*[L.Dense(64, kernel_initializer=big, name=f"lin{i}") for i in (1, 2, 3)], width=64)
+    return planted(*[L.Dense(64, kernel_initializer=big, name=f"lin{i}") for i in (1, 2, 3)], width=64)
 
 
 def vanishing_linear():
-    return mlp(L.Dense(64, kernel_initializer=keras.initializers.RandomNormal(stddev=0.005, seed=1), name="shrink"), width=64)
+    return planted(L.Dense(64, kernel_initializer=keras.initializers.RandomNormal(stddev=0.005, seed=1), name="shrink"), width=64)
 
 
 def exploding_residual_branch():

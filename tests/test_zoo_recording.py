@@ -17,7 +17,7 @@ import math
 
 import numpy as np
 import pytest
-from zoo import APPLICATIONS, application, fit_with_and_without_probe, graph_series, grappler_off
+from helpers.zoo import APPLICATIONS, application, fit_with_and_without_probe, graph_series, grappler_off
 
 import tfprobe
 

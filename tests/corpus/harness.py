@@ -162,7 +162,7 @@ def base(series):
 def graph_series(model, prefix=""):
     """`zoo.graph_series`'s series names (the statistics it expects are left out: its rule does not take the
     unknown lengths of variable-length sequences)."""
-    import zoo
+    from helpers import zoo
 
     expected_stats = zoo.expected_stats
     zoo.expected_stats = lambda *args: set()

@@ -1,14 +1,21 @@
-"""Shared helpers of the model zoos (`test_zoo_healthy.py`, `test_zoo_pathology.py`, `test_zoo_recording.py`):
-the twelve `keras.applications` models, a short `fit` with `LayerProbe(record_freq=1, log_freq=1)` (one
-window per step) and its diagnosis, and what the Keras graph says must be recorded."""
+"""The model zoos (`test_zoo_healthy.py`, `test_zoo_pathology.py`, `test_zoo_recording.py`,
+`test_gradient_findings.py`, the corpus harness): the twelve `keras.applications` models and the small healthy
+architectures (builders `() -> (model, input shape, vocabulary or None)`), a short `fit` with
+`LayerProbe(record_freq=1, log_freq=1)` (one window per step) and its diagnosis, and what the Keras graph says
+must be recorded."""
 
 from __future__ import annotations
 
 import contextlib
 
+import keras
 import numpy as np
 
 import tfprobe
+
+from . import models
+
+L = keras.layers
 
 
 def application(name, size, **kwargs):
@@ -39,6 +46,50 @@ APPLICATIONS = [
     application("VGG16", 32),
     application("InceptionV3", 75),
 ]
+
+
+# The small healthy architectures (functional, 10 classes).
+
+
+def small_cnn():
+    inp = keras.Input((32, 32, 3))
+    x = inp
+    for filters in (16, 32):
+        x = L.Conv2D(filters, 3, padding="same", use_bias=False)(x)
+        x = L.BatchNormalization()(x)
+        x = L.ReLU()(x)
+        x = L.MaxPooling2D()(x)
+    x = L.GlobalAveragePooling2D()(x)
+    return keras.Model(inp, L.Dense(10, activation="softmax", name="predictions")(x)), (32, 32, 3), None
+
+
+def transformer_block():
+    inp = keras.Input((16, 32))
+    att = L.MultiHeadAttention(num_heads=4, key_dim=8, name="attention")(inp, inp)
+    x = L.LayerNormalization(name="norm1")(L.Add(name="add1")([inp, att]))
+    ff = L.Dense(32, name="ff2")(L.Dense(64, activation="relu", name="ff1")(x))
+    x = L.LayerNormalization(name="norm2")(L.Add(name="add2")([x, ff]))
+    x = L.GlobalAveragePooling1D()(x)
+    return keras.Model(inp, L.Dense(10, activation="softmax", name="predictions")(x)), (16, 32), None
+
+
+def recurrent_text():
+    inp = keras.Input((20,), dtype="int32")
+    x = L.Embedding(1000, 32, name="embedding")(inp)
+    x = L.LSTM(32, return_sequences=True, name="lstm")(x)
+    x = L.GRU(32, name="gru")(x)
+    return keras.Model(inp, L.Dense(10, activation="softmax", name="predictions")(x)), (20,), 1000
+
+
+def conv1d_audio():
+    inp = keras.Input((256, 1))
+    x = L.MaxPooling1D(4)(L.Conv1D(16, 9, activation="relu", name="conv1")(inp))
+    x = L.GlobalAveragePooling1D()(L.Conv1D(32, 9, activation="relu", name="conv2")(x))
+    return keras.Model(inp, L.Dense(10, activation="softmax", name="predictions")(x)), (256, 1), None
+
+
+def mlp():
+    return models.mlp(("h1", "h2", "predictions"), (32, 64, 64, 10), ("relu", "relu", "softmax"), functional=True), (32,), None
 
 
 def keras_inputs(model):

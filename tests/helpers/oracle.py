@@ -89,3 +89,13 @@ def assert_close(got: dict, want: dict, rtol=1e-5, atol=1e-6, keys=None):
             assert math.isnan(g), f"{key}: got {g}, want NaN"
             continue
         assert math.isclose(g, w, rel_tol=rtol, abs_tol=atol), f"{key}: got {g!r}, want {w!r}"
+
+
+def assert_float64_accurate(sums, maxes, x, rtol=1e-7, near_zero=1e-3):
+    """mean, std and rms finalized from the partials `sums`, `maxes` of `x` agree with float64 NumPy to `rtol`."""
+    from tfprobe.kernels import stats
+
+    got = stats.finalize(np.asarray(sums), np.asarray(maxes), near_zero=near_zero)
+    xf = x[np.isfinite(x)].astype(np.float64)
+    for name, want in (("mean", xf.mean()), ("std", xf.std()), ("rms", np.sqrt(np.mean(xf**2)))):
+        assert abs(got[name] - want) <= rtol * abs(want), (name, got[name], want, abs(got[name] / want - 1))
