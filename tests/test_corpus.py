@@ -29,8 +29,6 @@ keras = pytest.importorskip("keras")
 # -- the known defects of issue 23 (fixed in parallel by other helpers) ----------------------------------------
 
 CAM_NO_CALL = "issue 23: grad_cam on a model without call raises Keras' NotImplementedError"
-NEW_LOOKUP = ("corpus (new): the float one-hot outputs of IntegerLookup / StringLookup layers are not recorded, "
-              "without a warning")
 
 CHECKS = ["fit", "windows", "coverage", "history", "diagnose", "alerts", "report", "dashboard"]
 
@@ -41,8 +39,6 @@ HISTORY_RTOL = {}
 # (example, setting, jit) -> {check: reason}; "*" for every example, setting or jit.
 # Measured on the corpus (docs/examples/keras-corpus.md has the table and the findings' messages).
 KNOWN = {
-    # the 6 IntegerLookup and 1 StringLookup one-hot outputs have no series (graph and XLA, both settings)
-    ("structured_data_classification", "*", "*"): {"coverage": NEW_LOOKUP},
 }
 
 
