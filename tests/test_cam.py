@@ -245,6 +245,34 @@ def test_models_that_do_not_output_class_scores_or_lack_a_cam_head_are_named():
         looks.grad_cam(vector, np.zeros((2, 5), "float32"))
 
 
+class Distiller(keras.Model):
+    """A distiller as keras-io's "Knowledge Distillation" writes it: no `call`, only a `train_step` (not needed
+    here) that calls the two classifiers it holds."""
+
+    def __init__(self, student, teacher, name="distiller"):
+        super().__init__(name=name)
+        self.teacher = teacher
+        self.student = student
+
+
+def test_a_model_without_call_is_refused_naming_the_models_it_holds():
+    x = np.zeros((2, SIZE, SIZE, 1), "float32")
+    teacher, student = (keras.Sequential([keras.Input((SIZE, SIZE, 1)), keras.layers.Conv2D(2, 3, name="conv"),
+                                          keras.layers.GlobalAveragePooling2D(), keras.layers.Dense(3)], name=name)
+                        for name in ("teacher", "student"))
+    distiller = Distiller(student, teacher)
+    message = (r"`model` must be a model that can be called on `x`: model 'distiller' \(Distiller\) has no `call` "
+               r"method .* pass one of the models it holds that can be called: model.teacher \('teacher', "
+               r"Sequential\), model.student \('student', Sequential\)")
+    for explain in (looks.grad_cam, looks.grad_cam_plus_plus, looks.cam, looks.feature_maps):
+        with pytest.raises(ValueError, match=message):
+            explain(distiller, x)
+    assert looks.grad_cam(distiller.student, x).shape == (2, SIZE, SIZE)  # what the message says to pass works
+    with pytest.raises(ValueError, match=r"model 'empty' \(Distiller\) has no `call` method .* pass a model that "
+                                         r"can be called on `x`"):
+        looks.grad_cam(Distiller(None, None, name="empty"), x)
+
+
 class HeadFirst(keras.Model):
     """A subclassed model whose last tracked layer is a hidden sigmoid conv: it must not be bypassed."""
 

@@ -175,6 +175,17 @@ class Collection:
         returned = list(flat)
         for index, tensor in enumerate(flat):
             name = metadata.series_name(path, index, len(flat), call)
+            declared = _declared_floating(layer, index, len(flat)) if isinstance(tensor, tf.Tensor) else None
+            if isinstance(tensor, tf.Tensor) and not tensor.dtype.is_floating and declared is not None:
+                # Keras' graph says this output is floating, but the layer computes it in another dtype (the
+                # one-hot outputs of IntegerLookup / StringLookup are int64; the next layer casts them): its
+                # statistics are those of the float values the model goes on with. The model keeps the
+                # layer's own tensor (the tap's replacement, if any, is not used: an integer has no gradient).
+                self.graph_sources.produced[tensor.ref()] = name
+                cast = tf.cast(tensor, declared)
+                self.graph_sources.produced[cast.ref()] = name
+                self.on_tap(Tap(name, path, layer, index, len(flat), call, cast, None, sources, masks[index]))
+                continue
             if not isinstance(tensor, tf.Tensor) or not tensor.dtype.is_floating:
                 kind = tensor.dtype.name if isinstance(tensor, tf.Tensor) else type(tensor).__name__
                 # Operations that are not layers (casts, comparisons) are skipped silently: they are many.
@@ -212,7 +223,8 @@ class GraphSources:
         """The series that `values` (a layer call's inputs) are computed from, nearest first."""
         found = []
         for value in values:
-            if isinstance(value, tf.Tensor) and value.dtype.is_floating:
+            # an integer tensor only when it is a recorded output (a lookup's one-hot, cast by the next layer)
+            if isinstance(value, tf.Tensor) and (value.dtype.is_floating or value.ref() in self.produced):
                 found += self._ancestors(value)
         return tuple(dict.fromkeys(found))
 
@@ -238,6 +250,29 @@ class GraphSources:
                     stack.append(parent)
         self._memo[key] = found = list(dict.fromkeys(found))
         return found
+
+
+def _declared_floating(layer, index, n):
+    """The floating dtype Keras' graph declares for output `index` of `n` of `layer` (the `KerasTensor`s of its
+    calls in a functional model), or None when it declares none or another dtype (an integer lookup index).
+
+    Only a layer class that computes its own output spec declares a dtype: `Layer`'s default spec (a `Lambda`)
+    assumes the compute dtype whatever `call` returns."""
+    if not isinstance(layer, keras.layers.Layer):
+        return None
+    if type(layer).compute_output_spec is keras.layers.Layer.compute_output_spec:
+        return None
+    for node in getattr(layer, "_inbound_nodes", ()):
+        outputs = getattr(node, "outputs", None) or ()
+        if len(outputs) != n:
+            continue
+        try:
+            dtype = tf.as_dtype(outputs[index].dtype)
+        except (TypeError, AttributeError):
+            continue
+        if dtype.is_floating:
+            return dtype
+    return None
 
 
 def _output_masks(layer, args, kwargs, outputs, n):

@@ -224,6 +224,33 @@ def _probabilities(logits, squashing):
     return e / e.sum(axis=1, keepdims=True)
 
 
+def _check_callable(model):
+    """Raises `ValueError` when `model(x)` cannot run (a subclass without `call`, such as a distiller or a GAN
+    whose own `train_step` calls the models it holds), naming the models it holds that can be called."""
+    from tfprobe.reference import has_call
+
+    if not isinstance(model, keras.Model) or has_call(model):
+        return
+    held = [layer for layer in model.layers if isinstance(layer, keras.Model) and has_call(layer)]
+    if held:
+        hint = ("pass one of the models it holds that can be called: "
+                + ", ".join(f"model.{_attribute(model, m) or 'get_layer(' + repr(m.name) + ')'} ({m.name!r}, "
+                            f"{type(m).__name__})" for m in held))
+    else:
+        hint = "pass a model that can be called on `x` (a Functional or Sequential model, or a subclass with `call`)"
+    raise ValueError(f"`model` must be a model that can be called on `x`: model {model.name!r} "
+                     f"({type(model).__name__}) has no `call` method (it runs only inside its own `train_step`); "
+                     f"{hint}.")
+
+
+def _attribute(owner, value):
+    """The name of an attribute of `owner` holding `value` (`teacher` for `distiller.teacher`), or None."""
+    for name, held in vars(owner).items():
+        if held is value and not name.startswith("_"):
+            return name
+    return None
+
+
 def forward(model, x, chosen, class_sets=(), watch=True, arg="x", bypass=True):
     """Runs `model(x, training=False)` once, capturing `chosen` `[(path, layer)]` under a gradient tape.
 
@@ -235,6 +262,7 @@ def forward(model, x, chosen, class_sets=(), watch=True, arg="x", bypass=True):
     layer turns out to produce the model's output; otherwise the pass runs
     again without touching it.
     """
+    _check_callable(model)
     x = _check_x(model, x, arg)
     last = _last_layer(model) if bypass else None
     given = list(chosen)
