@@ -10,8 +10,8 @@ import warnings
 
 import keras
 import numpy as np
-import oracle
 import pytest
+from helpers import oracle
 
 import tfprobe
 
