@@ -6,7 +6,7 @@
 #
 # For each minor: a throwaway virtual environment with the newest tensorflow-cpu of that minor,
 # tfprobe's dependencies, a build of tfprobe/kernels/partials.cc against it (in a throwaway
-# cache directory, with -Wall -Wextra), then tests/test_native.py. Needs a C++ compiler and
+# cache directory, with -Wall -Wextra), then tests/kernels/test_native.py. Needs a C++ compiler and
 # about 1.5 GB of disk and 5-15 minutes per minor. Exits non-zero if any minor fails.
 set -uo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
@@ -30,7 +30,7 @@ for minor in "${MINORS[@]}"; do
   if TFPROBE_CACHE_DIR="$WORK/cache-$minor" PYTHONPATH="$PWD:$PWD/tensorboard_plugin" TF_CPP_MIN_LOG_LEVEL=2 \
     "$venv/bin/python" -m tfprobe.kernels.native &&
     TFPROBE_CACHE_DIR="$WORK/cache-$minor" PYTHONPATH="$PWD:$PWD/tensorboard_plugin" TF_CPP_MIN_LOG_LEVEL=2 \
-      "$venv/bin/python" -m pytest -q -p no:cacheprovider tests/test_native.py; then
+      "$venv/bin/python" -m pytest -q -p no:cacheprovider tests/kernels/test_native.py; then
     echo "--- TensorFlow $minor: passed ($("$venv/bin/python" -c 'import tensorflow as tf; print(tf.__version__)' 2>/dev/null))"
   else
     failed+=("$minor")

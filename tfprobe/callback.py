@@ -179,7 +179,7 @@ class LayerProbe(keras.callbacks.Callback):
         are added to every epoch's logs as `tfprobe_warnings` and `tfprobe_errors` (0 until an incident is
         found, from the first epoch on, whatever `log_freq`: History, CSVLogger, ... get a complete column).
         Evaluated on one worker thread while training goes on (with `stop_on`: before training goes on).
-        Defaults to `True` (healthy models stay silent: the healthy zoo, `tests/test_zoo_healthy.py`).
+        Defaults to `True` (healthy models stay silent: the healthy zoo, `tests/findings/test_zoo_healthy.py`).
       stop_on: `"error"` or `"warning"`: set `model.stop_training` at the window in which an incident of
         that severity or worse starts (or becomes one), logging why in one line; every window written so
         far stays readable. Defaults to None (never stop). Evaluates the incidents even with

@@ -1,4 +1,4 @@
-"""The harness of the corpus of official Keras examples (`tests/corpus/<example>.py`, `tests/test_corpus.py`).
+"""The harness of the corpus of official Keras examples (`tests/corpus/<example>.py`, `tests/examples/test_corpus.py`).
 
 Each example module keeps the model-building and `compile` code of one keras-io example (widths shrunk), its
 data replaced by synthetic arrays of the same structure with a learnable signal, and exposes:

@@ -87,7 +87,7 @@ def main(argv=None):
 
 
 def emit_result(result):
-    """`tests/test_corpus.py` calls this with each example x setting it trains: with `CORPUS_OUT=file.jsonl`
+    """`tests/examples/test_corpus.py` calls this with each example x setting it trains: with `CORPUS_OUT=file.jsonl`
     set, a pytest run also writes the results table's rows (`python -m corpus.table --markdown file.jsonl`)."""
     import os
 

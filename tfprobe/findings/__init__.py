@@ -1298,7 +1298,7 @@ def _warn_missing_input(ctx, layers):
 #   normalising over an axis of size 1 is this while its `beta` still moves between steps of the window.
 #   Needs more than one value per example (`hoyer_sparsity` is absent otherwise). Not judged on other
 #   layers: a near-uniform output is not a constant one (an untrained softmax over 10 classes gives 0.1 +-
-#   0.1% for every class, `hoyer_sparsity` below 1e-5, `tests/test_zoo_healthy.py`'s recurrent model).
+#   0.1% for every class, `hoyer_sparsity` below 1e-5, `tests/findings/test_zoo_healthy.py`'s recurrent model).
 #
 # Both need the layer alive (finite weights, not dead) and finite values (`nan_count`, `inf_count` 0).
 # A constant output is reported where it starts: not at a layer whose every recorded input is dead or

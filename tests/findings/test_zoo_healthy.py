@@ -4,7 +4,7 @@
 The small models and MobileNetV2 (alpha 0.35, 32x32) run in the default suite; the twelve
 `keras.applications` models are marked `slow`:
 
-    python -m pytest -m slow tests/test_zoo_healthy.py
+    python -m pytest -m slow tests/findings/test_zoo_healthy.py
 
 The slow target also trains `benchmarks/overhead.py`'s reference CNN on learnable data (sklearn's digits) for
 320 steps and requires the live alerts silent (on that benchmark's noise with random labels they are true:

@@ -15,7 +15,7 @@ import tfprobe
 from tfprobe import kernels
 from tfprobe.kernels import native
 
-REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 # Ops that run on the host or call back into Python: inside a step they would stop the GPU's stream, copy
 # activations to the host, or (PyFunc) hold the GIL. None may appear in a probed step on the graph path.

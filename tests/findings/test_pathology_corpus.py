@@ -4,8 +4,8 @@ one respect. Per type: whether an incident is found, its root (layer, kind, firs
 probe alerted during `fit`, the step at which the training loss first went non-finite (what a loss curve or
 `TerminateOnNaN` sees), and the incidents of the healthy twin (false alarms: there must be none).
 
-    python -m pytest -m slow tests/test_pathology_corpus.py        # ~20 fits, a few minutes on 2 cores
-    python tests/test_pathology_corpus.py                          # prints the table (docs/_incoming/incidents.md)
+    python -m pytest -m slow tests/findings/test_pathology_corpus.py        # ~20 fits, a few minutes on 2 cores
+    python tests/findings/test_pathology_corpus.py                          # prints the table (docs/_incoming/incidents.md)
 
 Types that per-layer statistics cannot see are in the corpus too, marked `seen=False`, with the reason.
 """
@@ -21,7 +21,7 @@ import tempfile
 import numpy as np
 import pytest
 
-sys.path.insert(0, os.path.dirname(__file__))
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))  # tests/: helpers, corpus
 from helpers.examples import load_example
 from helpers.incidents import assert_prefilter_changes_nothing
 

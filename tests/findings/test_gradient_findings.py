@@ -1,7 +1,7 @@
 """Gradient findings of `tfprobe.diagnose` (`LayerProbe(gradients=True)`): each planted with real `fit`
 at a known layer and found there, nowhere else; healthy models trained a few Adam steps get none.
 
-`python -m pytest -m slow tests/test_gradient_findings.py` adds MobileNetV2 (alpha 0.35) to the healthy
+`python -m pytest -m slow tests/findings/test_gradient_findings.py` adds MobileNetV2 (alpha 0.35) to the healthy
 models. Planted models run 4 steps of 16 examples, one window per step (`zoo.run_pathology`); unless a test is
 about the learning rate, they train with `Adam(1e-4)`, whose steps (about `lr` per weight) leave the
 planted fault as built and give every healthy layer an update ratio well inside `[1e-5, 1e-1]`.

@@ -216,7 +216,7 @@ def test_plugin_listing_skips_series_not_in_tfprobe_format(tmp_path, case):
 
 def test_the_typed_parser_is_the_only_one():
     """The reader and the plugin both parse content with `metadata.parse_content`."""
-    root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    root = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
     queries = os.path.join(root, "tensorboard_plugin/tensorboard_plugin_tfprobe/queries")
     sources = {"tfprobe/logs/reader.py": open(os.path.join(root, "tfprobe/logs/reader.py")).read(),
                "queries/": "".join(open(os.path.join(queries, f)).read() for f in os.listdir(queries) if f.endswith(".py"))}

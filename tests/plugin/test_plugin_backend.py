@@ -666,7 +666,7 @@ def test_plugin_doctests_are_collected():
 
     from tensorboard_plugin_tfprobe import plugin as plugin_module
 
-    repo = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    repo = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
     cfg = configparser.ConfigParser()
     cfg.read(os.path.join(repo, "setup.cfg"))
     testpaths = [os.path.join(repo, p) for p in cfg["tool:pytest"]["testpaths"].split()]

@@ -40,7 +40,7 @@ def xla(monkeypatch):
 
 
 # (module, test, arguments besides tmp_path): the recording's oracle tests, graph kernel (native refuses XLA).
-# The first ones run by default; the others are `slow` (`python -m pytest -m slow tests/test_xla.py`).
+# The first ones run by default; the others are `slow` (`python -m pytest -m slow tests/recording/test_xla.py`).
 FAST = {"test_sequential_cnn_with_batchnorm_and_pooling", "test_nan_and_inf_are_counted",
         "test_skipped_steps_are_counted_and_left_out"}
 CASES = [

@@ -12,7 +12,7 @@ refused before training with a clear reason.
 
 The fast subset (`harness.FAST`, graph mode) runs in the default suite; the whole corpus is `slow`:
 
-    python -m pytest -m slow tests/test_corpus.py
+    python -m pytest -m slow tests/examples/test_corpus.py
 
 Each example x setting is trained once per session (`_result`); each check is its own test, so that a known
 defect of issue 23 marks only the checks it breaks: `xfail(strict=True)`, which fails once the defect is fixed

@@ -383,7 +383,7 @@ VARIANTS = {"avx2": ["-march=native", "-mno-avx512f"], "portable": []}
 
 
 @needs_compiler
-@pytest.mark.slow  # two builds of the kernel (30-60 s each): `python -m pytest -m slow tests/test_native.py -k other_cpus`
+@pytest.mark.slow  # two builds of the kernel (30-60 s each): `python -m pytest -m slow tests/kernels/test_native.py -k other_cpus`
 @pytest.mark.parametrize("variant", sorted(VARIANTS))
 def test_kernel_builds_for_other_cpus_equal_the_graph_ops(tmp_path, monkeypatch, variant):
     """The kernel built as an AVX2-only CPU or a CPU without `-march=native` builds it (where this machine can
@@ -402,7 +402,7 @@ def test_kernel_builds_for_other_cpus_equal_the_graph_ops(tmp_path, monkeypatch,
     run = subprocess.run(
         [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", "-p", "no:randomly", str(Path(__file__)),
          "-k", chosen, "-m", "not slow"],
-        capture_output=True, text=True, timeout=900, cwd=Path(__file__).parent.parent,
+        capture_output=True, text=True, timeout=900, cwd=Path(__file__).parents[2],
         env={**os.environ, "TFPROBE_CACHE_DIR": str(tmp_path)},
     )
     assert run.returncode == 0, run.stdout[-3000:] + run.stderr[-2000:]

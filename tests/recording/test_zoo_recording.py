@@ -8,7 +8,7 @@ wrote, so a series tfprobe misses fails. The small models (masked sequences, att
 `TimeDistributed`, a Conv1D audio model, a custom `train_step`) and MobileNetV3Small run in the default suite;
 the twelve `keras.applications` families are marked `slow`:
 
-    python -m pytest -m slow tests/test_zoo_recording.py
+    python -m pytest -m slow tests/recording/test_zoo_recording.py
 """
 
 from __future__ import annotations
