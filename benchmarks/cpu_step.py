@@ -75,8 +75,15 @@ print(json.dumps({{"step": float(np.median(clock.times)), "kernel": kernel}}))
 
 def run_arm(model, xla, kernel, config, steps, repo=None):
     here = os.path.dirname(os.path.abspath(__file__))
-    code = _CHILD.format(bench=here, repo=repo or os.path.dirname(here), model=model, xla=xla, steps=steps, kernel=kernel,
-                         kwargs=json.dumps(None if config is None else CONFIGS[config]))
+    code = _CHILD.format(
+        bench=here,
+        repo=repo or os.path.dirname(here),
+        model=model,
+        xla=xla,
+        steps=steps,
+        kernel=kernel,
+        kwargs=json.dumps(None if config is None else CONFIGS[config]),
+    )
     env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="2")
     done = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True)
     if done.returncode:
@@ -99,7 +106,7 @@ def main(argv=None):
             ratios, plain, probed, kernel = [], [], [], None
             for rep in range(args.reps):
                 arms = {}
-                for arm in ((None, config) if rep % 2 == 0 else (config, None)):
+                for arm in (None, config) if rep % 2 == 0 else (config, None):
                     try:
                         arms[arm] = run_arm(args.model, xla, args.kernel, arm, args.steps, args.repo)
                     except RuntimeError as e:
@@ -113,10 +120,13 @@ def main(argv=None):
                 probed.append(arms[config]["step"])
                 ratios.append(probed[-1] / plain[-1])
             if ratios:
-                print(f"{args.model:12s} xla={'on ' if xla else 'off'} kernel={kernel:6s} {config:11s} "
-                      f"plain {1000 * statistics.median(plain):8.1f} ms  probe {1000 * statistics.median(probed):8.1f} ms"
-                      f"  cpu ratio {statistics.median(ratios):.3f} (min {min(ratios):.3f}, max {max(ratios):.3f},"
-                      f" {len(ratios)} reps)", flush=True)
+                print(
+                    f"{args.model:12s} xla={'on ' if xla else 'off'} kernel={kernel:6s} {config:11s} "
+                    f"plain {1000 * statistics.median(plain):8.1f} ms  probe {1000 * statistics.median(probed):8.1f} ms"
+                    f"  cpu ratio {statistics.median(ratios):.3f} (min {min(ratios):.3f}, max {max(ratios):.3f},"
+                    f" {len(ratios)} reps)",
+                    flush=True,
+                )
 
 
 if __name__ == "__main__":

@@ -96,7 +96,10 @@ def main():
     names = [f"block_{i // 10:02d}/layer_{i:03d}" for i in range(args.layers)]
     if not os.path.isdir(os.path.join(logdir, run)):
         t = time.perf_counter()
-        print(f"writing {args.layers} layers x {args.windows} windows x {len(args.stats)} stats to {logdir}", file=sys.stderr)
+        print(
+            f"writing {args.layers} layers x {args.windows} windows x {len(args.stats)} stats to {logdir}",
+            file=sys.stderr,
+        )
         write_run(os.path.join(logdir, run), args.layers, args.windows, args.stats)
         print(f"  done in {time.perf_counter() - t:.0f} s", file=sys.stderr)
 
@@ -106,12 +109,16 @@ def main():
         base = tb.base + route
         t0 = time.perf_counter()
         for layer in (names[-1], names[0]):  # every point of the last and the first series ingested
-            tb.wait_until(lambda body: len(body.get("series", {}).get(stat, {}).get(run, [])) == args.windows,
-                          f"{route}/scalars?run={run}&layer={urllib.parse.quote(layer)}&stat={stat}&points={args.windows}",
-                          timeout=1800)
+            tb.wait_until(
+                lambda body: len(body.get("series", {}).get(stat, {}).get(run, [])) == args.windows,
+                f"{route}/scalars?run={run}&layer={urllib.parse.quote(layer)}&stat={stat}&points={args.windows}",
+                timeout=1800,
+            )
         print(f"ingested every point in {time.perf_counter() - t0:.0f} s (including tensorboard start-up)")
-        print(f"run: {args.layers} layers x {args.windows} windows x {len(args.stats)} stats "
-              f"({args.layers * args.windows * len(args.stats):,} points); loader args: {args.tensorboard_args or 'default'}")
+        print(
+            f"run: {args.layers} layers x {args.windows} windows x {len(args.stats)} stats "
+            f"({args.layers * args.windows * len(args.stats):,} points); loader args: {args.tensorboard_args or 'default'}"
+        )
         for columns in args.columns:
             url = f"{base}/overview?run={run}&stat={args.stats[0]}&columns={columns}"
             get(url)  # warm-up
@@ -123,9 +130,11 @@ def main():
             zipped = get(url, gz=True)
             data = json.loads(body)
             assert len(data["layers"]) == args.layers and data["steps"][-1] == args.windows
-            print(f"overview columns={columns}: median {statistics.median(times):.2f} s "
-                  f"(min {min(times):.2f}, max {max(times):.2f}); payload {len(body) / 1e6:.2f} MB raw, "
-                  f"{len(zipped) / 1e6:.2f} MB gzip; {len(data['layers'])} rows x {len(data['steps'])} columns")
+            print(
+                f"overview columns={columns}: median {statistics.median(times):.2f} s "
+                f"(min {min(times):.2f}, max {max(times):.2f}); payload {len(body) / 1e6:.2f} MB raw, "
+                f"{len(zipped) / 1e6:.2f} MB gzip; {len(data['layers'])} rows x {len(data['steps'])} columns"
+            )
         # the same overview with filters applied on the server (`filter`/`hide`): 300 of the 500 layers
         url = f"{base}/overview?run={run}&stat={args.stats[0]}&columns={args.columns[0]}&hide=normalization&filter=block_%5B0-2%5D"
         times = []
@@ -133,12 +142,16 @@ def main():
             t = time.perf_counter()
             body = get(url)
             times.append(time.perf_counter() - t)
-        print(f"overview filtered (filter=block_[0-2], hide=normalization): median {statistics.median(times):.2f} s; "
-              f"payload {len(body) / 1e6:.2f} MB raw; {len(json.loads(body)['layers'])} rows")
+        print(
+            f"overview filtered (filter=block_[0-2], hide=normalization): median {statistics.median(times):.2f} s; "
+            f"payload {len(body) / 1e6:.2f} MB raw; {len(json.loads(body)['layers'])} rows"
+        )
         url = f"{base}/health?run={run}"
         t = time.perf_counter()
         body = get(url)
-        print(f"health (diagnose on up to 200 points/series): {time.perf_counter() - t:.2f} s, {len(body) / 1e3:.0f} kB")
+        print(
+            f"health (diagnose on up to 200 points/series): {time.perf_counter() - t:.2f} s, {len(body) / 1e3:.0f} kB"
+        )
 
 
 if __name__ == "__main__":

@@ -78,7 +78,7 @@ def measure(jit_compile, reps, steps):
         run(config)
     times, calls = {c: [] for c in configs}, {}
     for rep in range(reps):
-        for config in configs[rep % 3:] + configs[: rep % 3]:  # the order rotates
+        for config in configs[rep % 3 :] + configs[: rep % 3]:  # the order rotates
             clock, calls[config] = run(config)
             times[config].append(clock.seconds / (steps - 1))
     return times, calls, first.second
@@ -90,17 +90,23 @@ def main(argv=None):
     parser.add_argument("--reps", type=int, default=5)
     parser.add_argument("--steps", type=int, default=20)
     args = parser.parse_args(argv)
-    print(f"reference CNN, batch 128; CPU seconds per step over steps 2..{args.steps} of a fit, "
-          f"median of {args.reps} (min-max)")
+    print(
+        f"reference CNN, batch 128; CPU seconds per step over steps 2..{args.steps} of a fit, "
+        f"median of {args.reps} (min-max)"
+    )
     for xla in args.xla or ["off", "on"]:
         times, calls, build = measure(xla == "on", args.reps, args.steps)
         plain = statistics.median(times["plain"])
-        print(f"  jit_compile={xla:3s} the first fit's second step (builds Keras' own step, then runs it): "
-              f"{build:.2f} CPU s")
+        print(
+            f"  jit_compile={xla:3s} the first fit's second step (builds Keras' own step, then runs it): "
+            f"{build:.2f} CPU s"
+        )
         for config, values in times.items():
             median = statistics.median(values)
-            print(f"  jit_compile={xla:3s} {config:12s} {median * 1e3:7.1f} ms ({min(values) * 1e3:.1f}-"
-                  f"{max(values) * 1e3:.1f})  x{median / plain:.3f}  calls {calls.get(config)}")
+            print(
+                f"  jit_compile={xla:3s} {config:12s} {median * 1e3:7.1f} ms ({min(values) * 1e3:.1f}-"
+                f"{max(values) * 1e3:.1f})  x{median / plain:.3f}  calls {calls.get(config)}"
+            )
 
 
 if __name__ == "__main__":

@@ -60,7 +60,7 @@ def activation_gradients(model, layers, x, y):
     taps = keras.Model(model.inputs, [layer.output for layer in layers] + list(model.outputs))
     with tf.GradientTape() as tape:
         outs = taps(tf.constant(x), training=True)
-        y_pred = outs[len(layers):]
+        y_pred = outs[len(layers) :]
         loss = model.compute_loss(x=x, y=y, y_pred=y_pred[0] if len(y_pred) == 1 else y_pred, training=True)
     return [tf.identity(g) for g in tape.gradient(loss, outs[: len(layers)]) if g is not None]
 
@@ -87,8 +87,12 @@ def gradient_work(grads):
         return run
 
     # "gradient mode" is what a step runs (`Kernel.gradient_partials`); "all partials" is an activation's full set.
-    return [("gradients: one pass", one_pass), ("gradients: native, all partials", kernel(False)),
-            ("gradients: native", kernel(True)), ("gradients: native + hist.", kernel(True, True))]
+    return [
+        ("gradients: one pass", one_pass),
+        ("gradients: native, all partials", kernel(False)),
+        ("gradients: native", kernel(True)),
+        ("gradients: native + hist.", kernel(True, True)),
+    ]
 
 
 def main(argv=None):
@@ -140,7 +144,11 @@ def main(argv=None):
             for a, b in zip(acts, bounds):
                 units = stats.num_units(a)
                 fn = graph.traced_sums_and_maxes(
-                    near_zero=1e-3, bounds=b, saturation_margin=0.01, sample_size=sample_size, has_units=units is not None
+                    near_zero=1e-3,
+                    bounds=b,
+                    saturation_margin=0.01,
+                    sample_size=sample_size,
+                    has_units=units is not None,
                 )
                 x2d = graph.as_rows(a)
                 sums, maxes = fn(x2d, graph.by_unit(x2d, units))
@@ -155,7 +163,11 @@ def main(argv=None):
             out = []
             for a, b in zip(acts, bounds):
                 sums, maxes, hist = native.run_op(
-                    graph.as_rows(a), histogram, units=stats.num_units(a), near_zero=1e-3, bounds=b,
+                    graph.as_rows(a),
+                    histogram,
+                    units=stats.num_units(a),
+                    near_zero=1e-3,
+                    bounds=b,
                     sample_size=sample_size,
                 )
                 out.append(tf.reduce_sum(sums) + tf.cast(tf.reduce_sum(maxes), tf.float64) + tf.reduce_sum(hist))
@@ -163,8 +175,10 @@ def main(argv=None):
 
         return run
 
-    print(f"{args.model}: {len(acts)} recorded activations, {values / 1e6:.1f} M values ({values * 4 / 2**20:.0f} MiB) "
-          f"per batch of {batch}; plain training step {1000 * step:.1f} ms (median of {len(times) - 3})")
+    print(
+        f"{args.model}: {len(acts)} recorded activations, {values / 1e6:.1f} M values ({values * 4 / 2**20:.0f} MiB) "
+        f"per batch of {batch}; plain training step {1000 * step:.1f} ms (median of {len(times) - 3})"
+    )
     if grads:
         grad_values = sum(int(np.prod(g.shape)) for g in grads)
         print(f"gradients: {len(grads)} activation gradients, {grad_values / 1e6:.1f} M values")

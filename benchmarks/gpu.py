@@ -60,8 +60,9 @@ def device_name(devices):
     if not devices:
         return f"CPU ({platform.processor() or platform.machine()}, {os.cpu_count()} cores)"
     details = tf.config.experimental.get_device_details(devices[0])
-    return details.get("device_name", devices[0].name) + (f" (compute {details['compute_capability']})"
-                                                          if "compute_capability" in details else "")
+    return details.get("device_name", devices[0].name) + (
+        f" (compute {details['compute_capability']})" if "compute_capability" in details else ""
+    )
 
 
 def build(model_name, jit_compile):
@@ -70,17 +71,24 @@ def build(model_name, jit_compile):
     import numpy as np
 
     if model_name == "cnn":
-        model = keras.Sequential([
-            keras.Input((32, 32, 3)),
-            keras.layers.Conv2D(32, 3, activation="relu"), keras.layers.MaxPooling2D(),
-            keras.layers.Conv2D(64, 3, activation="relu"), keras.layers.MaxPooling2D(),
-            keras.layers.Conv2D(128, 3, activation="relu"), keras.layers.GlobalAveragePooling2D(),
-            keras.layers.Dense(128, activation="relu"), keras.layers.Dense(10),
-        ])
+        model = keras.Sequential(
+            [
+                keras.Input((32, 32, 3)),
+                keras.layers.Conv2D(32, 3, activation="relu"),
+                keras.layers.MaxPooling2D(),
+                keras.layers.Conv2D(64, 3, activation="relu"),
+                keras.layers.MaxPooling2D(),
+                keras.layers.Conv2D(128, 3, activation="relu"),
+                keras.layers.GlobalAveragePooling2D(),
+                keras.layers.Dense(128, activation="relu"),
+                keras.layers.Dense(10),
+            ]
+        )
         batch, shape = 128, (32, 32, 3)
     elif model_name == "mobilenetv2":
-        model = keras.applications.MobileNetV2(input_shape=(96, 96, 3), weights=None, classes=10,
-                                               classifier_activation=None)
+        model = keras.applications.MobileNetV2(
+            input_shape=(96, 96, 3), weights=None, classes=10, classifier_activation=None
+        )
         batch, shape = 32, (96, 96, 3)
     elif model_name == "transformer":
         model, batch, shape = transformer_encoder(), 64, None
@@ -138,8 +146,16 @@ def measure(model_name, jit_compile, config, reps, steps, warmup):
 
         def run(callbacks):
             timer = Timer()
-            model.fit(x, y, batch_size=batch, epochs=1, steps_per_epoch=steps, verbose=0, shuffle=False,
-                      callbacks=[timer] + callbacks)
+            model.fit(
+                x,
+                y,
+                batch_size=batch,
+                epochs=1,
+                steps_per_epoch=steps,
+                verbose=0,
+                shuffle=False,
+                callbacks=[timer] + callbacks,
+            )
             return float(np.median(np.diff(timer.times)[warmup:]))
 
         run([])
@@ -147,16 +163,29 @@ def measure(model_name, jit_compile, config, reps, steps, warmup):
         plain, probed, ratios = [], [], []
         for rep in range(reps):
             times = {}
-            for with_probe in ((False, True) if rep % 2 == 0 else (True, False)):
+            for with_probe in (False, True) if rep % 2 == 0 else (True, False):
                 times[with_probe] = run([probe] if with_probe else [])
             plain.append(times[False])
             probed.append(times[True])
             ratios.append(times[True] / times[False])
-        return {"model": model_name, "xla": bool(jit_compile), "config": config, "kernel": probe._recorder.kernel.name,
-                "plain_ms": 1000 * statistics.median(plain), "probe_ms": 1000 * statistics.median(probed),
-                "ratio": statistics.median(ratios), "min": min(ratios), "max": max(ratios)}
+        return {
+            "model": model_name,
+            "xla": bool(jit_compile),
+            "config": config,
+            "kernel": probe._recorder.kernel.name,
+            "plain_ms": 1000 * statistics.median(plain),
+            "probe_ms": 1000 * statistics.median(probed),
+            "ratio": statistics.median(ratios),
+            "min": min(ratios),
+            "max": max(ratios),
+        }
     except Exception as e:  # noqa: BLE001 -- a configuration that fails (e.g. not compiling under XLA) is a row
-        return {"model": model_name, "xla": bool(jit_compile), "config": config, "error": f"{type(e).__name__}: {e}"[:200]}
+        return {
+            "model": model_name,
+            "xla": bool(jit_compile),
+            "config": config,
+            "error": f"{type(e).__name__}: {e}"[:200],
+        }
     finally:
         keras.mixed_precision.set_global_policy("float32")
         shutil.rmtree(logdir, ignore_errors=True)
@@ -178,17 +207,30 @@ def main(argv=None):
 
     devices = gpu_devices()
     if not devices and not args.cpu:
-        print(f"benchmarks/gpu.py: no CUDA GPU visible to TensorFlow {tf.__version__} "
-              f"(built with CUDA: {tf.test.is_built_with_cuda()}); nothing measured. "
-              "Run it on a machine with a GPU (pip install 'tensorflow[and-cuda]').")
+        print(
+            f"benchmarks/gpu.py: no CUDA GPU visible to TensorFlow {tf.__version__} "
+            f"(built with CUDA: {tf.test.is_built_with_cuda()}); nothing measured. "
+            "Run it on a machine with a GPU (pip install 'tensorflow[and-cuda]')."
+        )
         return 0
-    head = {"device": device_name(devices), "tensorflow": tf.__version__, "keras": keras.__version__,
-            "python": platform.python_version(), "reps": args.reps, "steps": args.steps, "warmup": args.warmup,
-            "date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime())}
-    print(f"device: {head['device']}; TensorFlow {head['tensorflow']}, Keras {head['keras']}; "
-          f"{args.reps} repetitions of {args.steps} steps (median step time after {args.warmup})")
-    print(f"{'model':12s} {'XLA':4s} {'configuration':14s} {'kernel':7s} {'plain ms':>9s} {'probe ms':>9s} "
-          f"{'ratio':>6s} {'min':>6s} {'max':>6s}")
+    head = {
+        "device": device_name(devices),
+        "tensorflow": tf.__version__,
+        "keras": keras.__version__,
+        "python": platform.python_version(),
+        "reps": args.reps,
+        "steps": args.steps,
+        "warmup": args.warmup,
+        "date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()),
+    }
+    print(
+        f"device: {head['device']}; TensorFlow {head['tensorflow']}, Keras {head['keras']}; "
+        f"{args.reps} repetitions of {args.steps} steps (median step time after {args.warmup})"
+    )
+    print(
+        f"{'model':12s} {'XLA':4s} {'configuration':14s} {'kernel':7s} {'plain ms':>9s} {'probe ms':>9s} "
+        f"{'ratio':>6s} {'min':>6s} {'max':>6s}"
+    )
     rows = []
     for model_name in args.models:
         for jit in (True, False):
@@ -199,8 +241,11 @@ def main(argv=None):
                 if "error" in r:
                     print(f"{lead} failed: {r['error']}", flush=True)
                 else:
-                    print(f"{lead} {r['kernel']:7s} {r['plain_ms']:9.2f} {r['probe_ms']:9.2f} {r['ratio']:6.3f} "
-                          f"{r['min']:6.3f} {r['max']:6.3f}", flush=True)
+                    print(
+                        f"{lead} {r['kernel']:7s} {r['plain_ms']:9.2f} {r['probe_ms']:9.2f} {r['ratio']:6.3f} "
+                        f"{r['min']:6.3f} {r['max']:6.3f}",
+                        flush=True,
+                    )
     with open(args.json, "w") as f:
         json.dump({**head, "rows": rows}, f, indent=1)
     print(f"written: {os.path.abspath(args.json)}")

@@ -70,8 +70,9 @@ def plain_stack():
     import keras
 
     acts = ("relu", "sigmoid")
-    return keras.Sequential([keras.Input((WIDTH,))] + [keras.layers.Dense(WIDTH, activation=acts[i % 2])
-                                                       for i in range(LAYERS)])
+    return keras.Sequential(
+        [keras.Input((WIDTH,))] + [keras.layers.Dense(WIDTH, activation=acts[i % 2]) for i in range(LAYERS)]
+    )
 
 
 def residual_stack():
@@ -84,7 +85,9 @@ def residual_stack():
     for i in range(LAYERS // 4):
         h = keras.layers.LayerNormalization(name=f"norm{i}")(x)
         h = keras.layers.Dense(WIDTH, activation="relu", name=f"up{i}")(h)
-        h = keras.layers.Dense(WIDTH, name=f"down{i}", kernel_initializer=keras.initializers.RandomNormal(stddev=0.02))(h)
+        h = keras.layers.Dense(WIDTH, name=f"down{i}", kernel_initializer=keras.initializers.RandomNormal(stddev=0.02))(
+            h
+        )
         x = keras.layers.Add(name=f"add{i}")([x, h])
     return keras.Model(inp, x)
 
@@ -111,23 +114,46 @@ def train(steps, gradients, logdir, model_name="plain"):
 
 def replay(windows):
     rng = np.random.default_rng(0)
-    infos = {f"d{i}": {"order": i, "class": "Dense", "shape": [None, WIDTH], "bounds": [0.0, 1.0] if i % 2 else None,
-                       "inputs": [f"d{i - 1}"] if i else [], "kind": "activation"} for i in range(LAYERS)}
+    infos = {
+        f"d{i}": {
+            "order": i,
+            "class": "Dense",
+            "shape": [None, WIDTH],
+            "bounds": [0.0, 1.0] if i % 2 else None,
+            "inputs": [f"d{i - 1}"] if i else [],
+            "kind": "activation",
+        }
+        for i in range(LAYERS)
+    }
     state = live.LiveIncidents()
     times = []
     for w in range(windows):
         results = {}
         for i in range(LAYERS):
             std = 0.2 + 0.01 * rng.normal()
-            results[f"d{i}"] = {"mean": 0.1, "std": std, "min": -1.0, "max": 1.0, "rms": 0.3, "mean_abs": 0.2,
-                                "zero_fraction": 0.3, "near_zero_fraction": 0.31, "nan_count": 0.0, "inf_count": 0.0,
-                                "dead_unit_fraction": 0.0, "hoyer_sparsity": 0.3, "saturation_fraction": 0.01}
+            results[f"d{i}"] = {
+                "mean": 0.1,
+                "std": std,
+                "min": -1.0,
+                "max": 1.0,
+                "rms": 0.3,
+                "mean_abs": 0.2,
+                "zero_fraction": 0.3,
+                "near_zero_fraction": 0.31,
+                "nan_count": 0.0,
+                "inf_count": 0.0,
+                "dead_unit_fraction": 0.0,
+                "hoyer_sparsity": 0.3,
+                "saturation_fraction": 0.01,
+            }
         t = time.thread_time()
         state.update(100 * (w + 1), results, infos)
         times.append(time.thread_time() - t)
     k = max(1, windows // 10)
     print(f"replay: {windows} windows of {LAYERS} series; ms of CPU per window")
-    print(f"  first {k}: median {1000 * statistics.median(times[:k]):.1f}; last {k}: median {1000 * statistics.median(times[-k:]):.1f}")
+    print(
+        f"  first {k}: median {1000 * statistics.median(times[:k]):.1f}; last {k}: median {1000 * statistics.median(times[-k:]):.1f}"
+    )
 
 
 def main(argv=None):
@@ -135,8 +161,12 @@ def main(argv=None):
     parser.add_argument("--steps", type=int, default=500, help="training steps (a window every 100)")
     parser.add_argument("--gradients", action="store_true", help="LayerProbe(gradients=True)")
     parser.add_argument("--replay", type=int, default=0, help="replay N synthetic windows instead of training")
-    parser.add_argument("--model", choices=("plain", "residual"), default="plain",
-                        help="plain: 500 Dense (findings at most layers); residual: 125 pre-norm residual blocks")
+    parser.add_argument(
+        "--model",
+        choices=("plain", "residual"),
+        default="plain",
+        help="plain: 500 Dense (findings at most layers); residual: 125 pre-norm residual blocks",
+    )
     args = parser.parse_args(argv)
     if args.replay:
         replay(args.replay)
@@ -146,22 +176,35 @@ def main(argv=None):
     calls, probe, blocking = train(args.steps, args.gradients, logdir, args.model)
     # window k (k >= 1): from evaluation k to evaluation k + 1; its evaluation is evaluation k + 1's
     steady = [(b[0] - a[0], b[3] - a[3], b[1], b[2]) for a, b in zip(calls[1:], calls[2:])]
-    print(f"{args.model}: {LAYERS} layers of width {WIDTH}, record_freq=10, log_freq=100, gradients={args.gradients}: "
-          f"{len(calls)} windows evaluated, {len(steady)} steady; load average {os.getloadavg()[0]:.1f} at the end")
+    print(
+        f"{args.model}: {LAYERS} layers of width {WIDTH}, record_freq=10, log_freq=100, gradients={args.gradients}: "
+        f"{len(calls)} windows evaluated, {len(steady)} steady; load average {os.getloadavg()[0]:.1f} at the end"
+    )
     if not steady:
         print("not enough windows: use --steps >= 400")
         return
     wall, cpu, cost, cost_cpu = ([row[i] for row in steady] for i in range(4))
-    for name, values in (("window wall time", wall), ("window process CPU", cpu), ("evaluation wall", cost),
-                         ("evaluation CPU", cost_cpu), ("training loop waits", blocking[2:len(steady) + 2])):
-        print(f"  {name:20s} ms: median {1000 * statistics.median(values):9.1f}  min {1000 * min(values):9.1f}  "
-              f"max {1000 * max(values):9.1f}")
-    for name, ratio in (("evaluation CPU / window wall", [c / w for c, w in zip(cost_cpu, wall)]),
-                        ("evaluation CPU / window process CPU", [c / p for c, p in zip(cost_cpu, cpu)]),
-                        ("evaluation wall / window wall", [c / w for c, w in zip(cost, wall)])):
+    for name, values in (
+        ("window wall time", wall),
+        ("window process CPU", cpu),
+        ("evaluation wall", cost),
+        ("evaluation CPU", cost_cpu),
+        ("training loop waits", blocking[2 : len(steady) + 2]),
+    ):
+        print(
+            f"  {name:20s} ms: median {1000 * statistics.median(values):9.1f}  min {1000 * min(values):9.1f}  "
+            f"max {1000 * max(values):9.1f}"
+        )
+    for name, ratio in (
+        ("evaluation CPU / window wall", [c / w for c, w in zip(cost_cpu, wall)]),
+        ("evaluation CPU / window process CPU", [c / p for c, p in zip(cost_cpu, cpu)]),
+        ("evaluation wall / window wall", [c / w for c, w in zip(cost, wall)]),
+    ):
         print(f"  {name:36s}: median {100 * statistics.median(ratio):.2f}%  max {100 * max(ratio):.2f}%")
     waits = [b / w for b, w in zip(blocking[2:], wall)]
-    print(f"  training loop waits / window wall   : median {100 * statistics.median(waits):.3f}%  max {100 * max(waits):.3f}%")
+    print(
+        f"  training loop waits / window wall   : median {100 * statistics.median(waits):.3f}%  max {100 * max(waits):.3f}%"
+    )
     print(f"  incidents: {len(probe.incidents)}")
 
 

@@ -89,16 +89,21 @@ def child(batch, steps, probe, sample_size=None, kernel="auto", gradients=False)
     state = series = 0
     with tempfile.TemporaryDirectory(prefix="tfprobe-mem-") as logdir:
         if probe:
-            p = tfprobe.LayerProbe(logdir, record_freq=1, log_freq=10, histogram_freq=1, sample_size=sample_size,
-                                   kernel=kernel, gradients=gradients)
+            p = tfprobe.LayerProbe(
+                logdir,
+                record_freq=1,
+                log_freq=10,
+                histogram_freq=1,
+                sample_size=sample_size,
+                kernel=kernel,
+                gradients=gradients,
+            )
             callbacks.insert(0, p)  # before `Rss`: a window is written before the RSS is read
         model.fit(data, epochs=1, steps_per_epoch=steps, verbose=0, callbacks=callbacks)
         if probe:
             r = p._recorder
             series = len(r.series)
-            state = r.accumulators.step.numpy().nbytes + sum(
-                v.numpy().nbytes for v, _ in r.accumulators.layout()
-            )
+            state = r.accumulators.step.numpy().nbytes + sum(v.numpy().nbytes for v, _ in r.accumulators.layout())
     trace = rss.trace
     peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss  # KiB on Linux
     growth = None
@@ -161,13 +166,17 @@ def main(argv=None):
     state = max(r["state"] for cell in cells for r in runs[cell, True])
     series = max(r["series"] for cell in cells for r in runs[cell, True])
     print("    " + " ".join([os.path.relpath(__file__)] + (argv if argv is not None else sys.argv[1:])))
-    print(f"reference CNN, LayerProbe(record_freq=1, log_freq=10, histogram_freq=1, sample_size={args.sample_size}, "
-          f"kernel={args.kernel!r}, gradients={args.gradients}); "
-          f"{args.reps} reps per cell; "
-          f"MB = MiB of RSS")
+    print(
+        f"reference CNN, LayerProbe(record_freq=1, log_freq=10, histogram_freq=1, sample_size={args.sample_size}, "
+        f"kernel={args.kernel!r}, gradients={args.gradients}); "
+        f"{args.reps} reps per cell; "
+        f"MB = MiB of RSS"
+    )
     print(f"tfprobe state (the accumulators of its {series} series): {state / 1024:.1f} KiB")
-    print(f"{'batch':>5s} {'steps':>5s} {'plain peak':>10s} {'probe peak':>10s} {'increase':>8s} {'min':>6s} "
-          f"{'max':>6s} {'steady':>6s} {'plain growth':>12s} {'probe growth':>12s}")
+    print(
+        f"{'batch':>5s} {'steps':>5s} {'plain peak':>10s} {'probe peak':>10s} {'increase':>8s} {'min':>6s} "
+        f"{'max':>6s} {'steady':>6s} {'plain growth':>12s} {'probe growth':>12s}"
+    )
     med = lambda rs, key: statistics.median(r[key] for r in rs)  # noqa: E731
     increases = {}
     for cell in cells:
@@ -175,10 +184,13 @@ def main(argv=None):
         inc = [mb(b["peak"] - a["peak"]) for a, b in zip(plain, probe)]
         steady = statistics.median(mb(b["steady"] - a["steady"]) for a, b in zip(plain, probe))
         increases[cell] = statistics.median(inc)
-        growth = [f"{mb(med(rs, 'growth')):12.1f}" if rs[0]["growth"] is not None else f"{'-':>12s}"
-                  for rs in (plain, probe)]
-        print(f"{cell[0]:5d} {cell[1]:5d} {mb(med(plain, 'peak')):10.1f} {mb(med(probe, 'peak')):10.1f} "
-              f"{increases[cell]:8.1f} {min(inc):6.1f} {max(inc):6.1f} {steady:6.1f} {growth[0]} {growth[1]}")
+        growth = [
+            f"{mb(med(rs, 'growth')):12.1f}" if rs[0]["growth"] is not None else f"{'-':>12s}" for rs in (plain, probe)
+        ]
+        print(
+            f"{cell[0]:5d} {cell[1]:5d} {mb(med(plain, 'peak')):10.1f} {mb(med(probe, 'peak')):10.1f} "
+            f"{increases[cell]:8.1f} {min(inc):6.1f} {max(inc):6.1f} {steady:6.1f} {growth[0]} {growth[1]}"
+        )
 
     # Reading: how much the increase moves along each axis, next to the spread of a peak over repetitions.
     by_batch = statistics.median(increases[hi_b, s] - increases[lo_b, s] for s in args.steps if (hi_b, s) in increases)
@@ -187,10 +199,12 @@ def main(argv=None):
     )
     noise = statistics.median(mb(max(r["peak"] for r in rs) - min(r["peak"] for r in rs)) for rs in runs.values())
     verdict = lambda d: "within the spread" if abs(d) <= 2 * noise else ("grows" if d > 0 else "shrinks")  # noqa: E731
-    print(f"reading: the peak increase is {min(increases.values()):.1f}-{max(increases.values()):.1f} MB over the "
-          f"cells; batch {lo_b} -> {hi_b} changes it by {by_batch:+.1f} MB ({verdict(by_batch)}), steps {lo_s} -> "
-          f"{hi_s} by {by_steps:+.1f} MB ({verdict(by_steps)}); spread of a peak over reps (median) {noise:.1f} MB; "
-          f"tfprobe state {state / 1024:.1f} KiB. Total {time.perf_counter() - started:.0f} s.")
+    print(
+        f"reading: the peak increase is {min(increases.values()):.1f}-{max(increases.values()):.1f} MB over the "
+        f"cells; batch {lo_b} -> {hi_b} changes it by {by_batch:+.1f} MB ({verdict(by_batch)}), steps {lo_s} -> "
+        f"{hi_s} by {by_steps:+.1f} MB ({verdict(by_steps)}); spread of a peak over reps (median) {noise:.1f} MB; "
+        f"tfprobe state {state / 1024:.1f} KiB. Total {time.perf_counter() - started:.0f} s."
+    )
 
 
 if __name__ == "__main__":

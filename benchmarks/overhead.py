@@ -135,8 +135,9 @@ def scratch(prefix):
 
 def run(model, x, y, batch, steps, callbacks, warmup):
     timer = StepTimer()
-    model.fit(x, y, batch_size=batch, epochs=1, steps_per_epoch=steps, verbose=0, shuffle=False,
-              callbacks=[timer] + callbacks)
+    model.fit(
+        x, y, batch_size=batch, epochs=1, steps_per_epoch=steps, verbose=0, shuffle=False, callbacks=[timer] + callbacks
+    )
     deltas = np.diff(timer.times)[warmup:]
     return float(np.median(deltas)), float(np.mean(deltas))
 
@@ -191,8 +192,9 @@ def paired(name, kwargs, steps, model_name="cnn", fits=3):
     for _ in range(fits):
         first = int(model.optimizer.iterations.numpy())
         timer = StepTimer()
-        model.fit(x, y, batch_size=batch, epochs=1, steps_per_epoch=steps, verbose=0, shuffle=False,
-                  callbacks=[timer, probe])
+        model.fit(
+            x, y, batch_size=batch, epochs=1, steps_per_epoch=steps, verbose=0, shuffle=False, callbacks=[timer, probe]
+        )
         for b, dt in enumerate(np.diff(timer.times), start=1):  # dt: duration of batch b
             (on if (first + b + 1) % 2 == 0 else off).append(dt)
     return statistics.median(on) / statistics.median(off), 1000 * statistics.median(off)
@@ -221,14 +223,24 @@ def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--config", choices=sorted(CONFIGS), action="append")
     parser.add_argument("--model", choices=sorted(MODELS), default="cnn")
-    parser.add_argument("--kernel", choices=["auto", "native", "graph"], default="auto",
-                        help="LayerProbe(kernel=...): the one-pass native kernel or the graph ops")
+    parser.add_argument(
+        "--kernel",
+        choices=["auto", "native", "graph"],
+        default="auto",
+        help="LayerProbe(kernel=...): the one-pass native kernel or the graph ops",
+    )
     parser.add_argument("--no-bytes", action="store_true", help="skip the log-size measurement")
-    parser.add_argument("--paired", action="store_true",
-                        help="also the recorded/unrecorded step ratio within the same fits (every-step configs)")
-    parser.add_argument("--clock", choices=sorted(CLOCKS), default="wall",
-                        help="time steps by the wall clock or by the process's CPU time (on a machine shared with "
-                             "other jobs)")
+    parser.add_argument(
+        "--paired",
+        action="store_true",
+        help="also the recorded/unrecorded step ratio within the same fits (every-step configs)",
+    )
+    parser.add_argument(
+        "--clock",
+        choices=sorted(CLOCKS),
+        default="wall",
+        help="time steps by the wall clock or by the process's CPU time (on a machine shared with other jobs)",
+    )
     parser.add_argument("--reps", type=int, default=9)
     parser.add_argument("--steps", type=int, default=40)
     parser.add_argument("--warmup", type=int, default=5)
@@ -236,14 +248,23 @@ def main(argv=None):
     CLOCK[0] = args.clock
     if not args.no_bytes:
         steady, first = bytes_per_layer_window()
-        print(f"event bytes per layer per window (histograms included): {steady:.0f} "
-              f"(first window, with metadata: {first:.0f})")
-    print(f"model: {args.model}, kernel: {args.kernel}, {args.reps} repetitions of {args.steps} steps, {args.clock} clock")
-    print(f"{'configuration':40s} {'plain ms':>9s} {'probe ms':>9s} {'ratio':>7s} {'min':>6s} {'max':>6s} {'mean ratio':>10s}")
+        print(
+            f"event bytes per layer per window (histograms included): {steady:.0f} "
+            f"(first window, with metadata: {first:.0f})"
+        )
+    print(
+        f"model: {args.model}, kernel: {args.kernel}, {args.reps} repetitions of {args.steps} steps, {args.clock} clock"
+    )
+    print(
+        f"{'configuration':40s} {'plain ms':>9s} {'probe ms':>9s} {'ratio':>7s} {'min':>6s} {'max':>6s} {'mean ratio':>10s}"
+    )
     for name in args.config or list(CONFIGS):
         r = measure(name, {**CONFIGS[name], "kernel": args.kernel}, args.reps, args.steps, args.warmup, args.model)
-        print(f"{r['config']:40s} {r['plain_ms']:9.1f} {r['probe_ms']:9.1f} {r['ratio']:7.3f} {r['min']:6.3f} "
-              f"{r['max']:6.3f} {r['mean_ratio']:10.3f}", flush=True)
+        print(
+            f"{r['config']:40s} {r['plain_ms']:9.1f} {r['probe_ms']:9.1f} {r['ratio']:7.3f} {r['min']:6.3f} "
+            f"{r['max']:6.3f} {r['mean_ratio']:10.3f}",
+            flush=True,
+        )
     if args.paired:
         print("paired: recorded / unrecorded steps of the same fits (record_freq=2)")
         for name in args.config or list(CONFIGS):

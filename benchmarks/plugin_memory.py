@@ -81,8 +81,12 @@ def measure(client, route, params):
 
 def start_provider(logdir):
     ingester = server_ingester.SubprocessServerDataIngester(
-        server_ingester.get_server_binary(), logdir, reload_interval=0,
-        channel_creds_type=grpc_util.ChannelCredsType.LOCAL, samples_per_plugin=loader.default_samples())
+        server_ingester.get_server_binary(),
+        logdir,
+        reload_interval=0,
+        channel_creds_type=grpc_util.ChannelCredsType.LOCAL,
+        samples_per_plugin=loader.default_samples(),
+    )
     ingester.start()
     return ingester.data_provider
 
@@ -93,9 +97,13 @@ def wait_ingested(provider, run, names, windows, timeout):
     tags = [metadata.tag_for(n, s) for n in (names[0], names[-1]) for s in metadata.ACTIVATION_STATS]
     while time.monotonic() < deadline:
         try:
-            data = provider.read_scalars(RequestContext(), experiment_id="", plugin_name=metadata.PLUGIN_NAME,
-                                         downsample=windows,
-                                         run_tag_filter=tb_provider.RunTagFilter(runs=[run], tags=tags))
+            data = provider.read_scalars(
+                RequestContext(),
+                experiment_id="",
+                plugin_name=metadata.PLUGIN_NAME,
+                downsample=windows,
+                run_tag_filter=tb_provider.RunTagFilter(runs=[run], tags=tags),
+            )
             if all(len(data.get(run, {}).get(t, [])) == windows for t in tags):
                 return
         except Exception:  # noqa: BLE001 - the server is still starting
@@ -119,16 +127,21 @@ def main():
     names = [f"block_{i // 10:02d}/layer_{i:03d}" for i in range(args.layers)]
     if not os.path.isdir(os.path.join(logdir, run)):
         t = time.perf_counter()
-        print(f"writing {args.layers} layers x {args.windows} windows x {len(stats)} stats to {logdir}", file=sys.stderr)
+        print(
+            f"writing {args.layers} layers x {args.windows} windows x {len(stats)} stats to {logdir}", file=sys.stderr
+        )
         write_run(os.path.join(logdir, run), args.layers, args.windows, stats)
         print(f"  done in {time.perf_counter() - t:.0f} s", file=sys.stderr)
     t = time.perf_counter()
     provider = start_provider(logdir)
     wait_ingested(provider, run, names, args.windows, args.timeout)
-    print(f"run: {args.layers} layers x {args.windows} windows x {len(stats)} statistics "
-          f"({args.layers * args.windows * len(stats):,} points); data server ready in {time.perf_counter() - t:.0f} s")
-    plugin = loader.TfprobeLoader().load(base_plugin.TBContext(data_provider=provider, logdir=logdir,
-                                                               sampling_hints={}))
+    print(
+        f"run: {args.layers} layers x {args.windows} windows x {len(stats)} statistics "
+        f"({args.layers * args.windows * len(stats):,} points); data server ready in {time.perf_counter() - t:.0f} s"
+    )
+    plugin = loader.TfprobeLoader().load(
+        base_plugin.TBContext(data_provider=provider, logdir=logdir, sampling_hints={})
+    )
     client = Client(application.TensorBoardWSGI([plugin], data_provider=provider))
     layer = names[len(names) // 2]
     requests = [
@@ -147,8 +160,10 @@ def main():
     for route, params in requests:
         status, heap, rss, seconds, size = measure(client, route, params)
         shown = "&".join(f"{k}={v if k != 'stat' or isinstance(v, str) else 'all 13'}" for k, v in params.items())
-        print(f"{'/' + route + '?' + shown:<72} {status:>6} {heap:>9.1f} {rss:>8.1f} {seconds:>6.1f} {size / 1e3:>8.0f}",
-              flush=True)
+        print(
+            f"{'/' + route + '?' + shown:<72} {status:>6} {heap:>9.1f} {rss:>8.1f} {seconds:>6.1f} {size / 1e3:>8.0f}",
+            flush=True,
+        )
 
 
 if __name__ == "__main__":

@@ -39,14 +39,18 @@ from tfprobe.logs.writer import WindowWriter
 
 def write_run(path, layers, windows, histogram_every):
     rng = np.random.default_rng(0)
-    infos = {f"layer_{i}": {"series": f"layer_{i}", "layer": f"layer_{i}", "class": "Dense", "order": i}
-             for i in range(layers)}
+    infos = {
+        f"layer_{i}": {"series": f"layer_{i}", "layer": f"layer_{i}", "class": "Dense", "order": i}
+        for i in range(layers)
+    }
     hist = np.zeros(metadata.NUM_BUCKETS, np.int64)
     hist[metadata.HIST_ZERO_BUCKET - 10 : metadata.HIST_ZERO_BUCKET + 10] = rng.integers(0, 1000, 20)
     writer = WindowWriter(path)
     for step in range(1, windows + 1):
-        stats = {name: dict(zip(metadata.ACTIVATION_STATS, rng.random(len(metadata.ACTIVATION_STATS)).tolist()))
-                 for name in infos}
+        stats = {
+            name: dict(zip(metadata.ACTIVATION_STATS, rng.random(len(metadata.ACTIVATION_STATS)).tolist()))
+            for name in infos
+        }
         hists = {name: hist for name in infos} if histogram_every and step % histogram_every == 0 else {}
         writer.write_window(step, infos, stats, hists)
     writer.close()
@@ -86,15 +90,19 @@ def main(argv=None):
             root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
             env = dict(os.environ, PYTHONPATH=root + os.pathsep + os.environ.get("PYTHONPATH", ""))
             start = time.perf_counter()
-            subprocess.run([sys.executable, "-m", "tfprobe.cli", "report", logdir], env=env, check=True,
-                           stdout=subprocess.DEVNULL)
+            subprocess.run(
+                [sys.executable, "-m", "tfprobe.cli", "report", logdir], env=env, check=True, stdout=subprocess.DEVNULL
+            )
             peak = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 2**20  # KiB -> GiB
             print(f"tfprobe report: {time.perf_counter() - start:.1f} s, peak resident memory {peak:.2f} GiB")
         for label, kwargs in (("long", {}), ("pivot", {"pivot": True})) if args.repeat else ():
-            seconds, frame = best_time(functools.partial(tfprobe.read_logdir, logdir, progress=False, **kwargs),
-                                       args.repeat)
-            print(f"read_logdir {label:5s}: {seconds:.2f} s, {points / seconds / 1e6:.2f} M points/s "
-                  f"({len(frame):,} rows)")
+            seconds, frame = best_time(
+                functools.partial(tfprobe.read_logdir, logdir, progress=False, **kwargs), args.repeat
+            )
+            print(
+                f"read_logdir {label:5s}: {seconds:.2f} s, {points / seconds / 1e6:.2f} M points/s "
+                f"({len(frame):,} rows)"
+            )
     finally:
         if args.keep or args.logdir:
             print("kept", logdir)

@@ -81,8 +81,14 @@ def digits():
 
 
 def digits_mlp():
-    model = keras.Sequential([keras.Input((64,)), keras.layers.Dense(64, activation="relu"),
-                              keras.layers.Dense(32, activation="relu"), keras.layers.Dense(10)])
+    model = keras.Sequential(
+        [
+            keras.Input((64,)),
+            keras.layers.Dense(64, activation="relu"),
+            keras.layers.Dense(32, activation="relu"),
+            keras.layers.Dense(10),
+        ]
+    )
     x, y = digits()
     return model, x[:N_REFERENCE], y[:N_REFERENCE]
 
@@ -116,9 +122,11 @@ def one_step(name, build, reps):
             tracemalloc.stop()
         repr_analysis.close()
         layers = len(tfprobe.read_cka(logdir).layer_a.unique())
-    print(f"{name:<11} {layers} layers, {N_REFERENCE} examples: {statistics.median(times) * 1e3:7.1f} ms "
-          f"(min {min(times) * 1e3:.1f}, max {max(times) * 1e3:.1f}); peak RSS +{max(rss) / 2**20:.1f} MiB, "
-          f"peak NumPy/Python +{max(heap) / 2**20:.1f} MiB")
+    print(
+        f"{name:<11} {layers} layers, {N_REFERENCE} examples: {statistics.median(times) * 1e3:7.1f} ms "
+        f"(min {min(times) * 1e3:.1f}, max {max(times) * 1e3:.1f}); peak RSS +{max(rss) / 2**20:.1f} MiB, "
+        f"peak NumPy/Python +{max(heap) / 2**20:.1f} MiB"
+    )
 
 
 def fit_share(epochs):
@@ -137,8 +145,11 @@ def fit_share(epochs):
         finally:
             spent.append(time.perf_counter() - start)
 
-    arms = {"no reference_data": {}, "reference_freq=5 (default)": {"reference_data": reference},
-            "reference_freq=1": {"reference_data": reference, "reference_freq": 1}}
+    arms = {
+        "no reference_data": {},
+        "reference_freq=5 (default)": {"reference_data": reference},
+        "reference_freq=1": {"reference_data": reference, "reference_freq": 1},
+    }
     with tempfile.TemporaryDirectory() as logdir:
         for i, (arm, extra) in enumerate(arms.items()):
             keras.utils.set_random_seed(0)
@@ -152,9 +163,11 @@ def fit_share(epochs):
                 total = time.perf_counter() - start
             finally:
                 analysis.run_all = original
-            print(f"digits example, {epochs} epochs, {arm}: fit {total:.2f} s, {len(spent)} reference steps "
-                  f"{sum(spent):.2f} s ({', '.join(f'{t * 1e3:.0f}' for t in spent)} ms) = "
-                  f"{100 * sum(spent) / total:.1f}% of fit")
+            print(
+                f"digits example, {epochs} epochs, {arm}: fit {total:.2f} s, {len(spent)} reference steps "
+                f"{sum(spent):.2f} s ({', '.join(f'{t * 1e3:.0f}' for t in spent)} ms) = "
+                f"{100 * sum(spent) / total:.1f}% of fit"
+            )
 
 
 def main(argv=None):

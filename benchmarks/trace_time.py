@@ -94,8 +94,10 @@ def main(argv=None):
     args = parser.parse_args(argv)
     timed_fit(dense(2)(), *_vectors(64, np.random.default_rng(0)), 64, [])
     print(f"{args.reps} repetitions, {args.steps} steps per fit, kernel={args.kernel}; seconds (median)")
-    print(f"{'model':12s} {'series':>6s}  {'plain 1st':>8s}  {'probe 1st':>8s}  {'probe 2nd':>8s}  {'plain 2nd':>8s}"
-          f"  {'added s':>8s}  {'ms/layer':>8s}")
+    print(
+        f"{'model':12s} {'series':>6s}  {'plain 1st':>8s}  {'probe 1st':>8s}  {'probe 2nd':>8s}  {'plain 2nd':>8s}"
+        f"  {'added s':>8s}  {'ms/layer':>8s}"
+    )
     for name in args.model or ["dense50", "dense500", "cnn"]:
         measure(name, args.reps, args.steps, args.kernel)
 

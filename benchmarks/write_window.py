@@ -115,8 +115,16 @@ def time_pieces(recorder, saved, windows, logdir):
             t1 = time.perf_counter()
             n = writer.write_window(window.step, infos, window.statistics, window.histograms)
             t2 = time.perf_counter()
-            rows.append({"snapshot": snap_s[-1], "finalize": t1 - t0 - snap_s[-1], "write": t2 - t1, "bytes": n,
-                         "series": len(window.statistics), "histograms": len(window.histograms)})
+            rows.append(
+                {
+                    "snapshot": snap_s[-1],
+                    "finalize": t1 - t0 - snap_s[-1],
+                    "write": t2 - t1,
+                    "bytes": n,
+                    "series": len(window.statistics),
+                    "histograms": len(window.histograms),
+                }
+            )
     finally:
         del accumulators.read_and_reset
         writer.close()
@@ -167,9 +175,11 @@ def main(argv=None):
         framing.append(time.perf_counter() - t)
 
     print("    " + " ".join([os.path.relpath(__file__)] + (argv if argv is not None else sys.argv[1:])))
-    print(f"{args.layers} x Dense({WIDTH}) relu/sigmoid, batch {BATCH}, {'eager' if args.eager else 'compiled'}, "
-          f"LayerProbe(record_freq=1, log_freq={LOG_FREQ}, histogram_freq=1): {steady[-1]['series']} series with "
-          f"statistics and {steady[-1]['histograms']} histograms per window")
+    print(
+        f"{args.layers} x Dense({WIDTH}) relu/sigmoid, batch {BATCH}, {'eager' if args.eager else 'compiled'}, "
+        f"LayerProbe(record_freq=1, log_freq={LOG_FREQ}, histogram_freq=1): {steady[-1]['series']} series with "
+        f"statistics and {steady[-1]['histograms']} histograms per window"
+    )
     print(f"{'':40s} {'median ms':>9s} {'min':>9s} {'max':>9s} {'n':>4s}")
     print(f"end to end, in `fit` ({args.steps} steps):")
     row("  on_train_batch_end with a window", hook.window[1:])

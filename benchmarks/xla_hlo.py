@@ -34,8 +34,12 @@ import subprocess
 import sys
 import tempfile
 
-CONFIGS = {"plain": None, "defaults": {}, "every_step": {"record_freq": 1, "histogram_freq": 0},
-           "histograms_every_step": {"record_freq": 1, "histogram_freq": 1}}
+CONFIGS = {
+    "plain": None,
+    "defaults": {},
+    "every_step": {"record_freq": 1, "histogram_freq": 0},
+    "histograms_every_step": {"record_freq": 1, "histogram_freq": 1},
+}
 
 _CHILD = r"""
 import json, os, sys, tempfile
@@ -55,8 +59,11 @@ model.fit(x, y, batch_size=batch, epochs=1, verbose=0, callbacks=callbacks)
 def compile_step(config, out):
     """Dumps the optimized HLO of the reference CNN's step with `config`; returns the dump's file prefix."""
     here = os.path.dirname(os.path.abspath(__file__))
-    env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="2",
-               XLA_FLAGS=f"--xla_dump_to={out} --xla_dump_hlo_as_text --xla_dump_hlo_module_re=.*one_step_on_data.*")
+    env = dict(
+        os.environ,
+        TF_CPP_MIN_LOG_LEVEL="2",
+        XLA_FLAGS=f"--xla_dump_to={out} --xla_dump_hlo_as_text --xla_dump_hlo_module_re=.*one_step_on_data.*",
+    )
     code = _CHILD.format(bench=here, repo=os.path.dirname(here), kwargs=json.dumps(CONFIGS[config]))
     subprocess.run([sys.executable, "-c", code], env=env, check=True)
     found = glob.glob(os.path.join(out, "*one_step_on_data*cpu_after_optimizations.txt"))
@@ -114,16 +121,22 @@ def main(argv=None):
         prefix, own = probed_and_plain(compile_step(config, os.path.join(root, config)))
         for other in own:
             same = entry_instructions(other) == base and memory(other)[0] == base_total
-            print(f"\n{config}: the steps that record nothing run Keras' own step (host-side dispatch): "
-                  f"{sum(entry_instructions(other).values())} ENTRY instructions, XLA buffers "
-                  f"{memory(other)[0] / 2**20:.1f} MiB, {'identical to' if same else 'DIFFERENT from'} the plain step's")
+            print(
+                f"\n{config}: the steps that record nothing run Keras' own step (host-side dispatch): "
+                f"{sum(entry_instructions(other).values())} ENTRY instructions, XLA buffers "
+                f"{memory(other)[0] / 2**20:.1f} MiB, {'identical to' if same else 'DIFFERENT from'} the plain step's"
+            )
         if not own:
             print(f"\n{config}: every step of the fit ran the probed step")
         ops, (total, values) = entry_instructions(prefix), memory(prefix)
-        print(f"\n{config}: {sum(ops.values())} ENTRY instructions, XLA buffers {total / 2**20:.1f} MiB "
-              f"({(total - base_total) / 2**20:+.1f} MiB)")
-        print("  added to the ENTRY computation (what the probed step runs on top of the plain one, conds not taken "
-              "included):")
+        print(
+            f"\n{config}: {sum(ops.values())} ENTRY instructions, XLA buffers {total / 2**20:.1f} MiB "
+            f"({(total - base_total) / 2**20:+.1f} MiB)"
+        )
+        print(
+            "  added to the ENTRY computation (what the probed step runs on top of the plain one, conds not taken "
+            "included):"
+        )
         for (opcode, name, shape), n in sorted((ops - base).items()):
             print(f"    {n} x {opcode:12s} {name:28s} {shape}")
         removed = base - ops

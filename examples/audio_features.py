@@ -100,8 +100,9 @@ def frame_interval(start, end):
 
 
 def _compile(model):
-    model.compile(keras.optimizers.Adam(2e-3), keras.losses.SparseCategoricalCrossentropy(from_logits=True),
-                  metrics=["accuracy"])
+    model.compile(
+        keras.optimizers.Adam(2e-3), keras.losses.SparseCategoricalCrossentropy(from_logits=True), metrics=["accuracy"]
+    )
     return model
 
 
@@ -109,8 +110,9 @@ def waveform_model(shape=(RATE, 1)):
     """Four Conv1D stages (16-64 channels; kernel 33 first, about one period of 30 Hz, then 9), max pooling between."""
     layers = [keras.Input(shape)]
     for i, channels in enumerate((16, 32, 64, 64)):
-        layers.append(keras.layers.Conv1D(channels, 33 if i == 0 else 9, padding="same", activation="relu",
-                                          name=f"conv{i + 1}"))
+        layers.append(
+            keras.layers.Conv1D(channels, 33 if i == 0 else 9, padding="same", activation="relu", name=f"conv{i + 1}")
+        )
         if i < 3:
             layers.append(keras.layers.MaxPooling1D(4 if i == 0 else 2, name=f"pool{i + 1}"))
     layers += [keras.layers.GlobalAveragePooling1D(name="gap"), keras.layers.Dense(len(CLASSES), name="logits")]
@@ -201,8 +203,10 @@ def occlusion(model, features, clips, labels, info, seed=0):
         outside = np.ones(clips.shape[1], bool)
         outside[a:b] = False
         toned[k, outside] += tone[outside]
-    p = {name: softmax(model(features(c), training=False).numpy())[:, CLASSES.index("burst")].mean()
-         for name, c in (("as_is", clips[rows]), ("burst_removed", muted), ("tone_outside", toned))}
+    p = {
+        name: softmax(model(features(c), training=False).numpy())[:, CLASSES.index("burst")].mean()
+        for name, c in (("as_is", clips[rows]), ("burst_removed", muted), ("tone_outside", toned))
+    }
     return {f"p_burst_{name}": float(v) for name, v in p.items()}
 
 
@@ -221,11 +225,16 @@ def train_run(logdir, run, model, train, reference, epochs, looks_examples):
     across and low frequencies at the bottom); returns val accuracy."""
     x, y = train
     probe = tfprobe.LayerProbe(
-        os.path.join(logdir, run), record_freq=2, log_freq=10, histogram_freq=10, reference_data=reference,
-        reference_freq=max(1, epochs // 3), looks_examples=looks_examples,
-        looks_input_kind="spectrogram" if run == "spectrogram" else "auto")
-    history = model.fit(x, y, validation_data=reference, batch_size=32, epochs=epochs, verbose=0,
-                        callbacks=[probe])
+        os.path.join(logdir, run),
+        record_freq=2,
+        log_freq=10,
+        histogram_freq=10,
+        reference_data=reference,
+        reference_freq=max(1, epochs // 3),
+        looks_examples=looks_examples,
+        looks_input_kind="spectrogram" if run == "spectrogram" else "auto",
+    )
+    history = model.fit(x, y, validation_data=reference, batch_size=32, epochs=epochs, verbose=0, callbacks=[probe])
     return float(history.history["val_accuracy"][-1])
 
 
@@ -235,8 +244,9 @@ def study(logdir, run, clips, labels, info, n_train, epochs):
     x = features(clips)
     model = build(x.shape[1:])
     reference = (x[n_train:], labels[n_train:])
-    accuracy = train_run(logdir, run, model, (x[:n_train], labels[:n_train]), reference, epochs,
-                         looks_examples=6)  # two clips of each class (classes alternate)
+    accuracy = train_run(
+        logdir, run, model, (x[:n_train], labels[:n_train]), reference, epochs, looks_examples=6
+    )  # two clips of each class (classes alternate)
     ref_clips, ref_labels, ref_info = clips[n_train:], labels[n_train:], info[n_train:]
     maps = cam.grad_cam(model, reference[0])  # at the last conv layer, upsampled to the input's time (x frequency)
     if run == "waveform":
@@ -245,10 +255,15 @@ def study(logdir, run, clips, labels, info, n_train, epochs):
         frames = np.array([frame_interval(a, b) for a, b in ref_info[:, :2]])
         where = where_it_looks(maps, ref_labels, frames, tone_band=lambda i: tone_bins(ref_info[i, 2]))
     where["burst"].update(occlusion(model, features, ref_clips, ref_labels, ref_info))
-    findings = tfprobe.diagnose(tfprobe.read_logdir(logdir).query("run == @run"),
-                                tfprobe.read_layers(logdir).query("run == @run"))
-    return {"val_accuracy": accuracy, "depth": depth_table(logdir, run), "where": where,
-            "findings": findings[findings.severity != "info"]}
+    findings = tfprobe.diagnose(
+        tfprobe.read_logdir(logdir).query("run == @run"), tfprobe.read_layers(logdir).query("run == @run")
+    )
+    return {
+        "val_accuracy": accuracy,
+        "depth": depth_table(logdir, run),
+        "where": where,
+        "findings": findings[findings.severity != "info"],
+    }
 
 
 def main(argv=None):
@@ -277,8 +292,10 @@ def report(answer):
         print(a["depth"].round(3).to_string())
         print("where Grad-CAM mass falls (reference clips, per class):")
         for name, entry in a["where"].items():
-            print(f"  {name:6s} " + ", ".join(f"{k}={v:.3f}" if isinstance(v, float) else f"{k}={v}"
-                                              for k, v in entry.items()))
+            print(
+                f"  {name:6s} "
+                + ", ".join(f"{k}={v:.3f}" if isinstance(v, float) else f"{k}={v}" for k, v in entry.items())
+            )
         print(f"findings (warning or error): {len(a['findings'])}")
         if len(a["findings"]):
             print(a["findings"][["layer", "kind", "severity", "message"]].to_string(index=False))

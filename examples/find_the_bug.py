@@ -75,11 +75,22 @@ def build_model(activation="relu", init_std=None, bias=None, optimizer="adam", l
     init = keras.initializers.RandomNormal(stddev=init_std) if init_std else "glorot_uniform"
     layers = [keras.Input((64,))]
     for name in HIDDEN:
-        layers.append(keras.layers.Dense(64, activation=activation, kernel_initializer=init, name=name,
-                                         bias_initializer=keras.initializers.Constant(bias.get(name, 0.0))))
+        layers.append(
+            keras.layers.Dense(
+                64,
+                activation=activation,
+                kernel_initializer=init,
+                name=name,
+                bias_initializer=keras.initializers.Constant(bias.get(name, 0.0)),
+            )
+        )
     layers.append(keras.layers.Dense(10, name="logits"))
     model = keras.Sequential(layers)
-    opt = keras.optimizers.Adam(learning_rate) if optimizer == "adam" else keras.optimizers.SGD(learning_rate, momentum=0.9)
+    opt = (
+        keras.optimizers.Adam(learning_rate)
+        if optimizer == "adam"
+        else keras.optimizers.SGD(learning_rate, momentum=0.9)
+    )
     model.compile(opt, keras.losses.SparseCategoricalCrossentropy(from_logits=True), metrics=["accuracy"])
     return model
 
@@ -92,10 +103,12 @@ def train(logdir, epochs, seed=0, probes=None):
     for run, deviation in RUNS.items():
         keras.utils.set_random_seed(seed)
         model = build_model(**deviation)
-        probe = tfprobe.LayerProbe(os.path.join(logdir, run), record_freq=1, log_freq=5, histogram_freq=5,
-                                   gradients=True)
-        history = model.fit(x, y, validation_data=(x_val, y_val), batch_size=64, epochs=epochs, verbose=0,
-                            callbacks=[probe])
+        probe = tfprobe.LayerProbe(
+            os.path.join(logdir, run), record_freq=1, log_freq=5, histogram_freq=5, gradients=True
+        )
+        history = model.fit(
+            x, y, validation_data=(x_val, y_val), batch_size=64, epochs=epochs, verbose=0, callbacks=[probe]
+        )
         accuracy[run] = float(np.nan_to_num(history.history["val_accuracy"][-1]))
         if probes is not None:
             probes[run] = probe
@@ -127,8 +140,9 @@ def verdicts(logdir, accuracy):
             "first_step": None if first is None else int(first.first_step),
             "culprit": None if first is None else first.layer,
             "culprit_kind": None if first is None else first.kind,
-            "kinds": {kind: sorted(set(g.layer), key=lambda layer: order[(run, layer)])
-                      for kind, g in mine.groupby("kind")},
+            "kinds": {
+                kind: sorted(set(g.layer), key=lambda layer: order[(run, layer)]) for kind, g in mine.groupby("kind")
+            },
             "first_steps": mine.groupby("kind").first_step.min().astype(int).to_dict(),
             "incidents": incidents[incidents.run == run].to_dict("records"),
         }
@@ -157,8 +171,10 @@ def print_table(rows):
     print("\nIncidents (tfprobe.incidents: the findings grouped by root cause)")
     for run, r in rows.items():
         for inc in r["incidents"]:
-            print(f"{run:<18} #{inc['incident']} {inc['severity']} root {inc['root_kind']} at {inc['root_layer']} "
-                  f"from step {inc['first_step']} ({inc['findings']} findings)")
+            print(
+                f"{run:<18} #{inc['incident']} {inc['severity']} root {inc['root_kind']} at {inc['root_layer']} "
+                f"from step {inc['first_step']} ({inc['findings']} findings)"
+            )
             print(f"{'':<20}fix: {inc['fix']}")
         if not r["incidents"]:
             print(f"{run:<18} none")

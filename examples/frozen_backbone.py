@@ -85,8 +85,9 @@ def backbone(seed):
     values, and the frozen backbone (inference mode) would compute garbage.
     """
     keras.utils.set_random_seed(seed)
-    base = keras.applications.MobileNetV2(input_shape=(SIZE, SIZE, 3), alpha=0.35, include_top=False,
-                                          weights=None, name="backbone")
+    base = keras.applications.MobileNetV2(
+        input_shape=(SIZE, SIZE, 3), alpha=0.35, include_top=False, weights=None, name="backbone"
+    )
     for layer in base.layers:
         if isinstance(layer, keras.layers.BatchNormalization):
             layer.momentum = 0.9
@@ -100,16 +101,20 @@ def classifier(base, classes, learning_rate, hidden=64):
     x = keras.layers.GlobalAveragePooling2D(name="head_pool")(x)
     x = keras.layers.Dense(hidden, activation="relu", name=HEAD[0])(x)
     model = keras.Model(inputs, keras.layers.Dense(classes, name=HEAD[1])(x))
-    model.compile(keras.optimizers.Adam(learning_rate), keras.losses.SparseCategoricalCrossentropy(from_logits=True),
-                  metrics=["accuracy"])
+    model.compile(
+        keras.optimizers.Adam(learning_rate),
+        keras.losses.SparseCategoricalCrossentropy(from_logits=True),
+        metrics=["accuracy"],
+    )
     return model
 
 
 def block_outputs(base):
     """The output layer of each block of MobileNetV2, input side first: stem, blocks 0-16, top."""
     names = {layer.name for layer in base.layers}
-    blocks = ["expanded_conv_project_BN"] + [f"block_{i}_add" if f"block_{i}_add" in names
-                                             else f"block_{i}_project_BN" for i in range(1, 17)]
+    blocks = ["expanded_conv_project_BN"] + [
+        f"block_{i}_add" if f"block_{i}_add" in names else f"block_{i}_project_BN" for i in range(1, 17)
+    ]
     return ["Conv1_relu", *blocks, "out_relu"]
 
 
@@ -147,8 +152,9 @@ def summarise(table, accuracies):
         "val_accuracy": accuracies,
     }
     if "random" in body:
-        answer.update(random_peak_accuracy=float(body["random"].max()),
-                      random_last_accuracy=float(body["random"][last]))
+        answer.update(
+            random_peak_accuracy=float(body["random"].max()), random_last_accuracy=float(body["random"][last])
+        )
     return answer
 
 
@@ -183,8 +189,14 @@ def train_head(logdir, run, base, train, reference, epochs):
     base.trainable = False
     keras.utils.set_random_seed(0)
     model = classifier(base, len(TASK_B), 2e-3)
-    probe = tfprobe.LayerProbe(os.path.join(logdir, run), layers=block_outputs(base) + list(HEAD),
-                               record_freq=5, log_freq=20, reference_data=reference, reference_freq=epochs)
+    probe = tfprobe.LayerProbe(
+        os.path.join(logdir, run),
+        layers=block_outputs(base) + list(HEAD),
+        record_freq=5,
+        log_freq=20,
+        reference_data=reference,
+        reference_freq=epochs,
+    )
     model.fit(*train, batch_size=32, epochs=epochs, verbose=0, callbacks=[probe])
     return accuracy(model, *reference)
 
@@ -192,8 +204,9 @@ def train_head(logdir, run, base, train, reference, epochs):
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--logdir", default="logs/backbone")
-    parser.add_argument("--fast", action="store_true",
-                        help="the CI variant: fewer images and epochs, no random-backbone baseline")
+    parser.add_argument(
+        "--fast", action="store_true", help="the CI variant: fewer images and epochs, no random-backbone baseline"
+    )
     parser.add_argument("--seed", type=int, default=0)
     args = parser.parse_args(argv)
     n_a, n_b, n_ref, epochs_a, epochs_b = (1600, 400, 200, 5, 2) if args.fast else (2000, 600, 300, 6, 4)
@@ -201,15 +214,21 @@ def main(argv=None):
     x, y = make_gratings(n_b + n_ref, "B", seed=args.seed)
     train, reference = (x[:n_b], y[:n_b]), (x[n_b:], y[n_b:])
     base, pretrain_accuracy = pretrain(args.seed, n_a, epochs_a)
-    accuracies = {"task_a_pretraining": pretrain_accuracy,
-                "pretrained": train_head(args.logdir, "pretrained", base, train, reference, epochs_b)}
+    accuracies = {
+        "task_a_pretraining": pretrain_accuracy,
+        "pretrained": train_head(args.logdir, "pretrained", base, train, reference, epochs_b),
+    }
     if not args.fast:
         base, _ = pretrain(args.seed + 1, n_a, 0)
         accuracies["random"] = train_head(args.logdir, "random", base, train, reference, epochs_b)
     table = probe_table(args.logdir)
     findings = tfprobe.diagnose(tfprobe.read_logdir(args.logdir), tfprobe.read_layers(args.logdir))
-    answer = {"table": table, **summarise(table, accuracies), "findings": findings[findings.severity != "info"],
-              "seconds": time.monotonic() - start}
+    answer = {
+        "table": table,
+        **summarise(table, accuracies),
+        "findings": findings[findings.severity != "info"],
+        "seconds": time.monotonic() - start,
+    }
     report(answer)
     return answer
 
@@ -217,12 +236,16 @@ def main(argv=None):
 def report(answer):
     with pd.option_context("display.width", 120):
         print(answer["table"].round(3).to_string())
-    print(f"\npretrained backbone: probe accuracy peaks at depth {answer['peak_depth']} ({answer['peak_layer']}): "
-          f"{answer['peak_accuracy']:.3f}; its last layer: {answer['last_backbone_accuracy']:.3f}")
+    print(
+        f"\npretrained backbone: probe accuracy peaks at depth {answer['peak_depth']} ({answer['peak_layer']}): "
+        f"{answer['peak_accuracy']:.3f}; its last layer: {answer['last_backbone_accuracy']:.3f}"
+    )
     print("head: " + ", ".join(f"{k} {v:.3f}" for k, v in answer["head_accuracy"].items()))
     if "random_peak_accuracy" in answer:
-        print(f"random backbone: peak {answer['random_peak_accuracy']:.3f}, "
-              f"last layer {answer['random_last_accuracy']:.3f}")
+        print(
+            f"random backbone: peak {answer['random_peak_accuracy']:.3f}, "
+            f"last layer {answer['random_last_accuracy']:.3f}"
+        )
     print("val_accuracy: " + ", ".join(f"{k} {v:.3f}" for k, v in answer["val_accuracy"].items() if v is not None))
     findings = answer["findings"]
     print(f"findings (warning or error): {len(findings)}")

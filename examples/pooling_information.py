@@ -55,18 +55,22 @@ def downsample(variant, channels, name):
 
 def build_model(variant):
     """8x8 -> conv 16 -> down1 -> conv 32 -> down2 -> conv 64 -> global average -> 10 logits."""
-    model = keras.Sequential([
-        keras.Input((8, 8, 1)),
-        keras.layers.Conv2D(16, 3, padding="same", activation="relu", name="conv1"),
-        downsample(variant, 16, "down1"),
-        keras.layers.Conv2D(32, 3, padding="same", activation="relu", name="conv2"),
-        downsample(variant, 32, "down2"),
-        keras.layers.Conv2D(64, 2, padding="same", activation="relu", name="conv3"),
-        keras.layers.GlobalAveragePooling2D(name="gap"),
-        keras.layers.Dense(10, name="logits"),
-    ], name=variant)
-    model.compile(keras.optimizers.Adam(3e-3), keras.losses.SparseCategoricalCrossentropy(from_logits=True),
-                  metrics=["accuracy"])
+    model = keras.Sequential(
+        [
+            keras.Input((8, 8, 1)),
+            keras.layers.Conv2D(16, 3, padding="same", activation="relu", name="conv1"),
+            downsample(variant, 16, "down1"),
+            keras.layers.Conv2D(32, 3, padding="same", activation="relu", name="conv2"),
+            downsample(variant, 32, "down2"),
+            keras.layers.Conv2D(64, 2, padding="same", activation="relu", name="conv3"),
+            keras.layers.GlobalAveragePooling2D(name="gap"),
+            keras.layers.Dense(10, name="logits"),
+        ],
+        name=variant,
+    )
+    model.compile(
+        keras.optimizers.Adam(3e-3), keras.losses.SparseCategoricalCrossentropy(from_logits=True), metrics=["accuracy"]
+    )
     return model
 
 
@@ -78,8 +82,9 @@ def train(logdir, epochs, seed=0):
         keras.utils.set_random_seed(seed)
         model = build_model(run)
         probe = tfprobe.LayerProbe(os.path.join(logdir, run), record_freq=1, log_freq=10, histogram_freq=10)
-        history = model.fit(x, y, validation_data=(x_val, y_val), batch_size=64, epochs=epochs, verbose=0,
-                            callbacks=[probe])
+        history = model.fit(
+            x, y, validation_data=(x_val, y_val), batch_size=64, epochs=epochs, verbose=0, callbacks=[probe]
+        )
         accuracy[run] = float(history.history["val_accuracy"][-1])
     return accuracy
 
@@ -102,12 +107,20 @@ def answer(logdir, accuracy):
         for layer, cls, kind, shape in zip(series.layer, series["class"], series.kind, series["shape"]):
             if kind == "pooling":
                 history = mine[mine.layer == layer]
-                pooling[layer] = {s + suffix: float(history[s].iloc[i]) for s in POOLING
-                                  for suffix, i in (("_first", 0), ("", -1))}
+                pooling[layer] = {
+                    s + suffix: float(history[s].iloc[i]) for s in POOLING for suffix, i in (("_first", 0), ("", -1))
+                }
                 kept *= pooling[layer]["mass_retention"]
             n = elements(shape)
-            funnel.append({"layer": layer, "class": cls, "elements": n, "mass": float(last.mean_abs[layer] * n),
-                           "cumulative_mass": kept})
+            funnel.append(
+                {
+                    "layer": layer,
+                    "class": cls,
+                    "elements": n,
+                    "mass": float(last.mean_abs[layer] * n),
+                    "cumulative_mass": kept,
+                }
+            )
         rows[run] = {"val_accuracy": accuracy[run], "pooling": pooling, "funnel": funnel}
     return rows
 
@@ -123,8 +136,10 @@ def print_table(rows):
     names = [f["layer"] for f in next(iter(rows.values()))["funnel"]]
     print(f"{'layer':<7}" + "".join(f"{run:>26}" for run in rows))
     for i, layer in enumerate(names):
-        cells = "".join(f"{f['elements']:>8} {f['mass']:>9.1f} {f['cumulative_mass']:>7.3f}"
-                        for f in (rows[run]["funnel"][i] for run in rows))
+        cells = "".join(
+            f"{f['elements']:>8} {f['mass']:>9.1f} {f['cumulative_mass']:>7.3f}"
+            for f in (rows[run]["funnel"][i] for run in rows)
+        )
         print(f"{layer:<7}{cells}")
     print("val_accuracy: " + ", ".join(f"{run} {r['val_accuracy']:.3f}" for run, r in rows.items()))
 

@@ -47,13 +47,15 @@ def load_data(seed=0):
 def build_model(l1):
     """The autoencoder, with an L1 activity penalty of weight `l1` on `code` (none for 0)."""
     penalty = keras.regularizers.L1(l1) if l1 else None
-    model = keras.Sequential([
-        keras.Input((64,)),
-        keras.layers.Dense(64, activation="relu", name="encoder"),
-        keras.layers.Dense(32, activation="relu", activity_regularizer=penalty, name="code"),
-        keras.layers.Dense(64, activation="relu", name="decoder"),
-        keras.layers.Dense(64, activation="sigmoid", name="reconstruction"),
-    ])
+    model = keras.Sequential(
+        [
+            keras.Input((64,)),
+            keras.layers.Dense(64, activation="relu", name="encoder"),
+            keras.layers.Dense(32, activation="relu", activity_regularizer=penalty, name="code"),
+            keras.layers.Dense(64, activation="relu", name="decoder"),
+            keras.layers.Dense(64, activation="sigmoid", name="reconstruction"),
+        ]
+    )
     model.compile(keras.optimizers.Adam(3e-3), "mse", metrics=[keras.metrics.MeanSquaredError(name="mse")])
     return model
 
@@ -65,8 +67,14 @@ def train(logdir, epochs, seed=0):
     for run, l1 in RUNS.items():
         keras.utils.set_random_seed(seed)
         model = build_model(l1)
-        probe = tfprobe.LayerProbe(os.path.join(logdir, run), record_freq=1, log_freq=20, histogram_freq=10,
-                                   reference_data=(x_val[:500], y_val[:500]), reference_freq=max(1, epochs // 5))
+        probe = tfprobe.LayerProbe(
+            os.path.join(logdir, run),
+            record_freq=1,
+            log_freq=20,
+            histogram_freq=10,
+            reference_data=(x_val[:500], y_val[:500]),
+            reference_freq=max(1, epochs // 5),
+        )
         model.fit(x, x, batch_size=64, epochs=epochs, verbose=0, callbacks=[probe])
         mse[run] = float(model.evaluate(x_val, x_val, verbose=0, return_dict=True)["mse"])
     return mse
@@ -98,7 +106,9 @@ def print_table(rows):
     print(head)
     for run, r in rows.items():
         cells = " ".join(f"{r[s + '_first']:>5.2f} -> {r[s]:<4.2f}" for s in SPARSITY)
-        print(f"{run:<10} {r['l1']:>6g} {cells} {r['effective_rank']:>8.2f} {r['probe_accuracy']:>6.3f} {r['mse']:>7.4f}")
+        print(
+            f"{run:<10} {r['l1']:>6g} {cells} {r['effective_rank']:>8.2f} {r['probe_accuracy']:>6.3f} {r['mse']:>7.4f}"
+        )
 
 
 def main(argv=None):

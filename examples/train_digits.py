@@ -84,12 +84,19 @@ def train(logdir="logs", epochs=15, runs=tuple(RUNS), verbose=0, record_freq=1, 
             gradients=True,
         )
         histories[run] = model.fit(
-            x[:split], y[:split], validation_data=(x[split:], y[split:]),
-            batch_size=64, epochs=epochs, verbose=verbose, callbacks=[probe],
+            x[:split],
+            y[:split],
+            validation_data=(x[split:], y[split:]),
+            batch_size=64,
+            epochs=epochs,
+            verbose=verbose,
+            callbacks=[probe],
         )
         acc = histories[run].history["val_accuracy"][-1]
-        print(f"{run}: val_accuracy={acc:.3f}, {probe.windows_written} windows, "
-              f"{probe.bytes_written / max(probe.windows_written * len(probe.series), 1):.0f} bytes/layer/window")
+        print(
+            f"{run}: val_accuracy={acc:.3f}, {probe.windows_written} windows, "
+            f"{probe.bytes_written / max(probe.windows_written * len(probe.series), 1):.0f} bytes/layer/window"
+        )
     return histories
 
 

@@ -31,8 +31,16 @@ from collections.abc import Callable
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 CHROMIUM = os.environ.get("CHROMIUM", "/usr/bin/chromium")
-ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
-        "--disable-background-networking", "--disable-component-update", "--disable-sync"]
+ARGS = [
+    "--headless",
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-quic",
+    "--no-first-run",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+]
 IFRAME = 'iframe[src="data/plugin_entry.html?name=tfprobe"]'
 TIMEOUT = 90_000
 MAX_BYTES = 300_000
@@ -55,8 +63,18 @@ def tensorboard(logdir, runs, ready=None):
     """A `tensorboard` subprocess on 127.0.0.1 serving `logdir`; yields its base URL once `runs` are listed
     and `ready(base)` (if given) is true."""
     port = free_port()
-    cmd = [sys.executable, "-m", "tensorboard.main", "--logdir", logdir, "--host", "127.0.0.1",
-           "--port", str(port), "--samples_per_plugin=images=0"]
+    cmd = [
+        sys.executable,
+        "-m",
+        "tensorboard.main",
+        "--logdir",
+        logdir,
+        "--host",
+        "127.0.0.1",
+        "--port",
+        str(port),
+        "--samples_per_plugin=images=0",
+    ]
     base = f"http://127.0.0.1:{port}"
     with tempfile.TemporaryFile() as log:
         proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.PIPE)
@@ -71,8 +89,10 @@ def tensorboard(logdir, runs, ready=None):
                     pass
                 if proc.poll() is not None or time.monotonic() > deadline:
                     log.seek(0)
-                    raise RuntimeError(f"tensorboard on {logdir} did not serve the runs {sorted(runs)}: "
-                                       f"{log.read().decode(errors='replace')[-2000:]}")
+                    raise RuntimeError(
+                        f"tensorboard on {logdir} did not serve the runs {sorted(runs)}: "
+                        f"{log.read().decode(errors='replace')[-2000:]}"
+                    )
                 time.sleep(0.5)
             yield base
         finally:
@@ -87,6 +107,7 @@ def switch(frame, view):
 
 # What each screenshot shows: `show(frame)` brings the dashboard to it and returns the element to crop to,
 # or None for the whole page.
+
 
 def sparse_codes(frame):
     """Layer detail of the bottleneck `code`: its sparsity statistics over training, the three runs overlaid."""
@@ -117,7 +138,9 @@ def find_the_bug(frame):
 def find_the_bug_gradients(frame):
     """Gradient flow at the second window (step 10), before the exploding run turns to NaN."""
     switch(frame, "gradients")
-    frame.locator("#grad-step").evaluate("(e) => { e.value = '1'; e.dispatchEvent(new Event('input', {bubbles: true})); }")
+    frame.locator("#grad-step").evaluate(
+        "(e) => { e.value = '1'; e.dispatchEvent(new Event('input', {bubbles: true})); }"
+    )
     frame.locator("#grad-charts[data-step='10']").wait_for(timeout=TIMEOUT)
 
 
@@ -141,8 +164,7 @@ def frozen_backbone(frame):
 
 
 def looks_recorded(base):
-    return all(get_json(f"{base}/data/plugin/tfprobe/looks?run={run}")["steps"]
-               for run in ("waveform", "spectrogram"))
+    return all(get_json(f"{base}/data/plugin/tfprobe/looks?run={run}")["steps"] for run in ("waveform", "spectrogram"))
 
 
 def probes_recorded(base):
@@ -162,6 +184,7 @@ class Shot:
 class Example:
     """examples/<name>.py trained with `--logdir <logs>/<logdir>` into `runs`; TensorBoard is ready once they
     are listed and `ready(base)` (if given) holds."""
+
     logdir: str
     runs: tuple
     shots: tuple
@@ -169,17 +192,31 @@ class Example:
 
 
 EXAMPLES = {
-    "sparse_codes": Example("sparse_codes", ("l1_none", "l1_weak", "l1_strong"),
-                            (Shot("sparse_codes", sparse_codes, 800),)),
-    "pooling_information": Example("pooling_information", ("max_pool", "avg_pool", "strided"),
-                                   (Shot("pooling_information", pooling_information, 1250),)),
-    "audio_features": Example("audio", ("waveform", "spectrogram"),
-                              (Shot("audio_features", audio_features, 1100, width=1300),), ready=looks_recorded),
-    "frozen_backbone": Example("backbone", ("pretrained", "random"),
-                               (Shot("frozen_backbone", frozen_backbone, 1100, width=1300),), ready=probes_recorded),
-    "find_the_bug": Example("find_the_bug", ("healthy", "dying_relu", "saturated_sigmoid", "exploding_lr"),
-                            (Shot("find_the_bug", find_the_bug, 1922),
-                             Shot("find_the_bug_gradients", find_the_bug_gradients, 1000))),
+    "sparse_codes": Example(
+        "sparse_codes", ("l1_none", "l1_weak", "l1_strong"), (Shot("sparse_codes", sparse_codes, 800),)
+    ),
+    "pooling_information": Example(
+        "pooling_information",
+        ("max_pool", "avg_pool", "strided"),
+        (Shot("pooling_information", pooling_information, 1250),),
+    ),
+    "audio_features": Example(
+        "audio",
+        ("waveform", "spectrogram"),
+        (Shot("audio_features", audio_features, 1100, width=1300),),
+        ready=looks_recorded,
+    ),
+    "frozen_backbone": Example(
+        "backbone",
+        ("pretrained", "random"),
+        (Shot("frozen_backbone", frozen_backbone, 1100, width=1300),),
+        ready=probes_recorded,
+    ),
+    "find_the_bug": Example(
+        "find_the_bug",
+        ("healthy", "dying_relu", "saturated_sigmoid", "exploding_lr"),
+        (Shot("find_the_bug", find_the_bug, 1922), Shot("find_the_bug_gradients", find_the_bug_gradients, 1000)),
+    ),
 }
 
 
@@ -215,8 +252,13 @@ def shoot(browser, example, logdir, out_dir):
 
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--only", nargs="+", choices=list(EXAMPLES), metavar="NAME",
-                        help=f"some of {', '.join(EXAMPLES)} (default: all)")
+    parser.add_argument(
+        "--only",
+        nargs="+",
+        choices=list(EXAMPLES),
+        metavar="NAME",
+        help=f"some of {', '.join(EXAMPLES)} (default: all)",
+    )
     parser.add_argument("--logs", default="logs", help="parent of the examples' log directories (default: logs)")
     parser.add_argument("--train", action="store_true", help="run each example into its log directory first")
     parser.add_argument("--out", default=os.path.join(REPO, "docs", "images"), help="default: docs/images")
@@ -225,8 +267,10 @@ def main(argv=None):
     logdirs = {name: os.path.join(args.logs, EXAMPLES[name].logdir) for name in names}
     missing = [d for d in logdirs.values() if not args.train and not os.path.isdir(d)]
     if missing:
-        parser.error(f"no logs at {missing[0]}: train them with --train, or give their parent as --logs. "
-                     f"Received: --logs={args.logs}")
+        parser.error(
+            f"no logs at {missing[0]}: train them with --train, or give their parent as --logs. "
+            f"Received: --logs={args.logs}"
+        )
     from playwright.sync_api import sync_playwright
 
     os.makedirs(args.out, exist_ok=True)

@@ -11,7 +11,9 @@ import tfprobe
 
 
 def _model():
-    model = keras.Sequential([keras.Input((4,)), keras.layers.Dense(3, activation="relu", name="hidden"), keras.layers.Dense(1, name="out")])
+    model = keras.Sequential(
+        [keras.Input((4,)), keras.layers.Dense(3, activation="relu", name="hidden"), keras.layers.Dense(1, name="out")]
+    )
     model.compile("sgd", "mse")
     return model
 
@@ -45,7 +47,7 @@ def test_histogram_freq_zero_turns_histograms_off(tmp_path):
     ],
 )
 def test_bad_thresholds(tmp_path, kwargs):
-    (name, value), = kwargs.items()
+    ((name, value),) = kwargs.items()
     with pytest.raises(ValueError, match=rf"`{name}`.*{name}={re.escape(repr(value))}"):
         tfprobe.LayerProbe(tmp_path, **kwargs)
 
@@ -53,15 +55,21 @@ def test_bad_thresholds(tmp_path, kwargs):
 @pytest.mark.parametrize("value", ["spectogram", "Image", None, 2])
 def test_bad_looks_input_kind(tmp_path, value):
     reference = (np.zeros((4, 4)), np.zeros(4, "int32"))
-    with pytest.raises(ValueError, match=r"`looks_input_kind` must be one of 'auto', 'image', 'spectrogram', "
-                                         rf"'waveform'. Received: looks_input_kind={re.escape(repr(value))}$"):
+    with pytest.raises(
+        ValueError,
+        match=r"`looks_input_kind` must be one of 'auto', 'image', 'spectrogram', "
+        rf"'waveform'. Received: looks_input_kind={re.escape(repr(value))}$",
+    ):
         tfprobe.LayerProbe(tmp_path, reference_data=reference, looks_examples=2, looks_input_kind=value)
 
 
 def test_looks_input_kind_needs_looks_examples(tmp_path):
     assert tfprobe.LayerProbe(tmp_path).looks_input_kind == "auto"
-    with pytest.raises(ValueError, match=r"`looks_input_kind` needs `looks_examples`.*"
-                                         r"looks_input_kind='spectrogram' and looks_examples=0"):
+    with pytest.raises(
+        ValueError,
+        match=r"`looks_input_kind` needs `looks_examples`.*"
+        r"looks_input_kind='spectrogram' and looks_examples=0",
+    ):
         tfprobe.LayerProbe(tmp_path, looks_input_kind="spectrogram")
 
 
@@ -92,8 +100,10 @@ def test_unknown_layer_names_are_listed_with_the_available_ones(tmp_path):
     assert "call" not in model.get_layer("hidden").__dict__  # nothing left patched
 
 
-@pytest.mark.parametrize("value, error", [([3.5], TypeError), (3, TypeError), ([""], TypeError), ([], ValueError),
-                                          (("hidden", None), TypeError)])
+@pytest.mark.parametrize(
+    "value, error",
+    [([3.5], TypeError), (3, TypeError), ([""], TypeError), ([], ValueError), (("hidden", None), TypeError)],
+)
 def test_bad_layer_spec_type_is_named_at_construction(tmp_path, value, error):
     with pytest.raises(error, match=rf"`layers`.*Received: layers={re.escape(repr(value))}"):
         tfprobe.LayerProbe(tmp_path, layers=value)
@@ -143,8 +153,11 @@ def test_detach_after_an_interrupted_fit(tmp_path):
 @pytest.mark.parametrize("value", [1000, 101, 2**62 - 1, -1, 2.0, True, "8"])
 def test_looks_examples_is_bounded_at_construction(tmp_path, value):
     reference = (np.zeros((4, 4)), np.zeros(4, "int32"))
-    with pytest.raises(ValueError, match=rf"^`looks_examples` must be an integer in \[0, 100\] \(0 turns Looks off\). "
-                                         rf"Received: looks_examples={re.escape(repr(value))}$"):
+    with pytest.raises(
+        ValueError,
+        match=rf"^`looks_examples` must be an integer in \[0, 100\] \(0 turns Looks off\). "
+        rf"Received: looks_examples={re.escape(repr(value))}$",
+    ):
         tfprobe.LayerProbe(tmp_path, reference_data=reference, looks_examples=value)
     assert not list(tmp_path.iterdir())  # no event file (open or empty) left behind
     assert tfprobe.LayerProbe(tmp_path, reference_data=reference, looks_examples=100).looks_examples == 100
@@ -167,12 +180,18 @@ class CountSteps(keras.callbacks.Callback):
 @pytest.mark.parametrize(
     "x, message",
     [
-        (np.zeros((6, 5), "float32"), r"`reference_data` must fit the input .* shape \(None, 4\) of float32\. "
-                                      r"Received: x of shape \(N, 5\) holding floats"),
+        (
+            np.zeros((6, 5), "float32"),
+            r"`reference_data` must fit the input .* shape \(None, 4\) of float32\. "
+            r"Received: x of shape \(N, 5\) holding floats",
+        ),
         (np.zeros((6, 4, 2), "float32"), r"Received: x of shape \(N, 4, 2\)"),
         (np.array([["a"] * 4] * 6), r"Received: x of shape \(N, 4\) holding strings"),
-        ({"other": np.zeros((6, 4))}, r"must hold every input of model .* missing: keras_tensor.*Received: x with "
-                                      r"keys other"),
+        (
+            {"other": np.zeros((6, 4))},
+            r"must hold every input of model .* missing: keras_tensor.*Received: x with "
+            r"keys other",
+        ),
     ],
 )
 @pytest.mark.parametrize("as_dataset", [False, True], ids=["arrays", "dataset"])

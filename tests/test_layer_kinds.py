@@ -25,8 +25,11 @@ def test_the_table_imports_no_tensorflow_or_keras():
 
 def test_names_turned_into_classes_are_all_keras_layers():
     # `keras_classes` leaves out names Keras lacks: a misspelt name would silently stop matching
-    for names in (layer_kinds.POOLING_CLASSES, layer_kinds.PASS_THROUGH_CLASSES,
-                  layer_kinds.GLOBAL_AVERAGE_POOLING_CLASSES):
+    for names in (
+        layer_kinds.POOLING_CLASSES,
+        layer_kinds.PASS_THROUGH_CLASSES,
+        layer_kinds.GLOBAL_AVERAGE_POOLING_CLASSES,
+    ):
         missing = [n for n in names if not hasattr(keras.layers, n)]
         assert not missing, missing
 

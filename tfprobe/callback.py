@@ -37,10 +37,14 @@ def _classes(*paths):
     return tuple(found)
 
 
-_TPU = _classes("tf.distribute.TPUStrategy", "tf.distribute.experimental.TPUStrategy",
-                "tf.compat.v1.distribute.experimental.TPUStrategy")
-_PARAMETER_SERVER = _classes("tf.distribute.experimental.ParameterServerStrategy",
-                             "tf.compat.v1.distribute.experimental.ParameterServerStrategy")
+_TPU = _classes(
+    "tf.distribute.TPUStrategy",
+    "tf.distribute.experimental.TPUStrategy",
+    "tf.compat.v1.distribute.experimental.TPUStrategy",
+)
+_PARAMETER_SERVER = _classes(
+    "tf.distribute.experimental.ParameterServerStrategy", "tf.compat.v1.distribute.experimental.ParameterServerStrategy"
+)
 
 
 def unsupported_strategy(strategy):
@@ -58,8 +62,10 @@ def unsupported_strategy(strategy):
         name, why = f"{name} with {replicas} replicas", "combining its replicas' accumulators is not written"
     else:
         return None
-    return (f"tfprobe supports the default strategy, MirroredStrategy and MultiWorkerMirroredStrategy but not "
-            f"{name} ({why}); LayerProbe records nothing in this `fit` rather than wrong numbers.")
+    return (
+        f"tfprobe supports the default strategy, MirroredStrategy and MultiWorkerMirroredStrategy but not "
+        f"{name} ({why}); LayerProbe records nothing in this `fit` rather than wrong numbers."
+    )
 
 
 def writes(strategy):
@@ -240,15 +246,20 @@ class LayerProbe(keras.callbacks.Callback):
         self.reference_max_dim = validation.frequency("reference_max_dim", reference_max_dim)
         from tfprobe.reference.looks import MAX_EXAMPLES
 
-        self.looks_examples = validation.integer("looks_examples", looks_examples, 0, MAX_EXAMPLES,
-                                                 " (0 turns Looks off)")
+        self.looks_examples = validation.integer(
+            "looks_examples", looks_examples, 0, MAX_EXAMPLES, " (0 turns Looks off)"
+        )
         if self.looks_examples and self.reference_data is None:
-            raise ValueError(f"`looks_examples` needs `reference_data` (the examples are its first ones). "
-                             f"Received: looks_examples={looks_examples!r} and reference_data=None")
+            raise ValueError(
+                f"`looks_examples` needs `reference_data` (the examples are its first ones). "
+                f"Received: looks_examples={looks_examples!r} and reference_data=None"
+            )
         self.looks_input_kind = validation.looks_input_kind(looks_input_kind)
         if self.looks_input_kind != "auto" and not self.looks_examples:
-            raise ValueError(f"`looks_input_kind` needs `looks_examples` (the examples it draws). "
-                             f"Received: looks_input_kind={looks_input_kind!r} and looks_examples={looks_examples!r}")
+            raise ValueError(
+                f"`looks_input_kind` needs `looks_examples` (the examples it draws). "
+                f"Received: looks_input_kind={looks_input_kind!r} and looks_examples={looks_examples!r}"
+            )
         self.alerts = validation.boolean("alerts", alerts)
         self.stop_on = validation.choice("stop_on", stop_on, (None, "warning", "error"))
         self._live = None
@@ -355,8 +366,9 @@ class LayerProbe(keras.callbacks.Callback):
             message = f"`log_dir` cannot be written: {first}. Received: log_dir={self.log_dir!r}"
             if self.strict:
                 raise ValueError(message) from error
-            warnings.warn(f"tfprobe.LayerProbe: {message}; training goes on without the probe", RuntimeWarning,
-                          stacklevel=2)
+            warnings.warn(
+                f"tfprobe.LayerProbe: {message}; training goes on without the probe", RuntimeWarning, stacklevel=2
+            )
             return
         self._active = True
         self._host_step = self._epoch_base = start
@@ -377,8 +389,18 @@ class LayerProbe(keras.callbacks.Callback):
         if shared is None:
             shared = {}
             object.__setattr__(model, _SHARED_ATTR, shared)  # not tracked by Keras, gone with the model
-        settings = (self.record_freq, self.histogram_freq, self.near_zero, self.saturation_margin, self.sample_size,
-                    self.strict, self.gradients, self.include_masked, kernel_name, tuple(chosen))
+        settings = (
+            self.record_freq,
+            self.histogram_freq,
+            self.near_zero,
+            self.saturation_margin,
+            self.sample_size,
+            self.strict,
+            self.gradients,
+            self.include_masked,
+            kernel_name,
+            tuple(chosen),
+        )
         self._recorder, self._instrumentation = shared.setdefault(settings, (self._recorder, self._instrumentation))
 
     def _make_analyses(self, chosen):
@@ -404,9 +426,17 @@ class LayerProbe(keras.callbacks.Callback):
             self._refuse(f"`reference_data` is not analysed in this `fit`: {error}.", "reference_data")
             return []
         looks = self._checked_looks() if self.looks_examples else None
-        analyses = [RepresentationAnalysis(self.log_dir, self.layers, self.reference_max_dim,
-                                           embeddings=self.reference_embeddings, known=[p for p, _ in chosen],
-                                           examples=len(self.reference_data), strict=self.strict)]
+        analyses = [
+            RepresentationAnalysis(
+                self.log_dir,
+                self.layers,
+                self.reference_max_dim,
+                embeddings=self.reference_embeddings,
+                known=[p for p, _ in chosen],
+                examples=len(self.reference_data),
+                strict=self.strict,
+            )
+        ]
         return analyses + ([looks] if looks is not None else [])
 
     def _checked_looks(self):
@@ -417,14 +447,16 @@ class LayerProbe(keras.callbacks.Callback):
         try:
             looks.check(self.model, self.reference_data)  # bad input fails before training starts
         except (ValueError, TypeError) as error:  # LooksAnalysis names its own `input_kind`: here `looks_input_kind`
-            renamed = str(error).replace("`input_kind`", "`looks_input_kind`").replace(
-                " input_kind=", " looks_input_kind=")
+            renamed = (
+                str(error).replace("`input_kind`", "`looks_input_kind`").replace(" input_kind=", " looks_input_kind=")
+            )
             if renamed != str(error):
                 raise ValueError(renamed) from None
             reason = f"{error}"
         except Exception as error:  # noqa: BLE001 - the model cannot be run as Looks runs it
-            reason = f"model {self.model.name!r} cannot be run on the reference examples ({type(error).__name__}: " \
-                     f"{error})"
+            reason = (
+                f"model {self.model.name!r} cannot be run on the reference examples ({type(error).__name__}: {error})"
+            )
         else:
             return looks
         self._refuse(f"`looks_examples` is turned off in this `fit`: {reason.rstrip('.')}.", "looks_examples")
@@ -433,8 +465,10 @@ class LayerProbe(keras.callbacks.Callback):
     def _refuse(self, message, argument):
         """A reference argument this model cannot honour: one warning (a `ValueError` before training when strict)."""
         if self.strict:
-            raise ValueError(f"tfprobe: {message} (`strict=True`: an error instead of a warning; `{argument}` "
-                             f"cannot be honoured for this model)")
+            raise ValueError(
+                f"tfprobe: {message} (`strict=True`: an error instead of a warning; `{argument}` "
+                f"cannot be honoured for this model)"
+            )
         warnings.warn(f"tfprobe: {message}", RuntimeWarning, stacklevel=4)
 
     def _reference_step(self):
@@ -443,8 +477,9 @@ class LayerProbe(keras.callbacks.Callback):
             return
         self._last_reference = self._host_step
         try:
-            self._analyses = analysis.run_all(self._analyses, self.model, self.reference_data, self._host_step,
-                                              strict=self.strict)
+            self._analyses = analysis.run_all(
+                self._analyses, self.model, self.reference_data, self._host_step, strict=self.strict
+            )
         except Exception:  # strict: `fit` stops here, without `on_train_end`
             self.detach()
             raise
@@ -491,10 +526,13 @@ class LayerProbe(keras.callbacks.Callback):
     def _warn_nothing_written(self):
         reasons = self._instrumentation.not_recorded()
         why = "; ".join(f"{name}: {reason}" for name, reason in list(reasons.items())[:5]) or (
-            "the loss-scale optimizer skipped every step: non-finite gradients" if self._all_skipped
-            else "no recorded values")
-        warnings.warn(f"tfprobe.LayerProbe wrote nothing to {self.log_dir!r} in this `fit` ({why}).", RuntimeWarning,
-                      stacklevel=3)
+            "the loss-scale optimizer skipped every step: non-finite gradients"
+            if self._all_skipped
+            else "no recorded values"
+        )
+        warnings.warn(
+            f"tfprobe.LayerProbe wrote nothing to {self.log_dir!r} in this `fit` ({why}).", RuntimeWarning, stacklevel=3
+        )
 
     def _write_window(self, final=False):
         try:
@@ -511,9 +549,9 @@ class LayerProbe(keras.callbacks.Callback):
             self._last_step = window.step
             if self._writer is not None and window.has_values:
                 infos = self._recorder.infos()
-                self.bytes_written += self._writer.write_window(window.step, infos, window.statistics,
-                                                                window.histograms,
-                                                                grad_histograms=window.gradient_histograms)
+                self.bytes_written += self._writer.write_window(
+                    window.step, infos, window.statistics, window.histograms, grad_histograms=window.gradient_histograms
+                )
                 self.windows_written += 1
             if window.statistics and (self.alerts or self.stop_on):
                 self._evaluate(window.step, window.statistics)

@@ -81,7 +81,7 @@ def middle_ellipsis(text, width, head=None):
     if len(text) <= width:
         return text
     head = (width - 1) // 3 if head is None else head
-    return text[:head] + "…" + text[len(text) - (width - 1 - head):]
+    return text[:head] + "…" + text[len(text) - (width - 1 - head) :]
 
 
 _SEPARATORS = "_/.-:"
@@ -152,7 +152,7 @@ def short_labels(names, width):
         base, call = split_call(name)
         room = width - len(call)
         if prefix and base.startswith(prefix) and len(name) > width:
-            return "…" + middle_ellipsis(base[len(prefix):], room - 1, head) + call
+            return "…" + middle_ellipsis(base[len(prefix) :], room - 1, head) + call
         return middle_ellipsis(base, room, head) + call
 
     labels = {n: label(n) for n in names}
@@ -264,8 +264,6 @@ def _finding_lines(f, width, wide, label, show_run=True):
     return lines + ["          " + line for line in textwrap.wrap(f.message, width - 10)]
 
 
-
-
 def representation_table(rep, run, width=WIDTH):
     """Lines of the per-layer representation measures of `run`'s latest reference step (empty if it has none)."""
     sub = rep[rep["run"] == run]
@@ -275,8 +273,10 @@ def representation_table(rep, run, width=WIDTH):
     latest = sub[sub["step"] == step]
     values = {(layer, stat): v for layer, stat, v in zip(latest["layer"], latest["stat"], latest["value"])}
     name_w = max(12, width - sum(w + 1 for _h, _s, w in _REPR_COLUMNS) - 2)
-    lines = [f"  representations at reference step {step} ({sub['step'].nunique()} reference steps):",
-             "  " + "layer".ljust(name_w) + "".join(" " + h.rjust(w) for h, _s, w in _REPR_COLUMNS)]
+    lines = [
+        f"  representations at reference step {step} ({sub['step'].nunique()} reference steps):",
+        "  " + "layer".ljust(name_w) + "".join(" " + h.rjust(w) for h, _s, w in _REPR_COLUMNS),
+    ]
     for layer in _unique(latest["layer"]):
         cells = "".join(" " + _fmt(values.get((layer, stat)), w) for _h, stat, w in _REPR_COLUMNS)
         lines.append("  " + _ellipsize(layer, name_w).ljust(name_w) + cells)
@@ -360,7 +360,9 @@ def _check_output_path(path):
     """Raises `_Fail` with one line when `path` cannot be a new or replaced file."""
     parent = os.path.dirname(os.path.abspath(path))
     if os.path.isdir(path):
-        raise _Fail(f"tfprobe: cannot write {path}: it is a directory (give a file name ending in .csv, .parquet or .pq)")
+        raise _Fail(
+            f"tfprobe: cannot write {path}: it is a directory (give a file name ending in .csv, .parquet or .pq)"
+        )
     if not os.path.isdir(parent):
         what = "is not a directory" if os.path.exists(parent) else "does not exist"
         raise _Fail(f"tfprobe: cannot write {path}: the directory {os.path.dirname(path) or parent} {what}")
@@ -401,30 +403,46 @@ def build_parser():
     from tfprobe.findings import SEVERITIES
     from tfprobe.logs.reader import HISTOGRAM_QUANTITIES
 
-    parser = argparse.ArgumentParser(prog="tfprobe", description="Inspect tfprobe logs (per-layer activation statistics).")
+    parser = argparse.ArgumentParser(
+        prog="tfprobe", description="Inspect tfprobe logs (per-layer activation statistics)."
+    )
     sub = parser.add_subparsers(dest="command", required=True)
     rep = sub.add_parser("report", help="per-layer table of the latest window, and health findings")
     rep.add_argument("logdir", help="TensorBoard log directory (each sub-directory with event files is a run)")
-    rep.add_argument("--fail-on", choices=SEVERITIES, default=None,
-                     help="exit with status 1 if a finding of this severity or worse exists (for CI)")
+    rep.add_argument(
+        "--fail-on",
+        choices=SEVERITIES,
+        default=None,
+        help="exit with status 1 if a finding of this severity or worse exists (for CI)",
+    )
     rep.add_argument("--run", action="append", default=None, help="only this run (repeatable)")
     rep.add_argument("--wide", action="store_true", help="full layer names, even when wider than 80 columns")
-    rep.add_argument("--all", action="store_true", dest="all_findings",
-                     help="also list every finding (the incidents group them by root cause)")
+    rep.add_argument(
+        "--all",
+        action="store_true",
+        dest="all_findings",
+        help="also list every finding (the incidents group them by root cause)",
+    )
     exp = sub.add_parser("export", help="write every point to CSV or Parquet (by file extension)")
     exp.add_argument("logdir")
     exp.add_argument("out", help="output file: .csv, .parquet or .pq")
     exp.add_argument("--wide", action="store_true", help="one column per statistic instead of long format")
     exp.add_argument("--histograms", action="store_true", help="export the histograms instead of the statistics")
-    exp.add_argument("--quantity", choices=HISTOGRAM_QUANTITIES, default=None,
-                     help="with --histograms: the layers' outputs (activation, the default), their gradients, or all")
+    exp.add_argument(
+        "--quantity",
+        choices=HISTOGRAM_QUANTITIES,
+        default=None,
+        help="with --histograms: the layers' outputs (activation, the default), their gradients, or all",
+    )
     return parser
 
 
 def _show_warning(message, category, filename, lineno, file=None, line=None):
     """Warnings on the command line: one line, `tfprobe: warning: ...`, without the Python source line that
     raised it (a reader warning raised in a cached property showed as `functools.py:1001 ...`)."""
-    text = textwrap.fill(" ".join(str(message).split()), WIDTH, initial_indent="tfprobe: warning: ", subsequent_indent="  ")
+    text = textwrap.fill(
+        " ".join(str(message).split()), WIDTH, initial_indent="tfprobe: warning: ", subsequent_indent="  "
+    )
     print(text, file=file or sys.stderr)
 
 

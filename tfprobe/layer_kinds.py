@@ -22,41 +22,104 @@ from __future__ import annotations
 import re
 
 POOLING_CLASSES = (
-    "MaxPooling1D", "MaxPooling2D", "MaxPooling3D", "AveragePooling1D", "AveragePooling2D",
-    "AveragePooling3D", "GlobalMaxPooling1D", "GlobalMaxPooling2D", "GlobalMaxPooling3D",
-    "GlobalAveragePooling1D", "GlobalAveragePooling2D", "GlobalAveragePooling3D",
+    "MaxPooling1D",
+    "MaxPooling2D",
+    "MaxPooling3D",
+    "AveragePooling1D",
+    "AveragePooling2D",
+    "AveragePooling3D",
+    "GlobalMaxPooling1D",
+    "GlobalMaxPooling2D",
+    "GlobalMaxPooling3D",
+    "GlobalAveragePooling1D",
+    "GlobalAveragePooling2D",
+    "GlobalAveragePooling3D",
 )
 """Keras' pooling layers: the recorder measures their retention (series `kind == "pooling"`)."""
 
 NORMALIZATION_CLASSES = (
-    "BatchNormalization", "LayerNormalization", "GroupNormalization", "UnitNormalization",
-    "RMSNormalization", "SpectralNormalization", "Normalization", "SyncBatchNormalization",
+    "BatchNormalization",
+    "LayerNormalization",
+    "GroupNormalization",
+    "UnitNormalization",
+    "RMSNormalization",
+    "SpectralNormalization",
+    "Normalization",
+    "SyncBatchNormalization",
 )
 """Keras' normalisation layers (the dashboard's `normalization` category)."""
 
 CLASS_KINDS = {
     "normalization": NORMALIZATION_CLASSES,
     "shape": (  # padding, reshaping, identity-like and regularisation layers that pass values through
-        "ZeroPadding1D", "ZeroPadding2D", "ZeroPadding3D", "Cropping1D", "Cropping2D", "Cropping3D",
-        "Reshape", "Flatten", "Permute", "RepeatVector", "Identity", "InputLayer", "Masking",
-        "Dropout", "SpatialDropout1D", "SpatialDropout2D", "SpatialDropout3D", "GaussianDropout",
-        "GaussianNoise", "AlphaDropout", "ActivityRegularization", "Rescaling", "Resizing", "CenterCrop",
-        "UpSampling1D", "UpSampling2D", "UpSampling3D", "LayerScale", "StochasticDepth",
+        "ZeroPadding1D",
+        "ZeroPadding2D",
+        "ZeroPadding3D",
+        "Cropping1D",
+        "Cropping2D",
+        "Cropping3D",
+        "Reshape",
+        "Flatten",
+        "Permute",
+        "RepeatVector",
+        "Identity",
+        "InputLayer",
+        "Masking",
+        "Dropout",
+        "SpatialDropout1D",
+        "SpatialDropout2D",
+        "SpatialDropout3D",
+        "GaussianDropout",
+        "GaussianNoise",
+        "AlphaDropout",
+        "ActivityRegularization",
+        "Rescaling",
+        "Resizing",
+        "CenterCrop",
+        "UpSampling1D",
+        "UpSampling2D",
+        "UpSampling3D",
+        "LayerScale",
+        "StochasticDepth",
     ),
     "activation": ("Activation", "ReLU", "LeakyReLU", "PReLU", "ELU", "Softmax", "ThresholdedReLU"),
     "pooling": POOLING_CLASSES,
     "convolution": (
-        "Conv1D", "Conv2D", "Conv3D", "Conv1DTranspose", "Conv2DTranspose", "Conv3DTranspose",
-        "DepthwiseConv1D", "DepthwiseConv2D", "SeparableConv1D", "SeparableConv2D",
+        "Conv1D",
+        "Conv2D",
+        "Conv3D",
+        "Conv1DTranspose",
+        "Conv2DTranspose",
+        "Conv3DTranspose",
+        "DepthwiseConv1D",
+        "DepthwiseConv2D",
+        "SeparableConv1D",
+        "SeparableConv2D",
     ),
     "dense": ("Dense", "EinsumDense", "Embedding"),
     "attention": ("MultiHeadAttention", "GroupedQueryAttention", "Attention", "AdditiveAttention"),
     "recurrent": (
-        "LSTM", "GRU", "SimpleRNN", "RNN", "Bidirectional", "ConvLSTM1D", "ConvLSTM2D", "ConvLSTM3D",
-        "LSTMCell", "GRUCell", "SimpleRNNCell",
+        "LSTM",
+        "GRU",
+        "SimpleRNN",
+        "RNN",
+        "Bidirectional",
+        "ConvLSTM1D",
+        "ConvLSTM2D",
+        "ConvLSTM3D",
+        "LSTMCell",
+        "GRUCell",
+        "SimpleRNNCell",
     ),
     "operation": (  # merges and residual adds (layers, or the graph nodes of `x + y` in a Functional model)
-        "Add", "Subtract", "Multiply", "Average", "Maximum", "Minimum", "Concatenate", "Dot",
+        "Add",
+        "Subtract",
+        "Multiply",
+        "Average",
+        "Maximum",
+        "Minimum",
+        "Concatenate",
+        "Dot",
     ),
 }
 """Kind -> Keras class names; each class in one kind (the dashboard's layer categories)."""
@@ -83,7 +146,9 @@ NORMALIZATION_CLASS = re.compile(r"(normali[sz]ation|norm|scale|scaling)$", re.I
 GroupNormalization, UnitNormalization, RMSNormalization, preprocessing Normalization, LayerScale,
 Rescaling, ...): never judged `exploding_depth`/`vanishing_depth`."""
 
-AFFINE_SCALING_CLASS = re.compile(r"^(Normalization|SpectralNormalization|.*Batch\w*Norm\w*)$|(scale|scaling)$", re.IGNORECASE)
+AFFINE_SCALING_CLASS = re.compile(
+    r"^(Normalization|SpectralNormalization|.*Batch\w*Norm\w*)$|(scale|scaling)$", re.IGNORECASE
+)
 """The `NORMALIZATION_CLASS` layers that map each example by an affine function of it (preprocessing
 `Normalization`'s fixed mean and variance, BatchNormalization's statistics over the batch, a normalised
 kernel, `Rescaling`, `LayerScale`): their output is constant only where their input is. The others
@@ -94,8 +159,14 @@ ROUTING_CLASS = re.compile(r"MaxPool|GetItem|Slice|Cropping", re.IGNORECASE)
 """Layer classes that hand the gradient to a subset of their input (max pooling: one value per window,
 slicing, cropping): a layer feeding only them has mostly zero gradients by design (`check_dead_gradient`)."""
 
-PASS_THROUGH_CLASSES = ("Dropout", "SpatialDropout1D", "SpatialDropout2D", "GaussianNoise", "GaussianDropout",
-                        "ActivityRegularization")
+PASS_THROUGH_CLASSES = (
+    "Dropout",
+    "SpatialDropout1D",
+    "SpatialDropout2D",
+    "GaussianNoise",
+    "GaussianDropout",
+    "ActivityRegularization",
+)
 """Layers that pass their input through at inference: a CAM head may have them between its pooling and its
 dense layer (`tfprobe.reference.saliency`)."""
 

@@ -356,8 +356,10 @@ _FIELDS = {
     ),
     "bounds": (
         "bounds",
-        lambda x: x is None or (isinstance(x, list) and len(x) == 2 and _is_number(x[1])
-                                and (x[0] is None or _is_number(x[0]))),
+        lambda x: (
+            x is None
+            or (isinstance(x, list) and len(x) == 2 and _is_number(x[1]) and (x[0] is None or _is_number(x[0])))
+        ),
         "null or a list [low, high] of numbers (low null for a one-sided bound)",
     ),
     "sample_size": ("sample_size", lambda x: x is None or (_is_int(x) and x >= 1), "null or an integer >= 1"),

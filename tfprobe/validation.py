@@ -156,9 +156,13 @@ def reference_embeddings(value, reference):
         return ()
     names = [value] if isinstance(value, str) else value
     if not isinstance(names, (list, tuple)) or not names or not all(isinstance(n, str) and n for n in names):
-        raise ValueError(f"`reference_embeddings` must be None, a layer name or a list of layer names. "
-                         f"Received: reference_embeddings={value!r}")
+        raise ValueError(
+            f"`reference_embeddings` must be None, a layer name or a list of layer names. "
+            f"Received: reference_embeddings={value!r}"
+        )
     if reference is None:
-        raise ValueError(f"`reference_embeddings` needs `reference_data` (the examples to embed). "
-                         f"Received: reference_embeddings={value!r} and reference_data=None")
+        raise ValueError(
+            f"`reference_embeddings` needs `reference_data` (the examples to embed). "
+            f"Received: reference_embeddings={value!r} and reference_data=None"
+        )
     return tuple(names)

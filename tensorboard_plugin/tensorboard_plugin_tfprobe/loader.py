@@ -32,9 +32,13 @@ def default_samples():
     """`{data plugin name: points kept}` that the loader adds unless the user set them."""
     from tfprobe import metadata
 
-    return {metadata.PLUGIN_NAME: 0, metadata.HIST_PLUGIN_NAME: HIST_DEFAULT_SAMPLES,
-            metadata.GRAD_HIST_PLUGIN_NAME: HIST_DEFAULT_SAMPLES, metadata.REPR_PLUGIN_NAME: 0,
-            metadata.CKA_PLUGIN_NAME: 0}
+    return {
+        metadata.PLUGIN_NAME: 0,
+        metadata.HIST_PLUGIN_NAME: HIST_DEFAULT_SAMPLES,
+        metadata.GRAD_HIST_PLUGIN_NAME: HIST_DEFAULT_SAMPLES,
+        metadata.REPR_PLUGIN_NAME: 0,
+        metadata.CKA_PLUGIN_NAME: 0,
+    }
 
 
 class TfprobeLoader(base_plugin.TBLoader):

@@ -71,7 +71,9 @@ class TfprobePlugin(base_plugin.TBPlugin):
                 )
             ),
             "/scalars": self._route(
-                lambda src, a: queries.scalars(src, a.getlist("run"), a.get("layer"), a.getlist("stat"), a.get("points"))
+                lambda src, a: queries.scalars(
+                    src, a.getlist("run"), a.get("layer"), a.getlist("stat"), a.get("points")
+                )
             ),
             "/histogram": self._route(
                 lambda src, a: queries.histogram(src, a.get("run"), a.get("layer"), a.get("columns"), a.get("quantity"))
@@ -93,7 +95,9 @@ class TfprobePlugin(base_plugin.TBPlugin):
 
     def _source(self, request):
         return queries.Source(
-            self._provider, plugin_util.context(request.environ), plugin_util.experiment_id(request.environ),
+            self._provider,
+            plugin_util.context(request.environ),
+            plugin_util.experiment_id(request.environ),
             self._logdir,
         )
 
@@ -126,4 +130,3 @@ class TfprobePlugin(base_plugin.TBPlugin):
         ctype = _CONTENT_TYPES.get(ext) or mimetypes.guess_type(path)[0] or "application/octet-stream"
         with open(path, "rb") as f:
             return http_util.Respond(request, f.read(), ctype)
-

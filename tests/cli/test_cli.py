@@ -95,8 +95,18 @@ def convnext_names():
         if stage:
             names += [f"convnext_tiny_downsampling_layernorm_{stage}", f"convnext_tiny_downsampling_conv_{stage}"]
         for block in range(depth):
-            names += [f"convnext_tiny_stage_{stage}_block_{block}_{part}" for part in (
-                "depthwise_conv", "layernorm", "pointwise_conv_1", "gelu", "pointwise_conv_2", "layer_scale", "identity")]
+            names += [
+                f"convnext_tiny_stage_{stage}_block_{block}_{part}"
+                for part in (
+                    "depthwise_conv",
+                    "layernorm",
+                    "pointwise_conv_1",
+                    "gelu",
+                    "pointwise_conv_2",
+                    "layer_scale",
+                    "identity",
+                )
+            ]
     return names + ["convnext_tiny_head_gap", "convnext_tiny_head_layernorm", "convnext_tiny_head_dense", "predictions"]
 
 
@@ -119,7 +129,9 @@ def test_convnext_names_are_distinct_within_80_columns(tmp_path, capsys):
     incident = next(line for line in out.splitlines() if line.startswith("  ERROR   #1"))
     assert incident == "  ERROR   #1 r: root nan_inf at …stage_2_block_3_depthwise_conv (step 1)"
     finding = next(line for line in out.splitlines() if line.startswith("  ERROR   nan_inf"))
-    assert re.match(r"  ERROR   nan_inf +…stage_2_block_3_depthwise_conv \(step 1\)", finding), finding  # one run: not named
+    assert re.match(r"  ERROR   nan_inf +…stage_2_block_3_depthwise_conv \(step 1\)", finding), (
+        finding
+    )  # one run: not named
     _, short = cli.short_labels(names, 31)
     assert len(set(short)) == len(names) and all(len(x) <= 31 for x in short)
 
@@ -156,7 +168,9 @@ def test_export_wide_and_histograms(synthetic_logdir, tmp_path, capsys):
 def test_export_gradient_histograms(tmp_path, capsys):
     writer = WindowWriter(str(tmp_path / "logs" / "r"))
     hist = synthetic.hist_for(1)
-    writer.write_window(1, {"h": synthetic.info_for(0, "h")}, {"h": {"mean": 1.0}}, {"h": hist}, grad_histograms={"h": 2 * hist})
+    writer.write_window(
+        1, {"h": synthetic.info_for(0, "h")}, {"h": {"mean": 1.0}}, {"h": hist}, grad_histograms={"h": 2 * hist}
+    )
     writer.close()
     logs, out = str(tmp_path / "logs"), tmp_path / "h.csv"
     for quantity, want in ((None, {"activation"}), ("gradient", {"gradient"}), ("all", {"activation", "gradient"})):
@@ -172,7 +186,11 @@ def test_export_gradient_histograms(tmp_path, capsys):
 
 @pytest.mark.parametrize(
     "target, needle",
-    [("missing/dir/stats.csv", "does not exist"), ("dir.csv", "is a directory"), ("a_file/stats.csv", "is not a directory")],
+    [
+        ("missing/dir/stats.csv", "does not exist"),
+        ("dir.csv", "is a directory"),
+        ("a_file/stats.csv", "is not a directory"),
+    ],
 )
 def test_export_to_a_bad_path_is_one_line(synthetic_logdir, tmp_path, capsys, target, needle):
     (tmp_path / "dir.csv").mkdir()

@@ -22,15 +22,25 @@ L = keras.layers
 
 def long_named_gan():
     latent = 8
-    discriminator = keras.Sequential([keras.Input((8, 8, 3)), L.Conv2D(4, 3, padding="same", name="discriminator_conv_block_1"),
-                                      L.Flatten(name="discriminator_flatten_features"),
-                                      L.Dense(1, activation="sigmoid", name="discriminator_real_or_fake_1")],
-                                     name="dcgan_discriminator_network")
-    generator = keras.Sequential([keras.Input((latent,)), L.Dense(4 * 4 * 4, name="generator_project_dense_1"),
-                                  L.Reshape((4, 4, 4), name="generator_reshape_to_maps_1"),
-                                  L.Conv2DTranspose(4, 3, strides=2, padding="same", name="conv2d_transpose_upsample_1"),
-                                  L.Conv2D(3, 3, padding="same", activation="sigmoid", name="conv2d_transpose_upsample_2")],
-                                 name="dcgan_generator_network")
+    discriminator = keras.Sequential(
+        [
+            keras.Input((8, 8, 3)),
+            L.Conv2D(4, 3, padding="same", name="discriminator_conv_block_1"),
+            L.Flatten(name="discriminator_flatten_features"),
+            L.Dense(1, activation="sigmoid", name="discriminator_real_or_fake_1"),
+        ],
+        name="dcgan_discriminator_network",
+    )
+    generator = keras.Sequential(
+        [
+            keras.Input((latent,)),
+            L.Dense(4 * 4 * 4, name="generator_project_dense_1"),
+            L.Reshape((4, 4, 4), name="generator_reshape_to_maps_1"),
+            L.Conv2DTranspose(4, 3, strides=2, padding="same", name="conv2d_transpose_upsample_1"),
+            L.Conv2D(3, 3, padding="same", activation="sigmoid", name="conv2d_transpose_upsample_2"),
+        ],
+        name="dcgan_generator_network",
+    )
     gan = GAN(discriminator, generator, latent)
     gan.compile(keras.optimizers.Adam(1e-4), keras.optimizers.Adam(1e-4), keras.losses.BinaryCrossentropy())
     return gan
@@ -50,7 +60,9 @@ def gan_logdir(tmp_path_factory):
 
 def run_cli(*args):
     env = dict(os.environ, PYTHONPATH=os.pathsep.join(sys.path), TF_CPP_MIN_LOG_LEVEL="2")
-    return subprocess.run([sys.executable, "-m", "tfprobe.cli", *args], capture_output=True, text=True, env=env, timeout=300)
+    return subprocess.run(
+        [sys.executable, "-m", "tfprobe.cli", *args], capture_output=True, text=True, env=env, timeout=300
+    )
 
 
 def test_report_on_a_gan_keeps_names_and_80_columns(gan_logdir):
@@ -61,7 +73,11 @@ def test_report_on_a_gan_keeps_names_and_80_columns(gan_logdir):
     layers = tfprobe.read_layers(gan_logdir)["layer"].tolist()
     second = [name for name in layers if name.endswith("#1")]
     assert second and any(len(name) > 35 for name in second)  # the precondition: names that must be shortened
-    rows = [line.split()[0] for line in lines if line.startswith("  ") and len(line.split()) == 7 and line.split()[0] != "layer"]
+    rows = [
+        line.split()[0]
+        for line in lines
+        if line.startswith("  ") and len(line.split()) == 7 and line.split()[0] != "layer"
+    ]
     assert len(rows) == len(layers) and len(set(rows)) == len(rows)  # one distinct label per series
     for name, label in zip(layers, rows):
         base, call = cli.split_call(name)
@@ -75,14 +91,23 @@ def test_report_on_a_gan_keeps_names_and_80_columns(gan_logdir):
 
 
 def test_finding_lines_align_every_kind_and_name_the_run_only_when_several():
-    f = SimpleNamespace(severity="warning", kind="vanishing_gradient", run=".", layer="dcgan_generator_network/dense_3#1",
-                        first_step=10, last_step=50, message="gradient norm per example falls 2e+03x")
+    f = SimpleNamespace(
+        severity="warning",
+        kind="vanishing_gradient",
+        run=".",
+        layer="dcgan_generator_network/dense_3#1",
+        first_step=10,
+        last_step=50,
+        message="gradient norm per example falls 2e+03x",
+    )
     one = cli._finding_lines(f, 80, False, "…generator_network/dense_3#1", show_run=False)[0]
     assert re.match(r"^  WARNING vanishing_gradient +…generator_network/dense_3#1 \(steps 10-50\)$", one), one
     assert "vanishing_gradient." not in one
     several = cli._finding_lines(f, 80, False, "…generator_network/dense_3#1", show_run=True)[0]
     assert "run .: " in several and len(several) <= 80
-    narrow = cli._finding_lines(f.__class__(**{**vars(f), "kind": "unstable_updates"}), 80, False, "x#1", show_run=False)[0]
+    narrow = cli._finding_lines(
+        f.__class__(**{**vars(f), "kind": "unstable_updates"}), 80, False, "x#1", show_run=False
+    )[0]
     assert narrow.index("x#1") == one.index("…")  # kinds of any length: the layer column starts at the same place
 
 
@@ -93,6 +118,8 @@ def test_a_long_prefix_note_wraps_within_80_columns():
     df = pd.DataFrame({"run": ".", "step": 1, "layer": names, "stat": "mean", "value": 0.0})
     lines, _, labels = cli.layer_table(df, ".")
     assert all(len(line) <= 80 for line in lines), lines
-    note = " ".join(line.strip() for line in lines[: lines.index(next(x for x in lines if x.strip().startswith("layer")))])
+    note = " ".join(
+        line.strip() for line in lines[: lines.index(next(x for x in lines if x.strip().startswith("layer")))]
+    )
     assert "--wide shows full names" in note and "inner_model_with_a_long_name" in note
     assert all(label.startswith("…") for label in labels.values())

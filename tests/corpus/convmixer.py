@@ -60,8 +60,9 @@ def build(jit_compile=False):
     x, y = synthetic.images(16 * 30, image_size, 3, 10, scale=255.0)
     model = get_conv_mixer_256_8()
     optimizer = keras.optimizers.AdamW(learning_rate=learning_rate, weight_decay=weight_decay)
-    model.compile(optimizer=optimizer, loss="sparse_categorical_crossentropy", metrics=["accuracy"],
-                  jit_compile=jit_compile)
+    model.compile(
+        optimizer=optimizer, loss="sparse_categorical_crossentropy", metrics=["accuracy"], jit_compile=jit_compile
+    )
     from corpus.harness import Built
 
     return Built(model, x, y, {"batch_size": 16})

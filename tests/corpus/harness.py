@@ -246,6 +246,7 @@ def check_coverage(result, model, log_dir):
 
 # -- the other readers ----------------------------------------------------------------------------------------
 
+
 def report(log_dir):
     """`tfprobe report log_dir` in process: (exit code, output)."""
     from tfprobe import cli
@@ -265,8 +266,9 @@ def dashboard(log_dir):
     from tensorboard_plugin_tfprobe import queries
     from tfprobe import metadata
 
-    mux = pem.EventMultiplexer(tensor_size_guidance={metadata.PLUGIN_NAME: 0, metadata.HIST_PLUGIN_NAME: 0,
-                                                     metadata.GRAD_HIST_PLUGIN_NAME: 0})
+    mux = pem.EventMultiplexer(
+        tensor_size_guidance={metadata.PLUGIN_NAME: 0, metadata.HIST_PLUGIN_NAME: 0, metadata.GRAD_HIST_PLUGIN_NAME: 0}
+    )
     mux.AddRunsFromDirectory(str(log_dir))
     mux.Reload()
     src = queries.Source(mdp.MultiplexerDataProvider(mux, str(log_dir)), tb_context.RequestContext(), "")
@@ -290,6 +292,7 @@ _PLAIN = {}
 
 
 # -- one example x setting ------------------------------------------------------------------------------------
+
 
 def run_example(module, setting, jit, tmp_path):
     """Trains the example without, then with `LayerProbe(**SETTINGS[setting])` and checks what the probe wrote."""
@@ -325,8 +328,9 @@ def run_example(module, setting, jit, tmp_path):
             result.incidents = [f"{i.severity} {i.root_kind} {i.root_layer}" for i in live.itertuples()]
         except Exception as error:  # noqa: BLE001 - the result says what failed
             result.error = describe(error)
-    result.probe_warnings = [str(w.message)[:300] for w in caught if "tfprobe" in str(w.message).lower()
-                             or "tfprobe" in (w.filename or "")]
+    result.probe_warnings = [
+        str(w.message)[:300] for w in caught if "tfprobe" in str(w.message).lower() or "tfprobe" in (w.filename or "")
+    ]
     if result.fit_ok:
         result.expected_windows = expected_windows(result.steps, probe.log_freq)
         result.history_diff = history_difference(plain, history)
@@ -392,8 +396,12 @@ def run_reference(module, tmp_path):
         warnings.simplefilter("always")
         warnings.showwarning = lambda message, *args, **kwargs: caught.append((str(message), len(steps)))
         try:
-            probe = LayerProbe(str(log_dir), record_freq=10, reference_data=reference_data(module, built),
-                               looks_examples=4 if getattr(module, "LOOKS", False) else 0)
+            probe = LayerProbe(
+                str(log_dir),
+                record_freq=10,
+                reference_data=reference_data(module, built),
+                looks_examples=4 if getattr(module, "LOOKS", False) else 0,
+            )
             kwargs = {"epochs": 1, "verbose": 0, **built.fit}
             built.model.fit(built.x, built.y, callbacks=[counter, probe], **kwargs)
         except Exception as error:  # noqa: BLE001

@@ -104,8 +104,9 @@ def build(jit_compile=False):
     )
     from corpus.harness import Built
 
-    return Built(model, AnchorPositivePairs(num_batches=30, x_train=x_train,
-                                            class_idx_to_train_idxs=class_idx_to_train_idxs))
+    return Built(
+        model, AnchorPositivePairs(num_batches=30, x_train=x_train, class_idx_to_train_idxs=class_idx_to_train_idxs)
+    )
 
 
 def reference(built):

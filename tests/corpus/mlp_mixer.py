@@ -102,7 +102,9 @@ class MLPMixerLayer(layers.Layer):
 
 def build(jit_compile=False):
     x, y = synthetic.images(16 * 30, image_size, 3, num_classes, scale=255.0)
-    mlpmixer_blocks = keras.Sequential([MLPMixerLayer(num_patches, embedding_dim, dropout_rate) for _ in range(num_blocks)])
+    mlpmixer_blocks = keras.Sequential(
+        [MLPMixerLayer(num_patches, embedding_dim, dropout_rate) for _ in range(num_blocks)]
+    )
     model = build_classifier(mlpmixer_blocks, data_augmentation_for(x))
     optimizer = keras.optimizers.AdamW(learning_rate=learning_rate, weight_decay=weight_decay)
     model.compile(

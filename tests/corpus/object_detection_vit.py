@@ -25,8 +25,16 @@ transformer_layers = 2
 mlp_head_units = [64, 32, 16, 8]
 
 
-def create_vit_object_detector(input_shape, patch_size, num_patches, projection_dim, num_heads, transformer_units,
-                               transformer_layers, mlp_head_units):
+def create_vit_object_detector(
+    input_shape,
+    patch_size,
+    num_patches,
+    projection_dim,
+    num_heads,
+    transformer_units,
+    transformer_layers,
+    mlp_head_units,
+):
     inputs = keras.Input(shape=input_shape)
     # Create patches
     patches = Patches(patch_size)(inputs)
@@ -70,10 +78,18 @@ def build(jit_compile=False):
     for i in range(n):
         x0, y0 = rng.integers(0, image_size // 2, 2)
         w, h = rng.integers(6, image_size // 2, 2)
-        x[i, y0:y0 + h, x0:x0 + w, :] += 0.7
+        x[i, y0 : y0 + h, x0 : x0 + w, :] += 0.7
         y[i] = (x0 / image_size, y0 / image_size, (x0 + w) / image_size, (y0 + h) / image_size)
-    vit_object_detector = create_vit_object_detector(input_shape, patch_size, num_patches, projection_dim, num_heads,
-                                                     transformer_units, transformer_layers, mlp_head_units)
+    vit_object_detector = create_vit_object_detector(
+        input_shape,
+        patch_size,
+        num_patches,
+        projection_dim,
+        num_heads,
+        transformer_units,
+        transformer_layers,
+        mlp_head_units,
+    )
     optimizer = keras.optimizers.AdamW(learning_rate=learning_rate, weight_decay=weight_decay)
     # Compile model.
     vit_object_detector.compile(optimizer=optimizer, loss=keras.losses.MeanSquaredError(), jit_compile=jit_compile)

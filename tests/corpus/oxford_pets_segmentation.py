@@ -80,8 +80,9 @@ def build(jit_compile=False):
         border |= np.abs(np.diff(mask, axis=axis, prepend=0)).astype(bool)
     y = np.where(border, 2, mask).astype("int32")[..., None]
     model = get_model(img_size, num_classes)
-    model.compile(optimizer=keras.optimizers.Adam(1e-4), loss="sparse_categorical_crossentropy",
-                  jit_compile=jit_compile)
+    model.compile(
+        optimizer=keras.optimizers.Adam(1e-4), loss="sparse_categorical_crossentropy", jit_compile=jit_compile
+    )
     from corpus.harness import Built
 
     return Built(model, x, y, {"batch_size": 8})

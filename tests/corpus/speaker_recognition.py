@@ -63,8 +63,9 @@ def build(jit_compile=False):
     audio = audio + SCALE * rng.normal(size=audio.shape)  # the example's added background noise
     x = audio_to_fft(audio[..., None])
     model = build_model((SAMPLING_RATE // 2, 1), num_classes)
-    model.compile(optimizer="Adam", loss="sparse_categorical_crossentropy", metrics=["accuracy"],
-                  jit_compile=jit_compile)
+    model.compile(
+        optimizer="Adam", loss="sparse_categorical_crossentropy", metrics=["accuracy"], jit_compile=jit_compile
+    )
     from corpus.harness import Built
 
     return Built(model, x, y, {"batch_size": 8})

@@ -23,8 +23,14 @@ def table(n, seed=0):
     rng = np.random.default_rng(seed)
     data = {name: rng.integers(0, k, n).astype("int64") for name, k in CATEGORICAL_INT.items()}
     data["thal"] = THAL[rng.integers(0, 3, n)]
-    scales = {"age": (54, 9), "trestbps": (131, 17), "chol": (246, 51), "thalach": (150, 23),
-              "oldpeak": (1.0, 1.1), "slope": (1.6, 0.6)}
+    scales = {
+        "age": (54, 9),
+        "trestbps": (131, 17),
+        "chol": (246, 51),
+        "thalach": (150, 23),
+        "oldpeak": (1.0, 1.1),
+        "slope": (1.6, 0.6),
+    }
     for name in NUMERICAL:
         mean, std = scales[name]
         data[name] = rng.normal(mean, std, n).astype("float32")

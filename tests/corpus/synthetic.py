@@ -21,7 +21,7 @@ def images(n, size, channels, classes, seed=0, scale=1.0):
     cell = max(size // 4, 2)
     for i, c in enumerate(y):
         row, col = divmod(int(c) % 16, 4)
-        x[i, row * cell:(row + 1) * cell, col * cell:(col + 1) * cell, :] += 0.6
+        x[i, row * cell : (row + 1) * cell, col * cell : (col + 1) * cell, :] += 0.6
     return np.clip(x, 0.0, 1.0) * scale, y
 
 

@@ -14,18 +14,35 @@ from corpus import harness
 
 def row(r):
     return {
-        "example": r.example, "setting": r.setting, "jit": r.jit, "fit_ok": r.fit_ok, "error": r.error,
-        "steps": r.steps, "coverage": r.coverage, "missing": r.missing[:10], "extra": r.extra[:10],
-        "incomplete": r.incomplete[:10], "windows": r.windows, "expected_windows": r.expected_windows, "history_diff": r.history_diff, "warnings": r.warning_lines(),
-        "alerts": r.incidents, "alert_counts": r.incident_counts,
-        "report": r.report_code, "report_error": r.report_error, "dashboard_error": r.dashboard_error,
-        "probe_warnings": r.probe_warnings[:3], "seconds": round(r.seconds, 1),
+        "example": r.example,
+        "setting": r.setting,
+        "jit": r.jit,
+        "fit_ok": r.fit_ok,
+        "error": r.error,
+        "steps": r.steps,
+        "coverage": r.coverage,
+        "missing": r.missing[:10],
+        "extra": r.extra[:10],
+        "incomplete": r.incomplete[:10],
+        "windows": r.windows,
+        "expected_windows": r.expected_windows,
+        "history_diff": r.history_diff,
+        "warnings": r.warning_lines(),
+        "alerts": r.incidents,
+        "alert_counts": r.incident_counts,
+        "report": r.report_code,
+        "report_error": r.report_error,
+        "dashboard_error": r.dashboard_error,
+        "probe_warnings": r.probe_warnings[:3],
+        "seconds": round(r.seconds, 1),
     }
 
 
 def markdown(rows):
-    lines = ["| example | setting | XLA | fit | windows | coverage | History rel. diff | warnings/errors | live alerts | report | dashboard |",
-             "| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |"]
+    lines = [
+        "| example | setting | XLA | fit | windows | coverage | History rel. diff | warnings/errors | live alerts | report | dashboard |",
+        "| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |",
+    ]
     for r in rows:
         if r.get("setting") == "reference":
             continue
@@ -38,20 +55,39 @@ def markdown(rows):
         cov = r["coverage"] if r["fit_ok"] else "-"
         if r["missing"] or r["extra"] or r["incomplete"]:
             cov += f" (missing {len(r['missing'])}, extra {len(r['extra'])}, incomplete {len(r['incomplete'])})"
-        diff = "-" if not r["fit_ok"] or r["history_diff"] is None else ("0" if r["history_diff"] == 0 else f"{r['history_diff']:.1e}")
-        warn = "-" if not r["fit_ok"] else (f"{len(r['warnings'])}: " + "; ".join(r["warnings"][:4])
-                                             if r["warnings"] else "0")
-        alerts = "-" if not r["fit_ok"] else (f"{len(r['alerts'])}: " + "; ".join(r["alerts"][:4])
-                                               if r.get("alerts") else "0")
+        diff = (
+            "-"
+            if not r["fit_ok"] or r["history_diff"] is None
+            else ("0" if r["history_diff"] == 0 else f"{r['history_diff']:.1e}")
+        )
+        warn = (
+            "-"
+            if not r["fit_ok"]
+            else (f"{len(r['warnings'])}: " + "; ".join(r["warnings"][:4]) if r["warnings"] else "0")
+        )
+        alerts = (
+            "-"
+            if not r["fit_ok"]
+            else (f"{len(r['alerts'])}: " + "; ".join(r["alerts"][:4]) if r.get("alerts") else "0")
+        )
         rep = "-" if r["report"] is None else str(r["report"])
         dash = "-" if not r["fit_ok"] else ("ok" if not r["dashboard_error"] else r["dashboard_error"][:60])
-        lines.append(f"| {r['example']} | {r['setting']} | {'yes' if r['jit'] else 'no'} | {fit} | {windows} | {cov} | {diff} | "
-                     f"{warn} | {alerts} | {rep} | {dash} |")
+        lines.append(
+            f"| {r['example']} | {r['setting']} | {'yes' if r['jit'] else 'no'} | {fit} | {windows} | {cov} | {diff} | "
+            f"{warn} | {alerts} | {rep} | {dash} |"
+        )
     refs = [r for r in rows if r.get("setting") == "reference"]
     if refs:
-        lines += ["", "| example | reference_data / looks_examples | message | Grad-CAM maps |", "| --- | --- | --- | --- |"]
-        lines += [f"| {r['example']} | {r['outcome']} | {r['message'][:150].replace('|', '/')} | "
-                  f"{(r.get('cam') or '-').strip().splitlines()[0][:80].replace('|', '/')} |" for r in refs]
+        lines += [
+            "",
+            "| example | reference_data / looks_examples | message | Grad-CAM maps |",
+            "| --- | --- | --- | --- |",
+        ]
+        lines += [
+            f"| {r['example']} | {r['outcome']} | {r['message'][:150].replace('|', '/')} | "
+            f"{(r.get('cam') or '-').strip().splitlines()[0][:80].replace('|', '/')} |"
+            for r in refs
+        ]
     return "\n".join(lines)
 
 
@@ -96,8 +132,14 @@ def emit_result(result):
 
 
 def reference_row(ref):
-    return {"example": ref.example, "setting": "reference", "outcome": ref.outcome, "message": ref.message,
-            "rows": ref.representation_rows, "cam": ref.cam}
+    return {
+        "example": ref.example,
+        "setting": "reference",
+        "outcome": ref.outcome,
+        "message": ref.message,
+        "rows": ref.representation_rows,
+        "cam": ref.cam,
+    }
 
 
 def emit(r, out):

@@ -63,8 +63,9 @@ def build(jit_compile=False):
     outputs = layers.Dense(2, activation="softmax")(x_)
 
     model = keras.Model(inputs=inputs, outputs=outputs)
-    model.compile(optimizer="adam", loss="sparse_categorical_crossentropy", metrics=["accuracy"],
-                  jit_compile=jit_compile)
+    model.compile(
+        optimizer="adam", loss="sparse_categorical_crossentropy", metrics=["accuracy"], jit_compile=jit_compile
+    )
     from corpus.harness import Built
 
     return Built(model, x.astype("float32"), y, {"batch_size": 16})

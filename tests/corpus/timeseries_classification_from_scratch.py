@@ -36,8 +36,12 @@ def make_model(input_shape):
 def build(jit_compile=False):
     x, y = synthetic.waves(16 * 30, 64, 1, num_classes)
     model = make_model(input_shape=x.shape[1:])
-    model.compile(optimizer="adam", loss="sparse_categorical_crossentropy", metrics=["sparse_categorical_accuracy"],
-                  jit_compile=jit_compile)
+    model.compile(
+        optimizer="adam",
+        loss="sparse_categorical_crossentropy",
+        metrics=["sparse_categorical_accuracy"],
+        jit_compile=jit_compile,
+    )
     from corpus.harness import Built
 
     return Built(model, x, y, {"batch_size": 16})

@@ -50,10 +50,22 @@ def build_model(input_shape, head_size, num_heads, ff_dim, num_transformer_block
 
 def build(jit_compile=False):
     x, y = synthetic.waves(8 * 30, 64, 1, n_classes)
-    model = build_model(x.shape[1:], head_size=16, num_heads=2, ff_dim=4, num_transformer_blocks=2, mlp_units=[16],
-                        mlp_dropout=0.4, dropout=0.25)
-    model.compile(loss="sparse_categorical_crossentropy", optimizer=keras.optimizers.Adam(learning_rate=1e-4),
-                  metrics=["sparse_categorical_accuracy"], jit_compile=jit_compile)
+    model = build_model(
+        x.shape[1:],
+        head_size=16,
+        num_heads=2,
+        ff_dim=4,
+        num_transformer_blocks=2,
+        mlp_units=[16],
+        mlp_dropout=0.4,
+        dropout=0.25,
+    )
+    model.compile(
+        loss="sparse_categorical_crossentropy",
+        optimizer=keras.optimizers.Adam(learning_rate=1e-4),
+        metrics=["sparse_categorical_accuracy"],
+        jit_compile=jit_compile,
+    )
     from corpus.harness import Built
 
     return Built(model, x, y, {"batch_size": 8})

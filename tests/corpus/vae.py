@@ -65,9 +65,7 @@ class VAE(keras.Model):
         with tf.GradientTape() as tape:
             z_mean, z_log_var, z = self.encoder(data)
             reconstruction = self.decoder(z)
-            reconstruction_loss = ops.mean(
-                ops.sum(keras.losses.binary_crossentropy(data, reconstruction), axis=(1, 2))
-            )
+            reconstruction_loss = ops.mean(ops.sum(keras.losses.binary_crossentropy(data, reconstruction), axis=(1, 2)))
             kl_loss = -0.5 * (1 + z_log_var - ops.square(z_mean) - ops.exp(z_log_var))
             kl_loss = ops.mean(ops.sum(kl_loss, axis=1))
             total_loss = reconstruction_loss + kl_loss
@@ -91,7 +89,7 @@ def build(jit_compile=False):
         angle = rng.uniform(0, np.pi)
         for r in np.linspace(-9, 9, 40):
             row, col = int(14 + r * np.sin(angle)), int(14 + r * np.cos(angle))
-            digits[i, max(row - 1, 0):row + 2, max(col - 1, 0):col + 2, 0] = 1.0
+            digits[i, max(row - 1, 0) : row + 2, max(col - 1, 0) : col + 2, 0] = 1.0
     encoder, decoder = make_encoder_decoder()
     vae = VAE(encoder, decoder)
     vae.compile(optimizer=keras.optimizers.Adam(), jit_compile=jit_compile)

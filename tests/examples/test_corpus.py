@@ -37,8 +37,7 @@ HISTORY_RTOL = {}
 
 # (example, setting, jit) -> {check: reason}; "*" for every example, setting or jit.
 # Measured on the corpus (docs/examples/keras-corpus.md has the table and the findings' messages).
-KNOWN = {
-}
+KNOWN = {}
 
 
 def known(name, setting, jit, check):
@@ -143,6 +142,7 @@ def test_dashboard_queries_answer(name, setting, jit, corpus_dir):
 
 
 # -- the true problem of the time-series Transformer ---------------------------------------------------------
+
 
 @pytest.mark.slow
 def test_the_true_problem_is_found(corpus_dir):

@@ -6,7 +6,6 @@ against a band share of 0.15; a tone's half-mass time 0.43-0.47). Seed 0 runs in
 and 2 with `-m slow`.
 """
 
-
 import pytest
 from helpers.examples import load_example
 

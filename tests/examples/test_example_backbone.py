@@ -5,7 +5,6 @@ Measured on seeds 0-2 (fast): the probe accuracy of the pretrained backbone peak
 layer. The margins below hold on all three. Seed 0 runs in the default suite, seeds 1 and 2 with `-m slow`.
 """
 
-
 import pytest
 from helpers.examples import load_example
 

@@ -45,7 +45,7 @@ def test_pooling_information_max_keeps_more_mass_than_average(tmp_path, capsys):
     assert elements["max_pool"] == elements["avg_pool"] == elements["strided"] == [1024, 256, 512, 128, 256, 64, 10]
     # the cumulative mass at the head: 0.047-0.052 (e.g. 0.41 * 0.46 * 0.25) against 0.25 ** 3
     assert funnels["max_pool"][-1]["cumulative_mass"] > 2 * funnels["avg_pool"][-1]["cumulative_mass"]
-    assert funnels["avg_pool"][-1]["cumulative_mass"] == pytest.approx(0.25 ** 3, rel=1e-2)
+    assert funnels["avg_pool"][-1]["cumulative_mass"] == pytest.approx(0.25**3, rel=1e-2)
     assert "depth funnel" in capsys.readouterr().out
 
 
@@ -72,11 +72,19 @@ def test_find_the_bug_fails_each_broken_run_at_its_layer(tmp_path, capsys):
     assert lr["first_steps"]["exploding_time"] <= lr["first_steps"]["nan_weights"]
     # incidents: one per broken run, at the planted bug's layer and first window, none for the healthy run;
     # the probe found the same ones while training (`probe.incidents`)
-    roots = {run: [(i["root_layer"], i["root_kind"], i["first_step"]) for i in r["incidents"]] for run, r in rows.items()}
-    assert roots == {"healthy": [], "dying_relu": [("hidden2", "dead_layer", 5)],
-                     "saturated_sigmoid": [("hidden1", "saturation", 5)],
-                     "exploding_lr": [("hidden1", "unstable_updates", 5)]}
-    live = {run: [(i["root_layer"], i["root_kind"], i["first_step"]) for i in r["live_incidents"]] for run, r in rows.items()}
+    roots = {
+        run: [(i["root_layer"], i["root_kind"], i["first_step"]) for i in r["incidents"]] for run, r in rows.items()
+    }
+    assert roots == {
+        "healthy": [],
+        "dying_relu": [("hidden2", "dead_layer", 5)],
+        "saturated_sigmoid": [("hidden1", "saturation", 5)],
+        "exploding_lr": [("hidden1", "unstable_updates", 5)],
+    }
+    live = {
+        run: [(i["root_layer"], i["root_kind"], i["first_step"]) for i in r["live_incidents"]]
+        for run, r in rows.items()
+    }
     assert live == roots
     # the learning-rate incident explains every other finding of its run, and ends in errors (NaN weights)
     (inc,) = lr["incidents"]

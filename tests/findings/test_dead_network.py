@@ -12,15 +12,27 @@ from tfprobe import cli
 from tfprobe.logs.writer import WindowWriter
 
 LAYERS = ["dense", "relu"]
-DEAD = {"mean": 0.0, "std": 0.0, "min": 0.0, "max": 0.0, "zero_fraction": 1.0, "near_zero_fraction": 1.0,
-        "nan_count": 0.0, "inf_count": 0.0, "dead_unit_fraction": 1.0}
+DEAD = {
+    "mean": 0.0,
+    "std": 0.0,
+    "min": 0.0,
+    "max": 0.0,
+    "zero_fraction": 1.0,
+    "near_zero_fraction": 1.0,
+    "nan_count": 0.0,
+    "inf_count": 0.0,
+    "dead_unit_fraction": 1.0,
+}
 
 
 @pytest.fixture(scope="module")
 def dead_logdir(tmp_path_factory):
     root = tmp_path_factory.mktemp("dead")
     writer = WindowWriter(str(root / "run"))
-    infos = {name: {"series": name, "layer": name, "class": "Dense", "order": i, "shape": [None, 8]} for i, name in enumerate(LAYERS)}
+    infos = {
+        name: {"series": name, "layer": name, "class": "Dense", "order": i, "shape": [None, 8]}
+        for i, name in enumerate(LAYERS)
+    }
     for step in (10, 20, 30):
         writer.write_window(step, infos, {name: dict(DEAD) for name in LAYERS}, {}, wall_time=float(step))
     writer.close()
@@ -30,7 +42,9 @@ def dead_logdir(tmp_path_factory):
 def test_dead_network_is_diagnosed(dead_logdir):
     out = tfprobe.diagnose(tfprobe.read_logdir(dead_logdir), tfprobe.read_layers(dead_logdir))
     assert out[["layer", "kind", "severity", "windows"]].values.tolist() == [
-        ["dense", "dead_layer", "error", 3], ["relu", "dead_layer", "error", 3]]
+        ["dense", "dead_layer", "error", 3],
+        ["relu", "dead_layer", "error", 3],
+    ]
 
 
 def test_report_on_a_dead_network(dead_logdir, capsys):

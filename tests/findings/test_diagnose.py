@@ -19,13 +19,22 @@ def frame(rows):
 
 def graph(spec, run="r"):
     """A `read_layers`-like frame from `[(layer, class, inputs, bounds), ...]` in model order."""
-    rows = [{"run": run, "layer": l, "order": i, "class": c, "inputs": ins, "bounds": b, "shape": [None, 10]}
-            for i, (l, c, ins, b) in enumerate(spec)]
+    rows = [
+        {"run": run, "layer": l, "order": i, "class": c, "inputs": ins, "bounds": b, "shape": [None, 10]}
+        for i, (l, c, ins, b) in enumerate(spec)
+    ]
     return pd.DataFrame(rows)
 
 
-HEALTHY = {"std": 1.0, "zero_fraction": 0.3, "near_zero_fraction": 0.35, "nan_count": 0, "inf_count": 0,
-           "dead_unit_fraction": 0.05, "saturation_fraction": 0.0}
+HEALTHY = {
+    "std": 1.0,
+    "zero_fraction": 0.3,
+    "near_zero_fraction": 0.35,
+    "nan_count": 0,
+    "inf_count": 0,
+    "dead_unit_fraction": 0.05,
+    "saturation_fraction": 0.0,
+}
 
 
 def healthy_run(run="r", layers=("a", "b", "c"), steps=(10, 20, 30, 40)):
@@ -58,7 +67,14 @@ def test_checks_return_named_findings():
     assert [type(f) for f in found] == [F.Finding] and list(F.Finding._fields) == F.FINDING_COLUMNS
     (f,) = found
     assert (f.layer, f.stat, f.kind, f.severity, f.first_step, f.last_step, f.windows) == (
-        "b", "nan_count", "nan_inf", "error", 20, 30, 2)
+        "b",
+        "nan_count",
+        "nan_inf",
+        "error",
+        20,
+        30,
+        2,
+    )
     assert tfprobe.diagnose(frame(rows), CHAIN).iloc[0].tolist() == list(f)
 
 
@@ -84,7 +100,13 @@ def test_a_layer_is_judged_until_the_window_it_dies_in():
     out = tfprobe.diagnose(frame(rows), CHAIN, transient_windows=0)
     got = out[["layer", "kind", "first_step", "last_step"]].values.tolist()
     assert ["b", "exploding_time", 20, 20] in got and ["b", "dead_layer", 30, 40] in got
-    assert {k for _l, k, _f, _s in got} == {"exploding_time", "exploding_depth", "vanishing_depth", "std_drift", "dead_layer"}
+    assert {k for _l, k, _f, _s in got} == {
+        "exploding_time",
+        "exploding_depth",
+        "vanishing_depth",
+        "std_drift",
+        "dead_layer",
+    }
     assert all(first <= 20 for layer, kind, first, _s in got if kind != "dead_layer")  # nothing judged once dead
 
 
@@ -113,7 +135,10 @@ def test_exploding_and_vanishing_against_the_inputs():
     rows = set_stats(healthy_run(), "b", (20, 30, 40), std=50.0)  # a->b grows 50x, b->c shrinks 50x
     out = tfprobe.diagnose(frame(rows), CHAIN)
     depth = out[out["kind"].str.endswith("depth")]
-    assert depth[["layer", "kind", "first_step"]].values.tolist() == [["b", "exploding_depth", 20], ["c", "vanishing_depth", 20]]
+    assert depth[["layer", "kind", "first_step"]].values.tolist() == [
+        ["b", "exploding_depth", 20],
+        ["c", "vanishing_depth", 20],
+    ]
     assert "largest input 'a'" in depth.iloc[0]["message"] and "50x" in depth.iloc[0]["message"]
     assert "smallest input 'b'" in depth.iloc[1]["message"]
     assert out[out["kind"] == "exploding_time"]["layer"].tolist() == ["b"]  # b also grew 50x over time
@@ -123,8 +148,14 @@ def test_parallel_branches_are_not_compared_with_each_other():
     # model order interleaves two branches of `a`: b (std 50, from a wide conv) then c (std 1)
     rows = set_stats(healthy_run(layers=("a", "b", "c", "add")), "b", std=8.0)
     set_stats(rows, "add", std=8.1)
-    layers = graph([("a", "Conv2D", [], None), ("b", "Conv2D", ["a"], None), ("c", "Conv2D", ["a"], None),
-                    ("add", "Add", ["b", "c"], None)])
+    layers = graph(
+        [
+            ("a", "Conv2D", [], None),
+            ("b", "Conv2D", ["a"], None),
+            ("c", "Conv2D", ["a"], None),
+            ("add", "Add", ["b", "c"], None),
+        ]
+    )
     assert tfprobe.diagnose(frame(rows), layers).empty  # in list order: c "shrinks 8x" from b; not connected
     set_stats(rows, "b", std=50.0)
     set_stats(rows, "add", std=50.0)
@@ -154,12 +185,28 @@ def test_bounded_layers_are_not_judged_for_depth():
     assert tfprobe.diagnose(frame(rows), bounded).empty
 
 
-@pytest.mark.parametrize("cls", ["BatchNormalization", "LayerNormalization", "GroupNormalization",
-                                 "UnitNormalization", "RMSNormalization", "LayerScale", "Rescaling"])
+@pytest.mark.parametrize(
+    "cls",
+    [
+        "BatchNormalization",
+        "LayerNormalization",
+        "GroupNormalization",
+        "UnitNormalization",
+        "RMSNormalization",
+        "LayerScale",
+        "Rescaling",
+    ],
+)
 def test_normalization_layers_change_scale_without_findings(cls):
     rows = set_stats(set_stats(healthy_run(layers=("a", "norm", "c", "head")), "a", std=200.0), "norm", std=0.01)
-    layers = graph([("a", "Conv2D", [], None), ("norm", cls, ["a"], None), ("c", "Conv2D", ["norm"], None),
-                    ("head", "Dense", ["c"], None)])  # c is not the model's output, whose scale the loss sets
+    layers = graph(
+        [
+            ("a", "Conv2D", [], None),
+            ("norm", cls, ["a"], None),
+            ("c", "Conv2D", ["norm"], None),
+            ("head", "Dense", ["c"], None),
+        ]
+    )  # c is not the model's output, whose scale the loss sets
     assert kinds(tfprobe.diagnose(frame(rows), layers)) == [["c", "exploding_depth"]]  # c vs norm, not norm vs a
     as_dense = layers.assign(**{"class": ["Conv2D", "Dense", "Conv2D", "Dense"]})
     assert ["norm", "vanishing_depth"] in kinds(tfprobe.diagnose(frame(rows), as_dense))
@@ -200,8 +247,12 @@ def test_one_sided_activation_saturates_only_at_its_upper_bound():
 
 def test_output_softmax_is_not_saturation_but_a_hidden_one_is():
     assert saturation_case("Softmax", [0.0, 1.0], sat=0.95, zero=0.0, position="output").empty
-    assert saturation_case("Dense", [0.0, 1.0], sat=0.95, zero=0.0, mean=0.1, position="output").empty  # Dense(softmax), 10 outputs
-    assert kinds(saturation_case("Dense", [0.0, 1.0], sat=0.95, zero=0.0, mean=0.37, position="output")) == [["act", "saturation"]]  # sigmoid
+    assert saturation_case(
+        "Dense", [0.0, 1.0], sat=0.95, zero=0.0, mean=0.1, position="output"
+    ).empty  # Dense(softmax), 10 outputs
+    assert kinds(saturation_case("Dense", [0.0, 1.0], sat=0.95, zero=0.0, mean=0.37, position="output")) == [
+        ["act", "saturation"]
+    ]  # sigmoid
     assert kinds(saturation_case("Softmax", [0.0, 1.0], sat=0.95, zero=0.0)) == [["act", "saturation"]]  # hidden
 
 
@@ -261,9 +312,21 @@ def test_severity_order_and_multiple_runs():
 
 
 def test_each_check_is_registered_small_and_runs_alone():
-    assert list(F.CHECKS) == ["nan_inf", "nan_weights", "dead_layer", "dead_units", "saturation", "depth", "time",
-                              "std_drift", "gradient_depth", "huge_gradient", "dead_gradient", "updates",
-                              "constant_output"]
+    assert list(F.CHECKS) == [
+        "nan_inf",
+        "nan_weights",
+        "dead_layer",
+        "dead_units",
+        "saturation",
+        "depth",
+        "time",
+        "std_drift",
+        "gradient_depth",
+        "huge_gradient",
+        "dead_gradient",
+        "updates",
+        "constant_output",
+    ]
     rows = set_stats(healthy_run(), "b", (30, 40), nan_count=2, std=50.0)
     ctx = F.context(frame(rows), CHAIN)
     produced = {name: {f[3] for f in check(ctx)} for name, check in F.CHECKS.items()}
@@ -325,9 +388,17 @@ def test_works_on_read_logdir_output(synthetic_logdir):
 def test_layers_scaled_by_design_are_not_dead_for_being_near_zero():
     # ConvNeXt: LayerScale (gamma 1e-6 at initialisation), then an `identity` Activation, then the addition
     tiny = dict(std=1e-6, zero_fraction=0.0, near_zero_fraction=1.0, dead_unit_fraction=1.0)
-    rows = set_stats(set_stats(healthy_run(layers=("conv", "scale", "identity", "add")), "scale", **tiny), "identity", **tiny)
-    layers = graph([("conv", "Conv2D", [], None), ("scale", "LayerScale", ["conv"], None),
-                    ("identity", "Activation", ["scale"], None), ("add", "Add", ["conv", "identity"], None)])
+    rows = set_stats(
+        set_stats(healthy_run(layers=("conv", "scale", "identity", "add")), "scale", **tiny), "identity", **tiny
+    )
+    layers = graph(
+        [
+            ("conv", "Conv2D", [], None),
+            ("scale", "LayerScale", ["conv"], None),
+            ("identity", "Activation", ["scale"], None),
+            ("add", "Add", ["conv", "identity"], None),
+        ]
+    )
     assert tfprobe.diagnose(frame(rows), layers).empty
     # without the graph the identity's input is unknown: it stays a near-zero dead layer
     assert kinds(tfprobe.diagnose(frame(rows), layers.drop(columns="inputs"))) == [["identity", "dead_layer"]]
@@ -347,8 +418,13 @@ def test_dead_units_need_near_zero_to_be_small_against_the_values():
 def test_a_layer_feeding_only_a_normalization_is_not_judged_for_depth():
     # MobileNetV2 at initialisation: the depthwise conv shrinks 30x, the BatchNormalization after it restores
     rows = set_stats(healthy_run(layers=("relu", "depthwise", "bn")), "depthwise", std=0.03)
-    layers = graph([("relu", "ReLU", [], None), ("depthwise", "DepthwiseConv2D", ["relu"], None),
-                    ("bn", "BatchNormalization", ["depthwise"], None)])
+    layers = graph(
+        [
+            ("relu", "ReLU", [], None),
+            ("depthwise", "DepthwiseConv2D", ["relu"], None),
+            ("bn", "BatchNormalization", ["depthwise"], None),
+        ]
+    )
     assert tfprobe.diagnose(frame(rows), layers).empty
     also_used = pd.concat([layers, graph([("head", "Dense", ["depthwise"], None)])], ignore_index=True)
     rows += set_stats(healthy_run(layers=("head",)), "head", std=0.03)

@@ -27,8 +27,9 @@ L = keras.layers
 
 def fit(model, x, y, log_dir, steps=4, batch_size=8, gradients=False, log_freq=1, **fit_kwargs):
     """`steps` steps of `model.fit` under `LayerProbe(record_freq=1, log_freq=log_freq)`."""
-    probe = tfprobe.LayerProbe(log_dir, record_freq=1, log_freq=log_freq, histogram_freq=0, kernel="graph",
-                               gradients=gradients)
+    probe = tfprobe.LayerProbe(
+        log_dir, record_freq=1, log_freq=log_freq, histogram_freq=0, kernel="graph", gradients=gradients
+    )
     n = steps * batch_size
     args = (x[:n],) if y is None else (x[:n], y[:n] if not isinstance(y, dict) else {k: v[:n] for k, v in y.items()})
     model.fit(*args, batch_size=batch_size, epochs=1, verbose=0, shuffle=False, callbacks=[probe], **fit_kwargs)
@@ -108,13 +109,28 @@ def test_a_block_ending_in_a_normalisation_is_judged_by_its_output(tmp_path):
 
 
 def test_unit_scale_outputs_are_not_depth_findings_whatever_the_class():
-    rows = [("r", s, 0.0, layer, stat, v) for s in (1, 2, 3)
-            for layer, stats in {"emb": {"mean": 0.0, "std": 0.03}, "block": {"mean": 0.01, "std": 1.0},
-                                 "big": {"mean": 0.01, "std": 12.0}, "head": {"mean": 0.0, "std": 12.0}}.items()
-            for stat, v in stats.items()]
+    rows = [
+        ("r", s, 0.0, layer, stat, v)
+        for s in (1, 2, 3)
+        for layer, stats in {
+            "emb": {"mean": 0.0, "std": 0.03},
+            "block": {"mean": 0.01, "std": 1.0},
+            "big": {"mean": 0.01, "std": 12.0},
+            "head": {"mean": 0.0, "std": 12.0},
+        }.items()
+        for stat, v in stats.items()
+    ]
     df = pd.DataFrame(rows, columns=["run", "step", "wall_time", "layer", "stat", "value"])
-    layers = pd.DataFrame({"run": "r", "layer": ["emb", "block", "big", "head"], "order": range(4), "class": "Block",
-                           "inputs": [[], ["emb"], ["block"], ["big"]], "shape": [[None, 8]] * 4})
+    layers = pd.DataFrame(
+        {
+            "run": "r",
+            "layer": ["emb", "block", "big", "head"],
+            "order": range(4),
+            "class": "Block",
+            "inputs": [[], ["emb"], ["block"], ["big"]],
+            "shape": [[None, 8]] * 4,
+        }
+    )
     result = tfprobe.diagnose(df, layers)
     assert {(l, k) for l, k in zip(result["layer"], result["kind"])} == {("big", "exploding_depth")}, table(result)
 
@@ -132,7 +148,12 @@ def test_a_glorot_dense_widening_from_2_to_3136_units_is_healthy(tmp_path):
     model = keras.Model(latent, L.Conv2DTranspose(1, 3, activation="sigmoid", padding="same", name="out")(x))
     model.compile("adam", "binary_crossentropy")
     rng = np.random.default_rng(0)
-    fit(model, rng.normal(size=(32, 2)).astype("float32"), (rng.random((32, 14, 14, 1)) < 0.2).astype("float32"), tmp_path)
+    fit(
+        model,
+        rng.normal(size=(32, 2)).astype("float32"),
+        (rng.random((32, 14, 14, 1)) < 0.2).astype("float32"),
+        tmp_path,
+    )
     assert last(tmp_path, "z", "std") / last(tmp_path, "dense", "std") > 10  # the precondition
     result = diagnose(tmp_path)
     assert not_info(result).empty, table(result)
@@ -140,10 +161,23 @@ def test_a_glorot_dense_widening_from_2_to_3136_units_is_healthy(tmp_path):
 
 def test_the_same_shrink_without_the_widening_is_vanishing_depth():
     def run(width):
-        rows = [("r", s, 0.0, layer, "std", v) for s in (1, 2) for layer, v in (("z", 1.0), ("dense", 0.025), ("head", 0.025))]
-        layers = pd.DataFrame({"run": "r", "layer": ["z", "dense", "head"], "order": range(3),
-                               "inputs": [[], ["z"], ["dense"]], "shape": [[None, 2], [None, width], [None, width]]})
-        return tfprobe.diagnose(pd.DataFrame(rows, columns=["run", "step", "wall_time", "layer", "stat", "value"]), layers)
+        rows = [
+            ("r", s, 0.0, layer, "std", v)
+            for s in (1, 2)
+            for layer, v in (("z", 1.0), ("dense", 0.025), ("head", 0.025))
+        ]
+        layers = pd.DataFrame(
+            {
+                "run": "r",
+                "layer": ["z", "dense", "head"],
+                "order": range(3),
+                "inputs": [[], ["z"], ["dense"]],
+                "shape": [[None, 2], [None, width], [None, width]],
+            }
+        )
+        return tfprobe.diagnose(
+            pd.DataFrame(rows, columns=["run", "step", "wall_time", "layer", "stat", "value"]), layers
+        )
 
     assert run(3136).empty
     found = run(2)
@@ -195,12 +229,33 @@ def test_one_value_per_example_is_judged_on_per_example_normalisations_only():
     """MobileNetV3Small's `Rescaling(1/127.5, offset=-1)` of inputs in [0, 1) outputs -1 +- 0.8% (the slow healthy
     zoo): one magnitude and one sign per example, as a LayerNormalization over an axis of size 1, but affine in
     its input: constant only where the input is. The same statistics at a LayerNormalization are constant_output."""
-    stats = {"mean": -0.996, "std": 0.0023, "min": -1.0, "max": -0.992, "hoyer_sparsity": 1e-5, "zero_fraction": 0.0,
-             "nan_count": 0.0, "inf_count": 0.0}
-    rows = [("r", step, 0.0, layer, stat, v) for step in (1, 2, 3) for layer in ("scaled", "normed") for stat, v in stats.items()]
+    stats = {
+        "mean": -0.996,
+        "std": 0.0023,
+        "min": -1.0,
+        "max": -0.992,
+        "hoyer_sparsity": 1e-5,
+        "zero_fraction": 0.0,
+        "nan_count": 0.0,
+        "inf_count": 0.0,
+    }
+    rows = [
+        ("r", step, 0.0, layer, stat, v)
+        for step in (1, 2, 3)
+        for layer in ("scaled", "normed")
+        for stat, v in stats.items()
+    ]
     df = pd.DataFrame(rows, columns=["run", "step", "wall_time", "layer", "stat", "value"])
-    layers = pd.DataFrame({"run": "r", "layer": ["scaled", "normed"], "order": [0, 1], "inputs": [[], []],
-                           "class": ["Rescaling", "LayerNormalization"], "shape": [[None, 8, 8, 3]] * 2})
+    layers = pd.DataFrame(
+        {
+            "run": "r",
+            "layer": ["scaled", "normed"],
+            "order": [0, 1],
+            "inputs": [[], []],
+            "class": ["Rescaling", "LayerNormalization"],
+            "shape": [[None, 8, 8, 3]] * 2,
+        }
+    )
     found = not_info(tfprobe.diagnose(df, layers))
     assert found[["layer", "kind"]].values.tolist() == [["normed", "constant_output"]], table(found)
 
@@ -212,8 +267,17 @@ def test_the_logits_of_a_classifier_are_scaled_by_the_loss():
     rows = [("r", s, 0.0, layer, "std", v) for s in (1, 2) for layer, v in stats.items()]
     df = pd.DataFrame(rows, columns=["run", "step", "wall_time", "layer", "stat", "value"])
     bounded = [None, None, [0.0, 1.0]]
-    layers = pd.DataFrame({"run": "r", "layer": list(stats), "order": range(3), "bounds": bounded, "class": "Dense",
-                           "inputs": [[], ["feat"], ["logits"]], "shape": [[None, 6272], [None, 10], [None, 10]]})
+    layers = pd.DataFrame(
+        {
+            "run": "r",
+            "layer": list(stats),
+            "order": range(3),
+            "bounds": bounded,
+            "class": "Dense",
+            "inputs": [[], ["feat"], ["logits"]],
+            "shape": [[None, 6272], [None, 10], [None, 10]],
+        }
+    )
     assert tfprobe.diagnose(df, layers).empty  # logits before a softmax output
     assert tfprobe.diagnose(df[df["layer"] != "probs"], layers[layers["layer"] != "probs"]).empty  # logits as output
     inside = layers.assign(bounds=[None, None, None])  # `probs` is a Dense layer: `logits` is a hidden layer
@@ -250,7 +314,9 @@ def test_six_linear_layers_growing_12x_each_are_found_with_every_call_form(tmp_p
     for i in range(1, 6):
         x = L.Dense(64, kernel_initializer=init, name=f"lin{i}")(x)
     probs = L.Dense(10, activation="softmax", name="probs")(x)  # confident: one-hot, not saturated
-    side = L.LayerNormalization(gamma_initializer=keras.initializers.Constant(1e-4), name="norm")(inp)  # near zero by design
+    side = L.LayerNormalization(gamma_initializer=keras.initializers.Constant(1e-4), name="norm")(
+        inp
+    )  # near zero by design
     model = keras.Model(inp, {"probs": probs, "norm": side})
     model.compile(keras.optimizers.SGD(0.0), {"probs": "sparse_categorical_crossentropy"})
     rng = np.random.default_rng(0)
@@ -261,7 +327,11 @@ def test_six_linear_layers_growing_12x_each_are_found_with_every_call_form(tmp_p
     forms = {"logdir": diagnose(tmp_path), "frame": tfprobe.diagnose(df), "frame+layers": tfprobe.diagnose(df, layers)}
     expected = {(f"lin{i}", "exploding_depth") for i in range(1, 6)}
     for name, result in forms.items():
-        got = {(l, k) for l, k in zip(result["layer"], result["kind"]) if k.endswith("_depth") or k in ("saturation", "dead_layer")}
+        got = {
+            (l, k)
+            for l, k in zip(result["layer"], result["kind"])
+            if k.endswith("_depth") or k in ("saturation", "dead_layer")
+        }
         assert got == expected, (name, table(result))
         pd.testing.assert_frame_equal(result, forms["logdir"])
 
@@ -308,7 +378,9 @@ class Distiller(keras.Model):
         teacher_predictions = self.teacher(x, training=False)
         with tf.GradientTape() as tape:
             student_predictions = self.student(x, training=True)
-            loss = keras.losses.kl_divergence(tf.nn.softmax(teacher_predictions / 3), tf.nn.softmax(student_predictions / 3))
+            loss = keras.losses.kl_divergence(
+                tf.nn.softmax(teacher_predictions / 3), tf.nn.softmax(student_predictions / 3)
+            )
             loss += keras.losses.sparse_categorical_crossentropy(y, student_predictions, from_logits=True)
         grads = tape.gradient(loss, self.student.trainable_variables)
         self.optimizer.apply_gradients(zip(grads, self.student.trainable_variables))
@@ -322,8 +394,14 @@ def test_a_teacher_no_optimizer_updates_is_never_stalled(tmp_path):
     keras.utils.set_random_seed(0)
 
     def net(name, width):
-        return keras.Sequential([keras.Input((12,)), L.Dense(width, activation="relu", name=f"{name}_hidden"),
-                                 L.Dense(4, name=f"{name}_logits")], name=name)
+        return keras.Sequential(
+            [
+                keras.Input((12,)),
+                L.Dense(width, activation="relu", name=f"{name}_hidden"),
+                L.Dense(4, name=f"{name}_logits"),
+            ],
+            name=name,
+        )
 
     distiller = Distiller(net("student", 8), net("teacher", 32))
     distiller.compile(keras.optimizers.Adam(1e-3))
@@ -337,11 +415,14 @@ def test_a_teacher_no_optimizer_updates_is_never_stalled(tmp_path):
     assert not (result["kind"] == "stalled_layer").any(), table(result)
 
 
-@pytest.mark.parametrize("figures", [
-    {"update_ratio": 0.0, "weight_grad_norm": 0.0},  # no gradient given to the optimizer
-    {"update_ratio": np.nan, "weight_grad_norm": np.nan},  # no update figures, written as NaN
-    {},  # no update figures at all
-])
+@pytest.mark.parametrize(
+    "figures",
+    [
+        {"update_ratio": 0.0, "weight_grad_norm": 0.0},  # no gradient given to the optimizer
+        {"update_ratio": np.nan, "weight_grad_norm": np.nan},  # no update figures, written as NaN
+        {},  # no update figures at all
+    ],
+)
 def test_weights_without_an_applied_gradient_get_no_verdict(figures):
     rows = [("r", s, 0.0, "teacher", stat, v) for s in (1, 2, 3) for stat, v in {"weight_norm": 3.0, **figures}.items()]
     result = tfprobe.diagnose(pd.DataFrame(rows, columns=["run", "step", "wall_time", "layer", "stat", "value"]))
@@ -353,27 +434,55 @@ def test_weights_without_an_applied_gradient_get_no_verdict(figures):
 
 def test_gradients_are_compared_as_norms_per_example():
     """A 4096-value feature map feeding a 1-unit output: the same norm per example is 64x smaller in rms."""
-    layers = pd.DataFrame({"run": "r", "layer": ["maps", "flat", "logit"], "order": range(3),
-                           "inputs": [[], ["maps"], ["flat"]], "shape": [[None, 64, 64, 1], [None, 4096], [None, 1]]})
-    rows = [("r", s, 0.0, layer, "grad_rms", v) for s in (1, 2) for layer, v in (("maps", 1e-5), ("flat", 1e-5), ("logit", 0.05))]
+    layers = pd.DataFrame(
+        {
+            "run": "r",
+            "layer": ["maps", "flat", "logit"],
+            "order": range(3),
+            "inputs": [[], ["maps"], ["flat"]],
+            "shape": [[None, 64, 64, 1], [None, 4096], [None, 1]],
+        }
+    )
+    rows = [
+        ("r", s, 0.0, layer, "grad_rms", v)
+        for s in (1, 2)
+        for layer, v in (("maps", 1e-5), ("flat", 1e-5), ("logit", 0.05))
+    ]
     df = pd.DataFrame(rows, columns=["run", "step", "wall_time", "layer", "stat", "value"])
     assert tfprobe.diagnose(df, layers).empty  # norms: 5e-2 against 6.4e-4, 78x
     found = tfprobe.diagnose(df, layers.drop(columns="shape"))  # without shapes: rms, 5000x
     assert set(found["kind"]) == {"vanishing_gradient"} and "gradient rms falls" in found["message"].iloc[0]
-    assert (tfprobe.diagnose(df.assign(value=df["value"].where(df["layer"] != "maps", 1e-8)), layers)
-            [["layer", "kind"]].values.tolist() == [["maps", "vanishing_gradient"]])
+    assert tfprobe.diagnose(df.assign(value=df["value"].where(df["layer"] != "maps", 1e-8)), layers)[
+        ["layer", "kind"]
+    ].values.tolist() == [["maps", "vanishing_gradient"]]
 
 
 def test_a_gan_generator_judged_through_the_discriminators_second_call(tmp_path):
     keras.utils.set_random_seed(0)
     latent = 16
-    discriminator = keras.Sequential([keras.Input((64, 64, 8)), L.Conv2D(8, 3, padding="same"),
-                                      L.LeakyReLU(negative_slope=0.2), L.GlobalAveragePooling2D(),
-                                      L.Dense(1, activation="sigmoid")], name="discriminator")
-    generator = keras.Sequential([keras.Input((latent,)), L.Dense(4 * 4 * 16), L.Reshape((4, 4, 16)),
-                                  L.Conv2DTranspose(32, 4, strides=4, padding="same"), L.LeakyReLU(negative_slope=0.2),
-                                  L.Conv2DTranspose(64, 4, strides=4, padding="same"), L.LeakyReLU(negative_slope=0.2),
-                                  L.Conv2D(8, 3, padding="same", activation="sigmoid")], name="generator")
+    discriminator = keras.Sequential(
+        [
+            keras.Input((64, 64, 8)),
+            L.Conv2D(8, 3, padding="same"),
+            L.LeakyReLU(negative_slope=0.2),
+            L.GlobalAveragePooling2D(),
+            L.Dense(1, activation="sigmoid"),
+        ],
+        name="discriminator",
+    )
+    generator = keras.Sequential(
+        [
+            keras.Input((latent,)),
+            L.Dense(4 * 4 * 16),
+            L.Reshape((4, 4, 16)),
+            L.Conv2DTranspose(32, 4, strides=4, padding="same"),
+            L.LeakyReLU(negative_slope=0.2),
+            L.Conv2DTranspose(64, 4, strides=4, padding="same"),
+            L.LeakyReLU(negative_slope=0.2),
+            L.Conv2D(8, 3, padding="same", activation="sigmoid"),
+        ],
+        name="generator",
+    )
     gan = GAN(discriminator, generator, latent)
     gan.compile(keras.optimizers.Adam(1e-4), keras.optimizers.Adam(1e-4), keras.losses.BinaryCrossentropy())
     fit(gan, np.random.default_rng(0).random((32, 64, 64, 8)).astype("float32"), None, tmp_path, gradients=True)
@@ -397,7 +506,9 @@ def test_a_single_first_window_is_info_for_gradient_findings_as_for_activations(
         rows = [("r", s, 0.0, "a", "grad_rms", first_a if s == 10 else 1e-3) for s in (10, 20, 30, 40)]
         rows += [("r", s, 0.0, "b", "grad_rms", 1.0) for s in (10, 20, 30, 40)]
         rows += [("r", s, 0.0, "a", "update_ratio", 0.5 if s == 10 else 1e-3) for s in (10, 20, 30, 40)]
-        return tfprobe.diagnose(pd.DataFrame(rows, columns=["run", "step", "wall_time", "layer", "stat", "value"]), layers)
+        return tfprobe.diagnose(
+            pd.DataFrame(rows, columns=["run", "step", "wall_time", "layer", "stat", "value"]), layers
+        )
 
     early = run(1e-7)
     assert sorted(early["kind"]) == ["unstable_updates", "vanishing_gradient"]
@@ -428,12 +539,22 @@ def test_an_output_without_a_loss_has_a_zero_gradient_that_is_explained(tmp_path
 
 
 def test_a_zero_gradient_with_a_live_consumer_is_still_dead():
-    layers = pd.DataFrame({"run": "r", "layer": ["att", "norm", "out"], "order": range(3),
-                           "inputs": [[], ["att"], ["norm"]]})
-    rows = [("r", s, 0.0, layer, stat, v) for s in (1, 2, 3) for layer, stats in
-            {"att": {"grad_zero_fraction": 1.0, "zero_fraction": 0.0}, "norm": {"grad_zero_fraction": 0.0},
-             "out": {"grad_zero_fraction": 0.0}}.items() for stat, v in stats.items()]
-    result = tfprobe.diagnose(pd.DataFrame(rows, columns=["run", "step", "wall_time", "layer", "stat", "value"]), layers)
+    layers = pd.DataFrame(
+        {"run": "r", "layer": ["att", "norm", "out"], "order": range(3), "inputs": [[], ["att"], ["norm"]]}
+    )
+    rows = [
+        ("r", s, 0.0, layer, stat, v)
+        for s in (1, 2, 3)
+        for layer, stats in {
+            "att": {"grad_zero_fraction": 1.0, "zero_fraction": 0.0},
+            "norm": {"grad_zero_fraction": 0.0},
+            "out": {"grad_zero_fraction": 0.0},
+        }.items()
+        for stat, v in stats.items()
+    ]
+    result = tfprobe.diagnose(
+        pd.DataFrame(rows, columns=["run", "step", "wall_time", "layer", "stat", "value"]), layers
+    )
     assert result[["layer", "kind", "severity"]].values.tolist() == [["att", "dead_gradient", "warning"]]
 
 

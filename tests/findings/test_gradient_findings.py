@@ -69,8 +69,11 @@ def sigmoid_stack():
 
 
 def scaled_gradient():
-    return planted(L.Dense(32, activation="relu", name="pre"), ScaleGradient(1e-6, name="shrink"),
-                 L.Dense(32, activation="relu", name="post"))
+    return planted(
+        L.Dense(32, activation="relu", name="pre"),
+        ScaleGradient(1e-6, name="shrink"),
+        L.Dense(32, activation="relu", name="post"),
+    )
 
 
 def large_init():
@@ -104,15 +107,31 @@ def adam(lr=1e-4):
 
 
 CASES = [
-    pytest.param(sigmoid_stack, {"hidden": "vanishing_gradient", "sig1": "vanishing_gradient", "sig2": "vanishing_gradient"},
-                 {"hidden"} | {f"sig{i}" for i in range(1, 11)}, id="deep_sigmoid_stack"),
-    pytest.param(scaled_gradient, {"hidden": "vanishing_gradient", "pre": "vanishing_gradient"}, {"hidden", "pre"},
-                 id="custom_gradient_scaled_by_1e-6"),
-    pytest.param(large_init, {"hidden": "exploding_gradient", "lin1": "exploding_gradient"},
-                 {"hidden", "lin1", "lin2", "lin3", "lin4"}, id="large_init"),
+    pytest.param(
+        sigmoid_stack,
+        {"hidden": "vanishing_gradient", "sig1": "vanishing_gradient", "sig2": "vanishing_gradient"},
+        {"hidden"} | {f"sig{i}" for i in range(1, 11)},
+        id="deep_sigmoid_stack",
+    ),
+    pytest.param(
+        scaled_gradient,
+        {"hidden": "vanishing_gradient", "pre": "vanishing_gradient"},
+        {"hidden", "pre"},
+        id="custom_gradient_scaled_by_1e-6",
+    ),
+    pytest.param(
+        large_init,
+        {"hidden": "exploding_gradient", "lin1": "exploding_gradient"},
+        {"hidden", "lin1", "lin2", "lin3", "lin4"},
+        id="large_init",
+    ),
     # `gate`'s output is one value for every example (`constant_output`): the cause of `side`'s dead gradient
-    pytest.param(zero_multiplied_branch, {"side": "dead_gradient", "gate": "constant_output"}, {"side", "gate"},
-                 id="zero_multiplied_branch"),
+    pytest.param(
+        zero_multiplied_branch,
+        {"side": "dead_gradient", "gate": "constant_output"},
+        {"side", "gate"},
+        id="zero_multiplied_branch",
+    ),
     pytest.param(huge_weights_before_norm, {"big": "stalled_layer"}, {"big"}, id="huge_weights_stall"),
     pytest.param(tiny_bias, {"bias": "unstable_updates"}, {"bias"}, id="tiny_bias_unstable"),
 ]
@@ -167,8 +186,14 @@ def test_gradient_depth_needs_the_graph(tmp_path):
 
 
 # MobileNetV2 takes ~50 s on 2 shared cores (tracing 150 layers with their gradients): slow target.
-HEALTHY = [small_cnn, mlp, recurrent_text, transformer_block, conv1d_audio,
-           pytest.param(application("MobileNetV2", 32, alpha=0.35), marks=pytest.mark.slow, id="MobileNetV2")]
+HEALTHY = [
+    small_cnn,
+    mlp,
+    recurrent_text,
+    transformer_block,
+    conv1d_audio,
+    pytest.param(application("MobileNetV2", 32, alpha=0.35), marks=pytest.mark.slow, id="MobileNetV2"),
+]
 
 
 @pytest.mark.parametrize("build", HEALTHY, ids=lambda b: getattr(b, "__name__", None))
@@ -247,8 +272,12 @@ def test_nan_kernel_is_nan_weights_not_a_dead_layer(tmp_path):
         expected = {("mid", "nan_weights"), ("hidden", "nan_weights"), ("out", "dead_layer"), ("out", "stalled_layer")}
         assert found(result) - {("hidden", "nan_inf")} == expected, result.to_string()
         # errors in model order, a layer's NaN weights before the NaN gradient they cause
-        assert result[["layer", "kind"]].values.tolist()[:4] == [["hidden", "nan_weights"], ["hidden", "nan_inf"],
-                                                                ["mid", "nan_weights"], ["out", "dead_layer"]]
+        assert result[["layer", "kind"]].values.tolist()[:4] == [
+            ["hidden", "nan_weights"],
+            ["hidden", "nan_inf"],
+            ["mid", "nan_weights"],
+            ["out", "dead_layer"],
+        ]
     else:
         # `out` is fed NaN: its weights turn NaN at step 1 too, which is what is found there (not a dead layer)
         assert oracle == {"mid": 1, "hidden": 1, "out": 1}
@@ -274,16 +303,22 @@ def test_a_learning_rate_that_turns_the_weights_nan_is_found_at_the_step_it_does
 
 def frame(values, steps=(1, 2, 3)):
     """Long frame from `{layer: {stat: value}}`, the same values at every step."""
-    rows = [("r", s, 0.0, layer, stat, v) for s in steps for layer, stats in values.items() for stat, v in stats.items()]
+    rows = [
+        ("r", s, 0.0, layer, stat, v) for s in steps for layer, stats in values.items() for stat, v in stats.items()
+    ]
     return pd.DataFrame(rows, columns=["run", "step", "wall_time", "layer", "stat", "value"])
 
 
 def graph(inputs):
-    return pd.DataFrame({"run": "r", "layer": list(inputs), "order": range(len(inputs)), "inputs": list(inputs.values())})
+    return pd.DataFrame(
+        {"run": "r", "layer": list(inputs), "order": range(len(inputs)), "inputs": list(inputs.values())}
+    )
 
 
 def test_dead_gradient_needs_a_live_output():
-    df = frame({"a": {"grad_zero_fraction": 1.0, "zero_fraction": 0.0}, "b": {"grad_zero_fraction": 1.0, "zero_fraction": 1.0}})
+    df = frame(
+        {"a": {"grad_zero_fraction": 1.0, "zero_fraction": 0.0}, "b": {"grad_zero_fraction": 1.0, "zero_fraction": 1.0}}
+    )
     result = tfprobe.diagnose(df)
     assert found(result) == {("a", "dead_gradient"), ("b", "dead_layer")}
 
@@ -299,8 +334,15 @@ def test_dead_gradient_is_not_judged_before_a_max_pooling():
 def test_gradient_ratio_is_cumulative_along_the_graph_and_skips_dead_gradients():
     # each edge loses 20x (below grad_ratio 1000), a -> d loses 8000x; c's gradient is dead and not compared
     layers = graph({"a": [], "b": ["a"], "c": ["b"], "c2": ["b"], "d": ["c", "c2"]})
-    df = frame({"a": {"grad_rms": 1e-4}, "b": {"grad_rms": 2e-3}, "c": {"grad_rms": 1e-9, "grad_zero_fraction": 1.0},
-                "c2": {"grad_rms": 4e-2}, "d": {"grad_rms": 0.8}})
+    df = frame(
+        {
+            "a": {"grad_rms": 1e-4},
+            "b": {"grad_rms": 2e-3},
+            "c": {"grad_rms": 1e-9, "grad_zero_fraction": 1.0},
+            "c2": {"grad_rms": 4e-2},
+            "d": {"grad_rms": 0.8},
+        }
+    )
     result = tfprobe.diagnose(df, layers)
     assert found(result) == {("a", "vanishing_gradient"), ("c", "dead_gradient")}, result.to_string()
     message = result.set_index("kind").loc["vanishing_gradient", "message"]
@@ -312,7 +354,10 @@ def test_exploding_gradient_by_growth_or_by_size():
     layers = graph({"a": [], "b": ["a"]})
     df = frame({"a": {"grad_rms": 5.0, "grad_max_abs": 2e6}, "b": {"grad_rms": 1e-3, "grad_max_abs": 1e-2}})
     result = tfprobe.diagnose(df, layers)
-    assert sorted(zip(result["stat"], result["kind"])) == [("grad_max_abs", "exploding_gradient"), ("grad_rms", "exploding_gradient")]
+    assert sorted(zip(result["stat"], result["kind"])) == [
+        ("grad_max_abs", "exploding_gradient"),
+        ("grad_rms", "exploding_gradient"),
+    ]
     assert tfprobe.diagnose(df, layers, grad_ratio=1e4, max_grad_abs=1e7).empty
 
 
@@ -326,19 +371,25 @@ def test_update_ratio_thresholds():
     df = frame({"slow": {"update_ratio": 1e-6}, "ok": {"update_ratio": 1e-3}, "fast": {"update_ratio": 0.5}})
     assert found(tfprobe.diagnose(df)) == {("slow", "stalled_layer"), ("fast", "unstable_updates")}
     assert found(tfprobe.diagnose(df, min_update_ratio=1e-7, max_update_ratio=1.0)) == set()
-    transient = tfprobe.diagnose(frame({"fast": {"update_ratio": 0.5}}, steps=(1,)).pipe(
-        lambda d: pd.concat([d, frame({"fast": {"update_ratio": 1e-3}}, steps=(2, 3, 4))])))
+    transient = tfprobe.diagnose(
+        frame({"fast": {"update_ratio": 0.5}}, steps=(1,)).pipe(
+            lambda d: pd.concat([d, frame({"fast": {"update_ratio": 1e-3}}, steps=(2, 3, 4))])
+        )
+    )
     assert transient["severity"].tolist() == ["info"]
 
 
-@pytest.mark.parametrize("kwargs, match", [
-    ({"grad_ratio": 1.0}, "`grad_ratio` must be > 1. Received: grad_ratio=1.0"),
-    ({"max_grad_abs": 0}, "`max_grad_abs` must be a finite number > 0. Received: max_grad_abs=0"),
-    ({"min_update_ratio": float("inf")}, "`min_update_ratio` must be a finite number > 0"),
-    ({"max_update_ratio": "x"}, "`max_update_ratio` must be a number. Received: max_update_ratio='x'"),
-    ({"dead_gradient_fraction": 1.5}, r"`dead_gradient_fraction` must be in \(0, 1\]"),
-    ({"min_update_ratio": 0.5, "max_update_ratio": 0.1}, "`min_update_ratio` must be below `max_update_ratio`"),
-])
+@pytest.mark.parametrize(
+    "kwargs, match",
+    [
+        ({"grad_ratio": 1.0}, "`grad_ratio` must be > 1. Received: grad_ratio=1.0"),
+        ({"max_grad_abs": 0}, "`max_grad_abs` must be a finite number > 0. Received: max_grad_abs=0"),
+        ({"min_update_ratio": float("inf")}, "`min_update_ratio` must be a finite number > 0"),
+        ({"max_update_ratio": "x"}, "`max_update_ratio` must be a number. Received: max_update_ratio='x'"),
+        ({"dead_gradient_fraction": 1.5}, r"`dead_gradient_fraction` must be in \(0, 1\]"),
+        ({"min_update_ratio": 0.5, "max_update_ratio": 0.1}, "`min_update_ratio` must be below `max_update_ratio`"),
+    ],
+)
 def test_bad_gradient_thresholds(kwargs, match):
     with pytest.raises(ValueError, match=match):
         findings.thresholds(**kwargs)
@@ -352,9 +403,13 @@ def test_gradient_kinds_are_registered():
 
 
 def test_non_finite_weights_are_nan_weights_and_not_dead():
-    df = frame({"a": {"weight_norm": np.nan, "update_ratio": np.nan, "zero_fraction": 1.0},
-                "b": {"weight_norm": np.inf, "update_ratio": 1e-3, "zero_fraction": 0.2},
-                "relu": {"zero_fraction": 1.0}})  # no weights: genuinely dead
+    df = frame(
+        {
+            "a": {"weight_norm": np.nan, "update_ratio": np.nan, "zero_fraction": 1.0},
+            "b": {"weight_norm": np.inf, "update_ratio": 1e-3, "zero_fraction": 0.2},
+            "relu": {"zero_fraction": 1.0},
+        }
+    )  # no weights: genuinely dead
     result = tfprobe.diagnose(df)
     assert found(result) == {("a", "nan_weights"), ("b", "nan_weights"), ("relu", "dead_layer")}, result.to_string()
     assert set(result.loc[result["kind"] == "nan_weights", "severity"]) == {"error"}
@@ -364,12 +419,19 @@ def test_an_update_that_turns_the_weights_nan_is_found_in_its_window():
     # the last update of window 2 makes the weights NaN: update_ratio NaN at 2, weight_norm NaN from 3 on;
     # the ReLU outputs zeros from 3 on; a nan_weights at window 1 only is still an error (never transient)
     window = [(2.0, 1e-3, 0.3, (1,)), (2.0, np.nan, 0.3, (2,)), (np.nan, np.nan, 1.0, (3, 4, 5))]
-    df = pd.concat([frame({"a": {"weight_norm": w, "update_ratio": u, "zero_fraction": z}}, steps=steps)
-                    for w, u, z, steps in window])
+    df = pd.concat(
+        [
+            frame({"a": {"weight_norm": w, "update_ratio": u, "zero_fraction": z}}, steps=steps)
+            for w, u, z, steps in window
+        ]
+    )
     result = tfprobe.diagnose(df)
     assert result[["kind", "first_step", "last_step", "windows"]].values.tolist() == [["nan_weights", 2, 5, 4]]
-    early = tfprobe.diagnose(frame({"a": {"weight_norm": np.nan}}, steps=(1,)).pipe(
-        lambda d: pd.concat([d, frame({"a": {"weight_norm": 1.0}}, steps=(2, 3, 4))])))
+    early = tfprobe.diagnose(
+        frame({"a": {"weight_norm": np.nan}}, steps=(1,)).pipe(
+            lambda d: pd.concat([d, frame({"a": {"weight_norm": 1.0}}, steps=(2, 3, 4))])
+        )
+    )
     assert early[["kind", "severity"]].values.tolist() == [["nan_weights", "error"]]
 
 

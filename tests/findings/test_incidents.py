@@ -26,7 +26,9 @@ def findings(*rows):
     out = []
     for row in rows:
         layer, kind, first = row[:3]
-        severity = row[3] if len(row) > 3 else ("error" if kind in ("nan_inf", "nan_weights", "dead_layer") else "warning")
+        severity = (
+            row[3] if len(row) > 3 else ("error" if kind in ("nan_inf", "nan_weights", "dead_layer") else "warning")
+        )
         stat = row[4] if len(row) > 4 else "std"
         out.append(("r", layer, stat, kind, severity, first, first + 10, 2, f"{kind} numbers"))
     return pd.DataFrame(out, columns=FINDING_COLUMNS)
@@ -45,13 +47,20 @@ def roots(f, layers=None):
 
 
 def test_same_window_same_kind_the_upstream_layer_is_the_root():
-    got, members = roots(findings(("c", "saturation", 5), ("b", "saturation", 5), ("a", "saturation", 5)), chain("a", "b", "c"))
+    got, members = roots(
+        findings(("c", "saturation", 5), ("b", "saturation", 5), ("a", "saturation", 5)), chain("a", "b", "c")
+    )
     assert got == [("a", "saturation", 5)] and set(members.incident) == {1}
 
 
 def test_a_dead_layer_explains_dead_gradients_and_stalled_layers_behind_it():
-    f = findings(("h1", "dead_gradient", 5), ("h1", "stalled_layer", 5), ("h2", "dead_layer", 5),
-                 ("h3", "dead_layer", 5), ("h3", "stalled_layer", 5))
+    f = findings(
+        ("h1", "dead_gradient", 5),
+        ("h1", "stalled_layer", 5),
+        ("h2", "dead_layer", 5),
+        ("h3", "dead_layer", 5),
+        ("h3", "stalled_layer", 5),
+    )
     got, _ = roots(f, chain("h1", "h2", "h3"))
     assert got == [("h2", "dead_layer", 5)]  # not h1, though it is upstream: a dead gradient is an effect
 
@@ -64,17 +73,29 @@ def test_unrelated_problems_stay_separate_incidents():
 
 
 def test_an_earlier_cause_explains_later_effects_anywhere():
-    f = findings(("a", "unstable_updates", 5), ("b", "unstable_updates", 5), ("b", "exploding_time", 15),
-                 ("a", "nan_weights", 20, "error", "weight_norm"), ("b", "nan_inf", 20))
+    f = findings(
+        ("a", "unstable_updates", 5),
+        ("b", "unstable_updates", 5),
+        ("b", "exploding_time", 15),
+        ("a", "nan_weights", 20, "error", "weight_norm"),
+        ("b", "nan_inf", 20),
+    )
     inc, _ = group(f, chain("a", "b"))
     assert len(inc) == 1 and inc.root_kind[0] == "unstable_updates" and inc.severity[0] == "error"
     assert inc.error_step[0] == 20 and "learning rate" in inc.fix[0]
-    assert inc.summary[0].startswith("step 20: error") and "root cause: unstable updates at a from step 5" in inc.summary[0]
+    assert (
+        inc.summary[0].startswith("step 20: error")
+        and "root cause: unstable updates at a from step 5" in inc.summary[0]
+    )
 
 
 def test_nan_at_the_input_side_precedes_nan_weights_and_names_the_data():
-    f = findings(("b", "nan_weights", 10, "error", "weight_norm"), ("a", "nan_weights", 10, "error", "weight_norm"),
-                 ("b", "nan_inf", 10, "error", "nan_count"), ("a", "nan_inf", 10, "error", "nan_count"))
+    f = findings(
+        ("b", "nan_weights", 10, "error", "weight_norm"),
+        ("a", "nan_weights", 10, "error", "weight_norm"),
+        ("b", "nan_inf", 10, "error", "nan_count"),
+        ("a", "nan_inf", 10, "error", "nan_count"),
+    )
     inc, _ = group(f, chain("a", "b"))
     assert list(zip(inc.root_layer, inc.root_kind)) == [("a", "nan_inf")] and "input data" in inc.fix[0]
 
@@ -147,7 +168,9 @@ def fit_digits(bug, logdir, deviation, epochs=2, **probe_kwargs):
     (x, y), _ = bug.load_data(0)
     keras.utils.set_random_seed(0)
     model = bug.build_model(**deviation)
-    probe = tfprobe.LayerProbe(logdir, **{**dict(record_freq=1, log_freq=5, histogram_freq=0, gradients=True), **probe_kwargs})
+    probe = tfprobe.LayerProbe(
+        logdir, **{**dict(record_freq=1, log_freq=5, histogram_freq=0, gradients=True), **probe_kwargs}
+    )
     csv = keras.callbacks.CSVLogger(str(logdir) + ".csv")
     history = model.fit(x, y, batch_size=64, epochs=epochs, verbose=0, callbacks=[probe, csv])
     return model, probe, history, pd.read_csv(str(logdir) + ".csv")
@@ -155,12 +178,17 @@ def fit_digits(bug, logdir, deviation, epochs=2, **probe_kwargs):
 
 def test_stop_on_error_stops_at_the_window_of_the_nan_weights(tmp_path, bug, caplog):
     with caplog.at_level(logging.WARNING, logger="tfprobe"):
-        model, probe, history, csv = fit_digits(bug, tmp_path / "lr", dict(optimizer="sgd", learning_rate=1.0),
-                                                epochs=4, stop_on="error")
+        model, probe, history, csv = fit_digits(
+            bug, tmp_path / "lr", dict(optimizer="sgd", learning_rate=1.0), epochs=4, stop_on="error"
+        )
     lines = [r.getMessage() for r in caplog.records if r.name == "tfprobe"]
-    assert lines[0] == ("tfprobe: step 15: warning unstable_updates in hidden1..logits from step 5 "
-                        "(learning rate too high?)")
-    assert lines[1].startswith("tfprobe: step 20: error ") and "root cause: unstable updates at hidden1 from step 5" in lines[1]
+    assert lines[0] == (
+        "tfprobe: step 15: warning unstable_updates in hidden1..logits from step 5 (learning rate too high?)"
+    )
+    assert (
+        lines[1].startswith("tfprobe: step 20: error ")
+        and "root cause: unstable updates at hidden1 from step 5" in lines[1]
+    )
     assert lines[2].startswith("tfprobe: stopping training at step 20 (stop_on='error')") and len(lines) == 3
     assert int(model.optimizer.iterations.numpy()) == 20  # stopped in the first epoch, at that window
     assert history.history["tfprobe_errors"] == [1] and history.history["tfprobe_warnings"] == [0]

@@ -30,28 +30,67 @@ LOG_FREQ = 5
 
 # name: (broken model, healthy twin, expected root kinds (any of), seen, why not seen)
 CORPUS = {
-    "vanishing_gradient": (dict(depth=8, activation="sigmoid"), dict(depth=8, activation="relu"),
-                           {"vanishing_gradient", "saturation", "stalled_layer"}, True, ""),
-    "exploding_gradient": (dict(depth=6, activation="linear", init_std=1.5), dict(depth=6, activation="linear"),
-                           {"exploding_gradient", "exploding_depth", "unstable_updates", "nan_inf", "nan_weights"}, True, ""),
+    "vanishing_gradient": (
+        dict(depth=8, activation="sigmoid"),
+        dict(depth=8, activation="relu"),
+        {"vanishing_gradient", "saturation", "stalled_layer"},
+        True,
+        "",
+    ),
+    "exploding_gradient": (
+        dict(depth=6, activation="linear", init_std=1.5),
+        dict(depth=6, activation="linear"),
+        {"exploding_gradient", "exploding_depth", "unstable_updates", "nan_inf", "nan_weights"},
+        True,
+        "",
+    ),
     "dying_relu": (dict(bias={"hidden2": -10.0}), dict(), {"dead_layer"}, True, ""),
     "saturated_tanh": (dict(activation="tanh", init_std=5.0), dict(activation="tanh"), {"saturation"}, True, ""),
-    "learning_rate_too_high": (dict(optimizer="sgd", learning_rate=1.0), dict(optimizer="sgd", learning_rate=0.01),
-                               {"unstable_updates"}, True, ""),
+    "learning_rate_too_high": (
+        dict(optimizer="sgd", learning_rate=1.0),
+        dict(optimizer="sgd", learning_rate=0.01),
+        {"unstable_updates"},
+        True,
+        "",
+    ),
     "learning_rate_too_low": (dict(learning_rate=1e-8), dict(), {"stalled_layer"}, True, ""),
     "unchanged_weights": (dict(learning_rate=0.0), dict(), {"stalled_layer"}, True, ""),
-    "exp_activation_overflow": (dict(activation="exponential", init_std=1.0, scale=10.0), dict(activation="relu", scale=10.0),
-                                {"nan_inf", "exploding_depth", "exploding_time", "nan_weights", "unstable_updates"}, True, ""),
-    "unnormalised_inputs": (dict(scale=1000.0, normalise=False), dict(), set(), False,
-                            "the model's input is not a recorded series: the first layer's large outputs have nothing "
-                            "to be compared with, and Adam adapts its steps to the large gradients"),
-    "wrong_loss_activation": (dict(output_activation="softmax"), dict(), set(), False,
-                              "softmax outputs under a from_logits loss train, slowly: every statistic stays in range"),
+    "exp_activation_overflow": (
+        dict(activation="exponential", init_std=1.0, scale=10.0),
+        dict(activation="relu", scale=10.0),
+        {"nan_inf", "exploding_depth", "exploding_time", "nan_weights", "unstable_updates"},
+        True,
+        "",
+    ),
+    "unnormalised_inputs": (
+        dict(scale=1000.0, normalise=False),
+        dict(),
+        set(),
+        False,
+        "the model's input is not a recorded series: the first layer's large outputs have nothing "
+        "to be compared with, and Adam adapts its steps to the large gradients",
+    ),
+    "wrong_loss_activation": (
+        dict(output_activation="softmax"),
+        dict(),
+        set(),
+        False,
+        "softmax outputs under a from_logits loss train, slowly: every statistic stays in range",
+    ),
 }
 
 
-def build(bug, depth=3, activation="relu", init_std=None, bias=None, optimizer="adam", learning_rate=1e-3,
-          output_activation=None, **_data):
+def build(
+    bug,
+    depth=3,
+    activation="relu",
+    init_std=None,
+    bias=None,
+    optimizer="adam",
+    learning_rate=1e-3,
+    output_activation=None,
+    **_data,
+):
     import keras
 
     bias = bias or {}
@@ -59,11 +98,22 @@ def build(bug, depth=3, activation="relu", init_std=None, bias=None, optimizer="
     layers = [keras.Input((64,))]
     for i in range(1, depth + 1):
         name = f"hidden{i}"
-        layers.append(keras.layers.Dense(64, activation=activation, kernel_initializer=init, name=name,
-                                         bias_initializer=keras.initializers.Constant(bias.get(name, 0.0))))
+        layers.append(
+            keras.layers.Dense(
+                64,
+                activation=activation,
+                kernel_initializer=init,
+                name=name,
+                bias_initializer=keras.initializers.Constant(bias.get(name, 0.0)),
+            )
+        )
     layers.append(keras.layers.Dense(10, activation=output_activation, name="logits"))
     model = keras.Sequential(layers)
-    opt = keras.optimizers.Adam(learning_rate) if optimizer == "adam" else keras.optimizers.SGD(learning_rate, momentum=0.9)
+    opt = (
+        keras.optimizers.Adam(learning_rate)
+        if optimizer == "adam"
+        else keras.optimizers.SGD(learning_rate, momentum=0.9)
+    )
     model.compile(opt, keras.losses.SparseCategoricalCrossentropy(from_logits=True))
     return model
 
@@ -120,12 +170,20 @@ def evaluate(name, root):
     for which in ("broken", "twin"):  # the live shortcut misses nothing judging every layer would find
         assert_prefilter_changes_nothing(os.path.join(root, name, which))
     first = inc.iloc[0] if len(inc) else None
-    return {"type": name, "seen": seen, "why": why, "detected": bool(len(inc)),
-            "root": None if first is None else f"{first.root_kind}@{first.root_layer}",
-            "root_kind": None if first is None else first.root_kind,
-            "first_step": None if first is None else int(first.first_step), "incidents": len(inc),
-            "alert_step": alert, "nan_loss_step": nan_loss, "expected": kinds,
-            "false_alarms": len(twin_inc) + (twin_alert is not None)}
+    return {
+        "type": name,
+        "seen": seen,
+        "why": why,
+        "detected": bool(len(inc)),
+        "root": None if first is None else f"{first.root_kind}@{first.root_layer}",
+        "root_kind": None if first is None else first.root_kind,
+        "first_step": None if first is None else int(first.first_step),
+        "incidents": len(inc),
+        "alert_step": alert,
+        "nan_loss_step": nan_loss,
+        "expected": kinds,
+        "false_alarms": len(twin_inc) + (twin_alert is not None),
+    }
 
 
 @pytest.mark.slow
@@ -143,11 +201,15 @@ def test_corpus(name, tmp_path):
 def main():
     root = tempfile.mkdtemp(prefix="tfprobe_corpus_")
     rows = [evaluate(name, root) for name in CORPUS]
-    print("| problem type | detected | incidents | root (kind@layer) | first step | alerted at | loss non-finite at | false alarms (twin) |")
+    print(
+        "| problem type | detected | incidents | root (kind@layer) | first step | alerted at | loss non-finite at | false alarms (twin) |"
+    )
     print("| --- | --- | --- | --- | --- | --- | --- | --- |")
     for r in rows:
-        print(f"| {r['type']} | {'yes' if r['detected'] else 'no'} | {r['incidents']} | {r['root'] or '-'} | "
-              f"{r['first_step'] or '-'} | {r['alert_step'] or '-'} | {r['nan_loss_step'] or '-'} | {r['false_alarms']} |")
+        print(
+            f"| {r['type']} | {'yes' if r['detected'] else 'no'} | {r['incidents']} | {r['root'] or '-'} | "
+            f"{r['first_step'] or '-'} | {r['alert_step'] or '-'} | {r['nan_loss_step'] or '-'} | {r['false_alarms']} |"
+        )
     for r in rows:
         if not r["seen"]:
             print(f"\nnot seen: {r['type']}: {r['why']}")

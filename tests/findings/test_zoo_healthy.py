@@ -73,9 +73,19 @@ def test_the_overhead_benchmarks_cnn_learning_digits_is_silent(tmp_path):
     images = (digits.images / 16.0).astype("float32").repeat(4, 1).repeat(4, 2)[..., None].repeat(3, -1)
     idx = np.random.default_rng(2).integers(0, len(images), 128 * 40)
     x, y = images[idx], digits.target[idx]
-    model = keras.Sequential([keras.Input((32, 32, 3)), L.Conv2D(32, 3, activation="relu"), L.MaxPooling2D(),
-                              L.Conv2D(64, 3, activation="relu"), L.MaxPooling2D(), L.Conv2D(128, 3, activation="relu"),
-                              L.GlobalAveragePooling2D(), L.Dense(128, activation="relu"), L.Dense(10)])
+    model = keras.Sequential(
+        [
+            keras.Input((32, 32, 3)),
+            L.Conv2D(32, 3, activation="relu"),
+            L.MaxPooling2D(),
+            L.Conv2D(64, 3, activation="relu"),
+            L.MaxPooling2D(),
+            L.Conv2D(128, 3, activation="relu"),
+            L.GlobalAveragePooling2D(),
+            L.Dense(128, activation="relu"),
+            L.Dense(10),
+        ]
+    )
     model.compile("adam", keras.losses.SparseCategoricalCrossentropy(from_logits=True))
     probe = tfprobe.LayerProbe(tmp_path)
     records = []
@@ -84,8 +94,9 @@ def test_the_overhead_benchmarks_cnn_learning_digits_is_silent(tmp_path):
     logging.getLogger("tfprobe").addHandler(handler)
     try:
         for _ in range(8):
-            history = model.fit(x, y, batch_size=128, epochs=1, steps_per_epoch=40, verbose=0, shuffle=False,
-                                callbacks=[probe])
+            history = model.fit(
+                x, y, batch_size=128, epochs=1, steps_per_epoch=40, verbose=0, shuffle=False, callbacks=[probe]
+            )
     finally:
         logging.getLogger("tfprobe").removeHandler(handler)
     assert history.history["loss"][-1] < 0.5

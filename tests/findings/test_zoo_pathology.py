@@ -20,8 +20,10 @@ L = keras.layers
 
 
 def dying_relu():
-    return planted(L.Dense(32, activation="relu", bias_initializer=keras.initializers.Constant(-100.0), name="dying"),
-               head_bias="ones")
+    return planted(
+        L.Dense(32, activation="relu", bias_initializer=keras.initializers.Constant(-100.0), name="dying"),
+        head_bias="ones",
+    )
 
 
 def saturated_sigmoids():
@@ -30,7 +32,9 @@ def saturated_sigmoids():
 
 
 def relu6_at_six():
-    return planted(L.Dense(32, bias_initializer=keras.initializers.Constant(20.0), name="pre"), L.ReLU(6.0, name="relu6"))
+    return planted(
+        L.Dense(32, bias_initializer=keras.initializers.Constant(20.0), name="pre"), L.ReLU(6.0, name="relu6")
+    )
 
 
 def partly_dead():
@@ -53,7 +57,9 @@ def exploding_linear():
 
 
 def vanishing_linear():
-    return planted(L.Dense(64, kernel_initializer=keras.initializers.RandomNormal(stddev=0.005, seed=1), name="shrink"), width=64)
+    return planted(
+        L.Dense(64, kernel_initializer=keras.initializers.RandomNormal(stddev=0.005, seed=1), name="shrink"), width=64
+    )
 
 
 def exploding_residual_branch():
@@ -65,7 +71,11 @@ def exploding_residual_branch():
 
 CASES = [
     pytest.param(dying_relu, {"dying": "dead_layer"}, id="dying_relu"),
-    pytest.param(saturated_sigmoids, {"sig1": "saturation", "sig2": "saturation", "sig3": "saturation"}, id="saturated_sigmoid_stack"),
+    pytest.param(
+        saturated_sigmoids,
+        {"sig1": "saturation", "sig2": "saturation", "sig3": "saturation"},
+        id="saturated_sigmoid_stack",
+    ),
     pytest.param(relu6_at_six, {"relu6": "saturation"}, id="relu6_saturates_at_6"),
     pytest.param(partly_dead, {"partly_dead": "dead_units"}, id="dead_units_in_a_layer"),
     pytest.param(nan_layer, {"nan_maker": "nan_inf"}, id="nan_layer"),
@@ -80,7 +90,9 @@ def test_planted_fault_is_found_where_it_is_and_nowhere_else(tmp_path, build, pl
     findings, _ = run_pathology(build, tmp_path / "run")
     got = {(layer, kind) for layer, kind in zip(findings["layer"], findings["kind"])}
     assert set(planted.items()) <= got, findings[["layer", "kind", "message"]].to_string()
-    assert set(findings["layer"]) <= set(planted), findings[["layer", "kind", "message"]].to_string()  # healthy layers: nothing
+    assert set(findings["layer"]) <= set(planted), findings[
+        ["layer", "kind", "message"]
+    ].to_string()  # healthy layers: nothing
     planted_rows = findings[[(l, k) in planted.items() for l, k in zip(findings["layer"], findings["kind"])]]
     assert (planted_rows["first_step"] <= 2).all()  # present from step 1: found within one window
     assert (planted_rows["severity"] != "info").all()

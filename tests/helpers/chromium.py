@@ -17,8 +17,16 @@ from tfprobe import metadata
 from .tensorboard import artifacts_dir
 
 CHROMIUM = os.environ.get("CHROMIUM", "/usr/bin/chromium")
-ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
-        "--disable-background-networking", "--disable-component-update", "--disable-sync"]
+ARGS = [
+    "--headless",
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-quic",
+    "--no-first-run",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+]
 IFRAME = f'iframe[src="data/plugin_entry.html?name={metadata.PLUGIN_NAME}"]'  # the plugin's frame in TensorBoard
 TIMEOUT = 60_000  # ms, for every wait on the dashboard
 VIEWPORT = {"width": 1280, "height": 900}

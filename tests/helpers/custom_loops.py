@@ -60,21 +60,27 @@ class GAN(keras.Model):
 
 def gan(d_lr=0.01, g_lr=0.03):
     keras.utils.set_random_seed(0)
-    discriminator = keras.Sequential([
-        keras.Input((8, 8, 1)),
-        layers.Conv2D(4, 3, strides=2, padding="same", name="conv"),
-        layers.LeakyReLU(negative_slope=0.2),
-        layers.Flatten(),
-        layers.Dense(1, activation="sigmoid", name="dense"),
-    ], name="discriminator")
-    generator = keras.Sequential([
-        keras.Input((LATENT,)),
-        layers.Dense(4 * 4 * 4, name="dense"),
-        layers.Reshape((4, 4, 4)),
-        layers.Conv2DTranspose(4, 4, strides=2, padding="same", name="up"),
-        layers.LeakyReLU(negative_slope=0.2),
-        layers.Conv2D(1, 3, padding="same", activation="sigmoid", name="conv"),
-    ], name="generator")
+    discriminator = keras.Sequential(
+        [
+            keras.Input((8, 8, 1)),
+            layers.Conv2D(4, 3, strides=2, padding="same", name="conv"),
+            layers.LeakyReLU(negative_slope=0.2),
+            layers.Flatten(),
+            layers.Dense(1, activation="sigmoid", name="dense"),
+        ],
+        name="discriminator",
+    )
+    generator = keras.Sequential(
+        [
+            keras.Input((LATENT,)),
+            layers.Dense(4 * 4 * 4, name="dense"),
+            layers.Reshape((4, 4, 4)),
+            layers.Conv2DTranspose(4, 4, strides=2, padding="same", name="up"),
+            layers.LeakyReLU(negative_slope=0.2),
+            layers.Conv2D(1, 3, padding="same", activation="sigmoid", name="conv"),
+        ],
+        name="generator",
+    )
     model = GAN(discriminator, generator, LATENT)
     model.compile(keras.optimizers.SGD(d_lr), keras.optimizers.SGD(g_lr), keras.losses.BinaryCrossentropy())
     return model

@@ -48,8 +48,7 @@ def assert_live_checks_are_diagnose(logdir):
         pd.testing.assert_frame_equal(wide.reset_index(drop=True), expected.reset_index(drop=True), check_dtype=False)
         got = state._diagnose(wide)
         want = tfprobe.diagnose(long, layers)
-        pd.testing.assert_frame_equal(got.reset_index(drop=True),
-                                      want[want.kind != "std_drift"].reset_index(drop=True))
+        pd.testing.assert_frame_equal(got.reset_index(drop=True), want[want.kind != "std_drift"].reset_index(drop=True))
     assert len(windows) >= 3
 
 

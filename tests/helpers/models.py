@@ -9,8 +9,9 @@ import tensorflow as tf
 L = keras.layers
 
 
-def mlp(names=("d1", "d2", "out"), widths=(8, 16, 8, 4), activations=("relu", "tanh", None), name=None,
-        functional=False):
+def mlp(
+    names=("d1", "d2", "out"), widths=(8, 16, 8, 4), activations=("relu", "tanh", None), name=None, functional=False
+):
     """`Input(widths[0])`, then one `Dense` per name: `names[i]` with `widths[i + 1]` units and `activations[i]`.
 
     By default the tests' small regression MLP: 8 -> d1 (16, ReLU) -> d2 (8, tanh) -> out (4). Uncompiled; a

@@ -20,8 +20,9 @@ PREFIX = f"/data/plugin/{metadata.PLUGIN_NAME}"
 
 def make_provider(logdir):
     """TensorBoard's Python data provider over `logdir`, every tfprobe value kept (no sampling)."""
-    mux = pem.EventMultiplexer(tensor_size_guidance={metadata.PLUGIN_NAME: 0, metadata.HIST_PLUGIN_NAME: 0,
-                                                     metadata.GRAD_HIST_PLUGIN_NAME: 0})
+    mux = pem.EventMultiplexer(
+        tensor_size_guidance={metadata.PLUGIN_NAME: 0, metadata.HIST_PLUGIN_NAME: 0, metadata.GRAD_HIST_PLUGIN_NAME: 0}
+    )
     mux.AddRunsFromDirectory(str(logdir))
     mux.Reload()
     return mdp.MultiplexerDataProvider(mux, str(logdir))

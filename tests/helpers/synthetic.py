@@ -73,13 +73,29 @@ def stats_for(name, kind, step, scale=1.0):
         "saturation_fraction": 0.0,
     }
     if name == "dead_relu":
-        s.update(mean=0.0, std=0.0, min=0.0, max=0.0, rms=0.0, mean_abs=0.0, zero_fraction=1.0,
-                 near_zero_fraction=1.0, dead_unit_fraction=1.0)
+        s.update(
+            mean=0.0,
+            std=0.0,
+            min=0.0,
+            max=0.0,
+            rms=0.0,
+            mean_abs=0.0,
+            zero_fraction=1.0,
+            near_zero_fraction=1.0,
+            dead_unit_fraction=1.0,
+        )
     if name == "nan_layer" and step >= NAN_FROM:
         s.update(nan_count=12.0, mean=math.nan, std=math.nan)
     if name == "dense":
-        s.update(min=0.0, max=1.0, mean=0.1, std=0.25, zero_fraction=0.0, near_zero_fraction=0.0,
-                 saturation_fraction=0.6 + 0.1 * t)
+        s.update(
+            min=0.0,
+            max=1.0,
+            mean=0.1,
+            std=0.25,
+            zero_fraction=0.0,
+            near_zero_fraction=0.0,
+            saturation_fraction=0.6 + 0.1 * t,
+        )
     if kind == "pooling":
         s.update(size_ratio=0.25, mass_retention=0.5 - 0.1 * t, energy_retention=0.7, zero_fraction_in=0.3)
     return s
@@ -107,12 +123,21 @@ def write_windows(path, infos, windows):
 
 def write_run(path, layers, steps, scale=1.0, hist_layers=()):
     """The synthetic run: `layers` as in TRAIN_LAYERS, `stats_for` values, `hist_for` histograms of `hist_layers`."""
-    infos = {name: info_for(i, name, cls, kind, shape, bounds) for i, (name, cls, kind, shape, bounds) in enumerate(layers)}
-    write_windows(path, infos, (
-        (step, {name: stats_for(name, kind, step, scale) for name, _c, kind, _s, _b in layers},
-         {name: hist_for(step) for name in hist_layers})
-        for step in steps
-    ))
+    infos = {
+        name: info_for(i, name, cls, kind, shape, bounds) for i, (name, cls, kind, shape, bounds) in enumerate(layers)
+    }
+    write_windows(
+        path,
+        infos,
+        (
+            (
+                step,
+                {name: stats_for(name, kind, step, scale) for name, _c, kind, _s, _b in layers},
+                {name: hist_for(step) for name in hist_layers},
+            )
+            for step in steps
+        ),
+    )
 
 
 def write_other_run(path):

@@ -45,8 +45,20 @@ class TensorBoardServer:
         self.port = free_port()
         self.base = f"http://127.0.0.1:{self.port}{path_prefix}"
         self.log_path = os.path.join(artifacts_dir(), f"tensorboard_{self.port}.log")
-        cmd = [sys.executable, "-m", "tensorboard.main", "--logdir", str(logdir), "--host", "127.0.0.1",
-               "--port", str(self.port), "--reload_interval", "1", *args]
+        cmd = [
+            sys.executable,
+            "-m",
+            "tensorboard.main",
+            "--logdir",
+            str(logdir),
+            "--host",
+            "127.0.0.1",
+            "--port",
+            str(self.port),
+            "--reload_interval",
+            "1",
+            *args,
+        ]
         if path_prefix:
             cmd += ["--path_prefix", path_prefix]
         self._log = open(self.log_path, "w")

@@ -89,7 +89,11 @@ def conv1d_audio():
 
 
 def mlp():
-    return models.mlp(("h1", "h2", "predictions"), (32, 64, 64, 10), ("relu", "relu", "softmax"), functional=True), (32,), None
+    return (
+        models.mlp(("h1", "h2", "predictions"), (32, 64, 64, 10), ("relu", "relu", "softmax"), functional=True),
+        (32,),
+        None,
+    )
 
 
 def keras_inputs(model):
@@ -111,8 +115,9 @@ def with_graph(layers, model):
     return layers.assign(inputs=[graph.get(name) for name in layers["layer"]])
 
 
-def record_and_diagnose(model, log_dir, x, y, loss="mse", learning_rate=0.0, batch_size=16, graph=True,
-                        gradients=False, optimizer=None):
+def record_and_diagnose(
+    model, log_dir, x, y, loss="mse", learning_rate=0.0, batch_size=16, graph=True, gradients=False, optimizer=None
+):
     """Fits one epoch of `x` (one window per step) and returns `(findings, layers)`.
 
     `learning_rate=0.0` keeps a planted pathology as built (the update is `w - 0 * g`), so each window
@@ -211,7 +216,7 @@ def expected_stats(operation, tensor, n_outputs):
     names = set(metadata.ACTIVATION_STATS) - {"dead_unit_fraction", "hoyer_sparsity", "saturation_fraction"}
     if len(shape) >= 2 and shape[-1]:
         names.add("dead_unit_fraction")
-    if np.prod(shape[2 if masked else 1:], dtype=int) > 1:  # values per example (per position under a mask)
+    if np.prod(shape[2 if masked else 1 :], dtype=int) > 1:  # values per example (per position under a mask)
         names.add("hoyer_sparsity")
     if n_outputs == 1 and bounded(operation):
         names.add("saturation_fraction")
@@ -306,7 +311,9 @@ def fit_with_and_without_probe(build, log_dir, steps=2, batch_size=4, **probe_kw
             model.compile(keras.optimizers.Adam(1e-3), "sparse_categorical_crossentropy")
         x, y = zoo_data(steps * batch_size, shape, vocabulary)
         losses = []
-        per_step = keras.callbacks.LambdaCallback(on_train_batch_end=lambda _, logs, out=losses: out.append(float(logs["loss"])))
+        per_step = keras.callbacks.LambdaCallback(
+            on_train_batch_end=lambda _, logs, out=losses: out.append(float(logs["loss"]))
+        )
         callbacks = [per_step] + ([probe] if probe else [])
         history = model.fit(x, y, batch_size=batch_size, epochs=1, verbose=0, shuffle=False, callbacks=callbacks)
         weights = model.get_weights() + [np.asarray(v) for v in model.optimizer.variables]

@@ -52,8 +52,13 @@ ALL = {**CASES, **EXTRA}
 
 def _graph(x2d, units, bounds, sample):
     sums, maxes = graph.sums_and_maxes(
-        x2d, graph.by_unit(x2d, units), units is not None,
-        near_zero=NEAR, bounds=bounds, saturation_margin=0.01, sample_size=sample,
+        x2d,
+        graph.by_unit(x2d, units),
+        units is not None,
+        near_zero=NEAR,
+        bounds=bounds,
+        saturation_margin=0.01,
+        sample_size=sample,
     )
     return sums.numpy(), maxes.numpy(), graph.histogram(graph.leading(x2d, sample)).numpy()
 
@@ -66,8 +71,12 @@ def test_kernel_equals_graph_ops(name, bounds, sample):
     x = tf.constant(ALL[name])
     x2d, units = graph.as_rows(x), stats.num_units(x)
     want_sums, want_maxes, want_hist = _graph(x2d, units, bounds, sample)
-    sums, maxes, hist = (t.numpy() for t in native.run_op(
-        x2d, True, units=units, near_zero=NEAR, bounds=bounds, saturation_margin=0.01, sample_size=sample))
+    sums, maxes, hist = (
+        t.numpy()
+        for t in native.run_op(
+            x2d, True, units=units, near_zero=NEAR, bounds=bounds, saturation_margin=0.01, sample_size=sample
+        )
+    )
     # Sums are added in another order (float32 lanes into float64); counts, maxima and histograms are exact.
     # Hoyer sparsity near 0 cancels sqrt(m) against L1/L2: allow 1e-6 per example there (for large_offset,
     # the float64 truth is 1.816e-5, the kernel gives 1.803e-5 and the graph ops 1.775e-5).
@@ -126,15 +135,20 @@ def test_histogram_counts_every_value_in_its_bucket(stats_):
     np.testing.assert_array_equal(hist.numpy(), want)
     assert want.sum() == x2d.shape.num_elements() - 20  # all but the NaNs
     for row in _histogram_rows():
-        np.testing.assert_array_equal(native.run_op(tf.constant(row[None]), True, near_zero=NEAR)[2].numpy(),
-                                      graph.histogram(tf.constant(row[None])).numpy())
+        np.testing.assert_array_equal(
+            native.run_op(tf.constant(row[None]), True, near_zero=NEAR)[2].numpy(),
+            graph.histogram(tf.constant(row[None])).numpy(),
+        )
 
 
 @needs_compiler
 @pytest.mark.parametrize("name", ["scalar", "vector", "images_4d", "nan_in_16_units"])
 def test_any_rank_reads_as_rows(name):
-    x = {"scalar": np.float32(-2.5), "vector": rng.normal(size=7).astype(np.float32),
-         "images_4d": CASES["normal"].reshape(4, 2, -1, 3)}.get(name, ALL.get(name))
+    x = {
+        "scalar": np.float32(-2.5),
+        "vector": rng.normal(size=7).astype(np.float32),
+        "images_4d": CASES["normal"].reshape(4, 2, -1, 3),
+    }.get(name, ALL.get(name))
     x = tf.constant(x)
     units = stats.num_units(x)
     want = native.run_op(graph.as_rows(x), True, units=units, near_zero=NEAR, sample_size=2)
@@ -308,8 +322,14 @@ def test_xla_steps_use_the_graph_ops(tmp_path):
     model.fit(x, y, batch_size=BATCH, epochs=1, verbose=0, callbacks=[probe])
     assert probe._recorder.kernel.name == "graph" and probe.windows_written == 1
     with pytest.raises(ValueError, match="kernel='native' cannot run inside an XLA-compiled step.*jit_compile=True"):
-        model.fit(x, y, batch_size=BATCH, epochs=1, verbose=0,
-                  callbacks=[tfprobe.LayerProbe(tmp_path / "native", kernel="native")])
+        model.fit(
+            x,
+            y,
+            batch_size=BATCH,
+            epochs=1,
+            verbose=0,
+            callbacks=[tfprobe.LayerProbe(tmp_path / "native", kernel="native")],
+        )
     keras.backend.clear_session()
 
 
@@ -336,8 +356,12 @@ def test_gradient_partials_equal_graph_ops(name, sample):
     want_sums, want_maxes, none = reference.gradient_partials(x2d, True)
     assert none is None  # the graph ops count histograms on their own
     want_sums, want_maxes = want_sums.numpy(), want_maxes.numpy()
-    sums, maxes, hist = (t.numpy() for t in native.NativeKernel(
-        near_zero=NEAR, saturation_margin=0.01, sample_size=sample).gradient_partials(x2d, True))
+    sums, maxes, hist = (
+        t.numpy()
+        for t in native.NativeKernel(near_zero=NEAR, saturation_margin=0.01, sample_size=sample).gradient_partials(
+            x2d, True
+        )
+    )
     unread = [i for i, f in enumerate(stats.SUM_FIELDS) if f not in stats.GRADIENT_FIELDS]
     assert not sums[unread].any() and not want_sums[unread].any()
     with np.errstate(invalid="ignore"):
@@ -394,15 +418,31 @@ def test_kernel_builds_for_other_cpus_equal_the_graph_ops(tmp_path, monkeypatch,
     cxx = native._compiler()
     path = native.library_path(cxx)  # where `load()` looks for it under that cache directory
     command = native._command(cxx, native.SOURCE, path, native_arch=False)
-    command[1 + len(native.FLAGS):1 + len(native.FLAGS)] = VARIANTS[variant]
+    command[1 + len(native.FLAGS) : 1 + len(native.FLAGS)] = VARIANTS[variant]
     done = subprocess.run(command, capture_output=True, text=True, timeout=native.BUILD_TIMEOUT)
     assert done.returncode == 0, done.stderr
     built = path.stat().st_mtime_ns
     chosen = "kernel_equals_graph_ops and (small or nan or huge) and unbounded or gradient_partials_equal_graph_ops"
     run = subprocess.run(
-        [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", "-p", "no:randomly", str(Path(__file__)),
-         "-k", chosen, "-m", "not slow"],
-        capture_output=True, text=True, timeout=900, cwd=Path(__file__).parents[2],
+        [
+            sys.executable,
+            "-m",
+            "pytest",
+            "-q",
+            "-p",
+            "no:cacheprovider",
+            "-p",
+            "no:randomly",
+            str(Path(__file__)),
+            "-k",
+            chosen,
+            "-m",
+            "not slow",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=900,
+        cwd=Path(__file__).parents[2],
         env={**os.environ, "TFPROBE_CACHE_DIR": str(tmp_path)},
     )
     assert run.returncode == 0, run.stdout[-3000:] + run.stderr[-2000:]

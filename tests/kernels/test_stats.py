@@ -54,7 +54,10 @@ def test_one_sided_saturation_counts_only_the_upper_bound():
 
 @pytest.mark.parametrize("bounds", [(1.0, 1.0), (None, 0.0), (None, -6.0), (2.0,), "sigmoid", (None, None)])
 def test_bad_bounds(bounds):
-    with pytest.raises(ValueError, match=r"`bounds` must be \(low, high\) with low < high, or \(None, high\) with high > 0. Received: bounds="):
+    with pytest.raises(
+        ValueError,
+        match=r"`bounds` must be \(low, high\) with low < high, or \(None, high\) with high > 0. Received: bounds=",
+    ):
         stats.saturation_thresholds(bounds, 0.01)
 
 
@@ -89,8 +92,12 @@ def test_xla_form_counts_what_the_graph_form_counts(name):
     xu = graph.by_unit(x2d, None)
     sums = {}
     for xla in (False, True):
-        fn = tf.function(lambda a, b, xla=xla: graph.sums_and_maxes(
-            a, b, False, near_zero=NEAR, bounds=None, saturation_margin=0.01, sample_size=None, xla=xla), jit_compile=xla)
+        fn = tf.function(
+            lambda a, b, xla=xla: graph.sums_and_maxes(
+                a, b, False, near_zero=NEAR, bounds=None, saturation_margin=0.01, sample_size=None, xla=xla
+            ),
+            jit_compile=xla,
+        )
         sums[xla] = fn(x2d, xu)[0].numpy()
     counts = [stats.S[k] for k in ("zeros", "near", "nan", "inf", "finite")]
     np.testing.assert_array_equal(sums[True][counts], sums[False][counts])
@@ -128,7 +135,11 @@ def test_pooling_statistics():
     y = tf.keras.layers.MaxPooling2D()(x).numpy()
     sums = graph.partials(tf.constant(y), near_zero=NEAR)["sums"] + graph.pooling_input_sums(tf.constant(x))
     got = stats.finalize(sums.numpy(), np.zeros(2 + 3, np.float32), near_zero=NEAR, pooling=True)
-    oracle.assert_close(got, oracle.pooling_stats([x], [y]), keys=["size_ratio", "mass_retention", "energy_retention", "zero_fraction_in"])
+    oracle.assert_close(
+        got,
+        oracle.pooling_stats([x], [y]),
+        keys=["size_ratio", "mass_retention", "energy_retention", "zero_fraction_in"],
+    )
     assert got["size_ratio"] == 0.25
     assert 0.25 <= got["mass_retention"] <= 1.0
 
@@ -213,8 +224,9 @@ def test_gradient_partials_are_the_full_partials_reduced(name, sample, xla):
         x.reshape(len(x), -1)[-1, 0] = np.nan  # outside the sample
     x2d = graph.as_rows(tf.constant(x))
     got = tf.function(lambda t: graph.gradient_sums_and_maxes(t, sample_size=sample), jit_compile=xla)(x2d)
-    full = graph.sums_and_maxes(x2d, graph.by_unit(x2d, None), False, near_zero=NEAR, bounds=None,
-                                saturation_margin=0.01, sample_size=sample)
+    full = graph.sums_and_maxes(
+        x2d, graph.by_unit(x2d, None), False, near_zero=NEAR, bounds=None, saturation_margin=0.01, sample_size=sample
+    )
     want_sums, want_maxes = (t.numpy() for t in graph.gradient_partials(*full))
     sums, maxes = got[0].numpy(), got[1].numpy()
     counts = [stats.S[k] for k in ("steps", "count", "finite", "zeros", "nan", "inf")]

@@ -46,14 +46,17 @@ WEIGHTED = ["conv", "dense1", "dense2", "logits"]
 @pytest.fixture(scope="module")
 def server(tmp_path_factory):
     root = tmp_path_factory.mktemp("gradient_logs")
-    proc = subprocess.run([sys.executable, "-c", _RECORDER, str(root / "grads")], timeout=300, capture_output=True, text=True)
+    proc = subprocess.run(
+        [sys.executable, "-c", _RECORDER, str(root / "grads")], timeout=300, capture_output=True, text=True
+    )
     if proc.returncode != 0:
         pytest.fail(f"the real recorder failed (exit {proc.returncode}):\n{proc.stderr[-3000:]}", pytrace=False)
     synthetic.write_run(root / "plain", [("dense", "Dense", "activation", [None, 4], None)], [1, 2, 3])
     with tensorboard_server(root) as tb:
         tb.wait_until(lambda b: {r["name"] for r in b["runs"]} >= {"grads", "plain"})
-        tb.wait_until(lambda b: b["steps"][-1:] == STEPS[-1:],
-                      route="/data/plugin/tfprobe/overview?run=grads&stat=update_ratio")
+        tb.wait_until(
+            lambda b: b["steps"][-1:] == STEPS[-1:], route="/data/plugin/tfprobe/overview?run=grads&stat=update_ratio"
+        )
         yield tb
 
 

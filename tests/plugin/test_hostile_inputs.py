@@ -35,8 +35,10 @@ from tfprobe.logs.writer import WindowWriter
 PREFIX = f"/data/plugin/{metadata.PLUGIN_NAME}"
 SLOW_NAME = "a" * 24 + "_1"  # `(a+)+$` backtracks exponentially on it in Python's `re`
 KERAS_NAME = "block_13_expand_relu_conv_pad_depthwise_bn_x"  # 44 characters: `(\w+)+!` never returns in `re`
-PNG = bytes.fromhex("89504e470d0a1a0a0000000d49484452000000010000000108060000001f15c489"
-                    "0000000d49444154789c6360000002000001e221bc330000000049454e44ae426082")
+PNG = bytes.fromhex(
+    "89504e470d0a1a0a0000000d49484452000000010000000108060000001f15c489"
+    "0000000d49444154789c6360000002000001e221bc330000000049454e44ae426082"
+)
 
 
 def _tensor(dtype, shape, **values):
@@ -68,8 +70,12 @@ def write_windows(run_dir, names, steps, value=0.25, hist=True):
     counts[metadata.HIST_ZERO_BUCKET] = 5
     infos = {n: {"series": n, "layer": n, "class": "Dense", "order": i} for i, n in enumerate(names)}
     for step in steps:
-        w.write_window(step, infos, {n: {"mean": value + step, "zero_fraction": 0.5} for n in names},
-                       {n: counts for n in names} if hist else {})
+        w.write_window(
+            step,
+            infos,
+            {n: {"mean": value + step, "zero_fraction": 0.5} for n in names},
+            {n: counts for n in names} if hist else {},
+        )
     w.close()
     return w.path
 
@@ -86,19 +92,39 @@ def good_cka(names, fill):
 
 def repr_value(name, stat, x):
     content = json.dumps({"v": 1, "series": name, "layer": name, "class": "Dense", "order": 0}).encode()
-    return _value(metadata.tag_for(name, stat), metadata.REPR_PLUGIN_NAME,
-                  _tensor(types_pb2.DT_FLOAT, [], float_val=[x]), content, summary_pb2.DATA_CLASS_SCALAR)
+    return _value(
+        metadata.tag_for(name, stat),
+        metadata.REPR_PLUGIN_NAME,
+        _tensor(types_pb2.DT_FLOAT, [], float_val=[x]),
+        content,
+        summary_pb2.DATA_CLASS_SCALAR,
+    )
 
 
 def image_value(tag, strings):
     md_content = b""  # the images plugin's content is optional
-    return _value(tag, "images", _tensor(types_pb2.DT_STRING, [len(strings)], string_val=strings), md_content,
-                  summary_pb2.DATA_CLASS_BLOB_SEQUENCE)
+    return _value(
+        tag,
+        "images",
+        _tensor(types_pb2.DT_STRING, [len(strings)], string_val=strings),
+        md_content,
+        summary_pb2.DATA_CLASS_BLOB_SEQUENCE,
+    )
 
 
 def make_provider(logdir):
-    guidance = {name: 0 for name in (metadata.PLUGIN_NAME, metadata.HIST_PLUGIN_NAME, metadata.GRAD_HIST_PLUGIN_NAME,
-                                     metadata.REPR_PLUGIN_NAME, metadata.CKA_PLUGIN_NAME, "images", "scalars")}
+    guidance = {
+        name: 0
+        for name in (
+            metadata.PLUGIN_NAME,
+            metadata.HIST_PLUGIN_NAME,
+            metadata.GRAD_HIST_PLUGIN_NAME,
+            metadata.REPR_PLUGIN_NAME,
+            metadata.CKA_PLUGIN_NAME,
+            "images",
+            "scalars",
+        )
+    }
     mux = pem.EventMultiplexer(tensor_size_guidance=guidance)
     mux.AddRunsFromDirectory(str(logdir))
     mux.Reload()
@@ -129,8 +155,20 @@ def caught_warnings(fn, *args, **kwargs):
 def hostile_logdir(tmp_path_factory):
     d = tmp_path_factory.mktemp("hostile_routes")
     write_windows(d / "run", ["dense", SLOW_NAME, KERAS_NAME], [1, 2, 3])
-    write_events(d / "run", [(2, [good_cka(["dense"], 1.0), repr_value("dense", "effective_rank", 2.0),
-                                  image_value("looks/example_00/input", [b"1", b"1", PNG])])], ".tfprobe-reference")
+    write_events(
+        d / "run",
+        [
+            (
+                2,
+                [
+                    good_cka(["dense"], 1.0),
+                    repr_value("dense", "effective_rank", 2.0),
+                    image_value("looks/example_00/input", [b"1", b"1", PNG]),
+                ],
+            )
+        ],
+        ".tfprobe-reference",
+    )
     return d
 
 
@@ -140,11 +178,44 @@ def hostile_client(hostile_logdir):
 
 
 HOSTILE_STRINGS = [
-    "", " ", "0", "-1", "-" + "9" * 30, "9" * 5000, "1e9999", "nan", "inf", "0x10", "1.5", "\x00", "%", "\ud800",
-    "é" * 3000, "../../etc/passwd", "<script>alert(1)</script>", "a" * 100000, "[", "(", "{", "\\",
-    r"(\w+)+!", "(a+)+$", "a{99999999999}", "(?P<x>a)(?P=x)", "(a)\\1", "((((((((((a*)*)*)*)*)*)*)*)*)*)*$",
-    "looks/example_" + "9" * 5000 + "/input", "looks/example_00/input", "looks/example_²/input",
-    "tfprobe/dense/mean", "run", "dense", "mean", "activation", "gradient", "max",
+    "",
+    " ",
+    "0",
+    "-1",
+    "-" + "9" * 30,
+    "9" * 5000,
+    "1e9999",
+    "nan",
+    "inf",
+    "0x10",
+    "1.5",
+    "\x00",
+    "%",
+    "\ud800",
+    "é" * 3000,
+    "../../etc/passwd",
+    "<script>alert(1)</script>",
+    "a" * 100000,
+    "[",
+    "(",
+    "{",
+    "\\",
+    r"(\w+)+!",
+    "(a+)+$",
+    "a{99999999999}",
+    "(?P<x>a)(?P=x)",
+    "(a)\\1",
+    "((((((((((a*)*)*)*)*)*)*)*)*)*)*$",
+    "looks/example_" + "9" * 5000 + "/input",
+    "looks/example_00/input",
+    "looks/example_²/input",
+    "tfprobe/dense/mean",
+    "run",
+    "dense",
+    "mean",
+    "activation",
+    "gradient",
+    "max",
 ]
 ROUTES = {  # route -> the parameters it reads (each is given every hostile value in turn)
     "runs": [],
@@ -155,8 +226,15 @@ ROUTES = {  # route -> the parameters it reads (each is given every hostile valu
     "pooling": ["run", "points"],
     "funnel": ["run", "step"],
     "representations": ["run"],
-    "health": ["run", "points", "dead_layer_fraction", "dead_units_fraction", "saturation_fraction", "std_ratio",
-               "min_std"],
+    "health": [
+        "run",
+        "points",
+        "dead_layer_fraction",
+        "dead_units_fraction",
+        "saturation_fraction",
+        "std_ratio",
+        "min_std",
+    ],
     "looks": ["run"],
     "looks_image": ["run", "tag", "step"],
 }
@@ -182,8 +260,13 @@ def test_no_route_answers_500_or_takes_a_second_on_any_query_string(hostile_clie
         r = hostile_client.get(f"{PREFIX}/{route}?{query}")
         elapsed = time.perf_counter() - start
         slowest = max(slowest, elapsed)
-        assert r.status_code in (200, 400, 404), (route, param, value[:80] if value else value, r.status_code,
-                                                  r.get_data(as_text=True)[:300])
+        assert r.status_code in (200, 400, 404), (
+            route,
+            param,
+            value[:80] if value else value,
+            r.status_code,
+            r.get_data(as_text=True)[:300],
+        )
         assert elapsed < 1.0, (route, param, value[:80] if value else value, elapsed)
         statuses.add(r.status_code)
     assert 500 not in statuses
@@ -192,14 +275,16 @@ def test_no_route_answers_500_or_takes_a_second_on_any_query_string(hostile_clie
 @pytest.mark.parametrize("pattern, name", [("(a+)+$", SLOW_NAME), (r"(\w+)+!", KERAS_NAME)])
 def test_a_backtracking_filter_answers_at_once(hostile_client, pattern, name):
     start = time.perf_counter()
-    r = hostile_client.get(f"{PREFIX}/overview?" + urllib.parse.urlencode({"run": "run", "stat": "mean",
-                                                                          "filter": pattern}))
+    r = hostile_client.get(
+        f"{PREFIX}/overview?" + urllib.parse.urlencode({"run": "run", "stat": "mean", "filter": pattern})
+    )
     assert time.perf_counter() - start < 1.0
     assert r.status_code == 200
     names = [row["name"] for row in r.get_json()["layers"]]
     assert names == []  # neither matches (which is what makes a backtracking engine try every split)
-    r = hostile_client.get(f"{PREFIX}/overview?" + urllib.parse.urlencode({"run": "run", "stat": "mean",
-                                                                          "filter": "(a+)+_1$"}))
+    r = hostile_client.get(
+        f"{PREFIX}/overview?" + urllib.parse.urlencode({"run": "run", "stat": "mean", "filter": "(a+)+_1$"})
+    )
     assert [row["name"] for row in r.get_json()["layers"]] == [SLOW_NAME]
 
 
@@ -227,13 +312,18 @@ def _bad_scalar(tag="tfprobe/bad/mean", plugin=metadata.PLUGIN_NAME, tensor=THRE
 
 FOREIGN_SERIES = {
     "3_byte_statistic": lambda: _bad_scalar(),
-    "7_byte_histogram": lambda: _value("tfprobe/bad/histogram", metadata.HIST_PLUGIN_NAME, SEVEN_BYTES_HIST,
-                                       BAD_CONTENT),
-    "7_byte_gradient_histogram": lambda: _value("tfprobe/bad/grad_histogram", metadata.GRAD_HIST_PLUGIN_NAME,
-                                                SEVEN_BYTES_HIST, BAD_CONTENT),
-    "huge_declared_histogram": lambda: _value("tfprobe/bad/histogram", metadata.HIST_PLUGIN_NAME,
-                                              _tensor(types_pb2.DT_INT64, [2**24, 2**24], int64_val=[1]),
-                                              BAD_CONTENT),
+    "7_byte_histogram": lambda: _value(
+        "tfprobe/bad/histogram", metadata.HIST_PLUGIN_NAME, SEVEN_BYTES_HIST, BAD_CONTENT
+    ),
+    "7_byte_gradient_histogram": lambda: _value(
+        "tfprobe/bad/grad_histogram", metadata.GRAD_HIST_PLUGIN_NAME, SEVEN_BYTES_HIST, BAD_CONTENT
+    ),
+    "huge_declared_histogram": lambda: _value(
+        "tfprobe/bad/histogram",
+        metadata.HIST_PLUGIN_NAME,
+        _tensor(types_pb2.DT_INT64, [2**24, 2**24], int64_val=[1]),
+        BAD_CONTENT,
+    ),
     "3_byte_reference_measure": lambda: _bad_scalar("tfprobe/bad/effective_rank", metadata.REPR_PLUGIN_NAME),
 }
 
@@ -248,8 +338,11 @@ def _foreign_logdir(d, make):
 def test_readers_skip_a_foreign_value_with_one_warning_naming_file_tag_and_step(tmp_path, case):
     bad = _foreign_logdir(tmp_path, FOREIGN_SERIES[case])
     tag = FOREIGN_SERIES[case]().tag
-    for reader in (tfprobe.read_logdir, tfprobe.read_layers,
-                   lambda d, **kw: tfprobe.read_histograms(d, quantity="all", **kw)):
+    for reader in (
+        tfprobe.read_logdir,
+        tfprobe.read_layers,
+        lambda d, **kw: tfprobe.read_histograms(d, quantity="all", **kw),
+    ):
         frame, caught = caught_warnings(reader, tmp_path, progress=False)
         assert "good" in set(frame["layer"]) and "bad" not in set(frame["layer"])
         assert len(caught) == 1, caught
@@ -264,9 +357,16 @@ def test_report_and_routes_survive_a_foreign_value(tmp_path, case, capsys):
         assert cli.main(["report", str(tmp_path)]) == 0
     assert "good" in capsys.readouterr().out
     client = make_client(tmp_path)
-    for route, args in [("overview", {"stat": "mean"}), ("scalars", {"layer": "bad", "stat": "mean"}),
-                        ("histogram", {"layer": "bad"}), ("histogram", {"layer": "bad", "quantity": "gradient"}),
-                        ("representations", {}), ("health", {}), ("layers", {}), ("runs", {})]:
+    for route, args in [
+        ("overview", {"stat": "mean"}),
+        ("scalars", {"layer": "bad", "stat": "mean"}),
+        ("histogram", {"layer": "bad"}),
+        ("histogram", {"layer": "bad", "quantity": "gradient"}),
+        ("representations", {}),
+        ("health", {}),
+        ("layers", {}),
+        ("runs", {}),
+    ]:
         r = client.get(f"{PREFIX}/{route}?" + urllib.parse.urlencode({"run": "run", **args}))
         assert r.status_code in (200, 404), (route, r.status_code, r.get_data(as_text=True)[:300])
 
@@ -282,8 +382,11 @@ FOREIGN_CKA = {
 @pytest.mark.parametrize("case", sorted(FOREIGN_CKA))
 def test_a_foreign_cka_matrix_is_skipped_by_read_cka_and_the_representations_route(tmp_path, case):
     write_windows(tmp_path / "run", ["a", "b"], [1, 2, 3])
-    path = write_events(tmp_path / "run", [(1, [good_cka(["a", "b"], 0.5)]), (2, [FOREIGN_CKA[case]()]),
-                                           (3, [good_cka(["a", "b"], 0.75)])], ".tfprobe-reference")
+    path = write_events(
+        tmp_path / "run",
+        [(1, [good_cka(["a", "b"], 0.5)]), (2, [FOREIGN_CKA[case]()]), (3, [good_cka(["a", "b"], 0.75)])],
+        ".tfprobe-reference",
+    )
     frame, caught = caught_warnings(tfprobe.read_cka, tmp_path)
     assert sorted(set(frame.step)) == [1, 3] and set(frame.cka) == {0.5, 0.75}
     assert len(caught) == 1 and path in caught[0] and repr(metadata.CKA_TAG) in caught[0] and "step 2" in caught[0]
@@ -300,9 +403,20 @@ def test_a_foreign_cka_matrix_is_skipped_by_read_cka_and_the_representations_rou
 def test_a_foreign_looks_image_and_a_huge_example_index(tmp_path):
     write_windows(tmp_path / "run", ["dense"], [1, 2])
     huge = "looks/example_" + "9" * 5000 + "/input"
-    write_events(tmp_path / "run", [(1, [image_value("looks/example_00/input", [b"just one string"]),
-                                         image_value("looks/example_01/input", [b"1", b"1", PNG]),
-                                         image_value(huge, [b"1", b"1", PNG])])], ".tfprobe-looks")
+    write_events(
+        tmp_path / "run",
+        [
+            (
+                1,
+                [
+                    image_value("looks/example_00/input", [b"just one string"]),
+                    image_value("looks/example_01/input", [b"1", b"1", PNG]),
+                    image_value(huge, [b"1", b"1", PNG]),
+                ],
+            )
+        ],
+        ".tfprobe-looks",
+    )
     client = make_client(tmp_path)
     listing = client.get(f"{PREFIX}/looks?run=run")
     assert listing.status_code == 200
@@ -310,7 +424,9 @@ def test_a_foreign_looks_image_and_a_huge_example_index(tmp_path):
     assert images == {"looks/example_00/input": [], "looks/example_01/input": [1]}
     bad = client.get(f"{PREFIX}/looks_image?" + urllib.parse.urlencode({"run": "run", "tag": "looks/example_00/input"}))
     assert bad.status_code == 404
-    good = client.get(f"{PREFIX}/looks_image?" + urllib.parse.urlencode({"run": "run", "tag": "looks/example_01/input"}))
+    good = client.get(
+        f"{PREFIX}/looks_image?" + urllib.parse.urlencode({"run": "run", "tag": "looks/example_01/input"})
+    )
     assert good.status_code == 200 and good.data == PNG
     r = client.get(f"{PREFIX}/looks_image?" + urllib.parse.urlencode({"run": "run", "tag": huge}))
     assert r.status_code == 400 and "`tag` must be a looks image tag" in r.get_data(as_text=True)
@@ -336,11 +452,17 @@ def test_the_typed_layer_checks_before_allocating():
 
 def test_restart_newest_write_wins_in_read_cka_and_the_representations_route(tmp_path):
     write_windows(tmp_path / "run", ["a"], [1, 2, 3, 4])
-    write_events(tmp_path / "run", [(s, [good_cka(["a"], 0.1 * s), repr_value("a", "effective_rank", s)])
-                                    for s in (2, 4)], ".tfprobe-reference")
+    write_events(
+        tmp_path / "run",
+        [(s, [good_cka(["a"], 0.1 * s), repr_value("a", "effective_rank", s)]) for s in (2, 4)],
+        ".tfprobe-reference",
+    )
     time.sleep(0.01)
-    write_events(tmp_path / "run", [(s, [good_cka(["a"], 0.5 + 0.1 * s), repr_value("a", "effective_rank", 10 + s)])
-                                    for s in (3,)], ".tfprobe-reference")
+    write_events(
+        tmp_path / "run",
+        [(s, [good_cka(["a"], 0.5 + 0.1 * s), repr_value("a", "effective_rank", 10 + s)]) for s in (3,)],
+        ".tfprobe-reference",
+    )
     frame, caught = caught_warnings(tfprobe.read_cka, tmp_path)
     assert frame[["step", "cka"]].values.tolist() == [[2, pytest.approx(0.2)], [3, pytest.approx(0.8)]]
     assert any("newest write wins" in m for m in caught) and not any("same time" in m for m in caught)
@@ -352,8 +474,13 @@ def test_restart_newest_write_wins_in_read_cka_and_the_representations_route(tmp
 
 
 def _prediction(example, x):
-    return _value(metadata.looks_tag(example, "predicted_class"), "scalars",
-                  _tensor(types_pb2.DT_FLOAT, [], float_val=[x]), b"", summary_pb2.DATA_CLASS_SCALAR)
+    return _value(
+        metadata.looks_tag(example, "predicted_class"),
+        "scalars",
+        _tensor(types_pb2.DT_FLOAT, [], float_val=[x]),
+        b"",
+        summary_pb2.DATA_CLASS_SCALAR,
+    )
 
 
 def test_restart_newest_write_wins_in_the_looks_route(tmp_path):
@@ -362,8 +489,11 @@ def test_restart_newest_write_wins_in_the_looks_route(tmp_path):
     first image of each step and says nothing of the rest, see docs/limitations.md.)"""
     write_windows(tmp_path / "run", ["a"], [1, 2, 3])
     tag = "looks/example_00/gradcam/conv"
-    write_events(tmp_path / "run", [(s, [image_value(tag, [b"1", b"1", PNG]), _prediction(0, s)]) for s in (1, 2, 3)],
-                 ".tfprobe-looks")
+    write_events(
+        tmp_path / "run",
+        [(s, [image_value(tag, [b"1", b"1", PNG]), _prediction(0, s)]) for s in (1, 2, 3)],
+        ".tfprobe-looks",
+    )
     time.sleep(0.01)
     write_events(tmp_path / "run", [(2, [image_value(tag, [b"1", b"1", PNG]), _prediction(0, 7)])], ".tfprobe-looks")
     body = make_client(tmp_path).get(f"{PREFIX}/looks?run=run").get_json()
@@ -509,23 +639,31 @@ def test_a_real_tensorboard_server_flags_crc_failures_and_survives_hostile_filte
         for pattern in (r"(\w+)+!", "(a+)+$", "a{99999999999}", "a" * 300):
             start = time.perf_counter()
             try:
-                status, _ = http_get(f"{tb.base}{PREFIX}/overview?" + urllib.parse.urlencode(
-                    {"run": "damaged", "stat": "mean", "filter": pattern}))
+                status, _ = http_get(
+                    f"{tb.base}{PREFIX}/overview?"
+                    + urllib.parse.urlencode({"run": "damaged", "stat": "mean", "filter": pattern})
+                )
             except urllib.error.HTTPError as e:
                 status = e.code
             assert status in (200, 400) and time.perf_counter() - start < 1.0, (pattern, status)
-        shown = tb.wait_until(lambda b: len(b["series"]["mean"].get("damaged", [])) == 3, timeout=30,
-                              route=f"{PREFIX}/scalars?run=damaged&layer=x&stat=mean")["series"]["mean"]["damaged"]
+        shown = tb.wait_until(
+            lambda b: len(b["series"]["mean"].get("damaged", [])) == 3,
+            timeout=30,
+            route=f"{PREFIX}/scalars?run=damaged&layer=x&stat=mean",
+        )["series"]["mean"]["damaged"]
     long, _ = caught_warnings(tfprobe.read_logdir, tmp_path, progress=False)
     assert long[(long.run == "damaged") & (long.stat == "mean") & (long.layer == "x")].step.tolist() == [1]
     # what TensorBoard shows beyond the readers (written to the docs): the damaged record, its value changed
     assert [s for s, _ in shown] == [1, 2, 3] and shown[1][1] != 2.25
 
 
-@pytest.mark.parametrize("case, route, args", [
-    ("7_byte_histogram", "histogram", {"layer": "bad"}),
-    ("3_byte_statistic", "scalars", {"layer": "bad", "stat": "mean"}),
-])
+@pytest.mark.parametrize(
+    "case, route, args",
+    [
+        ("7_byte_histogram", "histogram", {"layer": "bad"}),
+        ("3_byte_statistic", "scalars", {"layer": "bad", "stat": "mean"}),
+    ],
+)
 def test_a_route_logs_the_file_and_step_of_a_value_tensorboard_cannot_decode(tmp_path, caplog, case, route, args):
     bad = _foreign_logdir(tmp_path, FOREIGN_SERIES[case])
     if route == "histogram":  # a series needs a statistic to be listed

@@ -31,7 +31,9 @@ def served(tmp_path_factory):
     (x, y), _ = bug.load_data(0)
     for run, deviation in (("dying_relu", bug.RUNS["dying_relu"]), ("healthy", {})):
         keras.utils.set_random_seed(0)
-        probe = tfprobe.LayerProbe(root / run, record_freq=1, log_freq=5, histogram_freq=0, gradients=True, alerts=False)
+        probe = tfprobe.LayerProbe(
+            root / run, record_freq=1, log_freq=5, histogram_freq=0, gradients=True, alerts=False
+        )
         bug.build_model(**deviation).fit(x, y, batch_size=64, epochs=1, verbose=0, callbacks=[probe])
     expected = tfprobe.incidents(root)
     with tensorboard_server(root) as tb:
@@ -44,8 +46,9 @@ def test_incidents_route_is_tfprobe_incidents(served):
     status, body = http_get(tb.base + "/data/plugin/tfprobe/incidents?run=dying_relu&run=healthy")
     got = json.loads(body)
     assert status == 200 and len(expected) == 1
-    assert [(i["run"], i["root_layer"], i["root_kind"], i["first_step"], i["findings"]) for i in got["incidents"]] == \
-        [(r.run, r.root_layer, r.root_kind, r.first_step, r.findings) for r in expected.itertuples()]
+    assert [(i["run"], i["root_layer"], i["root_kind"], i["first_step"], i["findings"]) for i in got["incidents"]] == [
+        (r.run, r.root_layer, r.root_kind, r.first_step, r.findings) for r in expected.itertuples()
+    ]
     assert sum(f["incident"] == 1 for f in got["findings"]) == expected.findings[0]
     with pytest.raises(urllib.error.HTTPError) as e:
         http_get(tb.base + "/data/plugin/tfprobe/incidents")
@@ -63,7 +66,8 @@ def test_health_opens_with_incidents_and_overview_marks_the_root(page, served):
     # the Overview: the root layer of the dying-ReLU run is marked, nothing in the healthy run
     frame.locator("#overview .heatmap-label.root-cause").first.wait_for(timeout=TIMEOUT)
     roots = frame.locator("#overview .heatmap-label.root-cause").evaluate_all(
-        "(els) => els.map((e) => [e.closest('section').dataset.run, e.dataset.name, e.dataset.root])")
+        "(els) => els.map((e) => [e.closest('section').dataset.run, e.dataset.name, e.dataset.root])"
+    )
     assert roots == [["dying_relu", "hidden2", "error"]]
     page.screenshot(path=os.path.join(artifacts_dir(), "browser_incidents_overview.png"))
 

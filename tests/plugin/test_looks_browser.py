@@ -26,9 +26,15 @@ STEPS = [10, 20, 30]
 
 def write_looks(path):
     keras.utils.set_random_seed(0)
-    model = keras.Sequential([keras.Input((12, 12, 1)), keras.layers.Conv2D(4, 3, activation="relu", name="conv1"),
-                              keras.layers.Conv2D(6, 3, activation="relu", name="conv2"),
-                              keras.layers.GlobalAveragePooling2D(), keras.layers.Dense(3, activation="softmax")])
+    model = keras.Sequential(
+        [
+            keras.Input((12, 12, 1)),
+            keras.layers.Conv2D(4, 3, activation="relu", name="conv1"),
+            keras.layers.Conv2D(6, 3, activation="relu", name="conv2"),
+            keras.layers.GlobalAveragePooling2D(),
+            keras.layers.Dense(3, activation="softmax"),
+        ]
+    )
     rng = np.random.default_rng(0)
     reference = ReferenceData((rng.random((3, 12, 12, 1), dtype=np.float32), np.array([0, 1, 2])))
     looks = LooksAnalysis(path, examples=3)
@@ -41,8 +47,10 @@ def write_looks(path):
 @pytest.fixture(scope="module")
 def server(tmp_path_factory):
     root = tmp_path_factory.mktemp("looks_logs")
-    layers = [("conv1", "Conv2D", "activation", [None, 10, 10, 4], None),
-              ("conv2", "Conv2D", "activation", [None, 8, 8, 6], None)]
+    layers = [
+        ("conv1", "Conv2D", "activation", [None, 10, 10, 4], None),
+        ("conv2", "Conv2D", "activation", [None, 8, 8, 6], None),
+    ]
     synthetic.write_run(root / "train", layers, STEPS)
     synthetic.write_run(root / "plain", layers, STEPS)
     write_looks(root / "train")
@@ -70,8 +78,9 @@ def test_looks_routes_list_the_images_and_serve_png(server):
     tag = metadata.looks_tag(1, "gradcam", "conv2")
     pngs = [get(server, "looks_image", run="train", tag=tag, step=s) for s in (10, 25, 30)]
     assert all(status == 200 and png.startswith(b"\x89PNG") for status, png in pngs)
-    assert pngs[0][1] != pngs[2][1] and pngs[1][1] == get(server, "looks_image", run="train", tag=tag,
-                                                          step=20)[1]  # the newest at or before step 25
+    assert (
+        pngs[0][1] != pngs[2][1] and pngs[1][1] == get(server, "looks_image", run="train", tag=tag, step=20)[1]
+    )  # the newest at or before step 25
     status, _ = get(server, "looks_image", run="train", tag=metadata.looks_tag(0, "input"), step=30)
     assert status == 200  # the input is written once, at the first step
     for params, code, message in [
@@ -112,6 +121,6 @@ def test_looks_view_images_load_and_the_slider_changes_them(server, page):
     wait_loaded()
     features = run.locator("img.looks-features").get_attribute("src")
     assert "example_02%2Ffeatures%2Fconv1" in features and "step=10" in features
-    assert frame.locator('#looks .hint').filter(has_text="No looks images in this run").count() == 1  # plain
+    assert frame.locator("#looks .hint").filter(has_text="No looks images in this run").count() == 1  # plain
     shot(page, "looks")
     assert page.errors == [] and console == []

@@ -63,8 +63,12 @@ def test_runs_lists_only_runs_with_tfprobe_data(client):
     names = [r["name"] for r in body["runs"]]
     assert names == sorted([synthetic.RUN_TRAIN, synthetic.RUN_EVAL, synthetic.RUN_XSS])  # omitted: RUN_OTHER
     train = next(r for r in body["runs"] if r["name"] == synthetic.RUN_TRAIN)
-    assert train == {"name": synthetic.RUN_TRAIN, "layers": len(synthetic.TRAIN_LAYERS), "max_step": synthetic.STEPS[-1],
-                     "warnings": []}
+    assert train == {
+        "name": synthetic.RUN_TRAIN,
+        "layers": len(synthetic.TRAIN_LAYERS),
+        "max_step": synthetic.STEPS[-1],
+        "warnings": [],
+    }
     assert body["stats"] == list(metadata.STATS)
     assert body["default_stat"] == "zero_fraction"
 
@@ -78,7 +82,9 @@ def test_layers_in_model_order_with_metadata(client):
     assert conv["stats"] == list(metadata.ACTIVATION_STATS)
     pool = train[1]
     assert pool["kind"] == "pooling" and set(metadata.POOLING_STATS) <= set(pool["stats"])
-    assert [l["name"] for l in body["runs"][synthetic.RUN_EVAL]["layers"]] == [n for n, *_ in synthetic.TRAIN_LAYERS[:3]]
+    assert [l["name"] for l in body["runs"][synthetic.RUN_EVAL]["layers"]] == [
+        n for n, *_ in synthetic.TRAIN_LAYERS[:3]
+    ]
 
 
 def test_plugins_listing_and_entry(client):
@@ -145,14 +151,18 @@ def test_overview_reads_a_large_run_a_few_tags_at_a_time(provider, monkeypatch, 
     """At most `READ_BUDGET` points a data-provider read: the same answer in one read per tag."""
     from tensorboard_plugin_tfprobe.queries import common
 
-    whole = queries.overview(queries.Source(provider, tb_context.RequestContext(), ""), synthetic.RUN_TRAIN, "std",
-                             columns=10, agg=agg)
+    whole = queries.overview(
+        queries.Source(provider, tb_context.RequestContext(), ""), synthetic.RUN_TRAIN, "std", columns=10, agg=agg
+    )
     monkeypatch.setattr(common, "READ_BUDGET", 30 if agg == "max" else 10)  # 10 columns x 4 (OVERSAMPLE) for max
     counting = CountingProvider(provider)
-    body = queries.overview(queries.Source(counting, tb_context.RequestContext(), ""), synthetic.RUN_TRAIN, "std",
-                            columns=10, agg=agg)
+    body = queries.overview(
+        queries.Source(counting, tb_context.RequestContext(), ""), synthetic.RUN_TRAIN, "std", columns=10, agg=agg
+    )
     assert json.dumps(body) == json.dumps(whole) and len(body["layers"]) == len(synthetic.TRAIN_LAYERS)  # NaN too
-    assert sorted(map(tuple, counting.scalar_reads)) == sorted((metadata.tag_for(n, "std"),) for n, *_ in synthetic.TRAIN_LAYERS)
+    assert sorted(map(tuple, counting.scalar_reads)) == sorted(
+        (metadata.tag_for(n, "std"),) for n, *_ in synthetic.TRAIN_LAYERS
+    )
 
 
 def test_overview_pooling_stat_only_has_pooling_rows(source):
@@ -166,9 +176,14 @@ def test_overview_filter_and_hide_leave_layers_out_before_reading(provider):
     body = queries.overview(src, synthetic.RUN_TRAIN, "std", columns=10, filter="CONV|dense|relu", hide=["dense"])
     assert [r["name"] for r in body["layers"]] == ["conv2d", "backbone/conv1", "dead_relu"]
     assert body["total_layers"] == len(synthetic.TRAIN_LAYERS)
-    assert counting.scalar_reads == [sorted(metadata.tag_for(n, "std") for n in ("conv2d", "backbone/conv1", "dead_relu"))]
+    assert counting.scalar_reads == [
+        sorted(metadata.tag_for(n, "std") for n in ("conv2d", "backbone/conv1", "dead_relu"))
+    ]
     assert [(r["category"], r["block"]) for r in body["layers"]] == [
-        ("convolution", "model"), ("convolution", "backbone"), ("activation", "model")]
+        ("convolution", "model"),
+        ("convolution", "backbone"),
+        ("activation", "model"),
+    ]
     nothing = queries.overview(src, synthetic.RUN_TRAIN, "std", columns=10, filter="^zzz$")
     assert nothing["layers"] == [] and nothing["steps"] == [] and nothing["total_layers"] == len(synthetic.TRAIN_LAYERS)
 
@@ -176,7 +191,9 @@ def test_overview_filter_and_hide_leave_layers_out_before_reading(provider):
 def test_overview_filter_params_through_the_route(client):
     query = urllib.parse.urlencode({"run": synthetic.RUN_TRAIN, "hide": ["pooling", "other"]}, doseq=True)
     body = client.get(f"{PREFIX}/overview?{query}").get_json()
-    assert "max_pooling2d" not in [r["name"] for r in body["layers"]] and "split:1" not in [r["name"] for r in body["layers"]]
+    assert "max_pooling2d" not in [r["name"] for r in body["layers"]] and "split:1" not in [
+        r["name"] for r in body["layers"]
+    ]
     assert len(body["layers"]) == len(synthetic.TRAIN_LAYERS) - 2
 
 
@@ -188,7 +205,15 @@ def test_runs_serve_the_category_table_and_layers_their_arrangement(client):
     assert {c["name"]: tuple(c["classes"]) for c in table}["normalization"] == layout.CATEGORY_CLASSES["normalization"]
     train = get_json(client, "layers", run=synthetic.RUN_TRAIN)["runs"][synthetic.RUN_TRAIN]["layers"]
     assert [l["category"] for l in train] == [
-        "convolution", "pooling", "convolution", "other", "dense", "activation", "dense", "dense"]
+        "convolution",
+        "pooling",
+        "convolution",
+        "other",
+        "dense",
+        "activation",
+        "dense",
+        "dense",
+    ]
     assert [l["block"] for l in train] == ["model", "model", "backbone"] + ["model"] * 5
     assert {l["depth"] for l in train} == {None}  # these logs carry no `inputs`
 
@@ -219,7 +244,9 @@ def test_scalars_special_layer_names(client, layer):
 
 
 def test_scalars_overlay_runs_and_downsample(client):
-    body = get_json(client, "scalars", run=[synthetic.RUN_TRAIN, synthetic.RUN_EVAL], layer="conv2d", stat="std", points=5)
+    body = get_json(
+        client, "scalars", run=[synthetic.RUN_TRAIN, synthetic.RUN_EVAL], layer="conv2d", stat="std", points=5
+    )
     series = body["series"]["std"]
     assert set(series) == {synthetic.RUN_TRAIN, synthetic.RUN_EVAL}
     assert len(series[synthetic.RUN_EVAL]) == 5 and series[synthetic.RUN_EVAL][-1] == [200, 3.0]
@@ -259,8 +286,13 @@ def test_gradient_histogram_next_to_the_activation_one(tmp_path):
     grad = np.zeros(metadata.NUM_BUCKETS, np.int64)
     for step in (5, 10):
         grad[metadata.HIST_ZERO_BUCKET - 12 : metadata.HIST_ZERO_BUCKET - 9] = [step, 2 * step, 3]
-        writer.write_window(step, infos, {n: {"mean": 1.0, "grad_rms": 0.1} for n in infos},
-                            {n: synthetic.hist_for(step) for n in infos}, grad_histograms={"h": grad})
+        writer.write_window(
+            step,
+            infos,
+            {n: {"mean": 1.0, "grad_rms": 0.1} for n in infos},
+            {n: synthetic.hist_for(step) for n in infos},
+            grad_histograms={"h": grad},
+        )
     writer.close()
     client = make_client(make_provider(tmp_path))
     layers = {l["name"]: l for l in get_json(client, "layers", run="run")["runs"]["run"]["layers"]}
@@ -270,8 +302,10 @@ def test_gradient_histogram_next_to_the_activation_one(tmp_path):
     assert body["first_bucket"] == metadata.HIST_ZERO_BUCKET - 12 and body["counts"] == [[5, 10, 3], [10, 20, 3]]
     assert body["buckets"] == [list(metadata.histogram_buckets()[metadata.HIST_ZERO_BUCKET - 12 + k]) for k in range(3)]
     activation = get_json(client, "histogram", run="run", layer="h")  # the default: unchanged
-    assert activation["quantity"] == "activation" and activation["counts"][1][0] == synthetic.hist_for(10)[
-        activation["first_bucket"]]
+    assert (
+        activation["quantity"] == "activation"
+        and activation["counts"][1][0] == synthetic.hist_for(10)[activation["first_bucket"]]
+    )
     assert get_json(client, "histogram", run="run", layer="out", quantity="gradient")["steps"] == []
 
 
@@ -301,12 +335,17 @@ def test_funnel_at_a_step(client):
 
 def test_funnel_follows_the_model_graph(tmp_path):
     """A pooling layer on a side branch does not reduce the mass kept on the main path (`inputs`)."""
+
     def info(order, name, kind="activation", inputs=()):
         return {**synthetic.info_for(order, name, kind=kind, shape=[None, 8]), "inputs": list(inputs)}
 
-    infos = {"stem": info(0, "stem"), "side_pool": info(1, "side_pool", "pooling", ["stem"]),
-             "main": info(2, "main", inputs=["stem"]), "main_pool": info(3, "main_pool", "pooling", ["main"]),
-             "merge": info(4, "merge", inputs=["main_pool", "side_pool"])}
+    infos = {
+        "stem": info(0, "stem"),
+        "side_pool": info(1, "side_pool", "pooling", ["stem"]),
+        "main": info(2, "main", inputs=["stem"]),
+        "main_pool": info(3, "main_pool", "pooling", ["main"]),
+        "merge": info(4, "merge", inputs=["main_pool", "side_pool"]),
+    }
     stats = {n: {"mean": 1.0} for n in infos}
     stats["side_pool"].update(size_ratio=0.25, mass_retention=0.1, energy_retention=0.1)
     stats["main_pool"].update(size_ratio=0.25, mass_retention=0.5, energy_retention=0.5)
@@ -336,14 +375,28 @@ def _health_stats(step, name):
     """Every kind of value the statistics frame must keep apart (as `diagnose` pivots the long frame): NaN and
     Inf, a statistic missing at some steps, a NaN `update_ratio` with and without a broken weight norm, a
     statistic that is NaN everywhere, a window with no value; a dead layer and an exploding one."""
-    s = {"mean": 0.1 * step, "std": (1e4 if name == "boom" and step > 5 else 1.0) + step, "min": -1.0,
-         "zero_fraction": 0.995 if name == "dead" and step > 6 else 0.1, "near_zero_fraction": 0.2,
-         "nan_count": 3.0 if (name == "b" and step == 4) else 0.0, "inf_count": np.inf if step == 5 else 0.0,
-         "saturation_fraction": np.nan, "dead_unit_fraction": 0.0}
+    s = {
+        "mean": 0.1 * step,
+        "std": (1e4 if name == "boom" and step > 5 else 1.0) + step,
+        "min": -1.0,
+        "zero_fraction": 0.995 if name == "dead" and step > 6 else 0.1,
+        "near_zero_fraction": 0.2,
+        "nan_count": 3.0 if (name == "b" and step == 4) else 0.0,
+        "inf_count": np.inf if step == 5 else 0.0,
+        "saturation_fraction": np.nan,
+        "dead_unit_fraction": 0.0,
+    }
     if name in ("a", "b", "boom"):  # NaN update ratios: `a` no optimizer updated, `b`'s weights break, `boom`'s
-        s.update({"weight_norm": np.nan if name == "b" and step >= 7 else 2.0,  # update applied a gradient
-                  "update_ratio": np.nan if (step in (3, 7, 8) and name != "boom") or (name, step) == ("boom", 4)
-                  else 1e-3, "weight_grad_norm": 0.0 if name == "a" else 0.5, "grad_rms": 1e-2 * step})
+        s.update(
+            {
+                "weight_norm": np.nan if name == "b" and step >= 7 else 2.0,  # update applied a gradient
+                "update_ratio": np.nan
+                if (step in (3, 7, 8) and name != "boom") or (name, step) == ("boom", 4)
+                else 1e-3,
+                "weight_grad_norm": 0.0 if name == "a" else 0.5,
+                "grad_rms": 1e-2 * step,
+            }
+        )
     if step % 3 == 0:
         s.pop("std")
     if name == "b" and step == 2:
@@ -361,9 +414,16 @@ def test_health_reads_what_diagnose_reads_a_few_series_at_a_time(tmp_path):
 
     names = ("a", "b", "dead", "boom")
     for run, steps in (("r1", range(1, 13)), ("r0", range(2, 30, 3))):
-        infos = {n: {**synthetic.info_for(i, n, "ReLU" if n == "dead" else "Dense", shape=[None, 8]),
-                     "inputs": [names[i - 1]] if i else []} for i, n in enumerate(names)}
-        synthetic.write_windows(tmp_path / run, infos, ((s, {n: _health_stats(s, n) for n in names}, {}) for s in steps))
+        infos = {
+            n: {
+                **synthetic.info_for(i, n, "ReLU" if n == "dead" else "Dense", shape=[None, 8]),
+                "inputs": [names[i - 1]] if i else [],
+            }
+            for i, n in enumerate(names)
+        }
+        synthetic.write_windows(
+            tmp_path / run, infos, ((s, {n: _health_stats(s, n) for n in names}, {}) for s in steps)
+        )
     long, layers = tfprobe.read_logdir(tmp_path, progress=False), tfprobe.read_layers(tmp_path, progress=False)
     expected = findings.context(long, layers).wide.reset_index(drop=True)
     flagged = expected.loc[expected["nonfinite_update_ratio"] > 0, "layer"].tolist()
@@ -371,8 +431,10 @@ def test_health_reads_what_diagnose_reads_a_few_series_at_a_time(tmp_path):
     provider = CountingProvider(make_provider(tmp_path))
     src = queries.Source(provider, tb_context.RequestContext(), "")
     found = queries.list_series(src, ["r0", "r1"])
-    tags = {run: sum(len([s for s in findings.REQUIRED_STATS if s in info["stats"]]) for info in series.values())
-            for run, series in found.items()}
+    tags = {
+        run: sum(len([s for s in findings.REQUIRED_STATS if s in info["stats"]]) for info in series.values())
+        for run, series in found.items()
+    }
     for budget in (1, 700, 10**6):  # one tag a read, 7 tags a read, a run a read
         provider.scalar_reads.clear()
         frame, layer_frame = queries.diagnose_frames(src, found, points=100, budget=budget)
@@ -635,8 +697,10 @@ def test_overview_scale(tmp_path):
     by benchmarks/dashboard.py; the Python provider used here converts every point
     before downsampling and is much slower."""
     writer = WindowWriter(str(tmp_path / "big"))
-    infos = {f"layer_{i:03d}": {"series": f"layer_{i:03d}", "layer": f"layer_{i:03d}", "class": "Dense", "order": i}
-             for i in range(100)}
+    infos = {
+        f"layer_{i:03d}": {"series": f"layer_{i:03d}", "layer": f"layer_{i:03d}", "class": "Dense", "order": i}
+        for i in range(100)
+    }
     rng = np.random.default_rng(0)
     for step in range(1, 1201):
         vals = rng.random(100)
@@ -671,8 +735,12 @@ def test_plugin_doctests_are_collected():
     cfg.read(os.path.join(repo, "setup.cfg"))
     testpaths = [os.path.join(repo, p) for p in cfg["tool:pytest"]["testpaths"].split()]
     package = os.path.dirname(os.path.abspath(plugin_module.__file__))
-    with_doctests = [os.path.join(d, f) for d, _, files in os.walk(package) for f in sorted(files)
-                     if f.endswith(".py") and ">>> " in open(os.path.join(d, f)).read()]
+    with_doctests = [
+        os.path.join(d, f)
+        for d, _, files in os.walk(package)
+        for f in sorted(files)
+        if f.endswith(".py") and ">>> " in open(os.path.join(d, f)).read()
+    ]
     assert len(with_doctests) >= 3  # plugin.py, queries/common.py, queries/overview.py, ...
     for path in with_doctests:
         assert any(os.path.commonpath([path, t]) == t for t in testpaths), (path, testpaths)
@@ -690,9 +758,13 @@ def test_fix_flags_defaults_and_user_values_win():
     flags = _Flags({})
     loader_module.TfprobeLoader().fix_flags(flags)
     hist = loader_module.HIST_DEFAULT_SAMPLES
-    assert flags.samples_per_plugin == {metadata.PLUGIN_NAME: 0, metadata.HIST_PLUGIN_NAME: hist,
-                                        metadata.GRAD_HIST_PLUGIN_NAME: hist, metadata.REPR_PLUGIN_NAME: 0,
-                                        metadata.CKA_PLUGIN_NAME: 0}
+    assert flags.samples_per_plugin == {
+        metadata.PLUGIN_NAME: 0,
+        metadata.HIST_PLUGIN_NAME: hist,
+        metadata.GRAD_HIST_PLUGIN_NAME: hist,
+        metadata.REPR_PLUGIN_NAME: 0,
+        metadata.CKA_PLUGIN_NAME: 0,
+    }
     flags = _Flags({metadata.PLUGIN_NAME: 50, "scalars": 7})
     loader_module.TfprobeLoader().fix_flags(flags)
     assert flags.samples_per_plugin[metadata.PLUGIN_NAME] == 50 and flags.samples_per_plugin["scalars"] == 7

@@ -54,8 +54,9 @@ RECORDED_LAYERS = ["conv2d", "max_pooling2d", "flatten", "dense", "head"]  # the
 def _write_recorder_run(path):
     """Real LayerProbe logs of the model above; fails the tests (never falls back) if recording fails."""
     try:
-        proc = subprocess.run([sys.executable, "-c", _RECORDER_SCRIPT, str(path)], timeout=300,
-                              capture_output=True, text=True)
+        proc = subprocess.run(
+            [sys.executable, "-c", _RECORDER_SCRIPT, str(path)], timeout=300, capture_output=True, text=True
+        )
     except (subprocess.SubprocessError, OSError) as e:
         pytest.fail(f"the real recorder could not run: {e!r}", pytrace=False)
     if proc.returncode != 0:
@@ -287,8 +288,14 @@ def deep_layers():
         for b in range(1, blocks + 1):
             p = f"conv{stage}_block{b}_"
             y = x
-            for part, cls in (("0_bn", "BatchNormalization"), ("0_relu", "Activation"), ("1_conv", "Conv2D"),
-                              ("1_bn", "BatchNormalization"), ("1_relu", "Activation"), ("2_conv", "Conv2D")):
+            for part, cls in (
+                ("0_bn", "BatchNormalization"),
+                ("0_relu", "Activation"),
+                ("1_conv", "Conv2D"),
+                ("1_bn", "BatchNormalization"),
+                ("1_relu", "Activation"),
+                ("2_conv", "Conv2D"),
+            ):
                 y = add(p + part, cls, [y])
             x = add(p + "concat", "Concatenate", [x, y])
         if stage < 5:
@@ -309,8 +316,10 @@ def deep(tmp_path_factory):
 
     root = tmp_path_factory.mktemp("deep_logs")
     layers = deep_layers()
-    infos = {name: dict(synthetic.info_for(i, name, cls, kind, [None, 8, 8, 4], bounds), inputs=inputs)
-             for i, (name, cls, kind, bounds, inputs) in enumerate(layers)}
+    infos = {
+        name: dict(synthetic.info_for(i, name, cls, kind, [None, 8, 8, 4], bounds), inputs=inputs)
+        for i, (name, cls, kind, bounds, inputs) in enumerate(layers)
+    }
     steps = list(range(10, 301, 10))
 
     def window(step):
@@ -321,13 +330,20 @@ def deep(tmp_path_factory):
 
     synthetic.write_windows(root / DEEP_RUN, infos, ((s, window(s), {}) for s in steps))
     # a ResNet block, whose projection shortcut comes after the main branch in model order
-    resnet = {name: dict(synthetic.info_for(i, name, cls), inputs=inputs)
-              for i, (name, cls, inputs) in enumerate(RESNET_BLOCK)}
-    synthetic.write_windows(root / "resnet", resnet, (
-        (s, {name: synthetic.stats_for(name, "activation", s) for name in resnet}, {}) for s in steps))
+    resnet = {
+        name: dict(synthetic.info_for(i, name, cls), inputs=inputs)
+        for i, (name, cls, inputs) in enumerate(RESNET_BLOCK)
+    }
+    synthetic.write_windows(
+        root / "resnet",
+        resnet,
+        ((s, {name: synthetic.stats_for(name, "activation", s) for name in resnet}, {}) for s in steps),
+    )
     findings = tfprobe.diagnose(tfprobe.read_logdir(root), tfprobe.read_layers(root))
     with tensorboard_server(root) as tb:
-        tb.wait_until(lambda b: [(r["name"], r["max_step"]) for r in b["runs"]] == [(DEEP_RUN, steps[-1]), ("resnet", steps[-1])])
+        tb.wait_until(
+            lambda b: [(r["name"], r["max_step"]) for r in b["runs"]] == [(DEEP_RUN, steps[-1]), ("resnet", steps[-1])]
+        )
         yield tb, layers, findings
 
 
@@ -357,7 +373,8 @@ def label_metrics(frame):
              const room = e.clientWidth - parseFloat(cs.paddingLeft) - parseFloat(cs.paddingRight);
              return {size: parseFloat(cs.fontSize), cut: ctx.measureText(e.textContent).width > room + 0.5,
                      hidden: e.parentElement.classList.contains('hidden-labels')};
-           })""")
+           })"""
+    )
 
 
 def test_deep_filter_leaves_only_matching_rows_with_readable_labels(page, deep):
@@ -371,8 +388,12 @@ def test_deep_filter_leaves_only_matching_rows_with_readable_labels(page, deep):
     expected = [n for n, *_ in layers if re.search("conv4_block[4-6]_", n, re.I)]
     assert labels(frame) == expected and len(expected) == 21
     assert frame.locator(f"#overview section[data-run={DEEP_RUN}] .heatmap-label.block-row").all_text_contents() == [
-        f"▾ conv4_block{b} (7)" for b in (4, 5, 6)]
-    assert frame.locator("#overview .heatmap-label[data-name=conv4_block5_2_conv]").get_attribute("data-severity") == "error"
+        f"▾ conv4_block{b} (7)" for b in (4, 5, 6)
+    ]
+    assert (
+        frame.locator("#overview .heatmap-label[data-name=conv4_block5_2_conv]").get_attribute("data-severity")
+        == "error"
+    )
     metrics = label_metrics(frame)
     assert all(m["size"] >= 11 and not m["cut"] and not m["hidden"] for m in metrics), metrics
     shot(page, "deep_filter")
@@ -402,7 +423,10 @@ def test_deep_hiding_normalisation_and_collapsing_blocks(page, deep):
     # a block row expands on click; a layer row still opens Layer detail
     frame.locator("#overview .heatmap-label.block-row", has_text="conv3_block2 ").click()
     frame.locator("body[data-findings=ready]").wait_for(timeout=TIMEOUT)
-    assert frame.locator("#overview .heatmap-label.block-row[data-name=conv3_block2]").get_attribute("data-severity") == "error"
+    assert (
+        frame.locator("#overview .heatmap-label.block-row[data-name=conv3_block2]").get_attribute("data-severity")
+        == "error"
+    )
     shot(page, "deep_blocks")
     frame.locator("#overview .heatmap-label[data-name=conv3_block2_1_relu]").click()
     frame.locator("body[data-view=layer][data-status=ready]").wait_for(timeout=TIMEOUT)
@@ -420,8 +444,9 @@ def test_deep_marked_rows_equal_diagnose_findings(page, deep):
         if f["layer"] not in expected or rank[f["severity"]] < rank[expected[f["layer"]]]:
             expected[f["layer"]] = f["severity"]
     assert set(DEEP_FAULTS) | set(DEAD_UNITS) <= set(expected)  # the planted faults are found
-    marked = frame.locator(f"#overview section[data-run={DEEP_RUN}] .heatmap-label[data-severity]:not(.block-row)").evaluate_all(
-        "(els) => Object.fromEntries(els.map((e) => [e.dataset.name, e.dataset.severity]))")
+    marked = frame.locator(
+        f"#overview section[data-run={DEEP_RUN}] .heatmap-label[data-severity]:not(.block-row)"
+    ).evaluate_all("(els) => Object.fromEntries(els.map((e) => [e.dataset.name, e.dataset.severity]))")
     assert marked == expected
     frame.locator("#findings-only").check()
     frame.locator(".filter-note").first.wait_for(timeout=TIMEOUT)
@@ -451,7 +476,12 @@ def test_deep_state_survives_a_reload(page, deep):
     before = labels(frame, layers_only=False)
     assert "conv5_block3" in before and "conv5_block3_1_conv" not in before
     assert [n for n in before if n.startswith("conv5_block1_")] == [
-        "conv5_block1_0_bn", "conv5_block1_1_conv", "conv5_block1_1_bn", "conv5_block1_2_conv", "conv5_block1_concat"]
+        "conv5_block1_0_bn",
+        "conv5_block1_1_conv",
+        "conv5_block1_1_bn",
+        "conv5_block1_2_conv",
+        "conv5_block1_concat",
+    ]
     page.reload()
     frame = page.frame_locator(IFRAME)
     frame.locator("body[data-status=ready]").wait_for(timeout=TIMEOUT)
@@ -468,8 +498,15 @@ def test_deep_sort_by_depth_and_by_statistic(page, deep):
     model_order = [n for n, *_ in RESNET_BLOCK]
     assert labels(frame, run="resnet") == model_order
     frame.locator("#sort-select").select_option("depth")  # the longest path from the input, through `inputs`
-    assert labels(frame, run="resnet") == ["pool1", "conv2_block1_1_conv", "conv2_block1_0_conv", "conv2_block1_1_relu",
-                                           "conv2_block1_2_conv", "conv2_block1_add", "conv2_block1_out"]
+    assert labels(frame, run="resnet") == [
+        "pool1",
+        "conv2_block1_1_conv",
+        "conv2_block1_0_conv",
+        "conv2_block1_1_relu",
+        "conv2_block1_2_conv",
+        "conv2_block1_add",
+        "conv2_block1_out",
+    ]
     frame.locator("#layer-filter").fill("^conv2_block1_")
     frame.locator("#sort-select").select_option("stat")  # zero_fraction, highest first
     names = labels(frame)

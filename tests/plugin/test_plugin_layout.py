@@ -11,28 +11,55 @@ from tensorboard_plugin_tfprobe import layout
 
 # application -> (input shape, expected blocks in model order, spot checks {layer: block})
 APPLICATIONS = {
-    "MobileNetV2": ((32, 32, 3), ["stem", "expanded_conv"] + [f"block_{i}" for i in range(1, 17)] + ["head"],
-                    {"Conv1": "stem", "block_3_depthwise_BN": "block_3", "block_4_add": "block_4", "predictions": "head"}),
-    "ResNet50": ((32, 32, 3), ["conv1", "pool1"] + [f"conv{s}_block{b}" for s, n in ((2, 3), (3, 4), (4, 6), (5, 3))
-                                                   for b in range(1, n + 1)] + ["head"],
-                 {"conv1_pad": "conv1", "conv2_block1_0_conv": "conv2_block1", "conv4_block6_out": "conv4_block6",
-                  "avg_pool": "head"}),
-    "DenseNet121": ((32, 32, 3), ["stem", "conv1", "pool1"] + [
-        blk for s, n in ((2, 6), (3, 12), (4, 24), (5, 16))
-        for blk in [f"conv{s}_block{b}" for b in range(1, n + 1)] + ([f"pool{s}"] if s < 5 else [])] + ["head"],
-                    {"zero_padding2d": "stem", "pool2_conv": "pool2", "conv3_block12_concat": "conv3_block12",
-                     "bn": "head"}),
-    "EfficientNetB0": ((32, 32, 3), ["stem"] + [f"block{s}{c}" for s, n in ((1, 1), (2, 2), (3, 2), (4, 3), (5, 3),
-                                                                         (6, 4), (7, 1))
-                                               for c in "abcd"[:n]] + ["top", "head"],
-                       {"rescaling": "stem", "stem_conv": "stem", "block2b_se_excite": "block2b", "top_bn": "top"}),
-    "ConvNeXtTiny": ((32, 32, 3), None,
-                     {"convnext_tiny_stage_2_block_5_gelu": "convnext_tiny_stage_2_block_5",
-                      "convnext_tiny_downsampling_block_1/convnext_tiny_downsampling_conv_1":
-                          "convnext_tiny_downsampling_block_1",
-                      "convnext_tiny_head_dense": "convnext_tiny_head"}),
-    "InceptionV3": ((75, 75, 3), [f"mixed{i}" for i in range(11)] + ["head"],
-                    {"conv2d": "mixed0", "mixed9_0": "mixed9", "mixed9_1": "mixed10", "predictions": "head"}),
+    "MobileNetV2": (
+        (32, 32, 3),
+        ["stem", "expanded_conv"] + [f"block_{i}" for i in range(1, 17)] + ["head"],
+        {"Conv1": "stem", "block_3_depthwise_BN": "block_3", "block_4_add": "block_4", "predictions": "head"},
+    ),
+    "ResNet50": (
+        (32, 32, 3),
+        ["conv1", "pool1"]
+        + [f"conv{s}_block{b}" for s, n in ((2, 3), (3, 4), (4, 6), (5, 3)) for b in range(1, n + 1)]
+        + ["head"],
+        {
+            "conv1_pad": "conv1",
+            "conv2_block1_0_conv": "conv2_block1",
+            "conv4_block6_out": "conv4_block6",
+            "avg_pool": "head",
+        },
+    ),
+    "DenseNet121": (
+        (32, 32, 3),
+        ["stem", "conv1", "pool1"]
+        + [
+            blk
+            for s, n in ((2, 6), (3, 12), (4, 24), (5, 16))
+            for blk in [f"conv{s}_block{b}" for b in range(1, n + 1)] + ([f"pool{s}"] if s < 5 else [])
+        ]
+        + ["head"],
+        {"zero_padding2d": "stem", "pool2_conv": "pool2", "conv3_block12_concat": "conv3_block12", "bn": "head"},
+    ),
+    "EfficientNetB0": (
+        (32, 32, 3),
+        ["stem"]
+        + [f"block{s}{c}" for s, n in ((1, 1), (2, 2), (3, 2), (4, 3), (5, 3), (6, 4), (7, 1)) for c in "abcd"[:n]]
+        + ["top", "head"],
+        {"rescaling": "stem", "stem_conv": "stem", "block2b_se_excite": "block2b", "top_bn": "top"},
+    ),
+    "ConvNeXtTiny": (
+        (32, 32, 3),
+        None,
+        {
+            "convnext_tiny_stage_2_block_5_gelu": "convnext_tiny_stage_2_block_5",
+            "convnext_tiny_downsampling_block_1/convnext_tiny_downsampling_conv_1": "convnext_tiny_downsampling_block_1",
+            "convnext_tiny_head_dense": "convnext_tiny_head",
+        },
+    ),
+    "InceptionV3": (
+        (75, 75, 3),
+        [f"mixed{i}" for i in range(11)] + ["head"],
+        {"conv2d": "mixed0", "mixed9_0": "mixed9", "mixed9_1": "mixed10", "predictions": "head"},
+    ),
 }
 
 
@@ -103,25 +130,44 @@ def test_category_table_is_one_mapping():
 
 
 def test_nested_models_are_blocks_split_only_when_they_hold_several():
-    names = ["backbone/Conv1", "backbone/block_1_expand", "backbone/block_1_add", "backbone/block_2_project",
-             "backbone/out_relu", "small/conv", "small/relu", "dense", "predictions"]
+    names = [
+        "backbone/Conv1",
+        "backbone/block_1_expand",
+        "backbone/block_1_add",
+        "backbone/block_2_project",
+        "backbone/out_relu",
+        "small/conv",
+        "small/relu",
+        "dense",
+        "predictions",
+    ]
     assert layout.assign_blocks(names) == [
-        "backbone/stem", "backbone/block_1", "backbone/block_1", "backbone/block_2", "backbone/head",
-        "small", "small", "model", "model",
+        "backbone/stem",
+        "backbone/block_1",
+        "backbone/block_1",
+        "backbone/block_2",
+        "backbone/head",
+        "small",
+        "small",
+        "model",
+        "model",
     ]
     # a one-block nested model stays one block under its own name
     assert layout.assign_blocks(["stem/stem_conv", "stem/stem_bn", "block_1_a"]) == ["stem", "stem", "block_1"]
 
 
-@pytest.mark.parametrize("name, block", [
-    ("transformer_block_3_attention", "transformer_block_3"),
-    ("stage_2_block_1_conv", "stage_2_block_1"),
-    ("stage2_conv", "stage2"),
-    ("expanded_conv_2_project", "expanded_conv_2"),
-    ("mixed10", "mixed10"),
-    ("dense_3", None),
-    ("blockade", None),
-])
+@pytest.mark.parametrize(
+    "name, block",
+    [
+        ("transformer_block_3_attention", "transformer_block_3"),
+        ("stage_2_block_1_conv", "stage_2_block_1"),
+        ("stage2_conv", "stage2"),
+        ("expanded_conv_2_project", "expanded_conv_2"),
+        ("mixed10", "mixed10"),
+        ("dense_3", None),
+        ("blockade", None),
+    ],
+)
 def test_block_rules(name, block):
     assert layout.block_rule(name)[0] == block
 

@@ -36,12 +36,23 @@ def logdir(tmp_path_factory):
     reference = {"reference_data": (x[:300], y[:300]), "reference_freq": 1}
     for run, extra in (("ref", reference), ("plain", {}), ("ref_b", {**reference, "reference_freq": 3})):
         keras.utils.set_random_seed(0)
-        model = keras.Sequential([keras.Input((64,)), keras.layers.Dense(32, activation="relu", name="h1"),
-                                  keras.layers.Dense(16, activation="relu", name="h2"),
-                                  keras.layers.Dense(10, name="logits")])
+        model = keras.Sequential(
+            [
+                keras.Input((64,)),
+                keras.layers.Dense(32, activation="relu", name="h1"),
+                keras.layers.Dense(16, activation="relu", name="h2"),
+                keras.layers.Dense(10, name="logits"),
+            ]
+        )
         model.compile("adam", keras.losses.SparseCategoricalCrossentropy(from_logits=True))
-        model.fit(x[300:900], y[300:900], batch_size=100, epochs=EPOCHS, verbose=0,
-                  callbacks=[tfprobe.LayerProbe(root / run, log_freq=3, **extra)])
+        model.fit(
+            x[300:900],
+            y[300:900],
+            batch_size=100,
+            epochs=EPOCHS,
+            verbose=0,
+            callbacks=[tfprobe.LayerProbe(root / run, log_freq=3, **extra)],
+        )
     return root
 
 
@@ -77,10 +88,13 @@ def test_route_returns_measures_and_matrices_per_run(client):
     assert plain["steps"] == [] and plain["cka"]["steps"] == []
 
 
-@pytest.mark.parametrize("params, code, message", [
-    ({}, 400, "`run` is required"),
-    ({"run": "ghost"}, 404, "'ghost'"),
-])
+@pytest.mark.parametrize(
+    "params, code, message",
+    [
+        ({}, 400, "`run` is required"),
+        ({"run": "ghost"}, 404, "'ghost'"),
+    ],
+)
 def test_route_errors_name_the_argument(client, params, code, message):
     status, body = get(client, **params)
     assert status == code and message in body
@@ -101,14 +115,16 @@ def test_representations_view_in_chromium(logdir, page):
         stats = view.locator(".depth-card").evaluate_all("(cards) => cards.map((c) => c.dataset.stat)")
         assert stats == DEPTH_STATS * 2  # ref, then ref_b
         assert view.locator(".depth-axis").first.inner_text() == (
-            "0: h1 (32 values/example) · 1: h2 (16 values/example) · 2: logits (10 values/example)")
+            "0: h1 (32 values/example) · 1: h2 (16 values/example) · 2: logits (10 values/example)"
+        )
         assert view.locator(".drift-card canvas").count() == 1  # ref_b has a single reference step: no drift
         assert view.locator(".no-reference").count() == 1  # the run without reference data says so
         overlay = view.locator(".runs-overlay .overlay-card")  # ref and ref_b, each at its latest step
         assert overlay.evaluate_all("(cards) => cards.map((c) => c.dataset.stat)") == DEPTH_STATS[:3]
         assert overlay.first.locator(".legend-item").all_text_contents() == ["ref (step 18)", "ref_b (step 18)"]
         view.locator(".cka-block[data-run=ref] .cka-step").evaluate(
-            "(e) => { e.value = '0'; e.dispatchEvent(new Event('input', {bubbles: true})); }")
+            "(e) => { e.value = '0'; e.dispatchEvent(new Event('input', {bubbles: true})); }"
+        )
         assert view.locator(".cka-block[data-run=ref] .cka-step-label").inner_text() == "step 6"
         assert view.locator(".cka-block[data-run=ref] .heatmap-canvas").count() == 1  # redrawn in place
         frame.locator("#layer-filter").fill("h")  # the filter applies: logits is hidden

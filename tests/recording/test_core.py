@@ -46,8 +46,14 @@ def test_one_device_strategy_records_what_the_default_strategy_records(tmp_path)
     for name, model in (("pinned", pinned), ("plain", plain)):
         with warnings.catch_warnings():
             warnings.simplefilter("error")  # no "not recording" warning
-            model.fit(x, y, batch_size=8, verbose=0, shuffle=False,
-                      callbacks=[tfprobe.LayerProbe(tmp_path / name, record_freq=1, log_freq=2)])
+            model.fit(
+                x,
+                y,
+                batch_size=8,
+                verbose=0,
+                shuffle=False,
+                callbacks=[tfprobe.LayerProbe(tmp_path / name, record_freq=1, log_freq=2)],
+            )
     a, b = wide(tmp_path / "pinned"), wide(tmp_path / "plain")
     assert len(a) == 3 * 3  # 3 layers x windows at steps 2, 4, 6
     pd.testing.assert_frame_equal(a, b, rtol=1e-6)
@@ -67,11 +73,20 @@ def test_disk_full_while_logging_never_ends_a_non_strict_fit(tmp_path, monkeypat
         return real_write(self, event)
 
     monkeypatch.setattr(events.EventFileWriter, "write", write)
-    monkeypatch.setattr(events.EventFileWriter, "close", lambda self: (_ for _ in ()).throw(
-        OSError(errno.ENOSPC, "No space left on device")))
+    monkeypatch.setattr(
+        events.EventFileWriter,
+        "close",
+        lambda self: (_ for _ in ()).throw(OSError(errno.ENOSPC, "No space left on device")),
+    )
     with pytest.warns(RuntimeWarning, match="No space left") as caught:
-        history = model.fit(x, y, batch_size=8, epochs=2, verbose=0,
-                            callbacks=[tfprobe.LayerProbe(tmp_path / "run", record_freq=1, log_freq=2)])
+        history = model.fit(
+            x,
+            y,
+            batch_size=8,
+            epochs=2,
+            verbose=0,
+            callbacks=[tfprobe.LayerProbe(tmp_path / "run", record_freq=1, log_freq=2)],
+        )
     assert len(history.history["loss"]) == 2
     assert sum("could not write" in str(w.message) for w in caught) == 1  # warned once, not per window
     monkeypatch.undo()
@@ -129,8 +144,13 @@ def test_every_fit_that_runs_a_step_leaves_a_window(tmp_path):
 
 def test_a_fit_that_writes_nothing_says_so(tmp_path):
     x, y = data(n=8)
-    model = keras.Sequential([keras.Input((8,)), keras.layers.Lambda(lambda t: tf.cast(t > 0, tf.int32), name="sign"),
-                              keras.layers.Lambda(lambda t: tf.cast(t, tf.float32), name="back")])
+    model = keras.Sequential(
+        [
+            keras.Input((8,)),
+            keras.layers.Lambda(lambda t: tf.cast(t > 0, tf.int32), name="sign"),
+            keras.layers.Lambda(lambda t: tf.cast(t, tf.float32), name="back"),
+        ]
+    )
     model.compile("sgd", "mse")
     probe = tfprobe.LayerProbe(tmp_path, layers="sign")
     with pytest.warns(RuntimeWarning, match=r"wrote nothing to .* in this `fit` \(sign: output is not a floating"):
@@ -205,8 +225,9 @@ def test_unknown_names_suggest_close_ones_and_cut_long_lists(tmp_path):
 def residual_model():
     """A nested backbone, a residual addition, a branch left unrecorded and a layer called twice."""
     inp = keras.Input((6,), name="x")
-    backbone = keras.Sequential([keras.Input((6,)), keras.layers.Dense(6, name="conv1"),
-                                 keras.layers.Dense(6, name="conv2")], name="backbone")
+    backbone = keras.Sequential(
+        [keras.Input((6,)), keras.layers.Dense(6, name="conv1"), keras.layers.Dense(6, name="conv2")], name="backbone"
+    )
     h = backbone(inp)
     a = keras.layers.Dense(6, activation="relu", name="a")(h)
     skipped = keras.layers.Dense(6, name="skipped")(h)
@@ -255,8 +276,14 @@ def test_layer_outputs_outside_training_match_the_layers(kind):
         conv, pool, head = model.conv, model.pool, model.head
         names = ("conv", "pool", "head")
     else:
-        inner = keras.Sequential([keras.Input((8, 8, 1)), keras.layers.Conv2D(3, 3, activation="relu", name="conv"),
-                                  keras.layers.GlobalAveragePooling2D(name="pool")], name="body")
+        inner = keras.Sequential(
+            [
+                keras.Input((8, 8, 1)),
+                keras.layers.Conv2D(3, 3, activation="relu", name="conv"),
+                keras.layers.GlobalAveragePooling2D(name="pool"),
+            ],
+            name="body",
+        )
         model = keras.Sequential([keras.Input((8, 8, 1)), inner, keras.layers.Dense(2, name="head")])
         if kind == "sequential":
             model = keras.Sequential([keras.Input((8, 8, 1))] + inner.layers + [model.layers[-1]])
@@ -278,16 +305,18 @@ def test_layer_outputs_outside_training_match_the_layers(kind):
 
 def reference_cnn():
     keras.utils.set_random_seed(0)
-    model = keras.Sequential([
-        keras.Input((16, 16, 3)),
-        keras.layers.Conv2D(8, 3, activation="relu"),
-        keras.layers.BatchNormalization(),
-        keras.layers.MaxPooling2D(),
-        keras.layers.Conv2D(8, 3, activation="relu"),
-        keras.layers.GlobalAveragePooling2D(),
-        keras.layers.Dense(16, activation="relu"),
-        keras.layers.Dense(4, activation="softmax"),
-    ])
+    model = keras.Sequential(
+        [
+            keras.Input((16, 16, 3)),
+            keras.layers.Conv2D(8, 3, activation="relu"),
+            keras.layers.BatchNormalization(),
+            keras.layers.MaxPooling2D(),
+            keras.layers.Conv2D(8, 3, activation="relu"),
+            keras.layers.GlobalAveragePooling2D(),
+            keras.layers.Dense(16, activation="relu"),
+            keras.layers.Dense(4, activation="softmax"),
+        ]
+    )
     model.compile(keras.optimizers.Adam(1e-2), "sparse_categorical_crossentropy")
     return model
 
@@ -307,7 +336,9 @@ def test_the_probe_does_not_change_what_training_computes(tmp_path, kernel, with
     if with_nan:
         x[3, 2, 2, 0] = np.nan
     runs = []
-    probed = tfprobe.LayerProbe(tmp_path, record_freq=1, log_freq=2, histogram_freq=1, kernel=kernel, gradients=gradients)
+    probed = tfprobe.LayerProbe(
+        tmp_path, record_freq=1, log_freq=2, histogram_freq=1, kernel=kernel, gradients=gradients
+    )
     for probe in (None, probed):
         model = reference_cnn()
         history = model.fit(x, y, batch_size=16, epochs=2, shuffle=False, verbose=0, callbacks=[probe] if probe else [])
@@ -348,13 +379,15 @@ def test_operations_that_are_not_layers_are_recorded(tmp_path):
 @pytest.mark.parametrize("include_masked", [False, True])
 def test_masked_positions_are_left_out_of_the_statistics(tmp_path, include_masked):
     ids = _data.padded_ids()
-    model = keras.Sequential([
-        keras.Input((10,), dtype="int32"),
-        keras.layers.Embedding(20, 6, mask_zero=True, name="emb"),
-        keras.layers.Bidirectional(keras.layers.GRU(4, return_sequences=True), name="bi"),
-        keras.layers.TimeDistributed(keras.layers.Dense(3, activation="sigmoid"), name="td"),
-        keras.layers.GlobalAveragePooling1D(name="pool"),
-    ])
+    model = keras.Sequential(
+        [
+            keras.Input((10,), dtype="int32"),
+            keras.layers.Embedding(20, 6, mask_zero=True, name="emb"),
+            keras.layers.Bidirectional(keras.layers.GRU(4, return_sequences=True), name="bi"),
+            keras.layers.TimeDistributed(keras.layers.Dense(3, activation="sigmoid"), name="td"),
+            keras.layers.GlobalAveragePooling1D(name="pool"),
+        ]
+    )
     model.compile(keras.optimizers.SGD(0.0), "mse")
     probe = tfprobe.LayerProbe(tmp_path, record_freq=1, log_freq=1, include_masked=include_masked)
     model.fit(ids, np.zeros((8, 3)), batch_size=8, verbose=0, callbacks=[probe])
@@ -372,12 +405,14 @@ def test_masked_positions_are_left_out_of_the_statistics(tmp_path, include_maske
 
 
 def test_time_distributed_pooling_has_its_retention(tmp_path):
-    model = keras.Sequential([keras.Input((3, 4, 4, 2)), keras.layers.TimeDistributed(keras.layers.MaxPooling2D(),
-                                                                                      name="tdpool")])
+    model = keras.Sequential(
+        [keras.Input((3, 4, 4, 2)), keras.layers.TimeDistributed(keras.layers.MaxPooling2D(), name="tdpool")]
+    )
     model.compile(keras.optimizers.SGD(0.0), "mse")
     x = np.abs(np.random.default_rng(0).normal(size=(4, 3, 4, 4, 2))).astype("float32")
-    model.fit(x, np.zeros((4, 3, 2, 2, 2)), verbose=0,
-              callbacks=[tfprobe.LayerProbe(tmp_path, record_freq=1, log_freq=1)])
+    model.fit(
+        x, np.zeros((4, 3, 2, 2, 2)), verbose=0, callbacks=[tfprobe.LayerProbe(tmp_path, record_freq=1, log_freq=1)]
+    )
     row = tfprobe.read_logdir(tmp_path, pivot=True).set_index("layer").loc["tdpool"]
     pooled = x.reshape(4, 3, 2, 2, 2, 2, 2).max(axis=(3, 5))
     assert row["size_ratio"] == 0.25
@@ -389,7 +424,13 @@ def test_remote_log_dir_through_gfile():
     x, y = data(n=16)
     model = mlp()
     model.compile("sgd", "mse")
-    model.fit(x, y, batch_size=8, verbose=0, callbacks=[tfprobe.LayerProbe("ram://tfprobe-core/run", record_freq=1, log_freq=1)])
+    model.fit(
+        x,
+        y,
+        batch_size=8,
+        verbose=0,
+        callbacks=[tfprobe.LayerProbe("ram://tfprobe-core/run", record_freq=1, log_freq=1)],
+    )
     assert not tf.io.gfile.exists("ram:") and tf.io.gfile.glob("ram://tfprobe-core/run/events.out.tfevents.*")
     assert sorted(set(tfprobe.read_logdir("ram://tfprobe-core").step)) == [1, 2]
 

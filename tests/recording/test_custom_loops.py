@@ -42,14 +42,23 @@ def test_a_gan_writes_every_window_at_its_own_step_with_both_optimizers_figures(
     for row in wide[wide["weight_norm"].notna()].itertuples():
         lr = lrs[row.layer.split("/")[0]]
         assert row.weight_grad_norm > 0, row.layer
-        np.testing.assert_allclose(row.update_ratio, lr * row.weight_grad_norm / row.weight_norm, rtol=2e-3,
-                                   err_msg=f"{row.layer} at step {row.step}")
+        np.testing.assert_allclose(
+            row.update_ratio,
+            lr * row.weight_grad_norm / row.weight_norm,
+            rtol=2e-3,
+            err_msg=f"{row.layer} at step {row.step}",
+        )
         checked.add(row.layer.split("#")[0])
     assert checked == {"discriminator/conv", "discriminator/dense", "generator/dense", "generator/up", "generator/conv"}
 
     # A second `fit` goes on from the step the first ended at.
-    model.fit(images(), batch_size=16, epochs=1, verbose=0,
-              callbacks=[tfprobe.LayerProbe(tmp_path, record_freq=1, log_freq=2, gradients=True)])
+    model.fit(
+        images(),
+        batch_size=16,
+        epochs=1,
+        verbose=0,
+        callbacks=[tfprobe.LayerProbe(tmp_path, record_freq=1, log_freq=2, gradients=True)],
+    )
     with warnings.catch_warnings():
         warnings.simplefilter("error")
         steps = sorted(set(tfprobe.read_logdir(tmp_path)["step"]))
@@ -72,8 +81,13 @@ def test_a_model_without_an_optimizer_step_counts_its_batches(tmp_path):
     model = Manual(inp, layers.Dense(1, name="out")(layers.Dense(3, activation="relu", name="h")(inp)))
     model.compile("sgd")
     x = np.random.default_rng(0).normal(size=(32, 4)).astype("float32")
-    model.fit(x, x[:, :1], batch_size=8, verbose=0,
-              callbacks=[tfprobe.LayerProbe(tmp_path, record_freq=1, log_freq=2, gradients=True)])
+    model.fit(
+        x,
+        x[:, :1],
+        batch_size=8,
+        verbose=0,
+        callbacks=[tfprobe.LayerProbe(tmp_path, record_freq=1, log_freq=2, gradients=True)],
+    )
     wide = tfprobe.read_logdir(tmp_path, pivot=True).set_index(["step", "layer"])
     assert sorted(set(wide.index.get_level_values("step"))) == [2, 4]
     # No optimizer applied anything: weight norms, but no update figures.
@@ -120,19 +134,35 @@ def test_a_teacher_no_optimizer_trains_has_no_update_figures_and_is_not_stalled(
     keras.utils.set_random_seed(0)
 
     def net(name, width):
-        return keras.Sequential([keras.Input((6, 6, 1)), layers.Conv2D(width, 3, activation="relu", name="conv"),
-                                 layers.GlobalAveragePooling2D(name="gap"), layers.Dense(3, name="logits")], name=name)
+        return keras.Sequential(
+            [
+                keras.Input((6, 6, 1)),
+                layers.Conv2D(width, 3, activation="relu", name="conv"),
+                layers.GlobalAveragePooling2D(name="gap"),
+                layers.Dense(3, name="logits"),
+            ],
+            name=name,
+        )
 
     teacher, student = net("teacher", 8), net("student", 4)
     distiller = Distiller(student, teacher)
-    distiller.compile(keras.optimizers.SGD(0.05), keras.losses.SparseCategoricalCrossentropy(from_logits=True),
-                      keras.losses.KLDivergence())
+    distiller.compile(
+        keras.optimizers.SGD(0.05),
+        keras.losses.SparseCategoricalCrossentropy(from_logits=True),
+        keras.losses.KLDivergence(),
+    )
     rng = np.random.default_rng(0)
     x = rng.normal(size=(96, 6, 6, 1)).astype("float32")
     y = (x[:, 2:4, 2:4, 0].mean(axis=(1, 2)) > 0).astype("int64") + (x[:, 0, 0, 0] > 1)
     teacher_weights = [w.copy() for w in teacher.get_weights()]
-    distiller.fit(x, y, batch_size=16, epochs=2, verbose=0,
-                  callbacks=[tfprobe.LayerProbe(tmp_path, record_freq=1, log_freq=3, gradients=True)])
+    distiller.fit(
+        x,
+        y,
+        batch_size=16,
+        epochs=2,
+        verbose=0,
+        callbacks=[tfprobe.LayerProbe(tmp_path, record_freq=1, log_freq=3, gradients=True)],
+    )
     assert all(np.array_equal(a, b) for a, b in zip(teacher_weights, teacher.get_weights()))
     wide = tfprobe.read_logdir(tmp_path, pivot=True)
     assert sorted(set(wide["step"])) == [3, 6, 9, 12]

@@ -118,8 +118,12 @@ def test_a_custom_loop_counts_its_unprobed_batches(tmp_path, monkeypatch, jit_co
     rows = wide[wide["weight_norm"].notna()]
     assert len(rows) == 15  # 5 layers with weights x 3 windows
     for row in rows.itertuples():
-        np.testing.assert_allclose(row.update_ratio, lrs[row.layer.split("/")[0]] * row.weight_grad_norm /
-                                   row.weight_norm, rtol=2e-3, err_msg=f"{row.layer} at step {row.step}")
+        np.testing.assert_allclose(
+            row.update_ratio,
+            lrs[row.layer.split("/")[0]] * row.weight_grad_norm / row.weight_norm,
+            rtol=2e-3,
+            err_msg=f"{row.layer} at step {row.step}",
+        )
     _, _, ref, _ = _fit(tmp_path, make, images(96), None, False, monkeypatch, batch_size=16, **kwargs)
     # The same windows, series and statistics; not the same values bit for bit: where a probed step taps a
     # convolution's output the CPU may fuse its bias-add differently from Keras' own step (Grappler's remapper),
@@ -158,12 +162,13 @@ def test_a_fit_that_raises_in_an_unprobed_step_restores_the_model(tmp_path):
         for i in range(0, 48, 8):
             if i == 32:  # the batch of step 5, which records nothing (1 and 4 do)
                 raise RuntimeError("injected: the data failed")
-            yield x[i:i + 8], y[i:i + 8]
+            yield x[i : i + 8], y[i : i + 8]
 
     model = _mlp()()
     probe = tfprobe.LayerProbe(tmp_path, record_freq=4, log_freq=100, histogram_freq=0, alerts=False)
     dataset = tf.data.Dataset.from_generator(
-        batches, output_signature=(tf.TensorSpec((None, 8), tf.float32), tf.TensorSpec((None, 4), tf.float32)))
+        batches, output_signature=(tf.TensorSpec((None, 8), tf.float32), tf.TensorSpec((None, 4), tf.float32))
+    )
     with pytest.raises(Exception, match="injected"):
         model.fit(dataset, epochs=1, verbose=0, callbacks=[probe])
     assert probe._instrumentation.calls == {"probed": 2, "plain": 3}  # 1, 4 probed; 2, 3, then 5 raised
@@ -180,11 +185,12 @@ def test_data_of_unknown_length_running_out_ends_the_epoch_not_the_recording(tmp
 
     def batches():
         for i in range(0, 48, 8):
-            yield x[i:i + 8], y[i:i + 8]
+            yield x[i : i + 8], y[i : i + 8]
 
     def dataset():
         return tf.data.Dataset.from_generator(
-            batches, output_signature=(tf.TensorSpec((None, 8), tf.float32), tf.TensorSpec((None, 4), tf.float32)))
+            batches, output_signature=(tf.TensorSpec((None, 8), tf.float32), tf.TensorSpec((None, 4), tf.float32))
+        )
 
     kwargs = dict(record_freq=4, log_freq=4, histogram_freq=0)
     windows = {}

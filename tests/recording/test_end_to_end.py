@@ -77,7 +77,11 @@ def test_windows_follow_record_and_log_freq(tmp_path, record_freq, log_freq, exp
     for step, steps_in_window in recorded.items():
         batches = [x[(s - 1) * BATCH : s * BATCH] for s in steps_in_window]
         acts = _activations(model, np.concatenate(batches))["conv_a"]
-        oracle.assert_close(conv.loc[step].to_dict(), oracle.activation_stats([acts], NEAR), keys=["mean", "std", "max", "zero_fraction"])
+        oracle.assert_close(
+            conv.loc[step].to_dict(),
+            oracle.activation_stats([acts], NEAR),
+            keys=["mean", "std", "max", "zero_fraction"],
+        )
     assert tfprobe.read_histograms(tmp_path).empty
 
 

@@ -19,9 +19,25 @@ REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)
 
 # Ops that run on the host or call back into Python: inside a step they would stop the GPU's stream, copy
 # activations to the host, or (PyFunc) hold the GIL. None may appear in a probed step on the graph path.
-HOST_OPS = {"PyFunc", "PyFuncStateless", "EagerPyFunc", "NumpyFunction", "Print", "PrintV2", "StringFormat",
-            "AsString", "WriteScalarSummary", "WriteHistogramSummary", "WriteSummary", "ScalarSummary",
-            "HistogramSummary", "_HostSend", "_HostRecv", "_Send", "_Recv"}
+HOST_OPS = {
+    "PyFunc",
+    "PyFuncStateless",
+    "EagerPyFunc",
+    "NumpyFunction",
+    "Print",
+    "PrintV2",
+    "StringFormat",
+    "AsString",
+    "WriteScalarSummary",
+    "WriteHistogramSummary",
+    "WriteSummary",
+    "ScalarSummary",
+    "HistogramSummary",
+    "_HostSend",
+    "_HostRecv",
+    "_Send",
+    "_Recv",
+}
 
 
 def _functions():
@@ -53,8 +69,14 @@ def _step_nodes(names):
 
 def _model(jit_compile):
     keras.utils.set_random_seed(0)
-    model = keras.Sequential([keras.Input((8, 8, 3)), keras.layers.Conv2D(4, 3, activation="relu"),
-                              keras.layers.GlobalAveragePooling2D(), keras.layers.Dense(3)])
+    model = keras.Sequential(
+        [
+            keras.Input((8, 8, 3)),
+            keras.layers.Conv2D(4, 3, activation="relu"),
+            keras.layers.GlobalAveragePooling2D(),
+            keras.layers.Dense(3),
+        ]
+    )
     model.compile("adam", keras.losses.SparseCategoricalCrossentropy(from_logits=True), jit_compile=jit_compile)
     return model
 
@@ -68,8 +90,13 @@ def test_graph_path_step_has_no_host_round_trip(tmp_path, jit_compile):
     model.fit(x, y, batch_size=8, epochs=1, verbose=0)
     plain = _step_nodes(_functions() - before)
     before = _functions()
-    probe = tfprobe.LayerProbe(str(tmp_path), kernel="auto" if jit_compile else "graph", record_freq=1,
-                               histogram_freq=1, gradients=not jit_compile)
+    probe = tfprobe.LayerProbe(
+        str(tmp_path),
+        kernel="auto" if jit_compile else "graph",
+        record_freq=1,
+        histogram_freq=1,
+        gradients=not jit_compile,
+    )
     model.fit(x, y, batch_size=8, epochs=1, verbose=0, callbacks=[probe])
     probed = _step_nodes(_functions() - before)
     assert probe._recorder.kernel.name == "graph"
@@ -110,8 +137,14 @@ def test_gpu_benchmark_without_a_gpu_says_so_and_exits_0(tmp_path):
     if tf.config.list_physical_devices("GPU"):
         pytest.skip("a GPU is visible: `python benchmarks/gpu.py` measures")
     env = dict(os.environ, CUDA_VISIBLE_DEVICES="-1", PYTHONPATH=REPO)
-    done = subprocess.run([sys.executable, os.path.join(REPO, "benchmarks", "gpu.py")], cwd=tmp_path, env=env,
-                          capture_output=True, text=True, timeout=600)
+    done = subprocess.run(
+        [sys.executable, os.path.join(REPO, "benchmarks", "gpu.py")],
+        cwd=tmp_path,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
     assert done.returncode == 0, done.stderr[-2000:]
     assert "no CUDA GPU visible" in done.stdout and "nothing measured" in done.stdout
     assert not os.listdir(tmp_path)  # no table written

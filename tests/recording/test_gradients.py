@@ -28,6 +28,7 @@ def oracle_gradients(model, x, y, scale=None):
     """
     found = {}
     with Capture(select(model, None)) as capture, tf.GradientTape(persistent=True) as tape:
+
         def on_tap(tap):
             tape.watch(tap.tensor)
             found[tap.series] = tap.tensor
@@ -68,20 +69,24 @@ def check_against_oracle(model, x, y, tmp_path, batch_size=8, **probe_kwargs):
             continue
         want = oracle_stats(grads)
         for stat in GRAD_STATS:
-            np.testing.assert_allclose(wide.loc[name, stat], want[stat], rtol=1e-4, atol=1e-12, err_msg=f"{name} {stat}")
+            np.testing.assert_allclose(
+                wide.loc[name, stat], want[stat], rtol=1e-4, atol=1e-12, err_msg=f"{name} {stat}"
+            )
         checked += 1
     return wide, checked
 
 
 def test_sequential_cnn_with_batchnorm_and_pooling(tmp_path):
-    model = keras.Sequential([
-        keras.Input((8, 8, 2)),
-        keras.layers.Conv2D(4, 3, activation="relu", name="conv"),
-        keras.layers.BatchNormalization(name="bn"),
-        keras.layers.MaxPooling2D(name="pool"),
-        keras.layers.Flatten(name="flat"),
-        keras.layers.Dense(3, activation="softmax", name="head"),
-    ])
+    model = keras.Sequential(
+        [
+            keras.Input((8, 8, 2)),
+            keras.layers.Conv2D(4, 3, activation="relu", name="conv"),
+            keras.layers.BatchNormalization(name="bn"),
+            keras.layers.MaxPooling2D(name="pool"),
+            keras.layers.Flatten(name="flat"),
+            keras.layers.Dense(3, activation="softmax", name="head"),
+        ]
+    )
     model.compile(keras.optimizers.SGD(0.0), "sparse_categorical_crossentropy")
     x, y = data(32, (8, 8, 2)), np.arange(32) % 3
     wide, checked = check_against_oracle(model, x, y, tmp_path)
@@ -92,7 +97,9 @@ def test_sequential_cnn_with_batchnorm_and_pooling(tmp_path):
 
 
 def test_nested_frozen_backbone_subclassed_and_shared_layers(tmp_path):
-    backbone = keras.Sequential([keras.Input((6,)), keras.layers.Dense(5, activation="tanh", name="b1")], name="backbone")
+    backbone = keras.Sequential(
+        [keras.Input((6,)), keras.layers.Dense(5, activation="tanh", name="b1")], name="backbone"
+    )
     backbone.trainable = False
 
     class Head(keras.Model):
@@ -136,8 +143,13 @@ def test_update_ratio_is_the_applied_update(tmp_path):
     with tf.GradientTape() as tape:
         loss = model.compute_loss(x=x, y=y, y_pred=model(x, training=True), training=True)
     grads = tape.gradient(loss, model.trainable_weights)
-    model.fit(x, y, batch_size=8, verbose=0, callbacks=[tfprobe.LayerProbe(tmp_path, record_freq=1, log_freq=1,
-                                                                            gradients=True)])
+    model.fit(
+        x,
+        y,
+        batch_size=8,
+        verbose=0,
+        callbacks=[tfprobe.LayerProbe(tmp_path, record_freq=1, log_freq=1, gradients=True)],
+    )
     row = tfprobe.read_logdir(tmp_path, pivot=True).set_index("layer").loc["d"]
     w_norm = np.sqrt(sum(np.sum(w.astype(np.float64) ** 2) for w in w_before))
     g_norm = np.sqrt(sum(np.sum(np.asarray(g, np.float64) ** 2) for g in grads))
@@ -153,8 +165,13 @@ def test_adam_update_ratio_matches_the_weights_it_changed(tmp_path):
     model.compile(keras.optimizers.Adam(0.01), "mse")
     x, y = data(8, (4,)), data(8, (3,), seed=1)
     w_before = [w.copy() for w in model.get_weights()]
-    model.fit(x, y, batch_size=8, verbose=0, callbacks=[tfprobe.LayerProbe(tmp_path, record_freq=1, log_freq=1,
-                                                                            gradients=True)])
+    model.fit(
+        x,
+        y,
+        batch_size=8,
+        verbose=0,
+        callbacks=[tfprobe.LayerProbe(tmp_path, record_freq=1, log_freq=1, gradients=True)],
+    )
     row = tfprobe.read_logdir(tmp_path, pivot=True).set_index("layer").loc["d"]
     w_norm = np.sqrt(sum(np.sum(w.astype(np.float64) ** 2) for w in w_before))
     delta = np.sqrt(sum(np.sum((a - b).astype(np.float64) ** 2) for a, b in zip(model.get_weights(), w_before)))
@@ -170,8 +187,12 @@ def test_outputs_without_a_gradient_record_none(tmp_path):
     model = keras.Model(inp, [out, side])
     model.compile(keras.optimizers.SGD(0.0), ["mse", None])
     x = data(8, (4,))
-    model.fit(x, [data(8, (2,)), data(8, (4,))], verbose=0,
-              callbacks=[tfprobe.LayerProbe(tmp_path, record_freq=1, log_freq=1, gradients=True)])
+    model.fit(
+        x,
+        [data(8, (2,)), data(8, (4,))],
+        verbose=0,
+        callbacks=[tfprobe.LayerProbe(tmp_path, record_freq=1, log_freq=1, gradients=True)],
+    )
     wide = tfprobe.read_logdir(tmp_path, pivot=True).set_index("layer")
     assert np.isfinite(wide.loc["h", "grad_rms"]) and np.isfinite(wide.loc["out", "grad_rms"])
     for name in ("side", "stop"):
@@ -180,13 +201,24 @@ def test_outputs_without_a_gradient_record_none(tmp_path):
 
 def test_layers_without_weights_alone_record_their_gradients(tmp_path):
     """No chosen layer has weights: no weight figures, and the activation gradients are recorded all the same."""
-    model = keras.Sequential([keras.Input((4,)), keras.layers.Dense(3, name="d"), keras.layers.ReLU(name="r"),
-                              keras.layers.Dense(1, name="o")])
+    model = keras.Sequential(
+        [
+            keras.Input((4,)),
+            keras.layers.Dense(3, name="d"),
+            keras.layers.ReLU(name="r"),
+            keras.layers.Dense(1, name="o"),
+        ]
+    )
     model.compile("sgd", "mse")
     with warnings.catch_warnings():
         warnings.simplefilter("error", RuntimeWarning)  # no "not recording"
-        model.fit(data(8, (4,)), data(8, (1,)), batch_size=4, verbose=0,
-                  callbacks=[tfprobe.LayerProbe(tmp_path, layers="r", gradients=True, record_freq=1, log_freq=1)])
+        model.fit(
+            data(8, (4,)),
+            data(8, (1,)),
+            batch_size=4,
+            verbose=0,
+            callbacks=[tfprobe.LayerProbe(tmp_path, layers="r", gradients=True, record_freq=1, log_freq=1)],
+        )
     wide = tfprobe.read_logdir(tmp_path, pivot=True).set_index("layer")
     assert set(wide.index) == {"r"} and np.isfinite(wide["grad_rms"]).all() and "weight_norm" not in wide
 
@@ -200,8 +232,13 @@ def test_gradients_argument_is_a_bool(tmp_path, bad):
 def test_mixed_float16_gradients_are_unscaled(tmp_path):
     def build():
         keras.utils.set_random_seed(3)
-        return keras.Sequential([keras.Input((6,)), keras.layers.Dense(8, activation="relu", name="h"),
-                                 keras.layers.Dense(2, name="out", dtype="float32")])
+        return keras.Sequential(
+            [
+                keras.Input((6,)),
+                keras.layers.Dense(8, activation="relu", name="h"),
+                keras.layers.Dense(2, name="out", dtype="float32"),
+            ]
+        )
 
     x, y = data(32, (6,)), data(32, (2,), seed=1)
     reference = build()
@@ -214,17 +251,23 @@ def test_mixed_float16_gradients_are_unscaled(tmp_path):
         keras.mixed_precision.set_global_policy("float32")
     assert isinstance(model.optimizer, keras.optimizers.LossScaleOptimizer)
     model.set_weights(reference.get_weights())
-    model.fit(x, y, batch_size=8, verbose=0, shuffle=False,
-              callbacks=[tfprobe.LayerProbe(tmp_path, record_freq=1, log_freq=4, gradients=True)])
+    model.fit(
+        x,
+        y,
+        batch_size=8,
+        verbose=0,
+        shuffle=False,
+        callbacks=[tfprobe.LayerProbe(tmp_path, record_freq=1, log_freq=4, gradients=True)],
+    )
     wide = tfprobe.read_logdir(tmp_path, pivot=True).set_index("layer")
-    per_batch = [oracle_gradients(reference, x[i * 8:(i + 1) * 8], y[i * 8:(i + 1) * 8]) for i in range(4)]
+    per_batch = [oracle_gradients(reference, x[i * 8 : (i + 1) * 8], y[i * 8 : (i + 1) * 8]) for i in range(4)]
     for name in ("h", "out"):
         want = oracle_stats([b[name] for b in per_batch])
         for stat in ("grad_rms", "grad_mean_abs", "grad_max_abs"):
             np.testing.assert_allclose(wide.loc[name, stat], want[stat], rtol=1e-2, err_msg=f"{name} {stat}")
     norms = []
     for i in range(4):
-        xb, yb = x[i * 8:(i + 1) * 8], y[i * 8:(i + 1) * 8]
+        xb, yb = x[i * 8 : (i + 1) * 8], y[i * 8 : (i + 1) * 8]
         with tf.GradientTape() as tape:
             loss = reference.compute_loss(x=xb, y=yb, y_pred=reference(xb, training=True), training=True)
         g = tape.gradient(loss, reference.get_layer("h").trainable_weights)
@@ -264,13 +307,15 @@ def histogram_counts(frame, layer):
 def test_gradient_histograms_match_the_oracle(tmp_path, kernel, policy):
     def build():
         keras.utils.set_random_seed(5)
-        return keras.Sequential([
-            keras.Input((6, 6, 2)),
-            keras.layers.Conv2D(4, 3, activation="relu", name="conv"),
-            keras.layers.MaxPooling2D(name="pool"),
-            keras.layers.Flatten(name="flat"),
-            keras.layers.Dense(3, activation="softmax", name="head", dtype="float32"),
-        ])
+        return keras.Sequential(
+            [
+                keras.Input((6, 6, 2)),
+                keras.layers.Conv2D(4, 3, activation="relu", name="conv"),
+                keras.layers.MaxPooling2D(name="pool"),
+                keras.layers.Flatten(name="flat"),
+                keras.layers.Dense(3, activation="softmax", name="head", dtype="float32"),
+            ]
+        )
 
     model = mixed_model(build) if policy == "mixed_float16" else build()
     model.compile(keras.optimizers.SGD(0.0), "sparse_categorical_crossentropy")
@@ -279,7 +324,7 @@ def test_gradient_histograms_match_the_oracle(tmp_path, kernel, policy):
     probe = tfprobe.LayerProbe(tmp_path, record_freq=4, histogram_freq=2, log_freq=4, gradients=True, kernel=kernel)
     model.fit(x, y, batch_size=8, shuffle=False, verbose=0, callbacks=[probe])
     oracle = scaled_oracle_gradients if policy == "mixed_float16" else oracle_gradients
-    per_batch = [oracle(model, x[i * 8:(i + 1) * 8], y[i * 8:(i + 1) * 8]) for i in range(4)]
+    per_batch = [oracle(model, x[i * 8 : (i + 1) * 8], y[i * 8 : (i + 1) * 8]) for i in range(4)]
     grads, acts = (tfprobe.read_histograms(tmp_path, quantity=q) for q in ("gradient", "activation"))
     assert set(grads["quantity"]) == {"gradient"} and set(acts["quantity"]) == {"activation"}
     assert set(grads["layer"]) == {"conv", "pool", "flat"}  # the softmax's loss reads its logits: no gradient
@@ -295,11 +340,17 @@ def test_gradient_histograms_match_the_oracle(tmp_path, kernel, policy):
 
 
 def test_gradient_histograms_are_off_with_histograms_off(tmp_path):
-    model = keras.Sequential([keras.Input((4,)), keras.layers.Dense(3, activation="relu", name="h"),
-                              keras.layers.Dense(1, name="out")])
+    model = keras.Sequential(
+        [keras.Input((4,)), keras.layers.Dense(3, activation="relu", name="h"), keras.layers.Dense(1, name="out")]
+    )
     model.compile(keras.optimizers.SGD(0.0), "mse")
-    model.fit(data(16, (4,)), data(16, (1,), seed=1), batch_size=8, verbose=0,
-              callbacks=[tfprobe.LayerProbe(tmp_path, record_freq=1, histogram_freq=0, gradients=True)])
+    model.fit(
+        data(16, (4,)),
+        data(16, (1,), seed=1),
+        batch_size=8,
+        verbose=0,
+        callbacks=[tfprobe.LayerProbe(tmp_path, record_freq=1, histogram_freq=0, gradients=True)],
+    )
     assert tfprobe.read_histograms(tmp_path, quantity="all").empty
     assert "grad_rms" in tfprobe.read_logdir(tmp_path, pivot=True)
 
@@ -325,10 +376,16 @@ def overflowing_model():
     """A mixed-precision model compiled with a loss-scale optimizer (SGD, learning rate 0) whose scaled
     gradients overflow float16 until it has halved its scale a few times: with 12 batches of 8 from `data`,
     the 1st, 2nd and 5th steps are skipped (not only leading ones)."""
+
     def build():
         keras.utils.set_random_seed(3)
-        return keras.Sequential([keras.Input((6,)), keras.layers.Dense(8, activation="relu", name="h"),
-                                 keras.layers.Dense(2, name="out", dtype="float32")])
+        return keras.Sequential(
+            [
+                keras.Input((6,)),
+                keras.layers.Dense(8, activation="relu", name="h"),
+                keras.layers.Dense(2, name="out", dtype="float32"),
+            ]
+        )
 
     model = mixed_model(build)
     model.compile(keras.optimizers.LossScaleOptimizer(keras.optimizers.SGD(0.0), initial_scale=2.0**19), "mse")
@@ -347,7 +404,7 @@ def test_skipped_steps_are_counted_and_left_out(tmp_path, kernel):
     assert 4 <= len(applied) <= steps - 1
     wide = tfprobe.read_logdir(tmp_path, pivot=True).set_index("layer")
     hists = tfprobe.read_histograms(tmp_path, quantity="gradient")
-    batches = [(x[i * batch:(i + 1) * batch], y[i * batch:(i + 1) * batch], log.scales[i]) for i in applied]
+    batches = [(x[i * batch : (i + 1) * batch], y[i * batch : (i + 1) * batch], log.scales[i]) for i in applied]
     per_batch = [scaled_oracle_gradients(model, *b) for b in batches]
     for name in ("h", "out"):
         assert wide.loc[name, "skipped_steps"] == steps - len(applied)
@@ -355,8 +412,10 @@ def test_skipped_steps_are_counted_and_left_out(tmp_path, kernel):
         for stat in GRAD_STATS:
             np.testing.assert_allclose(wide.loc[name, stat], want[stat], rtol=1e-4, err_msg=f"{name} {stat}")
         assert wide.loc[name, "grad_nan_count"] == 0 and wide.loc[name, "grad_inf_count"] == 0
-        np.testing.assert_array_equal(histogram_counts(hists, name),
-                                      oracle_module.histogram(np.concatenate([np.ravel(b[name]) for b in per_batch])))
+        np.testing.assert_array_equal(
+            histogram_counts(hists, name),
+            oracle_module.histogram(np.concatenate([np.ravel(b[name]) for b in per_batch])),
+        )
     norms = []
     for xb, yb, scale in batches:
         with tf.GradientTape() as tape:
@@ -369,8 +428,13 @@ def test_skipped_steps_are_counted_and_left_out(tmp_path, kernel):
 def test_no_skipped_steps_without_loss_scaling(tmp_path):
     model = keras.Sequential([keras.Input((4,)), keras.layers.Dense(2, name="d")])
     model.compile(keras.optimizers.SGD(0.0), "mse")
-    model.fit(data(16, (4,)), data(16, (2,), seed=1), batch_size=8, verbose=0,
-              callbacks=[tfprobe.LayerProbe(tmp_path, record_freq=1, gradients=True)])
+    model.fit(
+        data(16, (4,)),
+        data(16, (2,), seed=1),
+        batch_size=8,
+        verbose=0,
+        callbacks=[tfprobe.LayerProbe(tmp_path, record_freq=1, gradients=True)],
+    )
     wide = tfprobe.read_logdir(tmp_path, pivot=True)
     assert "grad_rms" in wide and "skipped_steps" not in wide
 
@@ -381,8 +445,14 @@ def test_windows_of_skipped_steps_only_go_on_until_a_step_is_applied(tmp_path):
     log = StepLog()
     with warnings.catch_warnings():
         warnings.simplefilter("error")  # no "written again at the same step" warning on reading either
-        model.fit(data(steps * batch, (6,)), data(steps * batch, (2,), seed=1), batch_size=batch, shuffle=False,
-                  verbose=0, callbacks=[tfprobe.LayerProbe(tmp_path, record_freq=1, log_freq=1, gradients=True), log])
+        model.fit(
+            data(steps * batch, (6,)),
+            data(steps * batch, (2,), seed=1),
+            batch_size=batch,
+            shuffle=False,
+            verbose=0,
+            callbacks=[tfprobe.LayerProbe(tmp_path, record_freq=1, log_freq=1, gradients=True), log],
+        )
         wide = tfprobe.read_logdir(tmp_path, pivot=True).set_index("layer").loc["h"]
     applied = int(model.optimizer.iterations.numpy())
     assert 4 <= applied < steps and not log.applied[0]
@@ -395,12 +465,20 @@ def test_windows_of_skipped_steps_only_go_on_until_a_step_is_applied(tmp_path):
 
 
 def test_a_fit_whose_every_step_is_skipped_says_so(tmp_path):
-    model = mixed_model(lambda: keras.Sequential([keras.Input((6,)), keras.layers.Dense(8, name="h"),
-                                                  keras.layers.Dense(2, name="out", dtype="float32")]))
+    model = mixed_model(
+        lambda: keras.Sequential(
+            [keras.Input((6,)), keras.layers.Dense(8, name="h"), keras.layers.Dense(2, name="out", dtype="float32")]
+        )
+    )
     model.compile(keras.optimizers.LossScaleOptimizer(keras.optimizers.SGD(0.0), initial_scale=2.0**60), "mse")
     with pytest.warns(RuntimeWarning, match="wrote nothing .*[(]the loss-scale optimizer skipped every step"):
-        model.fit(data(16, (6,)), data(16, (2,), seed=1), batch_size=8, verbose=0,
-                  callbacks=[tfprobe.LayerProbe(tmp_path, record_freq=1, log_freq=1, gradients=True)])
+        model.fit(
+            data(16, (6,)),
+            data(16, (2,), seed=1),
+            batch_size=8,
+            verbose=0,
+            callbacks=[tfprobe.LayerProbe(tmp_path, record_freq=1, log_freq=1, gradients=True)],
+        )
     assert int(model.optimizer.iterations.numpy()) == 0
 
 
@@ -411,15 +489,38 @@ def test_gradient_step_builds_no_extra_pass(tmp_path, monkeypatch):
 
     calls = {"input_sums": 0, "grad_rows": []}
     for cls in (graph.GraphKernel, native.NativeKernel):
-        monkeypatch.setattr(cls, "input_sums", lambda self, *a, _f=cls.input_sums, **k: (
-            calls.__setitem__("input_sums", calls["input_sums"] + 1), _f(self, *a, **k))[1])
-        monkeypatch.setattr(cls, "gradient_partials", lambda self, x2d, *a, _f=cls.gradient_partials, **k: (
-            calls["grad_rows"].append(x2d.op.type), _f(self, x2d, *a, **k))[1])
-    model = keras.Sequential([keras.Input((6, 6, 2)), keras.layers.Conv2D(3, 3, name="conv"),
-                              keras.layers.MaxPooling2D(name="pool"), keras.layers.Flatten(), keras.layers.Dense(2)])
+        monkeypatch.setattr(
+            cls,
+            "input_sums",
+            lambda self, *a, _f=cls.input_sums, **k: (
+                calls.__setitem__("input_sums", calls["input_sums"] + 1),
+                _f(self, *a, **k),
+            )[1],
+        )
+        monkeypatch.setattr(
+            cls,
+            "gradient_partials",
+            lambda self, x2d, *a, _f=cls.gradient_partials, **k: (
+                calls["grad_rows"].append(x2d.op.type),
+                _f(self, x2d, *a, **k),
+            )[1],
+        )
+    model = keras.Sequential(
+        [
+            keras.Input((6, 6, 2)),
+            keras.layers.Conv2D(3, 3, name="conv"),
+            keras.layers.MaxPooling2D(name="pool"),
+            keras.layers.Flatten(),
+            keras.layers.Dense(2),
+        ]
+    )
     model.compile(keras.optimizers.SGD(0.01), "mse")
-    model.fit(data(8, (6, 6, 2)), data(8, (2,)), verbose=0,
-              callbacks=[tfprobe.LayerProbe(tmp_path, record_freq=1, log_freq=1, gradients=True)])
+    model.fit(
+        data(8, (6, 6, 2)),
+        data(8, (2,)),
+        verbose=0,
+        callbacks=[tfprobe.LayerProbe(tmp_path, record_freq=1, log_freq=1, gradients=True)],
+    )
     assert calls["input_sums"] == 0
     assert calls["grad_rows"] and "RealDiv" not in calls["grad_rows"], calls["grad_rows"]
 
@@ -430,8 +531,14 @@ def test_a_gradient_shared_by_series_is_read_once(tmp_path, monkeypatch):
 
     scopes = []
     for cls in (graph.GraphKernel, native.NativeKernel):
-        monkeypatch.setattr(cls, "gradient_partials", lambda self, x2d, *a, _f=cls.gradient_partials, **k: (
-            scopes.append(tf.get_current_name_scope()), _f(self, x2d, *a, **k))[1])
+        monkeypatch.setattr(
+            cls,
+            "gradient_partials",
+            lambda self, x2d, *a, _f=cls.gradient_partials, **k: (
+                scopes.append(tf.get_current_name_scope()),
+                _f(self, x2d, *a, **k),
+            )[1],
+        )
     inp = keras.Input((4,))
     h = keras.layers.Dense(4, name="h")(inp)
     out = keras.layers.Add(name="add")([keras.layers.Dense(4, name="branch")(h), h])

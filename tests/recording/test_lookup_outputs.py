@@ -73,8 +73,13 @@ def test_lookup_one_hot_outputs_are_recorded_as_the_model_uses_them(tmp_path, gr
         want = np.asarray(model.get_layer(name)(x[name.split("_")[0]])).astype("float32")
         assert want.shape[1] == 4 if name == "code_lookup" else 3  # the OOV index and the vocabulary
         got = wide[(wide.layer == name) & (wide.step == STEPS)].iloc[0].to_dict()
-        oracle.assert_close(got, oracle.activation_stats([want], NEAR), rtol=1e-5, atol=1e-6,
-                            keys=["mean", "std", "min", "max", "zero_fraction", "dead_unit_fraction"])
+        oracle.assert_close(
+            got,
+            oracle.activation_stats([want], NEAR),
+            rtol=1e-5,
+            atol=1e-6,
+            keys=["mean", "std", "min", "max", "zero_fraction", "dead_unit_fraction"],
+        )
 
 
 def test_an_integer_index_lookup_is_not_recorded_and_says_why(tmp_path):

@@ -67,7 +67,9 @@ def mlp(name="mlp"):
 
 def fit(model, x, y, probe=None, batch_size=8, epochs=2, **kwargs):
     callbacks = [probe] if probe is not None else []
-    return model.fit(x, y, batch_size=batch_size, epochs=epochs, verbose=0, shuffle=False, callbacks=callbacks, **kwargs)
+    return model.fit(
+        x, y, batch_size=batch_size, epochs=epochs, verbose=0, shuffle=False, callbacks=callbacks, **kwargs
+    )
 
 
 def stat(df, layer, name):
@@ -489,7 +491,9 @@ def test_fits_reuse_traced_steps_until_keras_rebuilds(tmp_path, monkeypatch):
     """Probe, plain and probe `fit` again: each step is traced once; `compile` makes both trace again."""
     traces = []
     begin_step = tfprobe.recording.recorder.Recorder.begin_step
-    monkeypatch.setattr(tfprobe.recording.recorder.Recorder, "begin_step", lambda self, *a: traces.append(1) or begin_step(self, *a))
+    monkeypatch.setattr(
+        tfprobe.recording.recorder.Recorder, "begin_step", lambda self, *a: traces.append(1) or begin_step(self, *a)
+    )
     model = mlp()
     model.compile("sgd", "mse")
     x, y = data()
@@ -697,7 +701,13 @@ def test_counts_beyond_2_pow_24_are_exact(tmp_path, policy, name):
     policy("float32")
     model.compile("sgd", "mse")
     ds = tf.data.Dataset.from_tensors((x, np.zeros((rows, 1), "float32"))).repeat(steps)
-    model.fit(ds, epochs=1, verbose=0, shuffle=False, callbacks=[LayerProbe(tmp_path, record_freq=1, log_freq=steps, histogram_freq=0)])
+    model.fit(
+        ds,
+        epochs=1,
+        verbose=0,
+        shuffle=False,
+        callbacks=[LayerProbe(tmp_path, record_freq=1, log_freq=steps, histogram_freq=0)],
+    )
 
     df = tfprobe.read_logdir(tmp_path)
     assert steps_of(df) == [steps]

@@ -123,12 +123,23 @@ def run_workers(tmp_path, plan, timeout=240):
     cluster = {"worker": [f"127.0.0.1:{port}" for port in free_ports(2)]}
     procs, files = [], []
     for index in range(2):
-        env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="2", OMP_NUM_THREADS="1",
-                   TF_CONFIG=json.dumps({"cluster": cluster, "task": {"type": "worker", "index": index}}))
+        env = dict(
+            os.environ,
+            TF_CPP_MIN_LOG_LEVEL="2",
+            OMP_NUM_THREADS="1",
+            TF_CONFIG=json.dumps({"cluster": cluster, "task": {"type": "worker", "index": index}}),
+        )
         out, err = (open(tmp_path / f"{index}.{name}", "w+") for name in ("out", "err"))
         files.append((out, err))
-        procs.append(subprocess.Popen([sys.executable, "-c", WORKER, str(tmp_path / f"worker{index}"),
-                                       json.dumps(plan)], env=env, stdout=out, stderr=err, text=True))
+        procs.append(
+            subprocess.Popen(
+                [sys.executable, "-c", WORKER, str(tmp_path / f"worker{index}"), json.dumps(plan)],
+                env=env,
+                stdout=out,
+                stderr=err,
+                text=True,
+            )
+        )
     deadline = time.monotonic() + timeout
     while any(p.poll() is None for p in procs) and time.monotonic() < deadline:
         if any(p.poll() not in (None, 0) for p in procs):
@@ -172,8 +183,10 @@ def test_two_workers_log_what_one_process_logs(tmp_path):
         assert list(read.values()) == [["CollectiveReduceV2"]], (index, traced)
 
     chief = tmp_path / "worker0"
-    a, b = (tfprobe.read_logdir(chief / kind, pivot=True).drop(columns="wall_time").reset_index(drop=True)
-            for kind in ("mwms", "single"))
+    a, b = (
+        tfprobe.read_logdir(chief / kind, pivot=True).drop(columns="wall_time").reset_index(drop=True)
+        for kind in ("mwms", "single")
+    )
     assert sorted(set(a[a.run == "a"].step)) == [12, 16] and sorted(set(a[a.run == "b"].step)) == [20, 24]
     assert sorted(set(a[a.run == "c"].step)) == [28, 32]
     assert len(a) == 5 * 6 and a["grad_rms"].notna().all()

@@ -41,8 +41,11 @@ def xla(monkeypatch):
 
 # (module, test, arguments besides tmp_path): the recording's oracle tests, graph kernel (native refuses XLA).
 # The first ones run by default; the others are `slow` (`python -m pytest -m slow tests/recording/test_xla.py`).
-FAST = {"test_sequential_cnn_with_batchnorm_and_pooling", "test_nan_and_inf_are_counted",
-        "test_skipped_steps_are_counted_and_left_out"}
+FAST = {
+    "test_sequential_cnn_with_batchnorm_and_pooling",
+    "test_nan_and_inf_are_counted",
+    "test_skipped_steps_are_counted_and_left_out",
+}
 CASES = [
     (test_gradients, "test_sequential_cnn_with_batchnorm_and_pooling", {}),
     (test_gradients, "test_nested_frozen_backbone_subclassed_and_shared_layers", {}),
@@ -64,9 +67,15 @@ CASES = [
 ]
 
 
-@pytest.mark.parametrize("module, name, kwargs", [
-    pytest.param(*case, id=f"{case[1]}{list(case[2].values()) or ''}", marks=() if case[1] in FAST else pytest.mark.slow)
-    for case in CASES])
+@pytest.mark.parametrize(
+    "module, name, kwargs",
+    [
+        pytest.param(
+            *case, id=f"{case[1]}{list(case[2].values()) or ''}", marks=() if case[1] in FAST else pytest.mark.slow
+        )
+        for case in CASES
+    ],
+)
 def test_recording_tests_pass_under_xla(tmp_path, xla, module, name, kwargs):
     getattr(module, name)(tmp_path, **kwargs)
 
@@ -77,12 +86,14 @@ def test_masked_statistics_under_xla_cover_every_position_with_one_warning(tmp_p
     from tfprobe.recording.capture import layer_outputs
 
     ids = padded_ids()
-    model = keras.Sequential([
-        keras.Input((10,), dtype="int32"),
-        keras.layers.Embedding(20, 6, mask_zero=True, name="emb"),
-        keras.layers.GRU(4, return_sequences=True, name="gru"),
-        keras.layers.GlobalAveragePooling1D(name="pool"),
-    ])
+    model = keras.Sequential(
+        [
+            keras.Input((10,), dtype="int32"),
+            keras.layers.Embedding(20, 6, mask_zero=True, name="emb"),
+            keras.layers.GRU(4, return_sequences=True, name="gru"),
+            keras.layers.GlobalAveragePooling1D(name="pool"),
+        ]
+    )
     model.compile(keras.optimizers.SGD(0.0), "mse")
     probe = tfprobe.LayerProbe(tmp_path, record_freq=1, log_freq=1)
     with warnings.catch_warnings(record=True) as caught:
@@ -108,8 +119,9 @@ def test_a_probed_step_that_does_not_compile_trains_unprobed_with_one_warning(tm
 
     def build():
         keras.utils.set_random_seed(1)
-        model = keras.Sequential([keras.Input((5,)), keras.layers.Dense(4, activation="relu", name="h"),
-                                  keras.layers.Dense(1, name="out")])
+        model = keras.Sequential(
+            [keras.Input((5,)), keras.layers.Dense(4, activation="relu", name="h"), keras.layers.Dense(1, name="out")]
+        )
         model.compile(keras.optimizers.SGD(0.05), "mse")
         return model
 
@@ -126,8 +138,15 @@ def test_a_probed_step_that_does_not_compile_trains_unprobed_with_one_warning(tm
     model = build()
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
-        got = model.fit(x, y, batch_size=8, epochs=2, shuffle=False, verbose=0,
-                        callbacks=[tfprobe.LayerProbe(tmp_path, record_freq=1, log_freq=2)]).history["loss"]
+        got = model.fit(
+            x,
+            y,
+            batch_size=8,
+            epochs=2,
+            shuffle=False,
+            verbose=0,
+            callbacks=[tfprobe.LayerProbe(tmp_path, record_freq=1, log_freq=2)],
+        ).history["loss"]
     said = [str(w.message) for w in caught if "tfprobe" in str(w.message)]
     assert len(said) == 1 and "does not compile with XLA" in said[0], said
     assert got == want

@@ -102,8 +102,14 @@ def custom_train_step():
 # gates and hard-swish (the full one, with its `x + 3.0` and `* (1 / 6)` operations, is in the slow target).
 mobilenet_v3_small_minimalistic = application("MobileNetV3Small", 32, minimalistic=True)
 mobilenet_v3_small_minimalistic.__name__ = "MobileNetV3Small_minimalistic"
-FAST = [masked_sequences, attention_with_scores, time_distributed, conv1d_audio, custom_train_step,
-        mobilenet_v3_small_minimalistic]
+FAST = [
+    masked_sequences,
+    attention_with_scores,
+    time_distributed,
+    conv1d_audio,
+    custom_train_step,
+    mobilenet_v3_small_minimalistic,
+]
 
 
 # The probe's observer effect (README, "Failures"): reading an intermediate result gives it a second consumer,
@@ -177,7 +183,8 @@ def test_a_series_missing_from_the_logs_fails(tmp_path):
     """The expected series come from the Keras graph: a probe leaving out the operations (here the residual `+`)
     fails the check, naming what is missing."""
     with grappler_off(*OBSERVER_EFFECT["custom_train_step"]):
-        model, _ = fit_with_and_without_probe(custom_train_step, tmp_path / "run",
-                                              layers=lambda layer: isinstance(layer, keras.layers.Layer))
+        model, _ = fit_with_and_without_probe(
+            custom_train_step, tmp_path / "run", layers=lambda layer: isinstance(layer, keras.layers.Layer)
+        )
     with pytest.raises(AssertionError, match=r"series missing: \['add"):
         assert_everything_recorded(model, tmp_path / "run")

@@ -39,9 +39,11 @@ def burst_task(n, seed):
 
 
 def conv_layers():
-    return [keras.layers.Conv2D(8, 3, padding="same", activation="relu", name="conv1"),
-            keras.layers.MaxPooling2D(name="pool"),
-            keras.layers.Conv2D(16, 3, padding="same", activation="relu", name="last_conv")]
+    return [
+        keras.layers.Conv2D(8, 3, padding="same", activation="relu", name="conv1"),
+        keras.layers.MaxPooling2D(name="pool"),
+        keras.layers.Conv2D(16, 3, padding="same", activation="relu", name="last_conv"),
+    ]
 
 
 class SubclassedCNN(keras.Model):
@@ -60,8 +62,14 @@ class SubclassedCNN(keras.Model):
 def build(kind):
     """The same CNN (conv, pool, conv, global average pooling, softmax dense) as a model of `kind`."""
     if kind == "sequential":
-        return keras.Sequential([keras.Input((SIZE, SIZE, 1)), *conv_layers(), keras.layers.GlobalAveragePooling2D(),
-                                 keras.layers.Dense(2, activation="softmax", name="head")])
+        return keras.Sequential(
+            [
+                keras.Input((SIZE, SIZE, 1)),
+                *conv_layers(),
+                keras.layers.GlobalAveragePooling2D(),
+                keras.layers.Dense(2, activation="softmax", name="head"),
+            ]
+        )
     if kind == "nested":
         backbone = keras.Sequential([keras.Input((SIZE, SIZE, 1)), *conv_layers()], name="backbone")
         inputs = keras.Input((SIZE, SIZE, 1))
@@ -97,8 +105,9 @@ def pointing(maps, boxes):
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("kind, layer_path", [("sequential", "last_conv"), ("nested", "backbone/last_conv"),
-                                              ("subclassed", "last_conv")])
+@pytest.mark.parametrize(
+    "kind, layer_path", [("sequential", "last_conv"), ("nested", "backbone/last_conv"), ("subclassed", "last_conv")]
+)
 def test_pointing_game_on_every_model_kind(kind, layer_path, patch_data, sequential):
     (x, y, _), (xt, yt, boxes) = patch_data
     if kind == "sequential":
@@ -135,8 +144,12 @@ def test_the_class_score_is_the_logit_and_the_softmax_is_restored(patch_data, se
     linear = keras.models.clone_model(sequential)
     linear.set_weights(sequential.get_weights())
     linear.get_layer("head").activation = keras.activations.linear
-    np.testing.assert_allclose(looks.grad_cam(sequential, xt[:8], class_index=0),
-                               looks.grad_cam(linear, xt[:8], class_index=0), rtol=1e-5, atol=1e-7)
+    np.testing.assert_allclose(
+        looks.grad_cam(sequential, xt[:8], class_index=0),
+        looks.grad_cam(linear, xt[:8], class_index=0),
+        rtol=1e-5,
+        atol=1e-7,
+    )
     np.testing.assert_allclose(np.asarray(sequential(xt[:8])).sum(axis=1), 1.0, rtol=1e-5)
     one, other = looks.grad_cam(sequential, xt[:8], class_index=0), looks.grad_cam(sequential, xt[:8], class_index=1)
     assert not np.allclose(one, other)
@@ -151,11 +164,18 @@ def test_the_heat_strip_of_a_1d_model_peaks_inside_the_tone_burst():
     x, y, _ = burst_task(800, seed=0)
     xt, yt, starts = burst_task(200, seed=1)
     relu = {"padding": "same", "activation": "relu"}
-    model = keras.Sequential([keras.Input((LENGTH, 1)),
-                              keras.layers.Conv1D(8, 7, **relu), keras.layers.MaxPooling1D(2),
-                              keras.layers.Conv1D(16, 5, **relu), keras.layers.MaxPooling1D(2),
-                              keras.layers.Conv1D(16, 3, name="last", **relu),
-                              keras.layers.GlobalAveragePooling1D(), keras.layers.Dense(2)])
+    model = keras.Sequential(
+        [
+            keras.Input((LENGTH, 1)),
+            keras.layers.Conv1D(8, 7, **relu),
+            keras.layers.MaxPooling1D(2),
+            keras.layers.Conv1D(16, 5, **relu),
+            keras.layers.MaxPooling1D(2),
+            keras.layers.Conv1D(16, 3, name="last", **relu),
+            keras.layers.GlobalAveragePooling1D(),
+            keras.layers.Dense(2),
+        ]
+    )
     model.compile(keras.optimizers.Adam(1e-2), keras.losses.SparseCategoricalCrossentropy(from_logits=True))
     model.fit(x, y, epochs=6, batch_size=32, verbose=0)
     assert np.mean(np.asarray(model(xt)).argmax(1) == yt) >= 0.9
@@ -235,8 +255,14 @@ def test_models_that_do_not_output_class_scores_or_lack_a_cam_head_are_named():
     segmenter = keras.Sequential([keras.Input((SIZE, SIZE, 1)), keras.layers.Conv2D(2, 3, name="conv")])
     with pytest.raises(ValueError, match=r"`model` must output class scores of shape \(batch, classes\)"):
         looks.grad_cam(segmenter, x, layer="conv")
-    flat_head = keras.Sequential([keras.Input((SIZE, SIZE, 1)), keras.layers.Conv2D(2, 3, name="conv"),
-                                  keras.layers.Flatten(name="flatten"), keras.layers.Dense(2, name="dense")])
+    flat_head = keras.Sequential(
+        [
+            keras.Input((SIZE, SIZE, 1)),
+            keras.layers.Conv2D(2, 3, name="conv"),
+            keras.layers.Flatten(name="flatten"),
+            keras.layers.Dense(2, name="dense"),
+        ]
+    )
     with pytest.raises(ValueError, match=r"`model` must end in global average pooling followed by a dense.*flatten"):
         looks.cam(flat_head, x)
     assert looks.grad_cam(flat_head, x).shape == (2, SIZE, SIZE)
@@ -257,19 +283,33 @@ class Distiller(keras.Model):
 
 def test_a_model_without_call_is_refused_naming_the_models_it_holds():
     x = np.zeros((2, SIZE, SIZE, 1), "float32")
-    teacher, student = (keras.Sequential([keras.Input((SIZE, SIZE, 1)), keras.layers.Conv2D(2, 3, name="conv"),
-                                          keras.layers.GlobalAveragePooling2D(), keras.layers.Dense(3)], name=name)
-                        for name in ("teacher", "student"))
+    teacher, student = (
+        keras.Sequential(
+            [
+                keras.Input((SIZE, SIZE, 1)),
+                keras.layers.Conv2D(2, 3, name="conv"),
+                keras.layers.GlobalAveragePooling2D(),
+                keras.layers.Dense(3),
+            ],
+            name=name,
+        )
+        for name in ("teacher", "student")
+    )
     distiller = Distiller(student, teacher)
-    message = (r"`model` must be a model that can be called on `x`: model 'distiller' \(Distiller\) has no `call` "
-               r"method .* pass one of the models it holds that can be called: model.teacher \('teacher', "
-               r"Sequential\), model.student \('student', Sequential\)")
+    message = (
+        r"`model` must be a model that can be called on `x`: model 'distiller' \(Distiller\) has no `call` "
+        r"method .* pass one of the models it holds that can be called: model.teacher \('teacher', "
+        r"Sequential\), model.student \('student', Sequential\)"
+    )
     for explain in (looks.grad_cam, looks.grad_cam_plus_plus, looks.cam, looks.feature_maps):
         with pytest.raises(ValueError, match=message):
             explain(distiller, x)
     assert looks.grad_cam(distiller.student, x).shape == (2, SIZE, SIZE)  # what the message says to pass works
-    with pytest.raises(ValueError, match=r"model 'empty' \(Distiller\) has no `call` method .* pass a model that "
-                                         r"can be called on `x`"):
+    with pytest.raises(
+        ValueError,
+        match=r"model 'empty' \(Distiller\) has no `call` method .* pass a model that "
+        r"can be called on `x`",
+    ):
         looks.grad_cam(Distiller(None, None, name="empty"), x)
 
 
@@ -329,8 +369,14 @@ def test_1d_feature_maps_are_one_row_per_channel():
 
 def test_binary_heads_score_class_1_by_the_logit_and_class_0_by_its_negation():
     keras.utils.set_random_seed(0)
-    model = keras.Sequential([keras.Input((8, 8, 1)), keras.layers.Conv2D(4, 3, activation="relu", name="conv"),
-                              keras.layers.GlobalAveragePooling2D(), keras.layers.Dense(1, activation="sigmoid")])
+    model = keras.Sequential(
+        [
+            keras.Input((8, 8, 1)),
+            keras.layers.Conv2D(4, 3, activation="relu", name="conv"),
+            keras.layers.GlobalAveragePooling2D(),
+            keras.layers.Dense(1, activation="sigmoid"),
+        ]
+    )
     x = np.random.default_rng(0).random((6, 8, 8, 1), dtype=np.float32)
     for class_index in (0, 1):
         g, c = looks.grad_cam(model, x, class_index=class_index), looks.cam(model, x, class_index=class_index)
@@ -413,8 +459,7 @@ def test_patch_token_models_get_grad_cam_on_the_image_grid(build, layer, grid):
     assert looks.default_layer(model, x) == layer  # the last token layer, not the 2D preprocessing output
     maps = looks.grad_cam(model, x)
     assert maps.shape == (4, 32, 32)
-    np.testing.assert_allclose(maps, grid_grad_cam_oracle(model, x, layer, *grid), rtol=2e-3,
-                               atol=2e-3 * maps.max())
+    np.testing.assert_allclose(maps, grid_grad_cam_oracle(model, x, layer, *grid), rtol=2e-3, atol=2e-3 * maps.max())
     assert looks.feature_maps(model, x, channels=4).maps.shape == (4, 4, *grid)
 
 
@@ -436,12 +481,18 @@ def test_tokens_that_are_no_grid_of_the_image_are_refused_with_the_reason():
     x = layers.Dense(8, activation="relu", name="mix")(x)
     model = keras.Model(inputs, layers.Dense(3, name="out")(layers.Flatten()(x)), name="seven")
     x = np.zeros((2, 28, 28, 1), "float32")
-    with pytest.raises(ValueError, match=r"^`layer` cannot be chosen automatically: no layer of model 'seven' has a "
-                                         r"2D spatial output to lay on its \(28, 28, 1\) input images; its sequence "
-                                         r"outputs \(such as 'mix', \(2, 7, 8\)\) do not form a grid of the image"):
+    with pytest.raises(
+        ValueError,
+        match=r"^`layer` cannot be chosen automatically: no layer of model 'seven' has a "
+        r"2D spatial output to lay on its \(28, 28, 1\) input images; its sequence "
+        r"outputs \(such as 'mix', \(2, 7, 8\)\) do not form a grid of the image",
+    ):
         looks.grad_cam(model, x)
-    with pytest.raises(ValueError, match=r"`layer` 'mix' outputs 7 positions .* do not form a grid of the \(28, 28\) "
-                                         r"input images"):
+    with pytest.raises(
+        ValueError,
+        match=r"`layer` 'mix' outputs 7 positions .* do not form a grid of the \(28, 28\) "
+        r"input images",
+    ):
         looks.grad_cam(model, x, layer="mix")
 
 
@@ -466,12 +517,16 @@ def test_looks_draws_a_patch_token_model_s_rgb_inputs_as_images(tmp_path):
     from tfprobe.logs.events import read_events
 
     (event,) = list(read_events(str(next(tmp_path.glob("*.tfprobe-looks")))))[1:]
-    images = {v.tag: tf.io.decode_png(tf.make_ndarray(v.tensor)[2]).numpy() for v in event.summary.value
-              if v.metadata.plugin_data.plugin_name == "images" or v.tag.endswith(("input", "final_norm"))}
+    images = {
+        v.tag: tf.io.decode_png(tf.make_ndarray(v.tensor)[2]).numpy()
+        for v in event.summary.value
+        if v.metadata.plugin_data.plugin_name == "images" or v.tag.endswith(("input", "final_norm"))
+    }
     heat = looks.grad_cam(model, x[:2])
     for i in range(2):
         drawn = images[metadata.looks_tag(i, "gradcam", "final_norm")]
         assert drawn.shape == (128, 128, 3)  # the 32 x 32 RGB image, enlarged 4x: not a waveform strip
-        np.testing.assert_allclose(drawn[::4, ::4].astype("float32") / 255, overlay(display(x[i], "image"), heat[i]),
-                                   atol=1 / 255 + 1e-6)
+        np.testing.assert_allclose(
+            drawn[::4, ::4].astype("float32") / 255, overlay(display(x[i], "image"), heat[i]), atol=1 / 255 + 1e-6
+        )
         assert images[metadata.looks_tag(i, "input")].shape == (128, 128, 3)

@@ -19,10 +19,15 @@ from tfprobe.reference.looks import colormap, display, enlarge, orient, overlay
 
 def small_cnn(shape=(12, 12, 1), classes=3):
     keras.utils.set_random_seed(0)
-    return keras.Sequential([keras.Input(shape), keras.layers.Conv2D(4, 3, activation="relu", name="conv1"),
-                             keras.layers.Conv2D(6, 3, activation="relu", name="conv2"),
-                             keras.layers.GlobalAveragePooling2D(),
-                             keras.layers.Dense(classes, activation="softmax", name="head")])
+    return keras.Sequential(
+        [
+            keras.Input(shape),
+            keras.layers.Conv2D(4, 3, activation="relu", name="conv1"),
+            keras.layers.Conv2D(6, 3, activation="relu", name="conv2"),
+            keras.layers.GlobalAveragePooling2D(),
+            keras.layers.Dense(classes, activation="softmax", name="head"),
+        ]
+    )
 
 
 def images_and_scalars(log_dir):
@@ -77,15 +82,22 @@ def test_images_are_the_grad_cam_and_feature_maps_of_the_predicted_and_true_clas
             np.testing.assert_allclose(shrink(image, background), overlay(background, heat), atol=1 / 255 + 1e-6)
         feature_image = got[metadata.looks_tag(i, "features", "conv1")]
         np.testing.assert_allclose(shrink(feature_image, grids[i])[..., 0], grids[i], atol=1 / 255 + 1e-6)
-        np.testing.assert_allclose(shrink(steps[10][metadata.looks_tag(i, "input")], background), background,
-                                   atol=1 / 255 + 1e-6)
+        np.testing.assert_allclose(
+            shrink(steps[10][metadata.looks_tag(i, "input")], background), background, atol=1 / 255 + 1e-6
+        )
     assert looks.bytes_written > looks.last_step_bytes > 0
 
 
 def test_waveforms_get_a_heat_strip_and_spectrograms_time_across_low_frequencies_below(tmp_path):
     keras.utils.set_random_seed(0)
-    wave_model = keras.Sequential([keras.Input((64, 1)), keras.layers.Conv1D(4, 5, activation="relu", name="conv"),
-                                   keras.layers.GlobalAveragePooling1D(), keras.layers.Dense(2)])
+    wave_model = keras.Sequential(
+        [
+            keras.Input((64, 1)),
+            keras.layers.Conv1D(4, 5, activation="relu", name="conv"),
+            keras.layers.GlobalAveragePooling1D(),
+            keras.layers.Dense(2),
+        ]
+    )
     waves = np.sin(np.linspace(0, 20, 64 * 3)).reshape(3, 64, 1).astype("float32")
     looks = LooksAnalysis(tmp_path / "wave", examples=3)
     looks.run(wave_model, ReferenceData(waves), step=1)
@@ -102,8 +114,9 @@ def test_waveforms_get_a_heat_strip_and_spectrograms_time_across_low_frequencies
     looks = LooksAnalysis(tmp_path / "flat", examples=1)
     looks.run(flat, ReferenceData(waves[:, :, 0]), step=1)
     looks.close()
-    np.testing.assert_array_equal(images_and_scalars(tmp_path / "flat")[1][metadata.looks_tag(0, "gradcam", "conv")],
-                                  strip)
+    np.testing.assert_array_equal(
+        images_and_scalars(tmp_path / "flat")[1][metadata.looks_tag(0, "gradcam", "conv")], strip
+    )
 
     spectrograms = np.zeros((2, 20, 10, 1), "float32")  # (time, frequency): energy in the lowest frequency bins only
     spectrograms[:, :, :3] = 1.0
@@ -129,9 +142,18 @@ def test_tensorboard_images_tab_lists_and_serves_the_images(tmp_path):
     tag = metadata.looks_tag(1, "gradcam", "conv2")
     with tensorboard_server(tmp_path) as server:
         tags = server.wait_until(lambda t: tag in t.get("train", {}), route="/data/plugin/images/tags")
-        expected = {metadata.looks_tag(i, k, layer) for i in (0, 1) for k, layer in
-                    (("input", None), ("gradcam", "conv2"), ("gradcam_true", "conv2"), ("cam", "conv2"),
-                     ("features", "conv1"), ("features", "conv2"))}
+        expected = {
+            metadata.looks_tag(i, k, layer)
+            for i in (0, 1)
+            for k, layer in (
+                ("input", None),
+                ("gradcam", "conv2"),
+                ("gradcam_true", "conv2"),
+                ("cam", "conv2"),
+                ("features", "conv1"),
+                ("features", "conv2"),
+            )
+        }
         assert set(tags["train"]) == expected
         query = urllib.parse.urlencode({"run": "train", "tag": tag, "sample": 0})
         status, body = http_get(f"{server.base}/data/plugin/images/images?{query}")
@@ -265,11 +287,13 @@ def test_layer_probe_draws_looks_as_its_looks_input_kind(tmp_path, kwargs, drawn
     for i in range(2):
         background = display(x[i], drawn)
         assert background.shape[:2] == ((10, 20) if drawn == "spectrogram" else (20, 10))
-        np.testing.assert_allclose(shrink(got[metadata.looks_tag(i, "input")], background), background,
-                                   atol=1 / 255 + 1e-6)
+        np.testing.assert_allclose(
+            shrink(got[metadata.looks_tag(i, "input")], background), background, atol=1 / 255 + 1e-6
+        )
         expected = overlay(background, orient(heat[i]) if drawn == "spectrogram" else heat[i])
-        np.testing.assert_allclose(shrink(got[metadata.looks_tag(i, "gradcam", "conv2")], background), expected,
-                                   atol=1 / 255 + 1e-6)
+        np.testing.assert_allclose(
+            shrink(got[metadata.looks_tag(i, "gradcam", "conv2")], background), expected, atol=1 / 255 + 1e-6
+        )
 
 
 def test_layer_probe_names_looks_input_kind_when_the_model_cannot_be_drawn_so(tmp_path):
@@ -277,8 +301,11 @@ def test_layer_probe_names_looks_input_kind_when_the_model_cannot_be_drawn_so(tm
     model.compile("adam", "sparse_categorical_crossentropy")
     x, y = np.zeros((8, 12, 12, 1), "float32"), np.zeros(8, "int32")
     probe = tfprobe.LayerProbe(tmp_path, reference_data=(x, y), looks_examples=2, looks_input_kind="waveform")
-    with pytest.raises(ValueError, match=r"^`looks_input_kind` 'waveform' needs a 1D Grad-CAM layer; 'conv2' has a "
-                                         r"2D output. Received: looks_input_kind='waveform'$"):
+    with pytest.raises(
+        ValueError,
+        match=r"^`looks_input_kind` 'waveform' needs a 1D Grad-CAM layer; 'conv2' has a "
+        r"2D output. Received: looks_input_kind='waveform'$",
+    ):
         model.fit(x, y, batch_size=8, epochs=1, verbose=0, callbacks=[probe])
     assert not any("call" in layer.__dict__ for layer in model.layers)  # the model was not instrumented
     assert not list(tmp_path.glob("*.tfprobe-*"))  # nor any reference file opened (and left empty)

@@ -41,8 +41,14 @@ def test_bad_reference_data_is_named(data, error, message):
 
 
 def test_features_are_reduced_per_batch_and_match_the_layers():
-    model = keras.Sequential([keras.Input((6, 6, 2)), keras.layers.Conv2D(4, 3, name="conv"),
-                              keras.layers.Flatten(name="flat"), keras.layers.Dense(3, name="head")])
+    model = keras.Sequential(
+        [
+            keras.Input((6, 6, 2)),
+            keras.layers.Conv2D(4, 3, name="conv"),
+            keras.layers.Flatten(name="flat"),
+            keras.layers.Dense(3, name="head"),
+        ]
+    )
     x = np.random.default_rng(0).normal(size=(10, 6, 6, 2)).astype("float32")
     got = features(model, ReferenceData(x, batch_size=3), max_dim=8)
     conv = np.asarray(model.get_layer("conv")(x))
@@ -76,7 +82,7 @@ def test_a_model_that_cannot_be_traced_runs_eagerly_with_one_warning():
     mine = [str(w.message) for w in caught if "tfprobe" in str(w.message)]
     assert len(mine) == 1 and "'needs_eager' cannot be traced" in mine[0] and "run eagerly" in mine[0], mine
     assert outputs._function is False  # fell back
-    want = np.concatenate([np.asarray(model.d(x[i:i + 4])) for i in range(0, 10, 4)])
+    want = np.concatenate([np.asarray(model.d(x[i : i + 4])) for i in range(0, 10, 4)])
     np.testing.assert_allclose(got.features["d"], want, rtol=1e-5, atol=1e-6)
     assert got.infos["d"] == {"series": "d", "layer": "d", "order": 0, "class": "Dense", "shape": [None, 2]}
 
@@ -127,9 +133,16 @@ def test_a_layer_normalising_over_one_value_has_a_cka_drift_of_one(tmp_path):
     import tfprobe
 
     keras.utils.set_random_seed(0)
-    model = keras.Sequential([keras.Input((4,)), keras.layers.Dense(8, name="dense"), keras.layers.Reshape((8, 1)),
-                              keras.layers.LayerNormalization(epsilon=1e-6, name="norm"), keras.layers.Flatten(),
-                              keras.layers.Dense(1, name="out")])
+    model = keras.Sequential(
+        [
+            keras.Input((4,)),
+            keras.layers.Dense(8, name="dense"),
+            keras.layers.Reshape((8, 1)),
+            keras.layers.LayerNormalization(epsilon=1e-6, name="norm"),
+            keras.layers.Flatten(),
+            keras.layers.Dense(1, name="out"),
+        ]
+    )
     model.compile("sgd", "mse")
     x = np.random.default_rng(0).normal(size=(32, 4)).astype("float32")
     probe = tfprobe.LayerProbe(tmp_path, reference_data=x[:16], reference_freq=1, layers=["dense", "norm"])

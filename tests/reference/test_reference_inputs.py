@@ -30,8 +30,11 @@ def heart_model():
         inputs[name] = keras.Input((1,), name=name, dtype="int64")
         encoded.append(keras.layers.CategoryEncoding(5, output_mode="one_hot", name=f"{name}_onehot")(inputs[name]))
     inputs["thal"] = keras.Input((1,), name="thal", dtype="string")
-    encoded.append(keras.layers.StringLookup(vocabulary=["fixed", "normal", "reversible"], output_mode="one_hot",
-                                             name="thal_lookup")(inputs["thal"]))
+    encoded.append(
+        keras.layers.StringLookup(
+            vocabulary=["fixed", "normal", "reversible"], output_mode="one_hot", name="thal_lookup"
+        )(inputs["thal"])
+    )
     x = keras.layers.concatenate(encoded, name="features")
     x = keras.layers.Dense(8, activation="relu", name="hidden")(x)
     x = keras.layers.Dropout(0.5)(x)
@@ -65,8 +68,11 @@ def measured_layers(log_dir):
 def test_a_13_input_structured_model_takes_dict_reference_data(tmp_path, as_dataset):
     model = heart_model()
     x, y = heart_data()
-    reference = (tf.data.Dataset.from_tensor_slices(({k: v[:20] for k, v in x.items()}, y[:20])).batch(8)
-                 if as_dataset else ({k: v[:20] for k, v in x.items()}, y[:20]))
+    reference = (
+        tf.data.Dataset.from_tensor_slices(({k: v[:20] for k, v in x.items()}, y[:20])).batch(8)
+        if as_dataset
+        else ({k: v[:20] for k, v in x.items()}, y[:20])
+    )
     probe = tfprobe.LayerProbe(tmp_path, reference_data=reference, reference_freq=1, log_freq=2)
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
@@ -95,10 +101,14 @@ def test_multi_input_list_inside_the_tuple():
     check_inputs(model, reference)
     head, labels = reference.head(5)
     assert [h.shape for h in head] == [(5, 3), (5, 2, 2)] and labels.tolist() == [0, 1, 0, 1, 0]
-    np.testing.assert_allclose(collect(model, reference).features["d"], np.asarray(model([xa, xb])), rtol=1e-5,
-                               atol=1e-6)
-    with pytest.raises(ValueError, match=r"`reference_data` must hold the 2 inputs of model .* Received: x as one "
-                                         r"array of shape \(N, 3\)"):
+    np.testing.assert_allclose(
+        collect(model, reference).features["d"], np.asarray(model([xa, xb])), rtol=1e-5, atol=1e-6
+    )
+    with pytest.raises(
+        ValueError,
+        match=r"`reference_data` must hold the 2 inputs of model .* Received: x as one "
+        r"array of shape \(N, 3\)",
+    ):
         check_inputs(model, ReferenceData(xa))
     with pytest.raises(ValueError, match=r"`reference_data` inputs must have as many examples each"):
         ReferenceData(([xa, xb[:4]],))
@@ -117,8 +127,11 @@ def test_dict_reference_data_is_checked_against_the_named_inputs(as_dataset):
     with pytest.raises(ValueError, match=r"`reference_data` must hold every input .* missing: thal\. Received"):
         check_inputs(model, ref((missing, y)))
     wrong = {**x, "age": np.zeros((8, 3), "float32")}
-    with pytest.raises(ValueError, match=r"`reference_data` must fit the input 'age' .*\(None, 1\) of float32\. "
-                                         r"Received: x\['age'\] of shape \(N, 3\) holding floats"):
+    with pytest.raises(
+        ValueError,
+        match=r"`reference_data` must fit the input 'age' .*\(None, 1\) of float32\. "
+        r"Received: x\['age'\] of shape \(N, 3\) holding floats",
+    ):
         check_inputs(model, ref((wrong, y)))
     numbers = {**x, "thal": np.zeros((8, 1), "float32")}
     with pytest.raises(ValueError, match=r"input 'thal' .* of string\. Received: x\['thal'\] .* holding floats"):
@@ -143,8 +156,11 @@ def test_a_dataset_of_unknown_cardinality_is_taken_up_to_a_bound_with_a_warning(
     x = np.arange(40, dtype="float32").reshape(20, 2)
     endless = tf.data.Dataset.from_tensor_slices((x, np.arange(20))).repeat().filter(lambda a, b: b % 2 == 0).batch(16)
     assert int(endless.cardinality()) == int(tf.data.UNKNOWN_CARDINALITY)
-    with pytest.warns(RuntimeWarning, match=r"`reference_data` is a tf.data.Dataset of unknown or infinite "
-                                            r"cardinality; its first 128 batches \(2048 examples\)"):
+    with pytest.warns(
+        RuntimeWarning,
+        match=r"`reference_data` is a tf.data.Dataset of unknown or infinite "
+        r"cardinality; its first 128 batches \(2048 examples\)",
+    ):
         reference = bounded_in_time(ReferenceData, endless)
     assert len(reference) == MAX_UNBOUNDED_EXAMPLES
     labels = reference.labels()
@@ -186,8 +202,9 @@ class Distiller(keras.Model):
         with tf.GradientTape() as tape:
             student_predictions = self.student(x, training=True)
             student_loss = keras.losses.sparse_categorical_crossentropy(y, student_predictions, from_logits=True)
-            distillation = keras.losses.kl_divergence(tf.nn.softmax(teacher_predictions / 3.0),
-                                                      tf.nn.softmax(student_predictions / 3.0))
+            distillation = keras.losses.kl_divergence(
+                tf.nn.softmax(teacher_predictions / 3.0), tf.nn.softmax(student_predictions / 3.0)
+            )
             loss = tf.reduce_mean(0.1 * student_loss + 0.9 * distillation)
         gradients = tape.gradient(loss, self.student.trainable_variables)
         self.optimizer.apply_gradients(zip(gradients, self.student.trainable_variables))
@@ -199,8 +216,15 @@ def distiller():
     keras.utils.set_random_seed(0)
 
     def net(name):
-        return keras.Sequential([keras.Input((8, 8, 1)), keras.layers.Conv2D(4, 3, activation="relu"),
-                                 keras.layers.GlobalAveragePooling2D(), keras.layers.Dense(3)], name=name)
+        return keras.Sequential(
+            [
+                keras.Input((8, 8, 1)),
+                keras.layers.Conv2D(4, 3, activation="relu"),
+                keras.layers.GlobalAveragePooling2D(),
+                keras.layers.Dense(3),
+            ],
+            name=name,
+        )
 
     model = Distiller(net("student"), net("teacher"))
     model.compile(optimizer="adam")
@@ -211,8 +235,9 @@ def test_a_model_without_call_refuses_the_reference_set_with_one_warning(tmp_pat
     rng = np.random.default_rng(0)
     x, y = rng.normal(size=(16, 8, 8, 1)).astype("float32"), np.arange(16) % 3
     model = distiller()
-    probe = tfprobe.LayerProbe(tmp_path, reference_data=(x[:4], y[:4]), looks_examples=2, reference_freq=1,
-                               record_freq=1, log_freq=2)
+    probe = tfprobe.LayerProbe(
+        tmp_path, reference_data=(x[:4], y[:4]), looks_examples=2, reference_freq=1, record_freq=1, log_freq=2
+    )
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
         history = model.fit(x, y, batch_size=8, epochs=2, verbose=0, callbacks=[probe])

@@ -71,7 +71,9 @@ def test_digits_mlp_every_reference_step_writes_every_measure(tmp_path, capsys):
     # the reference file is separate from the training windows' file; the layers keep their recorder metadata
     files = os.listdir(tmp_path / "run")
     assert sum(f.endswith(REFERENCE_SUFFIX) for f in files) == 1
-    assert sorted(f for f in files if "tfevents" in f)[-1].endswith(".tfprobe")  # windows newest: see test_reference_live
+    assert sorted(f for f in files if "tfevents" in f)[-1].endswith(
+        ".tfprobe"
+    )  # windows newest: see test_reference_live
     assert tfprobe.read_layers(tmp_path)["layer"].tolist() == ["h1", "h2", "logits"]
 
     assert cli.main(["report", str(tmp_path)]) == 0
@@ -95,17 +97,21 @@ class Subclassed(keras.Model):
 
 
 def nested():
-    inner = keras.Sequential([keras.Input((6, 6, 1)), keras.layers.Conv2D(4, 3, activation="relu", name="conv")],
-                             name="backbone")
+    inner = keras.Sequential(
+        [keras.Input((6, 6, 1)), keras.layers.Conv2D(4, 3, activation="relu", name="conv")], name="backbone"
+    )
     inp = keras.Input((6, 6, 1))
     out = keras.layers.Dense(3, name="head")(keras.layers.GlobalAveragePooling2D(name="gap")(inner(inp)))
     return keras.Model(inp, out)
 
 
-@pytest.mark.parametrize("build, shape, layers", [
-    (Subclassed, (8,), {"d1", "out"}),
-    (nested, (6, 6, 1), {"backbone/conv", "gap", "head"}),
-])
+@pytest.mark.parametrize(
+    "build, shape, layers",
+    [
+        (Subclassed, (8,), {"d1", "out"}),
+        (nested, (6, 6, 1), {"backbone/conv", "gap", "head"}),
+    ],
+)
 def test_nested_and_subclassed_models(tmp_path, build, shape, layers):
     rng = np.random.default_rng(0)
     x, y = rng.normal(size=(64,) + shape).astype("float32"), rng.integers(0, 3, size=64)
@@ -125,8 +131,15 @@ def small_fit(tmp_path, seed=0, **probe_args):
     x = rng.normal(size=(48, 8)).astype("float32")
     y = rng.integers(0, 2, size=48)
     keras.utils.set_random_seed(seed)
-    model = keras.Sequential([keras.Input((8,)), keras.layers.Dense(8, name="d"), keras.layers.BatchNormalization(),
-                              keras.layers.Dropout(0.5), keras.layers.Dense(2, name="out")])
+    model = keras.Sequential(
+        [
+            keras.Input((8,)),
+            keras.layers.Dense(8, name="d"),
+            keras.layers.BatchNormalization(),
+            keras.layers.Dropout(0.5),
+            keras.layers.Dense(2, name="out"),
+        ]
+    )
     model.compile("adam", keras.losses.SparseCategoricalCrossentropy(from_logits=True))
     probe = tfprobe.LayerProbe(tmp_path, **{"reference_freq": 1, **probe_args})
     model.fit(x, y, batch_size=16, epochs=2, verbose=0, shuffle=False, callbacks=[probe])
@@ -156,21 +169,25 @@ def test_a_failing_analysis_warns_once_and_training_goes_on(tmp_path, monkeypatc
     about = [w for w in caught if "representation analysis failed" in str(w.message)]
     assert len(about) == 1 and "boom" in str(about[0].message)
     assert int(model.optimizer.iterations) == 6
-    probe = tfprobe.LayerProbe(tmp_path / "strict", reference_data=np.zeros((8, 8), "float32"), strict=True,
-                               reference_freq=1)  # raises at the end of the epoch, before `on_train_end`
+    probe = tfprobe.LayerProbe(
+        tmp_path / "strict", reference_data=np.zeros((8, 8), "float32"), strict=True, reference_freq=1
+    )  # raises at the end of the epoch, before `on_train_end`
     with pytest.raises(RuntimeError, match="boom"):
         model.fit(np.zeros((16, 8)), np.zeros(16), epochs=1, verbose=0, callbacks=[probe])
     assert "call" not in model.get_layer("d").__dict__ and "train_step" not in model.__dict__  # restored
 
 
-@pytest.mark.parametrize("args, message", [
-    (dict(reference_data=np.zeros((4, 8)), reference_freq=0), "`reference_freq` must be a positive integer"),
-    (dict(reference_freq=2.5), "reference_freq=2.5"),
-    (dict(reference_embeddings=["d"]), "needs `reference_data`"),
-    (dict(reference_data=np.zeros((4, 8)), reference_embeddings=[3]), "reference_embeddings=[3]"),
-    (dict(reference_data=(np.zeros((4, 8)), np.zeros(3))), "4 inputs and 3 labels"),
-    (dict(reference_data=np.zeros((4, 8)), reference_max_dim=0), "reference_max_dim=0"),
-])
+@pytest.mark.parametrize(
+    "args, message",
+    [
+        (dict(reference_data=np.zeros((4, 8)), reference_freq=0), "`reference_freq` must be a positive integer"),
+        (dict(reference_freq=2.5), "reference_freq=2.5"),
+        (dict(reference_embeddings=["d"]), "needs `reference_data`"),
+        (dict(reference_data=np.zeros((4, 8)), reference_embeddings=[3]), "reference_embeddings=[3]"),
+        (dict(reference_data=(np.zeros((4, 8)), np.zeros(3))), "4 inputs and 3 labels"),
+        (dict(reference_data=np.zeros((4, 8)), reference_max_dim=0), "reference_max_dim=0"),
+    ],
+)
 def test_bad_reference_arguments_are_named(tmp_path, args, message):
     with pytest.raises((ValueError, TypeError)) as info:
         tfprobe.LayerProbe(tmp_path, **args)
@@ -183,8 +200,14 @@ def test_unknown_embedding_layer_is_named_before_training(tmp_path):
 
 
 def test_older_logs_have_no_cka_and_still_read(synthetic_logdir):
-    assert tfprobe.read_cka(synthetic_logdir).columns.tolist() == ["run", "step", "wall_time", "layer_a", "layer_b",
-                                                                   "cka"]
+    assert tfprobe.read_cka(synthetic_logdir).columns.tolist() == [
+        "run",
+        "step",
+        "wall_time",
+        "layer_a",
+        "layer_b",
+        "cka",
+    ]
     assert tfprobe.read_cka(synthetic_logdir).empty
     assert not set(tfprobe.read_logdir(synthetic_logdir)["stat"]) & STATS
 
@@ -194,8 +217,12 @@ def test_cka_content_names_rows_at_every_step(tmp_path):
 
     small_fit(tmp_path, reference_data=np.random.default_rng(0).normal(size=(12, 8)).astype("float32"))
     path = next(p for p in os.listdir(tmp_path) if p.endswith(REFERENCE_SUFFIX))
-    contents = [json.loads(v.metadata.plugin_data.content) for e in read_events(str(tmp_path / path))
-                for v in e.summary.value if v.tag == metadata.CKA_TAG]
+    contents = [
+        json.loads(v.metadata.plugin_data.content)
+        for e in read_events(str(tmp_path / path))
+        for v in e.summary.value
+        if v.tag == metadata.CKA_TAG
+    ]
     assert len(contents) == 2 and all(c["layers"][0] == "d" and c["reference_size"] == 12 for c in contents)
 
 
@@ -206,12 +233,22 @@ def test_projector_tab_lists_the_embedded_layers(tmp_path):
     x, y = digits()
     images = x.reshape(-1, 8, 8, 1)
     keras.utils.set_random_seed(0)
-    model = keras.Sequential([keras.Input((8, 8, 1)), keras.layers.Conv2D(8, 3, activation="relu", name="conv"),
-                              keras.layers.Flatten(name="flat"), keras.layers.Dense(16, activation="relu", name="dense"),
-                              keras.layers.Dense(10, name="logits")])
+    model = keras.Sequential(
+        [
+            keras.Input((8, 8, 1)),
+            keras.layers.Conv2D(8, 3, activation="relu", name="conv"),
+            keras.layers.Flatten(name="flat"),
+            keras.layers.Dense(16, activation="relu", name="dense"),
+            keras.layers.Dense(10, name="logits"),
+        ]
+    )
     model.compile("adam", keras.losses.SparseCategoricalCrossentropy(from_logits=True))
-    probe = tfprobe.LayerProbe(tmp_path / "run", reference_data=(images[:60], y[:60]),
-                               reference_embeddings=["conv", "dense"], reference_max_dim=32)
+    probe = tfprobe.LayerProbe(
+        tmp_path / "run",
+        reference_data=(images[:60], y[:60]),
+        reference_embeddings=["conv", "dense"],
+        reference_max_dim=32,
+    )
     model.fit(images[60:300], y[60:300], batch_size=60, epochs=1, verbose=0, callbacks=[probe])
     run = tmp_path / "run"
     tsv = np.loadtxt(run / "tfprobe_projector" / "dense.tsv", delimiter="\t")
@@ -272,8 +309,13 @@ def test_mirrored_strategy_gives_the_single_device_measures(tmp_path):
     import subprocess
     import sys
 
-    proc = subprocess.run([sys.executable, "-c", MIRRORED, str(tmp_path)], capture_output=True, text=True, timeout=300,
-                          env={**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2"})
+    proc = subprocess.run(
+        [sys.executable, "-c", MIRRORED, str(tmp_path)],
+        capture_output=True,
+        text=True,
+        timeout=300,
+        env={**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2"},
+    )
     assert proc.returncode == 0 and proc.stdout.strip().endswith("ok"), proc.stderr[-3000:]
 
 

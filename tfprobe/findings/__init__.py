@@ -43,7 +43,6 @@ SEVERITIES = ("info", "warning", "error")
 """Severity names, least severe first."""
 
 
-
 class Finding(NamedTuple):
     """One finding: a row of the frame `diagnose` returns (a tuple, so frames are built from a list of them)."""
 
@@ -140,7 +139,9 @@ def severity_rank(severity: str) -> int:
     try:
         return SEVERITIES.index(severity)
     except (ValueError, TypeError):
-        raise ValueError(f"`severity` must be one of {', '.join(SEVERITIES)}. Received: severity={severity!r}") from None
+        raise ValueError(
+            f"`severity` must be one of {', '.join(SEVERITIES)}. Received: severity={severity!r}"
+        ) from None
 
 
 def thresholds(**overrides) -> dict:
@@ -153,8 +154,10 @@ def thresholds(**overrides) -> dict:
     out = dict(_DEFAULTS)
     out.update({k: (int(float(v)) if k == "transient_windows" else float(v)) for k, v in overrides.items()})
     if not out["min_update_ratio"] < out["max_update_ratio"]:
-        raise ValueError("`min_update_ratio` must be below `max_update_ratio`. "
-                         f"Received: min_update_ratio={out['min_update_ratio']!r}, max_update_ratio={out['max_update_ratio']!r}")
+        raise ValueError(
+            "`min_update_ratio` must be below `max_update_ratio`. "
+            f"Received: min_update_ratio={out['min_update_ratio']!r}, max_update_ratio={out['max_update_ratio']!r}"
+        )
     return out
 
 
@@ -225,13 +228,17 @@ def is_normalization(cls: str) -> bool:
 
 def _check_frames(df, layers):
     if not isinstance(df, pd.DataFrame):
-        raise TypeError(f"`df` must be a log directory or a pandas DataFrame from `tfprobe.read_logdir`. Received: df={df!r:.80}")
+        raise TypeError(
+            f"`df` must be a log directory or a pandas DataFrame from `tfprobe.read_logdir`. Received: df={df!r:.80}"
+        )
     missing = {"run", "step", "layer", "stat", "value"} - set(df.columns)
     if missing:
         raise ValueError(f"`df` must be a long frame from `tfprobe.read_logdir`; missing columns: {sorted(missing)}")
     if layers is not None:
         if not isinstance(layers, pd.DataFrame):
-            raise TypeError(f"`layers` must be None or a DataFrame from `tfprobe.read_layers`. Received: layers={layers!r:.80}")
+            raise TypeError(
+                f"`layers` must be None or a DataFrame from `tfprobe.read_layers`. Received: layers={layers!r:.80}"
+            )
         missing = {"run", "layer", "order"} - set(layers.columns)
         if missing:
             raise ValueError(f"`layers` must be a frame from `tfprobe.read_layers`; missing columns: {sorted(missing)}")
@@ -267,15 +274,21 @@ def _series_table(wide, layers):
     keys["one_sided"] = [one_sided(c, b) for c, b in zip(keys["class"], keys["bounds"])]
     keys["zeros_in_saturation"] = [one and b[0] is not None for one, b in zip(keys["one_sided"], keys["bounds"])]
     keys["terminal"] = _terminal(keys)
-    keys["softmax_k"] = [softmax_width(c, b, sh) if out or term else 0
-                         for c, b, sh, out, term in zip(keys["class"], keys["bounds"], keys["shape"], keys["is_output"], keys["terminal"])]
+    keys["softmax_k"] = [
+        softmax_width(c, b, sh) if out or term else 0
+        for c, b, sh, out, term in zip(
+            keys["class"], keys["bounds"], keys["shape"], keys["is_output"], keys["terminal"]
+        )
+    ]
     keys["size"] = [example_size(sh) for sh in keys["shape"]]
     keys["channels"] = [_channels(sh) for sh in keys["shape"]]
     keys["loss_scaled"] = _loss_scaled(keys)
     pooled = set()
     if "size_ratio" in wide.columns:  # retention statistics are recorded for pooling layers only
         pooled = set(map(tuple, wide.loc[wide["size_ratio"].notna(), ["run", "layer"]].to_numpy().tolist()))
-    keys["pooling"] = [bool(POOLING_CLASS.search(c)) or (r, l) in pooled for r, l, c in zip(keys["run"], keys["layer"], keys["class"])]
+    keys["pooling"] = [
+        bool(POOLING_CLASS.search(c)) or (r, l) in pooled for r, l, c in zip(keys["run"], keys["layer"], keys["class"])
+    ]
     return keys
 
 
@@ -321,8 +334,10 @@ def _terminal(series):
     """Series that feed no recorded series, in runs whose graph is known: the model's outputs."""
     known = {r for r, ins in zip(series["run"], series["inputs"]) if ins is not None}
     consumers = _consumers(series)
-    return [r in known and ins is not None and not consumers.get((r, l))
-            for r, l, ins in zip(series["run"], series["layer"], series["inputs"])]
+    return [
+        r in known and ins is not None and not consumers.get((r, l))
+        for r, l, ins in zip(series["run"], series["layer"], series["inputs"])
+    ]
 
 
 def _loss_scaled(series):
@@ -480,8 +495,11 @@ def series_stat_frame(series) -> pd.DataFrame:
     that long frame: the plugin's `/health` reads a large run through TensorBoard's data provider so."""
     blocks, present = [], set()
     for (run, layer), by_stat in series:
-        by_stat = {s: (np.asarray(st, np.int64), np.asarray(v, np.float64)) for s, (st, v) in by_stat.items()
-                   if s in REQUIRED_STATS}
+        by_stat = {
+            s: (np.asarray(st, np.int64), np.asarray(v, np.float64))
+            for s, (st, v) in by_stat.items()
+            if s in REQUIRED_STATS
+        }
         if not by_stat:
             continue
         steps = np.unique(np.concatenate([st for st, _ in by_stat.values()]))
@@ -491,10 +509,17 @@ def series_stat_frame(series) -> pd.DataFrame:
             columns[stat][np.searchsorted(steps, st)] = v
         if any(s in by_stat for s in WEIGHT_STATS):  # the long frame of this series' weight statistics
             weight = [s for s in (*WEIGHT_STATS, "weight_grad_norm") if s in by_stat]
-            flags = _nonfinite_flags(pd.DataFrame({
-                "run": run, "layer": layer, "step": np.concatenate([by_stat[s][0] for s in weight]),
-                "stat": np.repeat(weight, [len(by_stat[s][0]) for s in weight]),
-                "value": np.concatenate([by_stat[s][1] for s in weight])}))
+            flags = _nonfinite_flags(
+                pd.DataFrame(
+                    {
+                        "run": run,
+                        "layer": layer,
+                        "step": np.concatenate([by_stat[s][0] for s in weight]),
+                        "stat": np.repeat(weight, [len(by_stat[s][0]) for s in weight]),
+                        "value": np.concatenate([by_stat[s][1] for s in weight]),
+                    }
+                )
+            )
             for stat, g in flags.groupby("stat", sort=False):
                 columns[stat] = np.full(len(steps), np.nan)
                 columns[stat][np.searchsorted(steps, g["step"].to_numpy())] = g["value"].to_numpy(float)
@@ -502,15 +527,20 @@ def series_stat_frame(series) -> pd.DataFrame:
         blocks.append((run, layer, steps, columns))
     names = sorted(present)
     blocks.sort(key=lambda b: (b[0], b[1]))
-    keep = [~np.all([np.isnan(cols[c]) for c in names if c in cols] or [np.ones(len(st), bool)], axis=0)
-            for _, _, st, cols in blocks]
+    keep = [
+        ~np.all([np.isnan(cols[c]) for c in names if c in cols] or [np.ones(len(st), bool)], axis=0)
+        for _, _, st, cols in blocks
+    ]
     n = [int(k.sum()) for k in keep]
-    frame = {"run": np.repeat(np.array([b[0] for b in blocks], object), n),
-             "layer": np.repeat(np.array([b[1] for b in blocks], object), n),
-             "step": np.concatenate([b[2][k] for b, k in zip(blocks, keep)] or [np.zeros(0, np.int64)])}
+    frame = {
+        "run": np.repeat(np.array([b[0] for b in blocks], object), n),
+        "layer": np.repeat(np.array([b[1] for b in blocks], object), n),
+        "step": np.concatenate([b[2][k] for b, k in zip(blocks, keep)] or [np.zeros(0, np.int64)]),
+    }
     for c in names:
-        frame[c] = np.concatenate([b[3][c][k] if c in b[3] else np.full(int(k.sum()), np.nan)
-                                   for b, k in zip(blocks, keep)])
+        frame[c] = np.concatenate(
+            [b[3][c][k] if c in b[3] else np.full(int(k.sum()), np.nan) for b, k in zip(blocks, keep)]
+        )
     return pd.DataFrame(frame, columns=["run", "layer", "step", *names])
 
 
@@ -558,8 +588,14 @@ def _nan_update_confirmed(df, w):
     broken = norm[~np.isfinite(norm["value"].to_numpy(float))].groupby(keys)["step"].max()
     has_norm = set(map(tuple, norm[keys].drop_duplicates().to_numpy().tolist()))
     grad = df[df["stat"] == "weight_grad_norm"]
-    applied = set(map(tuple, grad.loc[np.isfinite(grad["value"].to_numpy(float)) & (grad["value"] > 0), ["run", "layer", "step"]]
-                      .to_numpy().tolist()))
+    applied = set(
+        map(
+            tuple,
+            grad.loc[np.isfinite(grad["value"].to_numpy(float)) & (grad["value"] > 0), ["run", "layer", "step"]]
+            .to_numpy()
+            .tolist(),
+        )
+    )
     last_broken = broken.to_dict()
     out = []
     for r, l, st in zip(w["run"], w["layer"], w["step"]):
@@ -604,18 +640,35 @@ def _spans(ctx, rows, kind, stat, message, extreme="max"):
         worst = (finite.max() if extreme == "max" else finite.min()) if finite.size else float("nan")
         extra = extras[lo + int(np.argmax(vals == worst))] if extras is not None and finite.size else None
         text = message(worst, extra)
-        text += f"; from step {first} " + ("to the latest window" if windows[-1] == last_window else f"until step {last}")
+        text += f"; from step {first} " + (
+            "to the latest window" if windows[-1] == last_window else f"until step {last}"
+        )
         if held == 1:
             text += " (1 window)"
         else:
-            text += f" ({held} consecutive windows)" if streak == held else f" ({held} windows, at most {streak} consecutive)"
+            text += (
+                f" ({held} consecutive windows)"
+                if streak == held
+                else f" ({held} windows, at most {streak} consecutive)"
+            )
         severity = KINDS[kind]
         n = ctx.t["transient_windows"]
         if kind not in NEVER_TRANSIENT and windows[-1] < n <= last_window:
             severity = "info"
             text += f"; transient: only within the first {n} windows after initialisation"
-        out.append(Finding(run=run, layer=layer, stat=stat, kind=kind, severity=severity, first_step=first,
-                           last_step=last, windows=streak, message=text))
+        out.append(
+            Finding(
+                run=run,
+                layer=layer,
+                stat=stat,
+                kind=kind,
+                severity=severity,
+                first_step=first,
+                last_step=last,
+                windows=streak,
+                message=text,
+            )
+        )
     return out
 
 
@@ -640,12 +693,21 @@ def check_nan_inf(ctx):
     """NaN or Inf values in a layer's output (`nan_count`/`inf_count` > 0) or in its activation gradient
     (`grad_nan_count`/`grad_inf_count` > 0): always an error."""
     out = []
-    for stat, what, where in (("nan_count", "NaN", "output"), ("inf_count", "Inf", "output"),
-                              ("grad_nan_count", "NaN", "gradient dL/da"), ("grad_inf_count", "Inf", "gradient dL/da")):
+    for stat, what, where in (
+        ("nan_count", "NaN", "output"),
+        ("inf_count", "Inf", "output"),
+        ("grad_nan_count", "NaN", "gradient dL/da"),
+        ("grad_inf_count", "Inf", "gradient dL/da"),
+    ):
         if stat in ctx.wide.columns:
             rows = ctx.rows(ctx.wide[stat] > 0, stat)
-            out += _spans(ctx, rows, "nan_inf", stat,
-                          lambda v, _e, w=what, at=where: f"{w} values in the {at} (up to {_fmt(v)} per window)")
+            out += _spans(
+                ctx,
+                rows,
+                "nan_inf",
+                stat,
+                lambda v, _e, w=what, at=where: f"{w} values in the {at} (up to {_fmt(v)} per window)",
+            )
     return out
 
 
@@ -661,8 +723,13 @@ def check_nan_weights(ctx):
     if not broken.any():
         return []
     norm = _column(ctx, "weight_norm")
-    return _spans(ctx, ctx.rows(broken, norm), "nan_weights", "weight_norm",
-                  lambda _v, _e: "NaN or Inf in the trainable weights (their norm or the update ratio is not finite)")
+    return _spans(
+        ctx,
+        ctx.rows(broken, norm),
+        "nan_weights",
+        "weight_norm",
+        lambda _v, _e: "NaN or Inf in the trainable weights (their norm or the update ratio is not finite)",
+    )
 
 
 @register("dead_layer")
@@ -678,8 +745,13 @@ def check_dead_layer(ctx):
         mask = ctx.dead_mask(stat) & ~broken
         mask &= ~ctx.of_layers(seen)
         what = "zero" if stat == "zero_fraction" else "near zero"
-        spans = _spans(ctx, ctx.rows(mask, stat), "dead_layer", stat,
-                       lambda v, _e, w=what: f"dead layer: {_fmt(100 * v)}% of the outputs are {w}")
+        spans = _spans(
+            ctx,
+            ctx.rows(mask, stat),
+            "dead_layer",
+            stat,
+            lambda v, _e, w=what: f"dead layer: {_fmt(100 * v)}% of the outputs are {w}",
+        )
         seen.update((f[0], f[1]) for f in spans)
         out += spans
     return out
@@ -698,8 +770,13 @@ def check_dead_units(ctx):
     mask = (w["dead_unit_fraction"] > limit) & w["alive"]
     if {"zero_fraction", "near_zero_fraction"} <= set(w.columns):
         mask &= ~(w["near_zero_fraction"] - w["zero_fraction"] >= TINY_SHARE)
-    return _spans(ctx, ctx.rows(mask, "dead_unit_fraction"), "dead_units", "dead_unit_fraction",
-                  lambda v, _e: f"{_fmt(100 * v)}% of the units are dead (threshold {_fmt(100 * limit)}%)")
+    return _spans(
+        ctx,
+        ctx.rows(mask, "dead_unit_fraction"),
+        "dead_units",
+        "dead_unit_fraction",
+        lambda v, _e: f"{_fmt(100 * v)}% of the units are dead (threshold {_fmt(100 * limit)}%)",
+    )
 
 
 def one_sided(cls: str, bounds) -> bool:
@@ -753,15 +830,22 @@ def check_saturation(ctx):
     limit = ctx.t["saturation_fraction"]
     mask = (sat > limit) & w["alive"] & ~softmax_out
     where = one.map({True: "at the upper bound ", False: ""})
-    return _spans(ctx, ctx.rows(mask, sat, where), "saturation", "saturation_fraction",
-                  lambda v, e: f"{_fmt(100 * v)}% of the outputs are saturated {e or ''}(threshold {_fmt(100 * limit)}%)")
+    return _spans(
+        ctx,
+        ctx.rows(mask, sat, where),
+        "saturation",
+        "saturation_fraction",
+        lambda v, e: f"{_fmt(100 * v)}% of the outputs are saturated {e or ''}(threshold {_fmt(100 * limit)}%)",
+    )
 
 
 def _usable_std(ctx):
     """Rows of `wide` with a comparable `std` (finite, above `min_std`, layer alive): run, layer, step, std."""
     w = ctx.wide
     if "std" not in w.columns:
-        return w.iloc[:0][["run", "layer", "step", "window", "last_window"]].assign(std=pd.Series(dtype=float), mean=pd.Series(dtype=float))
+        return w.iloc[:0][["run", "layer", "step", "window", "last_window"]].assign(
+            std=pd.Series(dtype=float), mean=pd.Series(dtype=float)
+        )
     std = w["std"].astype(float)
     usable = np.isfinite(std) & (std > ctx.t["min_std"]) & w["alive"].astype(bool)
     mean = w["mean"].astype(float) if "mean" in w.columns else pd.Series(np.nan, index=w.index)
@@ -816,11 +900,15 @@ def _input_extremes(ctx, std):
     spread, as a classifier's logits do) and the smallest input std (`min_input`, `min_std`, and `allowed`:
     the shrink the layer's shapes explain, `expected_shrink`)."""
     s = ctx.series
-    judged = [b is None and not is_normalization(c) and not renorm and i
-              for c, b, i, renorm in zip(s["class"], s["bounds"], s["inputs"], s["renormalized"])]
+    judged = [
+        b is None and not is_normalization(c) and not renorm and i
+        for c, b, i, renorm in zip(s["class"], s["bounds"], s["inputs"], s["renormalized"])
+    ]
     info = {(r, l): (ch, sz) for r, l, ch, sz in zip(s["run"], s["layer"], s["channels"], s["size"])}
     edges = []
-    for r, l, ins, ok, ch, sz, pool in zip(s["run"], s["layer"], s["inputs"], judged, s["channels"], s["size"], s["pooling"]):
+    for r, l, ins, ok, ch, sz, pool in zip(
+        s["run"], s["layer"], s["inputs"], judged, s["channels"], s["size"], s["pooling"]
+    ):
         if ok:
             for i in ins:
                 ch_in, sz_in = info.get((r, i), (float("nan"), float("nan")))
@@ -832,8 +920,12 @@ def _input_extremes(ctx, std):
         by_key.setdefault((r, l), []).append((i, allowed))
     # plain Python over the rows (no merge, sort and group per call: this runs at every live window): the largest
     # input rms (ties: the last input in the layer's list) and the smallest std / allowed (ties: the first)
-    scale = {(r, l, st): (sd, 0.0 if mn != mn else mn) for r, l, st, sd, mn in
-             zip(std["run"], std["layer"], std["step"], std["std"].to_numpy(float), std["mean"].to_numpy(float))}
+    scale = {
+        (r, l, st): (sd, 0.0 if mn != mn else mn)
+        for r, l, st, sd, mn in zip(
+            std["run"], std["layer"], std["step"], std["std"].to_numpy(float), std["mean"].to_numpy(float)
+        )
+    }
     picked, columns = [], ([], [], [], [], [])
     for k, (r, l, st) in enumerate(zip(std["run"], std["layer"], std["step"])):
         hi = lo = None
@@ -875,7 +967,9 @@ def check_depth(ctx):
     if m is None or m.empty:
         return []
     keep = ~looks_normalized(m["mean"], m["std"])  # a NaN mean (not recorded) says nothing
-    loss_scaled = set(zip(ctx.series.loc[ctx.series["loss_scaled"], "run"], ctx.series.loc[ctx.series["loss_scaled"], "layer"]))
+    loss_scaled = set(
+        zip(ctx.series.loc[ctx.series["loss_scaled"], "run"], ctx.series.loc[ctx.series["loss_scaled"], "layer"])
+    )
     free = ~pd.Series([k in loss_scaled for k in zip(m["run"], m["layer"])], index=m.index) | (m["std"] > LOSS_SCALE)
     # a sum cannot exceed its terms' summed scale: an addition far above its largest recorded input has an
     # input that is not recorded (the model's input as the skip of the first residual block)
@@ -895,9 +989,16 @@ def check_depth(ctx):
         extra = [(e, a) for e, a in zip(other[mask], allowed[mask])]
         rows = m.loc[mask, ["run", "layer", "step", "window", "last_window"]].assign(value=ratio[mask], extra=extra)
         verb, which = ("grows", "largest") if kind == "exploding_depth" else ("shrinks", "smallest")
-        out += _spans(ctx, rows, kind, "std",
-                      lambda v, e, verb=verb, which=which: f"std {verb} {_fmt(v)}x from its {which} input {e[0]!r} to this layer"
-                      + (f" (its shapes explain {_fmt(e[1])}x)" if e[1] > 1.0 else ""))
+        out += _spans(
+            ctx,
+            rows,
+            kind,
+            "std",
+            lambda v, e, verb=verb, which=which: (
+                f"std {verb} {_fmt(v)}x from its {which} input {e[0]!r} to this layer"
+                + (f" (its shapes explain {_fmt(e[1])}x)" if e[1] > 1.0 else "")
+            ),
+        )
     return out
 
 
@@ -910,12 +1011,22 @@ def check_time(ctx):
     ratio = w["std"] / by_layer["std"].shift(1)
     prev_step = by_layer["step"].shift(1)
     out = []
-    for kind, mask in (("exploding_time", ratio > ctx.t["std_ratio"]), ("vanishing_time", ratio < 1.0 / ctx.t["std_ratio"])):
-        rows = w.loc[mask, ["run", "layer", "step", "window", "last_window"]].assign(value=ratio[mask], extra=prev_step[mask])
+    for kind, mask in (
+        ("exploding_time", ratio > ctx.t["std_ratio"]),
+        ("vanishing_time", ratio < 1.0 / ctx.t["std_ratio"]),
+    ):
+        rows = w.loc[mask, ["run", "layer", "step", "window", "last_window"]].assign(
+            value=ratio[mask], extra=prev_step[mask]
+        )
         verb, extreme = ("jumped up", "max") if kind == "exploding_time" else ("dropped", "min")
-        out += _spans(ctx, rows, kind, "std",
-                      lambda v, e, verb=verb: f"std {verb} {_fmt(v if v >= 1 else 1 / v)}x in one window (after step {int(e)})",
-                      extreme)
+        out += _spans(
+            ctx,
+            rows,
+            kind,
+            "std",
+            lambda v, e, verb=verb: f"std {verb} {_fmt(v if v >= 1 else 1 / v)}x in one window (after step {int(e)})",
+            extreme,
+        )
     return out
 
 
@@ -928,8 +1039,13 @@ def check_drift(ctx):
     ratio = w["std"] / by_layer["std"].transform("first")
     base_step = by_layer["step"].transform("first")
     drift = (ratio > ctx.t["std_ratio"]) | (ratio < 1.0 / ctx.t["std_ratio"])
-    extra = [f"{'grew' if r > 1 else 'shrank'} {_fmt(max(r, 1 / r))}x since step {b}" for r, b in zip(ratio[drift], base_step[drift])]
-    rows = w.loc[drift, ["run", "layer", "step", "window", "last_window"]].assign(value=np.maximum(ratio, 1 / ratio)[drift], extra=extra)
+    extra = [
+        f"{'grew' if r > 1 else 'shrank'} {_fmt(max(r, 1 / r))}x since step {b}"
+        for r, b in zip(ratio[drift], base_step[drift])
+    ]
+    rows = w.loc[drift, ["run", "layer", "step", "window", "last_window"]].assign(
+        value=np.maximum(ratio, 1 / ratio)[drift], extra=extra
+    )
     return _spans(ctx, rows, "std_drift", "std", lambda v, e: f"std {e}")
 
 
@@ -1012,14 +1128,33 @@ def _gradient_extremes(ctx):
             parts = []
             for c in consumers[name]:
                 # an average over n values hands each 1/n of the gradient: 1/sqrt(n) of its norm, by design
-                a = math.sqrt(size[name] / size[c]) if pooling.get(c) and size.get(c) and size.get(name, 0) > size[c] else 1.0
-                parts += [(grid[c].to_numpy(float) / a, np.full(len(grid), c, object)), (hi[c][0] / a, hi[c][1]),
-                          (lo[c][0] / a, lo[c][1])]
+                a = (
+                    math.sqrt(size[name] / size[c])
+                    if pooling.get(c) and size.get(c) and size.get(name, 0) > size[c]
+                    else 1.0
+                )
+                parts += [
+                    (grid[c].to_numpy(float) / a, np.full(len(grid), c, object)),
+                    (hi[c][0] / a, hi[c][1]),
+                    (lo[c][0] / a, lo[c][1]),
+                ]
             hi[name], lo[name] = _extreme(parts, np.fmax, len(grid)), _extreme(parts, np.fmin, len(grid))
         for name in order:
-            frames.append(pd.DataFrame({"run": run, "layer": name, "step": grid.index, "grad_rms": grid[name].to_numpy(),
-                                        "by_norm": run in by_norm,
-                                        "hi": hi[name][0], "hi_layer": hi[name][1], "lo": lo[name][0], "lo_layer": lo[name][1]}))
+            frames.append(
+                pd.DataFrame(
+                    {
+                        "run": run,
+                        "layer": name,
+                        "step": grid.index,
+                        "grad_rms": grid[name].to_numpy(),
+                        "by_norm": run in by_norm,
+                        "hi": hi[name][0],
+                        "hi_layer": hi[name][1],
+                        "lo": lo[name][0],
+                        "lo_layer": lo[name][1],
+                    }
+                )
+            )
     if not frames:
         return None
     m = pd.concat(frames, ignore_index=True).dropna(subset=["grad_rms", "hi"])
@@ -1056,15 +1191,24 @@ def check_gradient_depth(ctx):
     if m is None or m.empty:
         return []
     out = []
-    for kind, ratio, other in (("vanishing_gradient", m["hi"] / m["grad_rms"], m["hi_layer"]),
-                               ("exploding_gradient", m["grad_rms"] / m["lo"], m["lo_layer"])):
+    for kind, ratio, other in (
+        ("vanishing_gradient", m["hi"] / m["grad_rms"], m["hi_layer"]),
+        ("exploding_gradient", m["grad_rms"] / m["lo"], m["lo_layer"]),
+    ):
         mask = ratio > ctx.t["grad_ratio"]
         extra = list(zip(other[mask], m.loc[mask, "by_norm"]))
         rows = m.loc[mask, ["run", "layer", "step", "window", "last_window"]].assign(value=ratio[mask], extra=extra)
         verb = "falls" if kind == "vanishing_gradient" else "grows"
-        out += _spans(ctx, rows, kind, "grad_rms",
-                      lambda v, e, verb=verb: f"gradient {'norm per example' if e[1] else 'rms'} {verb} {_fmt(v)}x "
-                                              f"from {e[0]!r} (on the output side) to this layer")
+        out += _spans(
+            ctx,
+            rows,
+            kind,
+            "grad_rms",
+            lambda v, e, verb=verb: (
+                f"gradient {'norm per example' if e[1] else 'rms'} {verb} {_fmt(v)}x "
+                f"from {e[0]!r} (on the output side) to this layer"
+            ),
+        )
     return out
 
 
@@ -1074,8 +1218,13 @@ def check_huge_gradient(ctx):
     big = _column(ctx, "grad_max_abs")
     mask = (big > ctx.t["max_grad_abs"]).fillna(False)
     limit = ctx.t["max_grad_abs"]
-    return _spans(ctx, ctx.rows(mask, big), "exploding_gradient", "grad_max_abs",
-                  lambda v, _e: f"gradient values up to {_fmt(v)} (threshold {_fmt(limit)})")
+    return _spans(
+        ctx,
+        ctx.rows(mask, big),
+        "exploding_gradient",
+        "grad_max_abs",
+        lambda v, _e: f"gradient values up to {_fmt(v)} (threshold {_fmt(limit)})",
+    )
 
 
 def _routed(ctx):
@@ -1100,12 +1249,24 @@ def check_dead_gradient(ctx):
     mask = zero & ctx.wide["alive"].astype(bool)
     mask &= ~ctx.of_layers(_routed(ctx))
     explained = _off_the_loss(ctx, zero) & mask
-    dead = _spans(ctx, ctx.rows(mask & ~explained, zeros), "dead_gradient", "grad_zero_fraction",
-                  lambda v, _e: f"{_fmt(100 * v)}% of the gradient dL/da is exactly zero while the output is not")
-    off = _spans(ctx, ctx.rows(explained, zeros), "dead_gradient", "grad_zero_fraction",
-                 lambda v, _e: f"{_fmt(100 * v)}% of the gradient dL/da is exactly zero: this output does not reach the "
-                               "loss (every layer it feeds has a zero gradient too, or it feeds none: an output without a "
-                               "loss or with loss weight 0)")
+    dead = _spans(
+        ctx,
+        ctx.rows(mask & ~explained, zeros),
+        "dead_gradient",
+        "grad_zero_fraction",
+        lambda v, _e: f"{_fmt(100 * v)}% of the gradient dL/da is exactly zero while the output is not",
+    )
+    off = _spans(
+        ctx,
+        ctx.rows(explained, zeros),
+        "dead_gradient",
+        "grad_zero_fraction",
+        lambda v, _e: (
+            f"{_fmt(100 * v)}% of the gradient dL/da is exactly zero: this output does not reach the "
+            "loss (every layer it feeds has a zero gradient too, or it feeds none: an output without a "
+            "loss or with loss weight 0)"
+        ),
+    )
     return dead + [f[:4] + ("info",) + f[5:] for f in off]
 
 
@@ -1145,11 +1306,26 @@ def check_updates(ctx):
     the optimizer is 0 (`weight_grad_norm == 0`), or their update figures are missing or NaN."""
     ratio = _column(ctx, "update_ratio")
     low, high = ctx.t["min_update_ratio"], ctx.t["max_update_ratio"]
-    untouched = (_column(ctx, "weight_grad_norm") == 0.0).fillna(False)  # no gradient applied: no optimizer updates them
-    stalled = _spans(ctx, ctx.rows((ratio < low).fillna(False) & ~untouched, ratio), "stalled_layer", "update_ratio",
-                     lambda v, _e: f"the weights barely move: update ratio {_fmt(v)} per step (threshold {_fmt(low)})", "min")
-    unstable = _spans(ctx, ctx.rows((ratio > high).fillna(False), ratio), "unstable_updates", "update_ratio",
-                      lambda v, _e: f"each update changes the weights by {_fmt(100 * v)}% of their norm (threshold {_fmt(100 * high)}%)")
+    untouched = (_column(ctx, "weight_grad_norm") == 0.0).fillna(
+        False
+    )  # no gradient applied: no optimizer updates them
+    stalled = _spans(
+        ctx,
+        ctx.rows((ratio < low).fillna(False) & ~untouched, ratio),
+        "stalled_layer",
+        "update_ratio",
+        lambda v, _e: f"the weights barely move: update ratio {_fmt(v)} per step (threshold {_fmt(low)})",
+        "min",
+    )
+    unstable = _spans(
+        ctx,
+        ctx.rows((ratio > high).fillna(False), ratio),
+        "unstable_updates",
+        "update_ratio",
+        lambda v, _e: (
+            f"each update changes the weights by {_fmt(100 * v)}% of their norm (threshold {_fmt(100 * high)}%)"
+        ),
+    )
     return stalled + unstable
 
 
@@ -1264,16 +1440,25 @@ def _warn_missing_input(ctx, layers):
     """One warning naming the checks that cannot run (or run without the layer classes) for lack of input."""
     import warnings
 
-    how = ("pass the log directory (`tfprobe.diagnose(logdir)`), a frame of `tfprobe.read_logdir` (it carries the "
-           "layer graph in `df.attrs`), or `layers=tfprobe.read_layers(logdir)`")
+    how = (
+        "pass the log directory (`tfprobe.diagnose(logdir)`), a frame of `tfprobe.read_logdir` (it carries the "
+        "layer graph in `df.attrs`), or `layers=tfprobe.read_layers(logdir)`"
+    )
     if layers is None or not len(layers):
-        warnings.warn(f"tfprobe.diagnose: no layers frame: checks {', '.join(map(repr, NEEDS['graph']))} cannot run "
-                      f"and {', '.join(map(repr, NEEDS['layers']))} run without the layer classes and bounds; {how}",
-                      RuntimeWarning, stacklevel=3)
+        warnings.warn(
+            f"tfprobe.diagnose: no layers frame: checks {', '.join(map(repr, NEEDS['graph']))} cannot run "
+            f"and {', '.join(map(repr, NEEDS['layers']))} run without the layer classes and bounds; {how}",
+            RuntimeWarning,
+            stacklevel=3,
+        )
     elif ctx.series["inputs"].isna().all():
-        warnings.warn(f"tfprobe.diagnose: the layers frame has no graph (no `inputs`: logs written before tfprobe "
-                      f"recorded it, or a frame without that column): checks {', '.join(map(repr, NEEDS['graph']))} "
-                      "cannot run", RuntimeWarning, stacklevel=3)
+        warnings.warn(
+            f"tfprobe.diagnose: the layers frame has no graph (no `inputs`: logs written before tfprobe "
+            f"recorded it, or a frame without that column): checks {', '.join(map(repr, NEEDS['graph']))} "
+            "cannot run",
+            RuntimeWarning,
+            stacklevel=3,
+        )
 
 
 # ---------------------------------------------------------------- constant_output
@@ -1322,7 +1507,11 @@ def constant_rows(ctx):
     ok = finite & w["alive"].astype(bool) & ~ctx.nonfinite_weights() & (zeros.fillna(0.0) < 1.0)
     one_value = ok & (lo == hi) & (hi != 0)
     one_sign = (lo > 0) | (hi < 0)
-    normalizing = ctx.info("class").map(lambda c: is_normalization(str(c)) and not AFFINE_SCALING_CLASS.search(str(c))).astype(bool)
+    normalizing = (
+        ctx.info("class")
+        .map(lambda c: is_normalization(str(c)) and not AFFINE_SCALING_CLASS.search(str(c)))
+        .astype(bool)
+    )
     per_example = ok & ~one_value & one_sign & (hoyer <= CONSTANT_HOYER) & normalizing
     how = np.where(one_value, "window", "example")
     constant = (one_value | per_example).fillna(False).astype(bool)
@@ -1356,7 +1545,9 @@ def check_constant_output(ctx):
     def message(v, e):
         if e == "window":
             return f"the output is one value ({_fmt(v)}) for every example: it does not depend on the input"
-        return (f"every example's output is one value repeated (mean {_fmt(v)}): it does not depend on the "
-                "input beyond one number per example")
+        return (
+            f"every example's output is one value repeated (mean {_fmt(v)}): it does not depend on the "
+            "input beyond one number per example"
+        )
 
     return _spans(ctx, rows, "constant_output", "std", message)

@@ -43,15 +43,46 @@ import pandas as pd
 
 from tfprobe.findings import KINDS, diagnose, is_normalization, severity_rank
 
-INCIDENT_COLUMNS = ["incident", "run", "severity", "root_layer", "root_kind", "root_stat", "first_step", "last_step",
-                    "error_step", "layers", "kinds", "findings", "explains", "fix", "reason", "summary"]
+INCIDENT_COLUMNS = [
+    "incident",
+    "run",
+    "severity",
+    "root_layer",
+    "root_kind",
+    "root_stat",
+    "first_step",
+    "last_step",
+    "error_step",
+    "layers",
+    "kinds",
+    "findings",
+    "explains",
+    "fix",
+    "reason",
+    "summary",
+]
 """Columns of the frame `incidents` returns. `error_step`: the first step at which a finding of the incident is
 an error (None if none is); `layers`: the layers its findings name, in model order; `kinds`: their kinds;
 `findings`: how many; `explains`: `"kind@layer"` of each finding it groups; `summary`: the one-line alert."""
 
-PRECEDENCE = ["unstable_updates", "constant_output", "dead_layer", "saturation", "nan_inf", "nan_weights",
-              "exploding_time", "exploding_depth", "vanishing_time", "vanishing_depth", "dead_units",
-              "exploding_gradient", "vanishing_gradient", "dead_gradient", "stalled_layer", "std_drift"]
+PRECEDENCE = [
+    "unstable_updates",
+    "constant_output",
+    "dead_layer",
+    "saturation",
+    "nan_inf",
+    "nan_weights",
+    "exploding_time",
+    "exploding_depth",
+    "vanishing_time",
+    "vanishing_depth",
+    "dead_units",
+    "exploding_gradient",
+    "vanishing_gradient",
+    "dead_gradient",
+    "stalled_layer",
+    "std_drift",
+]
 """Kinds, causes before effects, for findings that start in the same window."""
 
 _ALL = frozenset(KINDS) | {"constant_output"}
@@ -68,17 +99,43 @@ CAUSES = {
     "nan_weights": (_ALL, _ALL, _ALL, _ALL),
     "constant_output": (_ALL - _NONFINITE, _AFTER_DEAD | _EXPLODING, _BEHIND_DEAD, frozenset()),
     "dead_layer": (_ALL - _NONFINITE, _AFTER_DEAD, _BEHIND_DEAD, frozenset()),
-    "saturation": (_BEHIND_DEAD | _VANISHING | {"dead_units"}, {"saturation", "dead_units", "stalled_layer"} | _VANISHING,
-                   _BEHIND_DEAD, frozenset()),
-    "exploding_time": (_ALL, _ALL, {"exploding_gradient", "vanishing_gradient", "dead_gradient", "stalled_layer"}, _NONFINITE),
-    "exploding_depth": (_ALL, _ALL, {"exploding_gradient", "vanishing_gradient", "dead_gradient", "stalled_layer"}, _NONFINITE),
-    "vanishing_time": (_VANISHING | _BEHIND_DEAD | {"dead_units", "dead_layer"}, _VANISHING | {"dead_units", "dead_layer"},
-                       _BEHIND_DEAD, frozenset()),
-    "vanishing_depth": (_VANISHING | _BEHIND_DEAD | {"dead_units", "dead_layer"}, _VANISHING | {"dead_units", "dead_layer"},
-                        _BEHIND_DEAD, frozenset()),
+    "saturation": (
+        _BEHIND_DEAD | _VANISHING | {"dead_units"},
+        {"saturation", "dead_units", "stalled_layer"} | _VANISHING,
+        _BEHIND_DEAD,
+        frozenset(),
+    ),
+    "exploding_time": (
+        _ALL,
+        _ALL,
+        {"exploding_gradient", "vanishing_gradient", "dead_gradient", "stalled_layer"},
+        _NONFINITE,
+    ),
+    "exploding_depth": (
+        _ALL,
+        _ALL,
+        {"exploding_gradient", "vanishing_gradient", "dead_gradient", "stalled_layer"},
+        _NONFINITE,
+    ),
+    "vanishing_time": (
+        _VANISHING | _BEHIND_DEAD | {"dead_units", "dead_layer"},
+        _VANISHING | {"dead_units", "dead_layer"},
+        _BEHIND_DEAD,
+        frozenset(),
+    ),
+    "vanishing_depth": (
+        _VANISHING | _BEHIND_DEAD | {"dead_units", "dead_layer"},
+        _VANISHING | {"dead_units", "dead_layer"},
+        _BEHIND_DEAD,
+        frozenset(),
+    ),
     "dead_units": ({"stalled_layer"}, {"dead_units"}, frozenset(), frozenset()),
-    "exploding_gradient": ({"unstable_updates", "stalled_layer"} | _NONFINITE, frozenset(),
-                           {"exploding_gradient", "unstable_updates"} | _NONFINITE, _NONFINITE),
+    "exploding_gradient": (
+        {"unstable_updates", "stalled_layer"} | _NONFINITE,
+        frozenset(),
+        {"exploding_gradient", "unstable_updates"} | _NONFINITE,
+        _NONFINITE,
+    ),
     "vanishing_gradient": (_BEHIND_DEAD, frozenset(), _BEHIND_DEAD, frozenset()),
     "dead_gradient": (_BEHIND_DEAD, frozenset(), _BEHIND_DEAD, frozenset()),
     "stalled_layer": (frozenset(), frozenset(), frozenset(), {"stalled_layer"}),
@@ -209,10 +266,23 @@ def _incident(number, run, fs, graph):
     names = sorted({f.layer for f in fs}, key=graph.position)
     kinds = sorted({f.kind for f in fs}, key=lambda k: PRECEDENCE.index(k) if k in PRECEDENCE else 99)
     fix, reason = suggest(root, graph)
-    incident = dict(incident=number, run=run, severity=severity, root_layer=root.layer, root_kind=root.kind,
-                    root_stat=root.stat, first_step=int(root.first_step), last_step=int(max(f.last_step for f in fs)),
-                    error_step=int(min(errors)) if errors else None, layers=names, kinds=kinds, findings=len(fs),
-                    explains=[f"{f.kind}@{f.layer}" for f in fs], fix=fix, reason=reason)
+    incident = dict(
+        incident=number,
+        run=run,
+        severity=severity,
+        root_layer=root.layer,
+        root_kind=root.kind,
+        root_stat=root.stat,
+        first_step=int(root.first_step),
+        last_step=int(max(f.last_step for f in fs)),
+        error_step=int(min(errors)) if errors else None,
+        layers=names,
+        kinds=kinds,
+        findings=len(fs),
+        explains=[f"{f.kind}@{f.layer}" for f in fs],
+        fix=fix,
+        reason=reason,
+    )
     incident["summary"] = summary(incident, fs, graph)
     return incident
 
@@ -272,10 +342,13 @@ def suggest(root, graph: Graph):
     seen = _numbers(str(root.message))
     reason = f"{layer}: {seen} from step {step}"
     if kind in ("constant_output", "dead_layer") and is_normalization(cls) and _last_dim(graph.shape.get(layer)) == 1:
-        return (f"{layer} ({cls}) normalises over an axis of size 1 (output shape {list(graph.shape[layer])}): "
-                "(x - mean) / std is 0 there, so it outputs its offset whatever the input and nothing before it "
-                "learns through it. Normalise over an axis with more than one value (e.g. the time axis), "
-                "or remove the layer.", reason)
+        return (
+            f"{layer} ({cls}) normalises over an axis of size 1 (output shape {list(graph.shape[layer])}): "
+            "(x - mean) / std is 0 there, so it outputs its offset whatever the input and nothing before it "
+            "learns through it. Normalise over an axis with more than one value (e.g. the time axis), "
+            "or remove the layer.",
+            reason,
+        )
     if kind == "unstable_updates":
         m = re.search(r"by ([0-9.e+-]+)% of their norm", seen)
         factor = ""
@@ -283,49 +356,89 @@ def suggest(root, graph: Graph):
             ratio = float(m.group(1)) / 100.0
             tenfold = 10 ** max(1, round(math.log10(ratio / 0.01))) if ratio > 0 else 10
             factor = f" about {tenfold:g}x"
-        return (f"Lower the learning rate{factor} (updates of 0.1-1% of the weights' norm per step are usual), "
-                "or clip gradients (clipnorm=1.0); use a warm-up if it only happens early.", reason)
+        return (
+            f"Lower the learning rate{factor} (updates of 0.1-1% of the weights' norm per step are usual), "
+            "or clip gradients (clipnorm=1.0); use a warm-up if it only happens early.",
+            reason,
+        )
     if kind == "dead_layer":
-        return (f"{layer} outputs zeros for every input: its pre-activations are negative (a bias driven "
-                "negative, a bad initialisation or a too-high learning rate). Check its initialisation, use "
-                "LeakyReLU/ELU/GELU, or lower the learning rate.", reason)
+        return (
+            f"{layer} outputs zeros for every input: its pre-activations are negative (a bias driven "
+            "negative, a bad initialisation or a too-high learning rate). Check its initialisation, use "
+            "LeakyReLU/ELU/GELU, or lower the learning rate.",
+            reason,
+        )
     if kind == "constant_output":
-        return (f"{layer}'s output does not depend on its input. Check what it computes over (an axis of size "
-                "1, a zero kernel, a collapsed input) and the layers feeding it.", reason)
+        return (
+            f"{layer}'s output does not depend on its input. Check what it computes over (an axis of size "
+            "1, a zero kernel, a collapsed input) and the layers feeding it.",
+            reason,
+        )
     if kind == "saturation":
-        return (f"{layer}'s activations sit at their bounds, where their derivative is ~0: use a smaller "
-                "initialisation (Glorot/He), a non-saturating activation (ReLU family), or batch normalisation "
-                "before the activation; normalise the inputs.", reason)
+        return (
+            f"{layer}'s activations sit at their bounds, where their derivative is ~0: use a smaller "
+            "initialisation (Glorot/He), a non-saturating activation (ReLU family), or batch normalisation "
+            "before the activation; normalise the inputs.",
+            reason,
+        )
     if kind == "nan_inf":
         if not graph.known or not graph.ancestors(layer):
-            return (f"NaN/Inf appear first at {layer}, the first recorded layer: check the input data "
-                    "(np.isfinite(x).all()) and its preprocessing.", reason)
-        return (f"NaN/Inf appear first at {layer} from finite inputs: look for exp/log/sqrt/division there "
-                "(add an epsilon, clip the input); lower the learning rate if values grew before.", reason)
+            return (
+                f"NaN/Inf appear first at {layer}, the first recorded layer: check the input data "
+                "(np.isfinite(x).all()) and its preprocessing.",
+                reason,
+            )
+        return (
+            f"NaN/Inf appear first at {layer} from finite inputs: look for exp/log/sqrt/division there "
+            "(add an epsilon, clip the input); lower the learning rate if values grew before.",
+            reason,
+        )
     if kind == "nan_weights":
-        return (f"An update made {layer}'s weights non-finite: lower the learning rate, clip gradients, and "
-                "check the loss for log(0) or a division by zero.", reason)
+        return (
+            f"An update made {layer}'s weights non-finite: lower the learning rate, clip gradients, and "
+            "check the loss for log(0) or a division by zero.",
+            reason,
+        )
     if kind in _EXPLODING:
-        return (f"{layer}'s activations grow by orders of magnitude: lower the learning rate, check the "
-                "initialisation scale, add normalisation (BatchNormalization/LayerNormalization).", reason)
+        return (
+            f"{layer}'s activations grow by orders of magnitude: lower the learning rate, check the "
+            "initialisation scale, add normalisation (BatchNormalization/LayerNormalization).",
+            reason,
+        )
     if kind in _VANISHING:
-        return (f"{layer}'s activations shrink towards zero: check the initialisation scale (He for ReLU, "
-                "Glorot for tanh/sigmoid) and the inputs' scale; add normalisation.", reason)
+        return (
+            f"{layer}'s activations shrink towards zero: check the initialisation scale (He for ReLU, "
+            "Glorot for tanh/sigmoid) and the inputs' scale; add normalisation.",
+            reason,
+        )
     if kind == "dead_units":
-        return (f"Most units of {layer} never activate: use He initialisation, LeakyReLU, or a lower "
-                "learning rate.", reason)
+        return (
+            f"Most units of {layer} never activate: use He initialisation, LeakyReLU, or a lower learning rate.",
+            reason,
+        )
     if kind == "exploding_gradient":
-        return ("Clip gradients (clipnorm=1.0), lower the learning rate, add normalisation or residual "
-                "connections.", reason)
+        return (
+            "Clip gradients (clipnorm=1.0), lower the learning rate, add normalisation or residual connections.",
+            reason,
+        )
     if kind == "vanishing_gradient":
-        return ("Use ReLU-family activations, He/Glorot initialisation, batch normalisation or residual "
-                "connections so the gradient reaches the input side.", reason)
+        return (
+            "Use ReLU-family activations, He/Glorot initialisation, batch normalisation or residual "
+            "connections so the gradient reaches the input side.",
+            reason,
+        )
     if kind == "dead_gradient":
-        return (f"No gradient reaches {layer} from the loss: check what consumes its output (a branch "
-                "multiplied by zero, a zero kernel, stop_gradient, an output not in the loss).", reason)
+        return (
+            f"No gradient reaches {layer} from the loss: check what consumes its output (a branch "
+            "multiplied by zero, a zero kernel, stop_gradient, an output not in the loss).",
+            reason,
+        )
     if kind == "stalled_layer":
-        return ("The weights barely move: raise the learning rate (it may be 0 or far too low), or check "
-                "whether the layer is meant to be frozen.", reason)
+        return (
+            "The weights barely move: raise the learning rate (it may be 0 or far too low), or check "
+            "whether the layer is meant to be frozen.",
+            reason,
+        )
     return ("Look at the root layer first.", reason)
 
 
@@ -338,7 +451,9 @@ def _frames(source, layers):
     return data.scalars, data.layers if layers is None else layers
 
 
-def incidents(source, layers: pd.DataFrame | None = None, *, findings: pd.DataFrame | None = None, **kwargs) -> pd.DataFrame:
+def incidents(
+    source, layers: pd.DataFrame | None = None, *, findings: pd.DataFrame | None = None, **kwargs
+) -> pd.DataFrame:
     """Findings grouped into incidents, each with one root cause and a suggested fix.
 
     Args:
@@ -354,7 +469,9 @@ def incidents(source, layers: pd.DataFrame | None = None, *, findings: pd.DataFr
       the module docstring of `tfprobe.findings.incidents`.
     """
     if not isinstance(source, (pd.DataFrame, str)) and not hasattr(source, "__fspath__"):  # os.PathLike
-        raise TypeError(f"`source` must be a log directory or the frame of `tfprobe.read_logdir`. Received: source={source!r:.80}")
+        raise TypeError(
+            f"`source` must be a log directory or the frame of `tfprobe.read_logdir`. Received: source={source!r:.80}"
+        )
     df, layers = _frames(source, layers)
     if findings is None:
         findings = diagnose(df, layers, **kwargs)

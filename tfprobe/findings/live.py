@@ -49,11 +49,26 @@ def layers_frame(infos) -> pd.DataFrame:
     rows = []
     for name, info in infos.items():
         if not isinstance(info, dict):  # SeriesInfo
-            info = {"order": info.order, "class": info.class_name, "shape": info.shape, "bounds": info.bounds,
-                    "inputs": info.inputs, "kind": info.kind}
-        rows.append({"run": RUN, "layer": name, "order": info.get("order"), "class": info.get("class", ""),
-                     "shape": _list(info.get("shape")), "bounds": _list(info.get("bounds")),
-                     "inputs": _list(info.get("inputs")), "kind": info.get("kind", "activation")})
+            info = {
+                "order": info.order,
+                "class": info.class_name,
+                "shape": info.shape,
+                "bounds": info.bounds,
+                "inputs": info.inputs,
+                "kind": info.kind,
+            }
+        rows.append(
+            {
+                "run": RUN,
+                "layer": name,
+                "order": info.get("order"),
+                "class": info.get("class", ""),
+                "shape": _list(info.get("shape")),
+                "bounds": _list(info.get("bounds")),
+                "inputs": _list(info.get("inputs")),
+                "kind": info.get("kind", "activation"),
+            }
+        )
     columns = ["run", "layer", "order", "class", "shape", "bounds", "inputs", "kind"]
     frame = {c: _objects([r[c] for r in rows]) for c in columns}
     frame["order"] = np.asarray([r["order"] for r in rows], dtype=float)
@@ -82,9 +97,16 @@ def window_frame(step, results) -> pd.DataFrame:
                 stats.append(stat)
                 values.append(float(value))
     n = len(values)
-    return pd.DataFrame({"run": _objects([RUN] * n), "step": np.full(n, int(step), dtype=np.int64),
-                         "wall_time": np.zeros(n), "layer": _objects(names), "stat": _objects(stats),
-                         "value": np.asarray(values, dtype=float)})
+    return pd.DataFrame(
+        {
+            "run": _objects([RUN] * n),
+            "step": np.full(n, int(step), dtype=np.int64),
+            "wall_time": np.zeros(n),
+            "layer": _objects(names),
+            "stat": _objects(stats),
+            "value": np.asarray(values, dtype=float),
+        }
+    )
 
 
 _REQUIRED = frozenset(REQUIRED_STATS)
@@ -170,7 +192,9 @@ def _gradient_suspects(results, order, consumers, t):
         l_ = [v for c in consumers.get(name, ()) for v in (rms.get(c), lo.get(c)) if v is not None]
         hi[name], lo[name] = (max(h) if h else None), (min(l_) if l_ else None)
         g = rms.get(name)
-        if g is not None and ((hi[name] is not None and hi[name] / g > limit) or (lo[name] is not None and g / lo[name] > limit)):
+        if g is not None and (
+            (hi[name] is not None and hi[name] / g > limit) or (lo[name] is not None and g / lo[name] > limit)
+        ):
             out.add(name)
     return out
 
@@ -196,18 +220,23 @@ def suspects(results, previous, inputs, consumers, t, order=()):
         before = _usable_std(previous[name], None, t) if name in previous else None
         ins = [usable.get(i) for i in inputs.get(name, ())]
         ins = [x for x in ins if x is not None]
-        if (any((v(k) or 0) > 0 for k in ("nan_count", "inf_count", "grad_nan_count", "grad_inf_count"))
-                or any(k in row and not _finite(row[k]) for k in ("weight_norm", "update_ratio"))
-                or any((v(k) or 0) >= f * t["dead_layer_fraction"] for k in ("zero_fraction", "near_zero_fraction"))
-                or (v("dead_unit_fraction") or 0) > f * t["dead_units_fraction"]
-                or (v("saturation_fraction") or 0) > f * t["saturation_fraction"]
-                or (v("grad_max_abs") or 0) > t["max_grad_abs"] / r
-                or (v("grad_zero_fraction") or 0) >= f * t["dead_gradient_fraction"]
-                or (_finite(v("update_ratio")) and not r * t["min_update_ratio"] <= v("update_ratio") <= t["max_update_ratio"] / r)
-                or (_finite(low) and low == high)
-                or (_finite(v("hoyer_sparsity")) and v("hoyer_sparsity") <= r * CONSTANT_HOYER)
-                or (std is not None and before is not None and max(std / before, before / std) > ratio)
-                or (std is not None and ins and max(std / max(ins), min(ins) / std) > ratio)):
+        if (
+            any((v(k) or 0) > 0 for k in ("nan_count", "inf_count", "grad_nan_count", "grad_inf_count"))
+            or any(k in row and not _finite(row[k]) for k in ("weight_norm", "update_ratio"))
+            or any((v(k) or 0) >= f * t["dead_layer_fraction"] for k in ("zero_fraction", "near_zero_fraction"))
+            or (v("dead_unit_fraction") or 0) > f * t["dead_units_fraction"]
+            or (v("saturation_fraction") or 0) > f * t["saturation_fraction"]
+            or (v("grad_max_abs") or 0) > t["max_grad_abs"] / r
+            or (v("grad_zero_fraction") or 0) >= f * t["dead_gradient_fraction"]
+            or (
+                _finite(v("update_ratio"))
+                and not r * t["min_update_ratio"] <= v("update_ratio") <= t["max_update_ratio"] / r
+            )
+            or (_finite(low) and low == high)
+            or (_finite(v("hoyer_sparsity")) and v("hoyer_sparsity") <= r * CONSTANT_HOYER)
+            or (std is not None and before is not None and max(std / before, before / std) > ratio)
+            or (std is not None and ins and max(std / max(ins), min(ins) / std) > ratio)
+        ):
             out.add(name)
     return out
 
@@ -278,8 +307,13 @@ class LiveIncidents:
         key = (frozenset(self._names), frozenset(self._pooled))
         if self._series is None or self._series[0] != key:
             names = sorted(self._names)
-            table = pd.DataFrame({"run": _objects([RUN] * len(names)), "layer": _objects(names),
-                                  "size_ratio": [1.0 if n in self._pooled else np.nan for n in names]})
+            table = pd.DataFrame(
+                {
+                    "run": _objects([RUN] * len(names)),
+                    "layer": _objects(names),
+                    "size_ratio": [1.0 if n in self._pooled else np.nan for n in names],
+                }
+            )
             series = _series_table(table, self._layers).astype({"run": object, "layer": object, "class": object})
             self._series = (key, series)
         ctx = _context(wide, self._layers, self.t, series=self._series[1])
@@ -326,11 +360,22 @@ class LiveIncidents:
             severity = KINDS.get(kind, "warning")
             if kind not in NEVER_TRANSIENT and (now < n or s["windows"][-1] < n <= now):
                 severity = "info"
-            rows.append(Finding(run=RUN, layer=layer, stat=stat, kind=kind, severity=severity,
-                                first_step=s["first_step"], last_step=s["last_step"], windows=s["best"],
-                                message=f"{s['message']}; from step {s['first_step']}"))
-        return pd.DataFrame(rows, columns=FINDING_COLUMNS).astype({"first_step": "int64", "last_step": "int64",
-                                                                   "windows": "int64"})
+            rows.append(
+                Finding(
+                    run=RUN,
+                    layer=layer,
+                    stat=stat,
+                    kind=kind,
+                    severity=severity,
+                    first_step=s["first_step"],
+                    last_step=s["last_step"],
+                    windows=s["best"],
+                    message=f"{s['message']}; from step {s['first_step']}",
+                )
+            )
+        return pd.DataFrame(rows, columns=FINDING_COLUMNS).astype(
+            {"first_step": "int64", "last_step": "int64", "windows": "int64"}
+        )
 
     def _group(self):
         fs = self.findings()

@@ -56,5 +56,6 @@ def make(choice, *, jit_compile, near_zero, saturation_margin, sample_size) -> K
 
     if native.choose(choice, jit_compile=jit_compile):
         return native.NativeKernel(near_zero=near_zero, saturation_margin=saturation_margin, sample_size=sample_size)
-    return graph.GraphKernel(near_zero=near_zero, saturation_margin=saturation_margin, sample_size=sample_size,
-                             xla=bool(jit_compile))
+    return graph.GraphKernel(
+        near_zero=near_zero, saturation_margin=saturation_margin, sample_size=sample_size, xla=bool(jit_compile)
+    )

@@ -285,8 +285,9 @@ def sums_and_maxes(x2d, xu, has_units, *, near_zero, bounds, saturation_margin, 
     all_finite = tf.math.is_finite(check)
 
     def slow():
-        sums = _scalar_sums(xs, a_s, near_zero, bounds, saturation_margin, finite_mask=tf.math.is_finite(xs),
-                            fused_counts=xla)
+        sums = _scalar_sums(
+            xs, a_s, near_zero, bounds, saturation_margin, finite_mask=tf.math.is_finite(xs), fused_counts=xla
+        )
         if sample_size is not None:  # NaN/Inf are counted over the whole batch
             nan_inf = tf.stack([_count(tf.math.is_nan(x2d)), _count(tf.math.is_inf(x2d))])
             sums = tf.tensor_scatter_nd_update(sums, [[S["nan"]], [S["inf"]]], nan_inf)
@@ -412,8 +413,16 @@ def gradient_sums_and_maxes(x2d, *, sample_size):
     def sums_of(a, m_row, finite, nan, inf):
         l1 = row_sums(a)
         sq = _within_l1_bounds(row_sums(tf.square(a)), l1, m_row)
-        values = {"steps": tf.constant(1.0, _F64), "count": size, "finite": finite, "sumsq": tf.reduce_sum(sq),
-                  "sum_abs": tf.reduce_sum(l1), "zeros": zeros, "nan": nan, "inf": inf}
+        values = {
+            "steps": tf.constant(1.0, _F64),
+            "count": size,
+            "finite": finite,
+            "sumsq": tf.reduce_sum(sq),
+            "sum_abs": tf.reduce_sum(l1),
+            "zeros": zeros,
+            "nan": nan,
+            "inf": inf,
+        }
         return tf.stack([values.get(name, tf.constant(0.0, _F64)) for name in SUM_FIELDS])
 
     no = tf.constant(0.0, _F64)
@@ -426,8 +435,9 @@ def gradient_sums_and_maxes(x2d, *, sample_size):
     def slow():
         finite_mask = tf.math.is_finite(xs)
         af = tf.where(finite_mask, a, tf.zeros_like(a))
-        sums = sums_of(af, _row_counts(finite_mask), _count(finite_mask), _count(tf.math.is_nan(x2d)),
-                       _count(tf.math.is_inf(x2d)))
+        sums = sums_of(
+            af, _row_counts(finite_mask), _count(finite_mask), _count(tf.math.is_nan(x2d)), _count(tf.math.is_inf(x2d))
+        )
         whole = tf.abs(x2d)
         finite_top = tf.reduce_max(tf.where(tf.math.is_finite(whole), whole, tf.fill(tf.shape(whole), -np.inf)))
         return sums, tf.stack([finite_top, finite_top])

@@ -109,15 +109,30 @@ def _abi_flags():
 def _native_arch_flags(cxx) -> tuple:
     """`-march=native`, without AVX512-FP16 where the compiler can say so: TensorFlow's Eigen headers do not
     compile with it (g++ 12 on a Sapphire Rapids CPU), and the kernel has no half-precision vectors."""
-    probe = subprocess.run([cxx, "-mno-avx512fp16", "-x", "c++", "-fsyntax-only", "-"], input="", text=True,
-                           capture_output=True, timeout=60)
+    probe = subprocess.run(
+        [cxx, "-mno-avx512fp16", "-x", "c++", "-fsyntax-only", "-"],
+        input="",
+        text=True,
+        capture_output=True,
+        timeout=60,
+    )
     return ("-march=native", "-mno-avx512fp16") if probe.returncode == 0 else ("-march=native",)
 
 
 def _command(cxx, source, output, native_arch):
     includes = [f"-isystem{f[2:]}" for f in tf.sysconfig.get_compile_flags() if f.startswith("-I")]
     arch = list(_native_arch_flags(cxx)) if native_arch else []
-    return [cxx, *FLAGS, *arch, *includes, *_abi_flags(), str(source), "-o", str(output), *tf.sysconfig.get_link_flags()]
+    return [
+        cxx,
+        *FLAGS,
+        *arch,
+        *includes,
+        *_abi_flags(),
+        str(source),
+        "-o",
+        str(output),
+        *tf.sysconfig.get_link_flags(),
+    ]
 
 
 def cache_key(cxx) -> str:
@@ -127,8 +142,15 @@ def cache_key(cxx) -> str:
     TensorFlow, compiler and CPU shares one build.
     """
     key = hashlib.sha256()
-    for part in (SOURCE.read_bytes(), tf.__version__, _abi_flags(), FLAGS, _native_arch_flags(cxx), _compiler_version(cxx),
-                 _cpu()):
+    for part in (
+        SOURCE.read_bytes(),
+        tf.__version__,
+        _abi_flags(),
+        FLAGS,
+        _native_arch_flags(cxx),
+        _compiler_version(cxx),
+        _cpu(),
+    ):
         key.update(repr(part).encode() if not isinstance(part, bytes) else part)
         key.update(b"\0")
     return key.hexdigest()[:16]
@@ -180,7 +202,9 @@ def build(path=None, cxx=None) -> Path:
             if os.path.exists(tmp):
                 os.unlink(tmp)
     reason = f"{cxx} could not compile {SOURCE.name}:\n{error}"
-    _write_json(_failure_path(path), {"reason": reason, "compiler": _compiler_version(cxx), "tensorflow": tf.__version__})
+    _write_json(
+        _failure_path(path), {"reason": reason, "compiler": _compiler_version(cxx), "tensorflow": tf.__version__}
+    )
     raise NativeUnavailable(reason)
 
 
@@ -310,8 +334,19 @@ _HIST = {
 }
 
 
-def run_op(x, with_histogram, *, units=None, near_zero, bounds=None, saturation_margin=0.01, sample_size=None, stats_=True,
-           with_stats=True, gradient=False):
+def run_op(
+    x,
+    with_histogram,
+    *,
+    units=None,
+    near_zero,
+    bounds=None,
+    saturation_margin=0.01,
+    sample_size=None,
+    stats_=True,
+    with_stats=True,
+    gradient=False,
+):
     """The op's `(sums, maxes, histogram)` tensors for a float32 `x` of any rank (rows on its first axis, as
     `graph.as_rows(x)`), as `graph.sums_and_maxes` and `graph.histogram` define them.
 
@@ -365,7 +400,11 @@ class NativeKernel(graph.GraphKernel):
 
     def gradient_partials(self, x2d, with_histogram, with_stats=True):
         return run_op(
-            x2d, with_histogram, with_stats=with_stats, near_zero=self.near_zero, sample_size=self.sample_size,
+            x2d,
+            with_histogram,
+            with_stats=with_stats,
+            near_zero=self.near_zero,
+            sample_size=self.sample_size,
             gradient=True,
         )
 

@@ -176,15 +176,23 @@ def scalar_value(tensor) -> float:
 
 def histogram_counts(tensor) -> np.ndarray:
     """The `NUM_BUCKETS` int64 counts of a histogram `TensorProto`; `FormatError` for anything else."""
-    counts = tensor_values(tensor, INT_DTYPES, lambda dims: dims == [metadata.NUM_BUCKETS],
-                           f"a tfprobe histogram (shape [{metadata.NUM_BUCKETS}])")
+    counts = tensor_values(
+        tensor,
+        INT_DTYPES,
+        lambda dims: dims == [metadata.NUM_BUCKETS],
+        f"a tfprobe histogram (shape [{metadata.NUM_BUCKETS}])",
+    )
     return counts.astype(np.int64)
 
 
 def cka_matrix(tensor, n_layers: int) -> np.ndarray:
     """The `[n_layers, n_layers]` float64 CKA matrix of a `TensorProto`; `FormatError` for anything else."""
-    values = tensor_values(tensor, FLOAT_DTYPES, lambda dims: dims == [n_layers, n_layers],
-                           f"a CKA matrix of {n_layers} layers (shape [{n_layers}, {n_layers}])")
+    values = tensor_values(
+        tensor,
+        FLOAT_DTYPES,
+        lambda dims: dims == [n_layers, n_layers],
+        f"a CKA matrix of {n_layers} layers (shape [{n_layers}, {n_layers}])",
+    )
     return values.astype(np.float64).reshape(n_layers, n_layers)
 
 

@@ -37,8 +37,11 @@ def check_url(path, name="logdir"):
     scheme = match.group(1)
     known = tuple(s for s in _registered_schemes() if s) + PLUGIN_SCHEMES
     if not _TF_SCHEME.match(scheme) or scheme.lower() not in known:
-        why = ("no file system registered with TensorFlow handles it" if _TF_SCHEME.match(scheme) else
-               f"TensorFlow would take {scheme + '://'!r} for part of a local path")
+        why = (
+            "no file system registered with TensorFlow handles it"
+            if _TF_SCHEME.match(scheme)
+            else f"TensorFlow would take {scheme + '://'!r} for part of a local path"
+        )
         raise ValueError(
             f"`{name}` uses the URL scheme {scheme!r}, which TensorFlow cannot open ({why}); use one of "
             f"{', '.join(known)} or a local path. Received: {name}={os.fspath(path)!r}"
@@ -113,7 +116,7 @@ def walk(root):
     """
     if is_remote(root):
         for dirpath, _, filenames in _gfile().walk(root):
-            rel = dirpath[len(root):].strip("/") if dirpath.startswith(root) else dirpath
+            rel = dirpath[len(root) :].strip("/") if dirpath.startswith(root) else dirpath
             yield rel or ".", dirpath, sorted(filenames)
         return
     for dirpath, dirnames, filenames in os.walk(root, followlinks=False):

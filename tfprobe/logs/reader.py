@@ -31,7 +31,17 @@ from tfprobe.logs.events import event_files, iter_records, parse_event
 _LONG_COLUMNS = ["run", "step", "wall_time", "layer", "stat", "value"]
 _HIST_COLUMNS = ["run", "step", "wall_time", "layer", "quantity", "bucket", "left", "right", "count"]
 _LAYER_COLUMNS = [
-    "run", "layer", "order", "layer_path", "class", "kind", "output", "call", "shape", "bounds", "sample_size",
+    "run",
+    "layer",
+    "order",
+    "layer_path",
+    "class",
+    "kind",
+    "output",
+    "call",
+    "shape",
+    "bounds",
+    "sample_size",
     "inputs",
 ]
 _IGNORED, _SCALAR, _HIST, _GRAD_HIST = 0, 1, 2, 3
@@ -44,6 +54,7 @@ _PROGRESS_DELAY = 2.0  # seconds before a progress bar appears
 _SCALAR_PLUGINS = (metadata.PLUGIN_NAME, metadata.REPR_PLUGIN_NAME)
 _TFPROBE_PLUGINS = _SCALAR_PLUGINS + (metadata.HIST_PLUGIN_NAME, metadata.GRAD_HIST_PLUGIN_NAME)
 _CKA_COLUMNS = ["run", "step", "wall_time", "layer_a", "layer_b", "cka"]
+
 
 class _Keys:
     """The tags met under a logdir, classified by their first value, and the series metadata.
@@ -87,8 +98,13 @@ class _Keys:
                 )
             else:
                 series, stat = parsed
-                kind = (_SCALAR if plugin in _SCALAR_PLUGINS
-                        else _GRAD_HIST if plugin == metadata.GRAD_HIST_PLUGIN_NAME else _HIST)
+                kind = (
+                    _SCALAR
+                    if plugin in _SCALAR_PLUGINS
+                    else _GRAD_HIST
+                    if plugin == metadata.GRAD_HIST_PLUGIN_NAME
+                    else _HIST
+                )
                 # The training windows describe a series fully; a reference measure's content stands in until then.
                 stand_in = (run, series) in self.stand_ins
                 if content and ((run, series) not in self.infos or (stand_in and plugin != metadata.REPR_PLUGIN_NAME)):
@@ -224,8 +240,10 @@ class _Collector(_Keys):
             if any(known.get(t) is not None and self.keys[known[t]][3] != _SCALAR for t in tags):
                 return False
             try:
-                ids = np.array([known[t] if t in known else self._register(run, t, metadata.PLUGIN_NAME, b"")
-                                for t in tags], np.int64)
+                ids = np.array(
+                    [known[t] if t in known else self._register(run, t, metadata.PLUGIN_NAME, b"") for t in tags],
+                    np.int64,
+                )
             except UnicodeDecodeError:
                 return False
             block = self._block(ids)
@@ -355,8 +373,15 @@ class LogData:
         self._good = np.array(
             [kind != _IGNORED and (run, series) not in collector.bad for run, series, _, kind in keys], bool
         )
-        rank = sorted(range(len(keys)), key=lambda i: (keys[i][0], self._info[i].order if self._info[i] else -1,
-                                                       keys[i][1] or "", keys[i][2] or ""))
+        rank = sorted(
+            range(len(keys)),
+            key=lambda i: (
+                keys[i][0],
+                self._info[i].order if self._info[i] else -1,
+                keys[i][1] or "",
+                keys[i][2] or "",
+            ),
+        )
         self._rank = np.empty(len(keys), np.int64)
         self._rank[rank] = np.arange(len(keys))
 
@@ -388,9 +413,14 @@ class LogData:
     def _scalar_keys(self, stats=None, exclude=()):
         """The good scalar keys (of statistics `stats`, all if None, none in `exclude`), in frame order."""
         keys = self._col.keys
-        return [int(k) for k in np.argsort(self._rank, kind="stable")
-                if self._good[k] and keys[k][3] == _SCALAR and (stats is None or keys[k][2] in stats)
-                and keys[k][2] not in exclude]
+        return [
+            int(k)
+            for k in np.argsort(self._rank, kind="stable")
+            if self._good[k]
+            and keys[k][3] == _SCALAR
+            and (stats is None or keys[k][2] in stats)
+            and keys[k][2] not in exclude
+        ]
 
     def _kept(self, k):
         """`(steps, walls, values)` of key `k`'s kept points (newest write wins), steps increasing."""
@@ -438,8 +468,9 @@ class LogData:
         from those points only (a report of a large run reads its latest window without the rest)."""
         ids, steps, walls, values = self._points(self._scalar_keys(stats, exclude), last_only)
         keys = self._col.keys
-        return long_frame(_key_column(keys, 0, ids), steps, walls, _key_column(keys, 1, ids),
-                          _key_column(keys, 2, ids), values)
+        return long_frame(
+            _key_column(keys, 0, ids), steps, walls, _key_column(keys, 1, ids), _key_column(keys, 2, ids), values
+        )
 
     def run_steps(self, exclude=()) -> dict:
         """`{run: distinct steps}` of the scalar points of statistics not in `exclude`."""
@@ -514,8 +545,9 @@ class LogData:
         """Long frame `run, step, wall_time, layer, stat, value` (see `read_logdir`)."""
         ids, steps, walls, values = self._scalar_points
         keys = self._col.keys
-        frame = long_frame(_key_column(keys, 0, ids), steps, walls, _key_column(keys, 1, ids),
-                           _key_column(keys, 2, ids), values)
+        frame = long_frame(
+            _key_column(keys, 0, ids), steps, walls, _key_column(keys, 1, ids), _key_column(keys, 2, ids), values
+        )
         return with_layers(frame, self.layers)
 
     def wide(self) -> pd.DataFrame:
@@ -600,8 +632,10 @@ def _plain(value):
 def long_frame(run, step, wall_time, layer, stat, value) -> pd.DataFrame:
     """The long frame of `read_logdir` from its columns (built here for the reader, the CLI and the
     plugin's `/health`, which reads through TensorBoard's data provider)."""
-    frame = pd.DataFrame({"run": run, "step": step, "wall_time": wall_time, "layer": layer, "stat": stat,
-                          "value": value}, columns=_LONG_COLUMNS)
+    frame = pd.DataFrame(
+        {"run": run, "step": step, "wall_time": wall_time, "layer": layer, "stat": stat, "value": value},
+        columns=_LONG_COLUMNS,
+    )
     return frame.astype({"step": "int64", "wall_time": "float64", "value": "float64"})
 
 
@@ -634,9 +668,12 @@ def _wide_frame(keys, rank, ids, steps, walls, values):
     matrix = np.full((len(starts), len(stats)), np.nan)
     matrix[row, column[ids]] = values
     first = ids[starts]
-    frame = {"run": _key_column(keys, 0, first), "step": steps[starts],
-             "wall_time": np.maximum.reduceat(walls, starts) if len(starts) else walls,
-             "layer": _key_column(keys, 1, first)}
+    frame = {
+        "run": _key_column(keys, 0, first),
+        "step": steps[starts],
+        "wall_time": np.maximum.reduceat(walls, starts) if len(starts) else walls,
+        "layer": _key_column(keys, 1, first),
+    }
     frame.update({stat: matrix[:, j] for j, stat in enumerate(stats)})
     return pd.DataFrame(frame, columns=["run", "step", "wall_time", "layer", *stats])
 
@@ -647,8 +684,9 @@ def _histogram_kinds(quantity):
         return tuple(_HIST_KINDS)
     kinds = tuple(k for k, q in _HIST_KINDS.items() if q == quantity)
     if not kinds:
-        raise ValueError(f"`quantity` must be one of {', '.join(map(repr, HISTOGRAM_QUANTITIES))}. "
-                         f"Received: quantity={quantity!r}")
+        raise ValueError(
+            f"`quantity` must be one of {', '.join(map(repr, HISTOGRAM_QUANTITIES))}. Received: quantity={quantity!r}"
+        )
     return kinds
 
 
@@ -658,9 +696,17 @@ def _histogram_frame(keys, ids, steps, walls, counts):
     edges = np.array(metadata.histogram_buckets(), np.float64).reshape(-1, 2)
     quantity = pd.Series([_HIST_KINDS.get(k[3], "") for k in keys] or [""]).array.take(ids[point])
     return pd.DataFrame(
-        {"run": _key_column(keys, 0, ids[point]), "step": steps[point], "wall_time": walls[point],
-         "layer": _key_column(keys, 1, ids[point]), "quantity": quantity, "bucket": bucket.astype(np.int64),
-         "left": edges[bucket, 0], "right": edges[bucket, 1], "count": counts[point, bucket]},
+        {
+            "run": _key_column(keys, 0, ids[point]),
+            "step": steps[point],
+            "wall_time": walls[point],
+            "layer": _key_column(keys, 1, ids[point]),
+            "quantity": quantity,
+            "bucket": bucket.astype(np.int64),
+            "left": edges[bucket, 0],
+            "right": edges[bucket, 1],
+            "count": counts[point, bucket],
+        },
         columns=_HIST_COLUMNS,
     )
 
@@ -671,9 +717,17 @@ def _listed(value):
 
 def _layer_row(run, info: metadata.SeriesInfo):
     return {
-        "run": run, "layer": info.series, "order": info.order, "layer_path": info.layer,
-        "class": info.class_name, "kind": info.kind, "output": info.output, "call": info.call,
-        "shape": _listed(info.shape), "bounds": _listed(info.bounds), "sample_size": info.sample_size,
+        "run": run,
+        "layer": info.series,
+        "order": info.order,
+        "layer_path": info.layer,
+        "class": info.class_name,
+        "kind": info.kind,
+        "output": info.output,
+        "call": info.call,
+        "shape": _listed(info.shape),
+        "bounds": _listed(info.bounds),
+        "sample_size": info.sample_size,
         "inputs": _listed(info.inputs),
     }
 
@@ -786,21 +840,29 @@ def read_cka(logdir) -> pd.DataFrame:
                     except (ValueError, TypeError, OverflowError, MemoryError) as e:
                         if run not in warned:
                             warned.add(run)
-                            warnings.warn(f"run {run!r}, file {path}, tag {value.tag!r}, step {event.step}: {e}; "
-                                          "this matrix (and any other such one of the run) is skipped",
-                                          RuntimeWarning, stacklevel=2)
+                            warnings.warn(
+                                f"run {run!r}, file {path}, tag {value.tag!r}, step {event.step}: {e}; "
+                                "this matrix (and any other such one of the run) is skipped",
+                                RuntimeWarning,
+                                stacklevel=2,
+                            )
                         continue
                     points.append((run, event.step, event.wall_time, names, matrix))
                     span = spans.setdefault((run, "CKA", path), [event.wall_time, event.wall_time])
                     span[0], span[1] = min(span[0], event.wall_time), max(span[1], event.wall_time)
     warn_concurrent_writers(spans)
     run_ids = {run: i for i, run in enumerate(dict.fromkeys(p[0] for p in points))}
-    keep, dropped = metadata.newest_write_wins(np.array([run_ids[p[0]] for p in points], np.int64),
-                                               np.array([p[1] for p in points], np.int64))
+    keep, dropped = metadata.newest_write_wins(
+        np.array([run_ids[p[0]] for p in points], np.int64), np.array([p[1] for p in points], np.int64)
+    )
     for run in [r for r, i in run_ids.items() if i in set(dropped.tolist())]:
-        warnings.warn(f"run {run!r}: CKA matrices were written again at steps at or below steps already logged "
-                      "(a run restarted into the same log_dir?). The newest write wins, as in TensorBoard: the "
-                      "older matrices at those steps and after them are dropped", RuntimeWarning, stacklevel=2)
+        warnings.warn(
+            f"run {run!r}: CKA matrices were written again at steps at or below steps already logged "
+            "(a run restarted into the same log_dir?). The newest write wins, as in TensorBoard: the "
+            "older matrices at those steps and after them are dropped",
+            RuntimeWarning,
+            stacklevel=2,
+        )
     rows = []
     for (run, step, wall, names, matrix), k in zip(points, keep):
         if k:

@@ -93,8 +93,9 @@ class FirstValueMetadata:
                 md = self._later[plugin_name, data_class] = summary_metadata(plugin_name, data_class)
             return md
         self._described.add(tag)
-        return summary_metadata(plugin_name, data_class, content() if callable(content) else content, description,
-                                display_name)
+        return summary_metadata(
+            plugin_name, data_class, content() if callable(content) else content, description, display_name
+        )
 
     def clear(self):
         """Forgets every tag: the next value of each carries its metadata again (a new file)."""
@@ -115,8 +116,13 @@ class WindowWriter:
         return self._file.path
 
     def _series_metadata(self, tag, info, stat, plugin_name, data_class):
-        return self._metadata(tag, plugin_name, data_class, lambda: metadata.encode_content(info, stat),
-                              metadata.STAT_DESCRIPTIONS.get(stat, ""))
+        return self._metadata(
+            tag,
+            plugin_name,
+            data_class,
+            lambda: metadata.encode_content(info, stat),
+            metadata.STAT_DESCRIPTIONS.get(stat, ""),
+        )
 
     def write_window(self, step, infos, stats, histograms, wall_time=None, grad_histograms=None):
         """Writes one window; returns the bytes written.

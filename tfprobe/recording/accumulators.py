@@ -140,7 +140,9 @@ class Accumulators:
         for name, tensor in updates.items():
             segment = self.slots[name][slot]
             by_variable.setdefault(id(segment.variable), []).append((segment, tensor))
-        for (variable, empty), pieces in ((v, by_variable[id(v[0])]) for v in self.variables if id(v[0]) in by_variable):
+        for (variable, empty), pieces in (
+            (v, by_variable[id(v[0])]) for v in self.variables if id(v[0]) in by_variable
+        ):
             neutral = 0.0 if combine == "add" else -np.inf
             parts, at = [], 0
             for segment, tensor in sorted(pieces, key=lambda p: p[0].offset):
@@ -216,8 +218,10 @@ class _ReadAndReset:
     def all_reduced(self):
         """In each replica: the window of every replica of the cluster, combined (float64 sums, float32 maxima)."""
         context, replicas = tf.distribute.get_replica_context(), self.strategy.num_replicas_in_sync
-        own = {dtype: [tf.cast(v.value(), tf.float64) for v, _ in self.layout if v.dtype == dtype]  # -inf is exact
-               for dtype in (tf.float64, tf.float32)}
+        own = {
+            dtype: [tf.cast(v.value(), tf.float64) for v, _ in self.layout if v.dtype == dtype]  # -inf is exact
+            for dtype in (tf.float64, tf.float32)
+        }
         sums, maxes = (tf.concat(own[dtype] or [tf.zeros([0], tf.float64)], 0) for dtype in (tf.float64, tf.float32))
         rows = tf.scatter_nd([[context.replica_id_in_sync_group]], maxes[None], [replicas, maxes.shape[0]])
         total = context.all_reduce(tf.distribute.ReduceOp.SUM, tf.concat([sums, tf.reshape(rows, [-1])], 0))

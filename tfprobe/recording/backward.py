@@ -244,14 +244,16 @@ class BackwardStep:
         if hist is not None:
             empty["grad_hist"] = np.zeros(metadata.NUM_BUCKETS)
         accumulators.create_many({series.name: empty for series, _ in grads})
-        step.in_conds(functools.partial(_fold_gradients, step, grads, None if self.unscaled else self.scale),
-                      record, hist)
+        step.in_conds(
+            functools.partial(_fold_gradients, step, grads, None if self.unscaled else self.scale), record, hist
+        )
         if self.skips and grads:
             _count_skipped(accumulators, applied)
         weight_grads = applied_grads or {}
         moved, still = (
             {path: f for path, f in part.items() if path in step.series}
-            for part in self.weights.sums(record, weight_grads, self.weights_before))
+            for part in self.weights.sums(record, weight_grads, self.weights_before)
+        )
         accumulators.create_many({path: {"weights": np.zeros(4)} for path in moved})
         accumulators.create_many({path: {STILL: np.zeros(2)} for path in still})
         accumulators.fold("weights", moved, "add")
@@ -336,8 +338,11 @@ def statistics(slots, near_zero, skipped=None):
         )
     weights, still = slots.get("weights"), slots.get(STILL)
     if weights is not None and weights[0] > 0:
-        out.update(weight_norm=weights[1] / weights[0], weight_grad_norm=weights[2] / weights[0],
-                   update_ratio=weights[3] / weights[0])
+        out.update(
+            weight_norm=weights[1] / weights[0],
+            weight_grad_norm=weights[2] / weights[0],
+            update_ratio=weights[3] / weights[0],
+        )
     elif still is not None and still[0] > 0:  # no optimizer was given these weights: no update figures
         out.update(weight_norm=still[1] / still[0])
     return {k: float(v) for k, v in out.items()}
@@ -410,8 +415,9 @@ class WeightWatch:
                 g = tf.fill([count], nan)
             else:
                 present = [(grads[id(v)], o) for v, o in zip(variables, owners) if id(v) in grads]
-                g2 = sum_squares([g for (g, _), _ in present], [o for _, o in present], count,
-                                 [scale for (_, scale), _ in present])
+                g2 = sum_squares(
+                    [g for (g, _), _ in present], [o for _, o in present], count, [scale for (_, scale), _ in present]
+                )
                 g = tf.where(touched, tf.sqrt(g2), nan)
             w = tf.sqrt(w2)
             ratio = tf.where(touched, tf.math.divide_no_nan(tf.sqrt(d2), w), nan)
@@ -460,4 +466,3 @@ def _value(variable):
     """The tensor value of a Keras or TensorFlow variable (read in the step's order of stateful ops)."""
     value = getattr(variable, "value", variable)
     return value() if callable(value) else tf.convert_to_tensor(value)
-

@@ -189,8 +189,9 @@ class Collection:
             if not isinstance(tensor, tf.Tensor) or not tensor.dtype.is_floating:
                 kind = tensor.dtype.name if isinstance(tensor, tf.Tensor) else type(tensor).__name__
                 # Operations that are not layers (casts, comparisons) are skipped silently: they are many.
-                self.capture._skip(name, f"output is not a floating tensor: {kind}",
-                                   warn=isinstance(layer, keras.layers.Layer))
+                self.capture._skip(
+                    name, f"output is not a floating tensor: {kind}", warn=isinstance(layer, keras.layers.Layer)
+                )
                 continue
             pooled = inputs if pooling and isinstance(inputs, tf.Tensor) and inputs.dtype.is_floating else None
             self.graph_sources.produced[tensor.ref()] = name
@@ -288,7 +289,7 @@ def _output_masks(layer, args, kwargs, outputs, n):
             previous = tf.nest.map_structure(lambda x: getattr(x, "_keras_mask", None), first)
         computed = layer.compute_mask(first, previous)
         masks = tf.nest.flatten(computed) if computed is not None else none
-    return [m if isinstance(m, tf.Tensor) and m.dtype == tf.bool else None for m in masks] + none[len(masks):]
+    return [m if isinstance(m, tf.Tensor) and m.dtype == tf.bool else None for m in masks] + none[len(masks) :]
 
 
 def _keep_keras_attributes(tensor, replacement):
@@ -374,7 +375,13 @@ class Instrumentation:
         object.__setattr__(model, "train_step", self._step(model, model.train_step))
         object.__setattr__(model, _ACTIVE_ATTR, self)
         plain, cached = model.train_function, self._cached
-        if plain is not None and cached is not None and cached[0] is model and cached[1] is plain and cached[2] == settings:
+        if (
+            plain is not None
+            and cached is not None
+            and cached[0] is model
+            and cached[1] is plain
+            and cached[2] == settings
+        ):
             function = cached[3]
         else:
             model.make_train_function(force=True)
@@ -500,9 +507,14 @@ class Instrumentation:
         if not all(isinstance(spec, tf.TensorSpec) and spec.shape.rank is not None for spec in specs):
             return None
         batch = tf.nest.pack_sequence_as(
-            iterator.element_spec, [tf.zeros([d if d is not None else 1 for d in spec.shape], spec.dtype) for spec in specs])
-        step = tf.function(lambda data: model.distribute_strategy.run(model.train_step, args=(data,)),
-                           jit_compile=True, autograph=False)
+            iterator.element_spec,
+            [tf.zeros([d if d is not None else 1 for d in spec.shape], spec.dtype) for spec in specs],
+        )
+        step = tf.function(
+            lambda data: model.distribute_strategy.run(model.train_step, args=(data,)),
+            jit_compile=True,
+            autograph=False,
+        )
         try:
             step.get_concrete_function(batch)  # traced once here; the compiler IR below reuses this trace
         except Exception:  # noqa: BLE001 - the model rejects the stand-in batch (unknown dimensions set to 1, a
@@ -523,8 +535,10 @@ class Instrumentation:
         self.detach()
         warnings.warn(
             f"tfprobe: the probed train step does not compile with XLA (jit_compile=True), so this `fit` trains "
-            f"without the probe ({problem}). Compile with jit_compile=False to record it.", RuntimeWarning,
-            stacklevel=3)
+            f"without the probe ({problem}). Compile with jit_compile=False to record it.",
+            RuntimeWarning,
+            stacklevel=3,
+        )
         model = self.model
         if self.on_error is not None:
             self.on_error()

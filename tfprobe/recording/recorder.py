@@ -195,8 +195,9 @@ class Recorder:
     is a `StepTrace` (`begin_step`); on the host, `window()` reads a `Window`.
     """
 
-    def __init__(self, *, record_freq, histogram_freq, near_zero, sample_size, strict, gradients=False,
-                 include_masked=False):
+    def __init__(
+        self, *, record_freq, histogram_freq, near_zero, sample_size, strict, gradients=False, include_masked=False
+    ):
         self.record_freq, self.histogram_freq = record_freq, histogram_freq
         self.near_zero, self.sample_size, self.strict = near_zero, sample_size, strict
         self.gradients, self.include_masked = gradients, include_masked
@@ -282,7 +283,10 @@ class Recorder:
                 warnings.warn(
                     f"tfprobe: under XLA (jit_compile=True) the statistics of masked outputs ({tap.series!r} and any "
                     "other) include the masked (padding) positions, as with include_masked=True; compile with "
-                    "jit_compile=False to leave them out.", RuntimeWarning, stacklevel=3)
+                    "jit_compile=False to leave them out.",
+                    RuntimeWarning,
+                    stacklevel=3,
+                )
             return True
         return False
 
@@ -370,7 +374,11 @@ class Recorder:
                 continue
             if slots["sums"][stats.S["steps"]] > 0:
                 results[name] = stats.finalize(
-                    slots["sums"], slots["maxes"], near_zero=self.near_zero, bounded=s.bounds is not None, pooling=s.pooling
+                    slots["sums"],
+                    slots["maxes"],
+                    near_zero=self.near_zero,
+                    bounded=s.bounds is not None,
+                    pooling=s.pooling,
                 )
             for slot, out in (("hist", histograms), ("grad_hist", grad_histograms)):
                 hist = slots.get(slot)
@@ -512,7 +520,8 @@ class StepTrace:
             if len(names) == 1:
                 what = repr(names[0])
             else:
-                shown = ", ".join(repr(n) for n in names[:3]) + (f", ... ({len(names) - 3} more)" if len(names) > 3
-                                                                  else "")
+                shown = ", ".join(repr(n) for n in names[:3]) + (
+                    f", ... ({len(names) - 3} more)" if len(names) > 3 else ""
+                )
                 what = f"{len(names)} series ({shown})"
             warnings.warn(f"tfprobe: not recording {what} from now on: {cause}", RuntimeWarning, stacklevel=4)

@@ -43,7 +43,9 @@ def _as_array(value, what):
     try:
         array = np.asarray(value)
     except Exception as error:  # noqa: BLE001 - anything np.asarray rejects
-        raise TypeError(f"`reference_data` {what} must be an array. Received: {type(value).__name__} ({error})") from None
+        raise TypeError(
+            f"`reference_data` {what} must be an array. Received: {type(value).__name__} ({error})"
+        ) from None
     if array.ndim == 0 or (array.dtype == object and not _is_text(array)):
         raise TypeError(
             f"`reference_data` {what} must be an array with an example axis (or, for a model with several inputs, "
@@ -54,8 +56,9 @@ def _as_array(value, what):
 
 def _is_text(array):
     """Whether an object array holds strings or bytes (string inputs of a model, as TensorFlow gives them)."""
-    return array.dtype.kind in "US" or (array.dtype == object and array.size > 0 and all(
-        isinstance(v, (str, bytes)) for v in array.reshape(-1)[:64]))
+    return array.dtype.kind in "US" or (
+        array.dtype == object and array.size > 0 and all(isinstance(v, (str, bytes)) for v in array.reshape(-1)[:64])
+    )
 
 
 def map_inputs(fn, x):
@@ -134,8 +137,10 @@ class ReferenceData:
             return
         if isinstance(data, (tuple, list)):
             if not 1 <= len(data) <= 2:
-                raise ValueError(f"`reference_data` must be x, (x,) or (x, y). Received: a {type(data).__name__} "
-                                 f"of {len(data)} items")
+                raise ValueError(
+                    f"`reference_data` must be x, (x,) or (x, y). Received: a {type(data).__name__} "
+                    f"of {len(data)} items"
+                )
             x, y = data[0], data[1] if len(data) == 2 else None
         else:
             x, y = data, None
@@ -143,11 +148,14 @@ class ReferenceData:
         self._y = None if _several_outputs(y) else _as_array(y, "y")
         self._n = count(self._x)
         if self._n == 0:
-            raise ValueError("`reference_data` must hold at least one example. Received: x of shape "
-                             f"{map_inputs(np.shape, self._x)}")
+            raise ValueError(
+                f"`reference_data` must hold at least one example. Received: x of shape {map_inputs(np.shape, self._x)}"
+            )
         if self._y is not None and len(self._y) != self._n:
-            raise ValueError(f"`reference_data` x and y must have as many examples. Received: {self._n} "
-                             f"inputs and {len(self._y)} labels")
+            raise ValueError(
+                f"`reference_data` x and y must have as many examples. Received: {self._n} "
+                f"inputs and {len(self._y)} labels"
+            )
 
     @staticmethod
     def _check_dataset(dataset):
@@ -178,7 +186,10 @@ class ReferenceData:
                 warnings.warn(
                     f"tfprobe: `reference_data` is a tf.data.Dataset of unknown or infinite cardinality; its first "
                     f"{batches} batches ({n} examples) are the reference set. Pass a finite dataset (`.take(n)`) "
-                    f"to choose them.", RuntimeWarning, stacklevel=4)
+                    f"to choose them.",
+                    RuntimeWarning,
+                    stacklevel=4,
+                )
                 break
         if n == 0:
             raise ValueError("`reference_data` must hold at least one example. Received: an empty tf.data.Dataset")
@@ -201,7 +212,10 @@ class ReferenceData:
             return
         for start in range(0, self._n, self.batch_size):
             end = start + self.batch_size
-            yield map_inputs(lambda a, s=slice(start, end): a[s], self._x), None if self._y is None else self._y[start:end]
+            yield (
+                map_inputs(lambda a, s=slice(start, end): a[s], self._x),
+                None if self._y is None else self._y[start:end],
+            )
 
     def head(self, n):
         """The first `n` examples `(x, y or None)` (fewer if the set is smaller)."""
@@ -227,8 +241,9 @@ class ReferenceData:
         if self._dataset is not None:
             spec = self._dataset.element_spec
             x = spec[0] if isinstance(spec, (tuple, list)) else spec
-            return map_inputs(lambda s: Spec(tuple(s.shape.as_list()[1:]) if s.shape.rank is not None else None,
-                                             _kind_of(s.dtype)), x)
+            return map_inputs(
+                lambda s: Spec(tuple(s.shape.as_list()[1:]) if s.shape.rank is not None else None, _kind_of(s.dtype)), x
+            )
         return map_inputs(lambda a: Spec(a.shape[1:], "S" if _is_text(a) else a.dtype.kind), self._x)
 
 
@@ -250,8 +265,11 @@ def _kind_of(dtype):
 
 def _several_outputs(y):
     """No labels, or the targets of several outputs (a dict or list): no class labels for the label measures."""
-    return y is None or isinstance(y, dict) or (isinstance(y, (list, tuple)) and len(y) > 0 and all(
-        len(getattr(v, "shape", ())) >= 1 for v in y))
+    return (
+        y is None
+        or isinstance(y, dict)
+        or (isinstance(y, (list, tuple)) and len(y) > 0 and all(len(getattr(v, "shape", ())) >= 1 for v in y))
+    )
 
 
 def _split(element):
@@ -297,23 +315,29 @@ def _pairs(model, inputs, specs):
     names = [t.name for t in inputs]
     if isinstance(specs, Spec):
         if len(inputs) != 1:
-            raise ValueError(f"`reference_data` must hold the {len(inputs)} inputs of model {model.name!r} "
-                             f"({', '.join(names)}) as a dict by name or a list. Received: x as one array of shape "
-                             f"(N, {', '.join(map(str, specs.shape or ()))})")
+            raise ValueError(
+                f"`reference_data` must hold the {len(inputs)} inputs of model {model.name!r} "
+                f"({', '.join(names)}) as a dict by name or a list. Received: x as one array of shape "
+                f"(N, {', '.join(map(str, specs.shape or ()))})"
+            )
         return [(inputs[0], "x", specs)]
     if isinstance(specs, dict):
         struct = getattr(model, "_inputs_struct", None)
         keyed = dict(struct) if isinstance(struct, dict) else {t.name: t for t in inputs}  # Keras maps dicts so
         missing = [n for n in keyed if n not in specs]
         if missing:
-            raise ValueError(f"`reference_data` must hold every input of model {model.name!r} by name "
-                             f"({', '.join(keyed)}); missing: {', '.join(missing)}. Received: x with keys "
-                             f"{', '.join(map(str, specs))}")
+            raise ValueError(
+                f"`reference_data` must hold every input of model {model.name!r} by name "
+                f"({', '.join(keyed)}); missing: {', '.join(missing)}. Received: x with keys "
+                f"{', '.join(map(str, specs))}"
+            )
         return [(t, f"x[{key!r}]", specs[key]) for key, t in keyed.items()]
     if isinstance(specs, (list, tuple)):
         if len(specs) != len(inputs):
-            raise ValueError(f"`reference_data` must hold the {len(inputs)} inputs of model {model.name!r} "
-                             f"({', '.join(names)}). Received: x with {len(specs)} arrays")
+            raise ValueError(
+                f"`reference_data` must hold the {len(inputs)} inputs of model {model.name!r} "
+                f"({', '.join(names)}). Received: x with {len(specs)} arrays"
+            )
         return [(t, f"x[{i}]", spec) for i, (t, spec) in enumerate(zip(inputs, specs))]
     raise TypeError(f"unexpected specs {specs!r}")  # pragma: no cover - `ReferenceData.specs` makes one of the above
 
@@ -341,19 +365,28 @@ def check_inputs(model, reference):
         without `call`, such as a custom training loop's wrapper).
     """
     if not has_call(model):
-        raise ModelCannotRun(f"model {model.name!r} ({type(model).__name__}) has no `call` method: it runs only "
-                             f"inside its own `train_step`, and the analyses outside training call the model")
+        raise ModelCannotRun(
+            f"model {model.name!r} ({type(model).__name__}) has no `call` method: it runs only "
+            f"inside its own `train_step`, and the analyses outside training call the model"
+        )
     inputs = _model_inputs(model)
     if inputs:
         for tensor, what, (shape, kind) in _pairs(model, inputs, reference.specs()):
             expected = tuple(tensor.shape[1:])
             if not _fits(expected, shape) or not _kind_fits(tensor.dtype, kind):
                 got = "unknown" if shape is None else f"(N, {', '.join(map(str, shape))})".replace(", )", ")")
-                kind_name = {"S": "strings", "f": "floats", "i": "integers", "u": "integers", "b": "booleans",
-                             "c": "complex numbers"}.get(kind, kind)
+                kind_name = {
+                    "S": "strings",
+                    "f": "floats",
+                    "i": "integers",
+                    "u": "integers",
+                    "b": "booleans",
+                    "c": "complex numbers",
+                }.get(kind, kind)
                 raise ValueError(
                     f"`reference_data` must fit the input {tensor.name!r} of model {model.name!r}: shape "
-                    f"{(None, *expected)} of {tensor.dtype}. Received: {what} of shape {got} holding {kind_name}")
+                    f"{(None, *expected)} of {tensor.dtype}. Received: {what} of shape {got} holding {kind_name}"
+                )
         return
     if not getattr(model, "built", False):
         return  # not built yet: running it would create its weights; the first reference step will tell
@@ -361,12 +394,16 @@ def check_inputs(model, reference):
     try:
         model(x, training=False)
     except NotImplementedError as error:
-        raise ModelCannotRun(f"model {model.name!r} cannot be called on its own ({type(error).__name__}: "
-                             f"{error}); give it a `call` method") from None
+        raise ModelCannotRun(
+            f"model {model.name!r} cannot be called on its own ({type(error).__name__}: "
+            f"{error}); give it a `call` method"
+        ) from None
     except Exception as error:  # noqa: BLE001 - whatever the model raises on these inputs
         shapes = map_inputs(np.shape, x)
-        raise ValueError(f"`reference_data` could not be run through model {model.name!r}: {type(error).__name__}: "
-                         f"{error}. Received: x of shape {shapes}") from None
+        raise ValueError(
+            f"`reference_data` could not be run through model {model.name!r}: {type(error).__name__}: "
+            f"{error}. Received: x of shape {shapes}"
+        ) from None
 
 
 def reduce_features(output, max_dim=DEFAULT_MAX_DIM, seed=0):
@@ -447,9 +484,16 @@ class LayerOutputs:
             rank = tensor.shape.rank
             found[tap.series] = tf.reduce_mean(tensor, axis=list(range(1, rank - 1))) if rank > 2 else tensor
             shape = tap.tensor.shape.as_list() if rank is not None else None
-            self.infos.setdefault(tap.series, {"series": tap.series, "layer": tap.path, "order": len(self.infos),
-                                               "class": type(tap.layer).__name__, "shape": [None, *shape[1:]]
-                                               if shape else None})
+            self.infos.setdefault(
+                tap.series,
+                {
+                    "series": tap.series,
+                    "layer": tap.path,
+                    "order": len(self.infos),
+                    "class": type(tap.layer).__name__,
+                    "shape": [None, *shape[1:]] if shape else None,
+                },
+            )
 
         return on_tap
 
@@ -481,9 +525,13 @@ class LayerOutputs:
                 if self.strict:
                     raise
                 first = str(error).strip().splitlines()[0][:300] if str(error).strip() else ""
-                warnings.warn(f"tfprobe: model {self.model.name!r} cannot be traced into a graph on the reference "
-                              f"data, so its reference batches run eagerly, several times slower "
-                              f"({type(error).__name__}: {first})", RuntimeWarning, stacklevel=3)
+                warnings.warn(
+                    f"tfprobe: model {self.model.name!r} cannot be traced into a graph on the reference "
+                    f"data, so its reference batches run eagerly, several times slower "
+                    f"({type(error).__name__}: {first})",
+                    RuntimeWarning,
+                    stacklevel=3,
+                )
                 self._function, self.infos = False, {}
             else:
                 return {name: found[name].numpy() for name in self.infos}

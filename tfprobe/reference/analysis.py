@@ -97,8 +97,9 @@ def _close_quietly(analysis, warn=False):
         analysis.close()
     except Exception as error:  # noqa: BLE001
         if warn:
-            warnings.warn(f"tfprobe: could not close the {analysis.name} analysis: {error}", RuntimeWarning,
-                          stacklevel=4)
+            warnings.warn(
+                f"tfprobe: could not close the {analysis.name} analysis: {error}", RuntimeWarning, stacklevel=4
+            )
         else:
             logger.debug("tfprobe: closing a failed analysis: %s", error)
 
@@ -141,8 +142,13 @@ class AnalysisWriter:
         """
         event = event_pb2.Event(step=int(step), wall_time=time.time() if wall_time is None else wall_time)
         for tag, value, info in scalars:
-            md = self._metadata(tag, self._plugin, metadata.DATA_CLASS_SCALAR, functools.partial(metadata.encode_json, info),
-                                metadata.REPRESENTATION_DESCRIPTIONS.get(info.get("stat"), ""))
+            md = self._metadata(
+                tag,
+                self._plugin,
+                metadata.DATA_CLASS_SCALAR,
+                functools.partial(metadata.encode_json, info),
+                metadata.REPRESENTATION_DESCRIPTIONS.get(info.get("stat"), ""),
+            )
             event.summary.value.add(tag=tag, metadata=md, tensor=tensor_util.make_tensor_proto(np.float32(value)))
         for tag, array, plugin, info in tensors:
             md = summary_metadata(plugin, metadata.DATA_CLASS_TENSOR, metadata.encode_json(info))

@@ -55,8 +55,22 @@ _MIN_SIDE = 128  # small inputs are enlarged (nearest neighbour, integer factor)
 _MAX_WIDTH = 512  # waveforms wider than this are drawn as per-column envelopes
 _ALPHA = 0.5
 # A perceptually ordered dark-to-bright colour ramp (anchors of matplotlib's "inferno").
-_RAMP = np.array([[0, 0, 4], [40, 11, 84], [101, 21, 110], [159, 42, 99], [212, 72, 66], [245, 125, 21],
-                  [250, 193, 39], [252, 255, 164]], dtype=np.float32) / 255.0
+_RAMP = (
+    np.array(
+        [
+            [0, 0, 4],
+            [40, 11, 84],
+            [101, 21, 110],
+            [159, 42, 99],
+            [212, 72, 66],
+            [245, 125, 21],
+            [250, 193, 39],
+            [252, 255, 164],
+        ],
+        dtype=np.float32,
+    )
+    / 255.0
+)
 
 
 # ---------------------------------------------------------------- rendering (pure NumPy)
@@ -192,8 +206,10 @@ def _labels(y):
     if y.ndim == 2 and y.shape[1] == 1:
         y = y[:, 0]
     if y.ndim != 1 or not np.all(np.isfinite(y)) or not np.all(y == np.round(y)):
-        raise ValueError(f"`reference_data` labels must be class indices or one-hot rows for Grad-CAM of the true "
-                         f"class. Received: labels of shape {y.shape}")
+        raise ValueError(
+            f"`reference_data` labels must be class indices or one-hot rows for Grad-CAM of the true "
+            f"class. Received: labels of shape {y.shape}"
+        )
     return y.astype(np.int64)
 
 
@@ -241,8 +257,16 @@ class LooksAnalysis:
 
     name = "looks"  # for `tfprobe.reference.analysis.run_all` messages
 
-    def __init__(self, log_dir, *, examples=8, layer=None, feature_layers=None, channels=saliency.DEFAULT_CHANNELS,
-                 input_kind="auto"):
+    def __init__(
+        self,
+        log_dir,
+        *,
+        examples=8,
+        layer=None,
+        feature_layers=None,
+        channels=saliency.DEFAULT_CHANNELS,
+        input_kind="auto",
+    ):
         self.log_dir = validation.log_dir(log_dir)
         validation.integer("examples", examples, 1, MAX_EXAMPLES)
         if isinstance(channels, bool) or not isinstance(channels, (int, np.integer)) or channels < 1:
@@ -269,9 +293,15 @@ class LooksAnalysis:
     def _feature_paths(self, model, pass_, grad_cam_path, x_shape):
         if self.feature_layers is None:
             rank = saliency.spatial_rank(pass_.taps[grad_cam_path].tensor, x_shape)
-            convs = [p for p, lay in walk(model) if _is_conv(lay) and p in pass_.taps and saliency.is_spatial(
-                pass_.taps[p].tensor) and pass_.taps[p].tensor.shape.rank <= 4
-                and saliency.spatial_rank(pass_.taps[p].tensor, x_shape) == rank]
+            convs = [
+                p
+                for p, lay in walk(model)
+                if _is_conv(lay)
+                and p in pass_.taps
+                and saliency.is_spatial(pass_.taps[p].tensor)
+                and pass_.taps[p].tensor.shape.rank <= 4
+                and saliency.spatial_rank(pass_.taps[p].tensor, x_shape) == rank
+            ]
             return spread(convs, MAX_FEATURE_LAYERS) or [grad_cam_path]
         if isinstance(self.feature_layers, (list, tuple)) and not self.feature_layers:
             return []
@@ -281,15 +311,17 @@ class LooksAnalysis:
             message = str(error).replace("`layers`", "`feature_layers`").replace(" layers=", " feature_layers=")
             raise type(error)(message) from None
         for path in paths:
-            saliency.as_grid(saliency.spatial_tap(pass_, path, arg="feature_layers").tensor, x_shape, path,
-                             arg="feature_layers")
+            saliency.as_grid(
+                saliency.spatial_tap(pass_, path, arg="feature_layers").tensor, x_shape, path, arg="feature_layers"
+            )
         return paths
 
     def _look(self, model, reference):
         x, y = reference.head(self.examples)
         truth = None if y is None else _labels(y)
-        pass_ = saliency.forward(model, x, list(walk(model)), [None] + ([] if truth is None else [truth]),
-                            arg="reference_data")
+        pass_ = saliency.forward(
+            model, x, list(walk(model)), [None] + ([] if truth is None else [truth]), arg="reference_data"
+        )
         path = self._grad_cam_path(model, pass_, np.shape(x))
         kind = self._kind(saliency.spatial_rank(pass_.taps[path].tensor, np.shape(x)), path)
         return x, truth, pass_, path, self._feature_paths(model, pass_, path, np.shape(x)), kind
@@ -307,8 +339,10 @@ class LooksAnalysis:
             return "waveform" if spatial == 1 else "image"
         if (self.input_kind == "waveform") != (spatial == 1):
             need = "a 1D" if self.input_kind == "waveform" else "a 2D"
-            raise ValueError(f"`input_kind` {self.input_kind!r} needs {need} Grad-CAM layer; {path!r} has a {spatial}D "
-                             f"output. Received: input_kind={self.input_kind!r}")
+            raise ValueError(
+                f"`input_kind` {self.input_kind!r} needs {need} Grad-CAM layer; {path!r} has a {spatial}D "
+                f"output. Received: input_kind={self.input_kind!r}"
+            )
         return self.input_kind
 
     def _heat_image(self, example, heat, kind):
@@ -324,8 +358,10 @@ class LooksAnalysis:
         x, truth, pass_, path, feature_paths, kind = self._look(model, reference)
         maps = [saliency.maps_from(pass_, path, np.shape(x), score) for score in range(len(pass_.score_of))]
         class_maps = self._class_activation_maps(model, pass_, np.shape(x))
-        features = [saliency.feature_maps_of(pass_, p, self.channels, arg="feature_layers", x_shape=np.shape(x))
-                    for p in feature_paths]
+        features = [
+            saliency.feature_maps_of(pass_, p, self.channels, arg="feature_layers", x_shape=np.shape(x))
+            for p in feature_paths
+        ]
         values = []
         for i, example in enumerate(np.asarray(x, dtype=np.float32)):
             values += self._example_values(i, example, kind, pass_, truth, path, maps, features, class_maps)
@@ -343,27 +379,71 @@ class LooksAnalysis:
         probability = float(pass_.probabilities[i, predicted])
         said = f"predicted class {predicted} (p={probability:.3f})" + ("" if truth is None else f", true {truth[i]}")
         images = [] if self._inputs_written else [("input", None, self._input_image(example, kind), "The input.")]
-        images.append(("gradcam", path, self._heat_image(example, maps[0][i], kind),
-                       f"Grad-CAM of the predicted class at layer {path}; {said} at this step."))
+        images.append(
+            (
+                "gradcam",
+                path,
+                self._heat_image(example, maps[0][i], kind),
+                f"Grad-CAM of the predicted class at layer {path}; {said} at this step.",
+            )
+        )
         if truth is not None:
-            images.append(("gradcam_true", path, self._heat_image(example, maps[1][i], kind),
-                           f"Grad-CAM of the true class ({truth[i]}) at layer {path}."))
+            images.append(
+                (
+                    "gradcam_true",
+                    path,
+                    self._heat_image(example, maps[1][i], kind),
+                    f"Grad-CAM of the true class ({truth[i]}) at layer {path}.",
+                )
+            )
         if class_maps is not None:
-            images.append(("cam", class_maps[1], self._heat_image(example, class_maps[0][i], kind),
-                           f"CAM of the predicted class at layer {class_maps[1]} (pooled by the head); {said}."))
+            images.append(
+                (
+                    "cam",
+                    class_maps[1],
+                    self._heat_image(example, class_maps[0][i], kind),
+                    f"CAM of the predicted class at layer {class_maps[1]} (pooled by the head); {said}.",
+                )
+            )
         for found in features:
-            images.append(("features", found.layer, feature_image(found.grid[i]),
-                           f"The {found.maps.shape[1]} most active channels of layer {found.layer} (largest mean "
-                           f"|activation|, row by row), each normalised to [0, 1]."))
-        values = [self._value(image_value, metadata.looks_tag(i, k, layer), encode_png(rgb), text)
-                  for k, layer, rgb, text in images]
-        values.append(self._value(scalar_value, metadata.looks_tag(i, "predicted_class"), predicted,
-                                  "The class the model predicts for this reference example."))
-        values.append(self._value(scalar_value, metadata.looks_tag(i, "probability"), probability,
-                                  "The probability of the predicted class."))
+            images.append(
+                (
+                    "features",
+                    found.layer,
+                    feature_image(found.grid[i]),
+                    f"The {found.maps.shape[1]} most active channels of layer {found.layer} (largest mean "
+                    f"|activation|, row by row), each normalised to [0, 1].",
+                )
+            )
+        values = [
+            self._value(image_value, metadata.looks_tag(i, k, layer), encode_png(rgb), text)
+            for k, layer, rgb, text in images
+        ]
+        values.append(
+            self._value(
+                scalar_value,
+                metadata.looks_tag(i, "predicted_class"),
+                predicted,
+                "The class the model predicts for this reference example.",
+            )
+        )
+        values.append(
+            self._value(
+                scalar_value,
+                metadata.looks_tag(i, "probability"),
+                probability,
+                "The probability of the predicted class.",
+            )
+        )
         if truth is not None:
-            values.append(self._value(scalar_value, metadata.looks_tag(i, "true_class"), int(truth[i]),
-                                      "The label of this reference example."))
+            values.append(
+                self._value(
+                    scalar_value,
+                    metadata.looks_tag(i, "true_class"),
+                    int(truth[i]),
+                    "The label of this reference example.",
+                )
+            )
         return values
 
     def _value(self, make, tag, payload, description):
@@ -392,4 +472,3 @@ class LooksAnalysis:
             self._writer.close()
             self._writer = None
             self._metadata.clear()  # a new file carries each tag's metadata again
-

@@ -190,12 +190,14 @@ def _class_indices(labels, n):
         y = y.argmax(axis=1)
     y = y.reshape(len(y), -1)
     if y.shape != (n, 1):
-        raise ValueError(f"`labels` must hold one class label per example. Received: shape {np.shape(labels)} for "
-                         f"{n} examples")
+        raise ValueError(
+            f"`labels` must hold one class label per example. Received: shape {np.shape(labels)} for {n} examples"
+        )
     y = y[:, 0]
     if y.dtype.kind == "f" and not np.all(np.isfinite(y) & (y == np.round(y))):
-        raise ValueError("`labels` must be class labels (integers, strings or one-hot rows). Received: "
-                         "non-integral float values")
+        raise ValueError(
+            "`labels` must be class labels (integers, strings or one-hot rows). Received: non-integral float values"
+        )
     classes, index = np.unique(y, return_inverse=True)
     return index, len(classes)
 

@@ -54,8 +54,9 @@ def _png(path, pixels):
 
     header = struct.pack(">IIBBBBB", width, height, 8, colour, 0, 0, 0)
     with open(path, "wb") as f:
-        f.write(b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", header) + chunk(b"IDAT", zlib.compress(raw, 6))
-                + chunk(b"IEND", b""))
+        f.write(
+            b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", header) + chunk(b"IDAT", zlib.compress(raw, 6)) + chunk(b"IEND", b"")
+        )
 
 
 def as_images(x):
@@ -100,8 +101,10 @@ def write_projector(run_dir, embeddings, labels=None, images=None):
     os.makedirs(assets, exist_ok=True)
     n = len(next(iter(embeddings.values())))
     if labels is not None:
-        _write_tsv(os.path.join(assets, "metadata.tsv"),
-                   [("example", "label")] + [(str(i), str(y)) for i, y in enumerate(np.ravel(labels)[:n])])
+        _write_tsv(
+            os.path.join(assets, "metadata.tsv"),
+            [("example", "label")] + [(str(i), str(y)) for i, y in enumerate(np.ravel(labels)[:n])],
+        )
     else:
         _write_tsv(os.path.join(assets, "metadata.tsv"), [(str(i),) for i in range(n)])
     grid = as_images(images) if images is not None else None
@@ -120,8 +123,9 @@ def write_projector(run_dir, embeddings, labels=None, images=None):
     for series, values in embeddings.items():
         name = _file_name(series)
         _write_tsv(os.path.join(assets, name), ([f"{v:.6g}" for v in row] for row in np.asarray(values)))
-        entry = config.embeddings.add(tensor_name=series, tensor_path=f"{ASSET_DIR}/{name}",
-                                      metadata_path=f"{ASSET_DIR}/metadata.tsv")
+        entry = config.embeddings.add(
+            tensor_name=series, tensor_path=f"{ASSET_DIR}/{name}", metadata_path=f"{ASSET_DIR}/metadata.tsv"
+        )
         entry.tensor_shape.extend(np.shape(values))
         if cell is not None:
             entry.sprite.image_path = f"{ASSET_DIR}/sprite.png"

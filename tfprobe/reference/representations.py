@@ -64,8 +64,9 @@ class RepresentationAnalysis(Analysis):
 
     name = "representation"
 
-    def __init__(self, log_dir, layers=None, max_dim=DEFAULT_MAX_DIM, embeddings=None, known=None, examples=None,
-                 strict=False):
+    def __init__(
+        self, log_dir, layers=None, max_dim=DEFAULT_MAX_DIM, embeddings=None, known=None, examples=None, strict=False
+    ):
         self.log_dir, self.layers, self.max_dim, self.strict = log_dir, layers, max_dim, strict
         self.embeddings = tuple(embeddings or ())
         if known is not None:
@@ -77,7 +78,9 @@ class RepresentationAnalysis(Analysis):
                         f"tfprobe: {examples} reference examples x {len(known)} layers x {max_dim} values would "
                         f"exceed the reference memory budget ({MEMORY_BUDGET // 2**20} MiB); keeping "
                         f"{self.max_dim} values per example (reference_max_dim={self.max_dim}).",
-                        RuntimeWarning, stacklevel=3)
+                        RuntimeWarning,
+                        stacklevel=3,
+                    )
         self.writer = AnalysisWriter(log_dir).open()  # before LayerProbe's window file: see `AnalysisWriter.open`
         self.steps_written = 0
         self._previous = None  # (labels, {series: float32 features}) of the previous reference step
@@ -91,7 +94,9 @@ class RepresentationAnalysis(Analysis):
 
     def _run(self, model, reference, step):
         if self._outputs is None or self._outputs.model is not model:
-            self._outputs = LayerOutputs(model, self.layers, strict=self.strict)  # traced at the first step, reused after
+            self._outputs = LayerOutputs(
+                model, self.layers, strict=self.strict
+            )  # traced at the first step, reused after
         got = collect(model, reference, self.layers, self.max_dim, outputs=self._outputs)
         labels = self._class_labels(got.labels)
         previous = self._comparable_previous(got.labels)
@@ -119,8 +124,12 @@ class RepresentationAnalysis(Analysis):
         except ValueError as error:
             if self._label_problem is None:
                 self._label_problem = str(error)
-                warnings.warn(f"tfprobe: the reference labels are not class labels, so probe_accuracy and "
-                              f"label_information are skipped ({error}).", RuntimeWarning, stacklevel=4)
+                warnings.warn(
+                    f"tfprobe: the reference labels are not class labels, so probe_accuracy and "
+                    f"label_information are skipped ({error}).",
+                    RuntimeWarning,
+                    stacklevel=4,
+                )
             return None
         return labels
 
@@ -130,9 +139,12 @@ class RepresentationAnalysis(Analysis):
             return None
         before, feats = self._previous
         if before is not None and labels is not None and not np.array_equal(before, labels):
-            warnings.warn("tfprobe: the reference dataset changed order between reference steps (shuffled?); "
-                          "cka_drift is skipped. Pass a dataset that yields the same examples in the same order.",
-                          RuntimeWarning, stacklevel=4)
+            warnings.warn(
+                "tfprobe: the reference dataset changed order between reference steps (shuffled?); "
+                "cka_drift is skipped. Pass a dataset that yields the same examples in the same order.",
+                RuntimeWarning,
+                stacklevel=4,
+            )
             return None
         return feats
 
@@ -149,7 +161,6 @@ class RepresentationAnalysis(Analysis):
                 self.writer.close()
             else:  # no reference step ran (a `fit` refused or interrupted first): no empty file left behind
                 self.writer.discard()
-
 
     def discard(self):
         """Ends an analysis that never ran: its event file, still empty, is removed (`AnalysisWriter.discard`)."""
@@ -186,8 +197,10 @@ def _selected(series, names):
 def _check_embeddings(embeddings, known):
     unknown = [e for e in embeddings if e not in known and not any(_selected(e, [k]) for k in known)]
     if unknown:
-        raise ValueError(f"`reference_embeddings` must name recorded layers ({', '.join(known)}). "
-                         f"Received: reference_embeddings={list(embeddings)!r} (unknown: {', '.join(unknown)})")
+        raise ValueError(
+            f"`reference_embeddings` must name recorded layers ({', '.join(known)}). "
+            f"Received: reference_embeddings={list(embeddings)!r} (unknown: {', '.join(unknown)})"
+        )
 
 
 __all__ = ["RepresentationAnalysis"]

@@ -78,12 +78,14 @@ def _check_x(model, x, arg="x"):
         try:
             x = np.asarray(x)
         except Exception:  # noqa: BLE001 - anything np.asarray rejects
-            raise TypeError(f"`{arg}` must be one array of examples. "
-                            f"Received: {arg} of type {type(x).__name__}") from None
+            raise TypeError(
+                f"`{arg}` must be one array of examples. Received: {arg} of type {type(x).__name__}"
+            ) from None
     array = np.asarray(x)
     if array.dtype == object or array.ndim < 2 or len(array) == 0:
-        raise ValueError(f"`{arg}` must be a non-empty batch of examples (batch, ...). "
-                         f"Received: {arg} of shape {array.shape}")
+        raise ValueError(
+            f"`{arg}` must be a non-empty batch of examples (batch, ...). Received: {arg} of shape {array.shape}"
+        )
     if not np.issubdtype(array.dtype, np.floating):
         array = array.astype("float32")
     try:
@@ -115,8 +117,10 @@ def resolve_layer(model, layer, arg="layer"):
         raise TypeError(f"`{arg}` must be a layer name, path or layer object. Received: {arg}={layer!r}")
     if not hits:
         near = [layer] if isinstance(layer, str) else []
-        raise ValueError(f"`{arg}` is not a layer of model {model.name!r}. Received: {arg}={layer!r}. "
-                         f"Available layers: {available(candidates, near)}")
+        raise ValueError(
+            f"`{arg}` is not a layer of model {model.name!r}. Received: {arg}={layer!r}. "
+            f"Available layers: {available(candidates, near)}"
+        )
     return hits[0]
 
 
@@ -127,14 +131,23 @@ def _classes(class_index, n, n_classes, predicted, arg="class_index"):
     values = np.asarray(class_index)
     if values.ndim == 0:
         values = np.full(n, values)
-    bad = (values.ndim != 1 or len(values) != n or not np.issubdtype(values.dtype, np.integer)
-           or (values < 0).any() or (values >= max(n_classes, 2)).any())
+    bad = (
+        values.ndim != 1
+        or len(values) != n
+        or not np.issubdtype(values.dtype, np.integer)
+        or (values < 0).any()
+        or (values >= max(n_classes, 2)).any()
+    )
     if bad and arg != "class_index":
-        raise ValueError(f"`{arg}` labels must be class indices in [0, {max(n_classes, 2)}), one per example, for "
-                         f"Grad-CAM of the true class. Received: labels={reprlib.repr(class_index)}")
+        raise ValueError(
+            f"`{arg}` labels must be class indices in [0, {max(n_classes, 2)}), one per example, for "
+            f"Grad-CAM of the true class. Received: labels={reprlib.repr(class_index)}"
+        )
     if bad:
-        raise ValueError(f"`class_index` must be None, an int in [0, {max(n_classes, 2)}) or one such int per "
-                         f"example ({n}). Received: class_index={reprlib.repr(class_index)}")
+        raise ValueError(
+            f"`class_index` must be None, an int in [0, {max(n_classes, 2)}) or one such int per "
+            f"example ({n}). Received: class_index={reprlib.repr(class_index)}"
+        )
     return values.astype("int64")
 
 
@@ -186,8 +199,10 @@ def _is_output(tap, output):
     """Whether the captured tap is (or equals) the model's output: the bypassed layer made the output."""
     if tap is None or not isinstance(output, tf.Tensor):
         return False
-    return tap.tensor is output or (tap.tensor.shape == output.shape and bool(
-        np.allclose(np.asarray(tap.tensor, np.float32), np.asarray(output, np.float32), equal_nan=True)))
+    return tap.tensor is output or (
+        tap.tensor.shape == output.shape
+        and bool(np.allclose(np.asarray(tap.tensor, np.float32), np.asarray(output, np.float32), equal_nan=True))
+    )
 
 
 @dataclasses.dataclass
@@ -205,8 +220,10 @@ class Pass:
 def _class_scores(model, output):
     if not isinstance(output, tf.Tensor) or output.shape.rank != 2:
         shape = getattr(output, "shape", type(output).__name__)
-        raise ValueError(f"`model` must output class scores of shape (batch, classes) for Grad-CAM and CAM. "
-                         f"Received: model {model.name!r} with an output of shape {shape}")
+        raise ValueError(
+            f"`model` must output class scores of shape (batch, classes) for Grad-CAM and CAM. "
+            f"Received: model {model.name!r} with an output of shape {shape}"
+        )
     return tf.cast(output, tf.float32)
 
 
@@ -233,14 +250,17 @@ def _check_callable(model):
         return
     held = [layer for layer in model.layers if isinstance(layer, keras.Model) and has_call(layer)]
     if held:
-        hint = ("pass one of the models it holds that can be called: "
-                + ", ".join(f"model.{_attribute(model, m) or 'get_layer(' + repr(m.name) + ')'} ({m.name!r}, "
-                            f"{type(m).__name__})" for m in held))
+        hint = "pass one of the models it holds that can be called: " + ", ".join(
+            f"model.{_attribute(model, m) or 'get_layer(' + repr(m.name) + ')'} ({m.name!r}, {type(m).__name__})"
+            for m in held
+        )
     else:
         hint = "pass a model that can be called on `x` (a Functional or Sequential model, or a subclass with `call`)"
-    raise ValueError(f"`model` must be a model that can be called on `x`: model {model.name!r} "
-                     f"({type(model).__name__}) has no `call` method (it runs only inside its own `train_step`); "
-                     f"{hint}.")
+    raise ValueError(
+        f"`model` must be a model that can be called on `x`: model {model.name!r} "
+        f"({type(model).__name__}) has no `call` method (it runs only inside its own `train_step`); "
+        f"{hint}."
+    )
 
 
 def _attribute(owner, value):
@@ -281,8 +301,10 @@ def forward(model, x, chosen, class_sets=(), watch=True, arg="x", bypass=True):
             try:
                 output = model(x, training=False)
             except (ValueError, TypeError, tf.errors.InvalidArgumentError) as error:
-                raise ValueError(f"`{arg}` could not be run through model {model.name!r}: {error}. "
-                                 f"Received: {arg} of shape {x.shape}") from None
+                raise ValueError(
+                    f"`{arg}` could not be run through model {model.name!r}: {error}. "
+                    f"Received: {arg} of shape {x.shape}"
+                ) from None
         hidden = squashing is not None and not _is_output(taps.get(last[0]), output)
         if not hidden:  # the scores are recorded on the tape
             scored = _score(model, output, squashing, class_sets, len(x), "class_index" if arg == "x" else arg)
@@ -318,8 +340,10 @@ def spatial_tap(pass_, path, arg="layer"):
     if tap is None:
         raise ValueError(f"`{arg}` {path!r} was not called when the model ran on `x`. Received: {arg}={path!r}")
     if not is_spatial(tap.tensor) or tap.tensor.shape.rank > 4:
-        raise ValueError(f"`{arg}` must be a layer with a 1D or 2D spatial output (batch, ..., channels); "
-                         f"{path!r} outputs shape {tuple(tap.tensor.shape)}. Received: {arg}={path!r}")
+        raise ValueError(
+            f"`{arg}` must be a layer with a 1D or 2D spatial output (batch, ..., channels); "
+            f"{path!r} outputs shape {tuple(tap.tensor.shape)}. Received: {arg}={path!r}"
+        )
     return tap
 
 
@@ -365,9 +389,11 @@ def as_grid(tensor, x_shape, path, arg="layer"):
         return tensor
     grid = token_grid(int(tensor.shape[1]), int(x_shape[1]), int(x_shape[2]))
     if grid is None:
-        raise ValueError(f"`{arg}` {path!r} outputs {int(tensor.shape[1])} positions (shape "
-                         f"{tuple(tensor.shape)}), which do not form a grid of the {tuple(x_shape[1:3])} input images: "
-                         f"its maps cannot be laid on them. Received: {arg}={path!r}")
+        raise ValueError(
+            f"`{arg}` {path!r} outputs {int(tensor.shape[1])} positions (shape "
+            f"{tuple(tensor.shape)}), which do not form a grid of the {tuple(x_shape[1:3])} input images: "
+            f"its maps cannot be laid on them. Received: {arg}={path!r}"
+        )
     rows, cols, skip = grid
     return tf.reshape(tensor[:, skip:], [-1, rows, cols, int(tensor.shape[-1])])
 
@@ -388,19 +414,28 @@ def last_spatial_layer(model, taps, x_shape=None):
         maps = [(p, t) for p, t in spatial if t.tensor.shape.rank == 4]
         tokens = [(p, t) for p, t in spatial if t.tensor.shape.rank == 3]
         tiled = [(p, t) for p, t in tokens if spatial_rank(t.tensor, x_shape) == 2]
-        spatial = ([(p, t) for p, t in maps if not _is_preprocessing(t.layer)] or tiled or maps)
+        spatial = [(p, t) for p, t in maps if not _is_preprocessing(t.layer)] or tiled or maps
         if not spatial:
-            why = "" if not tokens else (
-                f"; its sequence outputs (such as {tokens[-1][0]!r}, {tuple(tokens[-1][1].tensor.shape)}) do not form "
-                f"a grid of the image")
-            raise ValueError(f"`layer` cannot be chosen automatically: no layer of model {model.name!r} has a 2D "
-                             f"spatial output to lay on its {tuple(x_shape[1:])} input images{why}. Received: "
-                             f"layer=None")
+            why = (
+                ""
+                if not tokens
+                else (
+                    f"; its sequence outputs (such as {tokens[-1][0]!r}, {tuple(tokens[-1][1].tensor.shape)}) do not form "
+                    f"a grid of the image"
+                )
+            )
+            raise ValueError(
+                f"`layer` cannot be chosen automatically: no layer of model {model.name!r} has a 2D "
+                f"spatial output to lay on its {tuple(x_shape[1:])} input images{why}. Received: "
+                f"layer=None"
+            )
     elif rank == 2:
         spatial = [(p, t) for p, t in spatial if t.tensor.shape.rank == 3]
     if not spatial:
-        raise ValueError(f"`layer` cannot be chosen automatically: no layer of model {model.name!r} has a 1D or 2D "
-                         f"spatial output. Received: layer=None")
+        raise ValueError(
+            f"`layer` cannot be chosen automatically: no layer of model {model.name!r} has a 1D or 2D "
+            f"spatial output. Received: layer=None"
+        )
     return spatial[-1][0]  # taps are in the order the model computed them
 
 
@@ -435,16 +470,19 @@ def _upsample(maps, size):
 
 def _input_size(shape, rank, path):
     if len(shape) < rank + 1:
-        raise ValueError(f"`x` has no {rank}D spatial axes to upsample the map of layer {path!r} to. "
-                         f"Received: x of shape {shape}")
+        raise ValueError(
+            f"`x` has no {rank}D spatial axes to upsample the map of layer {path!r} to. Received: x of shape {shape}"
+        )
     return tuple(int(s) for s in shape[1 : 1 + rank])
 
 
 def _weighted_maps(path, activation, gradient, plus):
     """Grad-CAM (`plus=False`) or Grad-CAM++ maps at the layer's own resolution, `(N, *spatial)`."""
     if gradient is None:
-        raise ValueError(f"`layer` {path!r} does not reach the class score (no gradient flows from the model "
-                         f"output to it). Received: layer={path!r}")
+        raise ValueError(
+            f"`layer` {path!r} does not reach the class score (no gradient flows from the model "
+            f"output to it). Received: layer={path!r}"
+        )
     a = tf.cast(activation, tf.float32)
     g = tf.cast(gradient, tf.float32)
     axes = list(range(1, a.shape.rank - 1))
@@ -509,8 +547,10 @@ def cam_head(model):
         if getattr(layers[-2][1], "data_format", "channels_last") == "channels_last":
             return layers[-2], layers[-1]
     tail = ", ".join(f"{p} ({type(lay).__name__})" for p, lay in layers[-2:])
-    raise ValueError(f"`model` must end in global average pooling followed by a dense layer for CAM (use grad_cam "
-                     f"otherwise). Received: model {model.name!r} ending in {tail or '(no layers)'}")
+    raise ValueError(
+        f"`model` must end in global average pooling followed by a dense layer for CAM (use grad_cam "
+        f"otherwise). Received: model {model.name!r} ending in {tail or '(no layers)'}"
+    )
 
 
 def cam(model, x, class_index=None):
@@ -535,15 +575,19 @@ def cam_from(model, pass_, x_shape, class_index=None, head=None):
     (gap_path, _), (dense_path, dense) = head or cam_head(model)
     gap_tap = pass_.taps.get(gap_path)
     if gap_tap is None or gap_tap.inputs is None:
-        raise ValueError(f"`model` must pool floating feature maps in {gap_path!r} for CAM (it was not called "
-                         f"on them). Received: model {model.name!r}")
+        raise ValueError(
+            f"`model` must pool floating feature maps in {gap_path!r} for CAM (it was not called "
+            f"on them). Received: model {model.name!r}"
+        )
     features = tf.cast(gap_tap.inputs, tf.float32)
     pooled = tf.reduce_mean(features, axis=list(range(1, features.shape.rank - 1)))
     kernel = tf.cast(dense.kernel, tf.float32)
     logits = pooled @ kernel + (tf.cast(dense.bias, tf.float32) if dense.use_bias else 0.0)
     if not np.allclose(logits.numpy(), pass_.logits, rtol=1e-3, atol=1e-4 * (1 + np.abs(pass_.logits).max())):
-        raise ValueError(f"`model` must output the dense layer {dense_path!r} applied to the pooled features for CAM "
-                         f"(its output differs from the model's). Received: model {model.name!r}")
+        raise ValueError(
+            f"`model` must output the dense layer {dense_path!r} applied to the pooled features for CAM "
+            f"(its output differs from the model's). Received: model {model.name!r}"
+        )
     features = as_grid(features, x_shape, gap_path, arg="model")  # a patch-token model's tokens on the image grid
     classes = _classes(class_index, len(pass_.logits), pass_.logits.shape[1], pass_.predicted)
     if kernel.shape[1] == 1:  # binary: class 1 is the logit, class 0 its negation

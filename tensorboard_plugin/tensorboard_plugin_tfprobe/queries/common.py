@@ -36,7 +36,6 @@ _DECODE_ERRORS = (ValueError, TypeError, IndexError, KeyError, OverflowError, Me
 logger = logging.getLogger(__package__)  # "tensorboard_plugin_tfprobe.queries"
 
 
-
 class Source(NamedTuple):
     """Where to read: a `tensorboard.data.provider.DataProvider`, a `RequestContext`, an experiment id."""
 
@@ -93,8 +92,11 @@ def read_arrays(src: Source, run, tags, points, budget=None):
         for tag in chunk:
             pts = data.pop(tag, None)
             if pts is not None:
-                yield (tag, np.fromiter((p.step for p in pts), np.int64, len(pts)),
-                       np.fromiter((p.value for p in pts), np.float64, len(pts)))
+                yield (
+                    tag,
+                    np.fromiter((p.step for p in pts), np.int64, len(pts)),
+                    np.fromiter((p.value for p in pts), np.float64, len(pts)),
+                )
 
 
 def _newest_points(points):
@@ -233,8 +235,13 @@ def _provider_read(src, what, run, tag, read, default):
     except _DECODE_ERRORS as e:
         if (run, tag) not in _warned_series:
             where = _locate_bad_value(src, run, tag)
-            _warn_series(run, tag, f"run {run!r}, tag {tag!r}{where}: TensorBoard cannot decode a {what} value "
-                                   f"({type(e).__name__}: {str(e)[:200]})", "this tag is left out")
+            _warn_series(
+                run,
+                tag,
+                f"run {run!r}, tag {tag!r}{where}: TensorBoard cannot decode a {what} value "
+                f"({type(e).__name__}: {str(e)[:200]})",
+                "this tag is left out",
+            )
         return default
 
 
@@ -248,9 +255,12 @@ def _locate_bad_value(src, run, tag, budget=1.0):
     directory = _run_directory(src, run)
     if directory is None:
         return ""
-    decoders = {metadata.HIST_PLUGIN_NAME: _decode.histogram_counts, metadata.GRAD_HIST_PLUGIN_NAME:
-                _decode.histogram_counts, metadata.PLUGIN_NAME: _decode.scalar_value,
-                metadata.REPR_PLUGIN_NAME: _decode.scalar_value}
+    decoders = {
+        metadata.HIST_PLUGIN_NAME: _decode.histogram_counts,
+        metadata.GRAD_HIST_PLUGIN_NAME: _decode.histogram_counts,
+        metadata.PLUGIN_NAME: _decode.scalar_value,
+        metadata.REPR_PLUGIN_NAME: _decode.scalar_value,
+    }
     deadline = time.monotonic() + budget
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
@@ -334,8 +344,11 @@ def list_series(src: Source, runs=None):
         src.ctx, experiment_id=src.experiment_id, plugin_name=metadata.PLUGIN_NAME, run_tag_filter=rtf
     )
     hists = {
-        quantity: (src.provider.list_tensors(src.ctx, experiment_id=src.experiment_id, plugin_name=plugin,
-                                             run_tag_filter=rtf) or {}, suffix)
+        quantity: (
+            src.provider.list_tensors(src.ctx, experiment_id=src.experiment_id, plugin_name=plugin, run_tag_filter=rtf)
+            or {},
+            suffix,
+        )
         for quantity, (plugin, suffix) in metadata.HISTOGRAM_QUANTITIES.items()
     }
     out = {}
@@ -397,7 +410,6 @@ def _run_series(src, run):
     if not found:
         raise errors.NotFoundError(f"run {run!r} has no tfprobe data")
     return found
-
 
 
 def _pairs(points):

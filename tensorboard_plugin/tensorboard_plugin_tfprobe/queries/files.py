@@ -84,13 +84,17 @@ def file_warnings(src: Source, run, deadline=None):
         if scan is None:
             continue
         if scan.problem:
-            out.append(f"{scan.problem}. TensorBoard's data server may still show the values of such a record, "
-                       "possibly wrong; tfprobe's readers do not")
+            out.append(
+                f"{scan.problem}. TensorBoard's data server may still show the values of such a record, "
+                "possibly wrong; tfprobe's readers do not"
+            )
         if _TFPROBE_SUFFIX in name and scan.span:
-            spans[(run, name[name.rindex(_TFPROBE_SUFFIX):], path)] = list(scan.span)
+            spans[(run, name[name.rindex(_TFPROBE_SUFFIX) :], path)] = list(scan.span)
     from tfprobe.logs.reader import concurrent_writers
 
     for _, group, a, b in concurrent_writers(spans)[:1]:
-        out.append(f"run {run!r}: {os.path.basename(a)} and {os.path.basename(b)} ({group}) were written at the same "
-                   "time: two processes are writing this run at once? Their points are mixed")
+        out.append(
+            f"run {run!r}: {os.path.basename(a)} and {os.path.basename(b)} ({group}) were written at the same "
+            "time: two processes are writing this run at once? Their points are mixed"
+        )
     return out

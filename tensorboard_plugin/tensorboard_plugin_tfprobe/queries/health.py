@@ -32,15 +32,30 @@ def diagnose_frames(src: Source, found, points=HEALTH_POINTS, budget=None):
     from tfprobe import findings  # pandas: imported on first use, not when TensorBoard starts
     from tfprobe.logs import reader
 
-    layer_rows = [{"run": run, "layer": name, "order": info["order"], "layer_path": info["layer"],
-                   "class": info["class"], "kind": info["kind"], "shape": info["shape"], "bounds": info["bounds"],
-                   "inputs": info.get("inputs")}
-                  for run, series in found.items() for name, info in series.items()]
+    layer_rows = [
+        {
+            "run": run,
+            "layer": name,
+            "order": info["order"],
+            "layer_path": info["layer"],
+            "class": info["class"],
+            "kind": info["kind"],
+            "shape": info["shape"],
+            "bounds": info["bounds"],
+            "inputs": info.get("inputs"),
+        }
+        for run, series in found.items()
+        for name, info in series.items()
+    ]
 
     def arrays():
         for run, series in found.items():
-            tags = [metadata.tag_for(name, s) for name, info in series.items()
-                    for s in findings.REQUIRED_STATS if s in info["stats"]]  # series by series
+            tags = [
+                metadata.tag_for(name, s)
+                for name, info in series.items()
+                for s in findings.REQUIRED_STATS
+                if s in info["stats"]
+            ]  # series by series
             current, by_stat = None, {}
             for tag, steps, values in read_arrays(src, run, tags, points, budget):
                 name, stat = metadata.parse_tag(tag)

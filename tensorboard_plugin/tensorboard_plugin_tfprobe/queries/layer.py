@@ -29,10 +29,12 @@ def _find_layer(found, run_names, layer):
     present = [r for r in run_names if layer in found.get(r, {})]
     if not present:
         where = run_names[0] if len(run_names) == 1 else ", ".join(map(repr, run_names))
-        raise errors.NotFoundError(f"layer {layer!r} not found in run {where!r}" if len(run_names) == 1
-                                   else f"layer {layer!r} not found in runs {where}")
+        raise errors.NotFoundError(
+            f"layer {layer!r} not found in run {where!r}"
+            if len(run_names) == 1
+            else f"layer {layer!r} not found in runs {where}"
+        )
     return present
-
 
 
 def scalars(src: Source, run_names, layer, stats, points=DEFAULT_POINTS):
@@ -80,22 +82,39 @@ def histogram(src: Source, run, layer, columns=DEFAULT_POINTS, quantity=None):
     series = _run_series(src, run)
     _find_layer({run: series}, [run], layer)
     tag = metadata.tag_for(layer, suffix)
-    data = _provider_read(src, "histogram", run, tag, lambda: src.provider.read_tensors(
-        src.ctx,
-        experiment_id=src.experiment_id,
-        plugin_name=plugin_name,
-        downsample=columns,
-        run_tag_filter=provider.RunTagFilter(runs=[run], tags=[tag]),
-    ), {})
-    points = _checked_points(run, tag, data.get(run, {}).get(tag, []), lambda p: _decode.check_array(
-        p.numpy, "iu", lambda dims: dims == [metadata.NUM_BUCKETS], f"a tfprobe histogram (shape [{metadata.NUM_BUCKETS}])"
-    ))
+    data = _provider_read(
+        src,
+        "histogram",
+        run,
+        tag,
+        lambda: src.provider.read_tensors(
+            src.ctx,
+            experiment_id=src.experiment_id,
+            plugin_name=plugin_name,
+            downsample=columns,
+            run_tag_filter=provider.RunTagFilter(runs=[run], tags=[tag]),
+        ),
+        {},
+    )
+    points = _checked_points(
+        run,
+        tag,
+        data.get(run, {}).get(tag, []),
+        lambda p: _decode.check_array(
+            p.numpy,
+            "iu",
+            lambda dims: dims == [metadata.NUM_BUCKETS],
+            f"a tfprobe histogram (shape [{metadata.NUM_BUCKETS}])",
+        ),
+    )
     edges = metadata.histogram_buckets()
     if not points:
         return {"run": run, "layer": layer, "quantity": quantity, "steps": [], "buckets": [], "counts": []}
     counts = np.stack([np.asarray(p.numpy, dtype=np.int64) for p in points])
     used = np.flatnonzero(counts.sum(axis=0))
-    lo, hi = (int(used[0]), int(used[-1]) + 1) if len(used) else (metadata.HIST_ZERO_BUCKET, metadata.HIST_ZERO_BUCKET + 1)
+    lo, hi = (
+        (int(used[0]), int(used[-1]) + 1) if len(used) else (metadata.HIST_ZERO_BUCKET, metadata.HIST_ZERO_BUCKET + 1)
+    )
     return {
         "run": run,
         "layer": layer,

@@ -46,16 +46,32 @@ def looks(src: Source, run):
     if not tags and run not in list_series(src, [run]):
         raise errors.NotFoundError(f"run {run!r} has no tfprobe data and no looks images")
     blobs = {tag: _looks_blobs(src, run, tag) for tag in tags}
-    images = [{"tag": tag, "example": e, "kind": k, "layer": layer, "steps": sorted(d.step for d in blobs[tag])}
-              for tag, (e, k, layer) in sorted(tags.items())]
+    images = [
+        {"tag": tag, "example": e, "kind": k, "layer": layer, "steps": sorted(d.step for d in blobs[tag])}
+        for tag, (e, k, layer) in sorted(tags.items())
+    ]
     scalar_listing = src.provider.list_scalars(
         src.ctx, experiment_id=src.experiment_id, plugin_name=SCALARS_PLUGIN, run_tag_filter=rtf
     )
     scalar_tags = _looks_tags(scalar_listing, run, metadata.LOOKS_SCALAR_KINDS)
-    points = _provider_read(src, "looks scalar", run, "looks/", lambda: src.provider.read_scalars(
-        src.ctx, experiment_id=src.experiment_id, plugin_name=SCALARS_PLUGIN, downsample=ALL_POINTS,
-        run_tag_filter=provider.RunTagFilter(runs=[run], tags=list(scalar_tags)),
-    ), {}).get(run, {}) if scalar_tags else {}
+    points = (
+        _provider_read(
+            src,
+            "looks scalar",
+            run,
+            "looks/",
+            lambda: src.provider.read_scalars(
+                src.ctx,
+                experiment_id=src.experiment_id,
+                plugin_name=SCALARS_PLUGIN,
+                downsample=ALL_POINTS,
+                run_tag_filter=provider.RunTagFilter(runs=[run], tags=list(scalar_tags)),
+            ),
+            {},
+        ).get(run, {})
+        if scalar_tags
+        else {}
+    )
     predictions = {}
     for tag, (example, kind, _) in scalar_tags.items():
         series = predictions.setdefault(str(example), {})
@@ -77,8 +93,9 @@ def looks_image(src: Source, run, tag, step=None):
     require("tag", tag)
     parsed = metadata.parse_looks_tag(tag)
     if parsed is None or parsed[1] not in metadata.LOOKS_IMAGE_KINDS:
-        raise errors.InvalidArgumentError(f"`tag` must be a looks image tag (looks/example_<i>/<kind>[/<layer>]). "
-                                          f"Received: tag={tag!r}")
+        raise errors.InvalidArgumentError(
+            f"`tag` must be a looks image tag (looks/example_<i>/<kind>[/<layer>]). Received: tag={tag!r}"
+        )
     step = _check_int("step", step, 0, 2**62, None)
     blobs = _looks_blobs(src, run, tag)
     if not blobs:
@@ -98,8 +115,23 @@ def _check_image(datum):
 def _looks_blobs(src: Source, run, tag):
     """The images of looks tag `tag` of `run`: `[width, height, png]` blob sequences only (others are logged
     once and skipped), the newest write of each step (a run restarted into its log dir)."""
-    blobs = _provider_read(src, "looks image", run, tag, lambda: src.provider.read_blob_sequences(
-        src.ctx, experiment_id=src.experiment_id, plugin_name=IMAGES_PLUGIN, downsample=ALL_POINTS,
-        run_tag_filter=provider.RunTagFilter(runs=[run], tags=[tag]),
-    ), {}).get(run, {}).get(tag) or []
+    blobs = (
+        _provider_read(
+            src,
+            "looks image",
+            run,
+            tag,
+            lambda: src.provider.read_blob_sequences(
+                src.ctx,
+                experiment_id=src.experiment_id,
+                plugin_name=IMAGES_PLUGIN,
+                downsample=ALL_POINTS,
+                run_tag_filter=provider.RunTagFilter(runs=[run], tags=[tag]),
+            ),
+            {},
+        )
+        .get(run, {})
+        .get(tag)
+        or []
+    )
     return _checked_points(run, tag, blobs, _check_image)

@@ -88,6 +88,7 @@ def column_steps(all_steps, columns):
 def _compile_filter(filter):
     """A `search(name)` function for `filter`: RE2 syntax, case-insensitive, linear time in the name."""
     import re2  # google-re2 (a dependency): Python's `re` backtracks, so a filter could stall the server
+
     if len(filter) > MAX_FILTER_LENGTH:
         raise errors.InvalidArgumentError(
             f"`filter` must be at most {MAX_FILTER_LENGTH} characters. Received: a filter of {len(filter)}"

@@ -40,10 +40,24 @@ def _representation_measures(src: Source, run):
     layers = sorted(order, key=lambda name: (order[name], name))
     measures = {s: {} for s in metadata.REPRESENTATION_STATS}
     for tag in tags:  # one read per tag: a tag whose values TensorBoard cannot decode leaves only itself out
-        pts = _provider_read(src, "representation measure", run, tag, lambda tag=tag: src.provider.read_scalars(
-            src.ctx, experiment_id=src.experiment_id, plugin_name=metadata.REPR_PLUGIN_NAME,
-            downsample=ALL_POINTS, run_tag_filter=provider.RunTagFilter(runs=[run], tags=[tag]),
-        ), {}).get(run, {}).get(tag)
+        pts = (
+            _provider_read(
+                src,
+                "representation measure",
+                run,
+                tag,
+                lambda tag=tag: src.provider.read_scalars(
+                    src.ctx,
+                    experiment_id=src.experiment_id,
+                    plugin_name=metadata.REPR_PLUGIN_NAME,
+                    downsample=ALL_POINTS,
+                    run_tag_filter=provider.RunTagFilter(runs=[run], tags=[tag]),
+                ),
+                {},
+            )
+            .get(run, {})
+            .get(tag)
+        )
         if pts is not None:
             name, stat = metadata.parse_tag(tag)
             measures[stat][name] = _pairs(_newest_points(pts))
@@ -59,13 +73,33 @@ def _cka_matrices(src: Source, run):
     if metadata.CKA_TAG not in listing:
         return {"layers": [], "steps": [], "matrices": []}
     names = metadata.cka_layers(listing[metadata.CKA_TAG].plugin_content) or []
-    points = _provider_read(src, "CKA matrix", run, metadata.CKA_TAG, lambda: src.provider.read_tensors(
-        src.ctx, experiment_id=src.experiment_id, plugin_name=metadata.CKA_PLUGIN_NAME,
-        downsample=ALL_POINTS, run_tag_filter=rtf,
-    ), {}).get(run, {}).get(metadata.CKA_TAG, [])
+    points = (
+        _provider_read(
+            src,
+            "CKA matrix",
+            run,
+            metadata.CKA_TAG,
+            lambda: src.provider.read_tensors(
+                src.ctx,
+                experiment_id=src.experiment_id,
+                plugin_name=metadata.CKA_PLUGIN_NAME,
+                downsample=ALL_POINTS,
+                run_tag_filter=rtf,
+            ),
+            {},
+        )
+        .get(run, {})
+        .get(metadata.CKA_TAG, [])
+    )
     shape = [len(names), len(names)]
-    points = _checked_points(run, metadata.CKA_TAG, points, lambda p: _decode.check_array(
-        p.numpy, "fiu", lambda dims: dims == shape, f"a CKA matrix of {len(names)} layers (shape {shape})"))
+    points = _checked_points(
+        run,
+        metadata.CKA_TAG,
+        points,
+        lambda p: _decode.check_array(
+            p.numpy, "fiu", lambda dims: dims == shape, f"a CKA matrix of {len(names)} layers (shape {shape})"
+        ),
+    )
     steps = [int(p.step) for p in points]
     matrices = [_json_list(np.asarray(p.numpy, dtype=np.float64), 3) for p in points]
     return {"layers": names, "steps": steps, "matrices": matrices}
@@ -82,7 +116,18 @@ def representations(src: Source, run_names):
         layers, measures = _representation_measures(src, run)
         steps = sorted({s for by_layer in measures.values() for pts in by_layer.values() for s, _ in pts})
         elements = {name: found[run].get(name, {}).get("elements") for name in layers}  # as in the depth funnel
-        out.append({"run": run, "layers": layers, "elements": elements, "steps": steps, "measures": measures,
-                    "cka": _cka_matrices(src, run)})
-    return {"runs": out, "stats": list(metadata.REPRESENTATION_STATS),
-            "descriptions": metadata.REPRESENTATION_DESCRIPTIONS}
+        out.append(
+            {
+                "run": run,
+                "layers": layers,
+                "elements": elements,
+                "steps": steps,
+                "measures": measures,
+                "cka": _cka_matrices(src, run),
+            }
+        )
+    return {
+        "runs": out,
+        "stats": list(metadata.REPRESENTATION_STATS),
+        "descriptions": metadata.REPRESENTATION_DESCRIPTIONS,
+    }

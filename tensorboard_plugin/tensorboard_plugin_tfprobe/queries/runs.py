@@ -33,7 +33,11 @@ def runs(src: Source):
         "stat_descriptions": dict(metadata.STAT_DESCRIPTIONS),
         "default_stat": DEFAULT_STAT,
         "categories": [
-            {"name": c, "description": layout.CATEGORY_DESCRIPTIONS[c], "classes": list(layout.CATEGORY_CLASSES.get(c, ()))}
+            {
+                "name": c,
+                "description": layout.CATEGORY_DESCRIPTIONS[c],
+                "classes": list(layout.CATEGORY_CLASSES.get(c, ())),
+            }
             for c in layout.CATEGORIES
         ],
     }
