@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # The whole test suite on a fresh machine: virtual environment, pip packages, Debian's chromium (browser
-# tests) and g++ (tfprobe's native kernel), then `ruff check .`, the docs build (`mkdocs build --strict`)
+# tests) and g++ (tfprobe's native kernel), then `ruff check .`, `ruff format --check .`, the docs build (`mkdocs build --strict`)
 # and pytest. Extra arguments go to pytest;
 # `--fast` (first) runs the fast suite only: -m "not slow and not browser and not native".
 # As root (CI) or with passwordless sudo, missing system packages are installed with apt-get; otherwise
@@ -52,6 +52,7 @@ fi
 . "$(dirname "$0")/setup_env.sh"
 export TF_CPP_MIN_LOG_LEVEL=2
 ruff check .
+ruff format --check .  # the code's layout is ruff's (`ruff format .` rewrites it)
 # The documentation site with warnings as errors: a broken link, anchor or API reference fails the run.
 site=$(mktemp -d)
 # (Not --quiet: it hides the warnings from --strict, which then passes.)
