@@ -71,19 +71,9 @@ def build(model_name, jit_compile):
     import numpy as np
 
     if model_name == "cnn":
-        model = keras.Sequential(
-            [
-                keras.Input((32, 32, 3)),
-                keras.layers.Conv2D(32, 3, activation="relu"),
-                keras.layers.MaxPooling2D(),
-                keras.layers.Conv2D(64, 3, activation="relu"),
-                keras.layers.MaxPooling2D(),
-                keras.layers.Conv2D(128, 3, activation="relu"),
-                keras.layers.GlobalAveragePooling2D(),
-                keras.layers.Dense(128, activation="relu"),
-                keras.layers.Dense(10),
-            ]
-        )
+        from overhead import reference_cnn  # the same reference CNN as overhead.py (recompiled below)
+
+        model = reference_cnn()
         batch, shape = 128, (32, 32, 3)
     elif model_name == "mobilenetv2":
         model = keras.applications.MobileNetV2(
