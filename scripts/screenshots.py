@@ -30,18 +30,9 @@ import urllib.request
 from collections.abc import Callable
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-CHROMIUM = os.environ.get("CHROMIUM", "/usr/bin/chromium")
-ARGS = [
-    "--headless",
-    "--no-sandbox",
-    "--disable-gpu",
-    "--disable-quic",
-    "--no-first-run",
-    "--disable-background-networking",
-    "--disable-component-update",
-    "--disable-sync",
-]
-IFRAME = 'iframe[src="data/plugin_entry.html?name=tfprobe"]'
+sys.path.insert(0, os.path.join(REPO, "tests"))
+from helpers.chromium import ARGS, CHROMIUM, IFRAME  # noqa: E402  (as the browser tests launch and find it)
+
 TIMEOUT = 90_000
 MAX_BYTES = 300_000
 BURST_EXAMPLE = "2"  # audio_features' reference clips alternate tone, chirp, burst: example 2 is a noise burst

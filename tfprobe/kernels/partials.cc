@@ -1,11 +1,11 @@
 // tfprobe's per-step partials of one activation in a single pass over it.
 //
-// The same numbers as tfprobe.stats.partials_of_rows (and, optionally,
-// tfprobe.stats.histogram of the sampled rows), computed by reading every
-// value once instead of once per statistic. The layout of the outputs
+// The same numbers as tfprobe.kernels.graph.sums_and_maxes (and, optionally,
+// tfprobe.kernels.graph.histogram of the sampled rows), computed by reading
+// every value once instead of once per statistic. The layout of the outputs
 // (the order of the sum fields, the histogram buckets) comes from attrs set
-// by tfprobe/native.py, so the contract stays in tfprobe/metadata.py and
-// tfprobe/stats.py.
+// by tfprobe/kernels/native.py, so the contract stays in tfprobe/metadata.py
+// and tfprobe/kernels/stats.py.
 //
 // Work is split over whole rows (examples) on TensorFlow's intra-op thread
 // pool; each shard keeps its own accumulators and merges them once. Vectors
@@ -13,7 +13,7 @@
 //
 // Sums are float32 within blocks of kBlock values (kBlock / vector width per
 // lane) and float64 across blocks, and sums of x and x**2 are taken about the
-// mean of the row's first kBlock values, shifted back in float64 (stats.shifted_row_sums): the rounding
+// mean of the row's first kBlock values, shifted back in float64 (graph.shifted_row_sums): the rounding
 // error does not grow with the size of the tensor nor with its mean.
 
 #include <algorithm>
