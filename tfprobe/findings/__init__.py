@@ -607,12 +607,12 @@ def _nan_update_confirmed(df, w):
 
 
 def _streak(windows) -> int:
-    """Longest run of consecutive integers in sorted `windows`."""
-    best = run = 1
-    for a, b in zip(windows[:-1], windows[1:]):
-        run = run + 1 if b == a + 1 else 1
-        best = max(best, run)
-    return best
+    """Longest run of consecutive integers in sorted `windows` (1 for fewer than two)."""
+    windows = np.asarray(windows)
+    if len(windows) < 2:
+        return 1
+    breaks = np.flatnonzero(windows[1:] != windows[:-1] + 1)  # a run ends before each break
+    return int(np.diff(np.r_[-1, breaks, len(windows) - 1]).max())
 
 
 def _spans(ctx, rows, kind, stat, message, extreme="max"):
@@ -1507,11 +1507,9 @@ def constant_rows(ctx):
     ok = finite & w["alive"].astype(bool) & ~ctx.nonfinite_weights() & (zeros.fillna(0.0) < 1.0)
     one_value = ok & (lo == hi) & (hi != 0)
     one_sign = (lo > 0) | (hi < 0)
-    normalizing = (
-        ctx.info("class")
-        .map(lambda c: is_normalization(str(c)) and not AFFINE_SCALING_CLASS.search(str(c)))
-        .astype(bool)
-    )
+    normalizing = _per_series(
+        ctx, "class", lambda c: is_normalization(str(c)) and not AFFINE_SCALING_CLASS.search(str(c))
+    ).astype(bool)
     per_example = ok & ~one_value & one_sign & (hoyer <= CONSTANT_HOYER) & normalizing
     how = np.where(one_value, "window", "example")
     constant = (one_value | per_example).fillna(False).astype(bool)
@@ -1519,10 +1517,23 @@ def constant_rows(ctx):
     return constant & ~_inherited(ctx, constant | dead), how
 
 
+def _per_series(ctx, column, fn):
+    """`fn(value)` of `column` of `ctx.series`, aligned with the rows of `ctx.wide` (`fn` called once per
+    series, not per row; a row whose series the table does not know gets `fn(NaN)`, as `ctx.info` gives)."""
+    pos = ctx._series_rows()
+    if (pos >= 0).all():
+        values = np.array([fn(v) for v in ctx.series[column]] or [False], object)
+        return pd.Series(values[pos], index=ctx.wide.index)
+    return ctx.info(column).map(fn)
+
+
 def _inherited(ctx, flat):
     """Rows of `ctx.wide` whose layer has recorded inputs, every one of them `flat` (dead or constant) at the
     same step: their constancy comes from upstream."""
     w = ctx.wide
+    pos = ctx._series_rows()
+    if (pos >= 0).all():
+        return _inherited_by_position(ctx, flat, pos)
     keys = list(zip(w["run"], w["layer"], w["step"]))
     flat_at = dict(zip(keys, flat.to_numpy()))
     inputs = {(r, l): ins for r, l, ins in zip(ctx.series["run"], ctx.series["layer"], ctx.series["inputs"])}
@@ -1531,6 +1542,37 @@ def _inherited(ctx, flat):
         ins = [i for i in (inputs.get((run, layer)) or ()) if (run, i, step) in flat_at]
         out.append(bool(ins) and all(flat_at[(run, i, step)] for i in ins))
     return pd.Series(out, index=w.index, dtype=bool)
+
+
+def _inherited_by_position(ctx, flat, pos):
+    """`_inherited` in numpy, for a `ctx.wide` whose every row's series is in `ctx.series` (row `r`'s series at
+    `pos[r]`): each row's inputs are looked up as `(input series, step)` among the rows' own keys."""
+    w, series = ctx.wide, ctx.series
+    n = len(w)
+    where = {(r, l): i for i, (r, l) in enumerate(zip(series["run"], series["layer"]))}
+    feeds = [  # per series: the positions of its inputs that are series of its run
+        [where[(r, i)] for i in (ins or ()) if (r, i) in where] for r, ins in zip(series["run"], series["inputs"])
+    ]
+    counts = np.array([len(f) for f in feeds] or [0], np.int64)
+    if n == 0 or not counts.any():
+        return pd.Series(np.zeros(n, bool), index=w.index, dtype=bool)
+    step_codes, _ = pd.factorize(w["step"].to_numpy())
+    n_steps = int(step_codes.max()) + 1
+    keys = pos.astype(np.int64) * n_steps + step_codes  # (series, step): unique per row of the pivot
+    order = np.argsort(keys, kind="stable")
+    sorted_keys = keys[order]
+    rows = np.repeat(np.arange(n), counts[pos])  # one entry per row and input
+    feed = np.concatenate([np.array(f, np.int64) for f in feeds if f])  # the inputs, series by series
+    starts = np.r_[0, np.cumsum(counts)[:-1]]
+    offset = np.arange(len(rows)) - np.repeat(np.cumsum(counts[pos]) - counts[pos], counts[pos])
+    wanted = feed[starts[pos[rows]] + offset] * n_steps + step_codes[rows]
+    at = np.searchsorted(sorted_keys, wanted)
+    found = at < n
+    found[found] = sorted_keys[at[found]] == wanted[found]
+    flat = np.asarray(flat, bool)
+    recorded = np.bincount(rows[found], minlength=n)
+    flat_inputs = np.bincount(rows[found], weights=flat[order[at[found]]], minlength=n)
+    return pd.Series((recorded > 0) & (flat_inputs == recorded), index=w.index, dtype=bool)
 
 
 @register("constant_output")

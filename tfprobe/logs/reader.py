@@ -167,7 +167,7 @@ class _Collector(_Keys):
         self.rec_steps, self.rec_walls = [], []  # per record holding scalar points
         self.blocks = {}  # key ids bytes -> _Block
         self.hists = []  # (key id, step, wall time, counts)
-        self._last = (None, None, None)  # (run, skeleton, block) of the last fast record
+        self._last = (None, None, None, None)  # (run, skeleton, block, float offsets) of the last fast record
         self._keymap = None
         self.path = None  # the file being read
         self.spans = {}  # (run, group, path) -> [first, last] wall time of the records with tfprobe points
@@ -222,32 +222,38 @@ class _Collector(_Keys):
 
     def _add_fast(self, run, data, wall_time, step, pos):
         """Reads the fast-layout scalars at the start of the Summary, the values after them in general."""
-        end = _decode.fast_end(data, pos)
-        found = _decode.fast_scalars(data, pos, end) if end > pos else None
-        if found is None:
-            return False
+        last_run, last_skeleton, block, at = self._last
+        # most records repeat the layout of the one before: compared with it, not split again
+        values = _decode.same_layout(data, pos, last_skeleton, at) if last_run == run else None
+        if values is not None:
+            end, found = pos + len(last_skeleton), None
+        else:
+            end = _decode.fast_end(data, pos)
+            found = _decode.fast_scalars(data, pos, end) if end > pos else None
+            if found is None:
+                return False
         rest = None
         if end < len(data):
             try:
                 rest = summary_pb2.Summary.FromString(data[end:])
             except DecodeError:
                 return False
-        skeleton, values, tags = found
-        last_run, last_skeleton, block = self._last
-        if last_run != run or last_skeleton != skeleton:
-            tags = tags()
-            known = self.tag_ids.get(run, {})
-            if any(known.get(t) is not None and self.keys[known[t]][3] != _SCALAR for t in tags):
-                return False
-            try:
-                ids = np.array(
-                    [known[t] if t in known else self._register(run, t, metadata.PLUGIN_NAME, b"") for t in tags],
-                    np.int64,
-                )
-            except UnicodeDecodeError:
-                return False
-            block = self._block(ids)
-            self._last = (run, skeleton, block)
+        if found is not None:
+            skeleton, values, tags, at = found
+            if last_run != run or last_skeleton != skeleton:
+                tags = tags()
+                known = self.tag_ids.get(run, {})
+                if any(known.get(t) is not None and self.keys[known[t]][3] != _SCALAR for t in tags):
+                    return False
+                try:
+                    ids = np.array(
+                        [known[t] if t in known else self._register(run, t, metadata.PLUGIN_NAME, b"") for t in tags],
+                        np.int64,
+                    )
+                except UnicodeDecodeError:
+                    return False
+                block = self._block(ids)
+            self._last = (run, skeleton, block, at)
         self._add_scalars(block, step, wall_time, values)
         self._span(run, "window", wall_time)
         if rest is not None:
