@@ -665,22 +665,30 @@ def _streak(windows) -> int:
     return int(np.diff(np.r_[-1, breaks, len(windows) - 1]).max())
 
 
+def _span_groups(ctx, rows):
+    """`(codes, names, order)` of `rows` for `_spans`: per row, the index in `names` of its `(run, layer)` (in
+    order of first appearance), and the order of the rows by that, then step (a slice when already so)."""
+    known = rows.__dict__.get("_tfprobe_series")  # from `ctx.rows`: each row's position in `ctx.series`
+    if known is not None and len(known) == len(rows):
+        codes, at = pd.factorize(known)
+        names = list(zip(ctx.series["run"].to_numpy()[at], ctx.series["layer"].to_numpy()[at]))
+    else:
+        run_codes, runs = pd.factorize(rows["run"].to_numpy())
+        layer_codes, layers = pd.factorize(rows["layer"].to_numpy())
+        codes, pairs = pd.factorize(run_codes * len(layers) + layer_codes)
+        names = [(runs[p // len(layers)], layers[p % len(layers)]) for p in pairs]
+    steps = rows["step"].to_numpy()
+    in_order = (codes[1:] > codes[:-1]) | ((codes[1:] == codes[:-1]) & (steps[1:] >= steps[:-1]))
+    return codes, names, slice(None) if in_order.all() else np.lexsort((steps, codes))
+
+
 def _spans(ctx, rows, kind, stat, message, extreme="max"):
     """One finding row per (run, layer) from `ctx.rows(...)`: first/last step, streak, severity.
     (NumPy over the rows, grouped in order of first appearance: no pandas per layer.)"""
     out = []
     if rows.empty:
         return out
-    known = rows.__dict__.get("_tfprobe_series")  # from `ctx.rows`: each row's position in `ctx.series`
-    if known is not None and len(known) == len(rows):
-        codes, at = pd.factorize(known)  # (run, layer) in order of first appearance
-        names = list(zip(ctx.series["run"].to_numpy()[at], ctx.series["layer"].to_numpy()[at]))
-    else:
-        run_codes, runs = pd.factorize(rows["run"].to_numpy())
-        layer_codes, layers = pd.factorize(rows["layer"].to_numpy())
-        codes, pairs = pd.factorize(run_codes * len(layers) + layer_codes)  # (run, layer) in order of first appearance
-        names = [(runs[p // len(layers)], layers[p % len(layers)]) for p in pairs]
-    order = np.lexsort((rows["step"].to_numpy(), codes))
+    codes, names, order = _span_groups(ctx, rows)
     codes = codes[order]
     steps_all, windows_all = rows["step"].to_numpy()[order], rows["window"].to_numpy()[order]
     last_windows, values = rows["last_window"].to_numpy()[order], rows["value"].to_numpy(dtype=float)[order]
