@@ -500,7 +500,12 @@ class Context:
         if extra is not None:
             sub["extra"] = extra[mask]
         codes = self._codes()
-        if codes is not None and isinstance(mask, pd.Series) and mask.index.equals(self.wide.index):
+        if (
+            codes is not None
+            and isinstance(mask, pd.Series)
+            and mask.dtype == bool
+            and mask.index.equals(self.wide.index)
+        ):
             # the position in `series` of each row's (run, layer), for `_spans` (not a column: checks and
             # tests see the frame they always saw; a frame derived from this one does not carry it)
             object.__setattr__(sub, "_tfprobe_series", codes[1][mask.to_numpy(bool)])
