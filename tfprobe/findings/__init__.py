@@ -253,7 +253,9 @@ def _check_frames(df, layers):
 
 def _series_table(wide, layers):
     """One row per (run, layer) of `wide`: order, class, bounds, shape, inputs, output flag."""
-    keys = wide[["run", "layer"]].drop_duplicates().reset_index(drop=True)
+    starts = _stretch_starts(wide)  # the first row of each series is the first of a stretch: fewer rows to dedupe
+    keys = wide[["run", "layer"]] if starts is None else wide[["run", "layer"]].iloc[starts]
+    keys = keys.drop_duplicates().reset_index(drop=True)
     if layers is not None and len(layers):
         cols = [c for c in ("class", "bounds", "shape", "inputs") if c in layers.columns]
         info = layers.drop_duplicates(["run", "layer"])[["run", "layer", "order"] + cols]
@@ -389,6 +391,21 @@ def _scaled_by_design(series):
     ]
 
 
+def _stretch_starts(wide):
+    """The first row of each stretch of consecutive rows of `wide` with one `(run, layer)` (a pivot holds a
+    series' rows together: a few hundred stretches for millions of rows), or None when there is a missing run
+    or layer, or too many stretches for this to be worth it. Compares neighbours: no hashing of every row."""
+    n = len(wide)
+    if n == 0 or wide["run"].isna().any() or wide["layer"].isna().any():
+        return None
+    change = np.ones(n, bool)
+    for column in ("run", "layer"):
+        values = wide[column].array
+        change[1:] |= np.asarray(values[1:] != values[:-1], bool)
+    starts = np.flatnonzero(change)
+    return starts if len(starts) <= max(1000, n // 8) else None
+
+
 @dataclasses.dataclass
 class Context:
     """What every check reads.
@@ -419,14 +436,41 @@ class Context:
         """Per row of `wide`, the position of its `(run, layer)` in `series` (-1 if absent), computed once."""
         cached = self.__dict__.get("_rows")
         if cached is None or len(cached) != len(self.wide):
-            keys = pd.MultiIndex.from_frame(self.wide[["run", "layer"]])
-            table = pd.MultiIndex.from_frame(self.series[["run", "layer"]])
-            cached = table.get_indexer(keys) if table.is_unique else np.full(len(keys), -1)
+            starts = _stretch_starts(self.wide)
+            if starts is not None:  # one lookup per stretch of rows of one series
+                table = {}
+                for i, key in enumerate(zip(self.series["run"], self.series["layer"])):
+                    table.setdefault(key, i)
+                w = self.wide.iloc[starts]
+                at = [table.get(key, -1) for key in zip(w["run"], w["layer"])]
+                unique = len(table) == len(self.series)
+                cached = np.repeat(np.array(at, np.int64), np.diff(np.r_[starts, len(self.wide)]))
+                cached = cached if unique else np.full(len(self.wide), -1)
+            else:
+                keys = pd.MultiIndex.from_frame(self.wide[["run", "layer"]])
+                table = pd.MultiIndex.from_frame(self.series[["run", "layer"]])
+                cached = table.get_indexer(keys) if table.is_unique else np.full(len(keys), -1)
             self.__dict__["_rows"] = cached
+        return cached
+
+    def _codes(self):
+        """`(run code, series code)` of each row of `wide` (integers that group as its `run` and `(run, layer)`
+        columns do), or None when a row has no run or layer, or one the series table does not know."""
+        n, cached = self.__dict__.get("_codes_cache", (None, None))
+        if n != len(self.wide):
+            pos = self._series_rows()
+            ok = len(self.wide) and (pos >= 0).all()
+            ok = ok and not (self.wide["run"].isna().any() or self.wide["layer"].isna().any())
+            cached = (pd.factorize(self.series["run"])[0][pos], pos) if ok else None
+            self.__dict__["_codes_cache"] = (len(self.wide), cached)
         return cached
 
     def of_layers(self, pairs):
         """True for the rows of `wide` whose `(run, layer)` is in `pairs`."""
+        if self._codes() is not None:  # per series, then per row
+            pairs = set(pairs)
+            known = np.array([key in pairs for key in zip(self.series["run"], self.series["layer"])] or [False])
+            return pd.Series(known[self._series_rows()], index=self.wide.index)
         keys = pd.MultiIndex.from_frame(self.wide[["run", "layer"]])
         return pd.Series(keys.isin(list(pairs)), index=self.wide.index)
 
@@ -455,6 +499,16 @@ class Context:
         sub["value"] = value[mask] if isinstance(value, pd.Series) else self.wide.loc[mask, value]
         if extra is not None:
             sub["extra"] = extra[mask]
+        codes = self._codes()
+        if (
+            codes is not None
+            and isinstance(mask, pd.Series)
+            and mask.dtype == bool
+            and mask.index.equals(self.wide.index)
+        ):
+            # the position in `series` of each row's (run, layer), for `_spans` (not a column: checks and
+            # tests see the frame they always saw; a frame derived from this one does not carry it)
+            object.__setattr__(sub, "_tfprobe_series", codes[1][mask.to_numpy(bool)])
         return sub
 
 
@@ -551,11 +605,12 @@ def _context(wide, layers, t, series=None):
         wide = pd.DataFrame(columns=["run", "layer", "step", "window", "last_window", "alive"])
     else:
         wide = wide.copy(deep=False)
-        wide["window"] = wide.groupby("run")["step"].rank(method="dense").astype("int64") - 1
-        wide["last_window"] = wide.groupby("run")["window"].transform("max")
     ctx = Context(wide, _series_table(wide, layers) if series is None else series, t)
     if not wide.empty:
-        by_layer = [wide["run"], wide["layer"]]
+        codes = ctx._codes()  # integers that group the rows as their run, and their run and layer, do
+        by_run, by_layer = ("run", [wide["run"], wide["layer"]]) if codes is None else codes
+        wide["window"] = wide.groupby(by_run)["step"].rank(method="dense").astype("int64") - 1
+        wide["last_window"] = wide.groupby(by_run)["window"].transform("max")
         dead = ctx.dead_mask("zero_fraction") | ctx.dead_mask("near_zero_fraction")
         # `wide` is sorted by step within each layer: a layer is judged up to the window in which it died
         # (a learning rate that blows the activations up, then leaves the ReLUs dead, is an explosion first),
@@ -607,12 +662,29 @@ def _nan_update_confirmed(df, w):
 
 
 def _streak(windows) -> int:
-    """Longest run of consecutive integers in sorted `windows`."""
-    best = run = 1
-    for a, b in zip(windows[:-1], windows[1:]):
-        run = run + 1 if b == a + 1 else 1
-        best = max(best, run)
-    return best
+    """Longest run of consecutive integers in sorted `windows` (1 for fewer than two)."""
+    windows = np.asarray(windows)
+    if len(windows) < 2:
+        return 1
+    breaks = np.flatnonzero(windows[1:] != windows[:-1] + 1)  # a run ends before each break
+    return int(np.diff(np.r_[-1, breaks, len(windows) - 1]).max())
+
+
+def _span_groups(ctx, rows):
+    """`(codes, names, order)` of `rows` for `_spans`: per row, the index in `names` of its `(run, layer)` (in
+    order of first appearance), and the order of the rows by that, then step (a slice when already so)."""
+    known = rows.__dict__.get("_tfprobe_series")  # from `ctx.rows`: each row's position in `ctx.series`
+    if known is not None and len(known) == len(rows):
+        codes, at = pd.factorize(known)
+        names = list(zip(ctx.series["run"].to_numpy()[at], ctx.series["layer"].to_numpy()[at]))
+    else:
+        run_codes, runs = pd.factorize(rows["run"].to_numpy())
+        layer_codes, layers = pd.factorize(rows["layer"].to_numpy())
+        codes, pairs = pd.factorize(run_codes * len(layers) + layer_codes)
+        names = [(runs[p // len(layers)], layers[p % len(layers)]) for p in pairs]
+    steps = rows["step"].to_numpy()
+    in_order = (codes[1:] > codes[:-1]) | ((codes[1:] == codes[:-1]) & (steps[1:] >= steps[:-1]))
+    return codes, names, slice(None) if in_order.all() else np.lexsort((steps, codes))
 
 
 def _spans(ctx, rows, kind, stat, message, extreme="max"):
@@ -621,17 +693,14 @@ def _spans(ctx, rows, kind, stat, message, extreme="max"):
     out = []
     if rows.empty:
         return out
-    run_codes, runs = pd.factorize(rows["run"].to_numpy())
-    layer_codes, layers = pd.factorize(rows["layer"].to_numpy())
-    codes, pairs = pd.factorize(run_codes * len(layers) + layer_codes)  # (run, layer) in order of first appearance
-    order = np.lexsort((rows["step"].to_numpy(), codes))
+    codes, names, order = _span_groups(ctx, rows)
     codes = codes[order]
     steps_all, windows_all = rows["step"].to_numpy()[order], rows["window"].to_numpy()[order]
     last_windows, values = rows["last_window"].to_numpy()[order], rows["value"].to_numpy(dtype=float)[order]
     extras = rows["extra"].to_numpy()[order] if "extra" in rows else None
     bounds = np.flatnonzero(np.diff(codes)) + 1
     for lo, hi in zip(np.r_[0, bounds], np.r_[bounds, len(codes)]):
-        run, layer = runs[pairs[codes[lo]] // len(layers)], layers[pairs[codes[lo]] % len(layers)]
+        run, layer = names[codes[lo]]
         first, last = int(steps_all[lo]), int(steps_all[hi - 1])
         windows = windows_all[lo:hi]
         streak, held, last_window = _streak(windows), len(windows), int(last_windows[lo])
@@ -1507,11 +1576,9 @@ def constant_rows(ctx):
     ok = finite & w["alive"].astype(bool) & ~ctx.nonfinite_weights() & (zeros.fillna(0.0) < 1.0)
     one_value = ok & (lo == hi) & (hi != 0)
     one_sign = (lo > 0) | (hi < 0)
-    normalizing = (
-        ctx.info("class")
-        .map(lambda c: is_normalization(str(c)) and not AFFINE_SCALING_CLASS.search(str(c)))
-        .astype(bool)
-    )
+    normalizing = _per_series(
+        ctx, "class", lambda c: is_normalization(str(c)) and not AFFINE_SCALING_CLASS.search(str(c))
+    ).astype(bool)
     per_example = ok & ~one_value & one_sign & (hoyer <= CONSTANT_HOYER) & normalizing
     how = np.where(one_value, "window", "example")
     constant = (one_value | per_example).fillna(False).astype(bool)
@@ -1519,10 +1586,23 @@ def constant_rows(ctx):
     return constant & ~_inherited(ctx, constant | dead), how
 
 
+def _per_series(ctx, column, fn):
+    """`fn(value)` of `column` of `ctx.series`, aligned with the rows of `ctx.wide` (`fn` called once per
+    series, not per row; a row whose series the table does not know gets `fn(NaN)`, as `ctx.info` gives)."""
+    pos = ctx._series_rows()
+    if (pos >= 0).all():
+        values = np.array([fn(v) for v in ctx.series[column]] or [False], object)
+        return pd.Series(values[pos], index=ctx.wide.index)
+    return ctx.info(column).map(fn)
+
+
 def _inherited(ctx, flat):
     """Rows of `ctx.wide` whose layer has recorded inputs, every one of them `flat` (dead or constant) at the
     same step: their constancy comes from upstream."""
     w = ctx.wide
+    pos = ctx._series_rows()
+    if (pos >= 0).all():
+        return _inherited_by_position(ctx, flat, pos)
     keys = list(zip(w["run"], w["layer"], w["step"]))
     flat_at = dict(zip(keys, flat.to_numpy()))
     inputs = {(r, l): ins for r, l, ins in zip(ctx.series["run"], ctx.series["layer"], ctx.series["inputs"])}
@@ -1531,6 +1611,37 @@ def _inherited(ctx, flat):
         ins = [i for i in (inputs.get((run, layer)) or ()) if (run, i, step) in flat_at]
         out.append(bool(ins) and all(flat_at[(run, i, step)] for i in ins))
     return pd.Series(out, index=w.index, dtype=bool)
+
+
+def _inherited_by_position(ctx, flat, pos):
+    """`_inherited` in numpy, for a `ctx.wide` whose every row's series is in `ctx.series` (row `r`'s series at
+    `pos[r]`): each row's inputs are looked up as `(input series, step)` among the rows' own keys."""
+    w, series = ctx.wide, ctx.series
+    n = len(w)
+    where = {(r, l): i for i, (r, l) in enumerate(zip(series["run"], series["layer"]))}
+    feeds = [  # per series: the positions of its inputs that are series of its run
+        [where[(r, i)] for i in (ins or ()) if (r, i) in where] for r, ins in zip(series["run"], series["inputs"])
+    ]
+    counts = np.array([len(f) for f in feeds] or [0], np.int64)
+    if n == 0 or not counts.any():
+        return pd.Series(np.zeros(n, bool), index=w.index, dtype=bool)
+    step_codes, _ = pd.factorize(w["step"].to_numpy())
+    n_steps = int(step_codes.max()) + 1
+    keys = pos.astype(np.int64) * n_steps + step_codes  # (series, step): unique per row of the pivot
+    order = np.argsort(keys, kind="stable")
+    sorted_keys = keys[order]
+    rows = np.repeat(np.arange(n), counts[pos])  # one entry per row and input
+    feed = np.concatenate([np.array(f, np.int64) for f in feeds if f])  # the inputs, series by series
+    starts = np.r_[0, np.cumsum(counts)[:-1]]
+    offset = np.arange(len(rows)) - np.repeat(np.cumsum(counts[pos]) - counts[pos], counts[pos])
+    wanted = feed[starts[pos[rows]] + offset] * n_steps + step_codes[rows]
+    at = np.searchsorted(sorted_keys, wanted)
+    found = at < n
+    found[found] = sorted_keys[at[found]] == wanted[found]
+    flat = np.asarray(flat, bool)
+    recorded = np.bincount(rows[found], minlength=n)
+    flat_inputs = np.bincount(rows[found], weights=flat[order[at[found]]], minlength=n)
+    return pd.Series((recorded > 0) & (flat_inputs == recorded), index=w.index, dtype=bool)
 
 
 @register("constant_output")

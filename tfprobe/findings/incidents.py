@@ -221,6 +221,54 @@ def explains(a, b, graph: Graph) -> bool:
     return False
 
 
+class _Explained:
+    """`explains` of the findings `ordered` (one run's, in time order) in numpy: `first_group(i)` is the
+    earliest group (0, 1, ... in creation order) holding a finding that explains finding `i`, -1 if none;
+    `join(i, g)` puts `i` in group `g`. The same answers as `explains(a, ordered[i], graph)` over the
+    members `a` of each group in turn, without a Python call per pair (a run with thousands of findings)."""
+
+    def __init__(self, ordered, graph):
+        n = len(ordered)
+        self.group = np.full(n, -1, np.int64)  # the group of each finding (every earlier one has one)
+        kinds = list(dict.fromkeys(f.kind for f in ordered))
+        layers = list(dict.fromkeys(f.layer for f in ordered))
+        kind_of, layer_of = {k: i for i, k in enumerate(kinds)}, {x: i for i, x in enumerate(layers)}
+        self.kind = np.array([kind_of[f.kind] for f in ordered], np.int64)
+        self.layer = np.array([layer_of[f.layer] for f in ordered], np.int64)
+        self.step = np.array([f.first_step for f in ordered])
+        self.grad = np.array([_GRAD_STATS.match(str(getattr(f, "stat", ""))) is not None for f in ordered], bool)
+        empty = (frozenset(),) * 4
+        # [part, kind of a, kind of b]: b's kind in CAUSES[a's kind][part] (same layer, down, up, anywhere)
+        self.causes = np.array(
+            [[[b in CAUSES.get(a, empty)[part] for b in kinds] for a in kinds] for part in range(4)], bool
+        ).reshape(4, len(kinds), len(kinds))
+        # [a's layer, b's layer]: a feeds b (`graph.upstream`)
+        if graph.known:
+            self.up = np.array([[a in graph.ancestors(b) for b in layers] for a in layers], bool)
+        else:
+            order = np.array([graph.order.get(x, math.inf) for x in layers], float)
+            self.up = order[:, None] < order[None, :]
+        self.up = self.up.reshape(len(layers), len(layers))
+
+    def first_group(self, i):
+        if i == 0:
+            return -1
+        ak, al, bk, bl, step = self.kind[:i], self.layer[:i], self.kind[i], self.layer[i], self.step[:i]
+        same_kind, same_layer = ak == bk, al == bl
+        a_up_b, b_up_a = self.up[al, bl], self.up[bl, al]
+        hit = (step <= self.step[i]) & (
+            self.causes[3, ak, bk]
+            | (same_kind & (step == self.step[i]))
+            | (same_layer & (self.causes[0, ak, bk] | same_kind))
+            | (~same_layer & a_up_b & (self.causes[1, ak, bk] | same_kind))
+            | (~same_layer & ~a_up_b & b_up_a & (self.causes[2, ak, bk] | (same_kind & self.grad[:i])))
+        )
+        return int(self.group[:i][hit].min()) if hit.any() else -1
+
+    def join(self, i, g):
+        self.group[i] = g
+
+
 def _sort_key(f, graph):
     rank = PRECEDENCE.index(f.kind) if f.kind in PRECEDENCE else len(PRECEDENCE)
     pos = graph.position(f.layer)
@@ -241,14 +289,16 @@ def group(findings: pd.DataFrame, layers: pd.DataFrame | None = None, graphs=Non
         mine = findings[(findings["run"] == run) & (findings["severity"] != "info")]
         ordered = sorted(mine.itertuples(), key=lambda f: _sort_key(f, graph))
         groups = []  # [(id, [findings])]
-        for f in ordered:
-            home = next((g for g in groups if any(explains(a, f, graph) for a in g[1])), None)
-            if home is None:
-                home = (next_id, [])
+        explained = _Explained(ordered, graph)
+        for i, f in enumerate(ordered):
+            g = explained.first_group(i)  # the earliest group one of whose findings explains f
+            if g < 0:
+                g = len(groups)
+                groups.append((next_id, []))
                 next_id += 1
-                groups.append(home)
-            home[1].append(f)
-            member[f.Index] = home[0]
+            explained.join(i, g)
+            groups[g][1].append(f)
+            member[f.Index] = groups[g][0]
         rows += [_incident(i, run, fs, graph) for i, fs in groups]
     out = pd.DataFrame(rows, columns=INCIDENT_COLUMNS).astype({"error_step": "Int64"})
     if not out.empty:

@@ -61,10 +61,11 @@ def split_event(data: bytes):
 
 
 def fast_scalars(data: bytes, pos: int, end: int):
-    """`(skeleton, float32 values, tags())` if `data[pos:end]` holds fast-layout scalar values only, else None.
+    """`(skeleton, float32 values, tags(), at)` if `data[pos:end]` holds fast-layout scalar values only, else None.
 
     `skeleton` is the Summary with its floats zeroed: records with equal
     skeletons have the same tags in the same order (`tags()` builds them).
+    `at`: the offsets of the float bytes in the skeleton (see `same_layout`).
 
     The Summary is split at every `_FAST_END`; each piece must then be one
     value up to its float, with length fields that agree with the piece.
@@ -91,7 +92,26 @@ def fast_scalars(data: bytes, pos: int, end: int):
     values = buf[at].copy().view("<f4").reshape(-1)
     skeleton = buf[pos:end].copy()
     skeleton[at - pos] = 0
-    return skeleton.tobytes(), values, lambda: tuple(p[4:-12] for p in pieces)
+    return skeleton.tobytes(), values, lambda: tuple(p[4:-12] for p in pieces), (at - pos).reshape(-1)
+
+
+def same_layout(data: bytes, pos: int, skeleton: bytes, at: np.ndarray):
+    """The float32 values of a record whose fast-layout scalars have the `skeleton` (and float offsets `at`) of
+    one `fast_scalars` read before, else None: `fast_scalars(data, pos, fast_end(data, pos))` would give them
+    with this skeleton, without splitting the record (a window's records repeat one layout).
+
+    Every byte but the floats' equals the skeleton's, and no `_FAST_END` follows it, so `fast_end` ends
+    there (`_FAST_END` cannot overlap itself, and four float bytes followed by `_FAST_END` cannot hold one).
+    """
+    end = pos + len(skeleton)
+    if end > len(data) or data.find(_FAST_END, end) >= 0:
+        return None
+    piece = np.frombuffer(data, np.uint8, len(skeleton), pos)
+    masked = piece.copy()
+    masked[at] = 0
+    if masked.tobytes() != skeleton:
+        return None
+    return piece[at].view("<f4")
 
 
 def fast_end(data: bytes, pos: int) -> int:

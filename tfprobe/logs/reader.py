@@ -129,11 +129,11 @@ class _Block:
     costs its value only (float32 as written, float64 if a record holds wider values)."""
 
     CHUNK = 256
-    __slots__ = ("ids", "recs", "rows", "chunks", "_recs")
+    __slots__ = ("ids", "recs", "rows", "chunks", "_recs", "_matrix")
 
     def __init__(self, ids):
         self.ids = ids
-        self.recs, self.rows, self.chunks, self._recs = [], [], [], None
+        self.recs, self.rows, self.chunks, self._recs, self._matrix = [], [], [], None, None
 
     def add(self, rec, values):
         self.recs.append(rec)
@@ -153,9 +153,24 @@ class _Block:
         return self._recs
 
     def column(self, j):
-        """The values of the block's `j`-th key, one per record, in write order."""
+        """The values of the block's `j`-th key, one per record, in write order (a view: do not write)."""
+        return self.matrix()[j]
+
+    def matrix(self):
+        """`[key, record]` values, one contiguous row per key: built from the chunks on first use, which are
+        released as they are copied (the block's memory stays about one copy of its values)."""
         self._flush()
-        return np.concatenate([c[:, j] for c in self.chunks])
+        if self.chunks:
+            parts = ([self._matrix.T] if self._matrix is not None else []) + self.chunks
+            matrix = np.empty((len(self.ids), sum(len(p) for p in parts)), np.result_type(*parts))
+            at = 0
+            for p in parts:
+                matrix[:, at : at + len(p)] = p.T
+                at += len(p)
+            self.chunks, self._matrix = [], matrix
+        if self._matrix is None:
+            return np.zeros((len(self.ids), 0), np.float32)
+        return self._matrix
 
 
 class _Collector(_Keys):
@@ -167,7 +182,7 @@ class _Collector(_Keys):
         self.rec_steps, self.rec_walls = [], []  # per record holding scalar points
         self.blocks = {}  # key ids bytes -> _Block
         self.hists = []  # (key id, step, wall time, counts)
-        self._last = (None, None, None)  # (run, skeleton, block) of the last fast record
+        self._last = (None, None, None, None)  # (run, skeleton, block, float offsets) of the last fast record
         self._keymap = None
         self.path = None  # the file being read
         self.spans = {}  # (run, group, path) -> [first, last] wall time of the records with tfprobe points
@@ -189,14 +204,18 @@ class _Collector(_Keys):
             block = self.blocks[key] = _Block(ids)
         return block
 
-    def key_points(self, k):
-        """`(record indices, values)` of key `k`'s scalar points in write order."""
+    def pieces(self, k):
+        """`[(block, column)]` holding key `k`'s scalar points."""
         if self._keymap is None:
             self._keymap = {}
             for block in self.blocks.values():
                 for j, kid in enumerate(block.ids.tolist()):
                     self._keymap.setdefault(kid, []).append((block, j))
-        pieces = self._keymap.get(k, ())
+        return self._keymap.get(k, ())
+
+    def key_points(self, k):
+        """`(record indices, values)` of key `k`'s scalar points in write order."""
+        pieces = self.pieces(k)
         if not pieces:
             return np.zeros(0, np.int64), np.zeros(0)
         if len(pieces) == 1:
@@ -222,32 +241,38 @@ class _Collector(_Keys):
 
     def _add_fast(self, run, data, wall_time, step, pos):
         """Reads the fast-layout scalars at the start of the Summary, the values after them in general."""
-        end = _decode.fast_end(data, pos)
-        found = _decode.fast_scalars(data, pos, end) if end > pos else None
-        if found is None:
-            return False
+        last_run, last_skeleton, block, at = self._last
+        # most records repeat the layout of the one before: compared with it, not split again
+        values = _decode.same_layout(data, pos, last_skeleton, at) if last_run == run else None
+        if values is not None:
+            end, found = pos + len(last_skeleton), None
+        else:
+            end = _decode.fast_end(data, pos)
+            found = _decode.fast_scalars(data, pos, end) if end > pos else None
+            if found is None:
+                return False
         rest = None
         if end < len(data):
             try:
                 rest = summary_pb2.Summary.FromString(data[end:])
             except DecodeError:
                 return False
-        skeleton, values, tags = found
-        last_run, last_skeleton, block = self._last
-        if last_run != run or last_skeleton != skeleton:
-            tags = tags()
-            known = self.tag_ids.get(run, {})
-            if any(known.get(t) is not None and self.keys[known[t]][3] != _SCALAR for t in tags):
-                return False
-            try:
-                ids = np.array(
-                    [known[t] if t in known else self._register(run, t, metadata.PLUGIN_NAME, b"") for t in tags],
-                    np.int64,
-                )
-            except UnicodeDecodeError:
-                return False
-            block = self._block(ids)
-            self._last = (run, skeleton, block)
+        if found is not None:
+            skeleton, values, tags, at = found
+            if last_run != run or last_skeleton != skeleton:
+                tags = tags()
+                known = self.tag_ids.get(run, {})
+                if any(known.get(t) is not None and self.keys[known[t]][3] != _SCALAR for t in tags):
+                    return False
+                try:
+                    ids = np.array(
+                        [known[t] if t in known else self._register(run, t, metadata.PLUGIN_NAME, b"") for t in tags],
+                        np.int64,
+                    )
+                except UnicodeDecodeError:
+                    return False
+                block = self._block(ids)
+            self._last = (run, skeleton, block, at)
         self._add_scalars(block, step, wall_time, values)
         self._span(run, "window", wall_time)
         if rest is not None:
@@ -368,6 +393,7 @@ class LogData:
     def __init__(self, collector: _Collector):
         self._col = collector
         self._hist_frames = {}  # quantity -> frame
+        self._blocks = {}  # id(block) -> its kept steps, wall times and mask (`_block_points`)
         keys = collector.keys
         self._info = [self._series_info(run, series) for run, series, _, _ in keys]
         self._good = np.array(
@@ -424,6 +450,14 @@ class LogData:
 
     def _kept(self, k):
         """`(steps, walls, values)` of key `k`'s kept points (newest write wins), steps increasing."""
+        pieces = self._col.pieces(k)
+        if len(pieces) == 1:  # the usual case: the records of one block, whose steps its keys share
+            block, j = pieces[0]
+            steps, walls, keep = self._block_points(block)
+            if keep is not None:
+                self._warn_restart(self._col.keys[k][0])
+                return steps, walls, block.column(j)[keep]
+            return steps, walls, block.column(j)
         recs, values = self._col.key_points(k)
         steps = self._rec_steps[recs]
         keep, dropped = metadata.newest_write_wins(np.zeros(len(recs), np.int8), steps, grouped=True)
@@ -431,6 +465,19 @@ class LogData:
             self._warn_restart(self._col.keys[k][0])
             recs, steps, values = recs[keep], steps[keep], values[keep]
         return steps, self._rec_walls[recs], values
+
+    def _block_points(self, block):
+        """`(steps, walls, keep)` of the kept points of any one key of `block` (`keep`: the mask of its records
+        that are kept, None if all are), computed once per block."""
+        cached = self._blocks.get(id(block))
+        if cached is None:
+            recs = block.records()
+            steps = self._rec_steps[recs]
+            keep, dropped = metadata.newest_write_wins(np.zeros(len(recs), np.int8), steps, grouped=True)
+            if len(dropped):
+                recs, steps = recs[keep], steps[keep]
+            cached = self._blocks[id(block)] = (steps, self._rec_walls[recs], keep if len(dropped) else None)
+        return cached
 
     @functools.cached_property
     def _rec_steps(self):
