@@ -25,17 +25,19 @@ from tfprobe.findings import (
     CHECKS,
     CONSTANT_HOYER,
     FINDING_COLUMNS,
+    FLAGGED_STATS,
     KINDS,
     NEVER_TRANSIENT,
     REQUIRED_STATS,
-    WEIGHT_STATS,
     Finding,
     _context,
     _downstream,
     _finish,
-    _nonfinite_flags,
+    _ordered,
     _series_table,
+    frame,
     severity_rank,
+    stat_rows,
     thresholds,
 )
 from tfprobe.findings.incidents import Graph, group, summary
@@ -110,45 +112,65 @@ def window_frame(step, results) -> pd.DataFrame:
 
 
 _REQUIRED = frozenset(REQUIRED_STATS)
-_FLAGGED = WEIGHT_STATS + ("weight_grad_norm",)  # what `_nonfinite_flags` reads
+
+
+class Window:
+    """One window's `{series: {stat: value}}` as arrays, converted once (the live evaluation reads each window
+    twice: as the new window, then as the previous one): `values[i, j]` the value of statistic `stats[j]`
+    (the `REQUIRED_STATS` recorded in the window, sorted) of series `names[i]`, NaN where it has none;
+    `recorded[stat]` where a `FLAGGED_STATS` statistic has a value, NaN included."""
+
+    def __init__(self, step, results):
+        self.step = int(step)
+        self.names = list(results)
+        self.index = {name: i for i, name in enumerate(self.names)}
+        self.stats = sorted({k for row in results.values() for k in row if k in _REQUIRED})
+        column = {stat: j for j, stat in enumerate(self.stats)}
+        self.values = np.full((len(self.names), len(self.stats)), np.nan)
+        for i, row in enumerate(results.values()):
+            for stat, value in row.items():
+                j = column.get(stat)
+                if j is not None:
+                    self.values[i, j] = float(value)
+        self.recorded = {
+            stat: np.fromiter((stat in row for row in results.values()), bool, len(self.names))
+            for stat in FLAGGED_STATS
+            if stat in column
+        }
 
 
 def wide_frame(windows, names) -> pd.DataFrame:
     """`context`'s wide frame (the pivot of `window_frame`s, with the `nonfinite_<stat>` flags) of `windows`,
-    `[(step, {series: {stat: value}})]` in step order, for the series `names`, built with NumPy from the
-    dicts: the same rows (sorted by layer, then step), columns and values as `context` makes of the long
-    frame, without it (`tests/test_incidents_live.py` compares both)."""
-    layers, steps, cols, flagged = [], [], {}, []
-    for name in sorted(names):
-        for step, results in windows:
-            row = results.get(name)
-            if row is None:
-                continue
-            values = {k: float(v) for k, v in row.items() if k in _REQUIRED}
-            if not any(k in values for k in WEIGHT_STATS) and all(math.isnan(v) for v in values.values()):
-                continue  # the pivot keeps no row without a value
-            for k, v in values.items():
-                cols.setdefault(k, {})[len(layers)] = v
-            flagged += [(name, int(step), k, values[k]) for k in _FLAGGED if k in values]
-            layers.append(name)
-            steps.append(int(step))
-    n = len(layers)
-    frame = {"run": _objects([RUN] * n), "layer": _objects(layers), "step": np.asarray(steps, dtype=np.int64)}
-    for stat in sorted(cols):
-        column = np.full(n, np.nan)
-        column[list(cols[stat])] = list(cols[stat].values())
-        if not np.isnan(column).all():  # nor a column without a value
-            frame[stat] = column
-    if flagged:
-        long = pd.DataFrame(flagged, columns=["layer", "step", "stat", "value"]).assign(run=RUN)
-        flags = _nonfinite_flags(long)
-        for stat, g in flags.groupby("stat", sort=True):
-            column = np.full(n, np.nan)
-            where = dict(zip(zip(layers, steps), range(n)))
-            column[[where[k] for k in zip(g["layer"], g["step"])]] = g["value"].to_numpy(float)
-            frame[stat] = column
-    wide = pd.DataFrame(frame).astype({"run": object, "layer": object})  # pandas' own strings iterate slowly
-    return wide[["run", "layer", "step"] + sorted(c for c in wide.columns if c not in ("run", "layer", "step"))]
+    `[(step, {series: {stat: value}})]` (or `Window`s) in step order, for the series `names`, built with
+    NumPy (`tfprobe.findings.stat_rows`): the same rows (sorted by layer, then step), columns and values as
+    `context` makes of the long frame, without it (`tests/helpers/incidents.py` compares both)."""
+    windows = [w if isinstance(w, Window) else Window(*w) for w in windows]
+    names = sorted(names)
+    stats = sorted({stat for w in windows for stat in w.stats})
+    flagged = [stat for stat in FLAGGED_STATS if any(stat in w.recorded for w in windows)]
+    k = len(windows)
+    values = np.full((len(names) * k, len(stats)), np.nan)
+    recorded = {stat: np.zeros(len(names) * k, bool) for stat in flagged}
+    present = np.zeros(len(names) * k, bool)
+    for j, w in enumerate(windows):
+        at = np.fromiter((w.index.get(name, -1) for name in names), np.int64, len(names))
+        mine = np.flatnonzero(at >= 0)
+        rows = mine * k + j  # layer by layer, windows in step order
+        present[rows] = True
+        columns = [stats.index(stat) for stat in w.stats]
+        values[np.ix_(rows, columns)] = w.values[at[mine]]
+        for stat in flagged:
+            if stat in w.recorded:
+                recorded[stat][rows] = w.recorded[stat][at[mine]]
+    rows = np.flatnonzero(present)
+    return stat_rows(
+        np.full(len(rows), RUN, dtype=object),
+        np.repeat(np.asarray(names, dtype=object), k)[rows],
+        np.tile(np.asarray([w.step for w in windows], np.int64), len(names))[rows],
+        {stat: values[rows, j] for j, stat in enumerate(stats)},
+        {stat: r[rows] for stat, r in recorded.items()},
+        objects=True,
+    )
 
 
 LIVE_CHECKS = tuple(name for name in CHECKS if name != "std_drift")
@@ -250,7 +272,7 @@ class LiveIncidents:
         self.prefilter = prefilter
         self._prev_results = {}
         self._kwargs = kwargs
-        self._prev_step = None
+        self._prev_window = None  # the previous window's `Window`
         self._graph = None
         self._consumers = None
         self._layers = None
@@ -280,21 +302,21 @@ class LiveIncidents:
         keep = self._keep(results) if self.prefilter else set(results)
         self._names |= set(results)
         self._pooled |= {n for n, r in results.items() if _finite(r.get("size_ratio"))}
+        window = Window(step, results)
         if keep:
             # the previous window (changes in one window) and the new one; the run's first window would only
             # add `std_drift`, which is info and never part of an incident
-            windows = [(int(step), results)]
-            if self._prev_step is not None:
-                windows.insert(0, (self._prev_step, self._prev_results))
-            found = self._diagnose(wide_frame(windows, keep))
-            for f in found[found["last_step"] == step].itertuples(index=False):
+            windows = [window] if self._prev_window is None else [self._prev_window, window]
+            for f in self._judge(wide_frame(windows, keep)):
+                if f.last_step != step:
+                    continue
                 key = (f.layer, f.kind, f.stat)
                 span = self._spans.setdefault(key, {"first_step": int(step), "windows": [], "streak": 0, "best": 0})
                 span["streak"] = span["streak"] + 1 if span["windows"] and span["windows"][-1] == index - 1 else 1
                 span["best"] = max(span["best"], span["streak"])
                 span["windows"].append(index)
                 span["last_step"], span["message"] = int(step), f.message.split("; from step")[0]
-        self._prev_step, self._prev_results = int(step), results
+        self._prev_window, self._prev_results = window, results
         if not self._spans:  # nothing found so far: no incident
             return []
         self.incidents, fs = self._group()
@@ -304,6 +326,12 @@ class LiveIncidents:
         """`diagnose` of the wide frame of a few windows (`wide_frame`), with the series table of the whole
         run (what `diagnose` computes from the layers frame and the series recorded so far: kept while they
         do not change) and `LIVE_CHECKS`."""
+        ctx, found = self._judge(wide, frame=True)
+        return _finish(ctx, found)
+
+    def _judge(self, wide, frame=False):
+        """The findings of `_diagnose`, as `Finding`s in its order (`frame`: `(context, findings in check
+        order)`, what `_finish` takes)."""
         key = (frozenset(self._names), frozenset(self._pooled))
         if self._series is None or self._series[0] != key:
             names = sorted(self._names)
@@ -315,13 +343,13 @@ class LiveIncidents:
                 }
             )
             series = _series_table(table, self._layers).astype({"run": object, "layer": object, "class": object})
-            self._series = (key, series)
-        ctx = _context(wide, self._layers, self.t, series=self._series[1])
+            self._series = (key, series, {})  # the series table, and what the checks derive from it
+        ctx = _context(wide, self._layers, self.t, series=self._series[1], memo=self._series[2])
         found = []
         if not ctx.wide.empty:
             for name in LIVE_CHECKS:
                 found += CHECKS[name](ctx)
-        return _finish(ctx, found)
+        return (ctx, found) if frame else _ordered(ctx, found)
 
     def _keep(self, results):
         """The layers `diagnose` reads this window: those `suspects` names, their inputs and consumers (with
@@ -354,6 +382,12 @@ class LiveIncidents:
     def findings(self) -> pd.DataFrame:
         """The findings so far, `diagnose`'s columns; severities as `diagnose` would give them now, except that
         a finding not yet confirmed (see the module docstring) is `info`."""
+        return pd.DataFrame(self._findings(), columns=FINDING_COLUMNS).astype(
+            {"first_step": "int64", "last_step": "int64", "windows": "int64"}
+        )
+
+    def _findings(self):
+        """The rows of `findings`, `Finding`s."""
         n, now = self.t["transient_windows"], self.windows - 1
         rows = []
         for (layer, kind, stat), s in self._spans.items():
@@ -373,14 +407,20 @@ class LiveIncidents:
                     message=f"{s['message']}; from step {s['first_step']}",
                 )
             )
-        return pd.DataFrame(rows, columns=FINDING_COLUMNS).astype(
-            {"first_step": "int64", "last_step": "int64", "windows": "int64"}
-        )
+        return rows
 
     def _group(self):
-        fs = self.findings()
-        incidents, members = group(fs, self._layers, graphs={RUN: self._graph})
-        return incidents, members
+        """`group` of the findings so far; their frame with NumPy object columns (the values `findings` has:
+        `group` reads them row by row, faster so than in pandas' strings)."""
+        rows = self._findings()
+        ints = ("first_step", "last_step", "windows")
+        fs = frame(
+            {
+                c: np.asarray([r[k] for r in rows], np.int64) if c in ints else _objects([r[k] for r in rows])
+                for k, c in enumerate(FINDING_COLUMNS)
+            }
+        )
+        return group(fs, self._layers, graphs={RUN: self._graph})
 
     def _alerts(self, step, members):
         out = []
