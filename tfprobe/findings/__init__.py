@@ -1294,6 +1294,8 @@ def _gradient_extremes(ctx):
             continue
         order, consumers = _downstream(inputs)
         grid = grid.reindex(columns=order)
+        values, n = grid.to_numpy(float).T, len(grid)  # values[k]: layer order[k]'s gradients, step by step
+        column = {name: k for k, name in enumerate(order)}
         size = dict(zip(s["layer"], s["size"])) if run in by_norm else {}
         pooling = dict(zip(s["layer"], s["pooling"]))
         hi, lo = {}, {}  # layer -> (values [steps], names [steps]) over its downstream
@@ -1307,27 +1309,27 @@ def _gradient_extremes(ctx):
                     else 1.0
                 )
                 parts += [
-                    (grid[c].to_numpy(float) / a, np.full(len(grid), c, object)),
+                    (values[column[c]] / a, np.full(n, c, object)),
                     (hi[c][0] / a, hi[c][1]),
                     (lo[c][0] / a, lo[c][1]),
                 ]
-            hi[name], lo[name] = _extreme(parts, np.fmax, len(grid)), _extreme(parts, np.fmin, len(grid))
-        for name in order:
-            frames.append(
-                pd.DataFrame(
-                    {
-                        "run": run,
-                        "layer": name,
-                        "step": grid.index,
-                        "grad_rms": grid[name].to_numpy(),
-                        "by_norm": run in by_norm,
-                        "hi": hi[name][0],
-                        "hi_layer": hi[name][1],
-                        "lo": lo[name][0],
-                        "lo_layer": lo[name][1],
-                    }
-                )
+            hi[name], lo[name] = _extreme(parts, np.fmax, n), _extreme(parts, np.fmin, n)
+        # one frame per run (not per layer: thousands of small frames cost more than the walk)
+        frames.append(
+            pd.DataFrame(
+                {
+                    "run": np.full(n * len(order), run, object),
+                    "layer": np.repeat(np.asarray(order, object), n),
+                    "step": np.tile(grid.index.to_numpy(), len(order)),
+                    "grad_rms": values.reshape(-1),
+                    "by_norm": run in by_norm,
+                    "hi": np.concatenate([hi[name][0] for name in order]),
+                    "hi_layer": np.concatenate([hi[name][1] for name in order]),
+                    "lo": np.concatenate([lo[name][0] for name in order]),
+                    "lo_layer": np.concatenate([lo[name][1] for name in order]),
+                }
             )
+        )
     if not frames:
         return None
     m = pd.concat(frames, ignore_index=True).dropna(subset=["grad_rms", "hi"])

@@ -29,6 +29,7 @@ from tfprobe.findings import (
     KINDS,
     NEVER_TRANSIENT,
     REQUIRED_STATS,
+    WEIGHT_STATS,
     Finding,
     _context,
     _downstream,
@@ -138,6 +139,15 @@ class Window:
             if stat in column
         }
 
+    def column(self, stat, at=None):
+        """The values of `stat` (NaN where none), of every series or of the rows `at` (-1: NaN)."""
+        if stat not in self.stats:
+            return np.full(len(self.names) if at is None else len(at), np.nan)
+        values = self.values[:, self.stats.index(stat)]
+        if at is None:
+            return values
+        return np.where(at >= 0, values[at], np.nan) if len(values) else np.full(len(at), np.nan)
+
 
 def wide_frame(windows, names) -> pd.DataFrame:
     """`context`'s wide frame (the pivot of `window_frame`s, with the `nonfinite_<stat>` flags) of `windows`,
@@ -186,24 +196,10 @@ def _finite(x):
     return x is not None and math.isfinite(x)
 
 
-def _usable_std(row, before, t):
-    """The `std` of a layer as the depth and time checks may use it (finite, above `min_std`, the layer not
-    dead now or in the previous window, its weights finite in the previous window), else None."""
-    std = row.get("std")
-    if not (_finite(std) and std > t["min_std"]):
-        return None
-    for r in (row, before or {}):
-        if any((r.get(k) or 0) >= t["dead_layer_fraction"] for k in ("zero_fraction", "near_zero_fraction")):
-            return None
-    if any(k in (before or {}) and not _finite(before[k]) for k in ("weight_norm", "update_ratio")):
-        return None
-    return std
-
-
-def _gradient_suspects(results, order, consumers, t):
-    """Layers whose `grad_rms` is more than `grad_ratio / MARGIN` away from some `grad_rms` on their output
-    side (every recorded gradient counted, so it is a superset of what `check_gradient_depth` compares)."""
-    rms = {n: r.get("grad_rms") for n, r in results.items()}
+def _gradient_suspects(rms, order, consumers, t):
+    """Layers whose `grad_rms` (`rms`: `{layer: grad_rms}`) is more than `grad_ratio / MARGIN` away from some
+    `grad_rms` on their output side (every recorded gradient counted, so it is a superset of what
+    `check_gradient_depth` compares)."""
     rms = {n: x for n, x in rms.items() if _finite(x) and x > 0}
     if not rms:
         return set()
@@ -226,41 +222,71 @@ def suspects(results, previous, inputs, consumers, t, order=()):
     (`MARGIN` inside every threshold; where a check leaves values out, such as dead inputs or unusable
     gradients, the test either leaves out at least as many or, where that only widens a ratio, none).
     `diagnose` then runs on these layers, their inputs and consumers (what their checks read) and the output
-    layer only; a window without suspects runs no `diagnose` at all. `order`: the layers consumers first
-    (`tfprobe.findings._downstream`), for the gradient-depth test.
+    layer only; a window without suspects runs no `diagnose` at all. `results`, `previous`: the window's and
+    the previous window's `{series: {stat: value}}` (or `Window`s); `order`: the layers consumers first
+    (`tfprobe.findings._downstream`), for the gradient-depth test. NumPy over the layers, one array per test.
 
     >>> suspects({"a": {"std": 1.0}, "b": {"std": 50.0}}, {}, {"b": ("a",)}, {}, thresholds())
     {'b'}
     """
-    f, r = 0.99, MARGIN
-    out = _gradient_suspects(results, order, consumers, t)
-    usable = {n: _usable_std(row, previous.get(n), t) for n, row in results.items()}
+    new = results if isinstance(results, Window) else Window(0, results)
+    old = previous if isinstance(previous, Window) else Window(0, previous or {})
+    n, f, r = len(new.names), 0.99, MARGIN
+    at = np.fromiter((old.index.get(name, -1) for name in new.names), np.int64, n)  # the previous window's rows
+    now, before = new.column, (lambda stat: old.column(stat, at))
+
+    def dead(column):
+        return (column("zero_fraction") >= t["dead_layer_fraction"]) | (
+            column("near_zero_fraction") >= t["dead_layer_fraction"]
+        )
+
+    def usable(column):  # `std` as the depth and time checks may use it, else NaN
+        std = column("std")
+        with np.errstate(invalid="ignore"):
+            ok = np.isfinite(std) & (std > t["min_std"]) & ~dead(column)
+        return np.where(ok, std, np.nan)
+
+    # this window's usable std: not dead in the previous window either, nor with non-finite weights there
+    broken_before = np.zeros(n, bool)
+    for stat in WEIGHT_STATS:
+        if stat in old.recorded:
+            broken_before |= np.where(at >= 0, old.recorded[stat][at], False) & ~np.isfinite(before(stat))
+    std = np.where(dead(before) | broken_before, np.nan, usable(now))
+    prior = usable(before)
+    # the smallest and largest usable std among each layer's inputs
+    edges = [(k, new.index[i]) for k, name in enumerate(new.names) for i in inputs.get(name, ()) if i in new.index]
+    low, high = np.full(n, np.inf), np.full(n, -np.inf)
+    if edges:
+        layer, source = np.asarray(edges).T
+        np.fmin.at(low, layer, std[source])
+        np.fmax.at(high, layer, std[source])
+    with_inputs = np.isfinite(low)
     ratio = t["std_ratio"] / r
-    for name, row in results.items():
-        v = row.get
-        std, low, high = usable[name], v("min"), v("max")
-        before = _usable_std(previous[name], None, t) if name in previous else None
-        ins = [usable.get(i) for i in inputs.get(name, ())]
-        ins = [x for x in ins if x is not None]
-        if (
-            any((v(k) or 0) > 0 for k in ("nan_count", "inf_count", "grad_nan_count", "grad_inf_count"))
-            or any(k in row and not _finite(row[k]) for k in ("weight_norm", "update_ratio"))
-            or any((v(k) or 0) >= f * t["dead_layer_fraction"] for k in ("zero_fraction", "near_zero_fraction"))
-            or (v("dead_unit_fraction") or 0) > f * t["dead_units_fraction"]
-            or (v("saturation_fraction") or 0) > f * t["saturation_fraction"]
-            or (v("grad_max_abs") or 0) > t["max_grad_abs"] / r
-            or (v("grad_zero_fraction") or 0) >= f * t["dead_gradient_fraction"]
-            or (
-                _finite(v("update_ratio"))
-                and not r * t["min_update_ratio"] <= v("update_ratio") <= t["max_update_ratio"] / r
-            )
-            or (_finite(low) and low == high)
-            or (_finite(v("hoyer_sparsity")) and v("hoyer_sparsity") <= r * CONSTANT_HOYER)
-            or (std is not None and before is not None and max(std / before, before / std) > ratio)
-            or (std is not None and ins and max(std / max(ins), min(ins) / std) > ratio)
-        ):
-            out.add(name)
-    return out
+    low_value, high_value, update = now("min"), now("max"), now("update_ratio")
+    hoyer = now("hoyer_sparsity")
+    with np.errstate(invalid="ignore", divide="ignore"):
+        mask = (
+            (now("nan_count") > 0)
+            | (now("inf_count") > 0)
+            | (now("grad_nan_count") > 0)
+            | (now("grad_inf_count") > 0)
+            | (now("zero_fraction") >= f * t["dead_layer_fraction"])
+            | (now("near_zero_fraction") >= f * t["dead_layer_fraction"])
+            | (now("dead_unit_fraction") > f * t["dead_units_fraction"])
+            | (now("saturation_fraction") > f * t["saturation_fraction"])
+            | (now("grad_max_abs") > t["max_grad_abs"] / r)
+            | (now("grad_zero_fraction") >= f * t["dead_gradient_fraction"])
+            | (np.isfinite(update) & ~((r * t["min_update_ratio"] <= update) & (update <= t["max_update_ratio"] / r)))
+            | (np.isfinite(low_value) & (low_value == high_value))
+            | (np.isfinite(hoyer) & (hoyer <= r * CONSTANT_HOYER))
+            | (np.isfinite(std) & np.isfinite(prior) & ((std / prior > ratio) | (prior / std > ratio)))
+            | (np.isfinite(std) & with_inputs & ((std / high > ratio) | (low / std > ratio)))
+        )
+        for stat in WEIGHT_STATS:
+            if stat in new.recorded:
+                mask |= new.recorded[stat] & ~np.isfinite(now(stat))
+    out = _gradient_suspects(dict(zip(new.names, now("grad_rms").tolist())), order, consumers, t)
+    return out | {new.names[k] for k in np.flatnonzero(mask)}
 
 
 class LiveIncidents:
@@ -270,7 +296,6 @@ class LiveIncidents:
     def __init__(self, prefilter=True, **kwargs):
         self.t = thresholds(**kwargs)
         self.prefilter = prefilter
-        self._prev_results = {}
         self._kwargs = kwargs
         self._prev_window = None  # the previous window's `Window`
         self._graph = None
@@ -299,10 +324,10 @@ class LiveIncidents:
             return []
         index = self.windows
         self.windows += 1
-        keep = self._keep(results) if self.prefilter else set(results)
+        window = Window(step, results)
+        keep = self._keep(results, window) if self.prefilter else set(results)
         self._names |= set(results)
         self._pooled |= {n for n, r in results.items() if _finite(r.get("size_ratio"))}
-        window = Window(step, results)
         if keep:
             # the previous window (changes in one window) and the new one; the run's first window would only
             # add `std_drift`, which is info and never part of an incident
@@ -316,7 +341,7 @@ class LiveIncidents:
                 span["best"] = max(span["best"], span["streak"])
                 span["windows"].append(index)
                 span["last_step"], span["message"] = int(step), f.message.split("; from step")[0]
-        self._prev_window, self._prev_results = window, results
+        self._prev_window = window
         if not self._spans:  # nothing found so far: no incident
             return []
         self.incidents, fs = self._group()
@@ -351,7 +376,7 @@ class LiveIncidents:
                 found += CHECKS[name](ctx)
         return (ctx, found) if frame else _ordered(ctx, found)
 
-    def _keep(self, results):
+    def _keep(self, results, window):
         """The layers `diagnose` reads this window: those `suspects` names, their inputs and consumers (with
         activation gradients, everything on their output side: the gradient-depth check compares with all of
         it), and the output layer (which exempts an output softmax from saturation)."""
@@ -364,7 +389,7 @@ class LiveIncidents:
             self._order = _downstream(self._inputs)[0]
             orders = self._layers["order"].to_numpy()
             self._output = self._layers["layer"].iloc[int(np.argmax(orders))] if len(orders) else None
-        chosen = suspects(results, self._prev_results, self._inputs, self._consumers, self.t, self._order)
+        chosen = suspects(window, self._prev_window, self._inputs, self._consumers, self.t, self._order)
         keep = set(chosen)
         for name in chosen:
             keep.update(self._inputs.get(name, ()))
