@@ -146,6 +146,9 @@ for findings that start in the same window or later."""
 
 _GRAD_STATS = re.compile(r"^grad_")
 
+_REACH = {kind: frozenset().union(*sets) | {kind} for kind, sets in CAUSES.items()}
+"""The kinds a finding of each kind can explain at all (`explains`: its `CAUSES`, and its own kind)."""
+
 
 class Graph:
     """The model graph of one run: which series reach which (forward), from `read_layers`' `inputs`; the
@@ -240,16 +243,31 @@ def group(findings: pd.DataFrame, layers: pd.DataFrame | None = None, graphs=Non
         graph = (graphs or {}).get(run) or Graph(layers, run)
         mine = findings[(findings["run"] == run) & (findings["severity"] != "info")]
         ordered = sorted(mine.itertuples(), key=lambda f: _sort_key(f, graph))
-        groups = []  # [(id, [findings])]
+        groups = []  # [(id, [findings], {kind: [findings]})]
         for f in ordered:
-            home = next((g for g in groups if any(explains(a, f, graph) for a in g[1])), None)
+            # only members of a kind that can explain `f`'s kind are asked (`_REACH`: the same answer, without
+            # comparing each of a thousand vanishing gradients with each of a hundred dead units)
+            home = next(
+                (
+                    g
+                    for g in groups
+                    if any(
+                        explains(a, f, graph)
+                        for kind, members in g[2].items()
+                        if f.kind in _REACH.get(kind, (kind,))
+                        for a in members
+                    )
+                ),
+                None,
+            )
             if home is None:
-                home = (next_id, [])
+                home = (next_id, [], {})
                 next_id += 1
                 groups.append(home)
             home[1].append(f)
+            home[2].setdefault(f.kind, []).append(f)
             member[f.Index] = home[0]
-        rows += [_incident(i, run, fs, graph) for i, fs in groups]
+        rows += [_incident(i, run, fs, graph) for i, fs, _ in groups]
     out = pd.DataFrame(rows, columns=INCIDENT_COLUMNS).astype({"error_step": "Int64"})
     if not out.empty:
         out = out.sort_values(["first_step", "incident"], kind="stable").reset_index(drop=True)
