@@ -399,10 +399,10 @@ def _take(wide, at, **columns) -> pd.DataFrame:
     """The rows `at` (positions) of `wide`'s `run, layer, step, window, last_window`, with `columns` (arrays
     of those rows' values) added: what `Context.rows` and the std checks hand to `_spans`."""
     base = {c: wide[c].to_numpy()[at] for c in ("run", "layer", "step", "window", "last_window")}
-    return frame({**base, **columns}, wide.index[at])
+    return _frame({**base, **columns}, wide.index[at])
 
 
-def frame(columns, index=None) -> pd.DataFrame:
+def _frame(columns, index=None) -> pd.DataFrame:
     """A DataFrame of `{name: array}`, object arrays kept as they are: pandas 3 would infer its own (pyarrow)
     strings from them, a conversion that costs more than the checks' small frames themselves."""
     return pd.DataFrame(
@@ -618,7 +618,7 @@ def stat_rows(runs, layers, steps, values, recorded, objects=False) -> pd.DataFr
     out = {"run": runs[keep], "layer": layers[keep], "step": np.asarray(steps, np.int64)[keep]}
     out.update((c, columns[c][keep]) for c in names)
     if objects:
-        return frame(out, pd.RangeIndex(int(keep.sum())))
+        return _frame(out, pd.RangeIndex(int(keep.sum())))
     return pd.DataFrame(out, columns=["run", "layer", "step", *names])
 
 

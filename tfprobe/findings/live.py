@@ -34,9 +34,9 @@ from tfprobe.findings import (
     _context,
     _downstream,
     _finish,
+    _frame,
     _ordered,
     _series_table,
-    frame,
     severity_rank,
     stat_rows,
     thresholds,
@@ -83,7 +83,7 @@ def _list(x):
 
 
 def _objects(values):
-    """`values` as a NumPy object array (`tfprobe.findings.frame` keeps it so; `pd.DataFrame` would infer
+    """`values` as a NumPy object array (`tfprobe.findings._frame` keeps it so; `pd.DataFrame` would infer
     pandas' own strings from it, whose many small operations in the checks are several times slower)."""
     out = np.empty(len(values), dtype=object)
     out[:] = values
@@ -439,7 +439,7 @@ class LiveIncidents:
         `group` reads them row by row, faster so than in pandas' strings)."""
         rows = self._findings()
         ints = ("first_step", "last_step", "windows")
-        fs = frame(
+        fs = _frame(
             {
                 c: np.asarray([r[k] for r in rows], np.int64) if c in ints else _objects([r[k] for r in rows])
                 for k, c in enumerate(FINDING_COLUMNS)
