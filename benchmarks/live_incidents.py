@@ -15,7 +15,9 @@ reading, writing and evaluating included). The first window is left out (it trac
     python benchmarks/live_incidents.py --steps 300 --gradients
 
 `--replay N` skips training: it feeds N synthetic windows of the same 500 series to one `LiveIncidents`
-and prints the time per window at the start and at the end (incremental: it does not grow with the run).
+and prints the time per window at the start and at the end (incremental: it does not grow with the run),
+for healthy windows (no layer suspect: no `diagnose`) and for windows like the plain stack's (dead units
+at every fourth layer: the checks run over about three layers in four, one incident).
 
 Prints ms: median, min and max over the steady windows, and the ratios of the evaluation's CPU time to a
 window's wall time and to its process CPU time (the target of issue 27: under 5% of a window's wall time).
@@ -112,7 +114,8 @@ def train(steps, gradients, logdir, model_name="plain"):
     return timer.calls, probe, blocking
 
 
-def replay(windows):
+def replay(windows, dead_every=0):
+    """`dead_every`: every so many layers (the first included) a ReLU layer with 60% dead units."""
     rng = np.random.default_rng(0)
     infos = {
         f"d{i}": {
@@ -146,11 +149,14 @@ def replay(windows):
                 "hoyer_sparsity": 0.3,
                 "saturation_fraction": 0.01,
             }
+            if dead_every and i % dead_every == 0:
+                results[f"d{i}"]["dead_unit_fraction"] = 0.6
         t = time.thread_time()
         state.update(100 * (w + 1), results, infos)
         times.append(time.thread_time() - t)
     k = max(1, windows // 10)
-    print(f"replay: {windows} windows of {LAYERS} series; ms of CPU per window")
+    what = f"dead units at every {dead_every}th layer, {len(state.incidents)} incident" if dead_every else "healthy"
+    print(f"replay ({what}): {windows} windows of {LAYERS} series; ms of CPU per window")
     print(
         f"  first {k}: median {1000 * statistics.median(times[:k]):.1f}; last {k}: median {1000 * statistics.median(times[-k:]):.1f}"
     )
@@ -170,6 +176,7 @@ def main(argv=None):
     args = parser.parse_args(argv)
     if args.replay:
         replay(args.replay)
+        replay(args.replay, dead_every=4)
         return
     logdir = tempfile.mkdtemp(prefix="tfprobe_live_")
     atexit.register(shutil.rmtree, logdir, ignore_errors=True)

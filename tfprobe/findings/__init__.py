@@ -406,6 +406,33 @@ def _stretch_starts(wide):
     return starts if len(starts) <= max(1000, n // 8) else None
 
 
+def _positions(series):
+    """`{(run, layer): row}` of the series table, empty if a pair appears twice."""
+    where = {k: i for i, k in enumerate(zip(series["run"], series["layer"]))}
+    return where if len(where) == len(series) else {}
+
+
+def _take(wide, at, **columns) -> pd.DataFrame:
+    """The rows `at` (positions) of `wide`'s `run, layer, step, window, last_window`, with `columns` (arrays
+    of those rows' values) added: what `Context.rows` and the std checks hand to `_spans`."""
+    base = {c: wide[c].to_numpy()[at] for c in ("run", "layer", "step", "window", "last_window")}
+    return _frame({**base, **columns}, wide.index[at])
+
+
+def _frame(columns, index=None) -> pd.DataFrame:
+    """A DataFrame of `{name: array}`, object arrays kept as they are: pandas 3 would infer its own (pyarrow)
+    strings from them, a conversion that costs more than the checks' small frames themselves."""
+    return pd.DataFrame(
+        {
+            k: pd.Series(v, index=index, dtype=object, copy=False)
+            if isinstance(v, np.ndarray) and v.dtype == object
+            else v
+            for k, v in columns.items()
+        },
+        index=index,
+    )
+
+
 @dataclasses.dataclass
 class Context:
     """What every check reads.
@@ -417,11 +444,20 @@ class Context:
     the layer is dead on, and after the first in which its weights are not finite; the windows before are
     judged like any other). `series`: one row per (run, layer) with `order, class, bounds, shape, inputs,
     is_output, scaled, renormalized, one_sided, zeros_in_saturation, softmax_k`. `t`: the thresholds.
+    `memo`: what the checks derive from `series` alone (`static`), kept across contexts of one series table
+    by the live evaluation, which judges each window with the same table.
     """
 
     wide: pd.DataFrame
     series: pd.DataFrame
     t: dict
+    memo: dict = dataclasses.field(default_factory=dict)
+
+    def static(self, name, compute):
+        """`compute(series)`, computed once per series table (`memo`)."""
+        if name not in self.memo:
+            self.memo[name] = compute(self.series)
+        return self.memo[name]
 
     def info(self, column):
         """`column` of `series`, aligned with the rows of `wide`."""
@@ -436,16 +472,12 @@ class Context:
         """Per row of `wide`, the position of its `(run, layer)` in `series` (-1 if absent), computed once."""
         cached = self.__dict__.get("_rows")
         if cached is None or len(cached) != len(self.wide):
+            where = self.static("positions", _positions)  # empty if a (run, layer) appears twice
             starts = _stretch_starts(self.wide)
             if starts is not None:  # one lookup per stretch of rows of one series
-                table = {}
-                for i, key in enumerate(zip(self.series["run"], self.series["layer"])):
-                    table.setdefault(key, i)
-                w = self.wide.iloc[starts]
-                at = [table.get(key, -1) for key in zip(w["run"], w["layer"])]
-                unique = len(table) == len(self.series)
-                cached = np.repeat(np.array(at, np.int64), np.diff(np.r_[starts, len(self.wide)]))
-                cached = cached if unique else np.full(len(self.wide), -1)
+                keys = zip(self.wide["run"].to_numpy()[starts], self.wide["layer"].to_numpy()[starts])
+                at = np.fromiter((where.get(k, -1) for k in keys), np.int64, len(starts))
+                cached = np.repeat(at, np.diff(np.r_[starts, len(self.wide)]))
             else:
                 keys = pd.MultiIndex.from_frame(self.wide[["run", "layer"]])
                 table = pd.MultiIndex.from_frame(self.series[["run", "layer"]])
@@ -467,12 +499,14 @@ class Context:
 
     def of_layers(self, pairs):
         """True for the rows of `wide` whose `(run, layer)` is in `pairs`."""
+        pairs = set(pairs)
+        if not pairs:
+            return pd.Series(False, index=self.wide.index)
         if self._codes() is not None:  # per series, then per row
-            pairs = set(pairs)
             known = np.array([key in pairs for key in zip(self.series["run"], self.series["layer"])] or [False])
             return pd.Series(known[self._series_rows()], index=self.wide.index)
-        keys = pd.MultiIndex.from_frame(self.wide[["run", "layer"]])
-        return pd.Series(keys.isin(list(pairs)), index=self.wide.index)
+        keys = zip(self.wide["run"].to_numpy(), self.wide["layer"].to_numpy())
+        return pd.Series(np.fromiter((k in pairs for k in keys), bool, len(self.wide)), index=self.wide.index)
 
     def nonfinite_weights(self):
         """Rows of `wide` in which the layer's weights are NaN or Inf (`weight_norm`), or the window's
@@ -494,21 +528,32 @@ class Context:
         return mask.fillna(False).astype(bool)
 
     def rows(self, mask, value, extra=None):
-        """The `run, layer, step, window, last_window, value[, extra]` rows of `wide` where `mask` holds."""
+        """The `run, layer, step, window, last_window, value[, extra]` rows of `wide` where `mask` holds.
+        (A boolean `mask` aligned with `wide`, the checks' case, is taken by position with NumPy: the checks
+        call this a dozen times per `diagnose`, most often with no row, at every live window.)"""
+        w = self.wide
+        value = w[value] if isinstance(value, str) else value
+        if (
+            all(isinstance(x, pd.Series) and x.index.equals(w.index) for x in (mask, value, extra) if x is not None)
+            and mask.dtype == bool
+        ):
+            at = np.flatnonzero(mask.to_numpy())
+            if not len(at):  # no row: no finding (`_spans`)
+                return w.iloc[:0]
+            columns = {"value": value.to_numpy()[at]}
+            if extra is not None:
+                columns["extra"] = extra.to_numpy()[at]
+            sub = _take(w, at, **columns)
+            codes = self._codes()
+            if codes is not None:
+                # the position in `series` of each row's (run, layer), for `_spans` (not a column: checks and
+                # tests see the frame they always saw; a frame derived from this one does not carry it)
+                object.__setattr__(sub, "_tfprobe_series", codes[1][at])
+            return sub
         sub = self.wide.loc[mask, ["run", "layer", "step", "window", "last_window"]].copy()
-        sub["value"] = value[mask] if isinstance(value, pd.Series) else self.wide.loc[mask, value]
+        sub["value"] = value[mask]
         if extra is not None:
             sub["extra"] = extra[mask]
-        codes = self._codes()
-        if (
-            codes is not None
-            and isinstance(mask, pd.Series)
-            and mask.dtype == bool
-            and mask.index.equals(self.wide.index)
-        ):
-            # the position in `series` of each row's (run, layer), for `_spans` (not a column: checks and
-            # tests see the frame they always saw; a frame derived from this one does not carry it)
-            object.__setattr__(sub, "_tfprobe_series", codes[1][mask.to_numpy(bool)])
         return sub
 
 
@@ -547,7 +592,7 @@ def series_stat_frame(series) -> pd.DataFrame:
     frame of the same points (`REQUIRED_STATS` as columns, `nonfinite_<stat>` for the `WEIGHT_STATS` by
     `_nonfinite_flags`, rows and columns without a value left out, sorted by run, layer and step), without
     that long frame: the plugin's `/health` reads a large run through TensorBoard's data provider so."""
-    blocks, present = [], set()
+    blocks = []
     for (run, layer), by_stat in series:
         by_stat = {
             s: (np.asarray(st, np.int64), np.asarray(v, np.float64))
@@ -557,67 +602,145 @@ def series_stat_frame(series) -> pd.DataFrame:
         if not by_stat:
             continue
         steps = np.unique(np.concatenate([st for st, _ in by_stat.values()]))
-        columns = {}
+        columns, recorded = {}, {}
         for stat, (st, v) in by_stat.items():
+            at = np.searchsorted(steps, st)
             columns[stat] = np.full(len(steps), np.nan)
-            columns[stat][np.searchsorted(steps, st)] = v
-        if any(s in by_stat for s in WEIGHT_STATS):  # the long frame of this series' weight statistics
-            weight = [s for s in (*WEIGHT_STATS, "weight_grad_norm") if s in by_stat]
-            flags = _nonfinite_flags(
-                pd.DataFrame(
-                    {
-                        "run": run,
-                        "layer": layer,
-                        "step": np.concatenate([by_stat[s][0] for s in weight]),
-                        "stat": np.repeat(weight, [len(by_stat[s][0]) for s in weight]),
-                        "value": np.concatenate([by_stat[s][1] for s in weight]),
-                    }
-                )
-            )
-            for stat, g in flags.groupby("stat", sort=False):
-                columns[stat] = np.full(len(steps), np.nan)
-                columns[stat][np.searchsorted(steps, g["step"].to_numpy())] = g["value"].to_numpy(float)
-        present.update(c for c, v in columns.items() if not np.isnan(v).all())
-        blocks.append((run, layer, steps, columns))
-    names = sorted(present)
+            columns[stat][at] = v
+            if stat in FLAGGED_STATS:
+                recorded[stat] = np.zeros(len(steps), bool)
+                recorded[stat][at] = True
+        blocks.append((run, layer, steps, columns, recorded))
     blocks.sort(key=lambda b: (b[0], b[1]))
-    keep = [
-        ~np.all([np.isnan(cols[c]) for c in names if c in cols] or [np.ones(len(st), bool)], axis=0)
-        for _, _, st, cols in blocks
-    ]
-    n = [int(k.sum()) for k in keep]
-    frame = {
-        "run": np.repeat(np.array([b[0] for b in blocks], object), n),
-        "layer": np.repeat(np.array([b[1] for b in blocks], object), n),
-        "step": np.concatenate([b[2][k] for b, k in zip(blocks, keep)] or [np.zeros(0, np.int64)]),
-    }
-    for c in names:
-        frame[c] = np.concatenate(
-            [b[3][c][k] if c in b[3] else np.full(int(k.sum()), np.nan) for b, k in zip(blocks, keep)]
+    sizes = [len(b[2]) for b in blocks]
+
+    def joined(k, stat, fill, dtype):
+        return np.concatenate([b[k][stat] if stat in b[k] else np.full(n, fill, dtype) for b, n in zip(blocks, sizes)])
+
+    stats = sorted({stat for b in blocks for stat in b[3]})
+    return stat_rows(
+        np.repeat(np.array([b[0] for b in blocks], object), sizes),
+        np.repeat(np.array([b[1] for b in blocks], object), sizes),
+        np.concatenate([b[2] for b in blocks] or [np.zeros(0, np.int64)]),
+        {stat: joined(3, stat, np.nan, float) for stat in stats},
+        {stat: joined(4, stat, False, bool) for stat in stats if stat in FLAGGED_STATS},
+    )
+
+
+FLAGGED_STATS = (*WEIGHT_STATS, "weight_grad_norm")
+"""The statistics `_nonfinite_flags` reads: a recorded NaN among them is not the same as no value."""
+
+
+def stat_rows(runs, layers, steps, values, recorded, objects=False) -> pd.DataFrame:
+    """The frame `context` pivots out of a long frame, from the same points already in rows: `runs, layers,
+    steps` (arrays, one row per `(run, layer, step)`, sorted by run, layer and step), `values`
+    `{stat: float array}` (NaN where a statistic has no point) and `recorded` `{stat: bool array}` (where it
+    has one, NaN included) for the `FLAGGED_STATS` among them. Adds `nonfinite_<stat>` for the `WEIGHT_STATS`
+    (`_nonfinite_flags`) and leaves out the rows and columns without a value, as the pivot does. Serves both
+    `series_stat_frame` (the plugin: a run read series by series) and the live evaluation
+    (`tfprobe.findings.live.wide_frame`: a few windows of dicts). `objects`: run and layer as NumPy object
+    columns (faster in the checks' small frames) instead of pandas' strings."""
+    n = len(steps)
+    columns = {stat: np.asarray(v, float) for stat, v in values.items() if stat in REQUIRED_STATS}
+    parts = [(stat, np.flatnonzero(recorded[stat])) for stat in FLAGGED_STATS if stat in recorded]
+    if any(stat in WEIGHT_STATS and len(at) for stat, at in parts):
+        at = np.concatenate([at for _, at in parts])
+        long = pd.DataFrame(
+            {
+                "run": runs[at],
+                "layer": layers[at],
+                "step": steps[at],
+                "stat": np.repeat([stat for stat, _ in parts], [len(at) for _, at in parts]),
+                "value": np.concatenate([columns[stat][at] for stat, at in parts]),
+                "row": at,
+            }
         )
-    return pd.DataFrame(frame, columns=["run", "layer", "step", *names])
+        for stat, g in _nonfinite_flags(long).groupby("stat", sort=True):
+            columns[stat] = np.full(n, np.nan)
+            columns[stat][g["row"].to_numpy()] = g["value"].to_numpy(float)
+    names = sorted(c for c, v in columns.items() if not np.isnan(v).all())
+    keep = ~np.all([np.isnan(columns[c]) for c in names], axis=0) if names else np.zeros(n, bool)
+    out = {"run": runs[keep], "layer": layers[keep], "step": np.asarray(steps, np.int64)[keep]}
+    out.update((c, columns[c][keep]) for c in names)
+    if objects:
+        return _frame(out, pd.RangeIndex(int(keep.sum())))
+    return pd.DataFrame(out, columns=["run", "layer", "step", *names])
 
 
-def _context(wide, layers, t, series=None):
+def _context(wide, layers, t, series=None, memo=None):
     """The `Context` of `wide` (the pivot of the long frame's `REQUIRED_STATS`, with `nonfinite_<stat>`).
-    `series`: the series table (`_series_table`) when the caller keeps it (the live evaluation: one per run)."""
+    `series`: the series table (`_series_table`) when the caller keeps it (the live evaluation: one per run),
+    and `memo` what the checks derived from it before (`Context.static`)."""
     if wide.empty:
         wide = pd.DataFrame(columns=["run", "layer", "step", "window", "last_window", "alive"])
     else:
         wide = wide.copy(deep=False)
-    ctx = Context(wide, _series_table(wide, layers) if series is None else series, t)
+    ctx = Context(wide, _series_table(wide, layers) if series is None else series, t, {} if memo is None else memo)
     if not wide.empty:
         codes = ctx._codes()  # integers that group the rows as their run, and their run and layer, do
-        by_run, by_layer = ("run", [wide["run"], wide["layer"]]) if codes is None else codes
-        wide["window"] = wide.groupby(by_run)["step"].rank(method="dense").astype("int64") - 1
-        wide["last_window"] = wide.groupby(by_run)["window"].transform("max")
+        if codes is None:
+            run, layer = wide["run"].to_numpy(), wide["layer"].to_numpy()
+            codes = pd.factorize(run)[0], _pair_codes(run, layer)
+        wide["window"], wide["last_window"] = _windows(codes[0], wide["step"].to_numpy())
+        groups = _Groups(np.asarray(codes[1], np.int64))
         dead = ctx.dead_mask("zero_fraction") | ctx.dead_mask("near_zero_fraction")
         # `wide` is sorted by step within each layer: a layer is judged up to the window in which it died
         # (a learning rate that blows the activations up, then leaves the ReLUs dead, is an explosion first),
         # or in which its weights turned non-finite (that window's outputs still come from finite weights too)
-        after_nan = ctx.nonfinite_weights().astype(int).groupby(by_layer).shift(fill_value=0).astype(bool)
-        wide["alive"] = (dead | after_nan).astype(int).groupby(by_layer).cummax().eq(0)
+        after_nan = groups.shift(ctx.nonfinite_weights().to_numpy(bool), False)
+        wide["alive"] = pd.Series(~groups.cumany(dead.to_numpy(bool) | after_nan), index=wide.index)
     return ctx
+
+
+def _windows(codes, steps):
+    """`(window, last_window)` of each row: the 0-based rank of its step among its run's distinct steps,
+    and the run's largest (`groupby("run")["step"].rank(method="dense") - 1` and its maximum per run);
+    `codes`: one integer per run."""
+    order = np.lexsort((steps, codes))
+    r, s = codes[order], steps[order]
+    new_run = np.r_[True, r[1:] != r[:-1]]
+    rank = np.cumsum(new_run | np.r_[True, s[1:] != s[:-1]])
+    run_of = np.cumsum(new_run) - 1
+    window_sorted = rank - rank[new_run][run_of]
+    last = np.maximum.reduceat(window_sorted, np.flatnonzero(new_run))[run_of]
+    window, last_window = np.empty(len(order), np.int64), np.empty(len(order), np.int64)
+    window[order], last_window[order] = window_sorted, last
+    return window, last_window
+
+
+def _pair_codes(a, b):
+    """One integer per distinct `(a, b)` pair of two equally long arrays."""
+    ca = pd.factorize(a)[0].astype(np.int64)
+    cb, uniques = pd.factorize(b)
+    return ca * max(len(uniques), 1) + cb
+
+
+class _Groups:
+    """Rows grouped by `codes`, each group's rows in their order (what `groupby(...).shift()` and
+    `.cummax()` see), with NumPy."""
+
+    def __init__(self, codes):
+        self.order = np.argsort(codes, kind="stable")
+        c = codes[self.order]
+        self.first = np.r_[True, c[1:] != c[:-1]] if len(c) else np.zeros(0, bool)
+
+    def shift(self, values, fill):
+        """Each row's previous row's value in its group (`fill` for a group's first row)."""
+        ordered = values[self.order]
+        shifted = np.r_[ordered[:1], ordered[:-1]]
+        shifted[self.first] = fill
+        out = np.empty_like(shifted)
+        out[self.order] = shifted
+        return out
+
+    def cumany(self, flags):
+        """True from the first row of its group on which `flags` holds (`cummax` of booleans)."""
+        counts = np.cumsum(flags[self.order], dtype=np.int64)
+        before = (counts - flags[self.order])[self.first]  # the count before each group's first row
+        group = np.cumsum(self.first) - 1
+        out = np.empty(len(counts), bool)
+        out[self.order] = counts - before[group] > 0
+        return out
 
 
 def _nonfinite_flags(df):
@@ -695,19 +818,23 @@ def _spans(ctx, rows, kind, stat, message, extreme="max"):
         return out
     codes, names, order = _span_groups(ctx, rows)
     codes = codes[order]
-    steps_all, windows_all = rows["step"].to_numpy()[order], rows["window"].to_numpy()[order]
-    last_windows, values = rows["last_window"].to_numpy()[order], rows["value"].to_numpy(dtype=float)[order]
+    # Python lists per row: the groups are a window or two each at a live window, where NumPy's per-call
+    # cost would dominate
+    steps_all, windows_all = rows["step"].to_numpy()[order].tolist(), rows["window"].to_numpy()[order].tolist()
+    last_windows = rows["last_window"].to_numpy()[order].tolist()
+    values = rows["value"].to_numpy(dtype=float)[order]
+    finite_all, values = np.isfinite(values).tolist(), values.tolist()
     extras = rows["extra"].to_numpy()[order] if "extra" in rows else None
     bounds = np.flatnonzero(np.diff(codes)) + 1
-    for lo, hi in zip(np.r_[0, bounds], np.r_[bounds, len(codes)]):
+    for lo, hi in zip(np.r_[0, bounds].tolist(), np.r_[bounds, len(codes)].tolist()):
         run, layer = names[codes[lo]]
         first, last = int(steps_all[lo]), int(steps_all[hi - 1])
         windows = windows_all[lo:hi]
         streak, held, last_window = _streak(windows), len(windows), int(last_windows[lo])
         vals = values[lo:hi]
-        finite = vals[np.isfinite(vals)]
-        worst = (finite.max() if extreme == "max" else finite.min()) if finite.size else float("nan")
-        extra = extras[lo + int(np.argmax(vals == worst))] if extras is not None and finite.size else None
+        finite = [v for v, ok in zip(vals, finite_all[lo:hi]) if ok]
+        worst = (max(finite) if extreme == "max" else min(finite)) if finite else float("nan")
+        extra = extras[lo + vals.index(worst)] if extras is not None and finite else None
         text = message(worst, extra)
         text += f"; from step {first} " + (
             "to the latest window" if windows[-1] == last_window else f"until step {last}"
@@ -812,7 +939,10 @@ def check_dead_layer(ctx):
         if stat not in ctx.wide.columns:
             continue
         mask = ctx.dead_mask(stat) & ~broken
-        mask &= ~ctx.of_layers(seen)
+        if not mask.any():
+            continue
+        if seen:
+            mask &= ~ctx.of_layers(seen)
         what = "zero" if stat == "zero_fraction" else "near zero"
         spans = _spans(
             ctx,
@@ -894,10 +1024,13 @@ def check_saturation(ctx):
     if old.any() and "zero_fraction" in w.columns:
         # older logs count the zeros of ReLU6 at the lower bound: keep the upper-bound share only
         sat = sat.where(~old, (sat - w["zero_fraction"]).clip(lower=0.0))
+    limit = ctx.t["saturation_fraction"]
+    mask = (sat > limit) & w["alive"]
+    if not mask.any():
+        return []
     k = ctx.info("softmax_k").astype(float)
     softmax_out = (k == -1) | ((k > 1) & ((mean * k - 1.0).abs() < 1e-3))
-    limit = ctx.t["saturation_fraction"]
-    mask = (sat > limit) & w["alive"] & ~softmax_out
+    mask &= ~softmax_out
     where = one.map({True: "at the upper bound ", False: ""})
     return _spans(
         ctx,
@@ -915,10 +1048,12 @@ def _usable_std(ctx):
         return w.iloc[:0][["run", "layer", "step", "window", "last_window"]].assign(
             std=pd.Series(dtype=float), mean=pd.Series(dtype=float)
         )
-    std = w["std"].astype(float)
-    usable = np.isfinite(std) & (std > ctx.t["min_std"]) & w["alive"].astype(bool)
-    mean = w["mean"].astype(float) if "mean" in w.columns else pd.Series(np.nan, index=w.index)
-    return w.loc[usable, ["run", "layer", "step", "window", "last_window"]].assign(std=std[usable], mean=mean[usable])
+    std = w["std"].to_numpy(float)
+    with np.errstate(invalid="ignore"):
+        usable = np.isfinite(std) & (std > ctx.t["min_std"]) & w["alive"].to_numpy(bool)
+    mean = w["mean"].to_numpy(float) if "mean" in w.columns else np.full(len(w), np.nan)
+    at = np.flatnonzero(usable)
+    return _take(w, at, std=std[at], mean=mean[at])
 
 
 UNIT_MEAN, UNIT_STD = 0.2, 1.5
@@ -938,7 +1073,7 @@ def looks_normalized(mean, std):
     >>> looks_normalized(pd.Series([0.01, 0.01, 1.0]), pd.Series([1.02, 12.0, 1.0])).tolist()
     [True, False, False]
     """
-    return (mean.abs() <= UNIT_MEAN) & (std <= UNIT_STD) & (std >= 1.0 / UNIT_STD)
+    return (np.abs(mean) <= UNIT_MEAN) & (std <= UNIT_STD) & (std >= 1.0 / UNIT_STD)
 
 
 def expected_shrink(channels_in, channels_out, size_in, size_out, pooling):
@@ -963,40 +1098,43 @@ def expected_shrink(channels_in, channels_out, size_in, size_out, pooling):
     return out
 
 
-def _input_extremes(ctx, std):
-    """Per (run, layer, step) with known inputs: the largest input scale (`max_input`, `max_std`: the input's
-    root mean square, `sqrt(mean**2 + std**2)`: a weighted sum of inputs with a mean passes that mean on as
-    spread, as a classifier's logits do) and the smallest input std (`min_input`, `min_std`, and `allowed`:
-    the shrink the layer's shapes explain, `expected_shrink`)."""
-    s = ctx.series
+def _input_edges(s):
+    """`{(run, layer): [(input, allowed)]}` of the layers the depth check judges (known inputs; not bounded,
+    normalising or renormalised), `allowed` the shrink their shapes explain (`expected_shrink`)."""
     judged = [
         b is None and not is_normalization(c) and not renorm and i
         for c, b, i, renorm in zip(s["class"], s["bounds"], s["inputs"], s["renormalized"])
     ]
     info = {(r, l): (ch, sz) for r, l, ch, sz in zip(s["run"], s["layer"], s["channels"], s["size"])}
-    edges = []
+    by_key = {}
     for r, l, ins, ok, ch, sz, pool in zip(
         s["run"], s["layer"], s["inputs"], judged, s["channels"], s["size"], s["pooling"]
     ):
         if ok:
             for i in ins:
                 ch_in, sz_in = info.get((r, i), (float("nan"), float("nan")))
-                edges.append((r, l, i, expected_shrink(ch_in, ch, sz_in, sz, pool)))
-    if not edges or std.empty:
+                by_key.setdefault((r, l), []).append((i, expected_shrink(ch_in, ch, sz_in, sz, pool)))
+    return by_key
+
+
+def _input_extremes(ctx, std):
+    """Per row of `std` (`_usable_std`) with known inputs: the largest input scale (`max_input`, `max_std`:
+    the input's root mean square, `sqrt(mean**2 + std**2)`: a weighted sum of inputs with a mean passes that
+    mean on as spread, as a classifier's logits do) and the smallest input std (`min_input`, `min_std`, and
+    `allowed`: the shrink the layer's shapes explain, `expected_shrink`). `(positions of those rows in
+    std, {column: array})`, None without edges or rows."""
+    by_key = ctx.static("input_edges", _input_edges)
+    if not by_key or std.empty:
         return None
-    by_key = {}
-    for r, l, i, allowed in edges:
-        by_key.setdefault((r, l), []).append((i, allowed))
     # plain Python over the rows (no merge, sort and group per call: this runs at every live window): the largest
     # input rms (ties: the last input in the layer's list) and the smallest std / allowed (ties: the first)
+    runs, layers, steps = std["run"].to_numpy(), std["layer"].to_numpy(), std["step"].to_numpy()
     scale = {
         (r, l, st): (sd, 0.0 if mn != mn else mn)
-        for r, l, st, sd, mn in zip(
-            std["run"], std["layer"], std["step"], std["std"].to_numpy(float), std["mean"].to_numpy(float)
-        )
+        for r, l, st, sd, mn in zip(runs, layers, steps, std["std"].to_numpy(float), std["mean"].to_numpy(float))
     }
     picked, columns = [], ([], [], [], [], [])
-    for k, (r, l, st) in enumerate(zip(std["run"], std["layer"], std["step"])):
+    for k, (r, l, st) in enumerate(zip(runs, layers, steps)):
         hi = lo = None
         for i, allowed in by_key.get((r, l), ()):
             v = scale.get((r, i, st))
@@ -1011,10 +1149,26 @@ def _input_extremes(ctx, std):
             picked.append(k)
             for column, value in zip(columns, (lo[0], lo[1], lo[2], hi[0], hi[1])):
                 column.append(value)
-    m = std.iloc[picked].reset_index(drop=True)
-    for name, column in zip(("min_input", "min_std", "allowed", "max_input", "max_std"), columns):
-        m[name] = np.asarray(column, dtype=float if name in ("min_std", "allowed", "max_std") else object)
-    return m
+    names = ("min_input", "min_std", "allowed", "max_input", "max_std")
+    return np.asarray(picked, dtype=np.int64), {
+        name: _array(column, float if name in ("min_std", "allowed", "max_std") else object)
+        for name, column in zip(names, columns)
+    }
+
+
+def _array(values, dtype):
+    """`values` (a list) as a 1-d array of `dtype`; tuples stay objects, one per element."""
+    if dtype is not object:
+        return np.asarray(values, dtype=dtype)
+    out = np.empty(len(values), dtype=object)
+    for k, v in enumerate(values):
+        out[k] = v
+    return out
+
+
+def _pairs_where(s, mask):
+    """The `(run, layer)` pairs of the series table `s` where `mask` (a column of `s`) holds."""
+    return set(zip(s.loc[mask, "run"], s.loc[mask, "layer"]))
 
 
 @register("depth")
@@ -1032,31 +1186,35 @@ def check_depth(ctx):
     `layers` frame without `inputs`): no depth finding is made without the graph. The model's outputs and
     the logits before a bounded output (`loss_scaled`) are not judged `exploding_depth` below a std of
     `LOSS_SCALE`: the loss sets their scale (a classifier's logits grow as it grows confident)."""
-    m = _input_extremes(ctx, _usable_std(ctx))
-    if m is None or m.empty:
+    std = _usable_std(ctx)
+    got = _input_extremes(ctx, std)
+    if got is None or not len(got[0]):
         return []
+    at, m = got
+    m["std"], m["mean"] = std["std"].to_numpy(float)[at], std["mean"].to_numpy(float)[at]
     keep = ~looks_normalized(m["mean"], m["std"])  # a NaN mean (not recorded) says nothing
-    loss_scaled = set(
-        zip(ctx.series.loc[ctx.series["loss_scaled"], "run"], ctx.series.loc[ctx.series["loss_scaled"], "layer"])
-    )
-    free = ~pd.Series([k in loss_scaled for k in zip(m["run"], m["layer"])], index=m.index) | (m["std"] > LOSS_SCALE)
+    loss_scaled = ctx.static("loss_scaled", lambda s: _pairs_where(s, s["loss_scaled"]))
+    keys = list(zip(std["run"].to_numpy()[at], std["layer"].to_numpy()[at]))
+    free = ~_isin(keys, loss_scaled) | (m["std"] > LOSS_SCALE)
     # a sum cannot exceed its terms' summed scale: an addition far above its largest recorded input has an
     # input that is not recorded (the model's input as the skip of the first residual block)
-    s = ctx.series
-    adds = set(zip(s.loc[s["class"].isin(ADDITION_CLASSES), "run"], s.loc[s["class"].isin(ADDITION_CLASSES), "layer"]))
-    branches = set(zip(s.loc[s["residual_branch"], "run"], s.loc[s["residual_branch"], "layer"]))
-    keys = list(zip(m["run"], m["layer"]))
-    free &= ~pd.Series([k in adds for k in keys], index=m.index)
-    branch = pd.Series([k in branches for k in keys], index=m.index)  # judged at the addition
+    adds = ctx.static("additions", lambda s: _pairs_where(s, s["class"].isin(ADDITION_CLASSES)))
+    branches = ctx.static("residual_branches", lambda s: _pairs_where(s, s["residual_branch"]))
+    free &= ~_isin(keys, adds)
+    branch = _isin(keys, branches)  # judged at the addition
     out = []
-    for kind, ratio, other, mask in (
-        ("exploding_depth", m["std"] / m["max_std"], m["max_input"], keep & free),
-        ("vanishing_depth", m["min_std"] / m["std"], m["min_input"], keep & ~branch),
-    ):
-        allowed = m["allowed"] if kind == "vanishing_depth" else pd.Series(1.0, index=m.index)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        kinds = (
+            ("exploding_depth", m["std"] / m["max_std"], m["max_input"], keep & free),
+            ("vanishing_depth", m["min_std"] / m["std"], m["min_input"], keep & ~branch),
+        )
+    for kind, ratio, other, mask in kinds:
+        allowed = m["allowed"] if kind == "vanishing_depth" else np.ones(len(ratio))
         mask = mask & (ratio > ctx.t["std_ratio"] * allowed)
-        extra = [(e, a) for e, a in zip(other[mask], allowed[mask])]
-        rows = m.loc[mask, ["run", "layer", "step", "window", "last_window"]].assign(value=ratio[mask], extra=extra)
+        if not mask.any():
+            continue
+        extra = _array(list(zip(other[mask], allowed[mask])), object)
+        rows = _take(std, at[mask], value=ratio[mask], extra=extra)
         verb, which = ("grows", "largest") if kind == "exploding_depth" else ("shrinks", "smallest")
         out += _spans(
             ctx,
@@ -1071,22 +1229,30 @@ def check_depth(ctx):
     return out
 
 
+def _isin(keys, pairs):
+    """`[k in pairs for k in keys]` as a boolean array."""
+    return np.fromiter((k in pairs for k in keys), bool, len(keys))
+
+
 @register("time")
 def check_time(ctx):
     """`std` of a layer from one logged window to its next: `exploding_time`/`vanishing_time` when it
     changes by more than `std_ratio`."""
     w = _usable_std(ctx)
-    by_layer = w.groupby(["run", "layer"])
-    ratio = w["std"] / by_layer["std"].shift(1)
-    prev_step = by_layer["step"].shift(1)
+    groups = _Groups(_pair_codes(w["run"].to_numpy(), w["layer"].to_numpy()))
+    std = w["std"].to_numpy(float)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        ratio = std / groups.shift(std, np.nan)
+    prev_step = groups.shift(w["step"].to_numpy(float), np.nan)
+    at = np.arange(len(w))
     out = []
     for kind, mask in (
         ("exploding_time", ratio > ctx.t["std_ratio"]),
         ("vanishing_time", ratio < 1.0 / ctx.t["std_ratio"]),
     ):
-        rows = w.loc[mask, ["run", "layer", "step", "window", "last_window"]].assign(
-            value=ratio[mask], extra=prev_step[mask]
-        )
+        if not mask.any():
+            continue
+        rows = _take(w, at[mask], value=ratio[mask], extra=prev_step[mask])
         verb, extreme = ("jumped up", "max") if kind == "exploding_time" else ("dropped", "min")
         out += _spans(
             ctx,
@@ -1190,6 +1356,8 @@ def _gradient_extremes(ctx):
             continue
         order, consumers = _downstream(inputs)
         grid = grid.reindex(columns=order)
+        values, n = grid.to_numpy(float).T, len(grid)  # values[k]: layer order[k]'s gradients, step by step
+        column = {name: k for k, name in enumerate(order)}
         size = dict(zip(s["layer"], s["size"])) if run in by_norm else {}
         pooling = dict(zip(s["layer"], s["pooling"]))
         hi, lo = {}, {}  # layer -> (values [steps], names [steps]) over its downstream
@@ -1203,27 +1371,27 @@ def _gradient_extremes(ctx):
                     else 1.0
                 )
                 parts += [
-                    (grid[c].to_numpy(float) / a, np.full(len(grid), c, object)),
+                    (values[column[c]] / a, np.full(n, c, object)),
                     (hi[c][0] / a, hi[c][1]),
                     (lo[c][0] / a, lo[c][1]),
                 ]
-            hi[name], lo[name] = _extreme(parts, np.fmax, len(grid)), _extreme(parts, np.fmin, len(grid))
-        for name in order:
-            frames.append(
-                pd.DataFrame(
-                    {
-                        "run": run,
-                        "layer": name,
-                        "step": grid.index,
-                        "grad_rms": grid[name].to_numpy(),
-                        "by_norm": run in by_norm,
-                        "hi": hi[name][0],
-                        "hi_layer": hi[name][1],
-                        "lo": lo[name][0],
-                        "lo_layer": lo[name][1],
-                    }
-                )
+            hi[name], lo[name] = _extreme(parts, np.fmax, n), _extreme(parts, np.fmin, n)
+        # one frame per run (not per layer: thousands of small frames cost more than the walk)
+        frames.append(
+            pd.DataFrame(
+                {
+                    "run": np.full(n * len(order), run, object),
+                    "layer": np.repeat(np.asarray(order, object), n),
+                    "step": np.tile(grid.index.to_numpy(), len(order)),
+                    "grad_rms": values.reshape(-1),
+                    "by_norm": run in by_norm,
+                    "hi": np.concatenate([hi[name][0] for name in order]),
+                    "hi_layer": np.concatenate([hi[name][1] for name in order]),
+                    "lo": np.concatenate([lo[name][0] for name in order]),
+                    "lo_layer": np.concatenate([lo[name][1] for name in order]),
+                }
             )
+        )
     if not frames:
         return None
     m = pd.concat(frames, ignore_index=True).dropna(subset=["grad_rms", "hi"])
@@ -1284,6 +1452,8 @@ def check_gradient_depth(ctx):
 @register("huge_gradient")
 def check_huge_gradient(ctx):
     """`grad_max_abs` above `max_grad_abs` (the largest finite |dL/da|): `exploding_gradient` without the graph."""
+    if "grad_max_abs" not in ctx.wide.columns:
+        return []
     big = _column(ctx, "grad_max_abs")
     mask = (big > ctx.t["max_grad_abs"]).fillna(False)
     limit = ctx.t["max_grad_abs"]
@@ -1316,6 +1486,8 @@ def check_dead_gradient(ctx):
     zeros = _column(ctx, "grad_zero_fraction")
     zero = (zeros >= ctx.t["dead_gradient_fraction"]).fillna(False)
     mask = zero & ctx.wide["alive"].astype(bool)
+    if not mask.any():
+        return []
     mask &= ~ctx.of_layers(_routed(ctx))
     explained = _off_the_loss(ctx, zero) & mask
     dead = _spans(
@@ -1373,6 +1545,8 @@ def check_updates(ctx):
     `max_update_ratio`: `unstable_updates`. Weights no optimizer updates (a frozen model, a distillation
     teacher, a GAN discriminator during the generator's update) get no verdict: their gradient norm given to
     the optimizer is 0 (`weight_grad_norm == 0`), or their update figures are missing or NaN."""
+    if "update_ratio" not in ctx.wide.columns:
+        return []
     ratio = _column(ctx, "update_ratio")
     low, high = ctx.t["min_update_ratio"], ctx.t["max_update_ratio"]
     untouched = (_column(ctx, "weight_grad_norm") == 0.0).fillna(
@@ -1402,15 +1576,28 @@ def check_updates(ctx):
 
 
 def _finish(ctx, findings):
-    out = pd.DataFrame(findings, columns=FINDING_COLUMNS)
-    if not out.empty:
-        order = dict(zip(zip(ctx.series["run"], ctx.series["layer"]), ctx.series["order"]))
-        out["_sev"] = [-severity_rank(s) for s in out["severity"]]
-        out["_order"] = [order.get(k, 10**9) for k in zip(out["run"], out["layer"])]
-        out["_effect"] = out["kind"] != "nan_weights"  # NaN weights make NaN outputs and gradients: the cause first
-        out = out.sort_values(["_sev", "first_step", "run", "_order", "_effect", "kind"], kind="stable")
-        out = out.drop(columns=["_sev", "_order", "_effect"]).reset_index(drop=True)
+    out = pd.DataFrame(_ordered(ctx, findings), columns=FINDING_COLUMNS)
     return out.astype({"first_step": "int64", "last_step": "int64", "windows": "int64"})
+
+
+def _ordered(ctx, findings):
+    """`findings` (`Finding`s) in `diagnose`'s order: most severe first, then by first step, run and model
+    order, NaN weights before the other kinds at the same layer (they make NaN outputs and gradients: the
+    cause first), then by kind; in check order otherwise (a stable sort)."""
+    if not findings:
+        return []
+    order = ctx.static("order", lambda s: dict(zip(zip(s["run"], s["layer"]), s["order"])))
+    return sorted(
+        findings,
+        key=lambda f: (
+            -severity_rank(f[4]),
+            f[5],
+            f[0],
+            order.get((f[0], f[1]), 10**9),
+            f[3] != "nan_weights",
+            f[3],
+        ),
+    )
 
 
 def diagnose(df, layers: pd.DataFrame | None = None, **kwargs) -> pd.DataFrame:
@@ -1576,12 +1763,15 @@ def constant_rows(ctx):
     ok = finite & w["alive"].astype(bool) & ~ctx.nonfinite_weights() & (zeros.fillna(0.0) < 1.0)
     one_value = ok & (lo == hi) & (hi != 0)
     one_sign = (lo > 0) | (hi < 0)
-    normalizing = _per_series(
-        ctx, "class", lambda c: is_normalization(str(c)) and not AFFINE_SCALING_CLASS.search(str(c))
-    ).astype(bool)
-    per_example = ok & ~one_value & one_sign & (hoyer <= CONSTANT_HOYER) & normalizing
+    per_example = ok & ~one_value & one_sign & (hoyer <= CONSTANT_HOYER)
+    if per_example.any():
+        per_example &= _per_series(
+            ctx, "class", lambda c: is_normalization(str(c)) and not AFFINE_SCALING_CLASS.search(str(c))
+        ).astype(bool)
     how = np.where(one_value, "window", "example")
     constant = (one_value | per_example).fillna(False).astype(bool)
+    if not constant.any():
+        return constant, how
     dead = (zeros.fillna(0.0) >= ctx.t["dead_layer_fraction"]) | ~w["alive"].astype(bool)
     return constant & ~_inherited(ctx, constant | dead), how
 
