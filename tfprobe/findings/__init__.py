@@ -415,8 +415,20 @@ def _positions(series):
 def _take(wide, at, **columns) -> pd.DataFrame:
     """The rows `at` (positions) of `wide`'s `run, layer, step, window, last_window`, with `columns` (arrays
     of those rows' values) added: what `Context.rows` and the std checks hand to `_spans`."""
-    base = {c: wide[c].to_numpy()[at] for c in ("run", "layer", "step", "window", "last_window")}
-    return _frame({**base, **columns}, wide.index[at])
+    names = ["run", "layer", "step", "window", "last_window"]
+    if len(at) > 100_000:  # a large run's rows: one selection, no column rebuilt (memory)
+        sub = wide.iloc[at, [wide.columns.get_loc(c) for c in names]]
+        for name, values in columns.items():
+            sub[name] = values
+        return sub
+    return _frame({c: _take_column(wide[c], at) for c in names} | columns, wide.index[at])
+
+
+def _take_column(column, at):
+    """The values at positions `at` of `column`: a NumPy array, or the column's own extension array (a large
+    run's `str` columns stay compact instead of becoming one Python string per row)."""
+    values = column.array
+    return values.to_numpy()[at] if isinstance(values.dtype, np.dtype) else values.take(at)
 
 
 def _frame(columns, index=None) -> pd.DataFrame:
@@ -786,9 +798,13 @@ def _nan_update_confirmed(df, w):
 
 def _streak(windows) -> int:
     """Longest run of consecutive integers in sorted `windows` (1 for fewer than two)."""
+    if len(windows) < 64:  # a live window's few: without NumPy's cost per call
+        best = run = 1
+        for a, b in zip(windows[:-1], windows[1:]):
+            run = run + 1 if b == a + 1 else 1
+            best = max(best, run)
+        return best
     windows = np.asarray(windows)
-    if len(windows) < 2:
-        return 1
     breaks = np.flatnonzero(windows[1:] != windows[:-1] + 1)  # a run ends before each break
     return int(np.diff(np.r_[-1, breaks, len(windows) - 1]).max())
 
@@ -818,21 +834,25 @@ def _spans(ctx, rows, kind, stat, message, extreme="max"):
         return out
     codes, names, order = _span_groups(ctx, rows)
     codes = codes[order]
-    # Python lists per row: the groups are a window or two each at a live window, where NumPy's per-call
-    # cost would dominate
-    steps_all, windows_all = rows["step"].to_numpy()[order].tolist(), rows["window"].to_numpy()[order].tolist()
-    last_windows = rows["last_window"].to_numpy()[order].tolist()
+    steps_all, windows_all = rows["step"].to_numpy()[order], rows["window"].to_numpy()[order]
+    last_windows = rows["last_window"].to_numpy()[order]
     values = rows["value"].to_numpy(dtype=float)[order]
-    finite_all, values = np.isfinite(values).tolist(), values.tolist()
+    finite_all = np.isfinite(values)
+    # Python lists: the groups are a window or two each at a live window, where NumPy's per-call cost would
+    # dominate; a large run's rows (millions) stay arrays, each group made a list on its own
+    as_lists = len(rows) <= 100_000
+    if as_lists:
+        windows_all, values, finite_all = windows_all.tolist(), values.tolist(), finite_all.tolist()
     extras = rows["extra"].to_numpy()[order] if "extra" in rows else None
     bounds = np.flatnonzero(np.diff(codes)) + 1
     for lo, hi in zip(np.r_[0, bounds].tolist(), np.r_[bounds, len(codes)].tolist()):
         run, layer = names[codes[lo]]
         first, last = int(steps_all[lo]), int(steps_all[hi - 1])
-        windows = windows_all[lo:hi]
+        windows, vals, finite = windows_all[lo:hi], values[lo:hi], finite_all[lo:hi]
+        if not as_lists:
+            windows, vals, finite = windows.tolist(), vals.tolist(), finite.tolist()
         streak, held, last_window = _streak(windows), len(windows), int(last_windows[lo])
-        vals = values[lo:hi]
-        finite = [v for v, ok in zip(vals, finite_all[lo:hi]) if ok]
+        finite = [v for v, ok in zip(vals, finite) if ok]
         worst = (max(finite) if extreme == "max" else min(finite)) if finite else float("nan")
         extra = extras[lo + vals.index(worst)] if extras is not None and finite else None
         text = message(worst, extra)

@@ -244,7 +244,9 @@ class _Explained:
         ).reshape(4, len(kinds), len(kinds))
         # [a's layer, b's layer]: a feeds b (`graph.upstream`)
         if graph.known:
-            self.up = np.array([[a in graph.ancestors(b) for b in layers] for a in layers], bool)
+            self.up = np.zeros((len(layers), len(layers)), bool)
+            for j, b in enumerate(layers):  # a set intersection per layer, not a Python test per pair
+                self.up[[layer_of[a] for a in graph.ancestors(b).intersection(layer_of)], j] = True
         else:
             order = np.array([graph.order.get(x, math.inf) for x in layers], float)
             self.up = order[:, None] < order[None, :]
