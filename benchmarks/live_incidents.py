@@ -13,6 +13,11 @@ reading, writing and evaluating included). The first window is left out (it trac
     python benchmarks/live_incidents.py                    # ~5 min on 2 cores: 500 steps, 4 steady windows
     python benchmarks/live_incidents.py --model residual   # 500 layers in residual blocks, no finding
     python benchmarks/live_incidents.py --steps 300 --gradients
+    python benchmarks/live_incidents.py --ab 3             # training time with alerts on against off (A/B)
+
+`--ab N` measures what the evaluation costs training as a whole (its worker thread takes a core from the
+step): N pairs of fits, `alerts=True` and `alerts=False` alternated, each fit's time per step after its first
+window; prints the median ratio.
 
 `--replay N` skips training: it feeds N synthetic windows of the same 500 series to one `LiveIncidents`
 and prints the time per window at the start and at the end (incremental: it does not grow with the run),
@@ -114,6 +119,55 @@ def train(steps, gradients, logdir, model_name="plain"):
     return timer.calls, probe, blocking
 
 
+def timed_fit(steps, gradients, logdir, model_name, alerts):
+    """Seconds per step of one fit, from the end of its first window (traced, written) to the end."""
+    import keras
+
+    import tfprobe
+
+    model = residual_stack() if model_name == "residual" else plain_stack()
+    model.compile("sgd", "mse")
+    x = np.random.default_rng(0).normal(size=(steps * BATCH, WIDTH)).astype("float32")
+    marks = {}
+
+    class Clock(keras.callbacks.Callback):
+        def on_train_batch_end(self, batch, logs=None):
+            if batch == 100:
+                marks["start"] = time.perf_counter()
+
+        def on_train_end(self, logs=None):
+            marks["end"] = time.perf_counter()
+
+    probe = tfprobe.LayerProbe(logdir, gradients=gradients, alerts=alerts)
+    model.fit(x, x, batch_size=BATCH, epochs=1, verbose=0, callbacks=[probe, Clock()])
+    return (marks["end"] - marks["start"]) / (steps - 101)
+
+
+def ab(pairs, steps, gradients, model_name):
+    """`alerts=True` against `alerts=False`, alternated in pairs: the median ratio of the time per step."""
+    per = {True: [], False: []}
+    for i in range(pairs):
+        for alerts in (True, False) if i % 2 == 0 else (False, True):
+            logdir = tempfile.mkdtemp(prefix="tfprobe_live_ab_")
+            try:
+                per[alerts].append(timed_fit(steps, gradients, logdir, model_name, alerts))
+            finally:
+                shutil.rmtree(logdir, ignore_errors=True)
+    ratios = [a / b for a, b in zip(per[True], per[False])]
+    print(
+        f"{model_name}: {LAYERS} layers, {steps} steps, gradients={gradients}, {pairs} pairs (alternated); "
+        f"load average {os.getloadavg()[0]:.1f} at the end"
+    )
+    for alerts in (True, False):
+        ms = [1000 * t for t in per[alerts]]
+        print(
+            f"  alerts={alerts!s:5s} ms per step: median {statistics.median(ms):.2f}  min {min(ms):.2f}  max {max(ms):.2f}"
+        )
+    print(
+        f"  ratio alerts on / off: median {statistics.median(ratios):.3f}  min {min(ratios):.3f}  max {max(ratios):.3f}"
+    )
+
+
 def replay(windows, dead_every=0):
     """`dead_every`: every so many layers (the first included) a ReLU layer with 60% dead units."""
     rng = np.random.default_rng(0)
@@ -167,6 +221,7 @@ def main(argv=None):
     parser.add_argument("--steps", type=int, default=500, help="training steps (a window every 100)")
     parser.add_argument("--gradients", action="store_true", help="LayerProbe(gradients=True)")
     parser.add_argument("--replay", type=int, default=0, help="replay N synthetic windows instead of training")
+    parser.add_argument("--ab", type=int, default=0, help="N pairs of fits, alerts on against off")
     parser.add_argument(
         "--model",
         choices=("plain", "residual"),
@@ -174,6 +229,9 @@ def main(argv=None):
         help="plain: 500 Dense (findings at most layers); residual: 125 pre-norm residual blocks",
     )
     args = parser.parse_args(argv)
+    if args.ab:
+        ab(args.ab, args.steps, args.gradients, args.model)
+        return
     if args.replay:
         replay(args.replay)
         replay(args.replay, dead_every=4)
