@@ -1,11 +1,13 @@
 """The vectorised parts of `diagnose` and `group` against the plain rules they replace (random cases, no model)."""
 
+import functools
+
 import numpy as np
 import pandas as pd
 import pytest
 
 from tfprobe import findings
-from tfprobe.findings import FINDING_COLUMNS, KINDS
+from tfprobe.findings import FINDING_COLUMNS, KINDS, incidents
 from tfprobe.findings.incidents import Graph, _sort_key, explains, group
 
 KINDS_ = [*KINDS, "constant_output", "not_a_kind"]
@@ -55,7 +57,17 @@ def _pairwise_groups(f, layers):
 
 
 @pytest.mark.parametrize("seed", range(2))
-def test_group_follows_the_pairwise_rule(seed):
+@pytest.mark.parametrize(
+    "way",
+    [
+        {"pairs_below": 10**9},  # a live window's few findings: `explains` per pair of kinds that can
+        {"pairs_below": 0, "matrix_up_to": 10**9},  # every pair at once in NumPy
+        {"pairs_below": 0, "matrix_up_to": 0},  # NumPy, one finding against the earlier ones at a time
+    ],
+    ids=["pairs", "matrix", "rows"],
+)
+def test_group_follows_the_pairwise_rule(seed, way, monkeypatch):
+    monkeypatch.setattr(incidents, "_assign", functools.partial(incidents._assign, **way))
     rng = np.random.default_rng(seed)
     for _ in range(40):
         f, layers = _random_case(rng)

@@ -227,7 +227,7 @@ class _Explained:
     `join(i, g)` puts `i` in group `g`. The same answers as `explains(a, ordered[i], graph)` over the
     members `a` of each group in turn, without a Python call per pair (a run with thousands of findings)."""
 
-    def __init__(self, ordered, graph):
+    def __init__(self, ordered, graph, matrix_up_to=2000):
         n = len(ordered)
         self.group = np.full(n, -1, np.int64)  # the group of each finding (every earlier one has one)
         kinds = list(dict.fromkeys(f.kind for f in ordered))
@@ -252,23 +252,72 @@ class _Explained:
             self.up = order[:, None] < order[None, :]
         self.up = self.up.reshape(len(layers), len(layers))
 
+        # every pair at once while the matrix is small (tens of MB while built): each `first_group` a lookup
+        everything = np.arange(n)
+        self.matrix = self._explains(everything[:, None], everything[None, :]) if n <= matrix_up_to else None
+
+    def _explains(self, a, b):
+        """Whether finding `a` explains finding `b` (index arrays, broadcast)."""
+        ak, al, bk, bl = self.kind[a], self.layer[a], self.kind[b], self.layer[b]
+        step_a, step_b = self.step[a], self.step[b]
+        same_kind, same_layer = ak == bk, al == bl
+        a_up_b, b_up_a = self.up[al, bl], self.up[bl, al]
+        return (step_a <= step_b) & (
+            self.causes[3, ak, bk]
+            | (same_kind & (step_a == step_b))
+            | (same_layer & (self.causes[0, ak, bk] | same_kind))
+            | (~same_layer & a_up_b & (self.causes[1, ak, bk] | same_kind))
+            | (~same_layer & ~a_up_b & b_up_a & (self.causes[2, ak, bk] | (same_kind & self.grad[a])))
+        )
+
     def first_group(self, i):
         if i == 0:
             return -1
-        ak, al, bk, bl, step = self.kind[:i], self.layer[:i], self.kind[i], self.layer[i], self.step[:i]
-        same_kind, same_layer = ak == bk, al == bl
-        a_up_b, b_up_a = self.up[al, bl], self.up[bl, al]
-        hit = (step <= self.step[i]) & (
-            self.causes[3, ak, bk]
-            | (same_kind & (step == self.step[i]))
-            | (same_layer & (self.causes[0, ak, bk] | same_kind))
-            | (~same_layer & a_up_b & (self.causes[1, ak, bk] | same_kind))
-            | (~same_layer & ~a_up_b & b_up_a & (self.causes[2, ak, bk] | (same_kind & self.grad[:i])))
-        )
+        hit = self.matrix[:i, i] if self.matrix is not None else self._explains(np.arange(i), i)
         return int(self.group[:i][hit].min()) if hit.any() else -1
 
     def join(self, i, g):
         self.group[i] = g
+
+
+_REACH = {kind: frozenset().union(*sets) | {kind} for kind, sets in CAUSES.items()}
+"""The kinds a finding of each kind can explain at all (`explains`: its `CAUSES`, and its own kind)."""
+
+
+def _assign(ordered, graph, pairs_below=1000, matrix_up_to=2000):
+    """The group of each finding of `ordered` (one run's, in time order): the earliest group (0, 1, ... in
+    creation order) holding a finding that explains it, else a new one. Below `pairs_below` findings (a live
+    window) `explains` is asked of each earlier member whose kind can explain at all; above, `_Explained`
+    answers the same in NumPy (every pair at once up to `matrix_up_to` findings)."""
+    if len(ordered) >= pairs_below:
+        explained, out, count = _Explained(ordered, graph, matrix_up_to), [], 0
+        for i in range(len(ordered)):
+            g = explained.first_group(i)
+            if g < 0:
+                g, count = count, count + 1
+            explained.join(i, g)
+            out.append(g)
+        return out
+    groups, out = [], []  # per group, {kind: [findings]}
+    for f in ordered:
+        g = next(
+            (
+                i
+                for i, members in enumerate(groups)
+                if any(
+                    explains(a, f, graph)
+                    for kind, of_kind in members.items()
+                    if f.kind in _REACH.get(kind, (kind,))
+                    for a in of_kind
+                )
+            ),
+            len(groups),
+        )
+        if g == len(groups):
+            groups.append({})
+        groups[g].setdefault(f.kind, []).append(f)
+        out.append(g)
+    return out
 
 
 def _sort_key(f, graph):
@@ -291,14 +340,10 @@ def group(findings: pd.DataFrame, layers: pd.DataFrame | None = None, graphs=Non
         mine = findings[(findings["run"] == run) & (findings["severity"] != "info")]
         ordered = sorted(mine.itertuples(), key=lambda f: _sort_key(f, graph))
         groups = []  # [(id, [findings])]
-        explained = _Explained(ordered, graph)
-        for i, f in enumerate(ordered):
-            g = explained.first_group(i)  # the earliest group one of whose findings explains f
-            if g < 0:
-                g = len(groups)
+        for f, g in zip(ordered, _assign(ordered, graph)):
+            if g == len(groups):
                 groups.append((next_id, []))
                 next_id += 1
-            explained.join(i, g)
             groups[g][1].append(f)
             member[f.Index] = groups[g][0]
         rows += [_incident(i, run, fs, graph) for i, fs in groups]
