@@ -158,27 +158,49 @@ def _one_pass_block_sums(values, maxima=()):
     return tfxla.variadic_reduce(blocks, inits, [2], _reducer(kinds))
 
 
-def _one_pass_sums(x2d, a2d, near_zero, bounds, saturation_margin):
-    """`(row_s, row_sq, row_l1, zeros, near, saturated)` of finite `x2d` (`a2d = abs(x2d)`) from one XLA variadic
-    reduce: the sums of `shifted_row_sums` and `row_sums(a2d)`, the counts of `_zero_and_near_counts` and
-    `_saturated`, the same numbers (every block sum is the same float32 sum of at most `BLOCK` values)."""
-    k = tf.reduce_mean(x2d[:, :BLOCK], axis=1, keepdims=True)
-    d = x2d - k
-    code = tf.cast(a2d <= near_zero, _F32) + _ZERO_WEIGHT * tf.cast(tf.equal(a2d, 0.0), _F32)
-    values = [d, tf.square(d), a2d, code]
+def _one_pass_sums(x2d, a2d, near_zero, bounds, saturation_margin, masked=False):
+    """`(row_s, row_sq, row_l1, zeros, near, saturated, counts)` of `x2d` (`a2d = abs(x2d)`) from one XLA
+    variadic reduce: the sums of `shifted_row_sums` and `row_sums(a2d)`, the counts of `_zero_and_near_counts`
+    and `_saturated`, the same numbers (every block sum is the same float32 sum of at most `BLOCK` values).
+
+    `masked`: over the finite values only (the slow path's masks, fused into the loop instead of written
+    out); `counts` is then `(m_row, finite, nan, inf)` (per-row finite counts, then totals), else None.
+    """
+    if masked:
+        fm = tf.math.is_finite(x2d)
+        first, first_fm = x2d[:, :BLOCK], fm[:, :BLOCK]
+        total = tf.reduce_sum(tf.where(first_fm, first, tf.zeros_like(first)), axis=1, keepdims=True)
+        k = tf.math.divide_no_nan(total, tf.reduce_sum(tf.cast(first_fm, _F32), axis=1, keepdims=True))
+        d = tf.where(fm, x2d - k, tf.zeros_like(x2d))
+        l1 = tf.where(fm, a2d, tf.zeros_like(a2d))
+    else:
+        k = tf.reduce_mean(x2d[:, :BLOCK], axis=1, keepdims=True)
+        d, l1 = x2d - k, a2d
+    code = tf.cast(a2d <= near_zero, _F32) + _ZERO_WEIGHT * tf.cast(tf.equal(a2d, 0.0), _F32)  # NaN, Inf: neither
+    values = [d, tf.square(d), l1, code]
     if bounds is not None:
         below, above = saturation_thresholds(bounds, saturation_margin)
         high = x2d >= above
-        values.append(tf.cast(high if below == -math.inf else tf.math.logical_or(x2d <= below, high), _F32))
+        saturated = high if below == -math.inf else tf.math.logical_or(x2d <= below, high)
+        values.append(tf.cast(tf.math.logical_and(fm, saturated) if masked else saturated, _F32))
+    if masked:
+        values += [tf.cast(fm, _F32), tf.cast(tf.math.is_nan(x2d), _F32)]
     sums = _one_pass_block_sums(values)
     s, ss, l1 = (tf.reduce_sum(tf.cast(b, _F64), axis=1) for b in sums[:3])
     zeros = tf.floor(sums[3] / _ZERO_WEIGHT)
     near = sums[3] - _ZERO_WEIGHT * zeros
     saturated = tf.reduce_sum(tf.cast(sums[4], _F64)) if bounds is not None else tf.constant(0.0, _F64)
-    n = tf.cast(tf.shape(x2d)[1], _F64)
+    counts = None
+    if masked:
+        n = tf.reduce_sum(tf.cast(sums[-2], _F64), axis=1)
+        finite, nan = tf.reduce_sum(n), tf.reduce_sum(tf.cast(sums[-1], _F64))
+        counts = (n, finite, nan, tf.cast(tf.size(x2d), _F64) - finite - nan)
+    else:
+        n = tf.cast(tf.shape(x2d)[1], _F64)
     k = tf.cast(k[:, 0], _F64)
     row_s, row_sq = s + n * k, ss + 2.0 * k * s + n * k * k
-    return row_s, row_sq, l1, tf.reduce_sum(tf.cast(zeros, _F64)), tf.reduce_sum(tf.cast(near, _F64)), saturated
+    zeros, near = tf.reduce_sum(tf.cast(zeros, _F64)), tf.reduce_sum(tf.cast(near, _F64))
+    return row_s, row_sq, l1, zeros, near, saturated, counts
 
 
 def _saturated(x, bounds, saturation_margin):
@@ -220,7 +242,17 @@ def _scalar_sums(x2d, a2d, near_zero, bounds, saturation_margin, finite_mask=Non
     (`_zero_and_near_counts`), faster where XLA fuses it (about 0.6x the two
     counts' CPU time on the CNN's first activation) and slower in plain
     TensorFlow ops, which materialise each of its steps (about 1.25x)."""
-    if finite_mask is None:
+    if one_pass:  # XLA only
+        row_s, row_sq, row_l1, zeros, near, saturated, counts = _one_pass_sums(
+            x2d, a2d, near_zero, bounds, saturation_margin, masked=finite_mask is not None
+        )
+        if counts is None:
+            m_row = tf.fill([tf.shape(x2d)[0]], tf.cast(tf.shape(x2d)[1], _F64))
+            finite = tf.cast(tf.size(x2d), _F64)
+            nan = inf = tf.constant(0.0, _F64)
+        else:
+            m_row, finite, nan, inf = counts
+    elif finite_mask is None:
         m_row = tf.fill([tf.shape(x2d)[0]], tf.cast(tf.shape(x2d)[1], _F64))
         finite = tf.cast(tf.size(x2d), _F64)
         nan = inf = tf.constant(0.0, _F64)
@@ -232,9 +264,7 @@ def _scalar_sums(x2d, a2d, near_zero, bounds, saturation_margin, finite_mask=Non
         inf = _count(tf.math.is_inf(x2d))
         xc = tf.where(finite_mask, x2d, tf.fill(tf.shape(x2d), np.nan))  # comparisons with NaN are false
         l1 = tf.where(finite_mask, a2d, tf.zeros_like(a2d))
-    if one_pass and finite_mask is None:
-        row_s, row_sq, row_l1, zeros, near, saturated = _one_pass_sums(x2d, a2d, near_zero, bounds, saturation_margin)
-    else:
+    if not one_pass:
         row_s, row_sq = shifted_row_sums(x2d, finite_mask)
         row_l1 = row_sums(l1)
         if fused_counts:
@@ -263,12 +293,20 @@ def _scalar_sums(x2d, a2d, near_zero, bounds, saturation_margin, finite_mask=Non
     return tf.stack(values + [zero] * (NUM_SUMS - len(values)))
 
 
-def _maxes(xu, has_units):
-    """The maxima partials of the finite values of `xu = by_unit(...)` (slow path)."""
+def _maxes(xu, has_units, xla=False):
+    """The maxima partials of the finite values of `xu = by_unit(...)` (slow path). `xla`: per-unit maxima
+    from one XLA variadic reduce, whose masks are not written out."""
     finite = tf.math.is_finite(xu)
     inf = tf.constant(np.inf, _F32)
     hi = tf.where(finite, xu, -inf)
     lo = tf.where(finite, xu, inf)
+    if xla:
+        from tensorflow.compiler.tf2xla.python import xla as tfxla
+
+        a = tf.where(finite, tf.abs(xu), inf)  # as below
+        top, bottom, unit = tfxla.variadic_reduce([hi, -lo, a], [-inf] * 3, [0], _reducer(("max",) * 3))
+        parts = [tf.reshape(tf.reduce_max(top), [1]), tf.reshape(tf.reduce_max(bottom), [1])]
+        return tf.concat(parts + [unit] if has_units else parts, axis=0)
     parts = [tf.reshape(tf.reduce_max(hi), [1]), tf.reshape(-tf.reduce_min(lo), [1])]
     if has_units:
         # A NaN or Inf value is not "near zero": it keeps its unit alive.
@@ -350,12 +388,19 @@ def sums_and_maxes(x2d, xu, has_units, *, near_zero, bounds, saturation_margin, 
 
     def slow():
         sums = _scalar_sums(  # its own abs: a cond's operand is written out whole under XLA
-            xs, tf.abs(xs), near_zero, bounds, saturation_margin, finite_mask=tf.math.is_finite(xs), fused_counts=xla
+            xs,
+            tf.abs(xs),
+            near_zero,
+            bounds,
+            saturation_margin,
+            finite_mask=tf.math.is_finite(xs),
+            fused_counts=xla,
+            one_pass=xla,
         )
         if sample_size is not None:  # NaN/Inf are counted over the whole batch
             nan_inf = tf.stack([_count(tf.math.is_nan(x2d)), _count(tf.math.is_inf(x2d))])
             sums = tf.tensor_scatter_nd_update(sums, [[S["nan"]], [S["inf"]]], nan_inf)
-        return sums, _maxes(xu, has_units)
+        return sums, _maxes(xu, has_units, xla)
 
     return tf.cond(all_finite, lambda: (fast_sums, fast_maxes), slow)
 
