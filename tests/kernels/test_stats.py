@@ -105,6 +105,60 @@ def test_xla_form_counts_what_the_graph_form_counts(name):
     assert sums[True][stats.S["zeros"]] == (a == 0).sum() and sums[True][stats.S["near"]] == (a <= NEAR).sum()
 
 
+@pytest.mark.parametrize("bounds", [None, (-1.0, 1.0), (None, 1.0)], ids=["unbounded", "tanh", "relu6"])
+@pytest.mark.parametrize("name", sorted(CASES))
+def test_xla_form_is_the_graph_form(name, bounds):
+    """The XLA form (one variadic reduce for the sums and counts, `_one_pass_sums`) gives the graph form's partials."""
+    x = CASES[name]
+    x2d = graph.as_rows(tf.constant(x))
+    units = stats.num_units(tf.constant(x))
+    xu = graph.by_unit(x2d, units)
+    got = {}
+    for xla in (False, True):
+        fn = tf.function(
+            lambda a, b, xla=xla: graph.sums_and_maxes(
+                a,
+                b,
+                units is not None,
+                near_zero=NEAR,
+                bounds=bounds,
+                saturation_margin=0.01,
+                sample_size=None,
+                xla=xla,
+            ),
+            jit_compile=xla,
+        )
+        got[xla] = [t.numpy() for t in fn(x2d, xu)]
+    (sums, maxes), (want_sums, want_maxes) = got[True], got[False]
+    counts = [stats.S[k] for k in ("count", "finite", "zeros", "near", "nan", "inf", "saturated", "hoyer_n")]
+    np.testing.assert_array_equal(sums[counts], want_sums[counts])
+    np.testing.assert_array_equal(maxes, want_maxes)
+    # Summed in another order, as the native kernel (the same tolerances as `test_native`): Hoyer sparsity
+    # near 0 cancels sqrt(m) against L1/L2; a sum of values of both signs errs relative to the sum of |x|.
+    hoyer = stats.S["hoyer_sum"]
+    np.testing.assert_allclose(sums[hoyer], want_sums[hoyer], rtol=2e-6, atol=1e-6 * want_sums[stats.S["hoyer_n"]])
+    sums[hoyer] = want_sums[hoyer]
+    atol = np.zeros_like(sums)
+    atol[stats.S["sum"]] = 1e-6 * want_sums[stats.S["sum_abs"]]
+    with np.errstate(invalid="ignore"):  # equal infinities are equal, not NaN apart
+        error = np.where(sums == want_sums, 0.0, np.abs(sums - want_sums))
+    assert np.all(error <= atol + 2e-6 * np.abs(want_sums)), (sums, want_sums)
+
+
+@pytest.mark.parametrize("first", OFFSET_FIRST.values(), ids=OFFSET_FIRST.keys())
+def test_xla_form_of_a_large_offset_activation_matches_float64(first):
+    x = offset_activation(first)
+    x2d = graph.as_rows(tf.constant(x))
+    fn = tf.function(
+        lambda a, b: graph.sums_and_maxes(
+            a, b, False, near_zero=NEAR, bounds=None, saturation_margin=0.01, sample_size=None, xla=True
+        ),
+        jit_compile=True,
+    )
+    sums, maxes = fn(x2d, graph.by_unit(x2d, None))
+    oracle.assert_float64_accurate(sums.numpy(), maxes.numpy(), x, near_zero=NEAR)
+
+
 def _accumulate(batches, traced=False):
     fn = tf.function(graph.partials) if traced else graph.partials
     sums, maxes = None, None
@@ -207,8 +261,15 @@ def test_non_finite_value_outside_the_sample_is_found(row, xla):
     x = np.ones((4096, 3), np.float32)
     x[row, 1] = np.nan
     x[(row + 1) % 4096, 2] = -np.inf
-    p = tf.function(graph.partials, jit_compile=xla)(tf.constant(x), near_zero=NEAR, sample_size=1 if row else 2)
-    got = _finalize({key: v.numpy() for key, v in p.items()})
+    x2d = graph.as_rows(tf.constant(x))
+    fn = tf.function(
+        lambda a, b: graph.sums_and_maxes(
+            a, b, True, near_zero=NEAR, bounds=None, saturation_margin=0.01, sample_size=1 if row else 2, xla=xla
+        ),
+        jit_compile=xla,
+    )
+    sums, maxes = fn(x2d, graph.by_unit(x2d, 3))
+    got = _finalize({"sums": sums.numpy(), "maxes": maxes.numpy()})
     assert (got["nan_count"], got["inf_count"]) == (1.0, 1.0)
     assert got["min"] == got["max"] == 1.0
 
@@ -223,7 +284,7 @@ def test_gradient_partials_are_the_full_partials_reduced(name, sample, xla):
     if sample is not None:
         x.reshape(len(x), -1)[-1, 0] = np.nan  # outside the sample
     x2d = graph.as_rows(tf.constant(x))
-    got = tf.function(lambda t: graph.gradient_sums_and_maxes(t, sample_size=sample), jit_compile=xla)(x2d)
+    got = tf.function(lambda t: graph.gradient_sums_and_maxes(t, sample_size=sample, xla=xla), jit_compile=xla)(x2d)
     full = graph.sums_and_maxes(
         x2d, graph.by_unit(x2d, None), False, near_zero=NEAR, bounds=None, saturation_margin=0.01, sample_size=sample
     )
