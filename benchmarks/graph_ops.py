@@ -4,8 +4,8 @@ On the reference CNN's first activation (`[128, 30, 30, 32]` by default,
 the ReLU of normal values), one thread, `time.process_time()` around each
 call, min of `--reps`: the forward partials, the gradient partials and the
 histogram of `GraphKernel`, called from a step XLA compiles (`xla`) and
-from one it does not (`no xla`, where the kernel has XLA compile each
-tensor's partials on their own unless `compile_ops=False`, shown too).
+from one it does not (`no xla`, TensorFlow ops, and `no xla, compile_ops=True`, where the kernel has
+XLA compile each tensor's partials on their own).
 
     python benchmarks/graph_ops.py
     python benchmarks/graph_ops.py --shape 32 96 96 32 --reps 15
@@ -48,7 +48,7 @@ def main(argv=None):
         return 1e3 * best
 
     print(f"activation {args.shape}, one thread, CPU ms, min of {args.reps}")
-    arms = {"xla": dict(xla=True), "no xla": dict(xla=False), "no xla, compile_ops=False": dict(compile_ops=False)}
+    arms = {"xla": dict(xla=True), "no xla": dict(xla=False), "no xla, compile_ops=True": dict(compile_ops=True)}
     for name, kw in arms.items():
         k = graph.GraphKernel(near_zero=1e-6, saturation_margin=0.01, sample_size=None, **kw)
         jit = kw.get("xla", False)

@@ -629,10 +629,12 @@ class GraphKernel:
     name = "graph"
     fuses_histogram = False  # `partials` never counts the histogram: `histogram` does, on its own
 
-    def __init__(self, *, near_zero, saturation_margin, sample_size, xla=False, compile_ops=True):
+    def __init__(self, *, near_zero, saturation_margin, sample_size, xla=False, compile_ops=False):
         """`xla`: the step is XLA-compiled (`jit_compile=True`). The ops take the form XLA runs faster, and in
-        a step XLA does not compile, `compile_ops` has XLA compile each tensor's partials on their own (about
-        0.4x the CPU time of the same partials as TensorFlow ops on the CNN's first activation)."""
+        a step XLA does not compile, `compile_ops=True` has XLA compile each tensor's partials on their own (about
+        0.4x the CPU time of the same partials as TensorFlow ops on the CNN's first activation). Off by default:
+        XLA's CPU backend takes minutes to compile the gradient partials of some small shapes (`[8, 32]`,
+        `[32, 27]`: also inside a step XLA compiles, issue 26), and each compiled cluster holds host memory."""
         self.near_zero, self.saturation_margin, self.sample_size = near_zero, saturation_margin, sample_size
         self.xla = xla
         self.jit = compile_ops and not xla
