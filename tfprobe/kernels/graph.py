@@ -17,9 +17,10 @@ import math
 
 import numpy as np
 import tensorflow as tf
+from tensorflow.compiler.tf2xla.python import xla as tfxla
 
 from tfprobe import metadata
-from tfprobe.kernels.stats import GRADIENT_FIELDS, NUM_SUMS, SUM_FIELDS, S, num_units, saturation_thresholds
+from tfprobe.kernels.stats import GRADIENT_FIELDS, SUM_FIELDS, S, num_units, saturation_thresholds
 
 _F32 = tf.float32
 _F64 = tf.float64
@@ -150,8 +151,6 @@ def _one_pass_block_sums(values, maxima=()):
     separate pass; one variadic reduce computes every value in registers
     and reads its input once.
     """
-    from tensorflow.compiler.tf2xla.python import xla as tfxla
-
     blocks = [_blocks(v) for v in [*values, *maxima]]
     inits = [tf.constant(0.0, _F32)] * len(values) + [tf.constant(-np.inf, _F32)] * len(maxima)
     kinds = ("sum",) * len(values) + ("max",) * len(maxima)
@@ -274,23 +273,22 @@ def _scalar_sums(x2d, a2d, near_zero, bounds, saturation_margin, finite_mask=Non
         saturated = _saturated(xc, bounds, saturation_margin)
     row_sq = _within_l1_bounds(row_sq, row_l1, m_row)
     hoyer_sum, hoyer_n = _hoyer(row_l1, row_sq, m_row)
-    zero = tf.constant(0.0, _F64)
-    values = [
-        tf.constant(1.0, _F64),
-        tf.cast(tf.size(x2d), _F64),
-        finite,
-        tf.reduce_sum(row_s),
-        tf.reduce_sum(row_sq),
-        tf.reduce_sum(row_l1),
-        zeros,
-        near,
-        nan,
-        inf,
-        hoyer_sum,
-        hoyer_n,
-        saturated,
-    ]
-    return tf.stack(values + [zero] * (NUM_SUMS - len(values)))
+    values = {
+        "steps": tf.constant(1.0, _F64),
+        "count": tf.cast(tf.size(x2d), _F64),
+        "finite": finite,
+        "sum": tf.reduce_sum(row_s),
+        "sumsq": tf.reduce_sum(row_sq),
+        "sum_abs": tf.reduce_sum(row_l1),
+        "zeros": zeros,
+        "near": near,
+        "nan": nan,
+        "inf": inf,
+        "hoyer_sum": hoyer_sum,
+        "hoyer_n": hoyer_n,
+        "saturated": saturated,
+    }
+    return _field_vector(values)
 
 
 def _maxes(xu, has_units, xla=False):
@@ -301,8 +299,6 @@ def _maxes(xu, has_units, xla=False):
     hi = tf.where(finite, xu, -inf)
     lo = tf.where(finite, xu, inf)
     if xla:
-        from tensorflow.compiler.tf2xla.python import xla as tfxla
-
         a = tf.where(finite, tf.abs(xu), inf)  # as below
         top, bottom, unit = tfxla.variadic_reduce([hi, -lo, a], [-inf] * 3, [0], _reducer(("max",) * 3))
         parts = [tf.reshape(tf.reduce_max(top), [1]), tf.reshape(tf.reduce_max(bottom), [1])]
@@ -325,8 +321,6 @@ def _extremes(xu, has_units, xla=False):
     umax = tf.reduce_max(xu, axis=0)
     umin = tf.reduce_min(xu, axis=0)
     if xla:  # XLA would merge each reduction of a reduction into a second pass over `xu`
-        from tensorflow.compiler.tf2xla.python import xla as tfxla
-
         umax, umin = tfxla.optimization_barrier(umax, umin)
     parts = [tf.reshape(tf.reduce_max(umax), [1]), tf.reshape(-tf.reduce_min(umin), [1])]
     if has_units:
@@ -398,8 +392,8 @@ def sums_and_maxes(x2d, xu, has_units, *, near_zero, bounds, saturation_margin, 
             one_pass=xla,
         )
         if sample_size is not None:  # NaN/Inf are counted over the whole batch
-            nan_inf = tf.stack([_count(tf.math.is_nan(x2d)), _count(tf.math.is_inf(x2d))])
-            sums = tf.tensor_scatter_nd_update(sums, [[S["nan"]], [S["inf"]]], nan_inf)
+            whole = {"nan": _count(tf.math.is_nan(x2d)), "inf": _count(tf.math.is_inf(x2d))}
+            sums = tf.where(tf.constant([name in whole for name in SUM_FIELDS]), _field_vector(whole), sums)
         return sums, _maxes(xu, has_units, xla)
 
     return tf.cond(all_finite, lambda: (fast_sums, fast_maxes), slow)
@@ -476,8 +470,12 @@ def pooling_input_sums_of_rows(x2d, sample_size=None):
 
 
 def _field_vector(values):
-    """`values` (`{field: float64 scalar}`) as a `SUM_FIELDS` vector, 0 elsewhere: a sum of selections, not a
-    `tf.stack` (see `gradient_sums_and_maxes`). Exact: each element adds the one value selected there to zeros.
+    """`values` (`{field: float64 scalar}`) as a `SUM_FIELDS` vector, 0 elsewhere. Exact: each element adds the one
+    value selected there to zeros.
+
+    A sum of selections, not a `tf.stack`: XLA's CPU backend (TensorFlow 2.21)
+    took minutes to compile a stack of several reductions for some shapes (the
+    gradient partials of a `[8, 32]` tensor: 4.6 minutes; as selections 0.7 s).
 
     >>> float(_field_vector({"count": tf.constant(4.0, tf.float64)})[S["count"]])
     4.0
@@ -591,8 +589,7 @@ def gradient_sums_and_maxes(x2d, *, sample_size, xla=False):
         finite_top = tf.reduce_max(tf.where(tf.math.is_finite(whole), whole, tf.fill(tf.shape(whole), -np.inf)))
         return sums, tf.broadcast_to(finite_top, [2])
 
-    # no `tf.stack` of reductions here (`_field_vector`, `broadcast_to`): XLA's CPU backend (TensorFlow 2.21) takes
-    # minutes to compile those concatenations for some shapes (a `[8, 32]` gradient: 4.6 minutes; now 0.7 s)
+    # `broadcast_to`, not `tf.stack([top, top])`: as `_field_vector`
     return tf.cond(tf.math.is_finite(check), lambda: (fast_sums, tf.broadcast_to(top, [2])), slow)
 
 
@@ -625,7 +622,7 @@ def gradient_partials(sums, maxes):
     """
     keep = tf.constant([name in GRADIENT_FIELDS for name in SUM_FIELDS])
     top = tf.maximum(maxes[0], maxes[1])
-    return tf.where(keep, sums, tf.zeros_like(sums)), tf.stack([top, top])
+    return tf.where(keep, sums, tf.zeros_like(sums)), tf.broadcast_to(top, [2])
 
 
 class GraphKernel:
@@ -647,8 +644,9 @@ class GraphKernel:
         """`xla`: the step is XLA-compiled (`jit_compile=True`). The ops take the form XLA runs faster, and in
         a step XLA does not compile, `compile_ops=True` has XLA compile each tensor's partials on their own (about
         0.4x the CPU time of the same partials as TensorFlow ops on the CNN's first activation). Off by default:
-        XLA's CPU backend takes minutes to compile the gradient partials of some small shapes (`[8, 32]`,
-        `[32, 27]`: also inside a step XLA compiles, issue 26), and each compiled cluster holds host memory."""
+        each compiled cluster (one per tensor shape and kind) adds about half a second of compilation to the
+        first step and holds its executable in host memory (about +110 MB on the reference CNN,
+        benchmarks/RESULTS.md)."""
         self.near_zero, self.saturation_margin, self.sample_size = near_zero, saturation_margin, sample_size
         self.xla = xla
         self.jit = compile_ops and not xla
