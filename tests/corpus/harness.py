@@ -54,6 +54,7 @@ EXAMPLES = [
     "metric_learning",
     "structured_data_classification",
     "wgan_gp",
+    "conv_lstm",
 ]
 FAST = ["mnist_convnet", "timeseries_classification_from_scratch", "text_classification_from_scratch"]
 
