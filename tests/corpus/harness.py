@@ -55,6 +55,7 @@ EXAMPLES = [
     "structured_data_classification",
     "wgan_gp",
     "conv_lstm",
+    "pointnet",
 ]
 FAST = ["mnist_convnet", "timeseries_classification_from_scratch", "text_classification_from_scratch"]
 
