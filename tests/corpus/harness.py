@@ -56,6 +56,7 @@ EXAMPLES = [
     "wgan_gp",
     "conv_lstm",
     "pointnet",
+    "super_resolution_sub_pixel",
 ]
 FAST = ["mnist_convnet", "timeseries_classification_from_scratch", "text_classification_from_scratch"]
 
