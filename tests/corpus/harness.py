@@ -57,6 +57,7 @@ EXAMPLES = [
     "conv_lstm",
     "pointnet",
     "super_resolution_sub_pixel",
+    "involution",
 ]
 FAST = ["mnist_convnet", "timeseries_classification_from_scratch", "text_classification_from_scratch"]
 

@@ -165,6 +165,22 @@ def test_the_true_problem_is_found(corpus_dir):
     assert not missed, f"attention layers with an exactly-zero gradient and no finding: {missed}"
 
 
+@pytest.mark.slow
+@pytest.mark.parametrize("setting", list(harness.SETTINGS))
+def test_the_dead_relus_of_involution_are_found(setting, corpus_dir):
+    """keras-io's involution network, from the corpus' seed: the ReLU after each involution outputs exact zeros
+    almost everywhere, shown without the probe (`involution.true_problem`); tfprobe must flag the first of them
+    (the later ones are behind it: `diagnose` may report them as its consequences)."""
+    from corpus import involution
+
+    dead = involution.true_problem()
+    assert dead, "the involution network trains healthily from this seed: the module's note is out of date"
+    result = _result("involution", setting, False, corpus_dir)
+    flagged = {harness.base(layer) for layer in result.findings.layer}
+    first = result.layer_names[min(dead)]
+    assert first in flagged, f"the first dead ReLU {first} has no finding: {sorted(flagged)}"
+
+
 # -- reference_data and looks_examples --------------------------------------------------------------------------
 
 # The models without `call` (a GAN, a VAE, a distiller: only their `train_step` runs them) are refused before
