@@ -58,6 +58,7 @@ EXAMPLES = [
     "pointnet",
     "super_resolution_sub_pixel",
     "involution",
+    "semisupervised_simclr",
 ]
 FAST = ["mnist_convnet", "timeseries_classification_from_scratch", "text_classification_from_scratch"]
 
