@@ -110,7 +110,8 @@ def test_history_equals_the_run_without_the_probe(name, setting, jit, corpus_dir
     if result.history_diff > tolerance and result.plain_diff > tolerance:
         pytest.skip(
             f"not reproducible without the probe: two runs without it differ by {result.plain_diff:.1e} "
-            f"(with the probe: {result.history_diff:.1e}); `python -m corpus.observer --example {name}` shows it"
+            f"(with the probe: {result.history_diff:.1e}); `python -m corpus.observer --example {name}"
+            f"{' --jit' if jit else ''}` shows it"
         )
     assert result.history_diff <= tolerance, result.history_diff
 
