@@ -45,7 +45,7 @@ def run(example, steps, batch, setting="gradients", jit=False, off=(), grappler_
         built.model.set_weights(initial)
         seen = []
         logged = keras.callbacks.LambdaCallback(
-            on_train_batch_end=lambda _, logs: seen.append((float(logs["loss"]), built.model.get_weights()))
+            on_train_batch_end=lambda _, logs: seen.append((first_loss(logs), built.model.get_weights()))
         )
         callbacks = [logged]
         if with_probe:
@@ -80,6 +80,11 @@ def run(example, steps, batch, setting="gradients", jit=False, off=(), grappler_
             }
         )
     return out
+
+
+def first_loss(logs):
+    """The step's `loss`, or the first of its logs for a custom `train_step` without one (a GAN's `d_loss`)."""
+    return float(logs["loss"] if "loss" in logs else next(iter(logs.values())))
 
 
 def main(argv=None):

@@ -106,14 +106,21 @@ def test_every_floating_output_is_recorded(name, setting, jit, corpus_dir):
 @pytest.mark.parametrize("name, setting, jit", list(cases("history")))
 def test_history_equals_the_run_without_the_probe(name, setting, jit, corpus_dir):
     result = _result(name, setting, jit, corpus_dir)
-    assert result.history_diff <= HISTORY_RTOL.get(name, harness.HISTORY_RTOL), result.history_diff
+    tolerance = HISTORY_RTOL.get(name, harness.HISTORY_RTOL)
+    if result.history_diff > tolerance and result.plain_diff > tolerance:
+        pytest.skip(
+            f"not reproducible without the probe: two runs without it differ by {result.plain_diff:.1e} "
+            f"(with the probe: {result.history_diff:.1e}); `python -m corpus.observer --example {name}"
+            f"{' --jit' if jit else ''}` shows it"
+        )
+    assert result.history_diff <= tolerance, result.history_diff
 
 
 @pytest.mark.parametrize("name, setting, jit", list(cases("diagnose")))
 def test_diagnose_is_silent_on_a_healthy_example(name, setting, jit, corpus_dir):
     result = _result(name, setting, jit, corpus_dir)
     if not getattr(harness.load(name), "healthy", True):
-        pytest.skip("not healthy: see test_the_true_problem_is_found")
+        pytest.skip("not healthy: see its module's note and its true-problem test")
     assert result.findings.empty, result.findings[["layer", "kind", "severity", "message"]].to_string()
 
 
@@ -123,7 +130,7 @@ def test_live_alerts_are_silent_on_a_healthy_example(name, setting, jit, corpus_
     counts in History (`tfprobe_warnings`, `tfprobe_errors`: in every epoch's logs) say so."""
     result = _result(name, setting, jit, corpus_dir)
     if not getattr(harness.load(name), "healthy", True):
-        pytest.skip("not healthy: see test_the_true_problem_is_found")
+        pytest.skip("not healthy: see its module's note and its true-problem test")
     assert set(result.incident_counts) == {"tfprobe_warnings", "tfprobe_errors"}, result.incident_counts
     assert not any(result.incident_counts.values()), (result.incident_counts, result.incidents)
     assert not result.incidents, result.incidents
@@ -159,12 +166,28 @@ def test_the_true_problem_is_found(corpus_dir):
     assert not missed, f"attention layers with an exactly-zero gradient and no finding: {missed}"
 
 
+@pytest.mark.slow
+@pytest.mark.parametrize("setting", list(harness.SETTINGS))
+def test_the_dead_relus_of_involution_are_found(setting, corpus_dir):
+    """keras-io's involution network, from the corpus' seed: the ReLU after each involution outputs exact zeros
+    almost everywhere, shown without the probe (`involution.true_problem`); tfprobe must flag the first of them
+    (the later ones are behind it: `diagnose` may report them as its consequences)."""
+    from corpus import involution
+
+    dead = involution.true_problem()
+    assert dead, "the involution network trains healthily from this seed: the module's note is out of date"
+    result = _result("involution", setting, False, corpus_dir)
+    flagged = {harness.base(layer) for layer in result.findings.layer}
+    first = result.layer_names[min(dead)]
+    assert first in flagged, f"the first dead ReLU {first} has no finding: {sorted(flagged)}"
+
+
 # -- reference_data and looks_examples --------------------------------------------------------------------------
 
 # The models without `call` (a GAN, a VAE, a distiller: only their `train_step` runs them) are refused before
 # training (one warning naming `reference_data`, training unchanged); every other example runs, dict inputs
 # (structured_data_classification) and a list of inputs (siamese_contrastive) included.
-REFUSED = {"dcgan", "vae", "knowledge_distillation"}
+REFUSED = {"dcgan", "vae", "knowledge_distillation", "wgan_gp", "semisupervised_simclr"}
 REFERENCE_KNOWN = {}
 CAM_KNOWN = {}
 

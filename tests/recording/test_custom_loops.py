@@ -176,3 +176,36 @@ def test_a_teacher_no_optimizer_trains_has_no_update_figures_and_is_not_stalled(
     findings = tfprobe.diagnose(tfprobe.read_logdir(tmp_path), layers=tfprobe.read_layers(tmp_path))
     about_teacher = findings[findings["layer"].str.startswith("teacher")]
     assert not about_teacher["kind"].isin(["stalled_layer", "nan_weights"]).any(), about_teacher.to_string()
+
+
+def test_every_gradient_a_layer_receives_in_a_step_is_folded(tmp_path):
+    """A step that backpropagates twice through a layer (a persistent tape differentiated for two losses; the
+    critic call of a WGAN-GP, reached by the penalty's inner tape and, as exact zeros, by the outer one) folds
+    both gradients, not the last one built: here the training loss's (no zero) and an all-zero one."""
+
+    class TwoPasses(keras.Model):
+        def train_step(self, data):
+            x, y = data
+            with tf.GradientTape(persistent=True) as tape:
+                pred = self(x, training=True)
+                loss = ops.mean(ops.square(pred - y))
+                nothing = ops.sum(pred) * 0.0
+            variables = self.trainable_variables
+            self.optimizer.apply_gradients(zip(tape.gradient(loss, variables), variables))
+            tape.gradient(nothing, variables)  # a second pass: dL/d out is exactly zero
+            return {"loss": loss}
+
+    inp = keras.Input((4,))
+    model = TwoPasses(inp, layers.Dense(1, name="out")(inp))
+    model.compile("sgd")
+    x = np.random.default_rng(0).normal(size=(32, 4)).astype("float32")
+    model.fit(
+        x,
+        x[:, :1] + 5.0,  # the training gradient 2 (pred - y) / n is never exactly zero
+        batch_size=8,
+        verbose=0,
+        callbacks=[tfprobe.LayerProbe(tmp_path, record_freq=1, log_freq=4, gradients=True)],
+    )
+    wide = tfprobe.read_logdir(tmp_path, pivot=True).set_index("layer")
+    assert wide.loc["out", "grad_zero_fraction"] == 0.5
+    assert wide.loc["out", "grad_rms"] > 0

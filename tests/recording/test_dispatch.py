@@ -155,6 +155,40 @@ def test_a_loss_scale_optimizer_is_always_probed(tmp_path):
     assert probe._instrumentation.calls == {"probed": 6, "plain": 0}
 
 
+def test_a_step_with_stateful_random_ops_is_always_probed(tmp_path):
+    """`tf.random.normal` without a generator (keras-io's WGAN-GP draws its latent vectors so) keeps its stream in
+    its kernel, one per train function: alternating Keras' function and the probed one would draw other numbers
+    than the user's run. Such a step is always probed, and trains as without the probe."""
+
+    class Noisy(keras.Model):
+        def train_step(self, data):
+            x, y = data
+            x = x + tf.random.normal(tf.shape(x))  # unseeded, as the example's
+            with tf.GradientTape() as tape:
+                loss = tf.reduce_mean(tf.square(self(x, training=True) - y))
+            self.optimizer.apply_gradients(zip(tape.gradient(loss, self.trainable_variables), self.trainable_variables))
+            return {"loss": loss}
+
+    def make():
+        keras.utils.set_random_seed(0)
+        inp = keras.Input((x.shape[1],))
+        model = Noisy(inp, keras.layers.Dense(1, name="out")(inp))
+        model.compile("sgd")
+        return model
+
+    x, y = data(n=48)
+    losses = []
+    for callbacks in ([], [tfprobe.LayerProbe(tmp_path, record_freq=4, log_freq=4, histogram_freq=0, alerts=False)]):
+        losses.append([])
+        logged = keras.callbacks.LambdaCallback(
+            on_train_batch_end=lambda _, logs, seen=losses[-1]: seen.append(float(logs["loss"]))
+        )
+        make().fit(x, y, batch_size=8, epochs=1, verbose=0, shuffle=False, callbacks=[logged, *callbacks])
+    assert callbacks[0]._instrumentation.calls == {"probed": 6, "plain": 0}
+    assert losses[0] == losses[1]
+    assert steps_of(tfprobe.read_logdir(tmp_path)) == [4]
+
+
 def test_a_fit_that_raises_in_an_unprobed_step_restores_the_model(tmp_path):
     x, y = data(n=48)
 

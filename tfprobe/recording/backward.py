@@ -287,7 +287,10 @@ def _fold_gradients(step, grads, scale, *, with_stats, with_histogram):
     `kernel.gradient_partials` (only what `statistics` reads) counts the histogram too when `with_histogram` (a
     tensor for a fusing kernel, which also takes `with_stats` as one).
     A gradient reaching several series (an `Add`'s inputs get the same
-    tensor) is read once. Each series' ops are built under `step.guard` (the failure policy).
+    tensor) is read once. A series reached by several gradients in one step (a persistent tape differentiated
+    twice; a WGAN-GP's critic call whose output reaches the penalty's inner tape and, as exact zeros, the outer
+    one) folds each of them, as it folds the steps of a window. Each series' ops are built under `step.guard`
+    (the failure policy).
     """
     kernel, accumulators = step.kernel, step.accumulators
     sums, maxes, hists = {}, {}, {}
@@ -302,10 +305,12 @@ def _fold_gradients(step, grads, scale, *, with_stats, with_histogram):
                 else:
                     done[g.ref()] = kernel.gradient_partials(x2d, with_histogram, with_stats)
         s, m, counts = done[g.ref()]
-        if s is not None:
-            sums[series.name], maxes[series.name] = s, m
+        name = series.name
+        if s is not None:  # a second gradient of the same tap in the step: both are folded
+            sums[name] = s if name not in sums else sums[name] + s
+            maxes[name] = m if name not in maxes else tf.maximum(maxes[name], m)
         if counts is not None and with_histogram is not False:
-            hists[series.name] = counts
+            hists[name] = counts if name not in hists else hists[name] + counts
 
     for series, g in grads:
         step.guard(series, build, series, g)

@@ -312,6 +312,24 @@ def _graph():
     return tf.compat.v1.get_default_graph() if tf.inside_function() else None
 
 
+def _kernel_random(graph):
+    """Whether `graph` (a step being traced; None: eager) or a function it calls holds a stateful random op
+    seeded by attributes (`RandomStandardNormal`, `RandomUniform`, ...: `seed` and `seed2`), whose stream lives
+    in its kernel. Stateless ops (Keras' `SeedGenerator`, `tf.random.stateless_*`) and `tf.random.Generator`
+    (its state a variable) have none."""
+    seen, graphs = set(), [graph]
+    while graphs:
+        g = graphs.pop()
+        if g is None or id(g) in seen:
+            continue
+        seen.add(id(g))
+        for op in g.get_operations():
+            if op.op_def is not None and op.op_def.is_stateful and "seed2" in op.node_def.attr:
+                return True
+        graphs.extend(getattr(f, "graph", None) for f in getattr(g, "_functions", {}).values())
+    return False
+
+
 class Instrumentation:
     """Everything tfprobe changes on a model during `fit`, applied and undone as one.
 
@@ -340,7 +358,11 @@ class Instrumentation:
     (loss scaling: the global step would drift from the count of batches),
     and `steps_per_execution > 1` when the step counter counts batches
     (a custom `train_step` with optimizers of its own: a short last call of
-    an epoch would be miscounted).
+    an epoch would be miscounted), and a step that draws from TensorFlow's
+    stateful random ops (`tf.random.normal` without a `tf.random.Generator`,
+    as keras-io's WGAN-GP draws its latent vectors: `_kernel_random`): each
+    op keeps its stream in its kernel, one per train function, so alternating
+    two functions would draw other numbers than the user's single function.
     """
 
     def __init__(self, recorder):
@@ -361,6 +383,7 @@ class Instrumentation:
         self._next = None  # host mirror: the global step before the next call of the train function
         self._iterator = None  # the iterator of the last call (a new one: a new epoch)
         self.calls = {"probed": 0, "plain": 0}  # calls of each train function since `attach`
+        self.kernel_random = False  # the traced step draws from stateful random ops: never dispatched
 
     def attach(self, model, settings, owner=None):
         self._release(model, owner)
@@ -387,6 +410,7 @@ class Instrumentation:
             model.make_train_function(force=True)
             function = model.train_function
             self._cached = (model, plain, settings, function)
+            self.kernel_random = False  # the first call traces the step again
         model.train_function = self._guarded(function)
         return self
 
@@ -418,6 +442,8 @@ class Instrumentation:
             with capture.collecting(step.on_tap):
                 logs = original(data)
             step.end()
+            if _kernel_random(_graph()):
+                self.kernel_random = True
             return logs
 
         return train_step
@@ -481,6 +507,8 @@ class Instrumentation:
         recorder, model = self.recorder, self.model
         if self._plain is None or recorder.driven is None or recorder.fit_start is None:
             return False  # no probed step traced yet (the first step of a fit records)
+        if self.kernel_random:
+            return False  # the user's random streams live in the probed function's kernels
         optimizer = getattr(model, "optimizer", None)
         if optimizer is not None and backward.may_skip_steps(optimizer):
             return False  # loss scaling: skipped steps do not advance the global step
