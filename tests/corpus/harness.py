@@ -52,6 +52,7 @@ EXAMPLES = [
     "siamese_contrastive",
     "metric_learning",
     "structured_data_classification",
+    "lstm_seq2seq",
 ]
 FAST = ["mnist_convnet", "timeseries_classification_from_scratch", "text_classification_from_scratch"]
 
