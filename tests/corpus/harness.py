@@ -56,6 +56,7 @@ EXAMPLES = [
     "neural_machine_translation_with_transformer",
     "captcha_ocr",
     "collaborative_filtering_movielens",
+    "timeseries_traffic_forecasting",
 ]
 FAST = ["mnist_convnet", "timeseries_classification_from_scratch", "text_classification_from_scratch"]
 
