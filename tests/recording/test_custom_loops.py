@@ -241,3 +241,46 @@ def test_a_gradient_penalty_call_gets_no_gradient_figures_and_no_dead_gradient(t
     assert {"critic/dense#1", "critic/act#1", "critic/out#1"} <= set(df.layer)  # its activations are recorded
     findings = tfprobe.diagnose(tmp_path)
     assert not (findings.kind == "dead_gradient").any(), findings[["layer", "kind", "message"]].to_string()
+
+
+class NoisyInputs(keras.Model):
+    """A `train_step` that draws noise with TensorFlow's stateful `tf.random.normal` (as the WGAN-GP example
+    draws its latent vectors): the op's random state lives in the kernel of the traced function."""
+
+    def __init__(self, net):
+        super().__init__()
+        self.net = net
+
+    def train_step(self, data):
+        x, y = data
+        noisy = x + tf.random.normal(tf.shape(x))
+        with tf.GradientTape() as tape:
+            loss = tf.reduce_mean(tf.square(self.net(noisy, training=True) - y))
+        weights = self.net.trainable_variables
+        self.optimizer.apply_gradients(zip(tape.gradient(loss, weights), weights))
+        return {"loss": loss}
+
+
+def test_a_step_with_stateful_random_ops_trains_as_without_the_probe(tmp_path):
+    """Steps that record nothing run in Keras' own train function, the others in the probed one: with
+    `tf.random.normal` in the step, that would restart its random stream at each switch, and the probe would
+    change the noise training sees. Such a step runs every call in the probed function: History and weights
+    equal the run without the probe."""
+    rng = np.random.default_rng(0)
+    x, y = rng.normal(size=(64, 4)).astype("float32"), rng.normal(size=(64, 1)).astype("float32")
+
+    def train(callbacks):
+        keras.utils.set_random_seed(0)
+        net = keras.Sequential([keras.Input((4,)), layers.Dense(8, activation="relu"), layers.Dense(1)], name="net")
+        model = NoisyInputs(net)
+        model.compile(optimizer=keras.optimizers.SGD(0.05))
+        history = model.fit(x, y, batch_size=8, epochs=1, verbose=0, shuffle=False, callbacks=callbacks)
+        return history.history["loss"], net.get_weights()
+
+    plain_loss, plain_weights = train([])
+    probe = tfprobe.LayerProbe(tmp_path, record_freq=4, log_freq=4)
+    loss, weights = train([probe])
+    assert loss == plain_loss
+    for a, b in zip(weights, plain_weights):
+        np.testing.assert_array_equal(a, b)
+    assert sorted(set(tfprobe.read_logdir(tmp_path).step)) == [4, 8]

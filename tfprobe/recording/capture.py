@@ -312,6 +312,31 @@ def _graph():
     return tf.compat.v1.get_default_graph() if tf.inside_function() else None
 
 
+STATEFUL_RANDOM_OPS = frozenset(
+    {
+        "RandomStandardNormal",
+        "RandomUniform",
+        "RandomUniformInt",
+        "TruncatedNormal",
+        "ParameterizedTruncatedNormal",
+        "RandomShuffle",
+        "RandomGamma",
+        "RandomPoisson",
+        "RandomPoissonV2",
+        "Multinomial",
+    }
+)
+"""TensorFlow's stateful random ops (`tf.random.normal`, `tf.random.uniform`, ...): each op's kernel keeps its
+own random state, so a function traced twice draws each stream from its start again."""
+
+
+def _stateful_random(graph):
+    """Whether `graph` (the function graph of a step being traced; None outside one) holds stateful random ops."""
+    if graph is None:
+        return False
+    return any(op.type in STATEFUL_RANDOM_OPS for op in graph.get_operations())
+
+
 class Instrumentation:
     """Everything tfprobe changes on a model during `fit`, applied and undone as one.
 
@@ -340,7 +365,12 @@ class Instrumentation:
     (loss scaling: the global step would drift from the count of batches),
     and `steps_per_execution > 1` when the step counter counts batches
     (a custom `train_step` with optimizers of its own: a short last call of
-    an epoch would be miscounted).
+    an epoch would be miscounted), and a step with stateful random ops of
+    TensorFlow's (`tf.random.normal` in a WGAN-GP's `train_step`: their
+    state lives in each traced function's kernels, so steps alternating
+    between two functions would restart their streams and train on other
+    noise than without tfprobe; Keras' own random ops keep their state in a
+    `SeedGenerator` variable and dispatch).
     """
 
     def __init__(self, recorder):
@@ -361,6 +391,7 @@ class Instrumentation:
         self._next = None  # host mirror: the global step before the next call of the train function
         self._iterator = None  # the iterator of the last call (a new one: a new epoch)
         self.calls = {"probed": 0, "plain": 0}  # calls of each train function since `attach`
+        self.stateful_random = False  # the probed step holds random ops whose state is per function
 
     def attach(self, model, settings, owner=None):
         self._release(model, owner)
@@ -418,6 +449,7 @@ class Instrumentation:
             with capture.collecting(step.on_tap):
                 logs = original(data)
             step.end()
+            self.stateful_random = self.stateful_random or _stateful_random(_graph())
             return logs
 
         return train_step
@@ -486,6 +518,8 @@ class Instrumentation:
             return False  # loss scaling: skipped steps do not advance the global step
         if steps > 1 and not recorder.driven:
             return False
+        if self.stateful_random:
+            return False  # their streams continue in one function only (the class docstring)
         if self._next is None or (steps > 1 and iterator is not self._iterator):
             self._next = recorder.step()  # one read of the device step (after catching up)
         self._iterator = iterator
