@@ -57,6 +57,8 @@ EXAMPLES = [
     "captcha_ocr",
     "collaborative_filtering_movielens",
     "timeseries_traffic_forecasting",
+    "wgan_gp",
+    "vq_vae",
 ]
 FAST = ["mnist_convnet", "timeseries_classification_from_scratch", "text_classification_from_scratch"]
 
@@ -96,6 +98,7 @@ class Result:
     expected_windows: list = dataclasses.field(default_factory=list)
     layer_names: list = dataclasses.field(default_factory=list)  # the probed model's `layers`, in order
     history_diff: float = math.nan
+    plain_diff: float = math.nan  # between two runs without the probe (measured when `history_diff` is large)
     findings: object = None  # non-info findings of `diagnose` on the logs
     incidents: list = dataclasses.field(default_factory=list)  # the live alerts: "severity kind root_layer"
     incident_counts: dict = dataclasses.field(default_factory=dict)  # History's tfprobe_* keys, last epoch
@@ -393,6 +396,8 @@ def run_example(module, setting, jit, tmp_path):
     if result.fit_ok:
         result.expected_windows = expected_windows(result.steps, probe.log_freq)
         result.history_diff = history_difference(plain, history)
+        if result.history_diff > HISTORY_RTOL:
+            result.plain_diff = plain_difference(module, jit, plain)
         try:
             check_coverage(result, built.model, log_dir, first_batch(built.x))
         except Exception as error:  # noqa: BLE001 - a broken oracle is a failed check, not a crash of the table
@@ -410,6 +415,22 @@ def run_example(module, setting, jit, tmp_path):
             result.dashboard_error = f"{type(error).__name__}: {error}"
     result.seconds = time.perf_counter() - start
     return result
+
+
+_PLAIN_AGAIN = {}
+
+
+def plain_difference(module, jit, plain):
+    """History's difference between two runs without the probe from the same seeds: whether the example is
+    reproducible at all (XLA's stateful random ops, `tf.random.normal` under `jit_compile=True`, draw other
+    numbers in each compiled program, whatever the seed)."""
+    name = module.__name__.rsplit(".", 1)[-1]
+    if (name, jit) not in _PLAIN_AGAIN:
+        try:
+            _PLAIN_AGAIN[name, jit] = history_difference(plain, fit(seeded_build(module, jit))[0])
+        except Exception:  # noqa: BLE001 - it ran once already; a failure now says nothing about the probe
+            _PLAIN_AGAIN[name, jit] = math.nan
+    return _PLAIN_AGAIN[name, jit]
 
 
 def describe(error):
@@ -433,6 +454,7 @@ class ReferenceResult:
     message: str = ""
     representation_rows: int = 0
     cam: str = ""  # image classifiers: the shape of `tfprobe.cam.grad_cam`'s maps, or its error
+    callable: bool = True  # the model has a `call` (not only a `train_step` that runs the models it holds)
 
 
 def run_reference(module, tmp_path):
@@ -445,6 +467,7 @@ def run_reference(module, tmp_path):
     name = module.__name__.rsplit(".", 1)[-1]
     out = ReferenceResult(name)
     built = seeded_build(module, False)
+    out.callable = type(built.model).call is not keras.Model.call
     if getattr(module, "LOOKS", False):
         out.cam = grad_cam_shape(built.model, np.asarray(reference_data(module, built)[0][:4]))
     log_dir = tmp_path / f"{name}-reference"

@@ -21,6 +21,11 @@ import tempfile
 import numpy as np
 
 
+def first_loss(logs):
+    """The step's `loss`, or the first of its logs in name order (a GAN logs `d_loss` and `g_loss`)."""
+    return logs["loss"] if "loss" in logs else logs[sorted(logs)[0]]
+
+
 def run(example, steps, batch, setting="gradients", jit=False, off=(), grappler_off=False, exclude=None):
     """Per step: `{"step", "plain", "probe", "loss_equal", "weights_equal", "deterministic", "weight_diff"}`."""
     import keras
@@ -45,7 +50,7 @@ def run(example, steps, batch, setting="gradients", jit=False, off=(), grappler_
         built.model.set_weights(initial)
         seen = []
         logged = keras.callbacks.LambdaCallback(
-            on_train_batch_end=lambda _, logs: seen.append((float(logs["loss"]), built.model.get_weights()))
+            on_train_batch_end=lambda _, logs: seen.append((float(first_loss(logs)), built.model.get_weights()))
         )
         callbacks = [logged]
         if with_probe:

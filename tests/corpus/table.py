@@ -27,6 +27,7 @@ def row(r):
         "windows": r.windows,
         "expected_windows": r.expected_windows,
         "history_diff": r.history_diff,
+        "plain_diff": r.plain_diff,
         "warnings": r.warning_lines(),
         "alerts": r.incidents,
         "alert_counts": r.incident_counts,
@@ -60,6 +61,8 @@ def markdown(rows):
             if not r["fit_ok"] or r["history_diff"] is None
             else ("0" if r["history_diff"] == 0 else f"{r['history_diff']:.1e}")
         )
+        if r.get("plain_diff") is not None and r["plain_diff"] == r["plain_diff"]:  # measured (not NaN)
+            diff += f" (without the probe, run twice: {r['plain_diff']:.1e})"
         warn = (
             "-"
             if not r["fit_ok"]
