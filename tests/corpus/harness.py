@@ -59,6 +59,7 @@ EXAMPLES = [
     "timeseries_traffic_forecasting",
     "wgan_gp",
     "vq_vae",
+    "multi_label_classification",
 ]
 FAST = ["mnist_convnet", "timeseries_classification_from_scratch", "text_classification_from_scratch"]
 

@@ -110,7 +110,7 @@ def test_history_equals_the_run_without_the_probe(name, setting, jit, corpus_dir
     if result.history_diff > tolerance and result.plain_diff > tolerance:
         pytest.skip(
             f"not comparable: two runs without the probe differ by {result.plain_diff:.3g} (with it: "
-            f"{result.history_diff:.3g}); `python -m corpus.observer --example {name}` shows it"
+            f"{result.history_diff:.3g}); `python -m corpus.observer --example {name}{' --jit' if jit else ''}` shows it"
         )
     assert result.history_diff <= tolerance, result.history_diff
 
