@@ -60,6 +60,7 @@ EXAMPLES = [
     "wgan_gp",
     "vq_vae",
     "multi_label_classification",
+    "image_classification_3d",
 ]
 FAST = ["mnist_convnet", "timeseries_classification_from_scratch", "text_classification_from_scratch"]
 
