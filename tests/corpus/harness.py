@@ -59,6 +59,14 @@ EXAMPLES = [
     "super_resolution_sub_pixel",
     "involution",
     "semisupervised_simclr",
+    "lstm_seq2seq",
+    "neural_machine_translation_with_transformer",
+    "captcha_ocr",
+    "collaborative_filtering_movielens",
+    "timeseries_traffic_forecasting",
+    "vq_vae",
+    "multi_label_classification",
+    "image_classification_3d",
 ]
 FAST = ["mnist_convnet", "timeseries_classification_from_scratch", "text_classification_from_scratch"]
 
@@ -183,12 +191,14 @@ def graph_series(model, prefix=""):
         zoo.expected_stats = expected_stats
 
 
-def expected_series(model):
+def expected_series(model, sample=None):
     """`({series: statistics}, exact)`: what the Keras graph says must be recorded (`zoo.graph_series`).
 
-    A functional or Sequential model gives its graph; a subclassed one (a GAN, a VAE, a distiller) the graphs of
-    the functional models it holds, each under its name. `exact` is False when a custom `train_step` decides how
-    many times the graph is called (the series are then compared without their call suffix `#k`)."""
+    A functional or Sequential model gives its graph; a subclassed one (a GAN, a VAE, a distiller, a recommender)
+    the graphs of the functional models it holds, each under its name, and the floating outputs of the other
+    layers it holds that its `call` calls on `sample` (`held_layer_series`). `exact` is False when a custom
+    `train_step` or `call` decides how many times the graph is called (the series are then compared without
+    their call suffix `#k`)."""
     import keras
     from keras.src.models.functional import Functional
 
@@ -198,7 +208,58 @@ def expected_series(model):
     for layer in model.layers:
         if isinstance(layer, keras.Model):
             out.update(graph_series(layer, layer.name + "/"))
+    out.update(held_layer_series(model, sample))
     return out, False
+
+
+def held_layer_series(model, sample):
+    """`{series: {}}` for the floating outputs of the layers (not models) a subclassed `model` holds, read off
+    one call of the model on `sample` (each held layer's `call` intercepted for that call only); empty when
+    there is no sample, no such layer, or the model has no `call` (a GAN: only its `train_step` runs its
+    models)."""
+    import keras
+
+    from tfprobe import metadata
+
+    plain = [layer for layer in model.layers if not isinstance(layer, keras.Model)]
+    if sample is None or not plain or type(model).call is keras.Model.call:
+        return {}
+    outputs = {}
+
+    def intercept(layer):
+        original = layer.call
+
+        def call(*args, **kwargs):
+            result = original(*args, **kwargs)
+            outputs[layer.name] = keras.tree.flatten(result)
+            return result
+
+        object.__setattr__(layer, "call", call)
+
+    for layer in plain:
+        intercept(layer)
+    try:
+        model(sample)
+    finally:
+        for layer in plain:
+            object.__delattr__(layer, "call")
+    out = {}
+    for name, tensors in outputs.items():
+        for k, tensor in enumerate(tensors):
+            if "float" in str(tensor.dtype):
+                out[metadata.series_name(name, k, len(tensors), 0)] = {}
+    return out
+
+
+def first_batch(x, n=4):
+    """The first `n` examples of a `fit` input (arrays, a list or dict of arrays, or a dataset of batches)."""
+    import keras
+
+    if hasattr(x, "take") and not isinstance(x, np.ndarray):  # a tf.data.Dataset
+        element = next(iter(x.take(1)))
+        inputs = element[0] if isinstance(element, tuple) else element
+        return keras.tree.map_structure(lambda t: t[:n], inputs)
+    return keras.tree.map_structure(lambda a: np.asarray(a)[:n], x)
 
 
 def with_repeated_calls(model, series, prefix=""):
@@ -228,12 +289,13 @@ def expected_windows(steps, log_freq):
     return sorted(set(range(log_freq, steps + 1, log_freq)) | {steps})
 
 
-def check_coverage(result, model, log_dir):
-    """Every expected series is recorded at every window, with a finite `std`; nothing else is recorded.
+def check_coverage(result, model, log_dir, sample=None):
+    """Every expected series is recorded at every window, with a finite `std`; nothing else is recorded
+    (`sample`: a few inputs of the model, for a subclassed one, see `expected_series`).
 
     A functional model is compared series by series; for a subclassed one, whose sub-models are called a number
     of times its `train_step` decides, the series are compared without their call suffix (`#1`)."""
-    expected, exact = expected_series(model)
+    expected, exact = expected_series(model, sample)
     df = tfprobe.read_logdir(log_dir)
     result.expected = len(expected)
     recorded = set(df.layer)
@@ -348,7 +410,7 @@ def run_example(module, setting, jit, tmp_path):
         if result.history_diff > HISTORY_RTOL:
             result.plain_diff = plain_reproducibility(module, jit, plain)
         try:
-            check_coverage(result, built.model, log_dir)
+            check_coverage(result, built.model, log_dir, first_batch(built.x))
         except Exception as error:  # noqa: BLE001 - a broken oracle is a failed check, not a crash of the table
             result.missing = [f"(coverage oracle failed: {type(error).__name__}: {error})"]
         layers = tfprobe.read_layers(log_dir)
@@ -402,6 +464,7 @@ class ReferenceResult:
     message: str = ""
     representation_rows: int = 0
     cam: str = ""  # image classifiers: the shape of `tfprobe.cam.grad_cam`'s maps, or its error
+    callable: bool = True  # the model has a `call` (not only a `train_step` that runs the models it holds)
 
 
 def run_reference(module, tmp_path):
@@ -414,6 +477,7 @@ def run_reference(module, tmp_path):
     name = module.__name__.rsplit(".", 1)[-1]
     out = ReferenceResult(name)
     built = seeded_build(module, False)
+    out.callable = type(built.model).call is not keras.Model.call
     if getattr(module, "LOOKS", False):
         out.cam = grad_cam_shape(built.model, np.asarray(reference_data(module, built)[0][:4]))
     log_dir = tmp_path / f"{name}-reference"

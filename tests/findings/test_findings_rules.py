@@ -561,3 +561,32 @@ def test_a_zero_gradient_with_a_live_consumer_is_still_dead():
 def test_the_registry_keeps_its_structure():
     assert callable(findings.register) and all(callable(c) for c in findings.CHECKS.values())
     assert {"depth", "gradient_depth", "dead_gradient", "updates"} <= set(findings.CHECKS)
+
+
+def test_a_max_pooling_keeps_the_gradient_norm_an_average_pooling_divides_it():
+    """Through a global pooling over 64x64 positions, an average hands each position 1/4096 of the gradient
+    (its norm falls 64x, by design), a max hands each channel's gradient whole to one position (the norm is
+    kept). A 20x growth of the norm per example from the pooling back to the feature maps is thus within
+    bounds behind a max pooling, and 1280x more than the design behind an average pooling. (Four
+    MaxPooling3D of keras-io's 3D CT-scan classifier were discounted as averages: 5.75e3x, a false
+    `exploding_gradient` on its first Conv3D, where the norm grows 70x without the probe.)"""
+
+    def diagnose(pool_class):
+        layers = pd.DataFrame(
+            {
+                "run": "r",
+                "layer": ["maps", "pool"],
+                "order": range(2),
+                "inputs": [[], ["maps"]],
+                "class": ["Conv2D", pool_class],
+                "shape": [[None, 64, 64, 4], [None, 4]],
+            }
+        )
+        values = {"maps": 20.0 / 128, "pool": 0.5}  # norms per example: 20 and 1
+        rows = [("r", s, 0.0, layer, "grad_rms", v) for s in (1, 2) for layer, v in values.items()]
+        df = pd.DataFrame(rows, columns=["run", "step", "wall_time", "layer", "stat", "value"])
+        return tfprobe.diagnose(df, layers)
+
+    assert diagnose("GlobalMaxPooling2D").empty
+    found = diagnose("GlobalAveragePooling2D")
+    assert found[["layer", "kind"]].values.tolist() == [["maps", "exploding_gradient"]], found.to_string()

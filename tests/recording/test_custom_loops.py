@@ -209,3 +209,111 @@ def test_every_gradient_a_layer_receives_in_a_step_is_folded(tmp_path):
     wide = tfprobe.read_logdir(tmp_path, pivot=True).set_index("layer")
     assert wide.loc["out", "grad_zero_fraction"] == 0.5
     assert wide.loc["out", "grad_rms"] > 0
+
+
+class GradientPenalty(keras.Model):
+    """A WGAN-GP critic step: the critic's output on real data, and a gradient penalty on its gradient with
+    respect to its input, taken by a `GradientTape` inside the loss's tape (the critic's second call)."""
+
+    def __init__(self, critic):
+        super().__init__()
+        self.critic = critic
+
+    def train_step(self, x):
+        with tf.GradientTape() as tape:
+            real = self.critic(x, training=True)
+            interpolated = x * 0.5
+            with tf.GradientTape() as gp_tape:
+                gp_tape.watch(interpolated)
+                pred = self.critic(interpolated, training=True)
+            grads = gp_tape.gradient(pred, [interpolated])[0]
+            gp = tf.reduce_mean((tf.sqrt(tf.reduce_sum(tf.square(grads), axis=1)) - 1.0) ** 2)
+            loss = -tf.reduce_mean(real) + 10.0 * gp
+        weights = self.critic.trainable_variables
+        self.optimizer.apply_gradients(zip(tape.gradient(loss, weights), weights))
+        return {"loss": loss}
+
+
+def test_a_gradient_penalty_call_gets_no_gradient_figures_and_no_dead_gradient(tmp_path):
+    """The penalty's call of the critic is differentiated twice: by the inner tape (its gradient is part of the
+    loss) and, through that gradient, by the loss's tape: a second-order term, exactly zero through LeakyReLU
+    and Dense (the weights still learn from the penalty). Neither is `dL/da`: that call gets no gradient
+    figures, the first call gets its own, and nothing is called a dead gradient."""
+    critic = keras.Sequential(
+        [
+            keras.Input((6,)),
+            layers.Dense(8, name="dense"),
+            layers.LeakyReLU(0.2, name="act"),
+            layers.Dense(1, name="out"),
+        ],
+        name="critic",
+    )
+    model = GradientPenalty(critic)
+    model.compile(optimizer=keras.optimizers.SGD(0.01))
+    x = np.random.default_rng(0).normal(size=(64, 6)).astype("float32")
+    probe = tfprobe.LayerProbe(tmp_path, record_freq=1, log_freq=2, gradients=True)
+    model.fit(x, batch_size=16, epochs=1, verbose=0, callbacks=[probe])
+    df = tfprobe.read_logdir(tmp_path)
+    # without the probe: the loss's gradient at the penalty call's first Dense output is exactly zero, while
+    # the critic's first kernel gets a gradient from the penalty
+    interpolated = tf.constant(x[:16]) * 0.5
+    with tf.GradientTape(persistent=True) as tape:
+        with tf.GradientTape() as gp_tape:
+            gp_tape.watch(interpolated)
+            hidden = critic.get_layer("dense")(interpolated)
+            tape.watch(hidden)
+            pred = critic.get_layer("out")(critic.get_layer("act")(hidden))
+        g = gp_tape.gradient(pred, interpolated)
+        gp = tf.reduce_mean((tf.sqrt(tf.reduce_sum(tf.square(g), axis=1)) - 1.0) ** 2)
+    dhidden = tape.gradient(gp, hidden)
+    assert dhidden is not None and not np.any(np.asarray(dhidden))
+    assert np.any(np.asarray(tape.gradient(gp, critic.get_layer("dense").kernel)))
+    gradients = df[df.stat == "grad_rms"]
+    assert set(gradients.layer) == {"critic/dense", "critic/act", "critic/out"}, sorted(set(gradients.layer))
+    assert (gradients.value > 0).all()
+    assert {"critic/dense#1", "critic/act#1", "critic/out#1"} <= set(df.layer)  # its activations are recorded
+    findings = tfprobe.diagnose(tmp_path)
+    assert not (findings.kind == "dead_gradient").any(), findings[["layer", "kind", "message"]].to_string()
+
+
+class NoisyInputs(keras.Model):
+    """A `train_step` that draws noise with TensorFlow's stateful `tf.random.normal` (as the WGAN-GP example
+    draws its latent vectors): the op's random state lives in the kernel of the traced function."""
+
+    def __init__(self, net):
+        super().__init__()
+        self.net = net
+
+    def train_step(self, data):
+        x, y = data
+        noisy = x + tf.random.normal(tf.shape(x))
+        with tf.GradientTape() as tape:
+            loss = tf.reduce_mean(tf.square(self.net(noisy, training=True) - y))
+        weights = self.net.trainable_variables
+        self.optimizer.apply_gradients(zip(tape.gradient(loss, weights), weights))
+        return {"loss": loss}
+
+
+def test_a_step_with_stateful_random_ops_trains_as_without_the_probe(tmp_path):
+    """Steps that record nothing run in Keras' own train function, the others in the probed one: with
+    `tf.random.normal` in the step, that would restart its random stream at each switch, and the probe would
+    change the noise training sees. Such a step runs every call in the probed function: History and weights
+    equal the run without the probe."""
+    rng = np.random.default_rng(0)
+    x, y = rng.normal(size=(64, 4)).astype("float32"), rng.normal(size=(64, 1)).astype("float32")
+
+    def train(callbacks):
+        keras.utils.set_random_seed(0)
+        net = keras.Sequential([keras.Input((4,)), layers.Dense(8, activation="relu"), layers.Dense(1)], name="net")
+        model = NoisyInputs(net)
+        model.compile(optimizer=keras.optimizers.SGD(0.05))
+        history = model.fit(x, y, batch_size=8, epochs=1, verbose=0, shuffle=False, callbacks=callbacks)
+        return history.history["loss"], net.get_weights()
+
+    plain_loss, plain_weights = train([])
+    probe = tfprobe.LayerProbe(tmp_path, record_freq=4, log_freq=4)
+    loss, weights = train([probe])
+    assert loss == plain_loss
+    for a, b in zip(weights, plain_weights):
+        np.testing.assert_array_equal(a, b)
+    assert sorted(set(tfprobe.read_logdir(tmp_path).step)) == [4, 8]

@@ -1379,15 +1379,19 @@ def _gradient_extremes(ctx):
         values, n = grid.to_numpy(float).T, len(grid)  # values[k]: layer order[k]'s gradients, step by step
         column = {name: k for k, name in enumerate(order)}
         size = dict(zip(s["layer"], s["size"])) if run in by_norm else {}
-        pooling = dict(zip(s["layer"], s["pooling"]))
+        # an average over n values hands each 1/n of the gradient: 1/sqrt(n) of its norm, by design; a max
+        # pooling (`ROUTING_CLASS`) hands each window's gradient whole to one value: the norm is kept
+        averaging = {
+            name: bool(pool) and not ROUTING_CLASS.search(str(cls))
+            for name, pool, cls in zip(s["layer"], s["pooling"], s["class"])
+        }
         hi, lo = {}, {}  # layer -> (values [steps], names [steps]) over its downstream
         for name in order:
             parts = []
             for c in consumers[name]:
-                # an average over n values hands each 1/n of the gradient: 1/sqrt(n) of its norm, by design
                 a = (
                     math.sqrt(size[name] / size[c])
-                    if pooling.get(c) and size.get(c) and size.get(name, 0) > size[c]
+                    if averaging.get(c) and size.get(c) and size.get(name, 0) > size[c]
                     else 1.0
                 )
                 parts += [
@@ -1440,7 +1444,8 @@ def check_gradient_depth(ctx):
     initialisation) preserves the gradient's norm, not its rms, which falls as the tensors widen toward the
     input (a GAN generator's 32x32x128 feature maps fed to its discriminator's 1-unit output: 360x in rms
     for the same norm). Through a pooling layer averaging `n` values per output, a fall of `sqrt(n)` in norm
-    is by design and discounted (as `expected_shrink` does for activations). Layers called several times
+    is by design and discounted (as `expected_shrink` does for activations); a max pooling hands each
+    window's gradient to one value and keeps its norm: nothing to discount. Layers called several times
     per step (`layer#1` series) have their own series and are compared along the edges of their own call;
     a gradient that enters a model through another model's output (a GAN generator through its
     discriminator) is compared the same way."""

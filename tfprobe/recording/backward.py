@@ -48,6 +48,16 @@ def watch(tensor, on_gradient):
     return identity(tensor)
 
 
+def _recording():
+    """Whether a `GradientTape` is recording now (while a gradient function runs: the gradient is being taken
+    inside another tape's forward computation). False where TensorFlow's tape module cannot be read."""
+    try:
+        from tensorflow.python.eager import record
+    except ImportError:  # pragma: no cover - a TensorFlow without the module
+        return False
+    return bool(record.could_possibly_record())
+
+
 def loss_scale(optimizer):
     """The factor the trainer multiplies the loss by before differentiating (1 without loss scaling).
 
@@ -217,6 +227,7 @@ class BackwardStep:
         # Without a loss-scale optimizer every update is applied (no wait for `iterations`), and a loss scale that
         # is statically 1 divides nothing (no copy of each gradient).
         self.weights, self.grads = weights, []  # (series, gradient)
+        self.nested = set()  # series differentiated inside the forward computation (`end`)
         self.before = iterations if may_skip_steps(optimizer) else None
         self.scale = loss_scale(optimizer)
         self.unscaled = tf.get_static_value(self.scale) == 1
@@ -225,13 +236,27 @@ class BackwardStep:
         self.record, self.hist = record, hist
 
     def watch(self, series, tensor):
-        grads = self.grads
-        return watch(tensor, lambda g: grads.append((series, g)))
+        grads, nested = self.grads, self.nested
+
+        def seen(g):
+            if _recording():  # a gradient taken inside the forward computation (`end`)
+                nested.add(series.name)
+            else:
+                grads.append((series, g))
+
+        return watch(tensor, seen)
 
     def end(self, step, iterations, applied_grads=None):
         """Folds the gradients and weight figures into `step.accumulators` (`step`: the `StepTrace`, whose
         `in_conds` gates the folds as the activations' and whose `guard` runs each series' ops under the
-        recorder's failure policy)."""
+        recorder's failure policy).
+
+        A series whose tap is differentiated while a tape records (a `tape.gradient` inside the loss's
+        `GradientTape`: a WGAN-GP's gradient penalty differentiates its critic's output with respect to its
+        input) gets no gradient figures for the step: that inner gradient is part of the forward computation,
+        not `dL/da`, and what the loss's backward pass hands that call is a second-order term (exactly zero
+        through piecewise-linear layers, however much the weights learn from the penalty), neither comparable
+        to the first-order gradients of the step's other series."""
         accumulators = step.accumulators
         if iterations is None or self.before is None:
             applied = tf.constant(True)
@@ -239,7 +264,7 @@ class BackwardStep:
             applied = tf.not_equal(tf.cast(iterations, tf.int64), self.before)
         record = tf.logical_and(self.record, applied)
         hist = None if self.hist is None else tf.logical_and(self.hist, applied)
-        grads = self.grads
+        grads = [(series, g) for series, g in self.grads if series.name not in self.nested]
         empty = {"grad_sums": stats.empty_sums(), "grad_maxes": stats.empty_maxes(None)}
         if hist is not None:
             empty["grad_hist"] = np.zeros(metadata.NUM_BUCKETS)
