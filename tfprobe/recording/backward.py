@@ -313,9 +313,8 @@ def _fold_gradients(step, grads, scale, *, with_stats, with_histogram):
     tensor for a fusing kernel, which also takes `with_stats` as one).
     A gradient reaching several series (an `Add`'s inputs get the same
     tensor) is read once. A series reached by several gradients in one step (a persistent tape differentiated
-    twice; a WGAN-GP's critic call whose output reaches the penalty's inner tape and, as exact zeros, the outer
-    one) folds each of them, as it folds the steps of a window. Each series' ops are built under `step.guard`
-    (the failure policy).
+    twice) folds each of them, as it folds the steps of a window (a gradient taken while a tape records never
+    gets here: `BackwardStep.end`). Each series' ops are built under `step.guard` (the failure policy).
     """
     kernel, accumulators = step.kernel, step.accumulators
     sums, maxes, hists = {}, {}, {}
